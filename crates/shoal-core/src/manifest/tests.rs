@@ -1,0 +1,202 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn entry(key: &str, size: u64, bs: u32) -> Entry {
+    if key::is_metadata(key) {
+        return Entry {
+            key: key.into(),
+            size,
+            content: Content::Inline(Bytes::from(vec![b'{'; size as usize])),
+        };
+    }
+    let blocks = (0..chunk::block_count(size, bs))
+        .map(|i| *Block::raw(format!("{key}#{i}").into_bytes()).cid())
+        .collect();
+    Entry {
+        key: key.into(),
+        size,
+        content: Content::Blocks(blocks),
+    }
+}
+
+fn store(built: &BuiltManifest) -> HashMap<Cid, Block> {
+    built.blocks.iter().map(|b| (*b.cid(), b.clone())).collect()
+}
+
+fn read_all(m: &Manifest, blocks: &HashMap<Cid, Block>) -> Vec<Entry> {
+    let mut out = Vec::new();
+    m.for_each_entry::<Error>(
+        &mut |c| Ok(blocks.get(c).expect("page present").clone()),
+        &mut |e| {
+            out.push(e.clone());
+            Ok(())
+        },
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn small_manifest_is_one_block_with_inline_metadata() {
+    let mut b = ManifestBuilder::new(3, 1024);
+    for k in ["zarr.json", "t/zarr.json", "t/c/0/0", "t/c/0/1"] {
+        b.push(entry(k, 100, 1024)).unwrap();
+    }
+    let built = b.build().unwrap();
+    assert!(built.blocks.is_empty());
+    let m = Manifest::decode(&built.root).unwrap();
+    assert_eq!(m.metadata.len(), 2);
+    assert_eq!(m.key_count, 4);
+    assert_eq!(m.total_bytes, 400);
+    let keys: Vec<_> = read_all(&m, &HashMap::new()).into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, ["t/c/0/0", "t/c/0/1", "t/zarr.json", "zarr.json"]);
+}
+
+#[test]
+fn large_manifest_pages_and_lookups_touch_one_path() {
+    let mut b = ManifestBuilder::new(2, 1 << 20).with_page_target(2048);
+    let keys: Vec<String> = (0..5000).map(|i| format!("a/{}.{}", i / 100, i % 100)).collect();
+    for k in &keys {
+        b.push(entry(k, 10, 1 << 20)).unwrap();
+    }
+    b.push(entry("a/.zarray", 50, 1 << 20)).unwrap();
+    let built = b.build().unwrap();
+    assert!(built.blocks.len() > 100);
+    assert!(built.blocks.iter().all(|b| b.len() <= 4096));
+    let blocks = store(&built);
+    let m = Manifest::decode(&built.root).unwrap();
+    let all = read_all(&m, &blocks);
+    assert_eq!(all.len(), 5001);
+    assert!(all.windows(2).all(|w| w[0].key < w[1].key));
+    let mut fetched = 0;
+    let e = m
+        .lookup::<Error>("a/17.42", &mut |c| {
+            fetched += 1;
+            Ok(blocks[c].clone())
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.size, 10);
+    assert!(fetched <= MAX_DEPTH, "lookup fetched {fetched} pages");
+    assert!(m.lookup::<Error>("zzz", &mut |c| Ok(blocks[c].clone())).unwrap().is_none());
+    let links = m.all_links::<Error>(&mut |c| Ok(blocks[c].clone())).unwrap();
+    assert_eq!(links.len(), 5000 + built.blocks.len());
+}
+
+#[test]
+fn oversized_metadata_spills_into_blocks() {
+    let mut b = ManifestBuilder::new(2, 1 << 20);
+    b.push(entry(".zmetadata", (INLINE_MAX_DOC + 1) as u64, 1 << 20)).unwrap();
+    let built = b.build().unwrap();
+    let m = Manifest::decode(&built.root).unwrap();
+    assert!(m.metadata.is_empty());
+    let e = m.lookup::<Error>(".zmetadata", &mut |_| unreachable!()).unwrap().unwrap();
+    assert_eq!(e.blocks().len(), 1);
+    assert_eq!(built.blocks.len(), 1);
+}
+
+#[test]
+fn duplicate_and_bad_keys_are_refused() {
+    let mut b = ManifestBuilder::new(2, 1024);
+    b.push(entry("a", 1, 1024)).unwrap();
+    b.push(entry("a", 1, 1024)).unwrap();
+    assert!(b.build().is_err());
+    let mut b = ManifestBuilder::new(2, 1024);
+    assert!(b.push(entry("../etc/passwd", 1, 1024)).is_err());
+}
+
+#[test]
+fn hostile_roots_are_rejected_without_panic() {
+    // Unsorted keys.
+    let w = WireRoot {
+        b: 1024,
+        m: vec![],
+        n: 2,
+        s: 0,
+        t: WireNode {
+            c: vec![],
+            e: vec![
+                WireEntry { b: vec![], i: None, k: "b".into(), s: 0 },
+                WireEntry { b: vec![], i: None, k: "a".into(), s: 0 },
+            ],
+        },
+        v: 1,
+        z: 2,
+    };
+    let blk = Block::dag_cbor(serde_ipld_dagcbor::to_vec(&w).unwrap());
+    assert!(matches!(Manifest::decode(&blk), Err(Error::ManifestInvalid { .. })));
+    // Path traversal key.
+    let w = WireRoot {
+        t: WireNode {
+            c: vec![],
+            e: vec![WireEntry { b: vec![], i: None, k: "../x".into(), s: 0 }],
+        },
+        n: 1,
+        ..w
+    };
+    let blk = Block::dag_cbor(serde_ipld_dagcbor::to_vec(&w).unwrap());
+    assert!(Manifest::decode(&blk).is_err());
+    // Garbage and truncations.
+    let good = {
+        let mut b = ManifestBuilder::new(3, 1024);
+        b.push(entry("zarr.json", 10, 1024)).unwrap();
+        b.push(entry("c/0", 3000, 1024)).unwrap();
+        b.build().unwrap().root
+    };
+    for n in 0..good.len() {
+        let _ = Manifest::decode(&Block::dag_cbor(good.data().slice(..n)));
+    }
+    assert!(Manifest::decode(&Block::raw(good.data().clone())).is_err());
+}
+
+#[test]
+fn encoding_is_deterministic() {
+    let mk = |order: &[&str]| {
+        let mut b = ManifestBuilder::new(3, 1024);
+        for k in order {
+            b.push(entry(k, 5, 1024)).unwrap();
+        }
+        *b.build().unwrap().root.cid()
+    };
+    assert_eq!(mk(&["a", "b", "zarr.json"]), mk(&["zarr.json", "b", "a"]));
+}
+
+fn arb_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z]{1,3}(/[a-z0-9.]{1,4}){0,3}".prop_filter("valid", |k| key::validate(k).is_ok()),
+        "[a-z]{1,3}/(zarr\\.json|\\.zarray|\\.zattrs)",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn round_trip(keys in proptest::collection::btree_set(arb_key(), 0..400), page in 64usize..4096, sizes in proptest::collection::vec(0u64..5000, 400)) {
+        let bs = 1024;
+        let mut b = ManifestBuilder::new(3, bs).with_page_target(page);
+        let mut expect = Vec::new();
+        for (k, s) in keys.iter().zip(sizes.iter()) {
+            let e = entry(k, *s, bs);
+            expect.push(e.clone());
+            b.push(e).unwrap();
+        }
+        let built = b.build().unwrap();
+        let blocks = store(&built);
+        let m = Manifest::decode(&built.root).unwrap();
+        let got = read_all(&m, &blocks);
+        prop_assert_eq!(&got, &expect);
+        for e in &expect {
+            let found = m.lookup::<Error>(&e.key, &mut |c| Ok(blocks[c].clone())).unwrap();
+            prop_assert_eq!(found.as_ref(), Some(e));
+        }
+    }
+
+    #[test]
+    fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Manifest::decode(&Block::dag_cbor(bytes));
+    }
+}
