@@ -564,7 +564,8 @@ impl ManifestBuilder {
 
     /// Smaller pages, so tests can build multi-level trees from few keys.
     pub fn with_page_target(mut self, bytes: usize) -> Self {
-        self.page_target = bytes.clamp(64, PAGE_TARGET_BYTES);
+        // Below ~1 KiB a page holds too few keys and the tree outgrows MAX_DEPTH.
+        self.page_target = bytes.clamp(1024, PAGE_TARGET_BYTES);
         self
     }
 
@@ -624,8 +625,14 @@ impl ManifestBuilder {
             Node::Leaf(tree)
         } else {
             let mut level = self.pages_from_entries(tree, &mut blocks)?;
-            while level.iter().map(child_estimate).sum::<usize>() > self.page_target.min(root_budget) {
+            let mut depth = 1;
+            // Each pass at least halves the level (groups hold >= 2 children).
+            while level.len() > 1 && level.iter().map(child_estimate).sum::<usize>() > self.page_target.min(root_budget) {
                 level = self.pages_from_children(level, &mut blocks)?;
+                depth += 1;
+            }
+            if depth > MAX_DEPTH {
+                return Err(Error::ManifestEncode(format!("tree of depth {depth} exceeds {MAX_DEPTH}")));
             }
             Node::Inner(level)
         };

@@ -175,7 +175,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn round_trip(keys in proptest::collection::btree_set(arb_key(), 0..400), page in 64usize..4096, sizes in proptest::collection::vec(0u64..5000, 400)) {
+    fn round_trip(keys in proptest::collection::btree_set(arb_key(), 0..400), page in 1024usize..8192, sizes in proptest::collection::vec(0u64..5000, 400)) {
         let bs = 1024;
         let mut b = ManifestBuilder::new(3, bs).with_page_target(page);
         let mut expect = Vec::new();
