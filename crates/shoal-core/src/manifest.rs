@@ -219,7 +219,9 @@ impl Checker<'_> {
         let content = match w.i {
             Some(data) => {
                 if !inline_allowed {
-                    return Err(self.invalid(format!("key {:?}: inline data outside the root", w.k)));
+                    return Err(
+                        self.invalid(format!("key {:?}: inline data outside the root", w.k))
+                    );
                 }
                 if !w.b.is_empty() || data.len() as u64 != w.s {
                     return Err(self.invalid(format!("key {:?}: inline size mismatch", w.k)));
@@ -228,7 +230,9 @@ impl Checker<'_> {
             }
             None => {
                 if inline_allowed {
-                    return Err(self.invalid(format!("key {:?}: root metadata must be inline", w.k)));
+                    return Err(
+                        self.invalid(format!("key {:?}: root metadata must be inline", w.k))
+                    );
                 }
                 if w.b.len() as u64 != chunk::block_count(w.s, self.block_size) {
                     return Err(self.invalid(format!(
@@ -241,7 +245,8 @@ impl Checker<'_> {
                 }
                 for b in &w.b {
                     if cid::check_supported(b).is_err() || b.codec() != cid::RAW {
-                        return Err(self.invalid(format!("key {:?}: block {b} is not a raw blake3 CID", w.k)));
+                        return Err(self
+                            .invalid(format!("key {:?}: block {b} is not a raw blake3 CID", w.k)));
                     }
                 }
                 Content::Blocks(w.b)
@@ -311,7 +316,10 @@ fn decode_cbor<'a, T: Deserialize<'a>>(block: &'a Block) -> Result<T> {
     if block.len() > MAX_MANIFEST_BLOCK {
         return Err(Error::ManifestDecode {
             cid: *block.cid(),
-            reason: format!("{} bytes exceeds the {MAX_MANIFEST_BLOCK}-byte limit", block.len()),
+            reason: format!(
+                "{} bytes exceeds the {MAX_MANIFEST_BLOCK}-byte limit",
+                block.len()
+            ),
         });
     }
     serde_ipld_dagcbor::from_slice(block.data()).map_err(|e| Error::ManifestDecode {
@@ -342,10 +350,17 @@ impl Manifest {
         let meta_count = metadata.len() as u64;
         let tree_count = match &top {
             Node::Leaf(e) => e.len() as u64,
-            Node::Inner(c) => c.iter().try_fold(0u64, |a, c| a.checked_add(c.count)).ok_or_else(|| ck.invalid("key count overflows"))?,
+            Node::Inner(c) => c
+                .iter()
+                .try_fold(0u64, |a, c| a.checked_add(c.count))
+                .ok_or_else(|| ck.invalid("key count overflows"))?,
         };
         if meta_count + tree_count != w.n {
-            return Err(ck.invalid(format!("root claims {} keys, holds {}", w.n, meta_count + tree_count)));
+            return Err(ck.invalid(format!(
+                "root claims {} keys, holds {}",
+                w.n,
+                meta_count + tree_count
+            )));
         }
         Ok(Manifest {
             cid: *block.cid(),
@@ -379,7 +394,10 @@ impl Manifest {
                 c.iter().map(|c| c.count).sum(),
             ),
         };
-        if first != Some(expect.first.as_str()) || last != Some(expect.last.as_str()) || count != expect.count {
+        if first != Some(expect.first.as_str())
+            || last != Some(expect.last.as_str())
+            || count != expect.count
+        {
             return Err(ck.invalid(format!(
                 "page holds {count} keys {first:?}..{last:?}, parent promised {} keys {:?}..{:?}",
                 expect.count, expect.first, expect.last
@@ -475,7 +493,10 @@ impl Manifest {
                         .map(|i| entries[i].clone()));
                 }
                 Node::Inner(children) => {
-                    let Some(child) = children.iter().find(|c| c.first.as_str() <= key && key <= c.last.as_str()) else {
+                    let Some(child) = children
+                        .iter()
+                        .find(|c| c.first.as_str() <= key && key <= c.last.as_str())
+                    else {
                         return Ok(None);
                     };
                     let block = fetch(&child.cid)?;
@@ -602,7 +623,10 @@ impl ManifestBuilder {
         let key_count = self.entries.len() as u64;
         for mut e in std::mem::take(&mut self.entries) {
             if let Content::Inline(data) = &e.content {
-                if key::is_metadata(&e.key) && data.len() <= INLINE_MAX_DOC && inline_used + data.len() <= INLINE_BUDGET_BYTES {
+                if key::is_metadata(&e.key)
+                    && data.len() <= INLINE_MAX_DOC
+                    && inline_used + data.len() <= INLINE_BUDGET_BYTES
+                {
                     inline_used += data.len();
                     metadata.push(e);
                     continue;
@@ -627,12 +651,17 @@ impl ManifestBuilder {
             let mut level = self.pages_from_entries(tree, &mut blocks)?;
             let mut depth = 1;
             // Each pass at least halves the level (groups hold >= 2 children).
-            while level.len() > 1 && level.iter().map(child_estimate).sum::<usize>() > self.page_target.min(root_budget) {
+            while level.len() > 1
+                && level.iter().map(child_estimate).sum::<usize>()
+                    > self.page_target.min(root_budget)
+            {
                 level = self.pages_from_children(level, &mut blocks)?;
                 depth += 1;
             }
             if depth > MAX_DEPTH {
-                return Err(Error::ManifestEncode(format!("tree of depth {depth} exceeds {MAX_DEPTH}")));
+                return Err(Error::ManifestEncode(format!(
+                    "tree of depth {depth} exceeds {MAX_DEPTH}"
+                )));
             }
             Node::Inner(level)
         };
@@ -649,7 +678,11 @@ impl ManifestBuilder {
         Ok(BuiltManifest { root, blocks })
     }
 
-    fn pages_from_entries(&self, entries: Vec<Entry>, blocks: &mut Vec<Block>) -> Result<Vec<ChildRef>> {
+    fn pages_from_entries(
+        &self,
+        entries: Vec<Entry>,
+        blocks: &mut Vec<Block>,
+    ) -> Result<Vec<ChildRef>> {
         let groups = split_by_size(entries, entry_estimate, self.page_target);
         groups
             .into_iter()
@@ -666,7 +699,11 @@ impl ManifestBuilder {
             .collect()
     }
 
-    fn pages_from_children(&self, children: Vec<ChildRef>, blocks: &mut Vec<Block>) -> Result<Vec<ChildRef>> {
+    fn pages_from_children(
+        &self,
+        children: Vec<ChildRef>,
+        blocks: &mut Vec<Block>,
+    ) -> Result<Vec<ChildRef>> {
         let groups = split_by_size(children, child_estimate, self.page_target);
         groups
             .into_iter()

@@ -1,1 +1,34 @@
+//! shoal-store: the local block store.
+//!
+//! Layout of a store directory:
+//!
+//! ```text
+//! index.redb              redb: CID -> location, segments, pins, names, clock
+//! segments/NNNNNNNNNNNN.pack   append-only pack files of block bytes
+//! ```
+//!
+//! Invariants:
+//! - Block bytes are appended to the active segment and `fsync`ed before the
+//!   index transaction that points at them commits. An index entry therefore
+//!   always points at durable bytes; bytes without an entry (a crash between
+//!   the two steps) are cut off when the store next opens, using each
+//!   segment's committed length recorded in the same transaction.
+//! - Every read is verified against its CID; wrong bytes are never returned.
+//! - GC marks from pins (any kind), names and open [`Session`]s; data written
+//!   by an add in progress is protected by its session until it is pinned.
+//! - Quota eviction only removes data not reachable from user pins, names or
+//!   sessions, least recently used first.
+//!
+//! The API is synchronous; call it from `spawn_blocking` in async code.
 
+mod error;
+mod fsck;
+mod gc;
+mod index;
+mod segment;
+mod store;
+
+pub use error::{Error, Result};
+pub use fsck::{BadBlock, FsckReport, IncompleteDataset};
+pub use gc::GcStats;
+pub use store::{PinKind, PinKinds, PutStats, Session, StatsReport, Store, StoreOptions};

@@ -51,14 +51,19 @@ fn small_manifest_is_one_block_with_inline_metadata() {
     assert_eq!(m.metadata.len(), 2);
     assert_eq!(m.key_count, 4);
     assert_eq!(m.total_bytes, 400);
-    let keys: Vec<_> = read_all(&m, &HashMap::new()).into_iter().map(|e| e.key).collect();
+    let keys: Vec<_> = read_all(&m, &HashMap::new())
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
     assert_eq!(keys, ["t/c/0/0", "t/c/0/1", "t/zarr.json", "zarr.json"]);
 }
 
 #[test]
 fn large_manifest_pages_and_lookups_touch_one_path() {
     let mut b = ManifestBuilder::new(2, 1 << 20).with_page_target(2048);
-    let keys: Vec<String> = (0..5000).map(|i| format!("a/{}.{}", i / 100, i % 100)).collect();
+    let keys: Vec<String> = (0..5000)
+        .map(|i| format!("a/{}.{}", i / 100, i % 100))
+        .collect();
     for k in &keys {
         b.push(entry(k, 10, 1 << 20)).unwrap();
     }
@@ -81,19 +86,28 @@ fn large_manifest_pages_and_lookups_touch_one_path() {
         .unwrap();
     assert_eq!(e.size, 10);
     assert!(fetched <= MAX_DEPTH, "lookup fetched {fetched} pages");
-    assert!(m.lookup::<Error>("zzz", &mut |c| Ok(blocks[c].clone())).unwrap().is_none());
-    let links = m.all_links::<Error>(&mut |c| Ok(blocks[c].clone())).unwrap();
+    assert!(m
+        .lookup::<Error>("zzz", &mut |c| Ok(blocks[c].clone()))
+        .unwrap()
+        .is_none());
+    let links = m
+        .all_links::<Error>(&mut |c| Ok(blocks[c].clone()))
+        .unwrap();
     assert_eq!(links.len(), 5000 + built.blocks.len());
 }
 
 #[test]
 fn oversized_metadata_spills_into_blocks() {
     let mut b = ManifestBuilder::new(2, 1 << 20);
-    b.push(entry(".zmetadata", (INLINE_MAX_DOC + 1) as u64, 1 << 20)).unwrap();
+    b.push(entry(".zmetadata", (INLINE_MAX_DOC + 1) as u64, 1 << 20))
+        .unwrap();
     let built = b.build().unwrap();
     let m = Manifest::decode(&built.root).unwrap();
     assert!(m.metadata.is_empty());
-    let e = m.lookup::<Error>(".zmetadata", &mut |_| unreachable!()).unwrap().unwrap();
+    let e = m
+        .lookup::<Error>(".zmetadata", &mut |_| unreachable!())
+        .unwrap()
+        .unwrap();
     assert_eq!(e.blocks().len(), 1);
     assert_eq!(built.blocks.len(), 1);
 }
@@ -119,20 +133,38 @@ fn hostile_roots_are_rejected_without_panic() {
         t: WireNode {
             c: vec![],
             e: vec![
-                WireEntry { b: vec![], i: None, k: "b".into(), s: 0 },
-                WireEntry { b: vec![], i: None, k: "a".into(), s: 0 },
+                WireEntry {
+                    b: vec![],
+                    i: None,
+                    k: "b".into(),
+                    s: 0,
+                },
+                WireEntry {
+                    b: vec![],
+                    i: None,
+                    k: "a".into(),
+                    s: 0,
+                },
             ],
         },
         v: 1,
         z: 2,
     };
     let blk = Block::dag_cbor(serde_ipld_dagcbor::to_vec(&w).unwrap());
-    assert!(matches!(Manifest::decode(&blk), Err(Error::ManifestInvalid { .. })));
+    assert!(matches!(
+        Manifest::decode(&blk),
+        Err(Error::ManifestInvalid { .. })
+    ));
     // Path traversal key.
     let w = WireRoot {
         t: WireNode {
             c: vec![],
-            e: vec![WireEntry { b: vec![], i: None, k: "../x".into(), s: 0 }],
+            e: vec![WireEntry {
+                b: vec![],
+                i: None,
+                k: "../x".into(),
+                s: 0,
+            }],
         },
         n: 1,
         ..w

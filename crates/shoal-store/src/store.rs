@@ -1,0 +1,686 @@
+//! The [`Store`]: blocks, pins, names, sessions, access clock.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use redb::{Database, ReadableTable, ReadableTableMetadata};
+use shoal_core::manifest::Manifest;
+use shoal_core::{cid, Block, Cid};
+
+use crate::error::{Error, Result};
+use crate::index::{cid_from_key, Loc, BLOCKS, META, NAMES, PINS, SEGMENTS};
+use crate::segment::{self, ActiveSegment, Readers, SEGMENT_MAX_BYTES};
+
+/// Why a root is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinKind {
+    /// Asked for by a user: never evicted, only `unpin` removes it.
+    User,
+    /// Held because the dataset is popular: evictable under quota pressure.
+    Mirror,
+    /// Read through (mount, query): evictable, least recently used first.
+    Cache,
+}
+
+impl PinKind {
+    pub const ALL: [PinKind; 3] = [PinKind::User, PinKind::Mirror, PinKind::Cache];
+    fn bit(self) -> u8 {
+        match self {
+            PinKind::User => 1,
+            PinKind::Mirror => 2,
+            PinKind::Cache => 4,
+        }
+    }
+}
+
+/// The set of kinds a root is pinned with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PinKinds(u8);
+
+impl PinKinds {
+    pub fn contains(self, k: PinKind) -> bool {
+        self.0 & k.bit() != 0
+    }
+    pub fn kinds(self) -> Vec<PinKind> {
+        PinKind::ALL
+            .into_iter()
+            .filter(|k| self.contains(*k))
+            .collect()
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// Maximum bytes of block data; `None` = unlimited.
+    pub quota: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PutStats {
+    /// Blocks newly written.
+    pub new_blocks: u64,
+    /// Bytes newly written.
+    pub new_bytes: u64,
+    /// Blocks that were already present (deduplicated).
+    pub dup_blocks: u64,
+    /// Blocks evicted to make room.
+    pub evicted_blocks: u64,
+}
+
+impl std::ops::AddAssign for PutStats {
+    fn add_assign(&mut self, o: Self) {
+        self.new_blocks += o.new_blocks;
+        self.new_bytes += o.new_bytes;
+        self.dup_blocks += o.dup_blocks;
+        self.evicted_blocks += o.evicted_blocks;
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatsReport {
+    pub blocks: u64,
+    pub live_bytes: u64,
+    pub segment_bytes: u64,
+    pub segments: u64,
+    pub pins: u64,
+    pub names: u64,
+    pub quota: Option<u64>,
+}
+
+pub(crate) struct Writer {
+    pub active: ActiveSegment,
+}
+
+/// Protection for blocks written by an operation in progress (an add, a
+/// fetch) until it pins its root. GC and eviction treat the session's CIDs as
+/// roots. Dropping the session releases them.
+pub struct Session {
+    id: u64,
+    sessions: Arc<Mutex<HashMap<u64, HashSet<Cid>>>>,
+}
+
+impl Session {
+    pub fn protect(&self, cids: impl IntoIterator<Item = Cid>) {
+        let mut s = self.sessions.lock().expect("sessions lock");
+        s.entry(self.id).or_default().extend(cids);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .remove(&self.id);
+    }
+}
+
+pub struct Store {
+    pub(crate) dir: PathBuf,
+    pub(crate) seg_dir: PathBuf,
+    pub(crate) db: Database,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) readers: Readers,
+    pub(crate) clock: AtomicU64,
+    /// Access ticks not yet written to the index (flushed with writes).
+    pub(crate) touched: Mutex<HashMap<Cid, u64>>,
+    pub(crate) sessions: Arc<Mutex<HashMap<u64, HashSet<Cid>>>>,
+    next_session: AtomicU64,
+    pub(crate) opts: StoreOptions,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens or creates a store in `dir`, recovering from an unclean stop:
+    /// segment bytes past their committed length are cut off and segment
+    /// files the index does not know are deleted.
+    pub fn open(dir: impl AsRef<Path>, opts: StoreOptions) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let seg_dir = dir.join("segments");
+        std::fs::create_dir_all(&seg_dir).map_err(|e| Error::io(&seg_dir, e))?;
+        let db_path = dir.join("index.redb");
+        let db = Database::create(&db_path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
+                path: dir.display().to_string(),
+            },
+            e => Error::Index(format!("opening {}: {e}", db_path.display())),
+        })?;
+        let txn = db.begin_write()?;
+        let (segments, clock) = {
+            txn.open_table(BLOCKS)?;
+            txn.open_table(PINS)?;
+            txn.open_table(NAMES)?;
+            let meta = txn.open_table(META)?;
+            let clock = meta.get("clock")?.map(|v| v.value()).unwrap_or(0);
+            let segs = txn.open_table(SEGMENTS)?;
+            let mut segments = Vec::new();
+            for row in segs.iter()? {
+                let (k, v) = row?;
+                segments.push((k.value(), v.value().0));
+            }
+            (segments, clock)
+        };
+        txn.commit()?;
+
+        // Delete segment files the index does not know (a crash after a new
+        // segment was created but before its first batch committed, or after
+        // compaction committed but before the old file was removed).
+        let known: HashSet<u64> = segments.iter().map(|s| s.0).collect();
+        for ent in std::fs::read_dir(&seg_dir).map_err(|e| Error::io(&seg_dir, e))? {
+            let ent = ent.map_err(|e| Error::io(&seg_dir, e))?;
+            if let Some(id) = ent
+                .file_name()
+                .to_str()
+                .and_then(segment::parse_segment_name)
+            {
+                if !known.contains(&id) {
+                    tracing::info!(segment = id, "removing unindexed segment file");
+                    std::fs::remove_file(ent.path()).map_err(|e| Error::io(ent.path(), e))?;
+                }
+            }
+        }
+        let (active_id, active_len) = segments
+            .iter()
+            .max_by_key(|s| s.0)
+            .copied()
+            .unwrap_or((1, 0));
+        // Older segments may also carry an uncommitted tail if a crash hit
+        // while they were active; trim them all to their committed lengths.
+        for (id, len) in &segments {
+            if *id != active_id {
+                let p = segment::segment_path(&seg_dir, *id);
+                match std::fs::metadata(&p) {
+                    Ok(m) if m.len() > *len => {
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&p)
+                            .map_err(|e| Error::io(&p, e))?;
+                        f.set_len(*len).map_err(|e| Error::io(&p, e))?;
+                    }
+                    _ => {} // missing or short: fsck reports it
+                }
+            }
+        }
+        let active = ActiveSegment::open(&seg_dir, active_id, active_len)?;
+        Ok(Self {
+            dir,
+            seg_dir,
+            db,
+            writer: Mutex::new(Writer { active }),
+            readers: Readers::default(),
+            clock: AtomicU64::new(clock),
+            touched: Mutex::new(HashMap::new()),
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+            next_session: AtomicU64::new(1),
+            opts,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn quota(&self) -> Option<u64> {
+        self.opts.quota
+    }
+
+    /// Starts a session that protects the blocks it is told about.
+    pub fn session(&self) -> Session {
+        Session {
+            id: self.next_session.fetch_add(1, Ordering::Relaxed),
+            sessions: self.sessions.clone(),
+        }
+    }
+
+    pub(crate) fn session_cids(&self) -> HashSet<Cid> {
+        let s = self.sessions.lock().expect("sessions lock");
+        s.values().flatten().copied().collect()
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn has(&self, cid: &Cid) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BLOCKS)?;
+        Ok(t.get(cid.to_bytes().as_slice())?.is_some())
+    }
+
+    /// Size of a stored block, if present.
+    pub fn block_len(&self, cid: &Cid) -> Result<Option<u64>> {
+        Ok(self.loc(cid)?.map(|l| l.len))
+    }
+
+    pub(crate) fn loc(&self, cid: &Cid) -> Result<Option<Loc>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BLOCKS)?;
+        Ok(t.get(cid.to_bytes().as_slice())?
+            .map(|v| Loc::from_tuple(v.value())))
+    }
+
+    /// Reads and verifies a block. `Ok(None)` if it is not stored; an
+    /// [`Error::Corrupt`] if the bytes on disk do not hash to `cid`.
+    pub fn get(&self, cid: &Cid) -> Result<Option<Block>> {
+        let Some(loc) = self.loc(cid)? else {
+            return Ok(None);
+        };
+        let block = self.read_verified(cid, &loc)?;
+        self.touched
+            .lock()
+            .expect("touched lock")
+            .insert(*cid, self.tick());
+        Ok(Some(block))
+    }
+
+    /// Like [`Self::get`] but a missing block is an error.
+    pub fn require(&self, cid: &Cid) -> Result<Block> {
+        self.get(cid)?.ok_or(Error::Missing(*cid))
+    }
+
+    pub(crate) fn read_verified(&self, cid: &Cid, loc: &Loc) -> Result<Block> {
+        let corrupt = |reason: String| Error::Corrupt {
+            cid: *cid,
+            segment: loc.segment,
+            offset: loc.offset,
+            reason,
+        };
+        let data = self
+            .readers
+            .read(&self.seg_dir, loc.segment, loc.offset, loc.len as usize)
+            .map_err(|e| corrupt(format!("read failed: {e}")))?;
+        Block::verified(*cid, data.into()).map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// Stores blocks (already verified by construction). Blocks already
+    /// present are skipped. All new bytes are fsynced, then indexed in one
+    /// transaction. Under a quota, unprotected data is evicted first; if that
+    /// is not enough, nothing is written and [`Error::QuotaExceeded`] is
+    /// returned.
+    pub fn put_many(&self, blocks: &[Block], session: Option<&Session>) -> Result<PutStats> {
+        if let Some(s) = session {
+            s.protect(blocks.iter().map(|b| *b.cid()));
+        }
+        let mut w = self.writer.lock().expect("writer lock");
+        let mut stats = PutStats::default();
+        // Which blocks are new (dedup against the index and within the batch).
+        let mut fresh: Vec<&Block> = Vec::new();
+        {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(BLOCKS)?;
+            let mut seen = HashSet::new();
+            for b in blocks {
+                if !seen.insert(*b.cid()) || t.get(b.cid().to_bytes().as_slice())?.is_some() {
+                    stats.dup_blocks += 1;
+                } else {
+                    fresh.push(b);
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(stats);
+        }
+        let needed: u64 = fresh.iter().map(|b| b.len() as u64).sum();
+        if let Some(quota) = self.opts.quota {
+            stats.evicted_blocks = self.make_room(&mut w, needed, quota)?;
+        }
+        let start = (w.active.id, w.active.len);
+        match self.append_and_index(&mut w, &fresh) {
+            Ok(()) => {}
+            Err(e) => {
+                // Nothing was indexed; drop the unindexed tail if it is still
+                // in the segment we started in.
+                if w.active.id == start.0 {
+                    let _ = w.active.truncate(&self.seg_dir, start.1);
+                }
+                return Err(e);
+            }
+        }
+        stats.new_blocks = fresh.len() as u64;
+        stats.new_bytes = needed;
+        Ok(stats)
+    }
+
+    fn append_and_index(&self, w: &mut Writer, fresh: &[&Block]) -> Result<()> {
+        let mut locs = Vec::with_capacity(fresh.len());
+        // Segments touched in this batch: id -> (new committed len, added live bytes).
+        let mut seg_updates: Vec<(u64, u64, u64)> = Vec::new();
+        for b in fresh {
+            if w.active.len > 0 && w.active.len + b.len() as u64 > SEGMENT_MAX_BYTES {
+                self.roll_segment(w, &mut seg_updates)?;
+            }
+            let offset = w.active.append(&self.seg_dir, b.data())?;
+            locs.push((
+                *b.cid(),
+                Loc {
+                    segment: w.active.id,
+                    offset,
+                    len: b.len() as u64,
+                    tick: self.tick(),
+                },
+            ));
+            match seg_updates.last_mut() {
+                Some(u) if u.0 == w.active.id => {
+                    u.1 = w.active.len;
+                    u.2 += b.len() as u64;
+                }
+                _ => seg_updates.push((w.active.id, w.active.len, b.len() as u64)),
+            }
+        }
+        w.active.sync(&self.seg_dir)?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(BLOCKS)?;
+            for (cid, loc) in &locs {
+                t.insert(cid.to_bytes().as_slice(), loc.tuple())?;
+            }
+            let mut segs = txn.open_table(SEGMENTS)?;
+            for (id, len, live) in &seg_updates {
+                let old = segs.get(id)?.map(|v| v.value()).unwrap_or((0, 0));
+                segs.insert(id, (*len, old.1 + live))?;
+            }
+            let added: u64 = locs.iter().map(|l| l.1.len).sum();
+            let mut meta = txn.open_table(META)?;
+            let live = meta.get("live_bytes")?.map(|v| v.value()).unwrap_or(0);
+            meta.insert("live_bytes", live + added)?;
+            meta.insert("clock", self.clock.load(Ordering::Relaxed))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Closes the active segment (syncing it) and starts the next one.
+    pub(crate) fn roll_segment(
+        &self,
+        w: &mut Writer,
+        seg_updates: &mut Vec<(u64, u64, u64)>,
+    ) -> Result<()> {
+        w.active.sync(&self.seg_dir)?;
+        let next = w.active.id + 1;
+        w.active = ActiveSegment::open(&self.seg_dir, next, 0)?;
+        seg_updates.push((next, 0, 0));
+        Ok(())
+    }
+
+    // ---- pins and names --------------------------------------------------
+
+    /// Pins `root` with `kind`. The dataset must be complete locally: a pin
+    /// never marks half a dataset as held.
+    pub fn pin(&self, root: &Cid, kind: PinKind) -> Result<()> {
+        let missing = self.missing_blocks(root)?;
+        if let Some(first) = missing.first() {
+            return Err(Error::Incomplete {
+                root: *root,
+                missing: missing.len(),
+                first: *first,
+            });
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(PINS)?;
+            let key = root.to_bytes();
+            let (bits, created) = t
+                .get(key.as_slice())?
+                .map(|v| v.value())
+                .unwrap_or((0, now_secs()));
+            t.insert(key.as_slice(), (bits | kind.bit(), created))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes `kind` from `root`'s pins; returns whether it was pinned so.
+    pub fn unpin(&self, root: &Cid, kind: PinKind) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let was = {
+            let mut t = txn.open_table(PINS)?;
+            let key = root.to_bytes();
+            let cur = t.get(key.as_slice())?.map(|v| v.value());
+            match cur {
+                Some((bits, created)) if bits & kind.bit() != 0 => {
+                    let left = bits & !kind.bit();
+                    if left == 0 {
+                        t.remove(key.as_slice())?;
+                    } else {
+                        t.insert(key.as_slice(), (left, created))?;
+                    }
+                    true
+                }
+                _ => false,
+            }
+        };
+        txn.commit()?;
+        Ok(was)
+    }
+
+    pub fn pin_kinds(&self, root: &Cid) -> Result<PinKinds> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PINS)?;
+        Ok(PinKinds(
+            t.get(root.to_bytes().as_slice())?
+                .map(|v| v.value().0)
+                .unwrap_or(0),
+        ))
+    }
+
+    /// All pins: (root, kinds, created unix seconds).
+    pub fn pins(&self) -> Result<Vec<(Cid, PinKinds, u64)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PINS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let (bits, created) = v.value();
+            out.push((cid_from_key(k.value())?, PinKinds(bits), created));
+        }
+        Ok(out)
+    }
+
+    pub fn set_name(&self, name: &str, root: &Cid) -> Result<()> {
+        validate_name(name)?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(NAMES)?
+            .insert(name, root.to_bytes().as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn remove_name(&self, name: &str) -> Result<Option<Cid>> {
+        let txn = self.db.begin_write()?;
+        let old = {
+            let mut t = txn.open_table(NAMES)?;
+            let old = t.remove(name)?.map(|v| cid_from_key(v.value()));
+            old.transpose()?
+        };
+        txn.commit()?;
+        Ok(old)
+    }
+
+    pub fn resolve_name(&self, name: &str) -> Result<Option<Cid>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(NAMES)?;
+        t.get(name)?.map(|v| cid_from_key(v.value())).transpose()
+    }
+
+    pub fn names(&self) -> Result<Vec<(String, Cid)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(NAMES)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_string(), cid_from_key(v.value())?));
+        }
+        Ok(out)
+    }
+
+    // ---- dataset graph ---------------------------------------------------
+
+    /// Loads and decodes a manifest root from the store.
+    pub fn manifest(&self, root: &Cid) -> Result<Manifest> {
+        let block = self.require(root)?;
+        Ok(Manifest::decode(&block)?)
+    }
+
+    /// Adds `root` and everything it links to (that can be read locally) to
+    /// `out`; CIDs that are absent are added to `missing`. A raw root is a
+    /// single block.
+    pub(crate) fn closure_into(
+        &self,
+        root: &Cid,
+        out: &mut HashSet<Cid>,
+        missing: &mut Vec<Cid>,
+    ) -> Result<()> {
+        if !out.insert(*root) {
+            return Ok(());
+        }
+        if root.codec() != cid::DAG_CBOR {
+            if !self.has(root)? {
+                missing.push(*root);
+            }
+            return Ok(());
+        }
+        let Some(block) = self.get(root)? else {
+            missing.push(*root);
+            return Ok(());
+        };
+        let m = Manifest::decode(&block)?;
+        let mut fetch = |c: &Cid| -> Result<Block> { self.require(c) };
+        let links = match m.all_links(&mut fetch) {
+            Ok(l) => l,
+            Err(Error::Missing(c)) => {
+                missing.push(c);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BLOCKS)?;
+        for c in links {
+            if out.insert(c) && t.get(c.to_bytes().as_slice())?.is_none() {
+                missing.push(c);
+            }
+        }
+        Ok(())
+    }
+
+    /// The blocks of `root`'s dataset that are not stored locally.
+    pub fn missing_blocks(&self, root: &Cid) -> Result<Vec<Cid>> {
+        let mut missing = Vec::new();
+        self.closure_into(root, &mut HashSet::new(), &mut missing)?;
+        Ok(missing)
+    }
+
+    pub fn stats(&self) -> Result<StatsReport> {
+        let txn = self.db.begin_read()?;
+        let blocks = txn.open_table(BLOCKS)?.len()?;
+        let live_bytes = txn
+            .open_table(META)?
+            .get("live_bytes")?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let segs = txn.open_table(SEGMENTS)?;
+        let mut segment_bytes = 0;
+        for row in segs.iter()? {
+            segment_bytes += row?.1.value().0;
+        }
+        Ok(StatsReport {
+            blocks,
+            live_bytes,
+            segment_bytes,
+            segments: segs.len()?,
+            pins: txn.open_table(PINS)?.len()?,
+            names: txn.open_table(NAMES)?.len()?,
+            quota: self.opts.quota,
+        })
+    }
+
+    /// Every stored block CID (for tests and tools).
+    pub fn all_cids(&self) -> Result<Vec<Cid>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BLOCKS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            out.push(cid_from_key(row?.0.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Where a block lives on disk: (segment file, offset, length). For
+    /// diagnostics and fault-injection tests.
+    pub fn locate(&self, cid: &Cid) -> Result<Option<(PathBuf, u64, u64)>> {
+        Ok(self.loc(cid)?.map(|l| {
+            (
+                segment::segment_path(&self.seg_dir, l.segment),
+                l.offset,
+                l.len,
+            )
+        }))
+    }
+
+    /// Writes pending access ticks into the index (part of any write txn).
+    pub(crate) fn flush_touched(&self, txn: &redb::WriteTransaction) -> Result<()> {
+        let touched = std::mem::take(&mut *self.touched.lock().expect("touched lock"));
+        let mut t = txn.open_table(BLOCKS)?;
+        for (cid, tick) in touched {
+            let key = cid.to_bytes();
+            let cur = t.get(key.as_slice())?.map(|v| Loc::from_tuple(v.value()));
+            if let Some(mut loc) = cur {
+                loc.tick = loc.tick.max(tick);
+                t.insert(key.as_slice(), loc.tuple())?;
+            }
+        }
+        txn.open_table(META)?
+            .insert("clock", self.clock.load(Ordering::Relaxed))?;
+        Ok(())
+    }
+
+    /// Persists access ticks; called on clean shutdown and periodically.
+    pub fn flush(&self) -> Result<()> {
+        let _w = self.writer.lock().expect("writer lock");
+        let txn = self.db.begin_write()?;
+        self.flush_touched(&txn)?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > 255 {
+        return bad("must be 1 to 255 bytes");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || name.starts_with('.')
+    {
+        return bad("use letters, digits, '-', '_' and '.', not starting with '.'");
+    }
+    if cid::parse(name).is_ok() {
+        return bad("a name may not be a CID");
+    }
+    Ok(())
+}

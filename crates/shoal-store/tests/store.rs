@@ -1,0 +1,271 @@
+//! Store behaviour: verified reads, dedup, pins/names/GC, corruption,
+//! crash recovery, quota eviction.
+
+mod common;
+
+use common::{dataset, flip_byte, put};
+use shoal_core::Block;
+use shoal_store::{Error, PinKind, Store, StoreOptions};
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, StoreOptions::default()).unwrap()
+}
+
+#[test]
+fn smoke_interesting_sizes() {
+    // Sizes around the block-size boundaries: empty, 1, bs-1, bs, bs+1, 2bs+1.
+    let bs = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for size in [0usize, 1, bs - 1, bs, bs + 1, 2 * bs + 1] {
+        let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+        let b = Block::raw(data.clone());
+        if size <= bs {
+            store.put_many(std::slice::from_ref(&b), None).unwrap();
+            assert_eq!(
+                store.get(b.cid()).unwrap().unwrap().data().as_ref(),
+                &data[..]
+            );
+        }
+    }
+    let ds = dataset(1, &[0, 1, bs - 1, bs, bs + 1, 2 * bs + 1], bs as u32);
+    put(&store, &ds, None);
+    store.pin(&ds.root(), PinKind::User).unwrap();
+    for b in ds.all() {
+        assert_eq!(store.get(b.cid()).unwrap().unwrap(), b);
+    }
+}
+
+#[test]
+fn same_blocks_twice_store_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ds = dataset(7, &[1000, 5000, 300], 4096);
+    let first = store.put_many(&ds.all(), None).unwrap();
+    assert!(first.new_blocks > 0);
+    let second = store.put_many(&ds.all(), None).unwrap();
+    assert_eq!(second.new_blocks, 0);
+    assert_eq!(second.dup_blocks as usize, ds.all().len());
+}
+
+#[test]
+fn pin_of_incomplete_dataset_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ds = dataset(3, &[100, 200], 4096);
+    store
+        .put_many(std::slice::from_ref(&ds.root), None)
+        .unwrap();
+    let err = store.pin(&ds.root(), PinKind::User).unwrap_err();
+    assert!(matches!(err, Error::Incomplete { missing: 2, .. }), "{err}");
+    assert!(store.pins().unwrap().is_empty());
+}
+
+#[test]
+fn gc_keeps_pinned_and_named_and_removes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dataset(1, &[3000; 4], 1024),
+        dataset(2, &[3000; 4], 1024),
+        dataset(3, &[3000; 4], 1024),
+    );
+    {
+        let store = open(dir.path());
+        for ds in [&a, &b, &c] {
+            put(&store, ds, None);
+        }
+        store.pin(&a.root(), PinKind::User).unwrap();
+        store.set_name("bee", &b.root()).unwrap();
+        let stats = store.gc().unwrap();
+        assert_eq!(stats.removed_bytes, c.bytes());
+        for blk in a.all().iter().chain(b.all().iter()) {
+            assert!(store.get(blk.cid()).unwrap().is_some());
+        }
+        for blk in c.all() {
+            assert!(store.get(blk.cid()).unwrap().is_none());
+        }
+        // Rename: the name moves to c's root (re-added), b loses protection.
+        put(&store, &c, None);
+        store.set_name("bee", &c.root()).unwrap();
+        store.gc().unwrap();
+        assert!(store.get(&b.root()).unwrap().is_none());
+        assert!(store.get(&c.root()).unwrap().is_some());
+    }
+    // Reopen: pins and names persist and GC still honours them.
+    let store = open(dir.path());
+    store.gc().unwrap();
+    assert!(store.missing_blocks(&a.root()).unwrap().is_empty());
+    assert!(store.missing_blocks(&c.root()).unwrap().is_empty());
+    assert!(store.unpin(&a.root(), PinKind::User).unwrap());
+    store.remove_name("bee").unwrap();
+    store.gc().unwrap();
+    assert_eq!(store.stats().unwrap().blocks, 0);
+    assert_eq!(store.stats().unwrap().live_bytes, 0);
+}
+
+#[test]
+fn sessions_protect_an_add_in_progress_from_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ds = dataset(5, &[2000, 2000], 1024);
+    let session = store.session();
+    put(&store, &ds, Some(&session));
+    store.gc().unwrap();
+    assert!(store.missing_blocks(&ds.root()).unwrap().is_empty());
+    drop(session);
+    store.gc().unwrap();
+    assert!(store.get(&ds.root()).unwrap().is_none());
+}
+
+#[test]
+fn compaction_reclaims_disk_and_keeps_live_blocks_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let keep = dataset(1, &[50_000; 4], 16_384);
+    let drop_ = dataset(2, &[50_000; 40], 16_384);
+    put(&store, &keep, None);
+    put(&store, &drop_, None);
+    store.pin(&keep.root(), PinKind::User).unwrap();
+    let before = store.stats().unwrap();
+    let stats = store.gc().unwrap();
+    assert_eq!(stats.removed_bytes, drop_.bytes());
+    let after = store.stats().unwrap();
+    assert_eq!(after.live_bytes, keep.bytes());
+    assert!(stats.reclaimed_disk_bytes >= drop_.bytes(), "{stats:?}");
+    assert!(
+        after.segment_bytes < before.segment_bytes / 5,
+        "{before:?} -> {after:?}"
+    );
+    for b in keep.all() {
+        assert_eq!(store.get(b.cid()).unwrap().unwrap(), b);
+    }
+}
+
+#[test]
+fn a_flipped_byte_is_never_returned_and_fsck_repairs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ds = dataset(9, &[5000, 5000], 4096);
+    put(&store, &ds, None);
+    store.pin(&ds.root(), PinKind::User).unwrap();
+    store.set_name("nine", &ds.root()).unwrap();
+    let victim = *ds.blocks[0].cid();
+    flip_byte(&store, &victim);
+    let err = store.get(&victim).unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { cid, .. } if cid == victim),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&victim.to_string()));
+
+    let report = store.fsck(false).unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(report.corrupt.len(), 1);
+    assert_eq!(report.corrupt[0].cid, victim.to_string());
+    assert_eq!(report.incomplete.len(), 1);
+    assert_eq!(report.incomplete[0].names, vec!["nine".to_string()]);
+
+    let report = store.fsck(true).unwrap();
+    assert!(report.repaired);
+    assert_eq!(report.removed_blocks, 1);
+    assert_eq!(report.incomplete[0].missing_blocks, 1);
+    assert!(store.get(&victim).unwrap().is_none());
+    // After repair only the incompleteness remains; re-adding heals it.
+    put(&store, &ds, None);
+    assert!(store.fsck(false).unwrap().is_clean());
+}
+
+#[test]
+fn uncommitted_segment_tail_is_cut_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dataset(4, &[3000, 3000], 1024);
+    let seg_len;
+    {
+        let store = open(dir.path());
+        put(&store, &ds, None);
+        store.pin(&ds.root(), PinKind::User).unwrap();
+        seg_len = store.stats().unwrap().segment_bytes;
+    }
+    // Simulate a crash after bytes were appended but before the index
+    // committed: garbage past the committed length, and an orphan segment.
+    let seg = dir.path().join("segments/000000000001.pack");
+    let mut data = std::fs::read(&seg).unwrap();
+    data.extend_from_slice(&[0xAB; 777]);
+    std::fs::write(&seg, &data).unwrap();
+    std::fs::write(dir.path().join("segments/000000000009.pack"), b"orphan").unwrap();
+    let store = open(dir.path());
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), seg_len);
+    assert!(!dir.path().join("segments/000000000009.pack").exists());
+    let report = store.fsck(false).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let more = dataset(5, &[100], 1024);
+    put(&store, &more, None);
+    assert_eq!(
+        store.get(more.blocks[0].cid()).unwrap().unwrap(),
+        more.blocks[0]
+    );
+}
+
+#[test]
+fn second_open_of_a_store_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = open(dir.path());
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+}
+
+#[test]
+fn quota_evicts_least_recently_used_unpinned_data_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dataset(1, &[10_000; 10], 10_000),
+        dataset(2, &[10_000; 10], 10_000),
+        dataset(3, &[10_000; 10], 10_000),
+    );
+    let quota = a.bytes() * 2 + a.bytes() / 2;
+    let store = Store::open(dir.path(), StoreOptions { quota: Some(quota) }).unwrap();
+    put(&store, &a, None);
+    store.pin(&a.root(), PinKind::Cache).unwrap();
+    put(&store, &b, None);
+    store.pin(&b.root(), PinKind::Cache).unwrap();
+    // Touch a: b is now the least recently used.
+    for blk in a.all() {
+        store.get(blk.cid()).unwrap();
+    }
+    let stats = store.put_many(&c.all(), None).unwrap();
+    assert!(stats.evicted_blocks > 0);
+    assert!(store.stats().unwrap().live_bytes <= quota);
+    assert!(
+        store.missing_blocks(&a.root()).unwrap().is_empty(),
+        "recently used a survives"
+    );
+    assert!(
+        !store.missing_blocks(&b.root()).unwrap().is_empty(),
+        "least recently used b is evicted"
+    );
+    // b's cache pin is dropped: it is no longer complete.
+    assert!(store.pin_kinds(&b.root()).unwrap().is_empty());
+}
+
+#[test]
+fn quota_never_evicts_user_pins_and_refuses_what_cannot_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dataset(1, &[10_000; 10], 10_000);
+    let big = dataset(2, &[10_000; 20], 10_000);
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            quota: Some(a.bytes() * 2),
+        },
+    )
+    .unwrap();
+    put(&store, &a, None);
+    store.pin(&a.root(), PinKind::User).unwrap();
+    let err = store.put_many(&big.all(), None).unwrap_err();
+    assert!(matches!(err, Error::QuotaExceeded { .. }), "{err}");
+    assert!(err.to_string().contains("quota"));
+    assert!(store.missing_blocks(&a.root()).unwrap().is_empty());
+    // Nothing of the refused batch was written.
+    assert_eq!(store.stats().unwrap().live_bytes, a.bytes());
+    assert!(store.pin(&big.root(), PinKind::User).is_err());
+}
