@@ -1,0 +1,379 @@
+//! Ingest of a local Zarr directory.
+//!
+//! 1. Scan: walk the tree (symlinks may point only inside it), collect every
+//!    file as a key, read and validate every metadata document. Any problem
+//!    stops the add here, before anything is written.
+//! 2. Hash: worker threads read files in block-sized pieces and hash them;
+//!    a bounded channel (at most [`IN_FLIGHT_BLOCKS`] blocks) feeds the
+//!    writer, so memory stays bounded whatever the file sizes.
+//! 3. Write: the caller's thread stores blocks in batches of about
+//!    [`BATCH_BYTES`] (one fsync + one index commit per batch), protected by
+//!    a store session until the caller pins the root.
+//! 4. Build the manifest and store its blocks.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use bytes::Bytes;
+use shoal_core::manifest::{Content, Entry, ManifestBuilder};
+use shoal_core::{chunk, key, Block, Cid};
+use shoal_store::{PutStats, Session, Store};
+
+use crate::error::{Error, Result};
+
+/// Blocks buffered between the hashing workers and the writer. With 1 MiB
+/// blocks this caps ingest memory at ~64 MiB plus one batch.
+const IN_FLIGHT_BLOCKS: usize = 64;
+/// Bytes per store batch: large enough that one fsync is amortised over
+/// many blocks, small enough that a crash loses little work.
+const BATCH_BYTES: usize = 64 << 20;
+/// Metadata documents larger than this are not parsed as JSON (a 64 MiB
+/// `.zmetadata` is pathological; it is still stored byte for byte).
+const MAX_JSON_VALIDATE: u64 = 64 << 20;
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    pub block_size: u32,
+    /// Hashing threads; 0 = available parallelism.
+    pub threads: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            block_size: shoal_core::DEFAULT_BLOCK_SIZE,
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct IngestProgress {
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+    pub blocks_done: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    pub root: Cid,
+    pub zarr_format: u8,
+    pub keys: u64,
+    pub bytes: u64,
+    pub stats: PutStats,
+}
+
+struct ScannedFile {
+    key: String,
+    path: PathBuf,
+    size: u64,
+    /// Metadata documents are read during the scan and kept inline.
+    inline: Option<Bytes>,
+}
+
+/// Ingests the Zarr hierarchy at `dir`. Blocks written are protected by
+/// `session` until the caller pins the returned root.
+pub fn ingest(
+    store: &Store,
+    dir: &Path,
+    opts: &IngestOptions,
+    session: &Session,
+    progress: &(dyn Fn(&IngestProgress) + Sync),
+) -> Result<IngestReport> {
+    let block_size = opts.block_size.clamp(1, shoal_core::MAX_BLOCK_SIZE);
+    let (zarr_format, files) = scan(dir)?;
+    let mut prog = IngestProgress {
+        files_total: files.len() as u64,
+        bytes_total: files.iter().map(|f| f.size).sum(),
+        ..Default::default()
+    };
+    progress(&prog);
+
+    let big: Vec<usize> = (0..files.len())
+        .filter(|i| files[*i].inline.is_none())
+        .collect();
+    let mut cids: Vec<Vec<Cid>> = files
+        .iter()
+        .map(|f| {
+            vec![
+                Cid::default();
+                if f.inline.is_some() {
+                    0
+                } else {
+                    chunk::block_count(f.size, block_size) as usize
+                }
+            ]
+        })
+        .collect();
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        opts.threads
+    };
+    let mut stats = PutStats::default();
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::sync_channel::<Result<(usize, usize, Block)>>(IN_FLIGHT_BLOCKS);
+    std::thread::scope(|s| -> Result<()> {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (files, big, next) = (&files, &big, &next);
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&fi) = big.get(i) else { break };
+                if let Err(e) = hash_file(fi, &files[fi], block_size, &tx) {
+                    let _ = tx.send(Err(e));
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut batch: Vec<Block> = Vec::new();
+        let mut batch_bytes = 0;
+        let mut flush = |batch: &mut Vec<Block>, prog: &mut IngestProgress| -> Result<()> {
+            stats += store.put_many(batch, Some(session))?;
+            prog.bytes_done += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+            prog.blocks_done += batch.len() as u64;
+            batch.clear();
+            progress(prog);
+            Ok(())
+        };
+        let result = (|| {
+            for msg in rx.iter() {
+                let (fi, bi, block) = msg?;
+                cids[fi][bi] = *block.cid();
+                batch_bytes += block.len();
+                batch.push(block);
+                if batch_bytes >= BATCH_BYTES {
+                    flush(&mut batch, &mut prog)?;
+                    batch_bytes = 0;
+                }
+            }
+            flush(&mut batch, &mut prog)
+        })();
+        if result.is_err() {
+            // Stop the workers: take every remaining file index, then drain.
+            next.store(usize::MAX / 2, Ordering::Relaxed);
+            for _ in rx.iter() {}
+        }
+        result
+    })?;
+
+    let mut builder = ManifestBuilder::new(zarr_format, block_size);
+    let (keys, bytes) = (files.len() as u64, prog.bytes_total);
+    for (f, c) in files.into_iter().zip(cids) {
+        let content = match f.inline {
+            Some(d) => Content::Inline(d),
+            None => Content::Blocks(c),
+        };
+        builder.push(Entry {
+            key: f.key,
+            size: f.size,
+            content,
+        })?;
+    }
+    let built = builder.build()?;
+    let mut blocks = built.blocks;
+    blocks.push(built.root.clone());
+    stats += store.put_many(&blocks, Some(session))?;
+    Ok(IngestReport {
+        root: *built.root.cid(),
+        zarr_format,
+        keys,
+        bytes,
+        stats,
+    })
+}
+
+fn hash_file(
+    fi: usize,
+    f: &ScannedFile,
+    block_size: u32,
+    tx: &mpsc::SyncSender<Result<(usize, usize, Block)>>,
+) -> Result<()> {
+    let unreadable = |e| Error::Unreadable {
+        path: f.path.clone(),
+        source: e,
+    };
+    let mut file = fs::File::open(&f.path).map_err(unreadable)?;
+    for (bi, (start, end)) in chunk::block_ranges(f.size, block_size).enumerate() {
+        let mut buf = vec![0u8; (end - start) as usize];
+        file.read_exact(&mut buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Error::Changed {
+                path: f.path.clone(),
+                expected: f.size,
+            },
+            _ => unreadable(e),
+        })?;
+        if tx.send(Ok((fi, bi, Block::raw(buf)))).is_err() {
+            return Ok(()); // writer stopped; its error is reported there
+        }
+    }
+    // The file must end where the scan said it would.
+    let mut probe = [0u8; 1];
+    if file.read(&mut probe).map_err(unreadable)? != 0 {
+        return Err(Error::Changed {
+            path: f.path.clone(),
+            expected: f.size,
+        });
+    }
+    Ok(())
+}
+
+/// Walks `dir`, returning the Zarr format and every file as a key.
+fn scan(dir: &Path) -> Result<(u8, Vec<ScannedFile>)> {
+    let root = fs::canonicalize(dir).map_err(|e| Error::Unreadable {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    if !root.is_dir() {
+        return Err(Error::NotZarr {
+            path: dir.to_path_buf(),
+            reason: "not a directory".into(),
+        });
+    }
+    let mut files = Vec::new();
+    let mut visited = HashSet::new();
+    walk(&root, &root, "", &mut files, &mut visited)?;
+    let has = |k: &str| files.iter().any(|f: &ScannedFile| f.key == k);
+    let zarr_format = if has("zarr.json") {
+        3
+    } else if has(".zgroup") || has(".zarray") {
+        2
+    } else {
+        return Err(Error::NotZarr {
+            path: dir.to_path_buf(),
+            reason: "no zarr.json (v3) or .zgroup/.zarray (v2) at its top".into(),
+        });
+    };
+    for f in &files {
+        if let Some(doc) = &f.inline {
+            validate_metadata(f, doc)?;
+        }
+    }
+    Ok((zarr_format, files))
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<ScannedFile>,
+    visited: &mut HashSet<PathBuf>,
+) -> Result<()> {
+    if !visited.insert(dir.to_path_buf()) {
+        return Ok(()); // a symlink loop back into a directory already walked
+    }
+    let unreadable = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e| Error::Unreadable { path, source: e }
+    };
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .map_err(unreadable(dir))?
+        .collect::<std::io::Result<_>>()
+        .map_err(unreadable(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for ent in entries {
+        let path = ent.path();
+        let name = ent
+            .file_name()
+            .into_string()
+            .map_err(|_| Error::BadKey { path: path.clone() })?;
+        let key = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        key::validate(&key).map_err(|_| Error::BadKey { path: path.clone() })?;
+        let ft = ent.file_type().map_err(unreadable(&path))?;
+        let real = if ft.is_symlink() {
+            let target = fs::canonicalize(&path).map_err(unreadable(&path))?;
+            if !target.starts_with(root) {
+                return Err(Error::SymlinkEscapes { path, target });
+            }
+            target
+        } else {
+            path.clone()
+        };
+        let meta = fs::metadata(&real).map_err(unreadable(&path))?;
+        if meta.is_dir() {
+            walk(root, &real, &key, out, visited)?;
+        } else if meta.is_file() {
+            let inline = if key::is_metadata(&key) && meta.len() <= MAX_JSON_VALIDATE {
+                Some(Bytes::from(fs::read(&real).map_err(unreadable(&path))?))
+            } else {
+                None
+            };
+            let size = inline
+                .as_ref()
+                .map(|d| d.len() as u64)
+                .unwrap_or(meta.len());
+            out.push(ScannedFile {
+                key,
+                path: real,
+                size,
+                inline,
+            });
+        } else {
+            return Err(Error::SpecialFile { path });
+        }
+    }
+    Ok(())
+}
+
+fn validate_metadata(f: &ScannedFile, doc: &[u8]) -> Result<()> {
+    let bad = |reason: String| Error::BadMetadata {
+        path: f.path.clone(),
+        reason,
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(doc).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("not a JSON object".into()))?;
+    let name = key::file_name(&f.key);
+    let fmt = obj.get("zarr_format").and_then(|v| v.as_u64());
+    match name {
+        "zarr.json" => {
+            if fmt != Some(3) {
+                return Err(bad(format!("zarr_format must be 3, found {fmt:?}")));
+            }
+            match obj.get("node_type").and_then(|v| v.as_str()) {
+                Some("array") => {
+                    for field in ["shape", "data_type", "chunk_grid", "codecs"] {
+                        if !obj.contains_key(field) {
+                            return Err(bad(format!("array metadata lacks {field:?}")));
+                        }
+                    }
+                }
+                Some("group") => {}
+                other => {
+                    return Err(bad(format!(
+                        "node_type must be \"array\" or \"group\", found {other:?}"
+                    )))
+                }
+            }
+        }
+        ".zarray" => {
+            if fmt != Some(2) {
+                return Err(bad(format!("zarr_format must be 2, found {fmt:?}")));
+            }
+            for field in ["shape", "chunks", "dtype"] {
+                if !obj.contains_key(field) {
+                    return Err(bad(format!("array metadata lacks {field:?}")));
+                }
+            }
+        }
+        ".zgroup" if fmt != Some(2) => {
+            return Err(bad(format!("zarr_format must be 2, found {fmt:?}")))
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Ingest behaviour on hand-made trees: refusals leave nothing referenced,
+//! re-adds dedup, a changed chunk stores only its own blocks, and export
+//! reproduces the tree byte for byte.
+
+use std::path::Path;
+
+use shoal_store::{PinKind, Store, StoreOptions};
+use shoal_zarr::{ingest, read, Error, IngestOptions};
+
+fn write(root: &Path, key: &str, data: &[u8]) {
+    let p = root.join(key);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// A small v2 hierarchy: a group with one array of 3 chunks, 2.5 blocks each.
+fn v2_tree(root: &Path, chunk1: u8) {
+    write(root, ".zgroup", br#"{"zarr_format": 2}"#);
+    write(root, ".zattrs", br#"{"title": "t"}"#);
+    write(root, "t/.zarray", br#"{"zarr_format": 2, "shape": [30], "chunks": [10], "dtype": "<f8", "compressor": null, "fill_value": "NaN", "filters": null, "order": "C"}"#);
+    write(root, "t/.zattrs", br#"{"_ARRAY_DIMENSIONS": ["x"]}"#);
+    for (i, fill) in [(0, 1u8), (1, chunk1), (2, 3u8)] {
+        // Non-uniform so no two blocks of a chunk are equal.
+        let data: Vec<u8> = (0..2560u32).map(|j| fill ^ (j % 251) as u8).collect();
+        write(root, &format!("t/{i}"), &data);
+    }
+}
+
+fn opts() -> IngestOptions {
+    IngestOptions {
+        block_size: 1024,
+        threads: 2,
+    }
+}
+
+fn add(store: &Store, dir: &Path) -> shoal_zarr::Result<shoal_zarr::IngestReport> {
+    let session = store.session();
+    let r = ingest(store, dir, &opts(), &session, &|_| {})?;
+    store.pin(&r.root, PinKind::User)?;
+    Ok(r)
+}
+
+#[test]
+fn round_trip_dedup_and_one_changed_chunk() {
+    let src = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let store = Store::open(repo.path(), StoreOptions::default()).unwrap();
+    v2_tree(src.path(), 2);
+    let a = add(&store, src.path()).unwrap();
+    assert_eq!(a.zarr_format, 2);
+    assert_eq!(a.keys, 7);
+    let again = add(&store, src.path()).unwrap();
+    assert_eq!(again.root, a.root);
+    assert_eq!(again.stats.new_blocks, 0);
+
+    // Change one chunk: only its blocks (3) and the manifest root are new.
+    v2_tree(src.path(), 9);
+    let b = add(&store, src.path()).unwrap();
+    assert_ne!(b.root, a.root);
+    assert_eq!(b.stats.new_blocks, 3 + 1, "{:?}", b.stats);
+
+    // Export reproduces the tree.
+    let out = tempfile::tempdir().unwrap();
+    let m = store.manifest(&b.root).unwrap();
+    let dest = out.path().join("copy");
+    let (keys, _) = read::export(&m, &dest, &mut |c| Ok(store.require(c)?), &mut |_| {}).unwrap();
+    assert_eq!(keys, 7);
+    for key in [".zgroup", ".zattrs", "t/.zarray", "t/0", "t/1", "t/2"] {
+        assert_eq!(
+            std::fs::read(dest.join(key)).unwrap(),
+            std::fs::read(src.path().join(key)).unwrap(),
+            "{key}"
+        );
+    }
+    // Refuses to overwrite a non-empty directory.
+    assert!(matches!(
+        read::export(&m, &dest, &mut |c| Ok(store.require(c)?), &mut |_| {}),
+        Err(Error::OutputExists(_))
+    ));
+}
+
+fn refused(setup: impl FnOnce(&Path)) -> Error {
+    let src = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    setup(src.path());
+    let store = Store::open(repo.path(), StoreOptions::default()).unwrap();
+    let err = add(&store, src.path()).unwrap_err();
+    // Nothing referenced is left: GC empties the store.
+    store.gc().unwrap();
+    assert_eq!(store.stats().unwrap().blocks, 0);
+    assert!(store.pins().unwrap().is_empty());
+    err
+}
+
+#[test]
+fn not_a_zarr_hierarchy() {
+    let err = refused(|p| write(p, "data.bin", b"hello"));
+    assert!(matches!(err, Error::NotZarr { .. }), "{err}");
+    assert!(err.to_string().contains("zarr.json"));
+}
+
+#[test]
+fn invalid_json_metadata() {
+    let err = refused(|p| {
+        v2_tree(p, 2);
+        write(p, "t/.zattrs", b"{not json");
+    });
+    assert!(matches!(err, Error::BadMetadata { .. }), "{err}");
+    assert!(err.to_string().contains("t/.zattrs"), "{err}");
+}
+
+#[test]
+fn v3_array_metadata_missing_fields() {
+    let err = refused(|p| {
+        write(
+            p,
+            "zarr.json",
+            br#"{"zarr_format": 3, "node_type": "group"}"#,
+        );
+        write(
+            p,
+            "a/zarr.json",
+            br#"{"zarr_format": 3, "node_type": "array", "shape": [1]}"#,
+        );
+    });
+    assert!(err.to_string().contains("data_type"), "{err}");
+}
+
+#[test]
+fn symlink_leaving_the_directory() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"x").unwrap();
+    let target = outside.path().join("secret");
+    let err = refused(|p| {
+        v2_tree(p, 2);
+        std::os::unix::fs::symlink(&target, p.join("t/3")).unwrap();
+    });
+    assert!(matches!(err, Error::SymlinkEscapes { .. }), "{err}");
+}
+
+#[test]
+fn symlink_inside_the_directory_is_followed() {
+    let src = tempfile::tempdir().unwrap();
+    v2_tree(src.path(), 2);
+    std::os::unix::fs::symlink(src.path().join("t/0"), src.path().join("t/3")).unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let store = Store::open(repo.path(), StoreOptions::default()).unwrap();
+    let r = add(&store, src.path()).unwrap();
+    assert_eq!(r.keys, 8);
+}
+
+#[test]
+fn unreadable_file_dangling_symlink() {
+    let err = refused(|p| {
+        v2_tree(p, 2);
+        std::os::unix::fs::symlink(p.join("nowhere"), p.join("t/3")).unwrap();
+    });
+    assert!(matches!(err, Error::Unreadable { .. }), "{err}");
+}
+
+#[test]
+fn special_file_fifo() {
+    let err = refused(|p| {
+        v2_tree(p, 2);
+        let ok = std::process::Command::new("mkfifo")
+            .arg(p.join("t/3"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    });
+    assert!(matches!(err, Error::SpecialFile { .. }), "{err}");
+}
