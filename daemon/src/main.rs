@@ -1,1 +1,328 @@
-fn main() {}
+//! `shoal`: the daemon and the CLI that talks to it.
+//!
+//! Exit codes: 0 success, 1 failure (message on stderr), 2 usage error,
+//! 3 no daemon running for the repo.
+
+mod api;
+mod client;
+mod config;
+mod output;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::api::*;
+use crate::client::Client;
+use crate::config::Repo;
+use crate::output::{human_bytes, Bar};
+
+#[derive(Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Peer-to-peer, content-addressed store for Zarr datasets"
+)]
+struct Cli {
+    /// Repo directory (default ~/.shoal).
+    #[arg(long, env = "SHOAL_HOME", global = true)]
+    home: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon (creates the repo on first run).
+    Daemon,
+    /// Create a repo explicitly.
+    Init,
+    /// Show this daemon's identity and API socket.
+    Id,
+    /// Ingest a Zarr v2/v3 directory; prints the root CID as the last line.
+    Add {
+        path: PathBuf,
+        /// Name the dataset (like a git ref); names keep data from GC.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the keys of a dataset (TARGET = CID, NAME, or CID/path).
+    Ls { target: String },
+    /// Write the raw bytes of one key to stdout (TARGET/KEY).
+    Cat { target: String },
+    /// Write a dataset out as a Zarr directory.
+    Get {
+        target: String,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Pin a dataset so it is never evicted or collected.
+    Pin {
+        target: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a user pin (and the name, when TARGET is a name).
+    Unpin { target: String },
+    /// List pinned and named datasets.
+    Pins,
+    /// Remove blocks no pin or name needs; compact pack segments.
+    Gc,
+    /// Verify every stored block and dataset.
+    Fsck {
+        /// Drop corrupt blocks and report which datasets become incomplete.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Store statistics.
+    Stats,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Daemon) {
+            "info"
+        } else {
+            "warn"
+        })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = if e.downcast_ref::<client::NotRunning>().is_some() {
+                3
+            } else {
+                1
+            };
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let repo = Repo::locate(cli.home)?;
+    let json = cli.json;
+    let client = Client {
+        home: repo.home.clone(),
+        socket: repo.socket_path(),
+    };
+    match cli.cmd {
+        Cmd::Daemon => server::run(repo).await?,
+        Cmd::Init => {
+            let created = repo.init()?;
+            if json {
+                print_json(&serde_json::json!({"repo": repo.home, "created": created}))?;
+            } else if created {
+                println!(
+                    "created repo at {}\nstart the daemon with: shoal --home {} daemon",
+                    repo.home.display(),
+                    repo.home.display()
+                );
+            } else {
+                println!("repo already exists at {}", repo.home.display());
+            }
+        }
+        Cmd::Id => {
+            let info: IdInfo = client.get("/v1/id").await?;
+            if json {
+                print_json(&info)?;
+            } else {
+                println!(
+                    "shoal {}\nrepo:   {}\napi:    {}\npid:    {}",
+                    info.version, info.repo, info.api_socket, info.pid
+                );
+            }
+        }
+        Cmd::Add { path, name } => {
+            let abs = std::fs::canonicalize(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let req = AddRequest {
+                path: abs.display().to_string(),
+                name,
+            };
+            let mut bar = Bar::new(json, "adding");
+            let r: AddResult = client
+                .stream("/v1/add", &req, &mut |p| bar.update(p))
+                .await?;
+            bar.finish();
+            if json {
+                print_json(&r)?;
+            } else {
+                let label = r
+                    .name
+                    .as_deref()
+                    .map(|n| format!(" {n}"))
+                    .unwrap_or_default();
+                println!(
+                    "added{label}: zarr v{}, {} keys, {} ({} new blocks, {} written, {} already stored) in {:.1}s",
+                    r.zarr_format,
+                    r.keys,
+                    human_bytes(r.bytes),
+                    r.new_blocks,
+                    human_bytes(r.new_bytes),
+                    r.dup_blocks,
+                    r.seconds
+                );
+                println!("{}", r.root);
+            }
+        }
+        Cmd::Ls { target } => {
+            let r: LsResult = client
+                .get(&format!("/v1/ls?target={}", output::urlencode(&target)))
+                .await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                output::print_ls(&r);
+            }
+        }
+        Cmd::Cat { target } => {
+            let mut out = std::io::stdout();
+            client
+                .download(
+                    &format!("/v1/cat?target={}", output::urlencode(&target)),
+                    &mut out,
+                )
+                .await?;
+        }
+        Cmd::Get { target, out } => {
+            let out = absolute(&out)?;
+            let req = GetRequest {
+                target,
+                out: out.display().to_string(),
+            };
+            let mut bar = Bar::new(json, "writing");
+            let r: GetResult = client
+                .stream("/v1/get", &req, &mut |p| bar.update(p))
+                .await?;
+            bar.finish();
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "wrote {} keys, {} to {} in {:.1}s",
+                    r.keys,
+                    human_bytes(r.bytes),
+                    r.out,
+                    r.seconds
+                );
+            }
+        }
+        Cmd::Pin { target, name } => {
+            let r: PinResult = client.post("/v1/pin", &PinRequest { target, name }).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                let how = if r.changed {
+                    "pinned"
+                } else {
+                    "already pinned"
+                };
+                let named = r.name.map(|n| format!(" as {n}")).unwrap_or_default();
+                println!("{how} {}{named}", r.root);
+            }
+        }
+        Cmd::Unpin { target } => {
+            let r: PinResult = client
+                .post("/v1/unpin", &PinRequest { target, name: None })
+                .await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "{} {}",
+                    if r.changed {
+                        "unpinned"
+                    } else {
+                        "was not pinned:"
+                    },
+                    r.root
+                );
+                if !r.still_named.is_empty() {
+                    println!("note: still named {}; the data is kept until those names are removed (shoal unpin NAME)", r.still_named.join(", "));
+                }
+            }
+        }
+        Cmd::Pins => {
+            let r: Vec<PinInfo> = client.get("/v1/pins").await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                output::print_pins(&r);
+            }
+        }
+        Cmd::Gc => {
+            let r: shoal_store::GcStats = client.post("/v1/gc", &()).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "removed {} blocks ({}); compacted {} segments, reclaimed {} on disk",
+                    r.removed_blocks,
+                    human_bytes(r.removed_bytes),
+                    r.compacted_segments,
+                    human_bytes(r.reclaimed_disk_bytes)
+                );
+            }
+        }
+        Cmd::Fsck { repair } => {
+            let r: shoal_store::FsckReport =
+                client.post("/v1/fsck", &FsckRequest { repair }).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                output::print_fsck(&r);
+            }
+            if !r.is_clean() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Stats => {
+            let r: StatsResult = client.get("/v1/stats").await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                output::print_stats(&r);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn absolute(p: &std::path::Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}

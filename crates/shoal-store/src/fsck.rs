@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::index::{cid_from_key, Loc, BLOCKS};
 use crate::store::Store;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BadBlock {
     pub cid: String,
     pub segment: u64,
@@ -20,14 +20,14 @@ pub struct BadBlock {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IncompleteDataset {
     pub root: String,
     pub names: Vec<String>,
     pub missing_blocks: usize,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct FsckReport {
     pub blocks_checked: u64,
     pub bytes_checked: u64,

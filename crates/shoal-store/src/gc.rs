@@ -20,7 +20,7 @@ use crate::store::{PinKind, Store, Writer};
 /// about once per halving.
 const COMPACT_BELOW_LIVE_FRACTION: f64 = 0.5;
 
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GcStats {
     pub removed_blocks: u64,
     pub removed_bytes: u64,

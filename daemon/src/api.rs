@@ -1,0 +1,160 @@
+//! The local API: request and reply types shared by the daemon and the CLI.
+//!
+//! HTTP/1.1 over the repo's Unix socket. Plain calls answer one JSON value.
+//! Long calls (`add`, `get`) answer newline-delimited JSON: zero or more
+//! [`Event::Progress`] lines, then exactly one `Done` or `Error` line. Errors
+//! are `{"error": "...", "kind": "..."}` with a matching HTTP status.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddRequest {
+    /// Absolute path of the Zarr directory (the CLI canonicalises it).
+    pub path: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AddResult {
+    pub root: String,
+    pub name: Option<String>,
+    pub zarr_format: u8,
+    pub keys: u64,
+    pub bytes: u64,
+    pub new_blocks: u64,
+    pub new_bytes: u64,
+    pub dup_blocks: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetRequest {
+    pub target: String,
+    /// Absolute output directory.
+    pub out: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GetResult {
+    pub root: String,
+    pub out: String,
+    pub keys: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, Default)]
+pub struct Progress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub items_done: u64,
+    pub items_total: u64,
+}
+
+/// One line of a streamed reply.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Event<T> {
+    Progress(Progress),
+    Done(T),
+    Error(ApiError),
+}
+
+#[derive(Debug, Serialize, Deserialize, Clone)]
+pub struct ApiError {
+    pub error: String,
+    pub kind: ErrorKind,
+}
+
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    BadRequest,
+    NotFound,
+    Corrupt,
+    Quota,
+    Conflict,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::Quota => 507,
+            ErrorKind::Corrupt | ErrorKind::Internal => 500,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IdInfo {
+    pub version: String,
+    pub repo: String,
+    pub api_socket: String,
+    pub pid: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LsEntry {
+    pub key: String,
+    pub size: u64,
+    /// Number of blocks, or 0 for metadata kept inline in the manifest.
+    pub blocks: usize,
+    pub inline: bool,
+    /// Block CIDs in order (empty for inline keys).
+    pub cids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LsResult {
+    pub root: String,
+    pub zarr_format: u8,
+    pub keys: u64,
+    pub bytes: u64,
+    pub entries: Vec<LsEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PinRequest {
+    pub target: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PinResult {
+    pub root: String,
+    pub name: Option<String>,
+    /// Names that still point at the root after an unpin (data is kept).
+    #[serde(default)]
+    pub still_named: Vec<String>,
+    pub changed: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PinInfo {
+    pub root: String,
+    pub kinds: Vec<String>,
+    pub names: Vec<String>,
+    pub bytes: u64,
+    pub keys: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FsckRequest {
+    pub repair: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatsResult {
+    pub repo: String,
+    pub blocks: u64,
+    pub live_bytes: u64,
+    pub segment_bytes: u64,
+    pub segments: u64,
+    pub pins: u64,
+    pub names: u64,
+    pub quota: Option<u64>,
+}

@@ -1,0 +1,148 @@
+//! The CLI side of the local API: HTTP/1.1 over the repo's Unix socket.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{ApiError, Event, Progress};
+
+/// The daemon is not running: exit code 3 so scripts can tell.
+#[derive(Debug, thiserror::Error)]
+#[error("no shoal daemon is running for repo {home} (no answer on {socket}).\nStart one with:  shoal --home {home} daemon")]
+pub struct NotRunning {
+    pub home: String,
+    pub socket: String,
+}
+
+/// An error reported by the daemon.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.error)]
+pub struct Remote(pub ApiError);
+
+pub struct Client {
+    pub home: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Client {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|_| NotRunning {
+                home: self.home.display().to_string(),
+                socket: self.socket.display().to_string(),
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("talking to the daemon")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://shoal{path}"))
+            .header("host", "shoal")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        sender
+            .send_request(req)
+            .await
+            .context("the daemon closed the connection")
+    }
+
+    async fn checked(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>> {
+        let resp = self.send(method, path, body).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(e) => Err(Remote(e).into()),
+            Err(_) => Err(anyhow!(
+                "daemon answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )),
+        }
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self.checked(Method::GET, path, None).await?;
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        serde_json::from_slice(&bytes).context("unexpected reply from the daemon")
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let resp = self
+            .checked(Method::POST, path, Some(serde_json::to_vec(body)?))
+            .await?;
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        serde_json::from_slice(&bytes).context("unexpected reply from the daemon")
+    }
+
+    /// Streams a GET body to `out` chunk by chunk.
+    pub async fn download(&self, path: &str, out: &mut (dyn std::io::Write + Send)) -> Result<()> {
+        let mut body = self.checked(Method::GET, path, None).await?.into_body();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.context("connection to the daemon lost")?.into_data() {
+                out.write_all(&data)?;
+            }
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    /// A streamed call: progress events go to `on_progress`, the final
+    /// `done` value is returned, an `error` event becomes an error.
+    pub async fn stream<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        on_progress: &mut dyn FnMut(Progress),
+    ) -> Result<T> {
+        let mut body = self
+            .checked(Method::POST, path, Some(serde_json::to_vec(body)?))
+            .await?
+            .into_body();
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| {
+                anyhow!("lost the connection to the daemon mid-operation (did it stop?)")
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                match serde_json::from_slice::<Event<T>>(&line)
+                    .context("unexpected reply from the daemon")?
+                {
+                    Event::Progress(p) => on_progress(p),
+                    Event::Done(v) => return Ok(v),
+                    Event::Error(e) => return Err(Remote(e).into()),
+                }
+            }
+        }
+        Err(anyhow!(
+            "lost the connection to the daemon mid-operation (did it stop?)"
+        ))
+    }
+}

@@ -1,0 +1,198 @@
+//! Human-readable output and the progress bar.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::api::{LsResult, PinInfo, Progress, StatsResult};
+
+/// Progress on stderr, only when it is a terminal, only after the operation
+/// has run for a moment (quick adds print nothing extra).
+pub struct Bar {
+    bar: Option<ProgressBar>,
+    enabled: bool,
+    started: Instant,
+    label: &'static str,
+}
+
+/// Operations shorter than this show no bar.
+const BAR_DELAY: Duration = Duration::from_millis(500);
+
+impl Bar {
+    pub fn new(json: bool, label: &'static str) -> Self {
+        Self {
+            bar: None,
+            enabled: !json && std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            label,
+        }
+    }
+
+    pub fn update(&mut self, p: Progress) {
+        if !self.enabled || self.started.elapsed() < BAR_DELAY {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let b = ProgressBar::new(p.bytes_total);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_message(self.label);
+            b
+        });
+        bar.set_length(p.bytes_total);
+        bar.set_position(p.bytes_done);
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn print_ls(r: &LsResult) {
+    let w = r
+        .entries
+        .iter()
+        .map(|e| e.key.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    println!("{:<w$}  {:>12}  BLOCKS", "KEY", "SIZE");
+    for e in &r.entries {
+        let blocks = if e.inline {
+            "inline".to_string()
+        } else {
+            e.blocks.to_string()
+        };
+        println!("{:<w$}  {:>12}  {blocks}", e.key, e.size);
+    }
+    println!(
+        "{} of {} keys; dataset {} (zarr v{}, {})",
+        r.entries.len(),
+        r.keys,
+        r.root,
+        r.zarr_format,
+        human_bytes(r.bytes)
+    );
+}
+
+pub fn print_pins(r: &[PinInfo]) {
+    if r.is_empty() {
+        println!("no pinned or named datasets (add one with `shoal add PATH --name NAME`)");
+        return;
+    }
+    println!(
+        "{:<62}  {:<12}  {:>10}  {:>8}  NAMES",
+        "ROOT", "KINDS", "SIZE", "KEYS"
+    );
+    for p in r {
+        let kinds = if p.kinds.is_empty() {
+            "named".to_string()
+        } else {
+            p.kinds.join(",")
+        };
+        println!(
+            "{:<62}  {:<12}  {:>10}  {:>8}  {}",
+            p.root,
+            kinds,
+            human_bytes(p.bytes),
+            p.keys,
+            p.names.join(",")
+        );
+    }
+}
+
+pub fn print_fsck(r: &shoal_store::FsckReport) {
+    println!(
+        "checked {} blocks ({})",
+        r.blocks_checked,
+        human_bytes(r.bytes_checked)
+    );
+    for b in &r.corrupt {
+        println!(
+            "corrupt: block {} (segment {}, offset {}): {}",
+            b.cid, b.segment, b.offset, b.reason
+        );
+    }
+    if r.repaired {
+        println!("repair: removed {} corrupt blocks", r.removed_blocks);
+    }
+    for d in &r.incomplete {
+        let names = if d.names.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", d.names.join(", "))
+        };
+        println!(
+            "incomplete: dataset {}{names} is missing {} blocks; re-add or re-pin it to restore",
+            d.root, d.missing_blocks
+        );
+    }
+    if r.unreferenced_blocks > 0 {
+        println!(
+            "unreferenced: {} blocks ({}) no pin or name needs; `shoal gc` removes them",
+            r.unreferenced_blocks,
+            human_bytes(r.unreferenced_bytes)
+        );
+    }
+    if r.is_clean() {
+        println!("store is clean");
+    } else if !r.repaired && !r.corrupt.is_empty() {
+        println!("run `shoal fsck --repair` to drop corrupt blocks");
+    }
+}
+
+pub fn print_stats(r: &StatsResult) {
+    println!("repo:       {}", r.repo);
+    println!("blocks:     {}", r.blocks);
+    println!("live data:  {}", human_bytes(r.live_bytes));
+    println!(
+        "on disk:    {} in {} segments",
+        human_bytes(r.segment_bytes),
+        r.segments
+    );
+    println!("pins:       {}", r.pins);
+    println!("names:      {}", r.names);
+    match r.quota {
+        Some(q) => println!(
+            "quota:      {} ({:.1}% used)",
+            human_bytes(q),
+            100.0 * r.live_bytes as f64 / q.max(1) as f64
+        ),
+        None => println!("quota:      none"),
+    }
+}

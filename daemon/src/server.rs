@@ -1,0 +1,563 @@
+//! The daemon: owns the store, serves the local API on the repo's Unix
+//! socket, stops cleanly on SIGTERM/SIGINT.
+//!
+//! Store calls are synchronous and run on the blocking pool; long calls
+//! stream progress as NDJSON through a bounded channel (progress lines are
+//! dropped, never queued without bound, when the client reads slowly).
+
+use std::convert::Infallible;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use shoal_core::{cid, Cid};
+use shoal_store::{PinKind, Store, StoreOptions};
+use shoal_zarr::{read, IngestOptions};
+
+use crate::api::*;
+use crate::config::{Config, Repo};
+
+/// How long shutdown waits for in-flight requests before exiting anyway.
+/// The store is crash-safe, so cutting a long add short loses no data.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Minimum interval between progress lines.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+pub struct Daemon {
+    pub store: Store,
+    pub repo: Repo,
+    pub config: Config,
+}
+
+type St = State<Arc<Daemon>>;
+
+/// An API error: what failed and which class of failure.
+#[derive(Debug)]
+pub struct AppError(pub ApiError);
+
+impl AppError {
+    pub fn new(kind: ErrorKind, msg: impl std::fmt::Display) -> Self {
+        AppError(ApiError {
+            error: msg.to_string(),
+            kind,
+        })
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+fn store_kind(e: &shoal_store::Error) -> ErrorKind {
+    use shoal_store::Error as E;
+    match e {
+        E::Corrupt { .. } => ErrorKind::Corrupt,
+        E::Missing(_) | E::UnknownName(_) | E::Incomplete { .. } => ErrorKind::NotFound,
+        E::QuotaExceeded { .. } => ErrorKind::Quota,
+        E::InvalidName { .. } | E::Core(_) => ErrorKind::BadRequest,
+        _ if e.is_disk_full() => ErrorKind::Quota,
+        _ => ErrorKind::Internal,
+    }
+}
+
+impl From<shoal_store::Error> for AppError {
+    fn from(e: shoal_store::Error) -> Self {
+        AppError::new(store_kind(&e), e)
+    }
+}
+
+impl From<shoal_zarr::Error> for AppError {
+    fn from(e: shoal_zarr::Error) -> Self {
+        use shoal_zarr::Error as E;
+        let kind = match &e {
+            E::Store(s) => store_kind(s),
+            E::NoSuchKey(_) => ErrorKind::NotFound,
+            E::OutputExists(_) => ErrorKind::Conflict,
+            E::Write { .. } => ErrorKind::Internal,
+            E::BlockSize { .. } => ErrorKind::Corrupt,
+            _ => ErrorKind::BadRequest,
+        };
+        AppError::new(kind, e)
+    }
+}
+
+impl From<shoal_core::Error> for AppError {
+    fn from(e: shoal_core::Error) -> Self {
+        AppError::new(ErrorKind::BadRequest, e)
+    }
+}
+
+type ApiResult<T> = Result<T, AppError>;
+
+/// Runs a store operation on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    d: Arc<Daemon>,
+    f: impl FnOnce(&Daemon) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(move || f(&d))
+        .await
+        .map_err(|e| AppError::new(ErrorKind::Internal, format!("task failed: {e}")))?
+}
+
+/// Runs a long operation on the blocking pool, streaming NDJSON events.
+fn streamed<T: Serialize + Send + 'static>(
+    d: Arc<Daemon>,
+    f: impl FnOnce(&Daemon, &(dyn Fn(Progress) + Sync)) -> ApiResult<T> + Send + 'static,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::task::spawn_blocking(move || {
+        let last = Mutex::new(Instant::now() - PROGRESS_EVERY);
+        let progress = |p: Progress| {
+            let mut last = last.lock().expect("progress lock");
+            if last.elapsed() >= PROGRESS_EVERY {
+                *last = Instant::now();
+                let _ = tx.try_send(line(&Event::<()>::Progress(p)));
+            }
+        };
+        let ev = match f(&d, &progress) {
+            Ok(v) => Event::Done(v),
+            Err(e) => Event::Error(e.0),
+        };
+        let _ = tx.blocking_send(line(&ev));
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let body = Body::from_stream(tokio_stream::StreamExt::map(stream, Ok::<_, Infallible>));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+fn line<T: Serialize>(v: &T) -> Bytes {
+    let mut s = serde_json::to_vec(v).unwrap_or_else(|e| {
+        format!("{{\"error\":{{\"error\":\"{e}\",\"kind\":\"internal\"}}}}").into_bytes()
+    });
+    s.push(b'\n');
+    Bytes::from(s)
+}
+
+/// A TARGET: `CID`, `NAME`, `CID/key/path` or `NAME/key/path`.
+fn resolve(store: &Store, target: &str) -> ApiResult<(Cid, Option<String>)> {
+    let target = target.trim_end_matches('/');
+    let (head, path) = match target.split_once('/') {
+        Some((h, p)) => (h, Some(p.to_string())),
+        None => (target, None),
+    };
+    if let Ok(c) = cid::parse(head) {
+        return Ok((c, path));
+    }
+    match store.resolve_name(head)? {
+        Some(c) => Ok((c, path)),
+        None => Err(AppError::new(
+            ErrorKind::NotFound,
+            format!("{head:?} is neither a CID nor a dataset name here (see `shoal pins`)"),
+        )),
+    }
+}
+
+fn manifest(store: &Store, root: &Cid) -> ApiResult<shoal_core::manifest::Manifest> {
+    if root.codec() != cid::DAG_CBOR {
+        return Err(AppError::new(
+            ErrorKind::BadRequest,
+            format!("{root} is a raw block, not a dataset"),
+        ));
+    }
+    store.manifest(root).map_err(|e| match e {
+        shoal_store::Error::Missing(_) => AppError::new(
+            ErrorKind::NotFound,
+            format!("dataset {root} is not in this store"),
+        ),
+        e => e.into(),
+    })
+}
+
+fn fetch_local(store: &Store) -> impl FnMut(&Cid) -> shoal_zarr::Result<shoal_core::Block> + '_ {
+    |c| Ok(store.require(c)?)
+}
+
+async fn id(State(d): St) -> Json<IdInfo> {
+    Json(IdInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        repo: d.repo.home.display().to_string(),
+        api_socket: d.repo.socket_path().display().to_string(),
+        pid: std::process::id(),
+    })
+}
+
+async fn add(State(d): St, Json(req): Json<AddRequest>) -> Response {
+    streamed(d, move |d, progress| {
+        let start = Instant::now();
+        if let Some(n) = &req.name {
+            shoal_store::validate_name(n)?;
+        }
+        let opts = IngestOptions {
+            block_size: d
+                .config
+                .store
+                .block_size_bytes()
+                .map_err(|e| AppError::new(ErrorKind::BadRequest, e))?,
+            threads: 0,
+        };
+        let session = d.store.session();
+        let report = shoal_zarr::ingest(
+            &d.store,
+            PathBuf::from(&req.path).as_path(),
+            &opts,
+            &session,
+            &|p| {
+                progress(Progress {
+                    bytes_done: p.bytes_done,
+                    bytes_total: p.bytes_total,
+                    items_done: p.blocks_done,
+                    items_total: 0,
+                })
+            },
+        )?;
+        d.store.pin(&report.root, PinKind::User)?;
+        if let Some(n) = &req.name {
+            d.store.set_name(n, &report.root)?;
+        }
+        drop(session);
+        tracing::info!(root = %report.root, keys = report.keys, bytes = report.bytes, "added {}", req.path);
+        Ok(AddResult {
+            root: report.root.to_string(),
+            name: req.name,
+            zarr_format: report.zarr_format,
+            keys: report.keys,
+            bytes: report.bytes,
+            new_blocks: report.stats.new_blocks,
+            new_bytes: report.stats.new_bytes,
+            dup_blocks: report.stats.dup_blocks,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    })
+}
+
+#[derive(Deserialize)]
+struct TargetQuery {
+    target: String,
+}
+
+async fn ls(State(d): St, Query(q): Query<TargetQuery>) -> ApiResult<Json<LsResult>> {
+    blocking(d, move |d| {
+        let (root, path) = resolve(&d.store, &q.target)?;
+        let m = manifest(&d.store, &root)?;
+        let mut entries = Vec::new();
+        m.for_each_entry(&mut fetch_local(&d.store), &mut |e| {
+            let under = match &path {
+                None => true,
+                Some(p) => {
+                    e.key == *p
+                        || e.key
+                            .strip_prefix(p.as_str())
+                            .is_some_and(|r| r.starts_with('/'))
+                }
+            };
+            if under {
+                entries.push(LsEntry {
+                    key: e.key.clone(),
+                    size: e.size,
+                    blocks: e.blocks().len(),
+                    inline: matches!(e.content, shoal_core::manifest::Content::Inline(_)),
+                    cids: e.blocks().iter().map(|c| c.to_string()).collect(),
+                });
+            }
+            Ok(())
+        })?;
+        if let (Some(p), true) = (&path, entries.is_empty()) {
+            return Err(AppError::new(
+                ErrorKind::NotFound,
+                format!("no key {p:?} in dataset {root}"),
+            ));
+        }
+        Ok(Json(LsResult {
+            root: root.to_string(),
+            zarr_format: m.zarr_format,
+            keys: m.key_count,
+            bytes: m.total_bytes,
+            entries,
+        }))
+    })
+    .await
+}
+
+async fn cat(State(d): St, Query(q): Query<TargetQuery>) -> ApiResult<Response> {
+    blocking(d, move |d| {
+        let (root, path) = resolve(&d.store, &q.target)?;
+        let Some(key) = path else {
+            return Err(AppError::new(
+                ErrorKind::BadRequest,
+                "cat needs TARGET/KEY, e.g. mydata/temp/.zarray",
+            ));
+        };
+        let m = manifest(&d.store, &root)?;
+        let data = read::key_bytes(&m, &key, &mut fetch_local(&d.store)).map_err(|e| {
+            let e = AppError::from(e);
+            AppError::new(
+                e.0.kind,
+                format!("cannot read key {key:?} of dataset {root}: {}", e.0.error),
+            )
+        })?;
+        Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+    })
+    .await
+}
+
+async fn get_dataset(State(d): St, Json(req): Json<GetRequest>) -> Response {
+    streamed(d, move |d, progress| {
+        let start = Instant::now();
+        let (root, path) = resolve(&d.store, &req.target)?;
+        if path.is_some() {
+            return Err(AppError::new(
+                ErrorKind::BadRequest,
+                "get takes a dataset (CID or NAME), not a key; use `shoal cat` for one key",
+            ));
+        }
+        let m = manifest(&d.store, &root)?;
+        let mut p = Progress {
+            items_total: m.key_count,
+            bytes_total: m.total_bytes,
+            ..Default::default()
+        };
+        let (keys, bytes) = read::export(
+            &m,
+            PathBuf::from(&req.out).as_path(),
+            &mut fetch_local(&d.store),
+            &mut |e| {
+                p.items_done += 1;
+                p.bytes_done += e.size;
+                progress(p);
+            },
+        )?;
+        Ok(GetResult {
+            root: root.to_string(),
+            out: req.out,
+            keys,
+            bytes,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    })
+}
+
+async fn pin(State(d): St, Json(req): Json<PinRequest>) -> ApiResult<Json<PinResult>> {
+    blocking(d, move |d| {
+        let (root, path) = resolve(&d.store, &req.target)?;
+        if path.is_some() {
+            return Err(AppError::new(ErrorKind::BadRequest, "pin takes a dataset (CID or NAME), not a key"));
+        }
+        manifest(&d.store, &root)?;
+        let was = d.store.pin_kinds(&root)?.contains(PinKind::User);
+        d.store.pin(&root, PinKind::User).map_err(|e| match e {
+            shoal_store::Error::Incomplete { missing, .. } => AppError::new(
+                ErrorKind::NotFound,
+                format!("dataset {root} is incomplete here ({missing} blocks missing) and no peer can supply them; re-add it with `shoal add`"),
+            ),
+            e => e.into(),
+        })?;
+        if let Some(n) = &req.name {
+            d.store.set_name(n, &root)?;
+        }
+        Ok(Json(PinResult {
+            root: root.to_string(),
+            name: req.name,
+            still_named: Vec::new(),
+            changed: !was,
+        }))
+    })
+    .await
+}
+
+async fn unpin(State(d): St, Json(req): Json<PinRequest>) -> ApiResult<Json<PinResult>> {
+    blocking(d, move |d| {
+        let (root, path) = resolve(&d.store, &req.target)?;
+        if path.is_some() {
+            return Err(AppError::new(
+                ErrorKind::BadRequest,
+                "unpin takes a dataset (CID or NAME), not a key",
+            ));
+        }
+        // Unpinning by name drops the name too: the user asked to let it go.
+        let by_name = cid::parse(req.target.trim_end_matches('/')).is_err();
+        let mut changed = d.store.unpin(&root, PinKind::User)?;
+        if by_name {
+            changed |= d
+                .store
+                .remove_name(req.target.trim_end_matches('/'))?
+                .is_some();
+        }
+        let still_named = d
+            .store
+            .names()?
+            .into_iter()
+            .filter(|n| n.1 == root)
+            .map(|n| n.0)
+            .collect();
+        Ok(Json(PinResult {
+            root: root.to_string(),
+            name: None,
+            still_named,
+            changed,
+        }))
+    })
+    .await
+}
+
+async fn pins(State(d): St) -> ApiResult<Json<Vec<PinInfo>>> {
+    blocking(d, move |d| {
+        let names = d.store.names()?;
+        let mut roots: Vec<(Cid, Vec<String>)> = d
+            .store
+            .pins()?
+            .into_iter()
+            .map(|p| {
+                (
+                    p.0,
+                    p.1.kinds()
+                        .iter()
+                        .map(|k| format!("{k:?}").to_lowercase())
+                        .collect(),
+                )
+            })
+            .collect();
+        // Named but unpinned datasets are kept too; list them.
+        for (_, c) in &names {
+            if !roots.iter().any(|r| r.0 == *c) {
+                roots.push((*c, Vec::new()));
+            }
+        }
+        let mut out = Vec::new();
+        for (root, kinds) in roots {
+            let (keys, bytes) = d
+                .store
+                .manifest(&root)
+                .map(|m| (m.key_count, m.total_bytes))
+                .unwrap_or((0, 0));
+            out.push(PinInfo {
+                root: root.to_string(),
+                kinds,
+                names: names
+                    .iter()
+                    .filter(|n| n.1 == root)
+                    .map(|n| n.0.clone())
+                    .collect(),
+                bytes,
+                keys,
+            });
+        }
+        out.sort_by(|a, b| a.names.cmp(&b.names).then(a.root.cmp(&b.root)));
+        Ok(Json(out))
+    })
+    .await
+}
+
+async fn gc(State(d): St) -> ApiResult<Json<shoal_store::GcStats>> {
+    blocking(d, |d| Ok(Json(d.store.gc()?))).await
+}
+
+async fn fsck(
+    State(d): St,
+    Json(req): Json<FsckRequest>,
+) -> ApiResult<Json<shoal_store::FsckReport>> {
+    blocking(d, move |d| Ok(Json(d.store.fsck(req.repair)?))).await
+}
+
+async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
+    blocking(d, |d| {
+        let s = d.store.stats()?;
+        Ok(Json(StatsResult {
+            repo: d.repo.home.display().to_string(),
+            blocks: s.blocks,
+            live_bytes: s.live_bytes,
+            segment_bytes: s.segment_bytes,
+            segments: s.segments,
+            pins: s.pins,
+            names: s.names,
+            quota: s.quota,
+        }))
+    })
+    .await
+}
+
+pub fn router(d: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/v1/id", get(id))
+        .route("/v1/add", post(add))
+        .route("/v1/ls", get(ls))
+        .route("/v1/cat", get(cat))
+        .route("/v1/get", post(get_dataset))
+        .route("/v1/pin", post(pin))
+        .route("/v1/unpin", post(unpin))
+        .route("/v1/pins", get(pins))
+        .route("/v1/gc", post(gc))
+        .route("/v1/fsck", post(fsck))
+        .route("/v1/stats", get(stats))
+        .with_state(d)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(repo: Repo) -> Result<()> {
+    if repo.init()? {
+        tracing::info!("created repo at {}", repo.home.display());
+    }
+    let config = repo.load_config()?;
+    let opts = StoreOptions {
+        quota: config.store.quota_bytes()?,
+    };
+    let store_path = repo.store_path();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path, opts)).await??;
+    // We hold the store lock, so any socket file left is stale.
+    let sock = repo.socket_path();
+    let _ = std::fs::remove_file(&sock);
+    let listener = tokio::net::UnixListener::bind(&sock)
+        .with_context(|| format!("binding API socket {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .context("restricting API socket to its owner")?;
+    let d = Arc::new(Daemon {
+        store,
+        repo,
+        config,
+    });
+    eprintln!(
+        "shoal daemon {} ready: repo {}, API {}",
+        env!("CARGO_PKG_VERSION"),
+        d.repo.home.display(),
+        sock.display()
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = axum::serve(listener, router(d.clone())).with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    });
+    let server = tokio::spawn(async move { serve.await });
+    shutdown_signal().await;
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+        tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; exiting anyway (the store is crash-safe)");
+    }
+    let _ = std::fs::remove_file(&sock);
+    let store_d = d.clone();
+    tokio::task::spawn_blocking(move || store_d.store.flush()).await??;
+    eprintln!("shoal daemon stopped");
+    Ok(())
+}
