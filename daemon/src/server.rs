@@ -80,18 +80,22 @@ impl From<shoal_store::Error> for AppError {
     }
 }
 
+fn zarr_kind(e: &shoal_zarr::Error) -> ErrorKind {
+    use shoal_zarr::Error as E;
+    match e {
+        E::Store(s) => store_kind(s),
+        E::Key { source, .. } => zarr_kind(source),
+        E::NoSuchKey(_) => ErrorKind::NotFound,
+        E::OutputExists(_) => ErrorKind::Conflict,
+        E::Write { .. } => ErrorKind::Internal,
+        E::BlockSize { .. } => ErrorKind::Corrupt,
+        _ => ErrorKind::BadRequest,
+    }
+}
+
 impl From<shoal_zarr::Error> for AppError {
     fn from(e: shoal_zarr::Error) -> Self {
-        use shoal_zarr::Error as E;
-        let kind = match &e {
-            E::Store(s) => store_kind(s),
-            E::NoSuchKey(_) => ErrorKind::NotFound,
-            E::OutputExists(_) => ErrorKind::Conflict,
-            E::Write { .. } => ErrorKind::Internal,
-            E::BlockSize { .. } => ErrorKind::Corrupt,
-            _ => ErrorKind::BadRequest,
-        };
-        AppError::new(kind, e)
+        AppError::new(zarr_kind(&e), e)
     }
 }
 

@@ -29,6 +29,12 @@ pub enum Error {
         got: usize,
         expected: u64,
     },
+    #[error("cannot read key {key:?}: {source}")]
+    Key {
+        key: String,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("key {0:?} is not in the dataset")]
     NoSuchKey(String),
     #[error("output directory {0} exists and is not empty; choose a new path")]

@@ -76,7 +76,10 @@ pub fn export(
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(werr(parent.to_path_buf()))?;
         }
-        let data = entry_bytes(m, &e, fetch)?;
+        let data = entry_bytes(m, &e, fetch).map_err(|source| Error::Key {
+            key: e.key.clone(),
+            source: Box::new(source),
+        })?;
         std::fs::write(&path, &data).map_err(werr(path.clone()))?;
         keys += 1;
         bytes += data.len() as u64;

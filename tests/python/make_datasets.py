@@ -1,0 +1,67 @@
+"""Writes the test datasets with zarr-python and xarray, as users do.
+
+usage: make_datasets.py OUTDIR
+
+Creates, under OUTDIR:
+  v2_blosc/     zarr v2 group, blosc-compressed float64 array with NaNs
+  v3_zstd/      zarr v3 group, zstd-compressed float32 array with NaNs
+  v3_sharded/   zarr v3 sharded int32 array
+  ints_v2/      zarr v2 int16/uint8/int64 arrays
+  xr_v2/        xarray Dataset (several variables + coordinates), v2, consolidated
+  xr_v3/        the same Dataset, v3
+"""
+import sys
+import warnings
+
+import numpy as np
+import xarray as xr
+import zarr
+from numcodecs import Blosc
+from zarr.codecs import BloscCodec, ZstdCodec
+
+warnings.filterwarnings("ignore")
+out = sys.argv[1]
+rng = np.random.default_rng(42)
+
+g = zarr.open_group(f"{out}/v2_blosc", mode="w", zarr_format=2)
+a = rng.standard_normal((60, 50, 40))
+a[rng.random(a.shape) < 0.05] = np.nan
+arr = g.create_array("temp", shape=a.shape, chunks=(10, 25, 20), dtype="f8",
+                     compressors=Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE), fill_value=np.nan)
+arr[:] = a
+arr.attrs["units"] = "K"
+
+g = zarr.open_group(f"{out}/v3_zstd", mode="w", zarr_format=3)
+b = rng.standard_normal((40, 64, 32)).astype("f4")
+b[:3, :, :5] = np.nan
+arr = g.create_array("ocean/sst", shape=b.shape, chunks=(8, 32, 16), dtype="f4",
+                     compressors=ZstdCodec(level=3), fill_value=np.nan, dimension_names=["time", "y", "x"])
+arr[:] = b
+
+g = zarr.open_group(f"{out}/v3_sharded", mode="w", zarr_format=3)
+c = rng.integers(-1000, 1000, size=(64, 64), dtype="i4")
+arr = g.create_array("sharded", shape=c.shape, shards=(32, 32), chunks=(8, 8), dtype="i4",
+                     compressors=BloscCodec(cname="zstd", clevel=3), fill_value=0, dimension_names=["y", "x"])
+arr[:] = c
+
+g = zarr.open_group(f"{out}/ints_v2", mode="w", zarr_format=2)
+for name, dt in [("i16", "i2"), ("u8", "u1"), ("i64", "i8")]:
+    info = np.iinfo(dt)
+    d = rng.integers(max(info.min, -(2**40)), min(info.max, 2**40), size=(30, 30), dtype=dt)
+    arr = g.create_array(name, shape=d.shape, chunks=(7, 11), dtype=dt, fill_value=0)
+    arr[:] = d
+
+t = np.arange(24)
+lat = np.linspace(-60, 60, 25)
+lon = np.linspace(0, 350, 36)
+sst = 15 + 10 * np.cos(np.deg2rad(lat))[None, :, None] + rng.standard_normal((24, 25, 36))
+sst[:, :2, :] = np.nan
+ds = xr.Dataset(
+    {"sst": (("time", "lat", "lon"), sst.astype("f4"), {"units": "degC"}),
+     "mask": (("lat", "lon"), (rng.random((25, 36)) > 0.3).astype("i1"))},
+    coords={"time": t, "lat": lat, "lon": lon},
+    attrs={"title": "shoal test"},
+)
+ds.chunk({"time": 6, "lat": 13, "lon": 18}).to_zarr(f"{out}/xr_v2", zarr_format=2, consolidated=True, mode="w")
+ds.chunk({"time": 6, "lat": 13, "lon": 18}).to_zarr(f"{out}/xr_v3", zarr_format=3, mode="w")
+print("ok")
