@@ -36,6 +36,8 @@ pub struct GetRequest {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GetResult {
+    #[serde(default)]
+    pub fetched: Option<shoal_net::FetchReport>,
     pub root: String,
     pub out: String,
     pub keys: u64,
@@ -49,6 +51,9 @@ pub struct Progress {
     pub bytes_total: u64,
     pub items_done: u64,
     pub items_total: u64,
+    /// Peers that delivered data (network fetches).
+    #[serde(default)]
+    pub peers: u64,
 }
 
 /// One line of a streamed reply.
@@ -91,6 +96,9 @@ impl ErrorKind {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IdInfo {
+    pub peer_id: String,
+    /// Listen addresses with `/p2p/<peer id>`, ready for `shoal connect`.
+    pub addrs: Vec<String>,
     pub version: String,
     pub repo: String,
     pub api_socket: String,
@@ -131,6 +139,25 @@ pub struct PinResult {
     #[serde(default)]
     pub still_named: Vec<String>,
     pub changed: bool,
+    /// Set when the pin fetched data from peers.
+    #[serde(default)]
+    pub fetched: Option<shoal_net::FetchReport>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    pub addr: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConnectResult {
+    pub peer_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProvidersResult {
+    pub root: String,
+    pub providers: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

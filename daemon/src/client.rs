@@ -15,7 +15,9 @@ use crate::api::{ApiError, Event, Progress};
 
 /// The daemon is not running: exit code 3 so scripts can tell.
 #[derive(Debug, thiserror::Error)]
-#[error("no shoal daemon is running for repo {home} (no answer on {socket}).\nStart one with:  shoal --home {home} daemon")]
+#[error(
+    "no shoal daemon is running for repo {home} (no answer on {socket}).\nStart one with:  shoal --home {home} daemon"
+)]
 pub struct NotRunning {
     pub home: String,
     pub socket: String,
@@ -32,12 +34,7 @@ pub struct Client {
 }
 
 impl Client {
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Response<Incoming>> {
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Response<Incoming>> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|_| NotRunning {
@@ -62,12 +59,7 @@ impl Client {
             .context("the daemon closed the connection")
     }
 
-    async fn checked(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Response<Incoming>> {
+    async fn checked(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Response<Incoming>> {
         let resp = self.send(method, path, body).await?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -76,10 +68,7 @@ impl Client {
         let bytes = resp.into_body().collect().await?.to_bytes();
         match serde_json::from_slice::<ApiError>(&bytes) {
             Ok(e) => Err(Remote(e).into()),
-            Err(_) => Err(anyhow!(
-                "daemon answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            )),
+            Err(_) => Err(anyhow!("daemon answered {status}: {}", String::from_utf8_lossy(&bytes))),
         }
     }
 
@@ -123,18 +112,14 @@ impl Client {
             .into_body();
         let mut buf: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| {
-                anyhow!("lost the connection to the daemon mid-operation (did it stop?)")
-            })?;
+            let frame = frame.map_err(|_| anyhow!("lost the connection to the daemon mid-operation (did it stop?)"))?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
             buf.extend_from_slice(&data);
             while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=nl).collect();
-                match serde_json::from_slice::<Event<T>>(&line)
-                    .context("unexpected reply from the daemon")?
-                {
+                match serde_json::from_slice::<Event<T>>(&line).context("unexpected reply from the daemon")? {
                     Event::Progress(p) => on_progress(p),
                     Event::Done(v) => return Ok(v),
                     Event::Error(e) => return Err(Remote(e).into()),

@@ -23,6 +23,25 @@ const DEFAULT_CONFIG: &str = r#"# shoal repo configuration.
 quota = "0"
 # Maximum block size for `shoal add` (chunks larger than this are split).
 block_size = "1MiB"
+
+[network]
+# Multiaddrs to listen on (4801 is shoal's default port).
+listen = ["/ip4/0.0.0.0/tcp/4801"]
+# Peers to connect to at start, e.g. "/ip4/10.0.0.5/tcp/4801/p2p/12D3KooW...".
+bootstrap = []
+# Private swarm: path (relative to the repo) of a libp2p pre-shared
+# swarm.key file. Peers without the same key cannot connect. TCP only.
+swarm_key = ""
+# If non-empty, only these peer IDs may connect to this daemon or be dialled.
+allow_peers = []
+# How often this daemon re-announces the datasets it holds on the DHT.
+reprovide_interval = "1h"
+# Deadline of one block request to a peer.
+request_timeout = "20s"
+# How long to search the DHT for the providers of a dataset.
+provider_timeout = "20s"
+# Deadline of one block read through the network (mount, cat of a remote key).
+block_timeout = "30s"
 "#;
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -30,6 +49,52 @@ block_size = "1MiB"
 pub struct Config {
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub network: NetworkConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub listen: Vec<String>,
+    pub bootstrap: Vec<String>,
+    pub swarm_key: String,
+    pub allow_peers: Vec<String>,
+    pub reprovide_interval: String,
+    pub request_timeout: String,
+    pub provider_timeout: String,
+    pub block_timeout: String,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["/ip4/0.0.0.0/tcp/4801".into()],
+            bootstrap: Vec::new(),
+            swarm_key: String::new(),
+            allow_peers: Vec::new(),
+            reprovide_interval: "1h".into(),
+            request_timeout: "20s".into(),
+            provider_timeout: "20s".into(),
+            block_timeout: "30s".into(),
+        }
+    }
+}
+
+/// Parses "500ms", "20s", "5m", "1h".
+pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().with_context(|| format!("invalid duration {s:?}"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        u => bail!("unknown duration unit {u:?} in {s:?} (use ms, s, m, h)"),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -78,9 +143,7 @@ impl StoreConfig {
 /// Parses "123", "10KiB", "5MB", "2GiB", "1TiB" (case-insensitive).
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().with_context(|| format!("invalid size {s:?}"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -110,8 +173,7 @@ impl Repo {
         let home = match home {
             Some(h) => h,
             None => {
-                let base = std::env::var_os("HOME")
-                    .context("neither --home, SHOAL_HOME nor HOME is set")?;
+                let base = std::env::var_os("HOME").context("neither --home, SHOAL_HOME nor HOME is set")?;
                 PathBuf::from(base).join(".shoal")
             }
         };
@@ -127,6 +189,17 @@ impl Repo {
     pub fn store_path(&self) -> PathBuf {
         self.home.join("store")
     }
+    pub fn identity_path(&self) -> PathBuf {
+        self.home.join("identity.key")
+    }
+
+    /// The daemon's persistent ed25519 identity (created by `init`).
+    pub fn load_identity(&self) -> Result<shoal_net::Keypair> {
+        let path = self.identity_path();
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        shoal_net::Keypair::from_protobuf_encoding(&bytes)
+            .with_context(|| format!("{} is not a valid identity key", path.display()))
+    }
 
     pub fn exists(&self) -> bool {
         self.config_path().exists()
@@ -134,28 +207,59 @@ impl Repo {
 
     /// Creates the repo (0700 directory + default config). Returns false if
     /// it already existed.
-    pub fn init(&self) -> Result<bool> {
+    pub fn init(&self, listen: &[String]) -> Result<bool> {
         if self.exists() {
             return Ok(false);
         }
         create_private_dir(&self.home)?;
+        write_private(
+            &self.identity_path(),
+            &shoal_net::Keypair::generate_ed25519().to_protobuf_encoding()?,
+        )?;
         let tmp = self.home.join("config.toml.tmp");
-        std::fs::write(&tmp, DEFAULT_CONFIG)
-            .with_context(|| format!("writing {}", tmp.display()))?;
+        let mut text = DEFAULT_CONFIG.to_string();
+        if !listen.is_empty() {
+            let list: Vec<String> = listen.iter().map(|a| format!("{a:?}")).collect();
+            text = text.replace(
+                r#"listen = ["/ip4/0.0.0.0/tcp/4801"]"#,
+                &format!("listen = [{}]", list.join(", ")),
+            );
+        }
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, self.config_path()).context("installing config.toml")?;
         Ok(true)
     }
 
     pub fn load_config(&self) -> Result<Config> {
         let path = self.config_path();
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let cfg: Config =
-            toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let cfg: Config = toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
         cfg.store.quota_bytes()?;
         cfg.store.block_size_bytes()?;
+        for d in [
+            &cfg.network.reprovide_interval,
+            &cfg.network.request_timeout,
+            &cfg.network.provider_timeout,
+            &cfg.network.block_timeout,
+        ] {
+            parse_duration(d).context("[network]")?;
+        }
         Ok(cfg)
     }
+}
+
+fn write_private(p: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)
+        .with_context(|| format!("creating {}", p.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
 }
 
 fn create_private_dir(p: &Path) -> Result<()> {
@@ -185,5 +289,8 @@ mod tests {
         let cfg: Config = toml::from_str(DEFAULT_CONFIG).unwrap();
         assert_eq!(cfg.store.quota_bytes().unwrap(), None);
         assert_eq!(cfg.store.block_size_bytes().unwrap(), 1 << 20);
+        assert_eq!(cfg.network.listen, vec!["/ip4/0.0.0.0/tcp/4801".to_string()]);
+        assert_eq!(parse_duration(&cfg.network.request_timeout).unwrap().as_secs(), 20);
+        assert_eq!(parse_duration("250ms").unwrap().as_millis(), 250);
     }
 }

@@ -42,9 +42,19 @@ enum Cmd {
     /// Run the daemon (creates the repo on first run).
     Daemon,
     /// Create a repo explicitly.
-    Init,
-    /// Show this daemon's identity and API socket.
+    Init {
+        /// Multiaddr to listen on (repeatable), e.g. /ip4/0.0.0.0/tcp/4801.
+        #[arg(long)]
+        listen: Vec<String>,
+    },
+    /// Show this daemon's peer id, listen addresses and API socket.
     Id,
+    /// Connect to a peer: /ip4/HOST/tcp/PORT/p2p/PEERID.
+    Connect { addr: String },
+    /// List connected peers.
+    Peers,
+    /// Peers that provide a dataset (by CID).
+    Providers { cid: String },
     /// Ingest a Zarr v2/v3 directory; prints the root CID as the last line.
     Add {
         path: PathBuf,
@@ -87,20 +97,14 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Daemon) {
-            "info"
-        } else {
-            "warn"
-        })
+        tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Daemon) { "info" } else { "warn" })
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -138,8 +142,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     };
     match cli.cmd {
         Cmd::Daemon => server::run(repo).await?,
-        Cmd::Init => {
-            let created = repo.init()?;
+        Cmd::Init { listen } => {
+            let created = repo.init(&listen)?;
             if json {
                 print_json(&serde_json::json!({"repo": repo.home, "created": created}))?;
             } else if created {
@@ -157,32 +161,63 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&info)?;
             } else {
+                println!("peer id: {}", info.peer_id);
+                for a in &info.addrs {
+                    println!("address: {a}");
+                }
                 println!(
-                    "shoal {}\nrepo:   {}\napi:    {}\npid:    {}",
-                    info.version, info.repo, info.api_socket, info.pid
+                    "repo:    {}\napi:     {}\nversion: {}",
+                    info.repo, info.api_socket, info.version
                 );
             }
         }
+        Cmd::Connect { addr } => {
+            let r: ConnectResult = client.post("/v1/connect", &ConnectRequest { addr }).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("connected to {}", r.peer_id);
+            }
+        }
+        Cmd::Peers => {
+            let r: Vec<shoal_net::PeerInfo> = client.get("/v1/peers").await?;
+            if json {
+                print_json(&r)?;
+            } else if r.is_empty() {
+                println!("no connected peers (use `shoal connect MULTIADDR` or [network] bootstrap in config.toml)");
+            } else {
+                for p in &r {
+                    println!("{}", p.peer_id);
+                }
+            }
+        }
+        Cmd::Providers { cid } => {
+            let r: ProvidersResult = client
+                .get(&format!("/v1/providers?cid={}", output::urlencode(&cid)))
+                .await?;
+            if json {
+                print_json(&r)?;
+            } else if r.providers.is_empty() {
+                println!("no provider found for {}", r.root);
+            } else {
+                for p in &r.providers {
+                    println!("{p}");
+                }
+            }
+        }
         Cmd::Add { path, name } => {
-            let abs = std::fs::canonicalize(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
+            let abs = std::fs::canonicalize(&path).with_context(|| format!("cannot open {}", path.display()))?;
             let req = AddRequest {
                 path: abs.display().to_string(),
                 name,
             };
             let mut bar = Bar::new(json, "adding");
-            let r: AddResult = client
-                .stream("/v1/add", &req, &mut |p| bar.update(p))
-                .await?;
+            let r: AddResult = client.stream("/v1/add", &req, &mut |p| bar.update(p)).await?;
             bar.finish();
             if json {
                 print_json(&r)?;
             } else {
-                let label = r
-                    .name
-                    .as_deref()
-                    .map(|n| format!(" {n}"))
-                    .unwrap_or_default();
+                let label = r.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default();
                 println!(
                     "added{label}: zarr v{}, {} keys, {} ({} new blocks, {} written, {} already stored) in {:.1}s",
                     r.zarr_format,
@@ -209,10 +244,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Cat { target } => {
             let mut out = std::io::stdout();
             client
-                .download(
-                    &format!("/v1/cat?target={}", output::urlencode(&target)),
-                    &mut out,
-                )
+                .download(&format!("/v1/cat?target={}", output::urlencode(&target)), &mut out)
                 .await?;
         }
         Cmd::Get { target, out } => {
@@ -222,9 +254,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 out: out.display().to_string(),
             };
             let mut bar = Bar::new(json, "writing");
-            let r: GetResult = client
-                .stream("/v1/get", &req, &mut |p| bar.update(p))
-                .await?;
+            let r: GetResult = client.stream("/v1/get", &req, &mut |p| bar.update(p)).await?;
             bar.finish();
             if json {
                 print_json(&r)?;
@@ -239,37 +269,43 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Pin { target, name } => {
-            let r: PinResult = client.post("/v1/pin", &PinRequest { target, name }).await?;
+            let mut bar = Bar::new(json, "fetching");
+            let r: PinResult = client
+                .stream("/v1/pin", &PinRequest { target, name }, &mut |p| bar.update(p))
+                .await?;
+            bar.finish();
             if json {
                 print_json(&r)?;
             } else {
-                let how = if r.changed {
-                    "pinned"
-                } else {
-                    "already pinned"
-                };
+                if let Some(f) = &r.fetched {
+                    println!(
+                        "fetched {} blocks ({}) from {} peers{}",
+                        f.blocks_fetched,
+                        human_bytes(f.bytes_fetched),
+                        f.peers_used.len(),
+                        if f.banned.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; banned {} lying peers", f.banned.len())
+                        }
+                    );
+                }
+                let how = if r.changed { "pinned" } else { "already pinned" };
                 let named = r.name.map(|n| format!(" as {n}")).unwrap_or_default();
                 println!("{how} {}{named}", r.root);
             }
         }
         Cmd::Unpin { target } => {
-            let r: PinResult = client
-                .post("/v1/unpin", &PinRequest { target, name: None })
-                .await?;
+            let r: PinResult = client.post("/v1/unpin", &PinRequest { target, name: None }).await?;
             if json {
                 print_json(&r)?;
             } else {
-                println!(
-                    "{} {}",
-                    if r.changed {
-                        "unpinned"
-                    } else {
-                        "was not pinned:"
-                    },
-                    r.root
-                );
+                println!("{} {}", if r.changed { "unpinned" } else { "was not pinned:" }, r.root);
                 if !r.still_named.is_empty() {
-                    println!("note: still named {}; the data is kept until those names are removed (shoal unpin NAME)", r.still_named.join(", "));
+                    println!(
+                        "note: still named {}; the data is kept until those names are removed (shoal unpin NAME)",
+                        r.still_named.join(", ")
+                    );
                 }
             }
         }
@@ -296,8 +332,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Fsck { repair } => {
-            let r: shoal_store::FsckReport =
-                client.post("/v1/fsck", &FsckRequest { repair }).await?;
+            let r: shoal_store::FsckReport = client.post("/v1/fsck", &FsckRequest { repair }).await?;
             if json {
                 print_json(&r)?;
             } else {

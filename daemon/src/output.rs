@@ -37,7 +37,7 @@ impl Bar {
             let b = ProgressBar::new(p.bytes_total);
             b.set_style(
                 ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {prefix}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
@@ -47,6 +47,9 @@ impl Bar {
         });
         bar.set_length(p.bytes_total);
         bar.set_position(p.bytes_done);
+        if p.peers > 0 {
+            bar.set_prefix(format!("from {} peers", p.peers));
+        }
     }
 
     pub fn finish(&mut self) {
@@ -75,22 +78,14 @@ pub fn human_bytes(n: u64) -> String {
 pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 pub fn print_ls(r: &LsResult) {
-    let w = r
-        .entries
-        .iter()
-        .map(|e| e.key.len())
-        .max()
-        .unwrap_or(3)
-        .max(3);
+    let w = r.entries.iter().map(|e| e.key.len()).max().unwrap_or(3).max(3);
     println!("{:<w$}  {:>12}  BLOCKS", "KEY", "SIZE");
     for e in &r.entries {
         let blocks = if e.inline {
@@ -115,10 +110,7 @@ pub fn print_pins(r: &[PinInfo]) {
         println!("no pinned or named datasets (add one with `shoal add PATH --name NAME`)");
         return;
     }
-    println!(
-        "{:<62}  {:<12}  {:>10}  {:>8}  NAMES",
-        "ROOT", "KINDS", "SIZE", "KEYS"
-    );
+    println!("{:<62}  {:<12}  {:>10}  {:>8}  NAMES", "ROOT", "KINDS", "SIZE", "KEYS");
     for p in r {
         let kinds = if p.kinds.is_empty() {
             "named".to_string()
@@ -137,11 +129,7 @@ pub fn print_pins(r: &[PinInfo]) {
 }
 
 pub fn print_fsck(r: &shoal_store::FsckReport) {
-    println!(
-        "checked {} blocks ({})",
-        r.blocks_checked,
-        human_bytes(r.bytes_checked)
-    );
+    println!("checked {} blocks ({})", r.blocks_checked, human_bytes(r.bytes_checked));
     for b in &r.corrupt {
         println!(
             "corrupt: block {} (segment {}, offset {}): {}",

@@ -34,9 +34,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 pub struct Daemon {
-    pub store: Store,
+    pub store: Arc<Store>,
     pub repo: Repo,
     pub config: Config,
+    pub net: shoal_net::Client,
+    pub fetcher: shoal_net::Fetcher,
+    pub source: shoal_net::BlockSource,
 }
 
 type St = State<Arc<Daemon>>;
@@ -56,8 +59,7 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(self.0)).into_response()
     }
 }
@@ -89,6 +91,7 @@ fn zarr_kind(e: &shoal_zarr::Error) -> ErrorKind {
         E::OutputExists(_) => ErrorKind::Conflict,
         E::Write { .. } => ErrorKind::Internal,
         E::BlockSize { .. } => ErrorKind::Corrupt,
+        E::Fetch(_) => ErrorKind::NotFound,
         _ => ErrorKind::BadRequest,
     }
 }
@@ -144,9 +147,8 @@ fn streamed<T: Serialize + Send + 'static>(
 }
 
 fn line<T: Serialize>(v: &T) -> Bytes {
-    let mut s = serde_json::to_vec(v).unwrap_or_else(|e| {
-        format!("{{\"error\":{{\"error\":\"{e}\",\"kind\":\"internal\"}}}}").into_bytes()
-    });
+    let mut s = serde_json::to_vec(v)
+        .unwrap_or_else(|e| format!("{{\"error\":{{\"error\":\"{e}\",\"kind\":\"internal\"}}}}").into_bytes());
     s.push(b'\n');
     Bytes::from(s)
 }
@@ -170,33 +172,136 @@ fn resolve(store: &Store, target: &str) -> ApiResult<(Cid, Option<String>)> {
     }
 }
 
-fn manifest(store: &Store, root: &Cid) -> ApiResult<shoal_core::manifest::Manifest> {
+/// Loads a dataset's manifest: from the store, else from peers.
+fn manifest(d: &Daemon, root: &Cid) -> ApiResult<shoal_core::manifest::Manifest> {
     if root.codec() != cid::DAG_CBOR {
         return Err(AppError::new(
             ErrorKind::BadRequest,
             format!("{root} is a raw block, not a dataset"),
         ));
     }
-    store.manifest(root).map_err(|e| match e {
-        shoal_store::Error::Missing(_) => AppError::new(
+    let block = fetch_any(d, *root)(root).map_err(|e| {
+        AppError::new(
             ErrorKind::NotFound,
-            format!("dataset {root} is not in this store"),
-        ),
-        e => e.into(),
-    })
+            format!("dataset {root} is not in this store and could not be fetched: {e}"),
+        )
+    })?;
+    Ok(shoal_core::manifest::Manifest::decode(&block)?)
 }
 
-fn fetch_local(store: &Store) -> impl FnMut(&Cid) -> shoal_zarr::Result<shoal_core::Block> + '_ {
-    |c| Ok(store.require(c)?)
+/// A block fetch for the synchronous readers (run on the blocking pool):
+/// the local store, then peers holding dataset `root`.
+fn fetch_any(d: &Daemon, root: Cid) -> impl FnMut(&Cid) -> shoal_zarr::Result<shoal_core::Block> + '_ {
+    move |c| {
+        tokio::runtime::Handle::current()
+            .block_on(d.source.get(*c, root))
+            .map_err(|e| shoal_zarr::Error::Fetch(e.to_string()))
+    }
 }
 
-async fn id(State(d): St) -> Json<IdInfo> {
-    Json(IdInfo {
+/// Makes a dataset complete locally, fetching what is missing from peers.
+/// Blocks are protected by `session` until the caller pins (or drops it).
+fn ensure_local(
+    d: &Daemon,
+    root: Cid,
+    session: &shoal_store::Session,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> ApiResult<Option<shoal_net::FetchReport>> {
+    let report = tokio::runtime::Handle::current()
+        .block_on(d.fetcher.fetch_dataset(root, session, &|p| {
+            progress(Progress {
+                bytes_done: p.bytes_done,
+                bytes_total: p.bytes_total,
+                items_done: p.blocks_done,
+                items_total: 0,
+                peers: p.peers,
+            })
+        }))
+        .map_err(|e| {
+            let e = net_error(e);
+            match d.store.missing_blocks(&root) {
+                Ok(m) if !m.is_empty() && d.store.has(&root).unwrap_or(false) => AppError::new(
+                    e.0.kind,
+                    format!(
+                        "dataset {root} is incomplete here ({} blocks missing): {}",
+                        m.len(),
+                        e.0.error
+                    ),
+                ),
+                _ => e,
+            }
+        })?;
+    Ok((!report.already_local).then_some(report))
+}
+
+fn net_error(e: shoal_net::Error) -> AppError {
+    use shoal_net::Error as E;
+    let kind = match &e {
+        E::NoProviders { .. } | E::Unfetchable { .. } | E::Unavailable { .. } => ErrorKind::NotFound,
+        E::Dial { .. } | E::Config(_) => ErrorKind::BadRequest,
+        E::Store(s) => store_kind(s),
+        _ => ErrorKind::Internal,
+    };
+    AppError::new(kind, e)
+}
+
+async fn id(State(d): St) -> ApiResult<Json<IdInfo>> {
+    let peer = d.net.peer_id();
+    let addrs = d.net.listen_addrs().await.map_err(net_error)?;
+    Ok(Json(IdInfo {
+        peer_id: peer.to_string(),
+        addrs: addrs.iter().map(|a| format!("{a}/p2p/{peer}")).collect(),
         version: env!("CARGO_PKG_VERSION").into(),
         repo: d.repo.home.display().to_string(),
         api_socket: d.repo.socket_path().display().to_string(),
         pid: std::process::id(),
-    })
+    }))
+}
+
+async fn connect(State(d): St, Json(req): Json<ConnectRequest>) -> ApiResult<Json<ConnectResult>> {
+    let addr: shoal_net::Multiaddr = req
+        .addr
+        .parse()
+        .map_err(|e| AppError::new(ErrorKind::BadRequest, format!("invalid multiaddr {:?}: {e}", req.addr)))?;
+    let peer = d.net.dial(addr).await.map_err(net_error)?;
+    Ok(Json(ConnectResult {
+        peer_id: peer.to_string(),
+    }))
+}
+
+async fn peers(State(d): St) -> ApiResult<Json<Vec<shoal_net::PeerInfo>>> {
+    Ok(Json(d.net.peers().await.map_err(net_error)?))
+}
+
+#[derive(Deserialize)]
+struct CidQuery {
+    cid: String,
+}
+
+async fn providers(State(d): St, Query(q): Query<CidQuery>) -> ApiResult<Json<ProvidersResult>> {
+    let root = cid::parse(&q.cid)?;
+    let timeout = crate::config::parse_duration(&d.config.network.provider_timeout).unwrap_or(Duration::from_secs(20));
+    let mut found: Vec<String> = d
+        .net
+        .find_providers(root, timeout)
+        .await
+        .map_err(net_error)?
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    // This daemon counts when it holds the dataset in full.
+    let store = d.store.clone();
+    let local = tokio::task::spawn_blocking(move || store.missing_blocks(&root).map(|m| m.is_empty()).unwrap_or(false))
+        .await
+        .unwrap_or(false);
+    if local {
+        found.push(d.net.peer_id().to_string());
+    }
+    found.sort();
+    Ok(Json(ProvidersResult {
+        root: root.to_string(),
+        providers: found,
+    }))
 }
 
 async fn add(State(d): St, Json(req): Json<AddRequest>) -> Response {
@@ -214,25 +319,21 @@ async fn add(State(d): St, Json(req): Json<AddRequest>) -> Response {
             threads: 0,
         };
         let session = d.store.session();
-        let report = shoal_zarr::ingest(
-            &d.store,
-            PathBuf::from(&req.path).as_path(),
-            &opts,
-            &session,
-            &|p| {
-                progress(Progress {
-                    bytes_done: p.bytes_done,
-                    bytes_total: p.bytes_total,
-                    items_done: p.blocks_done,
-                    items_total: 0,
-                })
-            },
-        )?;
+        let report = shoal_zarr::ingest(&d.store, PathBuf::from(&req.path).as_path(), &opts, &session, &|p| {
+            progress(Progress {
+                bytes_done: p.bytes_done,
+                bytes_total: p.bytes_total,
+                items_done: p.blocks_done,
+                items_total: 0,
+                peers: 0,
+            })
+        })?;
         d.store.pin(&report.root, PinKind::User)?;
         if let Some(n) = &req.name {
             d.store.set_name(n, &report.root)?;
         }
         drop(session);
+        let _ = tokio::runtime::Handle::current().block_on(d.net.provide(report.root));
         tracing::info!(root = %report.root, keys = report.keys, bytes = report.bytes, "added {}", req.path);
         Ok(AddResult {
             root: report.root.to_string(),
@@ -256,17 +357,12 @@ struct TargetQuery {
 async fn ls(State(d): St, Query(q): Query<TargetQuery>) -> ApiResult<Json<LsResult>> {
     blocking(d, move |d| {
         let (root, path) = resolve(&d.store, &q.target)?;
-        let m = manifest(&d.store, &root)?;
+        let m = manifest(d, &root)?;
         let mut entries = Vec::new();
-        m.for_each_entry(&mut fetch_local(&d.store), &mut |e| {
+        m.for_each_entry(&mut fetch_any(d, root), &mut |e| {
             let under = match &path {
                 None => true,
-                Some(p) => {
-                    e.key == *p
-                        || e.key
-                            .strip_prefix(p.as_str())
-                            .is_some_and(|r| r.starts_with('/'))
-                }
+                Some(p) => e.key == *p || e.key.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/')),
             };
             if under {
                 entries.push(LsEntry {
@@ -305,8 +401,8 @@ async fn cat(State(d): St, Query(q): Query<TargetQuery>) -> ApiResult<Response> 
                 "cat needs TARGET/KEY, e.g. mydata/temp/.zarray",
             ));
         };
-        let m = manifest(&d.store, &root)?;
-        let data = read::key_bytes(&m, &key, &mut fetch_local(&d.store)).map_err(|e| {
+        let m = manifest(d, &root)?;
+        let data = read::key_bytes(&m, &key, &mut fetch_any(d, root)).map_err(|e| {
             let e = AppError::from(e);
             AppError::new(
                 e.0.kind,
@@ -328,7 +424,10 @@ async fn get_dataset(State(d): St, Json(req): Json<GetRequest>) -> Response {
                 "get takes a dataset (CID or NAME), not a key; use `shoal cat` for one key",
             ));
         }
-        let m = manifest(&d.store, &root)?;
+        // Fetch what is missing first (kept as unpinned cache data).
+        let session = d.store.session();
+        let fetched = ensure_local(d, root, &session, progress)?;
+        let m = manifest(d, &root)?;
         let mut p = Progress {
             items_total: m.key_count,
             bytes_total: m.total_bytes,
@@ -337,14 +436,16 @@ async fn get_dataset(State(d): St, Json(req): Json<GetRequest>) -> Response {
         let (keys, bytes) = read::export(
             &m,
             PathBuf::from(&req.out).as_path(),
-            &mut fetch_local(&d.store),
+            &mut fetch_any(d, root),
             &mut |e| {
                 p.items_done += 1;
                 p.bytes_done += e.size;
                 progress(p);
             },
         )?;
+        drop(session);
         Ok(GetResult {
+            fetched,
             root: root.to_string(),
             out: req.out,
             keys,
@@ -354,32 +455,41 @@ async fn get_dataset(State(d): St, Json(req): Json<GetRequest>) -> Response {
     })
 }
 
-async fn pin(State(d): St, Json(req): Json<PinRequest>) -> ApiResult<Json<PinResult>> {
-    blocking(d, move |d| {
+async fn pin(State(d): St, Json(req): Json<PinRequest>) -> Response {
+    streamed(d, move |d, progress| {
         let (root, path) = resolve(&d.store, &req.target)?;
         if path.is_some() {
-            return Err(AppError::new(ErrorKind::BadRequest, "pin takes a dataset (CID or NAME), not a key"));
+            return Err(AppError::new(
+                ErrorKind::BadRequest,
+                "pin takes a dataset (CID or NAME), not a key",
+            ));
         }
-        manifest(&d.store, &root)?;
+        if root.codec() != cid::DAG_CBOR {
+            return Err(AppError::new(
+                ErrorKind::BadRequest,
+                format!("{root} is a raw block, not a dataset"),
+            ));
+        }
+        if let Some(n) = &req.name {
+            shoal_store::validate_name(n)?;
+        }
         let was = d.store.pin_kinds(&root)?.contains(PinKind::User);
-        d.store.pin(&root, PinKind::User).map_err(|e| match e {
-            shoal_store::Error::Incomplete { missing, .. } => AppError::new(
-                ErrorKind::NotFound,
-                format!("dataset {root} is incomplete here ({missing} blocks missing) and no peer can supply them; re-add it with `shoal add`"),
-            ),
-            e => e.into(),
-        })?;
+        let session = d.store.session();
+        let fetched = ensure_local(d, root, &session, progress)?;
+        d.store.pin(&root, PinKind::User)?;
         if let Some(n) = &req.name {
             d.store.set_name(n, &root)?;
         }
-        Ok(Json(PinResult {
+        drop(session);
+        let _ = tokio::runtime::Handle::current().block_on(d.net.provide(root));
+        Ok(PinResult {
             root: root.to_string(),
             name: req.name,
             still_named: Vec::new(),
             changed: !was,
-        }))
+            fetched,
+        })
     })
-    .await
 }
 
 async fn unpin(State(d): St, Json(req): Json<PinRequest>) -> ApiResult<Json<PinResult>> {
@@ -395,10 +505,7 @@ async fn unpin(State(d): St, Json(req): Json<PinRequest>) -> ApiResult<Json<PinR
         let by_name = cid::parse(req.target.trim_end_matches('/')).is_err();
         let mut changed = d.store.unpin(&root, PinKind::User)?;
         if by_name {
-            changed |= d
-                .store
-                .remove_name(req.target.trim_end_matches('/'))?
-                .is_some();
+            changed |= d.store.remove_name(req.target.trim_end_matches('/'))?.is_some();
         }
         let still_named = d
             .store
@@ -412,6 +519,7 @@ async fn unpin(State(d): St, Json(req): Json<PinRequest>) -> ApiResult<Json<PinR
             name: None,
             still_named,
             changed,
+            fetched: None,
         }))
     })
     .await
@@ -427,10 +535,7 @@ async fn pins(State(d): St) -> ApiResult<Json<Vec<PinInfo>>> {
             .map(|p| {
                 (
                     p.0,
-                    p.1.kinds()
-                        .iter()
-                        .map(|k| format!("{k:?}").to_lowercase())
-                        .collect(),
+                    p.1.kinds().iter().map(|k| format!("{k:?}").to_lowercase()).collect(),
                 )
             })
             .collect();
@@ -450,11 +555,7 @@ async fn pins(State(d): St) -> ApiResult<Json<Vec<PinInfo>>> {
             out.push(PinInfo {
                 root: root.to_string(),
                 kinds,
-                names: names
-                    .iter()
-                    .filter(|n| n.1 == root)
-                    .map(|n| n.0.clone())
-                    .collect(),
+                names: names.iter().filter(|n| n.1 == root).map(|n| n.0.clone()).collect(),
                 bytes,
                 keys,
             });
@@ -469,10 +570,7 @@ async fn gc(State(d): St) -> ApiResult<Json<shoal_store::GcStats>> {
     blocking(d, |d| Ok(Json(d.store.gc()?))).await
 }
 
-async fn fsck(
-    State(d): St,
-    Json(req): Json<FsckRequest>,
-) -> ApiResult<Json<shoal_store::FsckReport>> {
+async fn fsck(State(d): St, Json(req): Json<FsckRequest>) -> ApiResult<Json<shoal_store::FsckReport>> {
     blocking(d, move |d| Ok(Json(d.store.fsck(req.repair)?))).await
 }
 
@@ -496,6 +594,9 @@ async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
 pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
         .route("/v1/id", get(id))
+        .route("/v1/connect", post(connect))
+        .route("/v1/peers", get(peers))
+        .route("/v1/providers", get(providers))
         .route("/v1/add", post(add))
         .route("/v1/ls", get(ls))
         .route("/v1/cat", get(cat))
@@ -519,9 +620,100 @@ async fn shutdown_signal() {
     }
 }
 
+/// Test-only misbehaviour, for the lying-peer and slow-peer tests. Never set
+/// these in production: the daemon logs a warning when they are on.
+fn test_switches() -> (bool, Duration) {
+    let lie = std::env::var_os("SHOAL_TEST_CORRUPT_SERVED_BLOCKS").is_some();
+    let delay = std::env::var("SHOAL_TEST_SERVE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if lie {
+        tracing::warn!("SHOAL_TEST_CORRUPT_SERVED_BLOCKS is set: this daemon serves corrupted blocks (test mode)");
+    }
+    if delay > 0 {
+        tracing::warn!(
+            delay_ms = delay,
+            "SHOAL_TEST_SERVE_DELAY_MS is set: serving is slowed down (test mode)"
+        );
+    }
+    (lie, Duration::from_millis(delay))
+}
+
+fn serve_fn(store: Arc<Store>) -> shoal_net::ServeFn {
+    let (lie, delay) = test_switches();
+    Arc::new(move |_peer, cids| {
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        cids.iter()
+            .map(|c| match store.get(c) {
+                Ok(Some(b)) => {
+                    let data = b.into_data();
+                    if lie && !data.is_empty() {
+                        let mut v = data.to_vec();
+                        v[0] ^= 0xff;
+                        Some(Bytes::from(v))
+                    } else {
+                        Some(data)
+                    }
+                }
+                // Missing or corrupt here: say we do not have it.
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+fn net_config(repo: &Repo, cfg: &Config, store: Arc<Store>) -> Result<shoal_net::NetConfig> {
+    let n = &cfg.network;
+    let parse_addrs = |v: &[String], what: &str| -> Result<Vec<shoal_net::Multiaddr>> {
+        v.iter()
+            .map(|a| {
+                a.parse()
+                    .with_context(|| format!("[network] {what}: invalid multiaddr {a:?}"))
+            })
+            .collect()
+    };
+    let swarm_key = if n.swarm_key.is_empty() {
+        None
+    } else {
+        let path = repo.home.join(&n.swarm_key);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading swarm key {}", path.display()))?;
+        Some(
+            text.parse::<shoal_net::PreSharedKey>()
+                .map_err(|e| anyhow::anyhow!("invalid swarm key {}: {e}", path.display()))?,
+        )
+    };
+    let allow_peers = if n.allow_peers.is_empty() {
+        None
+    } else {
+        Some(
+            n.allow_peers
+                .iter()
+                .map(|p| {
+                    p.parse()
+                        .with_context(|| format!("[network] allow_peers: invalid peer id {p:?}"))
+                })
+                .collect::<Result<Vec<shoal_net::PeerId>>>()?,
+        )
+    };
+    Ok(shoal_net::NetConfig {
+        keypair: repo.load_identity()?,
+        listen: parse_addrs(&n.listen, "listen")?,
+        bootstrap: parse_addrs(&n.bootstrap, "bootstrap")?,
+        swarm_key,
+        allow_peers,
+        reprovide_interval: crate::config::parse_duration(&n.reprovide_interval)?,
+        request_timeout: crate::config::parse_duration(&n.request_timeout)?,
+        max_connections: 256,
+        serve: serve_fn(store),
+    })
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(repo: Repo) -> Result<()> {
-    if repo.init()? {
+    if repo.init(&[])? {
         tracing::info!("created repo at {}", repo.home.display());
     }
     let config = repo.load_config()?;
@@ -529,22 +721,57 @@ pub async fn run(repo: Repo) -> Result<()> {
         quota: config.store.quota_bytes()?,
     };
     let store_path = repo.store_path();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_path, opts)).await??;
+    let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&store_path, opts)).await??);
+    let (net, event_loop) = shoal_net::EventLoop::new(net_config(&repo, &config, store.clone())?)?;
+    tokio::spawn(event_loop.run());
+    let fetch_opts = shoal_net::FetchOptions {
+        provider_timeout: crate::config::parse_duration(&config.network.provider_timeout)?,
+        block_deadline: crate::config::parse_duration(&config.network.block_timeout)?,
+        ..Default::default()
+    };
+    let fetcher = shoal_net::Fetcher {
+        net: net.clone(),
+        store: store.clone(),
+        opts: fetch_opts,
+    };
+    let source = shoal_net::BlockSource::new(fetcher.clone());
     // We hold the store lock, so any socket file left is stale.
     let sock = repo.socket_path();
     let _ = std::fs::remove_file(&sock);
-    let listener = tokio::net::UnixListener::bind(&sock)
-        .with_context(|| format!("binding API socket {}", sock.display()))?;
+    let listener =
+        tokio::net::UnixListener::bind(&sock).with_context(|| format!("binding API socket {}", sock.display()))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
         .context("restricting API socket to its owner")?;
     let d = Arc::new(Daemon {
         store,
         repo,
         config,
+        net,
+        fetcher,
+        source,
     });
+    // Announce every complete dataset we hold.
+    let held = {
+        let store = d.store.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<Cid>> {
+            let mut roots: Vec<Cid> = store.pins()?.into_iter().map(|p| p.0).collect();
+            roots.extend(store.names()?.into_iter().map(|n| n.1));
+            roots.sort();
+            roots.dedup();
+            Ok(roots
+                .into_iter()
+                .filter(|r| store.missing_blocks(r).map(|m| m.is_empty()).unwrap_or(false))
+                .collect())
+        })
+        .await??
+    };
+    for root in held {
+        d.net.provide(root).await?;
+    }
     eprintln!(
-        "shoal daemon {} ready: repo {}, API {}",
+        "shoal daemon {} ready: peer {}, repo {}, API {}",
         env!("CARGO_PKG_VERSION"),
+        d.net.peer_id(),
         d.repo.home.display(),
         sock.display()
     );

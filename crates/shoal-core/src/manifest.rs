@@ -219,9 +219,7 @@ impl Checker<'_> {
         let content = match w.i {
             Some(data) => {
                 if !inline_allowed {
-                    return Err(
-                        self.invalid(format!("key {:?}: inline data outside the root", w.k))
-                    );
+                    return Err(self.invalid(format!("key {:?}: inline data outside the root", w.k)));
                 }
                 if !w.b.is_empty() || data.len() as u64 != w.s {
                     return Err(self.invalid(format!("key {:?}: inline size mismatch", w.k)));
@@ -230,9 +228,7 @@ impl Checker<'_> {
             }
             None => {
                 if inline_allowed {
-                    return Err(
-                        self.invalid(format!("key {:?}: root metadata must be inline", w.k))
-                    );
+                    return Err(self.invalid(format!("key {:?}: root metadata must be inline", w.k)));
                 }
                 if w.b.len() as u64 != chunk::block_count(w.s, self.block_size) {
                     return Err(self.invalid(format!(
@@ -245,8 +241,7 @@ impl Checker<'_> {
                 }
                 for b in &w.b {
                     if cid::check_supported(b).is_err() || b.codec() != cid::RAW {
-                        return Err(self
-                            .invalid(format!("key {:?}: block {b} is not a raw blake3 CID", w.k)));
+                        return Err(self.invalid(format!("key {:?}: block {b} is not a raw blake3 CID", w.k)));
                     }
                 }
                 Content::Blocks(w.b)
@@ -316,10 +311,7 @@ fn decode_cbor<'a, T: Deserialize<'a>>(block: &'a Block) -> Result<T> {
     if block.len() > MAX_MANIFEST_BLOCK {
         return Err(Error::ManifestDecode {
             cid: *block.cid(),
-            reason: format!(
-                "{} bytes exceeds the {MAX_MANIFEST_BLOCK}-byte limit",
-                block.len()
-            ),
+            reason: format!("{} bytes exceeds the {MAX_MANIFEST_BLOCK}-byte limit", block.len()),
         });
     }
     serde_ipld_dagcbor::from_slice(block.data()).map_err(|e| Error::ManifestDecode {
@@ -356,11 +348,7 @@ impl Manifest {
                 .ok_or_else(|| ck.invalid("key count overflows"))?,
         };
         if meta_count + tree_count != w.n {
-            return Err(ck.invalid(format!(
-                "root claims {} keys, holds {}",
-                w.n,
-                meta_count + tree_count
-            )));
+            return Err(ck.invalid(format!("root claims {} keys, holds {}", w.n, meta_count + tree_count)));
         }
         Ok(Manifest {
             cid: *block.cid(),
@@ -394,10 +382,7 @@ impl Manifest {
                 c.iter().map(|c| c.count).sum(),
             ),
         };
-        if first != Some(expect.first.as_str())
-            || last != Some(expect.last.as_str())
-            || count != expect.count
-        {
+        if first != Some(expect.first.as_str()) || last != Some(expect.last.as_str()) || count != expect.count {
             return Err(ck.invalid(format!(
                 "page holds {count} keys {first:?}..{last:?}, parent promised {} keys {:?}..{:?}",
                 expect.count, expect.first, expect.last
@@ -513,10 +498,7 @@ impl Manifest {
 
     /// Every CID the dataset needs besides the root: pages and data blocks,
     /// without duplicates, in traversal order.
-    pub fn all_links<E: From<Error>>(
-        &self,
-        fetch: &mut dyn FnMut(&Cid) -> Result<Block, E>,
-    ) -> Result<Vec<Cid>, E> {
+    pub fn all_links<E: From<Error>>(&self, fetch: &mut dyn FnMut(&Cid) -> Result<Block, E>) -> Result<Vec<Cid>, E> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         let mut add = |c: &Cid| {
@@ -651,9 +633,7 @@ impl ManifestBuilder {
             let mut level = self.pages_from_entries(tree, &mut blocks)?;
             let mut depth = 1;
             // Each pass at least halves the level (groups hold >= 2 children).
-            while level.len() > 1
-                && level.iter().map(child_estimate).sum::<usize>()
-                    > self.page_target.min(root_budget)
+            while level.len() > 1 && level.iter().map(child_estimate).sum::<usize>() > self.page_target.min(root_budget)
             {
                 level = self.pages_from_children(level, &mut blocks)?;
                 depth += 1;
@@ -678,11 +658,7 @@ impl ManifestBuilder {
         Ok(BuiltManifest { root, blocks })
     }
 
-    fn pages_from_entries(
-        &self,
-        entries: Vec<Entry>,
-        blocks: &mut Vec<Block>,
-    ) -> Result<Vec<ChildRef>> {
+    fn pages_from_entries(&self, entries: Vec<Entry>, blocks: &mut Vec<Block>) -> Result<Vec<ChildRef>> {
         let groups = split_by_size(entries, entry_estimate, self.page_target);
         groups
             .into_iter()
@@ -699,11 +675,7 @@ impl ManifestBuilder {
             .collect()
     }
 
-    fn pages_from_children(
-        &self,
-        children: Vec<ChildRef>,
-        blocks: &mut Vec<Block>,
-    ) -> Result<Vec<ChildRef>> {
+    fn pages_from_children(&self, children: Vec<ChildRef>, blocks: &mut Vec<Block>) -> Result<Vec<ChildRef>> {
         let groups = split_by_size(children, child_estimate, self.page_target);
         groups
             .into_iter()

@@ -14,7 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = args.next().ok_or("usage: read_latency STORE_DIR [COUNT]")?;
     let count: usize = args.next().map(|c| c.parse()).transpose()?.unwrap_or(1000);
     let store = Store::open(&dir, StoreOptions::default())?;
-    let mut cids: Vec<_> = store.all_cids()?.into_iter().filter(|c| c.codec() == shoal_core::cid::RAW).collect();
+    let mut cids: Vec<_> = store
+        .all_cids()?
+        .into_iter()
+        .filter(|c| c.codec() == shoal_core::cid::RAW)
+        .collect();
     cids.shuffle(&mut rand::thread_rng());
     cids.truncate(count);
     let mut lat = Vec::with_capacity(cids.len());

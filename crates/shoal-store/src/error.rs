@@ -6,7 +6,9 @@ use shoal_core::Cid;
 pub enum Error {
     #[error("store at {path} is in use by another process (is a shoal daemon already running on this repo?)")]
     Locked { path: String },
-    #[error("block {cid} is corrupt on disk (segment {segment}, offset {offset}): {reason}; run `shoal fsck --repair`")]
+    #[error(
+        "block {cid} is corrupt on disk (segment {segment}, offset {offset}): {reason}; run `shoal fsck --repair`"
+    )]
     Corrupt {
         cid: Cid,
         segment: u64,
@@ -23,11 +25,7 @@ pub enum Error {
         protected: u64,
     },
     #[error("dataset {root} is incomplete: {missing} blocks missing (first: {first})")]
-    Incomplete {
-        root: Cid,
-        missing: usize,
-        first: Cid,
-    },
+    Incomplete { root: Cid, missing: usize, first: Cid },
     #[error("no dataset named {0:?}")]
     UnknownName(String),
     #[error("invalid name {name:?}: {reason}")]

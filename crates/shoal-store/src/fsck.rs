@@ -103,11 +103,7 @@ impl Store {
             if !missing.is_empty() {
                 report.incomplete.push(IncompleteDataset {
                     root: root.to_string(),
-                    names: names
-                        .iter()
-                        .filter(|n| n.1 == *root)
-                        .map(|n| n.0.clone())
-                        .collect(),
+                    names: names.iter().filter(|n| n.1 == *root).map(|n| n.0.clone()).collect(),
                     missing_blocks: missing.len(),
                 });
             }

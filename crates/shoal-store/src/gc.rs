@@ -237,11 +237,7 @@ impl Store {
     pub(crate) fn make_room(&self, w: &mut Writer, needed: u64, quota: u64) -> Result<u64> {
         let live = {
             let txn = self.db.begin_read()?;
-            let v = txn
-                .open_table(META)?
-                .get("live_bytes")?
-                .map(|v| v.value())
-                .unwrap_or(0);
+            let v = txn.open_table(META)?.get("live_bytes")?.map(|v| v.value()).unwrap_or(0);
             v
         };
         if live + needed <= quota {

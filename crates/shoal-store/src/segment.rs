@@ -121,10 +121,7 @@ impl Readers {
             return Ok(f.clone());
         }
         let f = Arc::new(File::open(segment_path(dir, id))?);
-        self.files
-            .write()
-            .expect("readers lock")
-            .insert(id, f.clone());
+        self.files.write().expect("readers lock").insert(id, f.clone());
         Ok(f)
     }
 

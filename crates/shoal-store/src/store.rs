@@ -45,10 +45,7 @@ impl PinKinds {
         self.0 & k.bit() != 0
     }
     pub fn kinds(self) -> Vec<PinKind> {
-        PinKind::ALL
-            .into_iter()
-            .filter(|k| self.contains(*k))
-            .collect()
+        PinKind::ALL.into_iter().filter(|k| self.contains(*k)).collect()
     }
     pub fn is_empty(self) -> bool {
         self.0 == 0
@@ -114,10 +111,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.sessions
-            .lock()
-            .expect("sessions lock")
-            .remove(&self.id);
+        self.sessions.lock().expect("sessions lock").remove(&self.id);
     }
 }
 
@@ -186,22 +180,14 @@ impl Store {
         let known: HashSet<u64> = segments.iter().map(|s| s.0).collect();
         for ent in std::fs::read_dir(&seg_dir).map_err(|e| Error::io(&seg_dir, e))? {
             let ent = ent.map_err(|e| Error::io(&seg_dir, e))?;
-            if let Some(id) = ent
-                .file_name()
-                .to_str()
-                .and_then(segment::parse_segment_name)
-            {
+            if let Some(id) = ent.file_name().to_str().and_then(segment::parse_segment_name) {
                 if !known.contains(&id) {
                     tracing::info!(segment = id, "removing unindexed segment file");
                     std::fs::remove_file(ent.path()).map_err(|e| Error::io(ent.path(), e))?;
                 }
             }
         }
-        let (active_id, active_len) = segments
-            .iter()
-            .max_by_key(|s| s.0)
-            .copied()
-            .unwrap_or((1, 0));
+        let (active_id, active_len) = segments.iter().max_by_key(|s| s.0).copied().unwrap_or((1, 0));
         // Older segments may also carry an uncommitted tail if a crash hit
         // while they were active; trim them all to their committed lengths.
         for (id, len) in &segments {
@@ -273,8 +259,7 @@ impl Store {
     pub(crate) fn loc(&self, cid: &Cid) -> Result<Option<Loc>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(BLOCKS)?;
-        Ok(t.get(cid.to_bytes().as_slice())?
-            .map(|v| Loc::from_tuple(v.value())))
+        Ok(t.get(cid.to_bytes().as_slice())?.map(|v| Loc::from_tuple(v.value())))
     }
 
     /// Reads and verifies a block. `Ok(None)` if it is not stored; an
@@ -284,10 +269,7 @@ impl Store {
             return Ok(None);
         };
         let block = self.read_verified(cid, &loc)?;
-        self.touched
-            .lock()
-            .expect("touched lock")
-            .insert(*cid, self.tick());
+        self.touched.lock().expect("touched lock").insert(*cid, self.tick());
         Ok(Some(block))
     }
 
@@ -408,11 +390,7 @@ impl Store {
     }
 
     /// Closes the active segment (syncing it) and starts the next one.
-    pub(crate) fn roll_segment(
-        &self,
-        w: &mut Writer,
-        seg_updates: &mut Vec<(u64, u64, u64)>,
-    ) -> Result<()> {
+    pub(crate) fn roll_segment(&self, w: &mut Writer, seg_updates: &mut Vec<(u64, u64, u64)>) -> Result<()> {
         w.active.sync(&self.seg_dir)?;
         let next = w.active.id + 1;
         w.active = ActiveSegment::open(&self.seg_dir, next, 0)?;
@@ -437,10 +415,7 @@ impl Store {
         {
             let mut t = txn.open_table(PINS)?;
             let key = root.to_bytes();
-            let (bits, created) = t
-                .get(key.as_slice())?
-                .map(|v| v.value())
-                .unwrap_or((0, now_secs()));
+            let (bits, created) = t.get(key.as_slice())?.map(|v| v.value()).unwrap_or((0, now_secs()));
             t.insert(key.as_slice(), (bits | kind.bit(), created))?;
         }
         txn.commit()?;
@@ -475,9 +450,7 @@ impl Store {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(PINS)?;
         Ok(PinKinds(
-            t.get(root.to_bytes().as_slice())?
-                .map(|v| v.value().0)
-                .unwrap_or(0),
+            t.get(root.to_bytes().as_slice())?.map(|v| v.value().0).unwrap_or(0),
         ))
     }
 
@@ -497,8 +470,7 @@ impl Store {
     pub fn set_name(&self, name: &str, root: &Cid) -> Result<()> {
         validate_name(name)?;
         let txn = self.db.begin_write()?;
-        txn.open_table(NAMES)?
-            .insert(name, root.to_bytes().as_slice())?;
+        txn.open_table(NAMES)?.insert(name, root.to_bytes().as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -542,12 +514,7 @@ impl Store {
     /// Adds `root` and everything it links to (that can be read locally) to
     /// `out`; CIDs that are absent are added to `missing`. A raw root is a
     /// single block.
-    pub(crate) fn closure_into(
-        &self,
-        root: &Cid,
-        out: &mut HashSet<Cid>,
-        missing: &mut Vec<Cid>,
-    ) -> Result<()> {
+    pub(crate) fn closure_into(&self, root: &Cid, out: &mut HashSet<Cid>, missing: &mut Vec<Cid>) -> Result<()> {
         if !out.insert(*root) {
             return Ok(());
         }
@@ -591,11 +558,7 @@ impl Store {
     pub fn stats(&self) -> Result<StatsReport> {
         let txn = self.db.begin_read()?;
         let blocks = txn.open_table(BLOCKS)?.len()?;
-        let live_bytes = txn
-            .open_table(META)?
-            .get("live_bytes")?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let live_bytes = txn.open_table(META)?.get("live_bytes")?.map(|v| v.value()).unwrap_or(0);
         let segs = txn.open_table(SEGMENTS)?;
         let mut segment_bytes = 0;
         for row in segs.iter()? {
@@ -626,13 +589,9 @@ impl Store {
     /// Where a block lives on disk: (segment file, offset, length). For
     /// diagnostics and fault-injection tests.
     pub fn locate(&self, cid: &Cid) -> Result<Option<(PathBuf, u64, u64)>> {
-        Ok(self.loc(cid)?.map(|l| {
-            (
-                segment::segment_path(&self.seg_dir, l.segment),
-                l.offset,
-                l.len,
-            )
-        }))
+        Ok(self
+            .loc(cid)?
+            .map(|l| (segment::segment_path(&self.seg_dir, l.segment), l.offset, l.len)))
     }
 
     /// Writes pending access ticks into the index (part of any write txn).

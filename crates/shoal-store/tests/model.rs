@@ -110,9 +110,7 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::Pin(i) => {
-                let complete = all_of(&ds[i])
-                    .iter()
-                    .all(|b| m.stored.contains_key(b.cid()));
+                let complete = all_of(&ds[i]).iter().all(|b| m.stored.contains_key(b.cid()));
                 let res = store.pin(ds[i].root.cid(), PinKind::User);
                 assert_eq!(res.is_ok(), complete, "{res:?}");
                 if complete {

@@ -22,10 +22,7 @@ fn smoke_interesting_sizes() {
         let b = Block::raw(data.clone());
         if size <= bs {
             store.put_many(std::slice::from_ref(&b), None).unwrap();
-            assert_eq!(
-                store.get(b.cid()).unwrap().unwrap().data().as_ref(),
-                &data[..]
-            );
+            assert_eq!(store.get(b.cid()).unwrap().unwrap().data().as_ref(), &data[..]);
         }
     }
     let ds = dataset(1, &[0, 1, bs - 1, bs, bs + 1, 2 * bs + 1], bs as u32);
@@ -53,9 +50,7 @@ fn pin_of_incomplete_dataset_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let ds = dataset(3, &[100, 200], 4096);
-    store
-        .put_many(std::slice::from_ref(&ds.root), None)
-        .unwrap();
+    store.put_many(std::slice::from_ref(&ds.root), None).unwrap();
     let err = store.pin(&ds.root(), PinKind::User).unwrap_err();
     assert!(matches!(err, Error::Incomplete { missing: 2, .. }), "{err}");
     assert!(store.pins().unwrap().is_empty());
@@ -152,10 +147,7 @@ fn a_flipped_byte_is_never_returned_and_fsck_repairs_it() {
     let victim = *ds.blocks[0].cid();
     flip_byte(&store, &victim);
     let err = store.get(&victim).unwrap_err();
-    assert!(
-        matches!(err, Error::Corrupt { cid, .. } if cid == victim),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Corrupt { cid, .. } if cid == victim), "{err}");
     assert!(err.to_string().contains(&victim.to_string()));
 
     let report = store.fsck(false).unwrap();
@@ -200,10 +192,7 @@ fn uncommitted_segment_tail_is_cut_on_reopen() {
     assert!(report.is_clean(), "{report:?}");
     let more = dataset(5, &[100], 1024);
     put(&store, &more, None);
-    assert_eq!(
-        store.get(more.blocks[0].cid()).unwrap().unwrap(),
-        more.blocks[0]
-    );
+    assert_eq!(store.get(more.blocks[0].cid()).unwrap().unwrap(), more.blocks[0]);
 }
 
 #[test]

@@ -35,6 +35,8 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    #[error("{0}")]
+    Fetch(String),
     #[error("key {0:?} is not in the dataset")]
     NoSuchKey(String),
     #[error("output directory {0} exists and is not empty; choose a new path")]

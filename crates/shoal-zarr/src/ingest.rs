@@ -94,9 +94,7 @@ pub fn ingest(
     };
     progress(&prog);
 
-    let big: Vec<usize> = (0..files.len())
-        .filter(|i| files[*i].inline.is_none())
-        .collect();
+    let big: Vec<usize> = (0..files.len()).filter(|i| files[*i].inline.is_none()).collect();
     let mut cids: Vec<Vec<Cid>> = files
         .iter()
         .map(|f| {
@@ -111,9 +109,7 @@ pub fn ingest(
         })
         .collect();
     let threads = if opts.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
     } else {
         opts.threads
     };
@@ -310,10 +306,7 @@ fn walk(
             } else {
                 None
             };
-            let size = inline
-                .as_ref()
-                .map(|d| d.len() as u64)
-                .unwrap_or(meta.len());
+            let size = inline.as_ref().map(|d| d.len() as u64).unwrap_or(meta.len());
             out.push(ScannedFile {
                 key,
                 path: real,
@@ -332,11 +325,8 @@ fn validate_metadata(f: &ScannedFile, doc: &[u8]) -> Result<()> {
         path: f.path.clone(),
         reason,
     };
-    let v: serde_json::Value =
-        serde_json::from_slice(doc).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| bad("not a JSON object".into()))?;
+    let v: serde_json::Value = serde_json::from_slice(doc).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let obj = v.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
     let name = key::file_name(&f.key);
     let fmt = obj.get("zarr_format").and_then(|v| v.as_u64());
     match name {
@@ -370,9 +360,7 @@ fn validate_metadata(f: &ScannedFile, doc: &[u8]) -> Result<()> {
                 }
             }
         }
-        ".zgroup" if fmt != Some(2) => {
-            return Err(bad(format!("zarr_format must be 2, found {fmt:?}")))
-        }
+        ".zgroup" if fmt != Some(2) => return Err(bad(format!("zarr_format must be 2, found {fmt:?}"))),
         _ => {}
     }
     Ok(())

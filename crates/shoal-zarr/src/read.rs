@@ -39,24 +39,15 @@ pub fn entry_bytes(m: &Manifest, entry: &Entry, fetch: &mut Fetch<'_>) -> Result
 
 /// Looks a key up and returns its bytes.
 pub fn key_bytes(m: &Manifest, key: &str, fetch: &mut Fetch<'_>) -> Result<Bytes> {
-    let entry = m
-        .lookup(key, fetch)?
-        .ok_or_else(|| Error::NoSuchKey(key.to_string()))?;
+    let entry = m.lookup(key, fetch)?.ok_or_else(|| Error::NoSuchKey(key.to_string()))?;
     entry_bytes(m, &entry, fetch)
 }
 
 /// Writes every key of the dataset under `out` (which must not exist or be
 /// empty). Returns (keys, bytes) written.
-pub fn export(
-    m: &Manifest,
-    out: &Path,
-    fetch: &mut Fetch<'_>,
-    on_key: &mut dyn FnMut(&Entry),
-) -> Result<(u64, u64)> {
+pub fn export(m: &Manifest, out: &Path, fetch: &mut Fetch<'_>, on_key: &mut dyn FnMut(&Entry)) -> Result<(u64, u64)> {
     if out.exists() {
-        let empty = std::fs::read_dir(out)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
+        let empty = std::fs::read_dir(out).map(|mut d| d.next().is_none()).unwrap_or(false);
         if !empty {
             return Err(Error::OutputExists(out.to_path_buf()));
         }

@@ -112,11 +112,7 @@ fn invalid_json_metadata() {
 #[test]
 fn v3_array_metadata_missing_fields() {
     let err = refused(|p| {
-        write(
-            p,
-            "zarr.json",
-            br#"{"zarr_format": 3, "node_type": "group"}"#,
-        );
+        write(p, "zarr.json", br#"{"zarr_format": 3, "node_type": "group"}"#);
         write(
             p,
             "a/zarr.json",

@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_shoal");
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// The venv Python with zarr/xarray pinned by `scripts/setup-venv.sh`.
@@ -48,32 +45,74 @@ pub fn py(script: &str, args: &[&Path]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Settings for a test daemon.
+#[derive(Default, Clone)]
+pub struct Opts {
+    /// TOML lines for `[store]`.
+    pub store: String,
+    /// TOML lines for `[network]` (listen is always 127.0.0.1, port 0).
+    pub network: String,
+    /// Environment for the daemon process (test-only switches).
+    pub env: Vec<(String, String)>,
+    /// Extra files written into the repo (e.g. a swarm key).
+    pub files: Vec<(String, String)>,
+}
+
 pub struct Daemon {
     pub home: PathBuf,
     child: Option<Child>,
+    env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Daemon {
-    /// A fresh repo with optional extra config, daemon started.
-    pub fn start_with(config: Option<&str>) -> Daemon {
+    /// A fresh repo with optional extra `[store]` TOML, daemon started.
+    pub fn start_with(store: Option<&str>) -> Daemon {
+        Self::start_opts(Opts {
+            store: store.unwrap_or("").to_string(),
+            ..Default::default()
+        })
+    }
+
+    pub fn start() -> Daemon {
+        Self::start_opts(Opts::default())
+    }
+
+    /// A fresh repo listening on 127.0.0.1 only, with the given settings.
+    pub fn start_opts(opts: Opts) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("repo");
         let mut d = Daemon {
             home,
             child: None,
+            env: opts.env.clone(),
             _dir: Some(dir),
         };
         d.cli_ok(&["init"]);
-        if let Some(c) = config {
-            std::fs::write(d.home.join("config.toml"), c).unwrap();
+        let store = opts.store.trim_start_matches("[store]");
+        let mut network = String::from("listen = [\"/ip4/127.0.0.1/tcp/0\"]\n");
+        // Short test timeouts unless the test sets its own.
+        for (k, v) in [
+            ("provider_timeout", "10s"),
+            ("request_timeout", "10s"),
+            ("block_timeout", "10s"),
+            ("reprovide_interval", "30s"),
+        ] {
+            if !opts.network.contains(k) {
+                network.push_str(&format!("{k} = \"{v}\"\n"));
+            }
+        }
+        network.push_str(&opts.network);
+        std::fs::write(
+            d.home.join("config.toml"),
+            format!("[store]\n{store}\n[network]\n{network}\n"),
+        )
+        .unwrap();
+        for (name, data) in &opts.files {
+            std::fs::write(d.home.join(name), data).unwrap();
         }
         d.restart();
         d
-    }
-
-    pub fn start() -> Daemon {
-        Self::start_with(None)
     }
 
     /// Starts (or restarts) the daemon process and waits until it answers.
@@ -88,6 +127,7 @@ impl Daemon {
             .arg("--home")
             .arg(&self.home)
             .arg("daemon")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -102,11 +142,7 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}: {}", self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not come up: {}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "daemon did not come up: {}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -175,6 +211,53 @@ impl Daemon {
         serde_json::from_str(&self.cli_ok(&a)).unwrap()
     }
 
+    /// Runs a command, failing the test if it has not finished within
+    /// `secs` (a hang guard, not a performance assertion).
+    pub fn cli_within(&self, args: &[&str], secs: u64) -> Output {
+        let mut child = Command::new(BIN)
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("shoal {args:?} did not finish within {secs}s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Starts a CLI command in the background.
+    pub fn spawn_cli(&self, args: &[&str]) -> Child {
+        Command::new(BIN)
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn peer_id(&self) -> String {
+        self.json(&["id"])["peer_id"].as_str().unwrap().to_string()
+    }
+
+    /// A dialable address of this daemon (`.../p2p/<id>`).
+    pub fn addr(&self) -> String {
+        self.json(&["id"])["addrs"][0].as_str().unwrap().to_string()
+    }
+
+    pub fn connect(&self, other: &Daemon) {
+        self.cli_ok(&["connect", &other.addr()]);
+    }
+
     /// `--json` output even when the command exits non-zero (fsck).
     pub fn json_allow_fail(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();
@@ -201,18 +284,8 @@ impl Drop for Daemon {
 
 /// Asserts two directory trees are byte-identical (like `diff -r`).
 pub fn assert_same_tree(a: &Path, b: &Path) {
-    let status = Command::new("diff")
-        .arg("-r")
-        .arg(a)
-        .arg(b)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "{} and {} differ",
-        a.display(),
-        b.display()
-    );
+    let status = Command::new("diff").arg("-r").arg(a).arg(b).status().unwrap();
+    assert!(status.success(), "{} and {} differ", a.display(), b.display());
 }
 
 /// The test datasets written by zarr-python, generated once per test binary.
@@ -228,11 +301,25 @@ pub fn datasets() -> &'static Path {
 
 /// Copies a directory tree (for tests that modify a dataset).
 pub fn copy_tree(from: &Path, to: &Path) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
     assert!(status.success());
+}
+
+/// A v2 array of `n` uncompressed 1 MiB chunks of pseudo-random bytes,
+/// unique per `seed`.
+pub fn big_dataset(dir: &Path, n: usize, seed: u64) {
+    std::fs::create_dir_all(dir.join("x")).unwrap();
+    std::fs::write(dir.join(".zgroup"), r#"{"zarr_format": 2}"#).unwrap();
+    std::fs::write(
+        dir.join("x/.zarray"),
+        format!(r#"{{"zarr_format": 2, "shape": [{}], "chunks": [131072], "dtype": "<f8", "compressor": null, "fill_value": 0.0, "filters": null, "order": "C"}}"#, n * 131072),
+    )
+    .unwrap();
+    for i in 0..n {
+        let mut data = vec![0u8; 1 << 20];
+        let mut h = blake3::Hasher::new();
+        h.update(&(i as u64).to_le_bytes()).update(&seed.to_le_bytes());
+        h.finalize_xof().fill(&mut data);
+        std::fs::write(dir.join(format!("x/{i}")), data).unwrap();
+    }
 }

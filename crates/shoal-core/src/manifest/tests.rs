@@ -28,13 +28,10 @@ fn store(built: &BuiltManifest) -> HashMap<Cid, Block> {
 
 fn read_all(m: &Manifest, blocks: &HashMap<Cid, Block>) -> Vec<Entry> {
     let mut out = Vec::new();
-    m.for_each_entry::<Error>(
-        &mut |c| Ok(blocks.get(c).expect("page present").clone()),
-        &mut |e| {
-            out.push(e.clone());
-            Ok(())
-        },
-    )
+    m.for_each_entry::<Error>(&mut |c| Ok(blocks.get(c).expect("page present").clone()), &mut |e| {
+        out.push(e.clone());
+        Ok(())
+    })
     .unwrap();
     out
 }
@@ -51,19 +48,14 @@ fn small_manifest_is_one_block_with_inline_metadata() {
     assert_eq!(m.metadata.len(), 2);
     assert_eq!(m.key_count, 4);
     assert_eq!(m.total_bytes, 400);
-    let keys: Vec<_> = read_all(&m, &HashMap::new())
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
+    let keys: Vec<_> = read_all(&m, &HashMap::new()).into_iter().map(|e| e.key).collect();
     assert_eq!(keys, ["t/c/0/0", "t/c/0/1", "t/zarr.json", "zarr.json"]);
 }
 
 #[test]
 fn large_manifest_pages_and_lookups_touch_one_path() {
     let mut b = ManifestBuilder::new(2, 1 << 20).with_page_target(2048);
-    let keys: Vec<String> = (0..5000)
-        .map(|i| format!("a/{}.{}", i / 100, i % 100))
-        .collect();
+    let keys: Vec<String> = (0..5000).map(|i| format!("a/{}.{}", i / 100, i % 100)).collect();
     for k in &keys {
         b.push(entry(k, 10, 1 << 20)).unwrap();
     }
@@ -90,9 +82,7 @@ fn large_manifest_pages_and_lookups_touch_one_path() {
         .lookup::<Error>("zzz", &mut |c| Ok(blocks[c].clone()))
         .unwrap()
         .is_none());
-    let links = m
-        .all_links::<Error>(&mut |c| Ok(blocks[c].clone()))
-        .unwrap();
+    let links = m.all_links::<Error>(&mut |c| Ok(blocks[c].clone())).unwrap();
     assert_eq!(links.len(), 5000 + built.blocks.len());
 }
 
@@ -151,10 +141,7 @@ fn hostile_roots_are_rejected_without_panic() {
         z: 2,
     };
     let blk = Block::dag_cbor(serde_ipld_dagcbor::to_vec(&w).unwrap());
-    assert!(matches!(
-        Manifest::decode(&blk),
-        Err(Error::ManifestInvalid { .. })
-    ));
+    assert!(matches!(Manifest::decode(&blk), Err(Error::ManifestInvalid { .. })));
     // Path traversal key.
     let w = WireRoot {
         t: WireNode {

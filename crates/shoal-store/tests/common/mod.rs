@@ -43,8 +43,7 @@ pub fn dataset(seed: u64, sizes: &[usize], block_size: u32) -> Dataset {
         // any test dataset collide and byte totals are exact.
         let mut data = vec![0u8; *size];
         let mut h = blake3::Hasher::new();
-        h.update(&seed.to_le_bytes())
-            .update(&(i as u64).to_le_bytes());
+        h.update(&seed.to_le_bytes()).update(&(i as u64).to_le_bytes());
         h.finalize_xof().fill(&mut data);
         let mut cids = Vec::new();
         for (s, e) in chunk::block_ranges(*size as u64, block_size) {
@@ -75,11 +74,7 @@ pub fn put(store: &Store, ds: &Dataset, session: Option<&Session>) {
 pub fn flip_byte(store: &Store, cid: &Cid) {
     use std::os::unix::fs::FileExt;
     let (path, offset, _len) = store.locate(cid).unwrap().unwrap();
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, offset).unwrap();
     b[0] ^= 0xff;

@@ -1,0 +1,507 @@
+//! Fetching datasets and blocks from peers.
+//!
+//! [`Fetcher::fetch_dataset`] makes a dataset complete locally: it finds the
+//! providers of the root on the DHT, then repeatedly asks the store which
+//! blocks of the dataset are missing (the root first, then manifest pages,
+//! then data blocks) and downloads them from all providers at once:
+//! batches of [`FetchOptions::batch`] CIDs, [`FetchOptions::per_peer_inflight`]
+//! requests in flight per provider, at most [`FetchOptions::max_peers`]
+//! providers. Each block is verified against its CID before it is stored. A
+//! provider that sends wrong bytes is banned and disconnected; one that lacks
+//! a block is not asked for it again; one that times out or fails gets a
+//! strike and is dropped after [`FetchOptions::max_strikes`]. Its work goes
+//! back in the queue for the others. Blocks are stored in batches under the
+//! caller's store session, so an interrupted fetch keeps what it has and a
+//! re-run fetches only what is missing.
+//!
+//! [`BlockSource`] serves single blocks to readers (mount, query, `cat`):
+//! local store first, then providers of the dataset, with concurrent
+//! requests for one CID collapsed into one fetch and a deadline on each.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use libp2p::PeerId;
+use shoal_core::{Block, Cid};
+use shoal_store::{Session, Store};
+use tokio::sync::oneshot;
+
+use crate::codec::{Answer, BlockResponse};
+use crate::network::Client;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// How long to search the DHT for providers.
+    pub provider_timeout: Duration,
+    /// CIDs per request. 8 x 1 MiB blocks keep a response under 8 MiB.
+    pub batch: usize,
+    /// Requests in flight per provider.
+    pub per_peer_inflight: usize,
+    /// Providers used at once. With the two above, bounds buffered response
+    /// data at max_peers x per_peer_inflight x batch x block size (256 MiB).
+    pub max_peers: usize,
+    /// Failures (timeouts, errors) before a provider is dropped.
+    pub max_strikes: u32,
+    /// Bytes buffered before a store batch (one fsync) is written.
+    pub write_batch_bytes: usize,
+    /// Deadline of one [`BlockSource::get`].
+    pub block_deadline: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            provider_timeout: Duration::from_secs(20),
+            batch: 8,
+            per_peer_inflight: 4,
+            max_peers: 8,
+            max_strikes: 3,
+            write_batch_bytes: 32 << 20,
+            block_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct FetchProgress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub blocks_done: u64,
+    pub peers: u64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct FetchReport {
+    pub root: String,
+    pub blocks_fetched: u64,
+    pub bytes_fetched: u64,
+    /// True when the dataset was already complete locally.
+    pub already_local: bool,
+    /// Providers that delivered blocks.
+    pub peers_used: Vec<String>,
+    /// Providers banned for sending wrong bytes.
+    pub banned: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Fetcher {
+    pub net: Client,
+    pub store: Arc<Store>,
+    pub opts: FetchOptions,
+}
+
+struct PeerState {
+    inflight: usize,
+    strikes: u32,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Config(format!("blocking task failed: {e}")))?
+}
+
+impl Fetcher {
+    async fn providers(&self, root: Cid) -> Result<Vec<PeerId>> {
+        let started = Instant::now();
+        let peers = self.net.peers().await?.len();
+        // With no peer at all there is nobody to ask: fail now, not after
+        // the DHT timeout.
+        let found = if peers == 0 {
+            HashSet::new()
+        } else {
+            self.net.find_providers(root, self.opts.provider_timeout).await?
+        };
+        if found.is_empty() {
+            return Err(Error::NoProviders {
+                cid: root,
+                secs: started.elapsed().as_secs_f64(),
+                peers,
+            });
+        }
+        Ok(found.into_iter().take(self.opts.max_peers).collect())
+    }
+
+    /// Makes `root`'s dataset complete in the local store (not pinned: the
+    /// caller pins under the same `session`).
+    pub async fn fetch_dataset(
+        &self,
+        root: Cid,
+        session: &Session,
+        progress: &(dyn Fn(FetchProgress) + Send + Sync),
+    ) -> Result<FetchReport> {
+        let mut report = FetchReport {
+            root: root.to_string(),
+            ..Default::default()
+        };
+        let store = self.store.clone();
+        let first = blocking(move || Ok(store.missing_blocks(&root)?)).await?;
+        if first.is_empty() {
+            report.already_local = true;
+            return Ok(report);
+        }
+        let mut providers = self.providers(root).await?;
+        tracing::info!(%root, providers = providers.len(), "fetching dataset");
+        let mut prog = FetchProgress::default();
+        let mut used = HashSet::new();
+        let mut banned = HashSet::new();
+        let mut missing = first;
+        // Root, then pages, then data: each round reveals the next level.
+        for _round in 0..=shoal_core::manifest::MAX_DEPTH + 2 {
+            if missing.is_empty() {
+                break;
+            }
+            if prog.bytes_total == 0 {
+                let store = self.store.clone();
+                prog.bytes_total =
+                    blocking(move || Ok(store.manifest(&root).map(|m| m.total_bytes).unwrap_or(0))).await?;
+            }
+            self.download(
+                root,
+                missing,
+                &mut providers,
+                session,
+                &mut prog,
+                &mut used,
+                &mut banned,
+                progress,
+            )
+            .await?;
+            let store = self.store.clone();
+            missing = blocking(move || Ok(store.missing_blocks(&root)?)).await?;
+        }
+        if let Some(first) = missing.first() {
+            return Err(Error::Unfetchable {
+                root,
+                missing: missing.len(),
+                providers: providers.len(),
+                first: *first,
+            });
+        }
+        report.blocks_fetched = prog.blocks_done;
+        report.bytes_fetched = prog.bytes_done;
+        report.peers_used = used.iter().map(|p: &PeerId| p.to_string()).collect();
+        report.banned = banned.iter().map(|p: &PeerId| p.to_string()).collect();
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn download(
+        &self,
+        root: Cid,
+        cids: Vec<Cid>,
+        providers: &mut Vec<PeerId>,
+        session: &Session,
+        prog: &mut FetchProgress,
+        used: &mut HashSet<PeerId>,
+        banned: &mut HashSet<PeerId>,
+        progress: &(dyn Fn(FetchProgress) + Send + Sync),
+    ) -> Result<()> {
+        let mut queue: VecDeque<Cid> = cids.into();
+        let mut lacking: HashMap<Cid, HashSet<PeerId>> = HashMap::new();
+        let mut peers: HashMap<PeerId, PeerState> = providers
+            .iter()
+            .map(|p| {
+                (
+                    *p,
+                    PeerState {
+                        inflight: 0,
+                        strikes: 0,
+                    },
+                )
+            })
+            .collect();
+        let mut inflight = FuturesUnordered::new();
+        let mut pending: Vec<Block> = Vec::new();
+        let mut pending_bytes = 0usize;
+        let mut refreshes = 0;
+        loop {
+            // Hand out work to every provider with spare capacity.
+            let mut order: Vec<PeerId> = peers.keys().copied().collect();
+            order.sort_by_key(|p| peers[p].inflight);
+            for peer in order {
+                while peers[&peer].inflight < self.opts.per_peer_inflight && !queue.is_empty() {
+                    let mut batch = Vec::new();
+                    let mut skipped = Vec::new();
+                    while batch.len() < self.opts.batch {
+                        let Some(c) = queue.pop_front() else { break };
+                        if lacking.get(&c).is_some_and(|l| l.contains(&peer)) {
+                            skipped.push(c);
+                        } else {
+                            batch.push(c);
+                        }
+                    }
+                    for c in skipped.into_iter().rev() {
+                        queue.push_front(c);
+                    }
+                    if batch.is_empty() {
+                        break;
+                    }
+                    peers.get_mut(&peer).expect("peer").inflight += 1;
+                    let net = self.net.clone();
+                    inflight.push(async move {
+                        let res = net.request(peer, batch.clone()).await;
+                        (peer, batch, res)
+                    });
+                }
+            }
+            if inflight.is_empty() {
+                if queue.is_empty() {
+                    break;
+                }
+                // Nobody we know can serve what is left: look for more providers.
+                refreshes += 1;
+                let fresh: Vec<PeerId> = if refreshes <= 2 {
+                    self.providers(root)
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|p| !banned.contains(p))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let mut added = false;
+                for p in fresh {
+                    if let std::collections::hash_map::Entry::Vacant(e) = peers.entry(p) {
+                        e.insert(PeerState {
+                            inflight: 0,
+                            strikes: 0,
+                        });
+                        added = true;
+                    }
+                    if !providers.contains(&p) {
+                        providers.push(p);
+                    }
+                }
+                if !added {
+                    self.flush(&mut pending, &mut pending_bytes, session).await?;
+                    return Err(Error::Unfetchable {
+                        root,
+                        missing: queue.len(),
+                        providers: providers.len(),
+                        first: queue[0],
+                    });
+                }
+                continue;
+            }
+            let Some((peer, asked, res)) = inflight.next().await else {
+                continue;
+            };
+            if let Some(st) = peers.get_mut(&peer) {
+                st.inflight -= 1;
+            }
+            match res {
+                Ok(BlockResponse { answers }) => {
+                    let asked_set: HashSet<Cid> = asked.iter().copied().collect();
+                    let mut answered = HashSet::new();
+                    let mut lied = false;
+                    for (cid, ans) in answers {
+                        // Unsolicited or repeated answers are ignored.
+                        if !asked_set.contains(&cid) || !answered.insert(cid) {
+                            continue;
+                        }
+                        match ans {
+                            Answer::Data(bytes) => match Block::verified(cid, bytes) {
+                                Ok(b) => {
+                                    prog.bytes_done += b.len() as u64;
+                                    prog.blocks_done += 1;
+                                    pending_bytes += b.len();
+                                    pending.push(b);
+                                    if used.insert(peer) {
+                                        prog.peers = used.len() as u64;
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(%peer, %cid, error = %e, "peer sent a block that fails verification");
+                                    lied = true;
+                                    queue.push_back(cid);
+                                }
+                            },
+                            Answer::DontHave => {
+                                lacking.entry(cid).or_default().insert(peer);
+                                queue.push_back(cid);
+                            }
+                            Answer::Skipped => queue.push_front(cid),
+                        }
+                    }
+                    for c in asked.into_iter().filter(|c| !answered.contains(c)) {
+                        queue.push_back(c);
+                    }
+                    if lied {
+                        banned.insert(peer);
+                        peers.remove(&peer);
+                        providers.retain(|p| *p != peer);
+                        self.net.ban(peer).await?;
+                    }
+                    progress(*prog);
+                }
+                Err(e) => {
+                    tracing::info!(%peer, error = %e, "block request failed; reassigning its blocks");
+                    queue.extend(asked);
+                    if let Some(st) = peers.get_mut(&peer) {
+                        st.strikes += 1;
+                        if st.strikes >= self.opts.max_strikes {
+                            tracing::warn!(%peer, "dropping provider after repeated failures");
+                            peers.remove(&peer);
+                            providers.retain(|p| *p != peer);
+                        }
+                    }
+                }
+            }
+            // Lacking-by-everyone blocks: stop asking once every known
+            // provider has said it does not have them.
+            if pending_bytes >= self.opts.write_batch_bytes {
+                self.flush(&mut pending, &mut pending_bytes, session).await?;
+            }
+        }
+        self.flush(&mut pending, &mut pending_bytes, session).await
+    }
+
+    async fn flush(&self, pending: &mut Vec<Block>, pending_bytes: &mut usize, session: &Session) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let blocks = std::mem::take(pending);
+        *pending_bytes = 0;
+        session.protect(blocks.iter().map(|b| *b.cid()));
+        let store = self.store.clone();
+        blocking(move || Ok(store.put_many(&blocks, None)?)).await?;
+        Ok(())
+    }
+}
+
+type Waiters = Vec<oneshot::Sender<std::result::Result<Block, String>>>;
+
+/// Blocks for readers: local store, then peers holding the dataset.
+pub struct BlockSource {
+    fetcher: Fetcher,
+    inflight: Mutex<HashMap<Cid, Waiters>>,
+    providers: Mutex<HashMap<Cid, (Vec<PeerId>, Instant)>>,
+}
+
+/// Providers found for a dataset are reused for this long.
+const PROVIDER_CACHE_TTL: Duration = Duration::from_secs(60);
+
+impl BlockSource {
+    pub fn new(fetcher: Fetcher) -> Self {
+        Self {
+            fetcher,
+            inflight: Mutex::new(HashMap::new()),
+            providers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.fetcher.store
+    }
+
+    /// The verified block `cid` of dataset `root`, within the deadline. A
+    /// corrupt local copy is treated as absent and fetched again.
+    pub async fn get(&self, cid: Cid, root: Cid) -> Result<Block> {
+        let store = self.fetcher.store.clone();
+        let local = match blocking(move || Ok(store.get(&cid))).await? {
+            Ok(Some(b)) => return Ok(b),
+            Ok(None) => "not in the local store".to_string(),
+            Err(e) => {
+                tracing::warn!(%cid, error = %e, "local copy unusable; fetching from peers");
+                format!("the local copy is unusable ({e})")
+            }
+        };
+        let deadline = self.fetcher.opts.block_deadline;
+        let (tx, rx) = oneshot::channel();
+        let leader = {
+            let mut map = self.inflight.lock().expect("inflight lock");
+            match map.get_mut(&cid) {
+                Some(waiters) => {
+                    waiters.push(tx);
+                    false
+                }
+                None => {
+                    map.insert(cid, vec![tx]);
+                    true
+                }
+            }
+        };
+        if leader {
+            let res = match tokio::time::timeout(deadline, self.fetch_one(cid, root)).await {
+                Ok(Ok(b)) => Ok(b),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no peer delivered it within {}s", deadline.as_secs())),
+            };
+            let waiters = self
+                .inflight
+                .lock()
+                .expect("inflight lock")
+                .remove(&cid)
+                .unwrap_or_default();
+            for w in waiters {
+                let _ = w.send(res.clone());
+            }
+        }
+        let fetched = match tokio::time::timeout(deadline + Duration::from_secs(1), rx).await {
+            Ok(Ok(r)) => r,
+            _ => Err("fetch abandoned".to_string()),
+        };
+        fetched.map_err(|reason| Error::Unavailable {
+            cid,
+            reason: format!("{local}, and {reason}"),
+        })
+    }
+
+    async fn fetch_one(&self, cid: Cid, root: Cid) -> Result<Block> {
+        let cached = self
+            .providers
+            .lock()
+            .expect("providers lock")
+            .get(&root)
+            .filter(|(_, t)| t.elapsed() < PROVIDER_CACHE_TTL)
+            .map(|(p, _)| p.clone());
+        let providers = match cached {
+            Some(p) if !p.is_empty() => p,
+            _ => {
+                let p = self.fetcher.providers(root).await?;
+                self.providers
+                    .lock()
+                    .expect("providers lock")
+                    .insert(root, (p.clone(), Instant::now()));
+                p
+            }
+        };
+        let mut last = String::from("no providers");
+        for peer in providers {
+            match self.fetcher.net.request(peer, vec![cid]).await {
+                Ok(resp) => {
+                    for (c, a) in resp.answers {
+                        if c != cid {
+                            continue;
+                        }
+                        match a {
+                            Answer::Data(bytes) => match Block::verified(cid, bytes) {
+                                Ok(b) => {
+                                    let store = self.fetcher.store.clone();
+                                    let keep = b.clone();
+                                    // Kept as unpinned cache data: evictable.
+                                    blocking(move || Ok(store.put_many(&[keep], None)?)).await?;
+                                    return Ok(b);
+                                }
+                                Err(_) => {
+                                    self.fetcher.net.ban(peer).await?;
+                                    last = format!("peer {peer} sent wrong bytes (banned)");
+                                }
+                            },
+                            Answer::DontHave => last = format!("peer {peer} does not have it"),
+                            Answer::Skipped => last = format!("peer {peer} is busy"),
+                        }
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(Error::Unavailable { cid, reason: last })
+    }
+}

@@ -1,0 +1,569 @@
+//! The swarm task and its client.
+//!
+//! Structure after rust-libp2p's file-sharing example: [`EventLoop::run`]
+//! `select!`s over swarm events, a bounded command channel, and finished
+//! serve jobs. Each [`Command`] carries a oneshot for its reply. The loop
+//! never blocks: serving blocks from the store runs on the blocking pool,
+//! bounded by [`MAX_INBOUND_INFLIGHT`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::core::transport::upgrade::Version;
+use libp2p::core::Transport;
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, store::MemoryStore, GetProvidersOk, QueryId, QueryResult, RecordKey};
+use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    allow_block_list, connection_limits, identify, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+};
+use shoal_core::Cid;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::{
+    Answer, BlockCodec, BlockRequest, BlockResponse, MAX_CIDS_PER_REQUEST, MAX_RESPONSE_BYTES, PROTOCOL,
+};
+use crate::{Error, Result};
+
+/// Kademlia under our own protocol name: a private DHT, not the IPFS one.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/kad/1.0.0");
+/// Inbound block requests being served at once; more are answered "skipped"
+/// so a greedy peer cannot queue unbounded work on us.
+pub const MAX_INBOUND_INFLIGHT: usize = 32;
+/// Commands buffered towards the event loop.
+const COMMAND_QUEUE: usize = 256;
+
+/// Serves a block request from local data: for each CID, its bytes or None.
+pub type ServeFn = Arc<dyn Fn(&PeerId, &[Cid]) -> Vec<Option<bytes::Bytes>> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct NetConfig {
+    pub keypair: Keypair,
+    pub listen: Vec<Multiaddr>,
+    /// Peers dialled at start; addresses must end in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    pub swarm_key: Option<PreSharedKey>,
+    /// When set, only these peers may connect (both directions).
+    pub allow_peers: Option<Vec<PeerId>>,
+    /// How often provider records are republished.
+    pub reprovide_interval: Duration,
+    /// Deadline of one block request.
+    pub request_timeout: Duration,
+    pub max_connections: u32,
+    pub serve: ServeFn,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    allowed: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
+    banned: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    blocks: request_response::Behaviour<BlockCodec>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+}
+
+enum Command {
+    Dial(Multiaddr, oneshot::Sender<Result<PeerId>>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Listening(oneshot::Sender<Vec<Multiaddr>>),
+    Provide(Cid),
+    FindProviders(Cid, oneshot::Sender<HashSet<PeerId>>),
+    Request(PeerId, Vec<Cid>, oneshot::Sender<Result<BlockResponse>>),
+    Ban(PeerId),
+    IsConnected(PeerId, oneshot::Sender<bool>),
+}
+
+/// A handle to the network task. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    request_timeout: Duration,
+}
+
+impl Client {
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Dials an address (must end in /p2p/<id> or be reachable); returns the
+    /// peer once connected. Bounded by the transport timeout.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId> {
+        let shown = addr.to_string();
+        match tokio::time::timeout(Duration::from_secs(30), self.call(|tx| Command::Dial(addr, tx))).await {
+            Ok(r) => r?,
+            Err(_) => Err(Error::Dial {
+                addr: shown,
+                reason: "timed out after 30s".into(),
+            }),
+        }
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>> {
+        self.call(Command::Peers).await
+    }
+
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
+        self.call(Command::Listening).await
+    }
+
+    /// Announces that we hold `root` (a dataset manifest root).
+    pub async fn provide(&self, root: Cid) -> Result<()> {
+        self.tx.send(Command::Provide(root)).await.map_err(|_| Error::Stopped)
+    }
+
+    /// Providers of `root` found on the DHT within `timeout`.
+    pub async fn find_providers(&self, root: Cid, timeout: Duration) -> Result<HashSet<PeerId>> {
+        match tokio::time::timeout(timeout, self.call(|tx| Command::FindProviders(root, tx))).await {
+            Ok(r) => r,
+            Err(_) => Ok(HashSet::new()),
+        }
+    }
+
+    /// Asks `peer` for blocks. The answer is unverified.
+    pub async fn request(&self, peer: PeerId, cids: Vec<Cid>) -> Result<BlockResponse> {
+        let secs = self.request_timeout.as_secs();
+        match tokio::time::timeout(
+            self.request_timeout + Duration::from_secs(1),
+            self.call(|tx| Command::Request(peer, cids, tx)),
+        )
+        .await
+        {
+            Ok(r) => r?,
+            Err(_) => Err(Error::Timeout { peer, secs }),
+        }
+    }
+
+    /// Disconnects and refuses `peer` from now on (it lied to us).
+    pub async fn ban(&self, peer: PeerId) -> Result<()> {
+        self.tx.send(Command::Ban(peer)).await.map_err(|_| Error::Stopped)
+    }
+
+    pub async fn is_connected(&self, peer: PeerId) -> Result<bool> {
+        self.call(|tx| Command::IsConnected(peer, tx)).await
+    }
+}
+
+/// A `connect` waiting for its outcome: the address dialled and the reply.
+type DialWaiter = (Multiaddr, oneshot::Sender<Result<PeerId>>);
+
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    served_tx: mpsc::Sender<(ResponseChannel<BlockResponse>, BlockResponse)>,
+    served_rx: mpsc::Receiver<(ResponseChannel<BlockResponse>, BlockResponse)>,
+    serve: ServeFn,
+    inbound_inflight: usize,
+    pending_dials: HashMap<ConnectionId, DialWaiter>,
+    /// Dials whose connection is up, waiting for the peer's identify: only a
+    /// peer that runs protocols with us (swarm key, allow-list passed on
+    /// both sides) counts as connected.
+    awaiting_identify: HashMap<PeerId, Vec<DialWaiter>>,
+    pending_providers: HashMap<QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
+    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<BlockResponse>>>,
+    provided: HashSet<Cid>,
+    last_reprovide: Instant,
+    bootstrap: Vec<Multiaddr>,
+}
+
+fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
+    let psk = cfg.swarm_key;
+    let allow = cfg.allow_peers.clone();
+    let request_timeout = cfg.request_timeout;
+    let max_conns = cfg.max_connections;
+    let reprovide = cfg.reprovide_interval;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
+        .with_tokio()
+        .with_other_transport(
+            |key| -> std::result::Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+                // pnet runs before everything else on the raw TCP stream: a peer
+                // without the swarm key cannot even negotiate a protocol.
+                let base = match psk {
+                    Some(psk) => {
+                        either::Either::Left(tcp.and_then(move |socket, _| PnetConfig::new(psk).handshake(socket)))
+                    }
+                    None => either::Either::Right(tcp),
+                };
+                Ok(base
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default())
+                    .timeout(Duration::from_secs(20)))
+            },
+        )
+        .map_err(|e| Error::Config(e.to_string()))?
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let mut kcfg = kad::Config::new(KAD_PROTOCOL);
+            kcfg.set_query_timeout(Duration::from_secs(30));
+            kcfg.set_provider_publication_interval(Some(reprovide));
+            kcfg.set_provider_record_ttl(Some(reprovide * 4));
+            let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kcfg);
+            // Answer DHT queries even before an external address is known
+            // (institution daemons on private networks, loopback tests).
+            kad.set_mode(Some(kad::Mode::Server));
+            let allowed = allow.map(|peers| {
+                let mut b = allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
+                for p in peers {
+                    b.allow_peer(p);
+                }
+                b
+            });
+            Behaviour {
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_established(Some(max_conns))
+                        .with_max_established_per_peer(Some(2))
+                        .with_max_pending_incoming(Some(64)),
+                ),
+                allowed: allowed.into(),
+                banned: Default::default(),
+                identify: identify::Behaviour::new(identify::Config::new("/shoal/id/1.0.0".into(), key.public())),
+                ping: ping::Behaviour::default(),
+                kad,
+                blocks: request_response::Behaviour::new(
+                    [(PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(request_timeout)
+                        .with_max_concurrent_streams(MAX_INBOUND_INFLIGHT * 2),
+                ),
+            }
+        })
+        .map_err(|e| Error::Config(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    Ok(swarm)
+}
+
+impl EventLoop {
+    /// Builds the swarm and starts listening. Returns the client and the loop
+    /// to spawn.
+    pub fn new(cfg: NetConfig) -> Result<(Client, EventLoop)> {
+        let mut swarm = build_swarm(&cfg)?;
+        for addr in &cfg.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| Error::Config(format!("listen on {addr}: {e}")))?;
+        }
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (served_tx, served_rx) = mpsc::channel(MAX_INBOUND_INFLIGHT);
+        let client = Client {
+            tx,
+            peer_id: *swarm.local_peer_id(),
+            request_timeout: cfg.request_timeout,
+        };
+        Ok((
+            client,
+            EventLoop {
+                swarm,
+                commands: rx,
+                served_tx,
+                served_rx,
+                serve: cfg.serve,
+                inbound_inflight: 0,
+                pending_dials: HashMap::new(),
+                awaiting_identify: HashMap::new(),
+                pending_providers: HashMap::new(),
+                pending_requests: HashMap::new(),
+                provided: HashSet::new(),
+                last_reprovide: Instant::now(),
+                bootstrap: cfg.bootstrap,
+            },
+        ))
+    }
+
+    /// Runs until every [`Client`] is dropped.
+    pub async fn run(mut self) {
+        for addr in std::mem::take(&mut self.bootstrap) {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                cmd = self.commands.recv() => match cmd {
+                    Some(c) => self.on_command(c),
+                    None => return,
+                },
+                Some((channel, resp)) = self.served_rx.recv() => {
+                    self.inbound_inflight -= 1;
+                    let _ = self.swarm.behaviour_mut().blocks.send_response(channel, resp);
+                }
+            }
+        }
+    }
+
+    fn start_providing(&mut self, root: Cid) {
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .start_providing(RecordKey::new(&root.to_bytes()))
+        {
+            tracing::warn!(%root, error = %e, "cannot record provider entry");
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Dial(addr, reply) => {
+                let known = addr.iter().find_map(|p| match p {
+                    libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+                    _ => None,
+                });
+                if let Some(id) = known.filter(|id| self.swarm.is_connected(id)) {
+                    let _ = reply.send(Ok(id));
+                    return;
+                }
+                let opts = DialOpts::from(addr.clone());
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_dials.insert(id, (addr, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Dial {
+                            addr: addr.to_string(),
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
+            Command::Peers(reply) => {
+                let mut out: HashMap<PeerId, Vec<String>> = HashMap::new();
+                for p in self.swarm.connected_peers() {
+                    out.entry(*p).or_default();
+                }
+                let _ = reply.send(
+                    out.into_iter()
+                        .map(|(p, addrs)| PeerInfo {
+                            peer_id: p.to_string(),
+                            addrs,
+                        })
+                        .collect(),
+                );
+            }
+            Command::Listening(reply) => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Provide(root) => {
+                self.provided.insert(root);
+                self.start_providing(root);
+            }
+            Command::FindProviders(root, reply) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(RecordKey::new(&root.to_bytes()));
+                self.pending_providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::Request(peer, cids, reply) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .blocks
+                    .send_request(&peer, BlockRequest { cids });
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Ban(peer) => {
+                tracing::warn!(%peer, "banning peer: it sent bytes that do not match their CID");
+                self.swarm.behaviour_mut().banned.block_peer(peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::IsConnected(peer, reply) => {
+                let _ = reply.send(self.swarm.is_connected(&peer));
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                tracing::debug!(%peer_id, "connected");
+                if endpoint.is_dialer() {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, endpoint.get_remote_address().clone());
+                }
+                if let Some(waiter) = self.pending_dials.remove(&connection_id) {
+                    self.awaiting_identify.entry(peer_id).or_default().push(waiter);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                peer_id,
+            } => {
+                tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some((addr, reply)) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Err(Error::Dial {
+                        addr: addr.to_string(),
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause,
+                ..
+            } => {
+                for (addr, reply) in self.awaiting_identify.remove(&peer_id).unwrap_or_default() {
+                    let why = cause
+                        .as_ref()
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "closed by the peer".into());
+                    let _ = reply.send(Err(Error::Dial {
+                        addr: addr.to_string(),
+                        reason: format!("the peer closed the connection ({why}); it may not allow this peer (allow_peers) or use another swarm key"),
+                    }));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                for addr in info.listen_addrs {
+                    kad.add_address(&peer_id, addr);
+                }
+                let waiters = self.awaiting_identify.remove(&peer_id).unwrap_or_default();
+                if !waiters.is_empty() {
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+                for (_, reply) in waiters {
+                    let _ = reply.send(Ok(peer_id));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Blocks(ev)) => self.on_blocks(ev),
+            _ => {}
+        }
+    }
+
+    fn on_kad(&mut self, ev: kad::Event) {
+        match ev {
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+                QueryResult::GetProviders(res) => {
+                    let finished = match res {
+                        Ok(GetProvidersOk::FoundProviders { providers, .. }) => {
+                            if let Some((acc, _)) = self.pending_providers.get_mut(&id) {
+                                acc.extend(providers);
+                            }
+                            step.last
+                        }
+                        _ => true,
+                    };
+                    if finished {
+                        if let Some((mut acc, reply)) = self.pending_providers.remove(&id) {
+                            acc.remove(self.swarm.local_peer_id());
+                            let _ = reply.send(acc);
+                        }
+                    }
+                }
+                QueryResult::StartProviding(Err(e)) => tracing::debug!(error = ?e, "provide query incomplete"),
+                _ => {}
+            },
+            // A young network: announce our datasets to newcomers so a
+            // dataset added before anyone connected becomes findable
+            // without waiting for the periodic republish. Rate-limited.
+            kad::Event::RoutingUpdated { is_new_peer: true, .. }
+                if !self.provided.is_empty() && self.last_reprovide.elapsed() > Duration::from_secs(2) =>
+            {
+                self.last_reprovide = Instant::now();
+                let roots: Vec<Cid> = self.provided.iter().copied().collect();
+                for r in roots {
+                    self.start_providing(r);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_blocks(&mut self, ev: request_response::Event<BlockRequest, BlockResponse>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    if self.inbound_inflight >= MAX_INBOUND_INFLIGHT {
+                        let answers = request.cids.into_iter().map(|c| (c, Answer::Skipped)).collect();
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .blocks
+                            .send_response(channel, BlockResponse { answers });
+                        return;
+                    }
+                    self.inbound_inflight += 1;
+                    let serve = self.serve.clone();
+                    let tx = self.served_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let cids: Vec<Cid> = request.cids.into_iter().take(MAX_CIDS_PER_REQUEST).collect();
+                        let found = serve(&peer, &cids);
+                        let mut total = 0;
+                        let answers = cids
+                            .into_iter()
+                            .zip(found)
+                            .map(|(c, d)| match d {
+                                None => (c, Answer::DontHave),
+                                Some(d) if total + d.len() > MAX_RESPONSE_BYTES => (c, Answer::Skipped),
+                                Some(d) => {
+                                    total += d.len();
+                                    (c, Answer::Data(d))
+                                }
+                            })
+                            .collect();
+                        let _ = tx.blocking_send((channel, BlockResponse { answers }));
+                    });
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending_requests.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(Error::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! End-to-end network tests: real daemons on 127.0.0.1 finding each other
+//! through the DHT and exchanging verified blocks.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn opts_env(k: &str, v: &str) -> Opts {
+    Opts {
+        env: vec![(k.to_string(), v.to_string())],
+        ..Default::default()
+    }
+}
+
+fn bootstrap(to: &Daemon) -> Opts {
+    Opts {
+        network: format!("bootstrap = [\"{}\"]\n", to.addr()),
+        ..Default::default()
+    }
+}
+
+/// Waits (bounded) until `d` reports `n` providers for `root`.
+fn wait_providers(d: &Daemon, root: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = d.json(&["providers", root])["providers"].as_array().unwrap().len();
+        if got >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {got} providers of {root} after 30s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn pin_finds_a_provider_two_hops_away_through_the_dht() {
+    let a = Daemon::start();
+    let b = Daemon::start_opts(bootstrap(&a));
+    let c = Daemon::start_opts(bootstrap(&b));
+    let src = datasets().join("xr_v2");
+    let root = a.add(&src, Some("xr"));
+    // C knows only B; B knows A. C must find A through the DHT.
+    let out = c.cli_within(&["pin", &root, "--name", "xr", "--json"], 120);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["fetched"]["peers_used"][0].as_str(),
+        Some(a.peer_id().as_str()),
+        "{r}"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("out");
+    c.cli_ok(&["get", "xr", "-o", dest.to_str().unwrap()]);
+    assert_same_tree(&src, &dest);
+    assert!(py("check_equal.py", &[&src, &dest]).starts_with("ok"));
+    assert!(c.cli(&["fsck"]).status.success());
+    // C now provides it too.
+    let providers = c.json(&["providers", &root]);
+    assert!(providers["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p.as_str() == Some(c.peer_id().as_str())));
+}
+
+#[test]
+fn provider_killed_mid_transfer_the_pin_completes_from_the_other() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("big");
+    big_dataset(&src, 120, 7);
+    // Both providers answer each request after 1s, so the transfer takes a
+    // few seconds and A dies in the middle of it.
+    let slow = opts_env("SHOAL_TEST_SERVE_DELAY_MS", "1000");
+    let mut a = Daemon::start_opts(slow.clone());
+    let b = Daemon::start_opts(slow);
+    let c = Daemon::start();
+    let root = a.add(&src, None);
+    assert_eq!(b.add(&src, None), root);
+    c.connect(&a);
+    c.connect(&b);
+    wait_providers(&c, &root, 2);
+    let pin = c.spawn_cli(&["pin", &root, "--json"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut pin = pin;
+    assert!(
+        pin.try_wait().unwrap().is_none(),
+        "pin finished before the provider was killed; slow the providers down"
+    );
+    a.kill9();
+    let out = pin.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dest = work.path().join("out");
+    c.cli_ok(&["get", &root, "-o", dest.to_str().unwrap()]);
+    assert_same_tree(&src, &dest);
+    assert!(c.cli(&["fsck"]).status.success());
+}
+
+#[test]
+fn a_lying_peer_is_caught_banned_and_never_stored() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("big");
+    big_dataset(&src, 80, 11);
+    let honest = Daemon::start();
+    let liar = Daemon::start_opts(opts_env("SHOAL_TEST_CORRUPT_SERVED_BLOCKS", "1"));
+    let c = Daemon::start();
+    let root = honest.add(&src, None);
+    assert_eq!(liar.add(&src, None), root);
+    c.connect(&honest);
+    c.connect(&liar);
+    wait_providers(&c, &root, 2);
+    let out = c.cli_within(&["pin", &root, "--json"], 120);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let liar_id = liar.peer_id();
+    assert_eq!(r["fetched"]["banned"], serde_json::json!([liar_id]), "{r}");
+    assert!(c.log().contains(&liar_id), "the ban is logged with the peer id");
+    // Nothing wrong was stored: every block verifies, the copy is exact.
+    assert!(c.cli(&["fsck"]).status.success());
+    let dest = work.path().join("out");
+    c.cli_ok(&["get", &root, "-o", dest.to_str().unwrap()]);
+    assert_same_tree(&src, &dest);
+    // The liar is disconnected.
+    let peers = c.json(&["peers"]);
+    assert!(
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["peer_id"].as_str() != Some(liar_id.as_str())),
+        "{peers}"
+    );
+}
+
+const KEY1: &str =
+    "/key/swarm/psk/1.0.0/\n/base16/\n6b5b1e9f2f3a4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5\n";
+const KEY2: &str =
+    "/key/swarm/psk/1.0.0/\n/base16/\n0000000000000000000000000000000000000000000000000000000000000001\n";
+
+fn keyed(key: &str) -> Opts {
+    Opts {
+        network: "swarm_key = \"swarm.key\"\n".into(),
+        files: vec![("swarm.key".into(), key.into())],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_daemon_with_another_swarm_key_cannot_connect_or_fetch() {
+    let a = Daemon::start_opts(keyed(KEY1));
+    let member = Daemon::start_opts(keyed(KEY1));
+    let outsider = Daemon::start_opts(keyed(KEY2));
+    let open = Daemon::start();
+    let root = a.add(&datasets().join("ints_v2"), None);
+    for stranger in [&outsider, &open] {
+        let out = stranger.cli_within(&["connect", &a.addr()], 60);
+        assert!(!out.status.success(), "a peer without the swarm key connected");
+        let out = stranger.cli_within(&["pin", &root], 60);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no peer provides"));
+    }
+    member.connect(&a);
+    let out = member.cli_within(&["pin", &root], 60);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_daemon_off_the_allow_list_cannot_connect_or_fetch() {
+    let friend = Daemon::start();
+    let stranger = Daemon::start();
+    let a = Daemon::start_opts(Opts {
+        network: format!("allow_peers = [\"{}\"]\n", friend.peer_id()),
+        ..Default::default()
+    });
+    let root = a.add(&datasets().join("ints_v2"), None);
+    let out = stranger.cli_within(&["connect", &a.addr()], 60);
+    assert!(!out.status.success(), "a peer off the allow-list connected");
+    let out = stranger.cli_within(&["pin", &root], 60);
+    assert!(!out.status.success());
+    friend.connect(&a);
+    let out = friend.cli_within(&["pin", &root], 60);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_fetching_daemon_killed_mid_pin_resumes_with_only_what_is_missing() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("big");
+    big_dataset(&src, 120, 13);
+    let a = Daemon::start_opts(opts_env("SHOAL_TEST_SERVE_DELAY_MS", "1000"));
+    let mut c = Daemon::start();
+    let root = a.add(&src, None);
+    c.connect(&a);
+    wait_providers(&c, &root, 1);
+    let mut pin = c.spawn_cli(&["pin", &root]);
+    // Kill C once some blocks have been written (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.json(&["stats"])["blocks"].as_u64().unwrap() < 30 {
+        assert!(Instant::now() < deadline, "no progress fetching");
+        assert!(
+            pin.try_wait().unwrap().is_none(),
+            "pin finished before it could be interrupted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.kill9();
+    let _ = pin.wait();
+    c.restart();
+    assert!(c.cli(&["fsck"]).status.success());
+    c.connect(&a);
+    let out = c.cli_within(&["pin", &root, "--json"], 120);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fetched = r["fetched"]["blocks_fetched"].as_u64().unwrap();
+    assert!(
+        fetched < 121,
+        "re-run fetched {fetched} blocks: it should fetch only what is missing"
+    );
+    assert!(c.cli(&["fsck"]).status.success());
+    let dest = work.path().join("out");
+    c.cli_ok(&["get", &root, "-o", dest.to_str().unwrap()]);
+    assert_same_tree(&src, &dest);
+}
+
+#[test]
+fn pin_of_a_cid_nobody_provides_fails_clearly_in_bounded_time() {
+    let a = Daemon::start();
+    let b = Daemon::start_opts(bootstrap(&a));
+    // A valid dataset CID that no daemon holds.
+    let nobody = "bafyr4ieu4kt3evw4avmjq73e5mfh5e3h2o5xaud7efsz6dwuggtabrbcwe";
+    let out = b.cli_within(&["pin", nobody], 60);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no peer provides dataset") && err.contains(nobody),
+        "{err}"
+    );
+    // With no peers at all it fails at once with the same message.
+    let lonely = Daemon::start();
+    let out = lonely.cli_within(&["pin", nobody], 30);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 connected peers"));
+}
