@@ -384,6 +384,21 @@ pub struct BlockSource {
     providers: Mutex<HashMap<Cid, (Vec<PeerId>, Instant)>>,
 }
 
+struct LeaderGuard<'a> {
+    map: &'a Mutex<HashMap<Cid, Waiters>>,
+    cid: Cid,
+    result: std::result::Result<Block, String>,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        let waiters = self.map.lock().expect("inflight lock").remove(&self.cid).unwrap_or_default();
+        for w in waiters {
+            let _ = w.send(self.result.clone());
+        }
+    }
+}
+
 /// Providers found for a dataset are reused for this long.
 const PROVIDER_CACHE_TTL: Duration = Duration::from_secs(60);
 
@@ -428,20 +443,19 @@ impl BlockSource {
             }
         };
         if leader {
-            let res = match tokio::time::timeout(deadline, self.fetch_one(cid, root)).await {
+            // The guard answers every waiter and clears the entry even if this
+            // future is dropped mid-fetch, so a cancelled reader never leaves
+            // the others waiting on a fetch nobody runs (cancel-safe).
+            let mut guard = LeaderGuard {
+                map: &self.inflight,
+                cid,
+                result: Err("fetch abandoned".to_string()),
+            };
+            guard.result = match tokio::time::timeout(deadline, self.fetch_one(cid, root)).await {
                 Ok(Ok(b)) => Ok(b),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no peer delivered it within {}s", deadline.as_secs())),
             };
-            let waiters = self
-                .inflight
-                .lock()
-                .expect("inflight lock")
-                .remove(&cid)
-                .unwrap_or_default();
-            for w in waiters {
-                let _ = w.send(res.clone());
-            }
         }
         let fetched = match tokio::time::timeout(deadline + Duration::from_secs(1), rx).await {
             Ok(Ok(r)) => r,

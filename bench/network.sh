@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Network benchmark (issue 3), same run, loopback: `shoal pin` of a >= 1 GiB
+# dataset from one peer vs downloading the same files from a local nginx with
+# 8 parallel curl, then sync. (One vs two providers: bench/providers.sh,
+# which gives each provider its own shaped link; on loopback all daemons
+# share the CPU and a second provider cannot add bandwidth.)
+# Page cache dropped before each timed step (needs root). Prints ratios.
+# usage: bench/network.sh [GIB]   (default 1.1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GIB=${1:-1.1}
+W=${BENCH_DIR:-/tmp/shoal-netbench}
+command -v nginx >/dev/null || apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null
+scripts/setup-venv.sh
+cargo build --release -q -p shoal
+BIN=$PWD/target/release/shoal
+rm -rf "$W" && mkdir -p "$W"
+.venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
+SIZE=$(du -sb "$W/src.zarr" | cut -f1)
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+PIDS=()
+trap 'kill ${PIDS[@]} 2>/dev/null || true; [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true' EXIT
+start() { # name
+  "$BIN" --home "$W/$1" init --listen /ip4/127.0.0.1/tcp/0 >/dev/null
+  "$BIN" --home "$W/$1" daemon 2>"$W/$1.log" & PIDS+=($!)
+  for _ in $(seq 100); do "$BIN" --home "$W/$1" id >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "daemon $1 did not start" >&2; exit 1
+}
+addr() { "$BIN" --home "$W/$1" id --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["addrs"][0])'; }
+
+start A; start C1
+ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
+"$BIN" --home "$W/C1" connect "$(addr A)" >/dev/null
+
+# nginx serving the same tree.
+cat > "$W/nginx.conf" <<CONF
+worker_processes 2;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  sendfile on;
+  server { listen 127.0.0.1:18089; root $W/src.zarr; }
+}
+CONF
+nginx -c "$W/nginx.conf"
+(cd "$W/src.zarr" && find . -type f | sed 's|^\./||') > "$W/files.txt"
+drop; t0=$(now)
+sed "s|.*|http://127.0.0.1:18089/& $W/http/&|" "$W/files.txt" | \
+  xargs -P 8 -n 2 sh -c 'curl -sf --create-dirs -o "$1" "$0"'
+sync; t1=$(now)
+HTTP=$(echo "$t1 - $t0" | bc -l)
+
+drop; t0=$(now); "$BIN" --home "$W/C1" pin "$ROOT" >/dev/null; t1=$(now)
+PIN1=$(echo "$t1 - $t0" | bc -l)
+diff -r "$W/src.zarr" "$W/http" >/dev/null || { echo "http copy differs" >&2; exit 1; }
+
+mib() { echo "$SIZE / 1048576 / $1" | bc -l | xargs printf '%.0f'; }
+printf 'dataset: %s bytes (%s files)\n' "$SIZE" "$(wc -l < "$W/files.txt")"
+printf 'one provider:  shoal pin %.2fs (%s MiB/s)  nginx+8 curl+sync %.2fs (%s MiB/s)  throughput ratio shoal/http = %.2fx (target >= 0.8x)\n' \
+  "$PIN1" "$(mib "$PIN1")" "$HTTP" "$(mib "$HTTP")" "$(echo "$HTTP / $PIN1" | bc -l)"
+rm -rf "$W"
