@@ -392,7 +392,12 @@ struct LeaderGuard<'a> {
 
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
-        let waiters = self.map.lock().expect("inflight lock").remove(&self.cid).unwrap_or_default();
+        let waiters = self
+            .map
+            .lock()
+            .expect("inflight lock")
+            .remove(&self.cid)
+            .unwrap_or_default();
         for w in waiters {
             let _ = w.send(self.result.clone());
         }
