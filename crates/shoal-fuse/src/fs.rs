@@ -1,0 +1,512 @@
+//! The filesystem core: inode tables built from manifests, async reads
+//! through a [`Blocks`] source, bounded prefetch. No fuser types.
+//!
+//! Invariants:
+//! - Inode numbers are assigned when a dataset is first looked up and never
+//!   change or get reused for the life of the mount.
+//! - Once a dataset is loaded, `lookup`, `getattr` and `readdir` answer
+//!   from memory; only `read` fetches blocks.
+//! - Every block handed to a reader was verified by the source and has the
+//!   length the manifest promises; otherwise the read fails with EIO.
+//! - Prefetch never holds data in memory: it asks the source to fetch
+//!   blocks (which lands them in the local store), at most
+//!   `max_inflight_blocks` at once; excess prefetch work is dropped.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::try_join_all;
+use shoal_core::manifest::{Content, Entry, Manifest, Node};
+use shoal_core::{chunk, cid, Block, Cid};
+use tokio::sync::Semaphore;
+
+pub const ROOT_INO: u64 = 1;
+
+/// Where the filesystem gets blocks and dataset names.
+#[async_trait::async_trait]
+pub trait Blocks: Send + Sync + 'static {
+    /// The verified block `cid` of dataset `root` (local, else peers), within
+    /// the source's deadline.
+    async fn block(&self, cid: Cid, root: Cid) -> Result<Block, String>;
+    /// Named datasets, listed at the mount root.
+    fn names(&self) -> Vec<(String, Cid)>;
+    /// Called once per dataset when it is first opened through the mount.
+    fn opened(&self, _root: Cid) {}
+}
+
+/// An error with the errno the kernel will see.
+#[derive(Debug, Clone)]
+pub struct FsError {
+    pub errno: i32,
+    pub msg: String,
+}
+
+impl FsError {
+    fn new(errno: i32, msg: impl Into<String>) -> Self {
+        Self { errno, msg: msg.into() }
+    }
+    fn enoent(what: impl std::fmt::Display) -> Self {
+        Self::new(libc::ENOENT, format!("no such entry: {what}"))
+    }
+    fn eio(msg: impl Into<String>) -> Self {
+        Self::new(libc::EIO, msg)
+    }
+}
+
+impl std::fmt::Display for FsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (errno {})", self.msg, self.errno)
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Chunk files prefetched ahead when a directory is read in order.
+    pub readahead_files: usize,
+    /// Prefetch blocks in flight at once (the memory/bandwidth budget).
+    pub max_inflight_blocks: usize,
+    /// Attribute/entry TTL for dataset content (immutable: long).
+    pub ttl: Duration,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        Self {
+            readahead_files: 4,
+            max_inflight_blocks: 32,
+            ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    pub is_dir: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub is_dir: bool,
+}
+
+struct Dataset {
+    root: Cid,
+    manifest: Manifest,
+    entries: Vec<Entry>,
+}
+
+enum Kind {
+    Dir(BTreeMap<String, u64>),
+    File(usize),
+}
+
+struct Inode {
+    parent: u64,
+    kind: Kind,
+    ds: Option<Arc<Dataset>>,
+}
+
+struct Tables {
+    nodes: HashMap<u64, Inode>,
+    next: u64,
+    /// Mount-root names -> dataset directory inode (loaded datasets).
+    top: BTreeMap<String, u64>,
+}
+
+impl Tables {
+    fn alloc(&mut self, node: Inode) -> u64 {
+        let ino = self.next;
+        self.next += 1;
+        self.nodes.insert(ino, node);
+        ino
+    }
+
+    fn attr(&self, ino: u64) -> FsResult<Attr> {
+        let n = self
+            .nodes
+            .get(&ino)
+            .ok_or_else(|| FsError::enoent(format!("inode {ino}")))?;
+        Ok(match &n.kind {
+            Kind::Dir(_) => Attr {
+                ino,
+                size: 0,
+                is_dir: true,
+            },
+            Kind::File(i) => Attr {
+                ino,
+                size: n.ds.as_ref().map(|d| d.entries[*i].size).unwrap_or(0),
+                is_dir: false,
+            },
+        })
+    }
+}
+
+pub struct MountFs<B> {
+    blocks: Arc<B>,
+    tables: RwLock<Tables>,
+    opts: MountOptions,
+    /// One dataset load at a time per name (two lookups racing on a cold
+    /// name must not build two trees).
+    loading: tokio::sync::Mutex<()>,
+    prefetch: Arc<Semaphore>,
+    prefetch_queued: Arc<AtomicUsize>,
+    prefetched: Mutex<HashSet<u64>>,
+    last_read_in_dir: Mutex<HashMap<u64, u64>>,
+    pub started: SystemTime,
+}
+
+impl<B: Blocks> MountFs<B> {
+    pub fn new(blocks: Arc<B>, opts: MountOptions) -> Self {
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            ROOT_INO,
+            Inode {
+                parent: ROOT_INO,
+                kind: Kind::Dir(BTreeMap::new()),
+                ds: None,
+            },
+        );
+        Self {
+            blocks,
+            tables: RwLock::new(Tables {
+                nodes,
+                next: ROOT_INO + 1,
+                top: BTreeMap::new(),
+            }),
+            prefetch: Arc::new(Semaphore::new(opts.max_inflight_blocks.max(1))),
+            prefetch_queued: Arc::new(AtomicUsize::new(0)),
+            opts,
+            loading: tokio::sync::Mutex::new(()),
+            prefetched: Mutex::new(HashSet::new()),
+            last_read_in_dir: Mutex::new(HashMap::new()),
+            started: SystemTime::now(),
+        }
+    }
+
+    pub fn options(&self) -> &MountOptions {
+        &self.opts
+    }
+
+    fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
+        self.tables.read().expect("tables lock")
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        self.read_tables().attr(ino)
+    }
+
+    /// Answers a lookup from memory when it can (`None`: the name is a
+    /// dataset not loaded yet; call [`Self::lookup`]).
+    pub fn lookup_cached(&self, parent: u64, name: &str) -> Option<FsResult<Attr>> {
+        let t = self.read_tables();
+        if parent == ROOT_INO {
+            return t.top.get(name).map(|ino| t.attr(*ino));
+        }
+        let Some(node) = t.nodes.get(&parent) else {
+            return Some(Err(FsError::enoent(format!("inode {parent}"))));
+        };
+        Some(match &node.kind {
+            Kind::Dir(children) => match children.get(name) {
+                Some(ino) => t.attr(*ino),
+                None => Err(FsError::enoent(name)),
+            },
+            Kind::File(_) => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+        })
+    }
+
+    /// Lookup, loading a dataset's manifest (possibly from peers) when
+    /// `name` is a dataset name or CID at the mount root.
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        if let Some(r) = self.lookup_cached(parent, name) {
+            return r;
+        }
+        let root = match self.blocks.names().into_iter().find(|(n, _)| n == name) {
+            Some((_, c)) => c,
+            None => match cid::parse(name) {
+                Ok(c) if c.codec() == cid::DAG_CBOR => c,
+                _ => return Err(FsError::enoent(name)),
+            },
+        };
+        let _guard = self.loading.lock().await;
+        if let Some(r) = self.lookup_cached(parent, name) {
+            return r; // loaded while we waited
+        }
+        let ds = Arc::new(self.load(root).await?);
+        self.blocks.opened(root);
+        let mut t = self.tables.write().expect("tables lock");
+        let dir = t.alloc(Inode {
+            parent: ROOT_INO,
+            kind: Kind::Dir(BTreeMap::new()),
+            ds: Some(ds.clone()),
+        });
+        for (i, e) in ds.entries.iter().enumerate() {
+            let mut cur = dir;
+            let parts: Vec<&str> = e.key.split('/').collect();
+            let (file, dirs) = parts.split_last().expect("keys are non-empty");
+            let mut ok = true;
+            for p in dirs {
+                let existing = match &t.nodes[&cur].kind {
+                    Kind::Dir(c) => c.get(*p).copied(),
+                    Kind::File(_) => {
+                        ok = false;
+                        break;
+                    }
+                };
+                cur = match existing {
+                    Some(ino) => ino,
+                    None => {
+                        let ino = t.alloc(Inode {
+                            parent: cur,
+                            kind: Kind::Dir(BTreeMap::new()),
+                            ds: Some(ds.clone()),
+                        });
+                        if let Some(Kind::Dir(c)) = t.nodes.get_mut(&cur).map(|n| &mut n.kind) {
+                            c.insert(p.to_string(), ino);
+                        }
+                        ino
+                    }
+                };
+            }
+            let clash = matches!(&t.nodes[&cur].kind, Kind::Dir(c) if c.contains_key(*file)) || !ok;
+            if clash || !matches!(t.nodes[&cur].kind, Kind::Dir(_)) {
+                tracing::warn!(root = %root, key = %e.key, "key clashes with a directory of the same name; hidden from the mount");
+                continue;
+            }
+            let ino = t.alloc(Inode {
+                parent: cur,
+                kind: Kind::File(i),
+                ds: Some(ds.clone()),
+            });
+            if let Some(Kind::Dir(c)) = t.nodes.get_mut(&cur).map(|n| &mut n.kind) {
+                c.insert(file.to_string(), ino);
+            }
+        }
+        t.top.insert(name.to_string(), dir);
+        t.attr(dir)
+    }
+
+    /// Fetches the manifest root and every page (concurrently per level).
+    async fn load(&self, root: Cid) -> FsResult<Dataset> {
+        let fetch = |c: Cid| {
+            let blocks = self.blocks.clone();
+            async move {
+                blocks
+                    .block(c, root)
+                    .await
+                    .map_err(|e| FsError::eio(format!("dataset {root}: {e}")))
+            }
+        };
+        let rb = fetch(root).await?;
+        let manifest = Manifest::decode(&rb).map_err(|e| FsError::eio(e.to_string()))?;
+        let mut entries = manifest.metadata.clone();
+        let mut level = vec![manifest.top.clone()];
+        for _depth in 0..=shoal_core::manifest::MAX_DEPTH {
+            let mut next = Vec::new();
+            for node in level {
+                match node {
+                    Node::Leaf(es) => entries.extend(es),
+                    Node::Inner(children) => {
+                        let pages = try_join_all(children.iter().map(|c| fetch(c.cid))).await?;
+                        for (page, child) in pages.iter().zip(children.iter()) {
+                            next.push(
+                                manifest
+                                    .decode_page(page, child)
+                                    .map_err(|e| FsError::eio(e.to_string()))?,
+                            );
+                        }
+                    }
+                }
+            }
+            if next.is_empty() {
+                entries.sort_by(|a, b| a.key.cmp(&b.key));
+                return Ok(Dataset {
+                    root,
+                    manifest,
+                    entries,
+                });
+            }
+            level = next;
+        }
+        Err(FsError::eio(format!("dataset {root}: manifest deeper than allowed")))
+    }
+
+    pub fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
+        let t = self.read_tables();
+        if ino == ROOT_INO {
+            let mut out: BTreeMap<String, DirEntry> = BTreeMap::new();
+            for (name, d) in &t.top {
+                out.insert(
+                    name.clone(),
+                    DirEntry {
+                        ino: *d,
+                        name: name.clone(),
+                        is_dir: true,
+                    },
+                );
+            }
+            // Named datasets not opened yet: listed; loaded on lookup. Their
+            // inode here is a placeholder the kernel replaces on lookup.
+            for (name, _) in self.blocks.names() {
+                out.entry(name.clone()).or_insert(DirEntry {
+                    ino: u64::MAX,
+                    name,
+                    is_dir: true,
+                });
+            }
+            return Ok(out.into_values().collect());
+        }
+        let node = t
+            .nodes
+            .get(&ino)
+            .ok_or_else(|| FsError::enoent(format!("inode {ino}")))?;
+        let Kind::Dir(children) = &node.kind else {
+            return Err(FsError::new(libc::ENOTDIR, "not a directory"));
+        };
+        Ok(children
+            .iter()
+            .map(|(name, c)| DirEntry {
+                ino: *c,
+                name: name.clone(),
+                is_dir: matches!(t.nodes[c].kind, Kind::Dir(_)),
+            })
+            .collect())
+    }
+
+    pub fn parent(&self, ino: u64) -> u64 {
+        self.read_tables().nodes.get(&ino).map(|n| n.parent).unwrap_or(ROOT_INO)
+    }
+
+    fn file(&self, ino: u64) -> FsResult<(Arc<Dataset>, usize, u64)> {
+        let t = self.read_tables();
+        let n = t
+            .nodes
+            .get(&ino)
+            .ok_or_else(|| FsError::enoent(format!("inode {ino}")))?;
+        match (&n.kind, &n.ds) {
+            (Kind::File(i), Some(ds)) => Ok((ds.clone(), *i, n.parent)),
+            _ => Err(FsError::new(libc::EISDIR, "is a directory")),
+        }
+    }
+
+    /// Reads `size` bytes at `offset` of a file.
+    pub async fn read(self: &Arc<Self>, ino: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let (ds, idx, dir) = self.file(ino)?;
+        let e = &ds.entries[idx];
+        let end = (offset + u64::from(size)).min(e.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let cids = match &e.content {
+            Content::Inline(d) => return Ok(d.slice(offset as usize..end as usize)),
+            Content::Blocks(c) => c,
+        };
+        let bs = u64::from(ds.manifest.block_size);
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        self.maybe_prefetch(ino, &ds, idx, dir, first..=last);
+        let (size, block_size) = (e.size, ds.manifest.block_size);
+        let got = try_join_all((first..=last).map(|bi| {
+            let blocks = self.blocks.clone();
+            let (cid, root, key) = (cids[bi as usize], ds.root, e.key.clone());
+            async move {
+                let b = blocks
+                    .block(cid, root)
+                    .await
+                    .map_err(|err| FsError::eio(format!("{root}/{key}: block {cid}: {err}")))?;
+                let want = chunk::block_len(size, block_size, bi);
+                if b.len() as u64 != want {
+                    return Err(FsError::eio(format!(
+                        "{root}/{key}: block {cid} has {} bytes, manifest says {want}",
+                        b.len()
+                    )));
+                }
+                Ok(b)
+            }
+        }))
+        .await?;
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (i, b) in got.iter().enumerate() {
+            let block_start = (first + i as u64) * bs;
+            let s = offset.saturating_sub(block_start) as usize;
+            let t = ((end - block_start) as usize).min(b.len());
+            out.extend_from_slice(&b.data()[s..t]);
+        }
+        Ok(out.freeze())
+    }
+
+    /// First read of a file: fetch the rest of it in the background. Reads
+    /// that walk a directory in order: also the next few chunk files.
+    fn maybe_prefetch(
+        self: &Arc<Self>,
+        ino: u64,
+        ds: &Arc<Dataset>,
+        idx: usize,
+        dir: u64,
+        demanded: std::ops::RangeInclusive<u64>,
+    ) {
+        if !self.prefetched.lock().expect("prefetch lock").insert(ino) {
+            return;
+        }
+        let mut files = vec![idx];
+        let sequential = {
+            let mut last = self.last_read_in_dir.lock().expect("last-read lock");
+            let prev = last.insert(dir, ino);
+            prev.is_some_and(|p| self.next_file(dir, p) == Some(ino))
+        };
+        if sequential {
+            let mut cur = ino;
+            for _ in 0..self.opts.readahead_files {
+                let Some(n) = self.next_file(dir, cur) else { break };
+                if let Ok((_, i, _)) = self.file(n) {
+                    files.push(i);
+                }
+                cur = n;
+            }
+        }
+        for i in files {
+            for (bi, cid) in ds.entries[i].blocks().to_vec().into_iter().enumerate() {
+                if i == idx && demanded.contains(&(bi as u64)) {
+                    continue; // the demand read is fetching it already
+                }
+                // Bounded: beyond 4x the in-flight budget, prefetch is dropped.
+                if self.prefetch_queued.load(Ordering::Relaxed) >= self.opts.max_inflight_blocks * 4 {
+                    return;
+                }
+                self.prefetch_queued.fetch_add(1, Ordering::Relaxed);
+                let (sem, queued, blocks, root) = (
+                    self.prefetch.clone(),
+                    self.prefetch_queued.clone(),
+                    self.blocks.clone(),
+                    ds.root,
+                );
+                tokio::spawn(async move {
+                    if let Ok(_permit) = sem.acquire().await {
+                        let _ = blocks.block(cid, root).await;
+                    }
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        }
+    }
+
+    fn next_file(&self, dir: u64, after: u64) -> Option<u64> {
+        let t = self.read_tables();
+        let Kind::Dir(children) = &t.nodes.get(&dir)?.kind else {
+            return None;
+        };
+        let mut it = children.values().skip_while(|c| **c != after);
+        it.next()?;
+        it.copied().find(|c| matches!(t.nodes[c].kind, Kind::File(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests;
