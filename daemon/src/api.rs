@@ -185,3 +185,13 @@ pub struct StatsResult {
     pub names: u64,
     pub quota: Option<u64>,
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MountRequest {
+    pub dir: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MountResult {
+    pub dir: String,
+}

@@ -42,6 +42,12 @@ request_timeout = "20s"
 provider_timeout = "20s"
 # Deadline of one block read through the network (mount, cat of a remote key).
 block_timeout = "30s"
+
+[mount]
+# Chunk files fetched ahead when a directory is read in order.
+readahead_files = 4
+# Blocks prefetched at once per mount (the prefetch memory/bandwidth budget).
+prefetch_inflight = 32
 "#;
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -51,6 +57,24 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub network: NetworkConfig,
+    #[serde(default)]
+    pub mount: MountConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MountConfig {
+    pub readahead_files: usize,
+    pub prefetch_inflight: usize,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        Self {
+            readahead_files: 4,
+            prefetch_inflight: 32,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -6,6 +6,7 @@
 mod api;
 mod client;
 mod config;
+mod mounts;
 mod output;
 mod server;
 
@@ -82,6 +83,12 @@ enum Cmd {
     Unpin { target: String },
     /// List pinned and named datasets.
     Pins,
+    /// Mount every dataset read-only under DIR (DIR/<name or CID>/...).
+    Mount { dir: PathBuf },
+    /// Unmount a mount made by `shoal mount`.
+    Unmount { dir: PathBuf },
+    /// List this daemon's mounts.
+    Mounts,
     /// Remove blocks no pin or name needs; compact pack segments.
     Gc,
     /// Verify every stored block and dataset.
@@ -315,6 +322,46 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 print_json(&r)?;
             } else {
                 output::print_pins(&r);
+            }
+        }
+        Cmd::Mount { dir } => {
+            let r: MountResult = client
+                .post(
+                    "/v1/mount",
+                    &MountRequest {
+                        dir: absolute(&dir)?.display().to_string(),
+                    },
+                )
+                .await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("mounted on {}: datasets appear as {}/<name or CID>", r.dir, r.dir);
+            }
+        }
+        Cmd::Unmount { dir } => {
+            let r: MountResult = client
+                .post(
+                    "/v1/unmount",
+                    &MountRequest {
+                        dir: absolute(&dir)?.display().to_string(),
+                    },
+                )
+                .await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("unmounted {}", r.dir);
+            }
+        }
+        Cmd::Mounts => {
+            let r: Vec<String> = client.get("/v1/mounts").await?;
+            if json {
+                print_json(&r)?;
+            } else if r.is_empty() {
+                println!("no mounts");
+            } else {
+                r.iter().for_each(|m| println!("{m}"));
             }
         }
         Cmd::Gc => {

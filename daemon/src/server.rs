@@ -39,7 +39,8 @@ pub struct Daemon {
     pub config: Config,
     pub net: shoal_net::Client,
     pub fetcher: shoal_net::Fetcher,
-    pub source: shoal_net::BlockSource,
+    pub source: Arc<shoal_net::BlockSource>,
+    pub mounts: crate::mounts::Mounts,
 }
 
 type St = State<Arc<Daemon>>;
@@ -591,6 +592,46 @@ async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
     .await
 }
 
+async fn mount(State(d): St, Json(req): Json<MountRequest>) -> ApiResult<Json<MountResult>> {
+    let rt = tokio::runtime::Handle::current();
+    blocking(d, move |d| {
+        let blocks = crate::mounts::MountBlocks {
+            source: d.source.clone(),
+            store: d.store.clone(),
+        };
+        let opts = shoal_fuse::MountOptions {
+            readahead_files: d.config.mount.readahead_files,
+            max_inflight_blocks: d.config.mount.prefetch_inflight.max(1),
+            ..Default::default()
+        };
+        let dir = d
+            .mounts
+            .mount(std::path::Path::new(&req.dir), blocks, opts, rt)
+            .map_err(|e| AppError::new(ErrorKind::BadRequest, format!("{e:#}")))?;
+        Ok(Json(MountResult {
+            dir: dir.display().to_string(),
+        }))
+    })
+    .await
+}
+
+async fn unmount(State(d): St, Json(req): Json<MountRequest>) -> ApiResult<Json<MountResult>> {
+    blocking(d, move |d| {
+        let dir = d
+            .mounts
+            .unmount(std::path::Path::new(&req.dir))
+            .map_err(|e| AppError::new(ErrorKind::BadRequest, format!("{e:#}")))?;
+        Ok(Json(MountResult {
+            dir: dir.display().to_string(),
+        }))
+    })
+    .await
+}
+
+async fn list_mounts(State(d): St) -> Json<Vec<String>> {
+    Json(d.mounts.list().iter().map(|p| p.display().to_string()).collect())
+}
+
 pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
         .route("/v1/id", get(id))
@@ -604,6 +645,9 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/pin", post(pin))
         .route("/v1/unpin", post(unpin))
         .route("/v1/pins", get(pins))
+        .route("/v1/mount", post(mount))
+        .route("/v1/unmount", post(unmount))
+        .route("/v1/mounts", get(list_mounts))
         .route("/v1/gc", post(gc))
         .route("/v1/fsck", post(fsck))
         .route("/v1/stats", get(stats))
@@ -734,7 +778,8 @@ pub async fn run(repo: Repo) -> Result<()> {
         store: store.clone(),
         opts: fetch_opts,
     };
-    let source = shoal_net::BlockSource::new(fetcher.clone());
+    let source = Arc::new(shoal_net::BlockSource::new(fetcher.clone()));
+    let mounts = crate::mounts::Mounts::recover(&repo.home);
     // We hold the store lock, so any socket file left is stale.
     let sock = repo.socket_path();
     let _ = std::fs::remove_file(&sock);
@@ -749,6 +794,7 @@ pub async fn run(repo: Repo) -> Result<()> {
         net,
         fetcher,
         source,
+        mounts,
     });
     // Announce every complete dataset we hold.
     let held = {
@@ -783,6 +829,9 @@ pub async fn run(repo: Repo) -> Result<()> {
     let server = tokio::spawn(async move { serve.await });
     shutdown_signal().await;
     let _ = stop_tx.send(());
+    // Unmount first: readers get their answers or errors now, not a hang.
+    let dm = d.clone();
+    let _ = tokio::task::spawn_blocking(move || dm.mounts.unmount_all()).await;
     if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
         tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; exiting anyway (the store is crash-safe)");
     }

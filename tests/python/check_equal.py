@@ -39,4 +39,8 @@ for path, a in a_orig.items():
 if "xr_" in orig:
     import xarray as xr
     xr.testing.assert_identical(xr.open_zarr(orig).load(), xr.open_zarr(copy).load())
+    # dask through the copy (threaded scheduler) vs numpy on the original.
+    got = float(xr.open_zarr(copy)["sst"].mean().compute(scheduler="threads"))
+    want = float(np.nanmean(go["sst"][...].astype("f8")))
+    assert abs(got - want) <= 1e-5 * abs(want), (got, want)
 print(f"ok {len(a_orig)} arrays")

@@ -429,6 +429,8 @@ impl BlockSource {
             Ok(None) => "not in the local store".to_string(),
             Err(e) => {
                 tracing::warn!(%cid, error = %e, "local copy unusable; fetching from peers");
+                let store = self.fetcher.store.clone();
+                blocking(move || Ok(store.drop_if_corrupt(&cid)?)).await?;
                 format!("the local copy is unusable ({e})")
             }
         };

@@ -273,6 +273,22 @@ impl Store {
         Ok(Some(block))
     }
 
+    /// Drops the index entry of a block whose local copy failed
+    /// verification, so a verified copy fetched elsewhere can replace it.
+    /// Does nothing if the stored copy verifies.
+    pub fn drop_if_corrupt(&self, cid: &Cid) -> Result<bool> {
+        let _w = self.writer.lock().expect("writer lock");
+        let Some(loc) = self.loc(cid)? else {
+            return Ok(false);
+        };
+        if self.read_verified(cid, &loc).is_ok() {
+            return Ok(false);
+        }
+        tracing::warn!(%cid, segment = loc.segment, offset = loc.offset, "dropping corrupt local copy");
+        self.remove_entries(&[(*cid, loc)])?;
+        Ok(true)
+    }
+
     /// Like [`Self::get`] but a missing block is an error.
     pub fn require(&self, cid: &Cid) -> Result<Block> {
         self.get(cid)?.ok_or(Error::Missing(*cid))

@@ -1,0 +1,236 @@
+//! End-to-end mount tests: daemon B mounts datasets that only daemon A
+//! holds; zarr-python, xarray and dask read them through the kernel.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct MountGuard(PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let want = dir.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: the mount tests need FUSE (load the fuse module; in containers pass --device /dev/fuse)"
+    );
+}
+
+/// A and B connected; B mounts on a fresh directory.
+fn pair(b_opts: Opts) -> (Daemon, Daemon, tempfile::TempDir, MountGuard) {
+    require_fuse();
+    let a = Daemon::start();
+    let b = Daemon::start_opts(b_opts);
+    b.connect(&a);
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    b.cli_ok(&["mount", mnt.to_str().unwrap()]);
+    let mnt = std::fs::canonicalize(&mnt).unwrap();
+    assert!(is_mounted(&mnt));
+    (a, b, dir, MountGuard(mnt))
+}
+
+fn wait_provider(d: &Daemon, root: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.json(&["providers", root])["providers"].as_array().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no provider for {root}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs a tests/python script with a hang guard.
+fn py_within(script: &str, args: &[&Path], secs: u64) -> String {
+    let mut child = Command::new(python())
+        .arg(workspace().join("tests/python").join(script))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{script} did not finish within {secs}s (a hung mount?)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn zarr_xarray_and_dask_read_datasets_mounted_from_another_daemon() {
+    let (a, b, _dir, mnt) = pair(Opts::default());
+    for name in ["v2_blosc", "v3_zstd", "v3_sharded", "ints_v2", "xr_v2", "xr_v3"] {
+        let src = datasets().join(name);
+        let root = a.add(&src, Some(name));
+        wait_provider(&b, &root);
+        let blocks_before = b.json(&["stats"])["blocks"].as_u64().unwrap();
+        let out = py_within("check_equal.py", &[&src, &mnt.0.join(&root)], 300);
+        assert!(out.starts_with("ok"), "{name}: {out}");
+        // B held none of the blocks before and fetched them for the read.
+        assert!(b.json(&["stats"])["blocks"].as_u64().unwrap() > blocks_before, "{name}");
+    }
+}
+
+#[test]
+fn ls_lr_lists_every_key_with_its_size_and_fetches_no_chunk() {
+    let (a, b, _dir, mnt) = pair(Opts::default());
+    let src = datasets().join("v2_blosc");
+    let root = a.add(&src, None);
+    wait_provider(&b, &root);
+    assert_eq!(b.json(&["stats"])["blocks"].as_u64(), Some(0));
+    let listed: serde_json::Value =
+        serde_json::from_str(&py_within("tree_sizes.py", &[&mnt.0.join(&root)], 120)).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&py_within("tree_sizes.py", &[&src], 60)).unwrap();
+    assert_eq!(listed, expected);
+    let ls = Command::new("ls").arg("-laR").arg(mnt.0.join(&root)).output().unwrap();
+    assert!(ls.status.success());
+    // Only the manifest root came over; no chunk block was fetched.
+    assert_eq!(b.json(&["stats"])["blocks"].as_u64(), Some(1));
+}
+
+#[test]
+fn sixteen_concurrent_readers_get_the_right_bytes() {
+    let (a, b, _dir, mnt) = pair(Opts::default());
+    let src = datasets().join("v3_zstd");
+    let root = a.add(&src, None);
+    wait_provider(&b, &root);
+    let out = py_within("concurrent_read.py", &[&src, &mnt.0.join(&root)], 300);
+    assert!(out.starts_with("ok"), "{out}");
+}
+
+fn short_timeouts() -> Opts {
+    Opts {
+        network: "block_timeout = \"3s\"\nrequest_timeout = \"2s\"\nprovider_timeout = \"2s\"\n".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_chunk_whose_only_provider_is_gone_is_eio_and_the_rest_still_works() {
+    let (mut a, b, _dir, mnt) = pair(short_timeouts());
+    let src = datasets().join("v2_blosc");
+    let root = a.add(&src, None);
+    wait_provider(&b, &root);
+    let ds = mnt.0.join(&root);
+    let first = ds.join("temp/0.0.0");
+    assert!(py_within("read_file.py", &[&first], 60).starts_with("ok"));
+    a.kill9();
+    // The read fails within block_timeout (3s); the 30s guard catches a hang.
+    let out = py_within("read_file.py", &[&ds.join("temp/5.1.1")], 30);
+    assert_eq!(out.trim(), format!("errno {}", libc_eio()), "{out}");
+    // The rest of the mount keeps working: listing and already-read data.
+    assert!(py_within("read_file.py", &[&first], 60).starts_with("ok"));
+    assert!(py_within("tree_sizes.py", &[&ds], 60).contains("temp/5.1.1"));
+    assert!(py_within("read_file.py", &[&ds.join("temp/.zarray")], 60).starts_with("ok"));
+}
+
+fn libc_eio() -> i32 {
+    5
+}
+
+/// Flips one byte of `chunk`'s bytes inside `d`'s pack segments.
+fn corrupt_local_copy(d: &Daemon, chunk: &[u8]) {
+    let seg = d.home.join("store/segments/000000000001.pack");
+    let mut pack = std::fs::read(&seg).unwrap();
+    let at = pack
+        .windows(chunk.len())
+        .position(|w| w == chunk)
+        .expect("chunk bytes in pack");
+    pack[at + chunk.len() / 2] ^= 0x5a;
+    std::fs::write(&seg, &pack).unwrap();
+}
+
+#[test]
+fn a_block_corrupted_in_the_local_store_is_refetched_or_fails_with_eio() {
+    let (mut a, b, _dir, mnt) = pair(short_timeouts());
+    let src = datasets().join("v2_blosc");
+    let root = a.add(&src, None);
+    wait_provider(&b, &root);
+    b.cli_ok(&["pin", &root]);
+    let ds = mnt.0.join(&root);
+    let sha = |p: &Path| format!("ok {}", sha256(&std::fs::read(p).unwrap()));
+    // With the provider up: the bad local copy is replaced by a verified one.
+    corrupt_local_copy(&b, &std::fs::read(src.join("temp/1.0.1")).unwrap());
+    assert_eq!(
+        py_within("read_file.py", &[&ds.join("temp/1.0.1")], 60).trim(),
+        sha(&src.join("temp/1.0.1"))
+    );
+    assert!(b.cli(&["fsck"]).status.success(), "the corrupt copy was replaced");
+    // With no provider: EIO, never wrong bytes.
+    corrupt_local_copy(&b, &std::fs::read(src.join("temp/2.1.0")).unwrap());
+    a.kill9();
+    let out = py_within("read_file.py", &[&ds.join("temp/2.1.0")], 60);
+    assert_eq!(out.trim(), "errno 5", "{out}");
+}
+
+fn sha256(data: &[u8]) -> String {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn stopping_the_daemon_unmounts_and_a_killed_one_is_cleaned_up_on_restart() {
+    require_fuse();
+    let mut d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    d.cli_ok(&["mount", mnt.to_str().unwrap()]);
+    let mnt = std::fs::canonicalize(&mnt).unwrap();
+    let _guard = MountGuard(mnt.clone());
+    assert!(is_mounted(&mnt));
+    assert!(d.stop().success());
+    assert!(!is_mounted(&mnt), "SIGTERM left the mount behind");
+
+    d.restart();
+    d.cli_ok(&["mount", mnt.to_str().unwrap()]);
+    assert!(is_mounted(&mnt));
+    d.kill9();
+    d.restart();
+    assert!(!is_mounted(&mnt), "restart did not clean up the stale mount");
+    // And the directory can be mounted again.
+    d.cli_ok(&["mount", mnt.to_str().unwrap()]);
+    assert!(is_mounted(&mnt));
+    d.cli_ok(&["unmount", mnt.to_str().unwrap()]);
+    assert!(!is_mounted(&mnt));
+}
