@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Mount benchmarks (issue 4), each against its baseline in the same run:
+#   1. warm read (blocks local, page cache dropped) of every chunk file of a
+#      >= 1 GiB dataset through the mount vs the same files through bindfs
+#      over a plain directory (8 parallel readers each);
+#   2. cold read through the mount (blocks only on another daemon) vs
+#      `shoal pin` of the same dataset;
+#   3. xarray.open_zarr(mount).mean().compute() (warm) vs the same on a
+#      plain directory copy;
+#   4. `ls -lR` of a dataset with 100,000 chunk keys through the mount vs
+#      the same tree on local disk.
+# Needs root (FUSE, drop_caches). usage: bench/mount.sh [GIB] [KEYS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GIB=${1:-1.1}
+KEYS=${2:-100000}
+W=${BENCH_DIR:-/tmp/shoal-mountbench}
+command -v bindfs >/dev/null || apt-get install -y -q bindfs >/dev/null
+scripts/setup-venv.sh
+cargo build --release -q -p shoal
+BIN=$PWD/target/release/shoal
+PY=$PWD/.venv/bin/python
+for m in "$W"/mnt-* "$W"/bind; do umount -l "$m" 2>/dev/null || true; done
+rm -rf "$W" && mkdir -p "$W"
+$PY bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
+$PY bench/make_many_keys.py "$W/many.zarr" "$KEYS" >/dev/null
+SIZE=$(du -sb "$W/src.zarr" | cut -f1)
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+PIDS=()
+cleanup() {
+  for m in "$W"/mnt-* "$W"/bind; do umount -l "$m" 2>/dev/null || true; done
+  kill "${PIDS[@]}" 2>/dev/null || true
+}
+trap cleanup EXIT
+start() {
+  "$BIN" --home "$W/$1" init --listen /ip4/127.0.0.1/tcp/0 >/dev/null
+  "$BIN" --home "$W/$1" daemon 2>"$W/$1.log" & PIDS+=($!)
+  for _ in $(seq 100); do "$BIN" --home "$W/$1" id >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "daemon $1 did not start" >&2; exit 1
+}
+addr() { "$BIN" --home "$W/$1" id --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["addrs"][0])'; }
+readall() { (cd "$1" && find . -type f -print0 | xargs -0 -P 8 -n 16 cat > /dev/null); }
+secs() { echo "$2 - $1" | bc -l; }
+
+start A; start B; start C
+ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
+MANY=$("$BIN" --home "$W/A" add "$W/many.zarr" | tail -1)
+"$BIN" --home "$W/B" connect "$(addr A)" >/dev/null
+"$BIN" --home "$W/C" connect "$(addr A)" >/dev/null
+"$BIN" --home "$W/A" mount "$W/mnt-a" >/dev/null
+"$BIN" --home "$W/B" mount "$W/mnt-b" >/dev/null
+mkdir -p "$W/bind"; bindfs -r "$W/src.zarr" "$W/bind"
+
+# 1. warm: A holds every block.
+ls -lR "$W/mnt-a/$ROOT" >/dev/null   # load the manifest (not timed)
+drop; t0=$(now); readall "$W/mnt-a/$ROOT"; t1=$(now); WARM=$(secs $t0 $t1)
+drop; t0=$(now); readall "$W/bind"; t1=$(now); BIND=$(secs $t0 $t1)
+# 2. cold: B holds nothing; C pins.
+drop; t0=$(now); readall "$W/mnt-b/$ROOT"; t1=$(now); COLD=$(secs $t0 $t1)
+drop; t0=$(now); "$BIN" --home "$W/C" pin "$ROOT" >/dev/null; t1=$(now); PIN=$(secs $t0 $t1)
+# 3. xarray + dask mean, warm (blocks local; page cache warm for both).
+XR='import sys, time, xarray as xr; ds = xr.open_zarr(sys.argv[1]); t = time.time(); v = float(ds["sst"].mean().compute(scheduler="threads")); print(time.time() - t, v)'
+$PY -c "$XR" "$W/mnt-a/$ROOT" >/dev/null; $PY -c "$XR" "$W/src.zarr" >/dev/null  # warm both
+read XMNT VMNT < <($PY -c "$XR" "$W/mnt-a/$ROOT")
+read XDIR VDIR < <($PY -c "$XR" "$W/src.zarr")
+# 4. ls -lR of 100k keys (first listing through a fresh mount loads the manifest).
+"$BIN" --home "$W/A" mount "$W/mnt-a2" >/dev/null
+drop; t0=$(now); ls -lR "$W/mnt-a2/$MANY" >/dev/null; t1=$(now); LSM=$(secs $t0 $t1)
+drop; t0=$(now); ls -lR "$W/many.zarr" >/dev/null; t1=$(now); LSD=$(secs $t0 $t1)
+
+mib() { echo "$SIZE / 1048576 / $1" | bc -l | xargs printf '%.0f'; }
+printf 'dataset: %s bytes, %s chunk files; ls dataset: %s keys\n' "$SIZE" "$(find "$W/src.zarr" -type f | wc -l)" "$KEYS"
+printf 'warm read:  mount %.2fs (%s MiB/s)  bindfs %.2fs (%s MiB/s)  throughput ratio mount/bindfs = %.2fx (target >= 1.0x)\n' "$WARM" "$(mib "$WARM")" "$BIND" "$(mib "$BIND")" "$(echo "$BIND / $WARM" | bc -l)"
+printf 'cold read:  mount %.2fs (%s MiB/s)  shoal pin %.2fs (%s MiB/s)  throughput ratio mount/pin = %.2fx (target >= 0.7x)\n' "$COLD" "$(mib "$COLD")" "$PIN" "$(mib "$PIN")" "$(echo "$PIN / $COLD" | bc -l)"
+printf 'xarray mean (warm): mount %.2fs  plain dir %.2fs  time ratio = %.2fx (target <= 1.2x); means %s / %s\n' "$XMNT" "$XDIR" "$(echo "$XMNT / $XDIR" | bc -l)" "$VMNT" "$VDIR"
+printf 'ls -lR %s keys: mount %.2fs  local disk %.2fs  time ratio = %.2fx (target <= 2x)\n' "$KEYS" "$LSM" "$LSD" "$(echo "$LSM / $LSD" | bc -l)"
