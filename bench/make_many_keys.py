@@ -19,5 +19,5 @@ for i in range(n // side):
     os.makedirs(f"{out}/x/{i}", exist_ok=True)
     for j in range(side):
         with open(f"{out}/x/{i}/{j}", "wb") as f:
-            f.write((i * side + j).to_bytes(2, "little"))
+            f.write(((i * side + j) % 32768).to_bytes(2, "little"))
 print(out, n, "keys")

@@ -72,6 +72,10 @@ pub struct MountOptions {
     pub max_inflight_blocks: usize,
     /// Attribute/entry TTL for dataset content (immutable: long).
     pub ttl: Duration,
+    /// Bytes of verified blocks kept in memory. The kernel reads in pieces
+    /// smaller than a block (128 KiB to 1 MiB); without this cache every
+    /// piece would re-read and re-hash the whole block.
+    pub cache_bytes: usize,
 }
 
 impl Default for MountOptions {
@@ -80,6 +84,7 @@ impl Default for MountOptions {
             readahead_files: 4,
             max_inflight_blocks: 32,
             ttl: Duration::from_secs(24 * 3600),
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -161,11 +166,49 @@ pub struct MountFs<B> {
     prefetch_queued: Arc<AtomicUsize>,
     prefetched: Mutex<HashSet<u64>>,
     last_read_in_dir: Mutex<HashMap<u64, u64>>,
+    cache: Mutex<BlockCache>,
     pub started: SystemTime,
+}
+
+/// A byte-bounded LRU of verified blocks.
+struct BlockCache {
+    max: usize,
+    used: usize,
+    tick: u64,
+    blocks: HashMap<Cid, (Block, u64)>,
+    order: BTreeMap<u64, Cid>,
+}
+
+impl BlockCache {
+    fn get(&mut self, cid: &Cid) -> Option<Block> {
+        self.tick += 1;
+        let (b, t) = self.blocks.get_mut(cid)?;
+        self.order.remove(t);
+        *t = self.tick;
+        self.order.insert(self.tick, *cid);
+        Some(b.clone())
+    }
+
+    fn put(&mut self, b: &Block) {
+        if b.len() > self.max || self.blocks.contains_key(b.cid()) {
+            return;
+        }
+        while self.used + b.len() > self.max {
+            let Some((_, old)) = self.order.pop_first() else { break };
+            if let Some((ob, _)) = self.blocks.remove(&old) {
+                self.used -= ob.len();
+            }
+        }
+        self.tick += 1;
+        self.used += b.len();
+        self.blocks.insert(*b.cid(), (b.clone(), self.tick));
+        self.order.insert(self.tick, *b.cid());
+    }
 }
 
 impl<B: Blocks> MountFs<B> {
     pub fn new(blocks: Arc<B>, opts: MountOptions) -> Self {
+        let cache_bytes = opts.cache_bytes;
         let mut nodes = HashMap::new();
         nodes.insert(
             ROOT_INO,
@@ -188,6 +231,13 @@ impl<B: Blocks> MountFs<B> {
             loading: tokio::sync::Mutex::new(()),
             prefetched: Mutex::new(HashSet::new()),
             last_read_in_dir: Mutex::new(HashMap::new()),
+            cache: Mutex::new(BlockCache {
+                max: cache_bytes,
+                used: 0,
+                tick: 0,
+                blocks: HashMap::new(),
+                order: BTreeMap::new(),
+            }),
             started: SystemTime::now(),
         }
     }
@@ -381,6 +431,36 @@ impl<B: Blocks> MountFs<B> {
             .collect())
     }
 
+    /// Up to `max` entries of directory `ino` starting at index `skip`
+    /// (not counting "." and ".."), with their attributes: the readdir and
+    /// readdirplus pages. Not for the mount root (see [`Self::readdir`]).
+    pub fn readdir_page(&self, ino: u64, skip: usize, max: usize) -> FsResult<Vec<(DirEntry, Attr)>> {
+        let t = self.read_tables();
+        let node = t
+            .nodes
+            .get(&ino)
+            .ok_or_else(|| FsError::enoent(format!("inode {ino}")))?;
+        let Kind::Dir(children) = &node.kind else {
+            return Err(FsError::new(libc::ENOTDIR, "not a directory"));
+        };
+        children
+            .iter()
+            .skip(skip)
+            .take(max)
+            .map(|(name, c)| {
+                let a = t.attr(*c)?;
+                Ok((
+                    DirEntry {
+                        ino: *c,
+                        name: name.clone(),
+                        is_dir: a.is_dir,
+                    },
+                    a,
+                ))
+            })
+            .collect()
+    }
+
     pub fn parent(&self, ino: u64) -> u64 {
         self.read_tables().nodes.get(&ino).map(|n| n.parent).unwrap_or(ROOT_INO)
     }
@@ -416,11 +496,20 @@ impl<B: Blocks> MountFs<B> {
         let got = try_join_all((first..=last).map(|bi| {
             let blocks = self.blocks.clone();
             let (cid, root, key) = (cids[bi as usize], ds.root, e.key.clone());
+            let this = self.clone();
             async move {
-                let b = blocks
-                    .block(cid, root)
-                    .await
-                    .map_err(|err| FsError::eio(format!("{root}/{key}: block {cid}: {err}")))?;
+                let cached = this.cache.lock().expect("cache lock").get(&cid);
+                let b = match cached {
+                    Some(b) => b,
+                    None => {
+                        let b = blocks
+                            .block(cid, root)
+                            .await
+                            .map_err(|err| FsError::eio(format!("{root}/{key}: block {cid}: {err}")))?;
+                        this.cache.lock().expect("cache lock").put(&b);
+                        b
+                    }
+                };
                 let want = chunk::block_len(size, block_size, bi);
                 if b.len() as u64 != want {
                     return Err(FsError::eio(format!(
@@ -432,6 +521,13 @@ impl<B: Blocks> MountFs<B> {
             }
         }))
         .await?;
+        if let [b] = got.as_slice() {
+            // Within one block: a zero-copy slice.
+            let block_start = first * bs;
+            return Ok(b
+                .data()
+                .slice((offset - block_start) as usize..((end - block_start) as usize).min(b.len())));
+        }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for (i, b) in got.iter().enumerate() {
             let block_start = (first + i as u64) * bs;

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs,
-    Request, SessionACL,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyStatfs, Request, SessionACL,
 };
 
 use crate::fs::{Attr, Blocks, FsError, MountFs, ROOT_INO};
@@ -23,6 +23,12 @@ use crate::fs::{Attr, Blocks, FsError, MountFs, ROOT_INO};
 const FUSE_THREADS: usize = 4;
 /// The mount root lists names that can change: short TTL.
 const ROOT_TTL: Duration = Duration::from_secs(1);
+/// Largest read the kernel may send: one block, so a sequential reader
+/// costs one request per block instead of eight.
+const MAX_READ: u32 = 1 << 20;
+/// Entries prepared per readdir(plus) call; the reply buffer takes what
+/// fits and the kernel asks again from the next offset.
+const DIR_PAGE: usize = 512;
 
 struct Adapter<B> {
     fs: Arc<MountFs<B>>,
@@ -34,6 +40,48 @@ fn errno(e: &FsError) -> Errno {
 }
 
 impl<B: Blocks> Adapter<B> {
+    /// One page of a directory from `offset`, with "." and ".." first:
+    /// (next offset, entry, attributes).
+    fn dir_page(&self, ino: u64, offset: u64) -> Result<Vec<(u64, crate::fs::DirEntry, Attr)>, FsError> {
+        let mut out = Vec::new();
+        let dots = [(ino, "."), (self.fs.parent(ino), "..")];
+        for (i, (d, name)) in dots.iter().enumerate().skip(offset as usize) {
+            let a = self.fs.getattr(*d)?;
+            out.push((
+                (i + 1) as u64,
+                crate::fs::DirEntry {
+                    ino: *d,
+                    name: name.to_string(),
+                    is_dir: true,
+                },
+                a,
+            ));
+        }
+        let skip = (offset as usize).saturating_sub(2);
+        let page = if ino == ROOT_INO {
+            self.fs
+                .readdir(ino)?
+                .into_iter()
+                .skip(skip)
+                .take(DIR_PAGE)
+                .map(|e| {
+                    let a = Attr {
+                        ino: e.ino,
+                        size: 0,
+                        is_dir: true,
+                    };
+                    (e, a)
+                })
+                .collect()
+        } else {
+            self.fs.readdir_page(ino, skip, DIR_PAGE)?
+        };
+        for (i, (e, a)) in page.into_iter().enumerate() {
+            out.push(((skip + i + 3) as u64, e, a));
+        }
+        Ok(out)
+    }
+
     fn file_attr(&self, a: Attr) -> FileAttr {
         let t = self.fs.started;
         FileAttr {
@@ -69,6 +117,24 @@ impl<B: Blocks> Adapter<B> {
 }
 
 impl<B: Blocks> Filesystem for Adapter<B> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Bigger requests (max_pages follows max_write/max_readahead).
+        let _ = config.set_max_write(MAX_READ);
+        if config.set_max_readahead(MAX_READ).is_err() {
+            tracing::debug!("kernel caps readahead below 1 MiB");
+        }
+        for cap in [
+            InitFlags::FUSE_MAX_PAGES,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_DO_READDIRPLUS,
+        ] {
+            if config.add_capabilities(cap).is_err() {
+                tracing::debug!(?cap, "kernel lacks FUSE capability");
+            }
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name.to_str() else {
             return reply.error(Errno::ENOENT);
@@ -149,21 +215,66 @@ impl<B: Blocks> Filesystem for Adapter<B> {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let entries = match self.fs.readdir(ino.0) {
+        let entries = match self.dir_page(ino.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
-        let parent = self.fs.parent(ino.0);
-        let all = [(ino.0, ".".to_string(), true), (parent, "..".to_string(), true)]
-            .into_iter()
-            .chain(entries.into_iter().map(|e| (e.ino, e.name, e.is_dir)));
-        for (i, (child, name, is_dir)) in all.enumerate().skip(offset as usize) {
-            let kind = if is_dir {
+        for (off, e, _) in entries {
+            let kind = if e.is_dir {
                 FileType::Directory
             } else {
                 FileType::RegularFile
             };
-            if reply.add(INodeNo(child), (i + 1) as u64, kind, &name) {
+            if reply.add(INodeNo(e.ino), off, kind, &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    /// Entries with their attributes, so `ls -l` and tree walks need no
+    /// lookup round trip per file.
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        if ino.0 == ROOT_INO {
+            // Root entries are datasets that may not be loaded yet: load
+            // them (possibly over the network) off the FUSE thread.
+            let this = Adapter {
+                fs: self.fs.clone(),
+                rt: self.rt.clone(),
+            };
+            self.rt.spawn(async move {
+                let names = match this.fs.readdir(ROOT_INO) {
+                    Ok(n) => n,
+                    Err(e) => return reply.error(errno(&e)),
+                };
+                for (i, e) in names.into_iter().enumerate().skip(offset as usize) {
+                    let (ino, attr) = match this.fs.lookup(ROOT_INO, &e.name).await {
+                        Ok(a) => (a.ino, this.file_attr(a)),
+                        // Unloadable: listed without attributes (nodeid 0).
+                        Err(_) => (
+                            0,
+                            this.file_attr(Attr {
+                                ino: 0,
+                                size: 0,
+                                is_dir: true,
+                            }),
+                        ),
+                    };
+                    if reply.add(INodeNo(ino), (i + 1) as u64, &e.name, &ROOT_TTL, &attr, Generation(0)) {
+                        break;
+                    }
+                }
+                reply.ok();
+            });
+            return;
+        }
+        let entries = match self.dir_page(ino.0, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let ttl = self.fs.options().ttl;
+        for (off, e, a) in entries {
+            if reply.add(INodeNo(e.ino), off, &e.name, &ttl, &self.file_attr(a), Generation(0)) {
                 break;
             }
         }
