@@ -46,8 +46,11 @@ block_timeout = "30s"
 [mount]
 # Chunk files fetched ahead when a directory is read in order.
 readahead_files = 4
-# Blocks prefetched at once per mount (the prefetch memory/bandwidth budget).
+# Blocks prefetched at once per mount (the prefetch bandwidth budget).
 prefetch_inflight = 32
+# Memory for verified blocks per mount (the kernel reads in pieces smaller
+# than a block; prefetched blocks wait here for their reader).
+cache = "64MiB"
 "#;
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -66,6 +69,7 @@ pub struct Config {
 pub struct MountConfig {
     pub readahead_files: usize,
     pub prefetch_inflight: usize,
+    pub cache: String,
 }
 
 impl Default for MountConfig {
@@ -73,6 +77,7 @@ impl Default for MountConfig {
         Self {
             readahead_files: 4,
             prefetch_inflight: 32,
+            cache: "64MiB".into(),
         }
     }
 }

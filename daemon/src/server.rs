@@ -602,6 +602,7 @@ async fn mount(State(d): St, Json(req): Json<MountRequest>) -> ApiResult<Json<Mo
         let opts = shoal_fuse::MountOptions {
             readahead_files: d.config.mount.readahead_files,
             max_inflight_blocks: d.config.mount.prefetch_inflight.max(1),
+            cache_bytes: crate::config::parse_size(&d.config.mount.cache).unwrap_or(64 << 20) as usize,
             ..Default::default()
         };
         let dir = d

@@ -479,6 +479,7 @@ impl<B: Blocks> MountFs<B> {
 
     /// Reads `size` bytes at `offset` of a file.
     pub async fn read(self: &Arc<Self>, ino: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        tracing::trace!(ino, offset, size, "read");
         let (ds, idx, dir) = self.file(ino)?;
         let e = &ds.entries[idx];
         let end = (offset + u64::from(size)).min(e.size);

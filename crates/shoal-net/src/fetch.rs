@@ -429,8 +429,6 @@ impl BlockSource {
             Ok(None) => "not in the local store".to_string(),
             Err(e) => {
                 tracing::warn!(%cid, error = %e, "local copy unusable; fetching from peers");
-                let store = self.fetcher.store.clone();
-                blocking(move || Ok(store.drop_if_corrupt(&cid)?)).await?;
                 format!("the local copy is unusable ({e})")
             }
         };
@@ -506,8 +504,14 @@ impl BlockSource {
                                 Ok(b) => {
                                     let store = self.fetcher.store.clone();
                                     let keep = b.clone();
-                                    // Kept as unpinned cache data: evictable.
-                                    blocking(move || Ok(store.put_many(&[keep], None)?)).await?;
+                                    // Kept as unpinned cache data: evictable. A corrupt
+                                    // local copy is replaced only now that a verified
+                                    // one is in hand; without one, fsck still sees it.
+                                    blocking(move || {
+                                        store.drop_if_corrupt(keep.cid())?;
+                                        Ok(store.put_many(&[keep], None)?)
+                                    })
+                                    .await?;
                                     return Ok(b);
                                 }
                                 Err(_) => {
