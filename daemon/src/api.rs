@@ -177,13 +177,8 @@ pub struct FsckRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StatsResult {
     pub repo: String,
-    pub blocks: u64,
-    pub live_bytes: u64,
-    pub segment_bytes: u64,
-    pub segments: u64,
-    pub pins: u64,
-    pub names: u64,
-    pub quota: Option<u64>,
+    #[serde(flatten)]
+    pub store: shoal_store::StatsReport,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -325,14 +325,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Mount { dir } => {
-            let r: MountResult = client
-                .post(
-                    "/v1/mount",
-                    &MountRequest {
-                        dir: absolute(&dir)?.display().to_string(),
-                    },
-                )
-                .await?;
+            let r = mount_call(&client, "/v1/mount", &dir).await?;
             if json {
                 print_json(&r)?;
             } else {
@@ -340,14 +333,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Unmount { dir } => {
-            let r: MountResult = client
-                .post(
-                    "/v1/unmount",
-                    &MountRequest {
-                        dir: absolute(&dir)?.display().to_string(),
-                    },
-                )
-                .await?;
+            let r = mount_call(&client, "/v1/unmount", &dir).await?;
             if json {
                 print_json(&r)?;
             } else {
@@ -399,6 +385,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `mount` and `unmount` send the same request: the absolute directory.
+async fn mount_call(client: &Client, path: &str, dir: &std::path::Path) -> Result<MountResult> {
+    client
+        .post(
+            path,
+            &MountRequest {
+                dir: absolute(dir)?.display().to_string(),
+            },
+        )
+        .await
 }
 
 fn absolute(p: &std::path::Path) -> Result<PathBuf> {

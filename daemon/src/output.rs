@@ -164,8 +164,9 @@ pub fn print_fsck(r: &shoal_store::FsckReport) {
     }
 }
 
-pub fn print_stats(r: &StatsResult) {
-    println!("repo:       {}", r.repo);
+pub fn print_stats(res: &StatsResult) {
+    let r = &res.store;
+    println!("repo:       {}", res.repo);
     println!("blocks:     {}", r.blocks);
     println!("live data:  {}", human_bytes(r.live_bytes));
     println!(

@@ -577,16 +577,9 @@ async fn fsck(State(d): St, Json(req): Json<FsckRequest>) -> ApiResult<Json<shoa
 
 async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
     blocking(d, |d| {
-        let s = d.store.stats()?;
         Ok(Json(StatsResult {
             repo: d.repo.home.display().to_string(),
-            blocks: s.blocks,
-            live_bytes: s.live_bytes,
-            segment_bytes: s.segment_bytes,
-            segments: s.segments,
-            pins: s.pins,
-            names: s.names,
-            quota: s.quota,
+            store: d.store.stats()?,
         }))
     })
     .await

@@ -414,20 +414,10 @@ impl<B: Blocks> MountFs<B> {
             }
             return Ok(out.into_values().collect());
         }
-        let node = t
-            .nodes
-            .get(&ino)
-            .ok_or_else(|| FsError::enoent(format!("inode {ino}")))?;
-        let Kind::Dir(children) = &node.kind else {
-            return Err(FsError::new(libc::ENOTDIR, "not a directory"));
-        };
-        Ok(children
-            .iter()
-            .map(|(name, c)| DirEntry {
-                ino: *c,
-                name: name.clone(),
-                is_dir: matches!(t.nodes[c].kind, Kind::Dir(_)),
-            })
+        Ok(self
+            .readdir_page(ino, 0, usize::MAX)?
+            .into_iter()
+            .map(|(e, _)| e)
             .collect())
     }
 

@@ -79,7 +79,7 @@ impl std::ops::AddAssign for PutStats {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StatsReport {
     pub blocks: u64,
     pub live_bytes: u64,

@@ -214,23 +214,7 @@ impl Daemon {
     /// Runs a command, failing the test if it has not finished within
     /// `secs` (a hang guard, not a performance assertion).
     pub fn cli_within(&self, args: &[&str], secs: u64) -> Output {
-        let mut child = Command::new(BIN)
-            .arg("--home")
-            .arg(&self.home)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("shoal {args:?} did not finish within {secs}s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.wait_with_output().unwrap()
+        wait_within(self.spawn_cli(args), secs, &format!("shoal {args:?}"))
     }
 
     /// Starts a CLI command in the background.
@@ -322,4 +306,18 @@ pub fn big_dataset(dir: &Path, n: usize, seed: u64) {
         h.finalize_xof().fill(&mut data);
         std::fs::write(dir.join(format!("x/{i}")), data).unwrap();
     }
+}
+
+/// Waits for `child`, killing it and failing the test if it has not
+/// finished within `secs` (a hang guard, not a performance assertion).
+pub fn wait_within(mut child: Child, secs: u64, what: &str) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish within {secs}s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
