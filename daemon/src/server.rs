@@ -77,8 +77,19 @@ fn store_kind(e: &shoal_store::Error) -> ErrorKind {
     }
 }
 
+/// The disk under the repo is full: say so and what to do.
+fn disk_full(e: impl std::fmt::Display) -> AppError {
+    AppError::new(
+        ErrorKind::Quota,
+        format!("the disk holding the repo is full ({e}); nothing was pinned. Free space or set [store] quota below the disk size, then retry"),
+    )
+}
+
 impl From<shoal_store::Error> for AppError {
     fn from(e: shoal_store::Error) -> Self {
+        if e.is_disk_full() {
+            return disk_full(e);
+        }
         AppError::new(store_kind(&e), e)
     }
 }
@@ -99,6 +110,9 @@ fn zarr_kind(e: &shoal_zarr::Error) -> ErrorKind {
 
 impl From<shoal_zarr::Error> for AppError {
     fn from(e: shoal_zarr::Error) -> Self {
+        if matches!(&e, shoal_zarr::Error::Store(s) if s.is_disk_full()) {
+            return disk_full(e);
+        }
         AppError::new(zarr_kind(&e), e)
     }
 }

@@ -281,3 +281,49 @@ fn bad_input_gets_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid name"));
     assert!(d.json(&["pins"]).as_array().unwrap().is_empty());
 }
+
+/// Unmounts the test's tmpfs on drop, even when the test fails.
+struct TmpfsGuard(std::path::PathBuf);
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_add_clearly_and_loses_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let disk = work.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mounting a test tmpfs failed (the tests run as root)");
+    let _guard = TmpfsGuard(disk.clone());
+    let mut d = Daemon::start_in(&disk.join("repo"), Opts::default());
+    let small = d.add(&datasets().join("ints_v2"), Some("small"));
+    let big = work.path().join("big");
+    big_dataset(&big, 48, 21);
+    let out = d.cli(&["add", big.to_str().unwrap(), "--name", "big"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("disk holding the repo is full"), "{err}");
+    // Nothing half-way: no pin or name for the failed add, the store is
+    // consistent, earlier data is intact, and GC frees the partial blocks.
+    let pins = d.json(&["pins"]);
+    assert_eq!(pins.as_array().unwrap().len(), 1, "{pins}");
+    assert!(d.cli(&["fsck"]).status.success());
+    d.cli_ok(&["gc"]);
+    let dest = work.path().join("out");
+    d.cli_ok(&["get", &small, "-o", dest.to_str().unwrap()]);
+    assert_same_tree(&datasets().join("ints_v2"), &dest);
+    // After a restart the store opens and accepts what fits.
+    d.stop();
+    d.restart();
+    assert!(d.cli(&["fsck"]).status.success());
+    d.add(&datasets().join("v3_zstd"), Some("fits"));
+}

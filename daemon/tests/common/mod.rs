@@ -81,12 +81,18 @@ impl Daemon {
     /// A fresh repo listening on 127.0.0.1 only, with the given settings.
     pub fn start_opts(opts: Opts) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("repo");
+        let mut d = Self::start_in(&dir.path().join("repo"), opts);
+        d._dir = Some(dir);
+        d
+    }
+
+    /// A daemon whose repo is at `home` (e.g. on a small test filesystem).
+    pub fn start_in(home: &Path, opts: Opts) -> Daemon {
         let mut d = Daemon {
-            home,
+            home: home.to_path_buf(),
             child: None,
             env: opts.env.clone(),
-            _dir: Some(dir),
+            _dir: None,
         };
         d.cli_ok(&["init"]);
         let store = opts.store.trim_start_matches("[store]");
