@@ -190,3 +190,37 @@ pub struct MountRequest {
 pub struct MountResult {
     pub dir: String,
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueryRequest {
+    pub target: String,
+    pub array: String,
+    pub op: shoal_query::Op,
+    pub dims: Vec<String>,
+    /// (dim, start, stop)
+    pub sel: Vec<(String, u64, u64)>,
+    pub ddof: u64,
+    pub raw: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueryResult {
+    pub root: String,
+    pub array: String,
+    pub op: shoal_query::Op,
+    /// Dimensions of the result (the ones not reduced).
+    pub dims: Vec<String>,
+    /// Dimensions reduced over.
+    pub reduced: Vec<String>,
+    pub shape: Vec<usize>,
+    /// Row-major float64 values; NaN is encoded as null.
+    pub values: Vec<Option<f64>>,
+    /// Dtype of the array in the dataset.
+    pub source_dtype: String,
+    pub chunks: u64,
+    /// Where chunks ran: "local" (this daemon) for now.
+    pub ran: String,
+    /// Bytes of blocks fetched from peers during the query.
+    pub network_bytes: u64,
+    pub seconds: f64,
+}

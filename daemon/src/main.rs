@@ -83,6 +83,30 @@ enum Cmd {
     Unpin { target: String },
     /// List pinned and named datasets.
     Pins,
+    /// Reduce one array over dimensions: sum, mean, min, max, count, var, std.
+    Query {
+        /// Dataset: CID or NAME.
+        target: String,
+        /// Array path inside the dataset, e.g. sst or ocean/sst.
+        array: String,
+        #[arg(long)]
+        op: shoal_query::Op,
+        /// Dimension to reduce over (repeatable; none = all).
+        #[arg(long = "dim")]
+        dims: Vec<String>,
+        /// Index selection DIM=START:STOP (half-open; repeatable).
+        #[arg(long = "sel", value_parser = parse_sel)]
+        sel: Vec<(String, u64, u64)>,
+        /// Delta degrees of freedom for var and std.
+        #[arg(long, default_value_t = 0)]
+        ddof: u64,
+        /// Reduce the stored values, without CF decoding.
+        #[arg(long)]
+        raw: bool,
+        /// Write the result as a .npy file (float64).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Mount every dataset read-only under DIR (DIR/<name or CID>/...).
     Mount { dir: PathBuf },
     /// Unmount a mount made by `shoal mount`.
@@ -324,6 +348,37 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 output::print_pins(&r);
             }
         }
+        Cmd::Query {
+            target,
+            array,
+            op,
+            dims,
+            sel,
+            ddof,
+            raw,
+            out,
+        } => {
+            let req = QueryRequest {
+                target,
+                array,
+                op,
+                dims,
+                sel,
+                ddof,
+                raw,
+            };
+            let r: QueryResult = client.post("/v1/query", &req).await?;
+            if let Some(path) = &out {
+                let values: Vec<f64> = r.values.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+                std::fs::write(path, shoal_query::npy::encode_f64(&r.shape, &values))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if json {
+                print_json(&r)?;
+            } else {
+                output::print_query(&r, out.as_deref());
+            }
+        }
         Cmd::Mount { dir } => {
             let r = mount_call(&client, "/v1/mount", &dir).await?;
             if json {
@@ -385,6 +440,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `DIM=START:STOP`.
+fn parse_sel(s: &str) -> Result<(String, u64, u64), String> {
+    let (dim, range) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected DIM=START:STOP"))?;
+    let (a, b) = range
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected DIM=START:STOP"))?;
+    let a: u64 = a
+        .parse()
+        .map_err(|_| format!("{s:?}: START must be a non-negative integer"))?;
+    let b: u64 = b
+        .parse()
+        .map_err(|_| format!("{s:?}: STOP must be a non-negative integer"))?;
+    if dim.is_empty() || a >= b {
+        return Err(format!("{s:?}: needs a dimension name and START < STOP"));
+    }
+    Ok((dim.to_string(), a, b))
 }
 
 /// `mount` and `unmount` send the same request: the absolute directory.

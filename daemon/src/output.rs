@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::api::{LsResult, PinInfo, Progress, StatsResult};
+use crate::api::{LsResult, PinInfo, Progress, QueryResult, StatsResult};
 
 /// Progress on stderr, only when it is a terminal, only after the operation
 /// has run for a moment (quick adds print nothing extra).
@@ -183,5 +183,48 @@ pub fn print_stats(res: &StatsResult) {
             100.0 * r.live_bytes as f64 / q.max(1) as f64
         ),
         None => println!("quota:      none"),
+    }
+}
+
+pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>) {
+    let kept = if r.dims.is_empty() {
+        String::new()
+    } else {
+        format!(" over ({})", r.dims.join(", "))
+    };
+    println!(
+        "{} of {} over ({}) in {} ({}) -> float64, shape {:?}{kept}",
+        r.op,
+        r.array,
+        r.reduced.join(", "),
+        r.root,
+        r.source_dtype,
+        r.shape
+    );
+    let vals: Vec<f64> = r.values.iter().flatten().copied().collect();
+    let nan = r.values.len() - vals.len();
+    if !vals.is_empty() {
+        let min = vals.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        println!("summary: min {min:.6}  max {max:.6}  mean {mean:.6}  NaN cells {nan}");
+    }
+    if r.values.len() <= 20 {
+        let shown: Vec<String> = r
+            .values
+            .iter()
+            .map(|v| v.map(|x| format!("{x}")).unwrap_or_else(|| "nan".into()))
+            .collect();
+        println!("values: [{}]", shown.join(", "));
+    }
+    println!(
+        "ran: {} chunks {}; {} from the network; {:.3}s",
+        r.chunks,
+        r.ran,
+        human_bytes(r.network_bytes),
+        r.seconds
+    );
+    if let Some(p) = out {
+        println!("wrote {}", p.display());
     }
 }

@@ -640,6 +640,106 @@ async fn list_mounts(State(d): St) -> Json<Vec<String>> {
     Json(d.mounts.list().iter().map(|p| p.display().to_string()).collect())
 }
 
+async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<QueryResult>> {
+    let rt = tokio::runtime::Handle::current();
+    blocking(d, move |d| {
+        let start = Instant::now();
+        let (root, path) = resolve(&d.store, &req.target)?;
+        if path.is_some() {
+            return Err(AppError::new(
+                ErrorKind::BadRequest,
+                "query takes a dataset (CID or NAME) and the array path separately",
+            ));
+        }
+        let m = manifest(d, &root)?;
+        let mut entries = Vec::new();
+        m.for_each_entry(&mut fetch_any(d, root), &mut |e| {
+            entries.push(e.clone());
+            Ok(())
+        })?;
+        let arrays: Vec<String> = entries
+            .iter()
+            .filter_map(|e| {
+                e.key
+                    .strip_suffix("/zarr.json")
+                    .or_else(|| e.key.strip_suffix("/.zarray"))
+            })
+            .map(String::from)
+            .collect();
+        // Local blocks are read directly on the worker threads; missing ones
+        // come from peers through the block source.
+        let network_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (store, source, nb) = (d.store.clone(), d.source.clone(), network_bytes.clone());
+        let fetch: shoal_query::storage::FetchFn = Arc::new(move |c| match store.get(c) {
+            Ok(Some(b)) => Ok(b),
+            _ => {
+                let b = rt.block_on(source.get(*c, root)).map_err(|e| e.to_string())?;
+                nb.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(b)
+            }
+        });
+        let spec = shoal_query::QuerySpec {
+            array: req.array.trim_matches('/').to_string(),
+            op: req.op,
+            dims: req.dims,
+            sel: req.sel,
+            ddof: req.ddof,
+            raw: req.raw,
+        };
+        let storage = shoal_query::storage::ManifestStorage::new(entries, m.block_size, fetch);
+        let q = |e: shoal_query::Error| {
+            let kind = match &e {
+                shoal_query::Error::Decode(_) | shoal_query::Error::Read(_) => ErrorKind::Internal,
+                _ => ErrorKind::BadRequest,
+            };
+            AppError::new(kind, e)
+        };
+        let info =
+            shoal_query::engine::array_info(&storage, m.zarr_format, &spec.array, spec.raw, &arrays).map_err(q)?;
+        let source_dtype = info.dtype.clone();
+        let array = Arc::new(
+            zarrs_open(storage, &spec.array)
+                .map_err(|e| AppError::new(ErrorKind::BadRequest, format!("cannot open array {}: {e}", spec.array)))?,
+        );
+        let plan = shoal_query::engine::plan(&array, info, &spec).map_err(q)?;
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let partials = shoal_query::engine::run_local(&array, &plan, threads).map_err(q)?;
+        let values = partials
+            .iter()
+            .map(|p| p.finish(spec.op, spec.ddof))
+            .map(|v| (!v.is_nan()).then_some(v))
+            .collect();
+        Ok(Json(QueryResult {
+            root: root.to_string(),
+            array: spec.array,
+            op: spec.op,
+            dims: plan.out_dims.clone(),
+            reduced: plan
+                .info
+                .dims
+                .iter()
+                .filter(|d| !plan.out_dims.contains(d))
+                .cloned()
+                .collect(),
+            shape: plan.out_shape.clone(),
+            values,
+            source_dtype,
+            chunks: plan.chunks.len() as u64,
+            ran: "local".into(),
+            network_bytes: network_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            seconds: start.elapsed().as_secs_f64(),
+        }))
+    })
+    .await
+}
+
+fn zarrs_open(
+    storage: shoal_query::storage::ManifestStorage,
+    array: &str,
+) -> Result<zarrs::array::Array<shoal_query::storage::ManifestStorage>, String> {
+    zarrs::array::Array::open(Arc::new(storage), &format!("/{array}")).map_err(|e| e.to_string())
+}
+
 pub fn router(d: Arc<Daemon>) -> Router {
     Router::new()
         .route("/v1/id", get(id))
@@ -656,6 +756,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/mount", post(mount))
         .route("/v1/unmount", post(unmount))
         .route("/v1/mounts", get(list_mounts))
+        .route("/v1/query", post(query))
         .route("/v1/gc", post(gc))
         .route("/v1/fsck", post(fsck))
         .route("/v1/stats", get(stats))

@@ -64,4 +64,26 @@ ds = xr.Dataset(
 )
 ds.chunk({"time": 6, "lat": 13, "lon": 18}).to_zarr(f"{out}/xr_v2", zarr_format=2, consolidated=True, mode="w")
 ds.chunk({"time": 6, "lat": 13, "lon": 18}).to_zarr(f"{out}/xr_v3", zarr_format=3, mode="w")
+# CF-packed int16 (scale_factor/add_offset/_FillValue), v2 and v3.
+temp = 15 + 8 * rng.standard_normal((30, 20, 16))
+temp[rng.random(temp.shape) < 0.1] = np.nan
+packed = xr.Dataset({"temp": (("time", "lat", "lon"), temp, {"units": "degC"})},
+                    coords={"time": np.arange(30), "lat": np.arange(20.0), "lon": np.arange(16.0)})
+enc = {"temp": {"dtype": "int16", "scale_factor": 0.01, "add_offset": 15.0, "_FillValue": -32768,
+                "chunks": (7, 8, 5)}}
+packed.to_zarr(f"{out}/packed_v2", zarr_format=2, encoding=enc, mode="w")
+packed.to_zarr(f"{out}/packed_v3", zarr_format=3, encoding=enc, mode="w")
+
+# Absent chunks: only some chunks are ever written.
+# v2: the fill_value (-999) acts as _FillValue, so absent chunks are missing.
+g = zarr.open_group(f"{out}/sparse_v2", mode="w", zarr_format=2)
+a = g.create_array("x", shape=(40, 30), chunks=(10, 10), dtype="f8", fill_value=-999.0,
+                   attributes={"_ARRAY_DIMENSIONS": ["y", "x"]})
+a[0:10, 0:10] = rng.standard_normal((10, 10))
+a[20:30, 10:30] = rng.standard_normal((10, 20))
+# v3 without a _FillValue attribute: absent chunks read as 7.5 and count.
+g = zarr.open_group(f"{out}/sparse_v3", mode="w", zarr_format=3)
+a = g.create_array("x", shape=(40, 30), chunks=(10, 10), dtype="f8", fill_value=7.5, dimension_names=["y", "x"])
+a[0:10, 0:10] = rng.standard_normal((10, 10))
+a[30:40, 0:30] = rng.standard_normal((10, 30))
 print("ok")

@@ -1,0 +1,436 @@
+//! Local execution: plan a reduction over the chunks of one array, decode
+//! each chunk (zarrs), reduce it into per-cell partials, merge.
+//!
+//! Semantics follow `xarray.open_zarr(path)[array].<op>(dim=...)` with
+//! xarray's defaults: CF decoding (values equal to `_FillValue` or
+//! `missing_value` are missing; `scale_factor`/`add_offset` applied),
+//! missing values skipped, absent chunks read as the fill value. For Zarr v2
+//! the array's `fill_value` acts as `_FillValue` (as xarray's default
+//! `use_zarr_fill_value_as_mask` does for v2); for v3 only the
+//! `_FillValue` attribute does. `raw` computes over stored values.
+
+use std::sync::Arc;
+
+use ndarray::{ArrayD, IxDyn};
+use serde_json::{Map, Value};
+use zarrs::array::{Array, ArraySubset};
+
+use crate::partial::{merge_into, Op, Partial};
+use crate::storage::ManifestStorage;
+use crate::{Error, Result};
+
+/// What to compute.
+#[derive(Debug, Clone)]
+pub struct QuerySpec {
+    /// Path of the array inside the dataset, e.g. `sst` or `ocean/sst`.
+    pub array: String,
+    pub op: Op,
+    /// Dimensions reduced over; empty = all.
+    pub dims: Vec<String>,
+    /// Index selections `dim -> start..stop` (half-open).
+    pub sel: Vec<(String, u64, u64)>,
+    pub ddof: u64,
+    pub raw: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dtype {
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    F32,
+    F64,
+}
+
+/// Array metadata as the engine needs it.
+#[derive(Debug, Clone)]
+pub struct ArrayInfo {
+    pub shape: Vec<u64>,
+    pub dims: Vec<String>,
+    pub dtype: String,
+    dt: Dtype,
+    /// Encoded values that mean "missing" (CF).
+    masks: Vec<f64>,
+    scale: f64,
+    offset: f64,
+}
+
+fn parse_dtype(zarr_format: u8, s: &str) -> Option<Dtype> {
+    let name = if zarr_format == 2 {
+        match s.trim_start_matches(['<', '>', '|', '=']) {
+            "i1" => "int8",
+            "i2" => "int16",
+            "i4" => "int32",
+            "i8" => "int64",
+            "u1" => "uint8",
+            "u2" => "uint16",
+            "u4" => "uint32",
+            "u8" => "uint64",
+            "f4" => "float32",
+            "f8" => "float64",
+            _ => return None,
+        }
+    } else {
+        s
+    };
+    Some(match name {
+        "int8" => Dtype::I8,
+        "int16" => Dtype::I16,
+        "int32" => Dtype::I32,
+        "int64" => Dtype::I64,
+        "uint8" => Dtype::U8,
+        "uint16" => Dtype::U16,
+        "uint32" => Dtype::U32,
+        "uint64" => Dtype::U64,
+        "float32" => Dtype::F32,
+        "float64" => Dtype::F64,
+        _ => return None,
+    })
+}
+
+/// A fill/missing value from JSON: a number, "NaN"/"Infinity", or (xarray
+/// on v3) base64 of a little-endian f64.
+fn json_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            s => base64_f64(s),
+        },
+        _ => None,
+    }
+}
+
+fn base64_f64(s: &str) -> Option<f64> {
+    const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = ALPHA.iter().position(|a| *a == c)? as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    let arr: [u8; 8] = out.try_into().ok()?;
+    Some(f64::from_le_bytes(arr))
+}
+
+fn values(v: Option<&Value>) -> Vec<f64> {
+    match v {
+        Some(Value::Array(a)) => a.iter().filter_map(json_number).collect(),
+        Some(v) => json_number(v).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+fn read_json(storage: &ManifestStorage, key: &str) -> Result<Option<Map<String, Value>>> {
+    let Some(bytes) = storage.read_range(key, 0, u64::MAX).map_err(Error::Read)? else {
+        return Ok(None);
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(Some(m)),
+        _ => Err(Error::Metadata(format!("{key} is not a JSON object"))),
+    }
+}
+
+/// Reads an array's metadata (v2 `.zarray` + `.zattrs`, or v3 `zarr.json`).
+pub fn array_info(
+    storage: &ManifestStorage,
+    zarr_format: u8,
+    array: &str,
+    raw: bool,
+    arrays: &[String],
+) -> Result<ArrayInfo> {
+    let unknown = || Error::UnknownArray {
+        array: array.to_string(),
+        known: arrays.join(", "),
+    };
+    let (meta, attrs) = if zarr_format == 3 {
+        let m = read_json(storage, &format!("{array}/zarr.json"))?.ok_or_else(unknown)?;
+        if m.get("node_type").and_then(Value::as_str) != Some("array") {
+            return Err(unknown());
+        }
+        let attrs = m
+            .get("attributes")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        (m, attrs)
+    } else {
+        let m = read_json(storage, &format!("{array}/.zarray"))?.ok_or_else(unknown)?;
+        let attrs = read_json(storage, &format!("{array}/.zattrs"))?.unwrap_or_default();
+        (m, attrs)
+    };
+    let shape: Vec<u64> = meta
+        .get("shape")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .ok_or_else(|| Error::Metadata(format!("{array}: no shape")))?;
+    let dtype_key = if zarr_format == 3 { "data_type" } else { "dtype" };
+    let dtype = meta.get(dtype_key).and_then(Value::as_str).unwrap_or("?").to_string();
+    let dt = parse_dtype(zarr_format, &dtype).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "array {array} has dtype {dtype}; shoal query supports int8..int64, uint8..uint64, float32 and float64"
+        ))
+    })?;
+    let dims: Vec<String> = if zarr_format == 3 {
+        meta.get("dimension_names")
+    } else {
+        attrs.get("_ARRAY_DIMENSIONS")
+    }
+    .and_then(Value::as_array)
+    .map(|a| a.iter().map(|d| d.as_str().unwrap_or("").to_string()).collect())
+    .unwrap_or_else(|| (0..shape.len()).map(|i| format!("dim_{i}")).collect());
+    if dims.len() != shape.len() {
+        return Err(Error::Metadata(format!(
+            "{array}: {} dimension names for {} dimensions",
+            dims.len(),
+            shape.len()
+        )));
+    }
+    let mut masks = Vec::new();
+    let (mut scale, mut offset) = (1.0, 0.0);
+    if !raw {
+        if zarr_format == 2 {
+            masks.extend(values(meta.get("fill_value")));
+        }
+        masks.extend(values(attrs.get("_FillValue")));
+        masks.extend(values(attrs.get("missing_value")));
+        masks.retain(|m| !m.is_nan()); // NaN is already missing
+        scale = values(attrs.get("scale_factor")).first().copied().unwrap_or(1.0);
+        offset = values(attrs.get("add_offset")).first().copied().unwrap_or(0.0);
+    }
+    Ok(ArrayInfo {
+        shape,
+        dims,
+        dtype,
+        dt,
+        masks,
+        scale,
+        offset,
+    })
+}
+
+/// A planned reduction.
+pub struct Plan {
+    pub info: ArrayInfo,
+    /// Selection per dimension.
+    pub ranges: Vec<std::ops::Range<u64>>,
+    /// Which dimensions are reduced.
+    pub reduced: Vec<bool>,
+    /// Shape of the result (kept dimensions, in order).
+    pub out_shape: Vec<usize>,
+    pub out_dims: Vec<String>,
+    /// Chunk grid indices intersecting the selection.
+    pub chunks: Vec<Vec<u64>>,
+}
+
+pub fn plan(array: &Array<ManifestStorage>, info: ArrayInfo, spec: &QuerySpec) -> Result<Plan> {
+    for d in &spec.dims {
+        if !info.dims.contains(d) {
+            return Err(Error::UnknownDim {
+                dim: d.clone(),
+                array: spec.array.clone(),
+                dims: info.dims.join(", "),
+            });
+        }
+    }
+    let mut ranges: Vec<std::ops::Range<u64>> = info.shape.iter().map(|n| 0..*n).collect();
+    for (d, start, stop) in &spec.sel {
+        let i = info.dims.iter().position(|x| x == d).ok_or_else(|| Error::UnknownDim {
+            dim: d.clone(),
+            array: spec.array.clone(),
+            dims: info.dims.join(", "),
+        })?;
+        if start >= stop || *stop > info.shape[i] {
+            return Err(Error::Selection(format!(
+                "{d}={start}:{stop} is outside 0:{} (the size of {d}) or empty",
+                info.shape[i]
+            )));
+        }
+        ranges[i] = *start..*stop;
+    }
+    let reduced: Vec<bool> = info
+        .dims
+        .iter()
+        .map(|d| spec.dims.is_empty() || spec.dims.contains(d))
+        .collect();
+    let out_shape = ranges
+        .iter()
+        .zip(&reduced)
+        .filter(|(_, r)| !**r)
+        .map(|(x, _)| (x.end - x.start) as usize)
+        .collect();
+    let out_dims = info
+        .dims
+        .iter()
+        .zip(&reduced)
+        .filter(|(_, r)| !**r)
+        .map(|(d, _)| d.clone())
+        .collect();
+    let sel = ArraySubset::new_with_ranges(&ranges);
+    let grid = array
+        .chunks_in_array_subset(&sel)
+        .map_err(|e| Error::Metadata(e.to_string()))?
+        .ok_or_else(|| Error::Metadata("irregular chunk grid".into()))?;
+    let chunks = grid.indices().into_iter().map(|c| c.to_vec()).collect();
+    Ok(Plan {
+        info,
+        ranges,
+        reduced,
+        out_shape,
+        out_dims,
+        chunks,
+    })
+}
+
+fn retrieve(array: &Array<ManifestStorage>, dt: Dtype, subset: &ArraySubset) -> Result<ArrayD<f64>> {
+    macro_rules! get {
+        ($t:ty) => {
+            array
+                .retrieve_array_subset::<ArrayD<$t>>(subset)
+                .map_err(|e| Error::Decode(e.to_string()))?
+                .mapv(|v| v as f64)
+        };
+    }
+    Ok(match dt {
+        Dtype::I8 => get!(i8),
+        Dtype::I16 => get!(i16),
+        Dtype::I32 => get!(i32),
+        Dtype::I64 => get!(i64),
+        Dtype::U8 => get!(u8),
+        Dtype::U16 => get!(u16),
+        Dtype::U32 => get!(u32),
+        Dtype::U64 => get!(u64),
+        Dtype::F32 => get!(f32),
+        Dtype::F64 => get!(f64),
+    })
+}
+
+/// Reduces one chunk (intersected with the selection) into partials laid
+/// out over the chunk's share of the output: returns (offset of that share
+/// in the output, its shape, partials in row-major order).
+pub fn reduce_chunk(
+    array: &Array<ManifestStorage>,
+    plan: &Plan,
+    chunk: &[u64],
+) -> Result<(Vec<u64>, Vec<usize>, Vec<Partial>)> {
+    let bounds = array
+        .chunk_subset_bounded(chunk)
+        .map_err(|e| Error::Decode(e.to_string()))?;
+    let sel = ArraySubset::new_with_ranges(&plan.ranges);
+    let part = bounds.overlap(&sel).map_err(|e| Error::Decode(e.to_string()))?;
+    let mut data = retrieve(array, plan.info.dt, &part)?;
+    let info = &plan.info;
+    if !info.masks.is_empty() || info.scale != 1.0 || info.offset != 0.0 {
+        data.mapv_inplace(|v| {
+            if info.masks.contains(&v) {
+                f64::NAN
+            } else {
+                v * info.scale + info.offset
+            }
+        });
+    }
+    // Kept axes first, reduced axes last; then rows = output cells.
+    let n = plan.reduced.len();
+    let order: Vec<usize> = (0..n)
+        .filter(|i| !plan.reduced[*i])
+        .chain((0..n).filter(|i| plan.reduced[*i]))
+        .collect();
+    let kept_shape: Vec<usize> = order
+        .iter()
+        .filter(|i| !plan.reduced[**i])
+        .map(|i| data.shape()[*i])
+        .collect();
+    let cells: usize = kept_shape.iter().product();
+    let permuted = data.permuted_axes(IxDyn(&order));
+    let standard = permuted.as_standard_layout();
+    let per_cell = standard.len().checked_div(cells).unwrap_or(0);
+    let flat = standard.as_slice().expect("standard layout is contiguous");
+    let partials = (0..cells)
+        .map(|c| Partial::of(&flat[c * per_cell..(c + 1) * per_cell]))
+        .collect();
+    let out_offset = part
+        .start()
+        .iter()
+        .zip(&plan.ranges)
+        .zip(&plan.reduced)
+        .filter(|(_, r)| !**r)
+        .map(|((s, rg), _)| s - rg.start)
+        .collect();
+    Ok((out_offset, kept_shape, partials))
+}
+
+/// Adds a chunk's partials into the output grid.
+pub fn place(out: &mut [Partial], out_shape: &[usize], offset: &[u64], shape: &[usize], partials: &[Partial]) {
+    let nd = out_shape.len();
+    if nd == 0 {
+        merge_into(&mut out[..1], &partials[..1]);
+        return;
+    }
+    let mut idx = vec![0usize; nd];
+    for p in partials {
+        let mut flat = 0;
+        for d in 0..nd {
+            flat = flat * out_shape[d] + offset[d] as usize + idx[d];
+        }
+        out[flat] = out[flat].merge(*p);
+        for d in (0..nd).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Where the work of one query ran and what it cost.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RunStats {
+    pub chunks_local: u64,
+}
+
+/// Runs the whole plan locally on `threads` threads; returns the merged
+/// partials (row-major over `plan.out_shape`).
+pub fn run_local(array: &Arc<Array<ManifestStorage>>, plan: &Plan, threads: usize) -> Result<Vec<Partial>> {
+    let cells: usize = plan.out_shape.iter().product::<usize>().max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<Vec<Partial>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                let next = &next;
+                s.spawn(move || -> Result<Vec<Partial>> {
+                    let mut out = vec![Partial::EMPTY; cells];
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(chunk) = plan.chunks.get(i) else { break };
+                        let (off, shape, parts) = reduce_chunk(array, plan, chunk)?;
+                        place(&mut out, &plan.out_shape, &off, &shape, &parts);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker panicked"))
+            .collect()
+    });
+    let mut out = vec![Partial::EMPTY; cells];
+    for r in results {
+        merge_into(&mut out, &r?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,37 @@
+//! shoal-query: the chunk-aware reduction engine.
+//!
+//! - [`partial`]: per-cell (count, sum, min, max, M2) partials and their
+//!   order-independent merge; finishing them into sum, mean, min, max,
+//!   count, var, std.
+//! - [`storage`]: a zarrs storage adapter over a manifest and a block fetch.
+//! - [`engine`]: planning (array metadata, CF decoding, selection, chunks
+//!   in the selection) and local execution on all cores.
+//! - [`npy`]: writing results as `.npy`.
+
+pub mod engine;
+pub mod npy;
+pub mod partial;
+pub mod storage;
+
+pub use engine::{QuerySpec, RunStats};
+pub use partial::{Op, Partial};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no array {array:?} in this dataset (arrays: {known})")]
+    UnknownArray { array: String, known: String },
+    #[error("array {array} has no dimension {dim:?} (dimensions: {dims})")]
+    UnknownDim { dim: String, array: String, dims: String },
+    #[error("invalid selection: {0}")]
+    Selection(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("invalid array metadata: {0}")]
+    Metadata(String),
+    #[error("cannot decode a chunk: {0}")]
+    Decode(String),
+    #[error("cannot read: {0}")]
+    Read(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

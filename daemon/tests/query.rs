@@ -1,0 +1,155 @@
+//! `shoal query` against xarray on the same files: every op, v2 and v3,
+//! NaNs, CF packing (_FillValue, scale_factor, add_offset), absent chunks,
+//! one and several dimensions, selections cutting through chunks, a sharded
+//! array, raw mode. Expected values are computed by xarray in the test.
+
+mod common;
+
+use common::*;
+
+struct Case {
+    ds: &'static str,
+    array: &'static str,
+    op: &'static str,
+    dims: &'static [&'static str],
+    sel: &'static [(&'static str, u64, u64)],
+    ddof: u64,
+    raw: bool,
+}
+
+const fn case(ds: &'static str, array: &'static str, op: &'static str, dims: &'static [&'static str]) -> Case {
+    Case {
+        ds,
+        array,
+        op,
+        dims,
+        sel: &[],
+        ddof: 0,
+        raw: false,
+    }
+}
+
+const OPS: [&str; 7] = ["sum", "mean", "min", "max", "count", "var", "std"];
+
+fn cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    for op in OPS {
+        // v2 blosc float64 with NaNs, and v3 zstd float32 with NaNs.
+        v.push(case("xr_v2", "sst", op, &["time"]));
+        v.push(case("xr_v3", "sst", op, &[]));
+        v.push(case("packed_v2", "temp", op, &["time"]));
+        v.push(case("packed_v3", "temp", op, &["lat", "lon"]));
+    }
+    v.extend([
+        Case {
+            sel: &[("time", 3, 20), ("lat", 5, 17)],
+            ..case("packed_v2", "temp", "mean", &["time"])
+        },
+        Case {
+            sel: &[("lon", 1, 14)],
+            ddof: 1,
+            ..case("packed_v3", "temp", "std", &["time", "lat"])
+        },
+        Case {
+            ddof: 1,
+            ..case("xr_v2", "sst", "var", &["lat", "lon"])
+        },
+        Case {
+            raw: true,
+            ..case("packed_v2", "temp", "sum", &["time"])
+        },
+        Case {
+            raw: true,
+            ..case("packed_v3", "temp", "max", &[])
+        },
+        case("sparse_v2", "x", "sum", &[]),
+        case("sparse_v2", "x", "mean", &["y"]),
+        case("sparse_v2", "x", "count", &["x"]),
+        case("sparse_v3", "x", "mean", &["x"]),
+        case("sparse_v3", "x", "count", &[]),
+        case("v3_sharded", "sharded", "sum", &["y"]),
+        case("v3_sharded", "sharded", "max", &[]),
+        Case {
+            sel: &[("y", 5, 50), ("x", 3, 61)],
+            ..case("v3_sharded", "sharded", "mean", &["x"])
+        },
+        case("xr_v3", "mask", "sum", &["lon"]),
+        Case {
+            sel: &[("time", 2, 23)],
+            ..case("xr_v3", "sst", "mean", &["time"])
+        },
+    ]);
+    v
+}
+
+#[test]
+fn query_results_equal_xarray() {
+    let d = Daemon::start();
+    let work = tempfile::tempdir().unwrap();
+    for ds in [
+        "xr_v2",
+        "xr_v3",
+        "packed_v2",
+        "packed_v3",
+        "sparse_v2",
+        "sparse_v3",
+        "v3_sharded",
+    ] {
+        d.add(&datasets().join(ds), Some(ds));
+    }
+    let mut checks = Vec::new();
+    for (i, c) in cases().iter().enumerate() {
+        let got = work.path().join(format!("{i}.npy"));
+        let mut args: Vec<String> = vec!["query".into(), c.ds.into(), c.array.into(), "--op".into(), c.op.into()];
+        for dim in c.dims {
+            args.extend(["--dim".into(), dim.to_string()]);
+        }
+        for (dim, a, b) in c.sel {
+            args.extend(["--sel".into(), format!("{dim}={a}:{b}")]);
+        }
+        args.extend([
+            "--ddof".into(),
+            c.ddof.to_string(),
+            "--out".into(),
+            got.display().to_string(),
+        ]);
+        if c.raw {
+            args.push("--raw".into());
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        d.cli_ok(&argv);
+        checks.push(serde_json::json!({
+            "path": datasets().join(c.ds),
+            "array": c.array,
+            "op": c.op,
+            "dims": c.dims,
+            "sel": c.sel.iter().map(|(d, a, b)| (d.to_string(), serde_json::json!([a, b]))).collect::<serde_json::Map<_, _>>(),
+            "ddof": c.ddof,
+            "raw": c.raw,
+            "got": got,
+        }));
+    }
+    let list = work.path().join("cases.json");
+    std::fs::write(&list, serde_json::to_vec(&checks).unwrap()).unwrap();
+    let out = py("xr_check.py", &[&list]);
+    assert!(out.starts_with(&format!("ok {}", checks.len())), "{out}");
+}
+
+#[test]
+fn query_errors_are_clear() {
+    let d = Daemon::start();
+    d.add(&datasets().join("xr_v3"), Some("x"));
+    let err = |args: &[&str]| {
+        let out = d.cli(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(err(&["query", "x", "nope", "--op", "mean"]).contains("no array \"nope\""));
+    assert!(err(&["query", "x", "sst", "--op", "mean", "--dim", "depth"]).contains("no dimension \"depth\""));
+    assert!(err(&["query", "x", "sst", "--op", "mean", "--sel", "time=0:99"]).contains("outside 0:24"));
+    assert!(err(&["query", "x", "sst", "--op", "median"]).contains("unknown op"));
+    assert!(err(&["query", "x", "sst", "--op", "mean", "--sel", "time=5:2"]).contains("START < STOP"));
+    // A small result prints its values; the summary says where it ran.
+    let text = d.cli_ok(&["query", "x", "sst", "--op", "mean"]);
+    assert!(text.contains("values: [") && text.contains("chunks local"), "{text}");
+}
