@@ -218,9 +218,13 @@ pub struct QueryResult {
     /// Dtype of the array in the dataset.
     pub source_dtype: String,
     pub chunks: u64,
-    /// Where chunks ran: "local" (this daemon) for now.
-    pub ran: String,
-    /// Bytes of blocks fetched from peers during the query.
+    /// Chunks computed on this daemon from local blocks.
+    pub chunks_local: u64,
+    /// Chunks computed by peers (peer id, chunks); only partials came back.
+    pub chunks_remote: Vec<(String, u64)>,
+    /// Chunks no peer computed: their blocks were fetched and computed here.
+    pub chunks_fetched: u64,
+    /// Bytes that crossed the network: compute requests, partials, fetched blocks.
     pub network_bytes: u64,
     pub seconds: f64,
 }

@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod mounts;
 mod output;
+mod query;
 mod server;
 
 use std::path::PathBuf;

@@ -217,10 +217,17 @@ pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>) {
             .collect();
         println!("values: [{}]", shown.join(", "));
     }
+    let peers: Vec<String> = r.chunks_remote.iter().map(|(p, n)| format!("{n} on {p}")).collect();
+    let remote = if peers.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", peers.join(", "))
+    };
     println!(
-        "ran: {} chunks {}; {} from the network; {:.3}s",
+        "ran: {} chunks: {} local{remote}, {} fetched; {} crossed the network; {:.3}s",
         r.chunks,
-        r.ran,
+        r.chunks_local,
+        r.chunks_fetched,
         human_bytes(r.network_bytes),
         r.seconds
     );

@@ -642,38 +642,48 @@ async fn list_mounts(State(d): St) -> Json<Vec<String>> {
 
 async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<QueryResult>> {
     let rt = tokio::runtime::Handle::current();
+    let (root, path) = {
+        let target = req.target.clone();
+        blocking(d.clone(), move |d| resolve(&d.store, &target)).await?
+    };
+    if path.is_some() {
+        return Err(AppError::new(
+            ErrorKind::BadRequest,
+            "query takes a dataset (CID or NAME) and the array path separately",
+        ));
+    }
+    // Peers that may hold chunks: the dataset's providers and connected peers.
+    let timeout = crate::config::parse_duration(&d.config.network.provider_timeout).unwrap_or(Duration::from_secs(20));
+    let mut candidates: Vec<shoal_net::PeerId> = d
+        .net
+        .find_providers(root, timeout)
+        .await
+        .map_err(net_error)?
+        .into_iter()
+        .collect();
+    for p in d.net.peers().await.map_err(net_error)? {
+        if let Ok(id) = p.peer_id.parse() {
+            if !candidates.contains(&id) {
+                candidates.push(id);
+            }
+        }
+    }
     blocking(d, move |d| {
         let start = Instant::now();
-        let (root, path) = resolve(&d.store, &req.target)?;
-        if path.is_some() {
-            return Err(AppError::new(
-                ErrorKind::BadRequest,
-                "query takes a dataset (CID or NAME) and the array path separately",
-            ));
-        }
         let m = manifest(d, &root)?;
         let mut entries = Vec::new();
         m.for_each_entry(&mut fetch_any(d, root), &mut |e| {
             entries.push(e.clone());
             Ok(())
         })?;
-        let arrays: Vec<String> = entries
-            .iter()
-            .filter_map(|e| {
-                e.key
-                    .strip_suffix("/zarr.json")
-                    .or_else(|| e.key.strip_suffix("/.zarray"))
-            })
-            .map(String::from)
-            .collect();
         // Local blocks are read directly on the worker threads; missing ones
         // come from peers through the block source.
-        let network_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (store, source, nb) = (d.store.clone(), d.source.clone(), network_bytes.clone());
+        let fetched_bytes: crate::query::Counter = Arc::default();
+        let (store, source, nb, h) = (d.store.clone(), d.source.clone(), fetched_bytes.clone(), rt.clone());
         let fetch: shoal_query::storage::FetchFn = Arc::new(move |c| match store.get(c) {
             Ok(Some(b)) => Ok(b),
             _ => {
-                let b = rt.block_on(source.get(*c, root)).map_err(|e| e.to_string())?;
+                let b = h.block_on(source.get(*c, root)).map_err(|e| e.to_string())?;
                 nb.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 Ok(b)
             }
@@ -686,7 +696,6 @@ async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Qu
             ddof: req.ddof,
             raw: req.raw,
         };
-        let storage = shoal_query::storage::ManifestStorage::new(entries, m.block_size, fetch);
         let q = |e: shoal_query::Error| {
             let kind = match &e {
                 shoal_query::Error::Decode(_) | shoal_query::Error::Read(_) => ErrorKind::Internal,
@@ -694,21 +703,19 @@ async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Qu
             };
             AppError::new(kind, e)
         };
-        let info =
-            shoal_query::engine::array_info(&storage, m.zarr_format, &spec.array, spec.raw, &arrays).map_err(q)?;
-        let source_dtype = info.dtype.clone();
-        let array = Arc::new(
-            zarrs_open(storage, &spec.array)
-                .map_err(|e| AppError::new(ErrorKind::BadRequest, format!("cannot open array {}: {e}", spec.array)))?,
-        );
-        let plan = shoal_query::engine::plan(&array, info, &spec).map_err(q)?;
+        let prepared = crate::query::prepare(m, entries, &spec, fetch).map_err(q)?;
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let partials = shoal_query::engine::run_local(&array, &plan, threads).map_err(q)?;
-        let values = partials
+        let outcome =
+            crate::query::run(&rt, &d.net, &d.store, root, &spec, &prepared, candidates, threads).map_err(q)?;
+        let plan = &prepared.plan;
+        let values = outcome
+            .partials
             .iter()
             .map(|p| p.finish(spec.op, spec.ddof))
             .map(|v| (!v.is_nan()).then_some(v))
             .collect();
+        let mut remote: Vec<(String, u64)> = outcome.chunks_remote.iter().map(|(p, n)| (p.to_string(), *n)).collect();
+        remote.sort();
         Ok(Json(QueryResult {
             root: root.to_string(),
             array: spec.array,
@@ -723,21 +730,16 @@ async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Qu
                 .collect(),
             shape: plan.out_shape.clone(),
             values,
-            source_dtype,
+            source_dtype: plan.info.dtype.clone(),
             chunks: plan.chunks.len() as u64,
-            ran: "local".into(),
-            network_bytes: network_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            chunks_local: outcome.chunks_local,
+            chunks_remote: remote,
+            chunks_fetched: outcome.chunks_fetched,
+            network_bytes: outcome.compute_bytes + crate::query::counter_value(&fetched_bytes),
             seconds: start.elapsed().as_secs_f64(),
         }))
     })
     .await
-}
-
-fn zarrs_open(
-    storage: shoal_query::storage::ManifestStorage,
-    array: &str,
-) -> Result<zarrs::array::Array<shoal_query::storage::ManifestStorage>, String> {
-    zarrs::array::Array::open(Arc::new(storage), &format!("/{array}")).map_err(|e| e.to_string())
 }
 
 pub fn router(d: Arc<Daemon>) -> Router {
@@ -818,6 +820,17 @@ fn serve_fn(store: Arc<Store>) -> shoal_net::ServeFn {
     })
 }
 
+fn compute_fn(store: Arc<Store>) -> shoal_net::ComputeFn {
+    let (_, delay) = test_switches();
+    Arc::new(move |peer, body| {
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        tracing::debug!(%peer, bytes = body.len(), "compute request");
+        crate::query::serve(&store, &body)
+    })
+}
+
 fn net_config(repo: &Repo, cfg: &Config, store: Arc<Store>) -> Result<shoal_net::NetConfig> {
     let n = &cfg.network;
     let parse_addrs = |v: &[String], what: &str| -> Result<Vec<shoal_net::Multiaddr>> {
@@ -860,7 +873,8 @@ fn net_config(repo: &Repo, cfg: &Config, store: Arc<Store>) -> Result<shoal_net:
         reprovide_interval: crate::config::parse_duration(&n.reprovide_interval)?,
         request_timeout: crate::config::parse_duration(&n.request_timeout)?,
         max_connections: 256,
-        serve: serve_fn(store),
+        serve: serve_fn(store.clone()),
+        compute: compute_fn(store),
     })
 }
 

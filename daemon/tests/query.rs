@@ -151,5 +151,121 @@ fn query_errors_are_clear() {
     assert!(err(&["query", "x", "sst", "--op", "mean", "--sel", "time=5:2"]).contains("START < STOP"));
     // A small result prints its values; the summary says where it ran.
     let text = d.cli_ok(&["query", "x", "sst", "--op", "mean"]);
-    assert!(text.contains("values: [") && text.contains("chunks local"), "{text}");
+    assert!(text.contains("values: [") && text.contains(" local"), "{text}");
+}
+
+fn dist_setup(b_env: Vec<(String, String)>) -> (Daemon, Daemon, Daemon, String, u64) {
+    let src = datasets().join("dist_v3");
+    let size: u64 = walk_size(&src);
+    let a = Daemon::start();
+    let b = Daemon::start_opts(Opts {
+        env: b_env,
+        ..Default::default()
+    });
+    let c = Daemon::start();
+    let root = a.add(&src, Some("dist"));
+    b.connect(&a);
+    // B holds part of the dataset: the first six chunks, read through it.
+    for t in 0..6 {
+        let out = b.cli(&["cat", &format!("{root}/sst/c/{t}/0/0")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    c.connect(&a);
+    c.connect(&b);
+    (a, b, c, root, size)
+}
+
+fn walk_size(p: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        n += if m.is_dir() { walk_size(&e.path()) } else { m.len() };
+    }
+    n
+}
+
+fn check_dist(c: &Daemon, root: &str, work: &std::path::Path) -> serde_json::Value {
+    let got = work.join("dist.npy");
+    let out = c.cli_within(
+        &[
+            "query",
+            root,
+            "sst",
+            "--op",
+            "mean",
+            "--dim",
+            "y",
+            "--dim",
+            "x",
+            "--json",
+            "--out",
+            got.to_str().unwrap(),
+        ],
+        120,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases = work.join("dist.json");
+    let case = serde_json::json!([{
+        "path": datasets().join("dist_v3"), "array": "sst", "op": "mean", "dims": ["y", "x"],
+        "sel": {}, "ddof": 0, "raw": false, "got": got,
+    }]);
+    std::fs::write(&cases, serde_json::to_vec(&case).unwrap()).unwrap();
+    assert!(py("xr_check.py", &[&cases]).starts_with("ok 1"));
+    r
+}
+
+#[test]
+fn a_distributed_query_runs_where_the_chunks_are_and_moves_only_partials() {
+    let (a, b, c, root, size) = dist_setup(Vec::new());
+    let work = tempfile::tempdir().unwrap();
+    let r = check_dist(&c, &root, work.path());
+    let ran: std::collections::HashMap<String, u64> = r["chunks_remote"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
+        .collect();
+    assert_eq!(r["chunks_local"].as_u64(), Some(0), "C holds nothing: {r}");
+    assert_eq!(r["chunks_fetched"].as_u64(), Some(0), "{r}");
+    assert!(
+        ran.get(&a.peer_id()).copied().unwrap_or(0) > 0,
+        "A computed nothing: {r}"
+    );
+    assert!(
+        ran.get(&b.peer_id()).copied().unwrap_or(0) > 0,
+        "B computed nothing: {r}"
+    );
+    assert_eq!(ran.values().sum::<u64>(), 16);
+    let moved = r["network_bytes"].as_u64().unwrap();
+    assert!(
+        moved * 100 < size,
+        "{moved} bytes crossed the network for a {size}-byte dataset"
+    );
+    // C still holds nothing: only partials came over.
+    assert_eq!(c.json(&["stats"])["blocks"].as_u64(), Some(1), "only the manifest root");
+}
+
+#[test]
+fn killing_a_peer_mid_query_still_gives_the_right_result() {
+    // B answers each compute request after 3s, so it dies mid-request.
+    let (_a, mut b, c, root, _) = dist_setup(vec![("SHOAL_TEST_SERVE_DELAY_MS".into(), "3000".into())]);
+    let work = tempfile::tempdir().unwrap();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        b.kill9();
+        b
+    });
+    let r = check_dist(&c, &root, work.path());
+    let _b = killer.join().unwrap();
+    let total: u64 = r["chunks_remote"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_u64().unwrap())
+        .sum::<u64>()
+        + r["chunks_local"].as_u64().unwrap()
+        + r["chunks_fetched"].as_u64().unwrap();
+    assert_eq!(total, 16, "{r}");
 }

@@ -86,4 +86,9 @@ g = zarr.open_group(f"{out}/sparse_v3", mode="w", zarr_format=3)
 a = g.create_array("x", shape=(40, 30), chunks=(10, 10), dtype="f8", fill_value=7.5, dimension_names=["y", "x"])
 a[0:10, 0:10] = rng.standard_normal((10, 10))
 a[30:40, 0:30] = rng.standard_normal((10, 30))
+# A larger dataset for distributed queries: 16 chunks of 512 KiB (zstd).
+g = zarr.open_group(f"{out}/dist_v3", mode="w", zarr_format=3)
+a = g.create_array("sst", shape=(64, 128, 128), chunks=(4, 128, 128), dtype="f8",
+                   compressors=ZstdCodec(level=1), fill_value=np.nan, dimension_names=["time", "y", "x"])
+a[:] = rng.standard_normal((64, 128, 128))
 print("ok")

@@ -213,3 +213,73 @@ mod tests {
         assert!(BlockCodec.read_response(&PROTOCOL, &mut rd).await.is_err());
     }
 }
+
+/// The compute protocol: opaque, size-bounded request and response bodies
+/// (the query engine defines their contents).
+pub const COMPUTE_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/query/1.0.0");
+/// Largest compute request (a spec and a chunk list).
+pub const MAX_COMPUTE_REQUEST: usize = 1 << 20;
+/// Largest compute response (partials).
+pub const MAX_COMPUTE_RESPONSE: usize = 64 << 20;
+
+#[derive(Debug, Clone, Default)]
+pub struct ComputeCodec;
+
+async fn read_body<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(bad(format!("message of {len} bytes exceeds the {max}-byte limit")));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_body<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8], max: usize) -> io::Result<()> {
+    if body.len() > max {
+        return Err(bad("message too large"));
+    }
+    io.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    io.write_all(body).await?;
+    io.close().await
+}
+
+#[async_trait::async_trait]
+impl libp2p::request_response::Codec for ComputeCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_body(io, MAX_COMPUTE_REQUEST).await
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_body(io, MAX_COMPUTE_RESPONSE).await
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
+        write_body(io, &req, MAX_COMPUTE_REQUEST).await
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        resp: Vec<u8>,
+    ) -> io::Result<()> {
+        write_body(io, &resp, MAX_COMPUTE_RESPONSE).await
+    }
+}

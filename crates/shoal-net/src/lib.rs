@@ -22,7 +22,7 @@ pub use fetch::{BlockSource, FetchOptions, FetchProgress, FetchReport, Fetcher};
 pub use libp2p::identity::Keypair;
 pub use libp2p::pnet::PreSharedKey;
 pub use libp2p::{Multiaddr, PeerId};
-pub use network::{Client, EventLoop, NetConfig, PeerInfo, ServeFn};
+pub use network::{Client, ComputeFn, EventLoop, NetConfig, PeerInfo, ServeFn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

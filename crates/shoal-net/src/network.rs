@@ -27,7 +27,8 @@ use shoal_core::Cid;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{
-    Answer, BlockCodec, BlockRequest, BlockResponse, MAX_CIDS_PER_REQUEST, MAX_RESPONSE_BYTES, PROTOCOL,
+    Answer, BlockCodec, BlockRequest, BlockResponse, ComputeCodec, COMPUTE_PROTOCOL, MAX_CIDS_PER_REQUEST,
+    MAX_RESPONSE_BYTES, PROTOCOL,
 };
 use crate::{Error, Result};
 
@@ -41,6 +42,12 @@ const COMMAND_QUEUE: usize = 256;
 
 /// Serves a block request from local data: for each CID, its bytes or None.
 pub type ServeFn = Arc<dyn Fn(&PeerId, &[Cid]) -> Vec<Option<bytes::Bytes>> + Send + Sync>;
+/// Answers a compute request (runs on the blocking pool).
+pub type ComputeFn = Arc<dyn Fn(&PeerId, Vec<u8>) -> Vec<u8> + Send + Sync>;
+/// Compute requests served at once; beyond this a peer gets an empty
+/// ("busy") answer and reassigns the work. Two: one per core of a small
+/// machine, so remote queries cannot starve the daemon.
+pub const MAX_COMPUTE_INFLIGHT: usize = 2;
 
 #[derive(Clone)]
 pub struct NetConfig {
@@ -57,6 +64,7 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     pub max_connections: u32,
     pub serve: ServeFn,
+    pub compute: ComputeFn,
 }
 
 #[derive(NetworkBehaviour)]
@@ -68,6 +76,7 @@ struct Behaviour {
     ping: ping::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
     blocks: request_response::Behaviour<BlockCodec>,
+    compute: request_response::Behaviour<ComputeCodec>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -84,6 +93,7 @@ enum Command {
     FindProviders(Cid, oneshot::Sender<HashSet<PeerId>>),
     Request(PeerId, Vec<Cid>, oneshot::Sender<Result<BlockResponse>>),
     Ban(PeerId),
+    Compute(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>>>),
     IsConnected(PeerId, oneshot::Sender<bool>),
 }
 
@@ -154,6 +164,17 @@ impl Client {
         }
     }
 
+    /// Sends a compute request; the answer is bounded in size and time.
+    pub async fn compute(&self, peer: PeerId, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
+        match tokio::time::timeout(timeout, self.call(|tx| Command::Compute(peer, body, tx))).await {
+            Ok(r) => r?,
+            Err(_) => Err(Error::Timeout {
+                peer,
+                secs: timeout.as_secs(),
+            }),
+        }
+    }
+
     /// Disconnects and refuses `peer` from now on (it lied to us).
     pub async fn ban(&self, peer: PeerId) -> Result<()> {
         self.tx.send(Command::Ban(peer)).await.map_err(|_| Error::Stopped)
@@ -174,6 +195,11 @@ pub struct EventLoop {
     served_rx: mpsc::Receiver<(ResponseChannel<BlockResponse>, BlockResponse)>,
     serve: ServeFn,
     inbound_inflight: usize,
+    compute_fn: ComputeFn,
+    compute_inflight: usize,
+    computed_tx: mpsc::Sender<(ResponseChannel<Vec<u8>>, Vec<u8>)>,
+    computed_rx: mpsc::Receiver<(ResponseChannel<Vec<u8>>, Vec<u8>)>,
+    pending_compute: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>>>>,
     pending_dials: HashMap<ConnectionId, DialWaiter>,
     /// Dials whose connection is up, waiting for the peer's identify: only a
     /// peer that runs protocols with us (swarm key, allow-list passed on
@@ -248,6 +274,14 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
                         .with_request_timeout(request_timeout)
                         .with_max_concurrent_streams(MAX_INBOUND_INFLIGHT * 2),
                 ),
+                compute: request_response::Behaviour::new(
+                    [(COMPUTE_PROTOCOL, ProtocolSupport::Full)],
+                    // Computing a batch of chunks takes longer than a block
+                    // fetch; the caller's own deadline is the tighter bound.
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(300))
+                        .with_max_concurrent_streams(MAX_COMPUTE_INFLIGHT * 4),
+                ),
             }
         })
         .map_err(|e| Error::Config(e.to_string()))?
@@ -268,6 +302,7 @@ impl EventLoop {
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (served_tx, served_rx) = mpsc::channel(MAX_INBOUND_INFLIGHT);
+        let (computed_tx, computed_rx) = mpsc::channel(MAX_COMPUTE_INFLIGHT);
         let client = Client {
             tx,
             peer_id: *swarm.local_peer_id(),
@@ -282,6 +317,11 @@ impl EventLoop {
                 served_rx,
                 serve: cfg.serve,
                 inbound_inflight: 0,
+                compute_fn: cfg.compute,
+                compute_inflight: 0,
+                computed_tx,
+                computed_rx,
+                pending_compute: HashMap::new(),
                 pending_dials: HashMap::new(),
                 awaiting_identify: HashMap::new(),
                 pending_providers: HashMap::new(),
@@ -310,6 +350,10 @@ impl EventLoop {
                 Some((channel, resp)) = self.served_rx.recv() => {
                     self.inbound_inflight -= 1;
                     let _ = self.swarm.behaviour_mut().blocks.send_response(channel, resp);
+                }
+                Some((channel, resp)) = self.computed_rx.recv() => {
+                    self.compute_inflight -= 1;
+                    let _ = self.swarm.behaviour_mut().compute.send_response(channel, resp);
                 }
             }
         }
@@ -393,6 +437,10 @@ impl EventLoop {
                 self.swarm.behaviour_mut().banned.block_peer(peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
+            Command::Compute(peer, body, reply) => {
+                let id = self.swarm.behaviour_mut().compute.send_request(&peer, body);
+                self.pending_compute.insert(id, reply);
+            }
             Command::IsConnected(peer, reply) => {
                 let _ = reply.send(self.swarm.is_connected(&peer));
             }
@@ -466,6 +514,7 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Blocks(ev)) => self.on_blocks(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Compute(ev)) => self.on_compute(ev),
             _ => {}
         }
     }
@@ -503,6 +552,45 @@ impl EventLoop {
                 let roots: Vec<Cid> = self.provided.iter().copied().collect();
                 for r in roots {
                     self.start_providing(r);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_compute(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    if self.compute_inflight >= MAX_COMPUTE_INFLIGHT {
+                        // Empty answer = busy: the requester reassigns.
+                        let _ = self.swarm.behaviour_mut().compute.send_response(channel, Vec::new());
+                        return;
+                    }
+                    self.compute_inflight += 1;
+                    let (f, tx) = (self.compute_fn.clone(), self.computed_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let resp = f(&peer, request);
+                        let _ = tx.blocking_send((channel, resp));
+                    });
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending_compute.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_compute.remove(&request_id) {
+                    let _ = reply.send(Err(Error::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
                 }
             }
             _ => {}

@@ -20,7 +20,7 @@ use crate::storage::ManifestStorage;
 use crate::{Error, Result};
 
 /// What to compute.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct QuerySpec {
     /// Path of the array inside the dataset, e.g. `sst` or `ocean/sst`.
     pub array: String,
@@ -396,30 +396,37 @@ pub fn place(out: &mut [Partial], out_shape: &[usize], offset: &[u64], shape: &[
     }
 }
 
-/// Where the work of one query ran and what it cost.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct RunStats {
-    pub chunks_local: u64,
-}
+/// Merged partials of the chunks that succeeded, and the chunks that failed
+/// (index into the chunk list, error).
+pub type ChunkResults = (Vec<Partial>, Vec<(usize, Error)>);
 
-/// Runs the whole plan locally on `threads` threads; returns the merged
-/// partials (row-major over `plan.out_shape`).
-pub fn run_local(array: &Arc<Array<ManifestStorage>>, plan: &Plan, threads: usize) -> Result<Vec<Partial>> {
+/// Computes `chunks` on `threads` threads. A chunk that fails (for example
+/// because its blocks are not available) does not stop the others: its index
+/// is returned with the error, and its data is left out of the partials.
+pub fn compute_chunks(
+    array: &Array<ManifestStorage>,
+    plan: &Plan,
+    chunks: &[Vec<u64>],
+    threads: usize,
+) -> ChunkResults {
     let cells: usize = plan.out_shape.iter().product::<usize>().max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Result<Vec<Partial>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads.max(1))
+    let results: Vec<ChunkResults> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1).min(chunks.len().max(1)))
             .map(|_| {
                 let next = &next;
-                s.spawn(move || -> Result<Vec<Partial>> {
+                s.spawn(move || {
                     let mut out = vec![Partial::EMPTY; cells];
+                    let mut failed = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(chunk) = plan.chunks.get(i) else { break };
-                        let (off, shape, parts) = reduce_chunk(array, plan, chunk)?;
-                        place(&mut out, &plan.out_shape, &off, &shape, &parts);
+                        let Some(chunk) = chunks.get(i) else { break };
+                        match reduce_chunk(array, plan, chunk) {
+                            Ok((off, shape, parts)) => place(&mut out, &plan.out_shape, &off, &shape, &parts),
+                            Err(e) => failed.push((i, e)),
+                        }
                     }
-                    Ok(out)
+                    (out, failed)
                 })
             })
             .collect();
@@ -429,8 +436,25 @@ pub fn run_local(array: &Arc<Array<ManifestStorage>>, plan: &Plan, threads: usiz
             .collect()
     });
     let mut out = vec![Partial::EMPTY; cells];
-    for r in results {
-        merge_into(&mut out, &r?);
+    let mut failed = Vec::new();
+    for (r, f) in results {
+        merge_into(&mut out, &r);
+        failed.extend(f);
     }
-    Ok(out)
+    failed.sort_by_key(|f| f.0);
+    (out, failed)
+}
+
+/// Runs the whole plan locally; any chunk failure is an error.
+pub fn run_local(array: &Arc<Array<ManifestStorage>>, plan: &Plan, threads: usize) -> Result<Vec<Partial>> {
+    let (out, failed) = compute_chunks(array, plan, &plan.chunks, threads);
+    match failed.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The store key holding a chunk (a shard file for sharded arrays).
+pub fn chunk_key(array: &Array<ManifestStorage>, chunk: &[u64]) -> String {
+    array.chunk_key(chunk).as_str().to_string()
 }

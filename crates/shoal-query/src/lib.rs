@@ -6,14 +6,17 @@
 //! - [`storage`]: a zarrs storage adapter over a manifest and a block fetch.
 //! - [`engine`]: planning (array metadata, CF decoding, selection, chunks
 //!   in the selection) and local execution on all cores.
+//! - [`remote`]: the compute-request wire format (what peers exchange:
+//!   a spec and chunk list one way, partials the other).
 //! - [`npy`]: writing results as `.npy`.
 
 pub mod engine;
 pub mod npy;
 pub mod partial;
+pub mod remote;
 pub mod storage;
 
-pub use engine::{QuerySpec, RunStats};
+pub use engine::QuerySpec;
 pub use partial::{Op, Partial};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,313 @@
+//! Queries: planning where chunks run, and serving compute requests.
+//!
+//! Requester ([`run`]): chunks whose blocks are all local (or that are
+//! absent, i.e. fill value) run here on all cores. The rest go, in batches,
+//! to peers that may hold them (the dataset's providers and connected
+//! peers), at most 2 requests in flight per peer; only partials come back.
+//! A batch a peer fails, answers "busy", times out or partly lacks is
+//! reassigned to a peer that has not tried it; chunks no peer computes are
+//! fetched through the block source and computed here.
+//!
+//! Server ([`serve`]): computes the requested chunks from local blocks only
+//! (it never fetches on a requester's behalf), one core per request; the
+//! network layer bounds concurrent requests.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use shoal_core::manifest::Manifest;
+use shoal_core::{cid, Cid};
+use shoal_net::PeerId;
+use shoal_query::engine::{self, Plan};
+use shoal_query::remote::{self, ComputeHeader, ComputeRequest, MAX_CHUNKS_PER_REQUEST};
+use shoal_query::storage::{FetchFn, ManifestStorage};
+use shoal_query::{Partial, QuerySpec};
+use shoal_store::Store;
+use zarrs::array::Array;
+
+/// Deadline of one compute request to a peer.
+const COMPUTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Compute requests in flight per peer.
+const PER_PEER_INFLIGHT: usize = 2;
+
+pub struct Prepared {
+    pub array: Arc<Array<ManifestStorage>>,
+    pub plan: Plan,
+}
+
+/// Opens `spec.array` of dataset `root`, reading blocks through `fetch`.
+pub fn prepare(
+    manifest: Manifest,
+    entries: Vec<shoal_core::manifest::Entry>,
+    spec: &QuerySpec,
+    fetch: FetchFn,
+) -> Result<Prepared, shoal_query::Error> {
+    let arrays: Vec<String> = entries
+        .iter()
+        .filter_map(|e| {
+            e.key
+                .strip_suffix("/zarr.json")
+                .or_else(|| e.key.strip_suffix("/.zarray"))
+        })
+        .map(String::from)
+        .collect();
+    let storage = ManifestStorage::new(entries, manifest.block_size, fetch);
+    let info = engine::array_info(&storage, manifest.zarr_format, &spec.array, spec.raw, &arrays)?;
+    let array = Array::open(Arc::new(storage), &format!("/{}", spec.array))
+        .map_err(|e| shoal_query::Error::Metadata(format!("cannot open array {}: {e}", spec.array)))?;
+    let array = Arc::new(array);
+    let plan = engine::plan(&array, info, spec)?;
+    Ok(Prepared { array, plan })
+}
+
+/// What a query did, for the report.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub partials: Vec<Partial>,
+    pub chunks_local: u64,
+    pub chunks_remote: HashMap<PeerId, u64>,
+    pub chunks_fetched: u64,
+    pub compute_bytes: u64,
+}
+
+struct Batch {
+    chunks: Vec<Vec<u64>>,
+    tried: HashSet<PeerId>,
+}
+
+/// Runs a prepared query: local chunks here, the rest on peers.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    rt: &tokio::runtime::Handle,
+    net: &shoal_net::Client,
+    store: &Store,
+    root: Cid,
+    spec: &QuerySpec,
+    p: &Prepared,
+    candidates: Vec<PeerId>,
+    threads: usize,
+) -> Result<Outcome, shoal_query::Error> {
+    let mut out = Outcome::default();
+    let (mut local, mut remote_chunks) = (Vec::new(), Vec::new());
+    for c in &p.plan.chunks {
+        let key = engine::chunk_key(&p.array, c);
+        let here = match p.array.storage().entry(&key) {
+            None => true, // absent chunk: the fill value, no data needed
+            Some(e) => e.blocks().iter().all(|b| store.has(b).unwrap_or(false)),
+        };
+        if here || candidates.is_empty() {
+            local.push(c.clone());
+        } else {
+            remote_chunks.push(c.clone());
+        }
+    }
+    let cells: usize = p.plan.out_shape.iter().product::<usize>().max(1);
+    let (local_grid, local_failed, remote) = std::thread::scope(|s| {
+        let h = s.spawn(|| engine::compute_chunks(&p.array, &p.plan, &local, threads));
+        let remote = rt.block_on(remote_loop(net, root, spec, remote_chunks, &candidates, cells));
+        let (g, f) = h.join().expect("local workers panicked");
+        (g, f, remote)
+    });
+    if let Some((_, e)) = local_failed.into_iter().next() {
+        return Err(e);
+    }
+    out.chunks_local = local.len() as u64;
+    let (mut grid, per_peer, leftover, bytes) = remote;
+    shoal_query::partial::merge_into(&mut grid, &local_grid);
+    out.chunks_remote = per_peer;
+    out.compute_bytes = bytes;
+    if !leftover.is_empty() {
+        // Nobody computed these: fetch their blocks and compute here.
+        let (g, failed) = engine::compute_chunks(&p.array, &p.plan, &leftover, threads);
+        if let Some((_, e)) = failed.into_iter().next() {
+            return Err(e);
+        }
+        shoal_query::partial::merge_into(&mut grid, &g);
+        out.chunks_fetched = leftover.len() as u64;
+    }
+    out.partials = grid;
+    Ok(out)
+}
+
+type RemoteResult = (Vec<Partial>, HashMap<PeerId, u64>, Vec<Vec<u64>>, u64);
+
+async fn remote_loop(
+    net: &shoal_net::Client,
+    root: Cid,
+    spec: &QuerySpec,
+    chunks: Vec<Vec<u64>>,
+    candidates: &[PeerId],
+    cells: usize,
+) -> RemoteResult {
+    let mut grid = vec![Partial::EMPTY; cells];
+    let mut per_peer: HashMap<PeerId, u64> = HashMap::new();
+    let mut leftover = Vec::new();
+    let mut bytes = 0u64;
+    if chunks.is_empty() {
+        return (grid, per_peer, leftover, bytes);
+    }
+    // Batches small enough to spread over every candidate twice.
+    let size = chunks
+        .len()
+        .div_ceil(candidates.len() * PER_PEER_INFLIGHT)
+        .clamp(1, MAX_CHUNKS_PER_REQUEST);
+    let mut queue: VecDeque<Batch> = chunks
+        .chunks(size)
+        .map(|c| Batch {
+            chunks: c.to_vec(),
+            tried: HashSet::new(),
+        })
+        .collect();
+    let mut load: HashMap<PeerId, usize> = HashMap::new();
+    let mut inflight = FuturesUnordered::new();
+    loop {
+        let mut waiting = VecDeque::new();
+        while let Some(b) = queue.pop_front() {
+            let untried: Vec<PeerId> = candidates.iter().copied().filter(|c| !b.tried.contains(c)).collect();
+            if untried.is_empty() {
+                leftover.extend(b.chunks);
+                continue;
+            }
+            let Some(peer) = untried
+                .iter()
+                .copied()
+                .filter(|c| load.get(c).copied().unwrap_or(0) < PER_PEER_INFLIGHT)
+                .min_by_key(|c| load.get(c).copied().unwrap_or(0))
+            else {
+                waiting.push_back(b);
+                continue;
+            };
+            *load.entry(peer).or_default() += 1;
+            let body = serde_json::to_vec(&ComputeRequest {
+                root: root.to_string(),
+                spec: spec.clone(),
+                chunks: b.chunks.clone(),
+            })
+            .expect("request serialises");
+            bytes += body.len() as u64;
+            let net = net.clone();
+            inflight.push(async move { (peer, net.compute(peer, body, COMPUTE_TIMEOUT).await, b) });
+        }
+        queue = waiting;
+        let Some((peer, res, mut b)) = inflight.next().await else {
+            if queue.is_empty() {
+                break;
+            }
+            continue;
+        };
+        *load.entry(peer).or_default() -= 1;
+        b.tried.insert(peer);
+        let resp = match res {
+            Ok(r) if r.is_empty() => Err("busy".to_string()),
+            Ok(r) => {
+                bytes += r.len() as u64;
+                remote::decode_response(&r, cells, b.chunks.len())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match resp {
+            Ok((
+                ComputeHeader {
+                    error: None,
+                    computed,
+                    missing,
+                },
+                g,
+            )) => {
+                shoal_query::partial::merge_into(&mut grid, &g);
+                *per_peer.entry(peer).or_default() += computed.len() as u64;
+                if !missing.is_empty() {
+                    queue.push_back(Batch {
+                        chunks: missing.iter().map(|i| b.chunks[*i].clone()).collect(),
+                        tried: b.tried,
+                    });
+                }
+            }
+            Ok((ComputeHeader { error: Some(e), .. }, _)) | Err(e) => {
+                tracing::info!(%peer, error = %e, chunks = b.chunks.len(), "compute request failed; reassigning");
+                queue.push_back(b);
+            }
+        }
+    }
+    (grid, per_peer, leftover, bytes)
+}
+
+/// Answers a compute request from local blocks only.
+pub fn serve(store: &Arc<Store>, body: &[u8]) -> Vec<u8> {
+    let fail = |e: String| {
+        remote::encode_response(
+            &ComputeHeader {
+                error: Some(e),
+                ..Default::default()
+            },
+            &[],
+        )
+    };
+    let req: ComputeRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("bad request: {e}")),
+    };
+    if req.chunks.len() > MAX_CHUNKS_PER_REQUEST {
+        return fail(format!("more than {MAX_CHUNKS_PER_REQUEST} chunks in one request"));
+    }
+    let all_missing = || {
+        remote::encode_response(
+            &ComputeHeader {
+                missing: (0..req.chunks.len()).collect(),
+                ..Default::default()
+            },
+            &[],
+        )
+    };
+    let Ok(root) = cid::parse(&req.root) else {
+        return fail("bad root CID".into());
+    };
+    let Ok(manifest) = store.manifest(&root) else {
+        return all_missing();
+    };
+    let mut entries = Vec::new();
+    let walked = manifest.for_each_entry::<shoal_store::Error>(&mut |c| store.require(c), &mut |e| {
+        entries.push(e.clone());
+        Ok(())
+    });
+    if walked.is_err() {
+        return all_missing();
+    }
+    let local = store.clone();
+    let fetch: FetchFn = Arc::new(move |c| match local.get(c) {
+        Ok(Some(b)) => Ok(b),
+        _ => Err(format!("block {c} is not held here")),
+    });
+    let p = match prepare(manifest, entries, &req.spec, fetch) {
+        Ok(p) => p,
+        Err(e) => return fail(e.to_string()),
+    };
+    let started = Instant::now();
+    let (grid, failed) = engine::compute_chunks(&p.array, &p.plan, &req.chunks, 1);
+    let missing: Vec<usize> = failed.iter().map(|f| f.0).collect();
+    let computed = (0..req.chunks.len()).filter(|i| !missing.contains(i)).collect();
+    tracing::debug!(
+        chunks = req.chunks.len(),
+        missing = missing.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "served compute request"
+    );
+    remote::encode_response(
+        &ComputeHeader {
+            computed,
+            missing,
+            error: None,
+        },
+        &grid,
+    )
+}
+
+/// Bytes counter shared with the fetch function.
+pub type Counter = Arc<AtomicU64>;
+
+pub fn counter_value(c: &Counter) -> u64 {
+    c.load(Ordering::Relaxed)
+}
