@@ -204,7 +204,7 @@ async fn remote_loop(
             Ok(r) if r.is_empty() => Err("busy".to_string()),
             Ok(r) => {
                 bytes += r.len() as u64;
-                remote::decode_response(&r, cells, b.chunks.len())
+                remote::decode_response(&r, cells, b.chunks.len(), spec.op)
             }
             Err(e) => Err(e.to_string()),
         };
@@ -244,6 +244,7 @@ pub fn serve(store: &Arc<Store>, body: &[u8]) -> Vec<u8> {
                 ..Default::default()
             },
             &[],
+            shoal_query::Op::Count,
         )
     };
     let req: ComputeRequest = match serde_json::from_slice(body) {
@@ -260,6 +261,7 @@ pub fn serve(store: &Arc<Store>, body: &[u8]) -> Vec<u8> {
                 ..Default::default()
             },
             &[],
+            req.spec.op,
         )
     };
     let Ok(root) = cid::parse(&req.root) else {
@@ -302,6 +304,7 @@ pub fn serve(store: &Arc<Store>, body: &[u8]) -> Vec<u8> {
             error: None,
         },
         &grid,
+        req.spec.op,
     )
 }
 

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::ArrayD;
 use serde_json::{Map, Value};
 use zarrs::array::{Array, ArraySubset};
 
@@ -234,6 +234,8 @@ pub struct Plan {
     pub out_dims: Vec<String>,
     /// Chunk grid indices intersecting the selection.
     pub chunks: Vec<Vec<u64>>,
+    /// The reduction (kernels compute only what it needs).
+    pub op: Op,
 }
 
 pub fn plan(array: &Array<ManifestStorage>, info: ArrayInfo, spec: &QuerySpec) -> Result<Plan> {
@@ -292,30 +294,156 @@ pub fn plan(array: &Array<ManifestStorage>, info: ArrayInfo, spec: &QuerySpec) -
         out_shape,
         out_dims,
         chunks,
+        op: spec.op,
     })
 }
 
-fn retrieve(array: &Array<ManifestStorage>, dt: Dtype, subset: &ArraySubset) -> Result<ArrayD<f64>> {
-    macro_rules! get {
-        ($t:ty) => {
-            array
-                .retrieve_array_subset::<ArrayD<$t>>(subset)
-                .map_err(|e| Error::Decode(e.to_string()))?
-                .mapv(|v| v as f64)
-        };
+/// A stored element type, widened to f64 for accumulation.
+trait Num: Copy + zarrs::array::ElementOwned + Send + Sync + 'static {
+    fn f(self) -> f64;
+}
+
+macro_rules! num {
+    ($($t:ty),*) => {$(
+        impl Num for $t {
+            #[inline(always)]
+            fn f(self) -> f64 {
+                self as f64
+            }
+        }
+    )*};
+}
+num!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
+
+/// Walks `data` (row-major, `shape`) in memory order, calling `f(cell, v)`
+/// for every element, where `cell` is the element's output cell: the
+/// innermost axis is either kept (a run of consecutive cells) or reduced
+/// (one cell), so no transpose or per-element index arithmetic is needed.
+#[inline(always)]
+fn walk<T: Num>(data: &[T], shape: &[usize], out_stride: &[usize], mut f: impl FnMut(usize, T)) {
+    let nd = shape.len();
+    if nd == 0 {
+        if let Some(v) = data.first() {
+            f(0, *v);
+        }
+        return;
     }
-    Ok(match dt {
-        Dtype::I8 => get!(i8),
-        Dtype::I16 => get!(i16),
-        Dtype::I32 => get!(i32),
-        Dtype::I64 => get!(i64),
-        Dtype::U8 => get!(u8),
-        Dtype::U16 => get!(u16),
-        Dtype::U32 => get!(u32),
-        Dtype::U64 => get!(u64),
-        Dtype::F32 => get!(f32),
-        Dtype::F64 => get!(f64),
-    })
+    let last = shape[nd - 1];
+    let last_stride = out_stride[nd - 1];
+    let mut idx = vec![0usize; nd - 1];
+    for row in data.chunks_exact(last.max(1)) {
+        let base: usize = idx.iter().zip(out_stride).map(|(i, s)| i * s).sum();
+        if last_stride == 0 {
+            for &v in row {
+                f(base, v);
+            }
+        } else {
+            for (j, &v) in row.iter().enumerate() {
+                f(base + j, v);
+            }
+        }
+        for d in (0..nd - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Decodes `subset` in its stored type and accumulates, per output cell,
+/// only what `op` needs (structure of arrays, so the inner loop over a
+/// contiguous run of cells vectorises). var/std take a second pass for M2
+/// around each cell's chunk mean.
+fn kernel<T: Num>(
+    array: &Array<ManifestStorage>,
+    plan: &Plan,
+    subset: &ArraySubset,
+) -> Result<(Vec<usize>, Vec<Partial>)> {
+    let op = plan.op;
+    let data: ArrayD<T> = array
+        .retrieve_array_subset::<ArrayD<T>>(subset)
+        .map_err(|e| Error::Decode(e.to_string()))?;
+    let data = data.as_standard_layout();
+    let flat = data.as_slice().expect("standard layout is contiguous");
+    let shape = data.shape().to_vec();
+    let kept_shape: Vec<usize> = shape
+        .iter()
+        .zip(&plan.reduced)
+        .filter(|(_, r)| !**r)
+        .map(|(n, _)| *n)
+        .collect();
+    let cells: usize = kept_shape.iter().product();
+    // Output strides of each chunk axis (0 for reduced axes).
+    let mut out_stride = vec![0usize; shape.len()];
+    let mut s = 1;
+    for d in (0..shape.len()).rev() {
+        if !plan.reduced[d] {
+            out_stride[d] = s;
+            s *= shape[d];
+        }
+    }
+    let info = &plan.info;
+    let cf = !info.masks.is_empty() || info.scale != 1.0 || info.offset != 0.0;
+    let decode = |raw: T| -> f64 {
+        let v = raw.f();
+        if cf {
+            if info.masks.contains(&v) {
+                f64::NAN
+            } else {
+                v * info.scale + info.offset
+            }
+        } else {
+            v
+        }
+    };
+    let minmax = matches!(op, Op::Min | Op::Max);
+    let mut count = vec![0u64; cells];
+    let mut sum = vec![0.0f64; cells];
+    let mut min = if minmax { vec![f64::INFINITY; cells] } else { Vec::new() };
+    let mut max = if minmax {
+        vec![f64::NEG_INFINITY; cells]
+    } else {
+        Vec::new()
+    };
+    walk(flat, &shape, &out_stride, |c, raw| {
+        let v = decode(raw);
+        if !v.is_nan() {
+            count[c] += 1;
+            sum[c] += v;
+            if minmax {
+                min[c] = min[c].min(v);
+                max[c] = max[c].max(v);
+            }
+        }
+    });
+    let mut m2 = Vec::new();
+    if op.needs_m2() {
+        let mean: Vec<f64> = sum
+            .iter()
+            .zip(&count)
+            .map(|(s, n)| if *n > 0 { s / *n as f64 } else { 0.0 })
+            .collect();
+        m2 = vec![0.0f64; cells];
+        walk(flat, &shape, &out_stride, |c, raw| {
+            let v = decode(raw);
+            if !v.is_nan() {
+                let d = v - mean[c];
+                m2[c] += d * d;
+            }
+        });
+    }
+    let partials = (0..cells)
+        .map(|c| Partial {
+            count: count[c],
+            sum: sum[c],
+            min: if minmax { min[c] } else { f64::INFINITY },
+            max: if minmax { max[c] } else { f64::NEG_INFINITY },
+            m2: if op.needs_m2() { m2[c] } else { 0.0 },
+        })
+        .collect();
+    Ok((kept_shape, partials))
 }
 
 /// Reduces one chunk (intersected with the selection) into partials laid
@@ -331,36 +459,18 @@ pub fn reduce_chunk(
         .map_err(|e| Error::Decode(e.to_string()))?;
     let sel = ArraySubset::new_with_ranges(&plan.ranges);
     let part = bounds.overlap(&sel).map_err(|e| Error::Decode(e.to_string()))?;
-    let mut data = retrieve(array, plan.info.dt, &part)?;
-    let info = &plan.info;
-    if !info.masks.is_empty() || info.scale != 1.0 || info.offset != 0.0 {
-        data.mapv_inplace(|v| {
-            if info.masks.contains(&v) {
-                f64::NAN
-            } else {
-                v * info.scale + info.offset
-            }
-        });
-    }
-    // Kept axes first, reduced axes last; then rows = output cells.
-    let n = plan.reduced.len();
-    let order: Vec<usize> = (0..n)
-        .filter(|i| !plan.reduced[*i])
-        .chain((0..n).filter(|i| plan.reduced[*i]))
-        .collect();
-    let kept_shape: Vec<usize> = order
-        .iter()
-        .filter(|i| !plan.reduced[**i])
-        .map(|i| data.shape()[*i])
-        .collect();
-    let cells: usize = kept_shape.iter().product();
-    let permuted = data.permuted_axes(IxDyn(&order));
-    let standard = permuted.as_standard_layout();
-    let per_cell = standard.len().checked_div(cells).unwrap_or(0);
-    let flat = standard.as_slice().expect("standard layout is contiguous");
-    let partials = (0..cells)
-        .map(|c| Partial::of(&flat[c * per_cell..(c + 1) * per_cell]))
-        .collect();
+    let (kept_shape, partials) = match plan.info.dt {
+        Dtype::I8 => kernel::<i8>(array, plan, &part)?,
+        Dtype::I16 => kernel::<i16>(array, plan, &part)?,
+        Dtype::I32 => kernel::<i32>(array, plan, &part)?,
+        Dtype::I64 => kernel::<i64>(array, plan, &part)?,
+        Dtype::U8 => kernel::<u8>(array, plan, &part)?,
+        Dtype::U16 => kernel::<u16>(array, plan, &part)?,
+        Dtype::U32 => kernel::<u32>(array, plan, &part)?,
+        Dtype::U64 => kernel::<u64>(array, plan, &part)?,
+        Dtype::F32 => kernel::<f32>(array, plan, &part)?,
+        Dtype::F64 => kernel::<f64>(array, plan, &part)?,
+    };
     let out_offset = part
         .start()
         .iter()
@@ -373,10 +483,17 @@ pub fn reduce_chunk(
 }
 
 /// Adds a chunk's partials into the output grid.
-pub fn place(out: &mut [Partial], out_shape: &[usize], offset: &[u64], shape: &[usize], partials: &[Partial]) {
+pub fn place(
+    out: &mut [Partial],
+    out_shape: &[usize],
+    offset: &[u64],
+    shape: &[usize],
+    partials: &[Partial],
+    needs_m2: bool,
+) {
     let nd = out_shape.len();
     if nd == 0 {
-        merge_into(&mut out[..1], &partials[..1]);
+        out[0] = out[0].merge_for(partials[0], needs_m2);
         return;
     }
     let mut idx = vec![0usize; nd];
@@ -385,7 +502,7 @@ pub fn place(out: &mut [Partial], out_shape: &[usize], offset: &[u64], shape: &[
         for d in 0..nd {
             flat = flat * out_shape[d] + offset[d] as usize + idx[d];
         }
-        out[flat] = out[flat].merge(*p);
+        out[flat] = out[flat].merge_for(*p, needs_m2);
         for d in (0..nd).rev() {
             idx[d] += 1;
             if idx[d] < shape[d] {
@@ -422,7 +539,9 @@ pub fn compute_chunks(
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(chunk) = chunks.get(i) else { break };
                         match reduce_chunk(array, plan, chunk) {
-                            Ok((off, shape, parts)) => place(&mut out, &plan.out_shape, &off, &shape, &parts),
+                            Ok((off, shape, parts)) => {
+                                place(&mut out, &plan.out_shape, &off, &shape, &parts, plan.op.needs_m2())
+                            }
                             Err(e) => failed.push((i, e)),
                         }
                     }

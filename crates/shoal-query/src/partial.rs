@@ -43,6 +43,13 @@ pub enum Op {
     Std,
 }
 
+impl Op {
+    /// Whether the op needs the M2 (variance) term.
+    pub fn needs_m2(self) -> bool {
+        matches!(self, Op::Var | Op::Std)
+    }
+}
+
 impl std::fmt::Display for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = match self {
@@ -104,6 +111,22 @@ impl Partial {
                 .sum();
         }
         p
+    }
+
+    /// Merges two partials, skipping the M2 term when the op does not need
+    /// it (the division in it dominates merge cost for sum/mean/min/max).
+    #[inline]
+    pub fn merge_for(self, b: Partial, needs_m2: bool) -> Partial {
+        if needs_m2 {
+            return self.merge(b);
+        }
+        Partial {
+            count: self.count + b.count,
+            sum: self.sum + b.sum,
+            min: self.min.min(b.min),
+            max: self.max.max(b.max),
+            m2: 0.0,
+        }
     }
 
     /// Merges two partials of disjoint value sets.

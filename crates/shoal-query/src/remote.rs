@@ -3,7 +3,9 @@
 //! Request: JSON `{root, spec, chunks}`. Response: a JSON header (which
 //! chunks were computed, which the peer lacks) followed by the merged
 //! partials of the computed chunks in a compact binary form, only non-empty
-//! cells: `u32 n`, then n x (u32 cell, u64 count, f64 sum, min, max, m2).
+//! cells and only the fields the op needs: `u32 n`, then n x (u32 cell,
+//! u64 count, f64 sum [, f64 min, f64 max] [, f64 m2]) with min/max for
+//! min and max, m2 for var and std. A mean moves 20 bytes per cell.
 //! An empty response means "busy". Decoding checks every length and cell
 //! index against the requester's own plan before anything is merged.
 //!
@@ -13,13 +15,22 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::partial::Partial;
+use crate::partial::{Op, Partial};
 use crate::QuerySpec;
 
 /// Chunks per compute request: large enough to amortise a round trip, small
 /// enough that a slow or dead peer loses little work when reassigned.
 pub const MAX_CHUNKS_PER_REQUEST: usize = 64;
-const CELL_BYTES: usize = 4 + 8 + 8 * 4;
+
+/// Which optional fields a response carries for `op`.
+fn fields(op: Op) -> (bool, bool) {
+    (matches!(op, Op::Min | Op::Max), op.needs_m2())
+}
+
+fn cell_bytes(op: Op) -> usize {
+    let (mm, m2) = fields(op);
+    4 + 8 + 8 + if mm { 16 } else { 0 } + if m2 { 8 } else { 0 }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ComputeRequest {
@@ -38,29 +49,41 @@ pub struct ComputeHeader {
     pub error: Option<String>,
 }
 
-pub fn encode_response(h: &ComputeHeader, grid: &[Partial]) -> Vec<u8> {
+pub fn encode_response(h: &ComputeHeader, grid: &[Partial], op: Op) -> Vec<u8> {
+    let (mm, m2) = fields(op);
     let header = serde_json::to_vec(h).expect("header serialises");
     let cells: Vec<(usize, &Partial)> = grid.iter().enumerate().filter(|(_, p)| p.count > 0).collect();
-    let mut out = Vec::with_capacity(8 + header.len() + cells.len() * CELL_BYTES);
+    let mut out = Vec::with_capacity(8 + header.len() + cells.len() * cell_bytes(op));
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(&header);
     out.extend_from_slice(&(cells.len() as u32).to_le_bytes());
     for (i, p) in cells {
         out.extend_from_slice(&(i as u32).to_le_bytes());
         out.extend_from_slice(&p.count.to_le_bytes());
-        for v in [p.sum, p.min, p.max, p.m2] {
-            out.extend_from_slice(&v.to_le_bytes());
+        out.extend_from_slice(&p.sum.to_le_bytes());
+        if mm {
+            out.extend_from_slice(&p.min.to_le_bytes());
+            out.extend_from_slice(&p.max.to_le_bytes());
+        }
+        if m2 {
+            out.extend_from_slice(&p.m2.to_le_bytes());
         }
     }
     out
 }
 
-/// Decodes a response for a plan with `cells` output cells and a request
-/// of `asked` chunks.
-pub fn decode_response(b: &[u8], cells: usize, asked: usize) -> Result<(ComputeHeader, Vec<Partial>), String> {
-    fn take(b: &[u8], at: usize, n: usize) -> Result<&[u8], String> {
-        b.get(at..at + n).ok_or_else(|| "truncated response".to_string())
-    }
+fn take(b: &[u8], at: usize, n: usize) -> Result<&[u8], String> {
+    b.get(at..at + n).ok_or_else(|| "truncated response".to_string())
+}
+
+fn f64_at(b: &[u8], at: usize) -> f64 {
+    f64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Decodes a response to a request of `asked` chunks, for a plan with
+/// `cells` output cells computing `op`.
+pub fn decode_response(b: &[u8], cells: usize, asked: usize, op: Op) -> Result<(ComputeHeader, Vec<Partial>), String> {
+    let (mm, m2) = fields(op);
     let hlen = u32::from_le_bytes(take(b, 0, 4)?.try_into().expect("4 bytes")) as usize;
     let header: ComputeHeader = serde_json::from_slice(take(b, 4, hlen)?).map_err(|e| format!("bad header: {e}"))?;
     if header.computed.iter().chain(&header.missing).any(|i| *i >= asked) {
@@ -69,26 +92,32 @@ pub fn decode_response(b: &[u8], cells: usize, asked: usize) -> Result<(ComputeH
     let mut at = 4 + hlen;
     let n = u32::from_le_bytes(take(b, at, 4)?.try_into().expect("4 bytes")) as usize;
     at += 4;
-    if n > cells || b.len() != at + n * CELL_BYTES {
+    let cb = cell_bytes(op);
+    if n > cells || b.len() != at + n * cb {
         return Err(format!("{n} cells in {} bytes for a {cells}-cell result", b.len()));
     }
     let mut grid = vec![Partial::EMPTY; cells];
     for _ in 0..n {
         let c = u32::from_le_bytes(b[at..at + 4].try_into().expect("4")) as usize;
-        let count = u64::from_le_bytes(b[at + 4..at + 12].try_into().expect("8"));
-        let f = |k: usize| f64::from_le_bytes(b[at + 12 + 8 * k..at + 20 + 8 * k].try_into().expect("8"));
-        let p = Partial {
-            count,
-            sum: f(0),
-            min: f(1),
-            max: f(2),
-            m2: f(3),
+        let mut p = Partial {
+            count: u64::from_le_bytes(b[at + 4..at + 12].try_into().expect("8")),
+            sum: f64_at(b, at + 12),
+            ..Partial::EMPTY
         };
-        if c >= cells || count == 0 || p.min > p.max || p.m2 < 0.0 || p.m2.is_nan() {
+        let mut k = at + 20;
+        if mm {
+            (p.min, p.max) = (f64_at(b, k), f64_at(b, k + 8));
+            k += 16;
+        }
+        if m2 {
+            p.m2 = f64_at(b, k);
+        }
+        let bad = c >= cells || p.count == 0 || p.sum.is_nan() || (mm && !(p.min <= p.max)) || (m2 && !(p.m2 >= 0.0));
+        if bad {
             return Err(format!("invalid partial for cell {c}"));
         }
         grid[c] = p;
-        at += CELL_BYTES;
+        at += cb;
     }
     Ok((header, grid))
 }
@@ -107,14 +136,30 @@ mod tests {
             missing: vec![1],
             error: None,
         };
-        let b = encode_response(&h, &grid);
-        let (h2, g2) = decode_response(&b, 5, 3).unwrap();
+        let b = encode_response(&h, &grid, Op::Var);
+        let (h2, g2) = decode_response(&b, 5, 3, Op::Var).unwrap();
         assert_eq!(h2.computed, vec![0, 2]);
-        assert_eq!(g2, grid);
-        assert!(decode_response(&b, 2, 3).is_err(), "cell index beyond the plan");
-        assert!(decode_response(&b, 5, 2).is_err(), "chunk index beyond the request");
-        for cut in [0, 3, 10, b.len() - 1] {
-            assert!(decode_response(&b[..cut], 5, 3).is_err());
+        // var carries count, sum and m2 (min/max are not sent).
+        for (a, b) in g2.iter().zip(&grid) {
+            assert_eq!((a.count, a.sum, a.m2), (b.count, b.sum, b.m2));
         }
+        assert!(
+            decode_response(&b, 2, 3, Op::Var).is_err(),
+            "cell index beyond the plan"
+        );
+        assert!(
+            decode_response(&b, 5, 2, Op::Var).is_err(),
+            "chunk index beyond the request"
+        );
+        assert!(decode_response(&b, 5, 3, Op::Mean).is_err(), "layout of another op");
+        for cut in [0, 3, 10, b.len() - 1] {
+            assert!(decode_response(&b[..cut], 5, 3, Op::Var).is_err());
+        }
+        // A mean carries count and sum only, and min/max stay unset.
+        let b = encode_response(&h, &grid, Op::Mean);
+        let (_, g3) = decode_response(&b, 5, 3, Op::Mean).unwrap();
+        assert_eq!(g3[1].count, 3);
+        assert_eq!(g3[1].sum, 7.0);
+        assert_eq!(b.len(), 4 + serde_json::to_vec(&h).unwrap().len() + 4 + 2 * 20);
     }
 }
