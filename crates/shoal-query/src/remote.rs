@@ -112,7 +112,9 @@ pub fn decode_response(b: &[u8], cells: usize, asked: usize, op: Op) -> Result<(
         if m2 {
             p.m2 = f64_at(b, k);
         }
-        let bad = c >= cells || p.count == 0 || p.sum.is_nan() || (mm && !(p.min <= p.max)) || (m2 && !(p.m2 >= 0.0));
+        let bad_minmax = mm && (p.min.is_nan() || p.max.is_nan() || p.min > p.max);
+        let bad_m2 = m2 && (p.m2.is_nan() || p.m2 < 0.0);
+        let bad = c >= cells || p.count == 0 || p.sum.is_nan() || bad_minmax || bad_m2;
         if bad {
             return Err(format!("invalid partial for cell {c}"));
         }
