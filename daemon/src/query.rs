@@ -87,7 +87,7 @@ pub fn run(
     root: Cid,
     spec: &QuerySpec,
     p: &Prepared,
-    candidates: Vec<PeerId>,
+    provider_timeout: Duration,
     threads: usize,
 ) -> Result<Outcome, shoal_query::Error> {
     let mut out = Outcome::default();
@@ -98,11 +98,24 @@ pub fn run(
             None => true, // absent chunk: the fill value, no data needed
             Some(e) => e.blocks().iter().all(|b| store.has(b).unwrap_or(false)),
         };
-        if here || candidates.is_empty() {
+        if here {
             local.push(c.clone());
         } else {
             remote_chunks.push(c.clone());
         }
+    }
+    // Only when some chunks are not held here: who may hold them? The
+    // dataset's providers and every connected peer.
+    let candidates = if remote_chunks.is_empty() {
+        Vec::new()
+    } else {
+        rt.block_on(candidates(net, root, provider_timeout))
+    };
+    let mut fetched_here = 0;
+    if candidates.is_empty() {
+        // Nobody to ask: fetch their blocks and compute here.
+        fetched_here = remote_chunks.len() as u64;
+        local.append(&mut remote_chunks);
     }
     let cells: usize = p.plan.out_shape.iter().product::<usize>().max(1);
     let (local_grid, local_failed, remote) = std::thread::scope(|s| {
@@ -114,7 +127,8 @@ pub fn run(
     if let Some((_, e)) = local_failed.into_iter().next() {
         return Err(e);
     }
-    out.chunks_local = local.len() as u64;
+    out.chunks_local = local.len() as u64 - fetched_here;
+    out.chunks_fetched = fetched_here;
     let (mut grid, per_peer, leftover, bytes) = remote;
     shoal_query::partial::merge_into(&mut grid, &local_grid);
     out.chunks_remote = per_peer;
@@ -126,10 +140,26 @@ pub fn run(
             return Err(e);
         }
         shoal_query::partial::merge_into(&mut grid, &g);
-        out.chunks_fetched = leftover.len() as u64;
+        out.chunks_fetched += leftover.len() as u64;
     }
     out.partials = grid;
     Ok(out)
+}
+
+async fn candidates(net: &shoal_net::Client, root: Cid, timeout: Duration) -> Vec<PeerId> {
+    let mut out: Vec<PeerId> = net
+        .find_providers(root, timeout)
+        .await
+        .map(|p| p.into_iter().collect())
+        .unwrap_or_default();
+    for p in net.peers().await.unwrap_or_default() {
+        if let Ok(id) = p.peer_id.parse() {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out
 }
 
 type RemoteResult = (Vec<Partial>, HashMap<PeerId, u64>, Vec<Vec<u64>>, u64);

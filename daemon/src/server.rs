@@ -652,22 +652,8 @@ async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Qu
             "query takes a dataset (CID or NAME) and the array path separately",
         ));
     }
-    // Peers that may hold chunks: the dataset's providers and connected peers.
-    let timeout = crate::config::parse_duration(&d.config.network.provider_timeout).unwrap_or(Duration::from_secs(20));
-    let mut candidates: Vec<shoal_net::PeerId> = d
-        .net
-        .find_providers(root, timeout)
-        .await
-        .map_err(net_error)?
-        .into_iter()
-        .collect();
-    for p in d.net.peers().await.map_err(net_error)? {
-        if let Ok(id) = p.peer_id.parse() {
-            if !candidates.contains(&id) {
-                candidates.push(id);
-            }
-        }
-    }
+    let provider_timeout =
+        crate::config::parse_duration(&d.config.network.provider_timeout).unwrap_or(Duration::from_secs(20));
     blocking(d, move |d| {
         let start = Instant::now();
         let m = manifest(d, &root)?;
@@ -704,9 +690,11 @@ async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Qu
             AppError::new(kind, e)
         };
         let prepared = crate::query::prepare(m, entries, &spec, fetch).map_err(q)?;
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        // Twice the cores: while one worker waits on a cold disk read,
+        // another decodes and reduces.
+        let threads = 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let outcome =
-            crate::query::run(&rt, &d.net, &d.store, root, &spec, &prepared, candidates, threads).map_err(q)?;
+            crate::query::run(&rt, &d.net, &d.store, root, &spec, &prepared, provider_timeout, threads).map_err(q)?;
         let plan = &prepared.plan;
         let values = outcome
             .partials

@@ -352,15 +352,22 @@ fn walk<T: Num>(data: &[T], shape: &[usize], out_stride: &[usize], mut f: impl F
     }
 }
 
-/// Decodes `subset` in its stored type and accumulates, per output cell,
-/// only what `op` needs (structure of arrays, so the inner loop over a
-/// contiguous run of cells vectorises). var/std take a second pass for M2
-/// around each cell's chunk mean.
+/// Decodes `subset` in its stored type and accumulates it into `out`, the
+/// worker's output grid, where the subset's share of the output starts at
+/// `offset` (kept dimensions). Decoding happens before anything is added,
+/// so a chunk that fails leaves `out` untouched.
+///
+/// sum, mean, count, min and max add each value straight into its output
+/// cell: no per-chunk buffers, no merge pass. var and std first reduce the
+/// chunk to per-cell (count, sum, M2) around each cell's chunk mean (two
+/// passes, for accuracy) and merge those with the parallel formula.
 fn kernel<T: Num>(
     array: &Array<ManifestStorage>,
     plan: &Plan,
     subset: &ArraySubset,
-) -> Result<(Vec<usize>, Vec<Partial>)> {
+    offset: &[u64],
+    out: &mut [Partial],
+) -> Result<()> {
     let op = plan.op;
     let data: ArrayD<T> = array
         .retrieve_array_subset::<ArrayD<T>>(subset)
@@ -368,22 +375,14 @@ fn kernel<T: Num>(
     let data = data.as_standard_layout();
     let flat = data.as_slice().expect("standard layout is contiguous");
     let shape = data.shape().to_vec();
-    let kept_shape: Vec<usize> = shape
-        .iter()
-        .zip(&plan.reduced)
-        .filter(|(_, r)| !**r)
-        .map(|(n, _)| *n)
-        .collect();
-    let cells: usize = kept_shape.iter().product();
-    // Output strides of each chunk axis (0 for reduced axes).
-    let mut out_stride = vec![0usize; shape.len()];
+    // Row-major strides of the output grid, per kept dimension.
+    let mut gstride = vec![0usize; plan.out_shape.len()];
     let mut s = 1;
-    for d in (0..shape.len()).rev() {
-        if !plan.reduced[d] {
-            out_stride[d] = s;
-            s *= shape[d];
-        }
+    for k in (0..gstride.len()).rev() {
+        gstride[k] = s;
+        s *= plan.out_shape[k];
     }
+    let base: usize = offset.iter().zip(&gstride).map(|(o, g)| *o as usize * g).sum();
     let info = &plan.info;
     let cf = !info.masks.is_empty() || info.scale != 1.0 || info.offset != 0.0;
     let decode = |raw: T| -> f64 {
@@ -398,80 +397,108 @@ fn kernel<T: Num>(
             v
         }
     };
-    let minmax = matches!(op, Op::Min | Op::Max);
+    if !op.needs_m2() {
+        let mut kept = gstride.iter();
+        let out_stride: Vec<usize> = plan
+            .reduced
+            .iter()
+            .map(|r| {
+                if *r {
+                    0
+                } else {
+                    *kept.next().expect("one stride per kept dim")
+                }
+            })
+            .collect();
+        let minmax = matches!(op, Op::Min | Op::Max);
+        walk(flat, &shape, &out_stride, |c, raw| {
+            let v = decode(raw);
+            if !v.is_nan() {
+                let p = &mut out[base + c];
+                p.count += 1;
+                p.sum += v;
+                if minmax {
+                    p.min = p.min.min(v);
+                    p.max = p.max.max(v);
+                }
+            }
+        });
+        return Ok(());
+    }
+    // var/std: chunk-local cells first.
+    let kept_shape: Vec<usize> = shape
+        .iter()
+        .zip(&plan.reduced)
+        .filter(|(_, r)| !**r)
+        .map(|(n, _)| *n)
+        .collect();
+    let cells: usize = kept_shape.iter().product();
+    let mut local_stride = vec![0usize; shape.len()];
+    let mut s = 1;
+    for d in (0..shape.len()).rev() {
+        if !plan.reduced[d] {
+            local_stride[d] = s;
+            s *= shape[d];
+        }
+    }
     let mut count = vec![0u64; cells];
     let mut sum = vec![0.0f64; cells];
-    let mut min = if minmax { vec![f64::INFINITY; cells] } else { Vec::new() };
-    let mut max = if minmax {
-        vec![f64::NEG_INFINITY; cells]
-    } else {
-        Vec::new()
-    };
-    walk(flat, &shape, &out_stride, |c, raw| {
+    walk(flat, &shape, &local_stride, |c, raw| {
         let v = decode(raw);
         if !v.is_nan() {
             count[c] += 1;
             sum[c] += v;
-            if minmax {
-                min[c] = min[c].min(v);
-                max[c] = max[c].max(v);
-            }
         }
     });
-    let mut m2 = Vec::new();
-    if op.needs_m2() {
-        let mean: Vec<f64> = sum
-            .iter()
-            .zip(&count)
-            .map(|(s, n)| if *n > 0 { s / *n as f64 } else { 0.0 })
-            .collect();
-        m2 = vec![0.0f64; cells];
-        walk(flat, &shape, &out_stride, |c, raw| {
-            let v = decode(raw);
-            if !v.is_nan() {
-                let d = v - mean[c];
-                m2[c] += d * d;
-            }
-        });
-    }
-    let partials = (0..cells)
-        .map(|c| Partial {
+    let mean: Vec<f64> = sum
+        .iter()
+        .zip(&count)
+        .map(|(s, n)| if *n > 0 { s / *n as f64 } else { 0.0 })
+        .collect();
+    let mut m2 = vec![0.0f64; cells];
+    walk(flat, &shape, &local_stride, |c, raw| {
+        let v = decode(raw);
+        if !v.is_nan() {
+            let d = v - mean[c];
+            m2[c] += d * d;
+        }
+    });
+    // Local cell -> output cell, in row-major order over the kept shape.
+    let mut idx = vec![0usize; kept_shape.len()];
+    for c in 0..cells {
+        let g = base + idx.iter().zip(&gstride).map(|(i, s)| i * s).sum::<usize>();
+        let p = Partial {
             count: count[c],
             sum: sum[c],
-            min: if minmax { min[c] } else { f64::INFINITY },
-            max: if minmax { max[c] } else { f64::NEG_INFINITY },
-            m2: if op.needs_m2() { m2[c] } else { 0.0 },
-        })
-        .collect();
-    Ok((kept_shape, partials))
+            m2: m2[c],
+            ..Partial::EMPTY
+        };
+        out[g] = out[g].merge(p);
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < kept_shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(())
 }
 
-/// Reduces one chunk (intersected with the selection) into partials laid
-/// out over the chunk's share of the output: returns (offset of that share
-/// in the output, its shape, partials in row-major order).
-pub fn reduce_chunk(
+/// Reduces one chunk (intersected with the selection) into `out`, the
+/// worker's output grid (row-major over `plan.out_shape`).
+pub fn reduce_chunk_into(
     array: &Array<ManifestStorage>,
     plan: &Plan,
     chunk: &[u64],
-) -> Result<(Vec<u64>, Vec<usize>, Vec<Partial>)> {
+    out: &mut [Partial],
+) -> Result<()> {
     let bounds = array
         .chunk_subset_bounded(chunk)
         .map_err(|e| Error::Decode(e.to_string()))?;
     let sel = ArraySubset::new_with_ranges(&plan.ranges);
     let part = bounds.overlap(&sel).map_err(|e| Error::Decode(e.to_string()))?;
-    let (kept_shape, partials) = match plan.info.dt {
-        Dtype::I8 => kernel::<i8>(array, plan, &part)?,
-        Dtype::I16 => kernel::<i16>(array, plan, &part)?,
-        Dtype::I32 => kernel::<i32>(array, plan, &part)?,
-        Dtype::I64 => kernel::<i64>(array, plan, &part)?,
-        Dtype::U8 => kernel::<u8>(array, plan, &part)?,
-        Dtype::U16 => kernel::<u16>(array, plan, &part)?,
-        Dtype::U32 => kernel::<u32>(array, plan, &part)?,
-        Dtype::U64 => kernel::<u64>(array, plan, &part)?,
-        Dtype::F32 => kernel::<f32>(array, plan, &part)?,
-        Dtype::F64 => kernel::<f64>(array, plan, &part)?,
-    };
-    let out_offset = part
+    let offset: Vec<u64> = part
         .start()
         .iter()
         .zip(&plan.ranges)
@@ -479,37 +506,17 @@ pub fn reduce_chunk(
         .filter(|(_, r)| !**r)
         .map(|((s, rg), _)| s - rg.start)
         .collect();
-    Ok((out_offset, kept_shape, partials))
-}
-
-/// Adds a chunk's partials into the output grid.
-pub fn place(
-    out: &mut [Partial],
-    out_shape: &[usize],
-    offset: &[u64],
-    shape: &[usize],
-    partials: &[Partial],
-    needs_m2: bool,
-) {
-    let nd = out_shape.len();
-    if nd == 0 {
-        out[0] = out[0].merge_for(partials[0], needs_m2);
-        return;
-    }
-    let mut idx = vec![0usize; nd];
-    for p in partials {
-        let mut flat = 0;
-        for d in 0..nd {
-            flat = flat * out_shape[d] + offset[d] as usize + idx[d];
-        }
-        out[flat] = out[flat].merge_for(*p, needs_m2);
-        for d in (0..nd).rev() {
-            idx[d] += 1;
-            if idx[d] < shape[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
+    match plan.info.dt {
+        Dtype::I8 => kernel::<i8>(array, plan, &part, &offset, out),
+        Dtype::I16 => kernel::<i16>(array, plan, &part, &offset, out),
+        Dtype::I32 => kernel::<i32>(array, plan, &part, &offset, out),
+        Dtype::I64 => kernel::<i64>(array, plan, &part, &offset, out),
+        Dtype::U8 => kernel::<u8>(array, plan, &part, &offset, out),
+        Dtype::U16 => kernel::<u16>(array, plan, &part, &offset, out),
+        Dtype::U32 => kernel::<u32>(array, plan, &part, &offset, out),
+        Dtype::U64 => kernel::<u64>(array, plan, &part, &offset, out),
+        Dtype::F32 => kernel::<f32>(array, plan, &part, &offset, out),
+        Dtype::F64 => kernel::<f64>(array, plan, &part, &offset, out),
     }
 }
 
@@ -538,10 +545,8 @@ pub fn compute_chunks(
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(chunk) = chunks.get(i) else { break };
-                        match reduce_chunk(array, plan, chunk) {
-                            Ok((off, shape, parts)) => {
-                                place(&mut out, &plan.out_shape, &off, &shape, &parts, plan.op.needs_m2())
-                            }
+                        match reduce_chunk_into(array, plan, chunk, &mut out) {
+                            Ok(()) => {}
                             Err(e) => failed.push((i, e)),
                         }
                     }

@@ -113,22 +113,6 @@ impl Partial {
         p
     }
 
-    /// Merges two partials, skipping the M2 term when the op does not need
-    /// it (the division in it dominates merge cost for sum/mean/min/max).
-    #[inline]
-    pub fn merge_for(self, b: Partial, needs_m2: bool) -> Partial {
-        if needs_m2 {
-            return self.merge(b);
-        }
-        Partial {
-            count: self.count + b.count,
-            sum: self.sum + b.sum,
-            min: self.min.min(b.min),
-            max: self.max.max(b.max),
-            m2: 0.0,
-        }
-    }
-
     /// Merges two partials of disjoint value sets.
     pub fn merge(self, b: Partial) -> Partial {
         if self.count == 0 {
