@@ -185,6 +185,24 @@ impl Client {
     }
 }
 
+/// Answers the caller waiting on outbound request `id` (either protocol).
+fn complete<T>(
+    pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<T>>>,
+    id: OutboundRequestId,
+    result: Result<T>,
+) {
+    if let Some(reply) = pending.remove(&id) {
+        let _ = reply.send(result);
+    }
+}
+
+fn request_failed(peer: PeerId, error: request_response::OutboundFailure) -> Error {
+    Error::Request {
+        peer,
+        reason: error.to_string(),
+    }
+}
+
 /// A `connect` waiting for its outcome: the address dialled and the reply.
 type DialWaiter = (Multiaddr, oneshot::Sender<Result<PeerId>>);
 
@@ -575,9 +593,7 @@ impl EventLoop {
                     });
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some(reply) = self.pending_compute.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
+                    complete(&mut self.pending_compute, request_id, Ok(response));
                 }
             },
             request_response::Event::OutboundFailure {
@@ -585,14 +601,7 @@ impl EventLoop {
                 request_id,
                 error,
                 ..
-            } => {
-                if let Some(reply) = self.pending_compute.remove(&request_id) {
-                    let _ = reply.send(Err(Error::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
-            }
+            } => complete(&mut self.pending_compute, request_id, Err(request_failed(peer, error))),
             _ => {}
         }
     }
@@ -633,9 +642,7 @@ impl EventLoop {
                     });
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some(reply) = self.pending_requests.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
+                    complete(&mut self.pending_requests, request_id, Ok(response));
                 }
             },
             request_response::Event::OutboundFailure {
@@ -643,14 +650,7 @@ impl EventLoop {
                 request_id,
                 error,
                 ..
-            } => {
-                if let Some(reply) = self.pending_requests.remove(&request_id) {
-                    let _ = reply.send(Err(Error::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
-            }
+            } => complete(&mut self.pending_requests, request_id, Err(request_failed(peer, error))),
             _ => {}
         }
     }
