@@ -219,7 +219,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("no connected peers (use `shoal connect MULTIADDR` or [network] bootstrap in config.toml)");
             } else {
                 for p in &r {
-                    println!("{}", p.peer_id);
+                    println!("{}  {}", p.peer_id, p.addrs.join(" "));
                 }
             }
         }

@@ -37,6 +37,9 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/kad/1.0.0")
 /// Inbound block requests being served at once; more are answered "skipped"
 /// so a greedy peer cannot queue unbounded work on us.
 pub const MAX_INBOUND_INFLIGHT: usize = 32;
+/// Inbound block requests one peer may have served at once, so a single
+/// greedy peer cannot take all [`MAX_INBOUND_INFLIGHT`] slots.
+pub const MAX_INBOUND_PER_PEER: usize = 8;
 /// Commands buffered towards the event loop.
 const COMMAND_QUEUE: usize = 256;
 
@@ -209,8 +212,11 @@ type DialWaiter = (Multiaddr, oneshot::Sender<Result<PeerId>>);
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
-    served_tx: mpsc::Sender<(ResponseChannel<BlockResponse>, BlockResponse)>,
-    served_rx: mpsc::Receiver<(ResponseChannel<BlockResponse>, BlockResponse)>,
+    served_tx: mpsc::Sender<(PeerId, ResponseChannel<BlockResponse>, BlockResponse)>,
+    served_rx: mpsc::Receiver<(PeerId, ResponseChannel<BlockResponse>, BlockResponse)>,
+    inbound_per_peer: HashMap<PeerId, usize>,
+    /// Remote addresses of established connections, for `peers`.
+    peer_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     serve: ServeFn,
     inbound_inflight: usize,
     compute_fn: ComputeFn,
@@ -335,6 +341,8 @@ impl EventLoop {
                 served_rx,
                 serve: cfg.serve,
                 inbound_inflight: 0,
+                inbound_per_peer: HashMap::new(),
+                peer_addrs: HashMap::new(),
                 compute_fn: cfg.compute,
                 compute_inflight: 0,
                 computed_tx,
@@ -365,8 +373,14 @@ impl EventLoop {
                     Some(c) => self.on_command(c),
                     None => return,
                 },
-                Some((channel, resp)) = self.served_rx.recv() => {
+                Some((peer, channel, resp)) = self.served_rx.recv() => {
                     self.inbound_inflight -= 1;
+                    if let Some(n) = self.inbound_per_peer.get_mut(&peer) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.inbound_per_peer.remove(&peer);
+                        }
+                    }
                     let _ = self.swarm.behaviour_mut().blocks.send_response(channel, resp);
                 }
                 Some((channel, resp)) = self.computed_rx.recv() => {
@@ -416,7 +430,12 @@ impl EventLoop {
             Command::Peers(reply) => {
                 let mut out: HashMap<PeerId, Vec<String>> = HashMap::new();
                 for p in self.swarm.connected_peers() {
-                    out.entry(*p).or_default();
+                    let addrs = self
+                        .peer_addrs
+                        .get(p)
+                        .map(|a| a.iter().map(|a| a.to_string()).collect())
+                        .unwrap_or_default();
+                    out.insert(*p, addrs);
                 }
                 let _ = reply.send(
                     out.into_iter()
@@ -477,6 +496,10 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(%peer_id, "connected");
+                let addrs = self.peer_addrs.entry(peer_id).or_default();
+                if !addrs.contains(endpoint.get_remote_address()) {
+                    addrs.push(endpoint.get_remote_address().clone());
+                }
                 if endpoint.is_dialer() {
                     self.swarm
                         .behaviour_mut()
@@ -506,6 +529,7 @@ impl EventLoop {
                 cause,
                 ..
             } => {
+                self.peer_addrs.remove(&peer_id);
                 for (addr, reply) in self.awaiting_identify.remove(&peer_id).unwrap_or_default() {
                     let why = cause
                         .as_ref()
@@ -610,7 +634,8 @@ impl EventLoop {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    if self.inbound_inflight >= MAX_INBOUND_INFLIGHT {
+                    let mine = self.inbound_per_peer.get(&peer).copied().unwrap_or(0);
+                    if self.inbound_inflight >= MAX_INBOUND_INFLIGHT || mine >= MAX_INBOUND_PER_PEER {
                         let answers = request.cids.into_iter().map(|c| (c, Answer::Skipped)).collect();
                         let _ = self
                             .swarm
@@ -620,6 +645,7 @@ impl EventLoop {
                         return;
                     }
                     self.inbound_inflight += 1;
+                    *self.inbound_per_peer.entry(peer).or_default() += 1;
                     let serve = self.serve.clone();
                     let tx = self.served_tx.clone();
                     tokio::task::spawn_blocking(move || {
@@ -638,7 +664,7 @@ impl EventLoop {
                                 }
                             })
                             .collect();
-                        let _ = tx.blocking_send((channel, BlockResponse { answers }));
+                        let _ = tx.blocking_send((peer, channel, BlockResponse { answers }));
                     });
                 }
                 request_response::Message::Response { request_id, response } => {
