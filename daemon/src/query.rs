@@ -13,7 +13,6 @@
 //! network layer bounds concurrent requests.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -300,14 +299,9 @@ pub fn serve(store: &Arc<Store>, body: &[u8]) -> Vec<u8> {
     let Ok(manifest) = store.manifest(&root) else {
         return all_missing();
     };
-    let mut entries = Vec::new();
-    let walked = manifest.for_each_entry::<shoal_store::Error>(&mut |c| store.require(c), &mut |e| {
-        entries.push(e.clone());
-        Ok(())
-    });
-    if walked.is_err() {
+    let Ok(entries) = manifest.entries::<shoal_store::Error>(&mut |c| store.require(c)) else {
         return all_missing();
-    }
+    };
     let local = store.clone();
     let fetch: FetchFn = Arc::new(move |c| match local.get(c) {
         Ok(Some(b)) => Ok(b),
@@ -336,11 +330,4 @@ pub fn serve(store: &Arc<Store>, body: &[u8]) -> Vec<u8> {
         &grid,
         req.spec.op,
     )
-}
-
-/// Bytes counter shared with the fetch function.
-pub type Counter = Arc<AtomicU64>;
-
-pub fn counter_value(c: &Counter) -> u64 {
-    c.load(Ordering::Relaxed)
 }

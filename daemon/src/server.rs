@@ -207,10 +207,45 @@ fn manifest(d: &Daemon, root: &Cid) -> ApiResult<shoal_core::manifest::Manifest>
 /// A block fetch for the synchronous readers (run on the blocking pool):
 /// the local store, then peers holding dataset `root`.
 fn fetch_any(d: &Daemon, root: Cid) -> impl FnMut(&Cid) -> shoal_zarr::Result<shoal_core::Block> + '_ {
-    move |c| {
-        tokio::runtime::Handle::current()
-            .block_on(d.source.get(*c, root))
-            .map_err(|e| shoal_zarr::Error::Fetch(e.to_string()))
+    let pf = PeerFetch::new(d, root);
+    move |c| pf.get(c).map_err(shoal_zarr::Error::Fetch)
+}
+
+/// Block reads for code already on a blocking thread: the store directly
+/// (no extra thread hop for local data), else the block source (peers,
+/// deadline, corrupt-copy replacement). Counts bytes fetched from peers.
+pub struct PeerFetch {
+    store: Arc<Store>,
+    source: Arc<shoal_net::BlockSource>,
+    rt: tokio::runtime::Handle,
+    root: Cid,
+    pub fetched_bytes: std::sync::atomic::AtomicU64,
+}
+
+impl PeerFetch {
+    /// Must be called from a thread inside the daemon's runtime context
+    /// (handlers and the blocking pool are).
+    fn new(d: &Daemon, root: Cid) -> Self {
+        Self {
+            store: d.store.clone(),
+            source: d.source.clone(),
+            rt: tokio::runtime::Handle::current(),
+            root,
+            fetched_bytes: Default::default(),
+        }
+    }
+
+    pub fn get(&self, c: &Cid) -> Result<shoal_core::Block, String> {
+        if let Ok(Some(b)) = self.store.get(c) {
+            return Ok(b);
+        }
+        let b = self
+            .rt
+            .block_on(self.source.get(*c, self.root))
+            .map_err(|e| e.to_string())?;
+        self.fetched_bytes
+            .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(b)
     }
 }
 
@@ -657,23 +692,14 @@ async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Qu
     blocking(d, move |d| {
         let start = Instant::now();
         let m = manifest(d, &root)?;
-        let mut entries = Vec::new();
-        m.for_each_entry(&mut fetch_any(d, root), &mut |e| {
-            entries.push(e.clone());
-            Ok(())
-        })?;
-        // Local blocks are read directly on the worker threads; missing ones
-        // come from peers through the block source.
-        let fetched_bytes: crate::query::Counter = Arc::default();
-        let (store, source, nb, h) = (d.store.clone(), d.source.clone(), fetched_bytes.clone(), rt.clone());
-        let fetch: shoal_query::storage::FetchFn = Arc::new(move |c| match store.get(c) {
-            Ok(Some(b)) => Ok(b),
-            _ => {
-                let b = h.block_on(source.get(*c, root)).map_err(|e| e.to_string())?;
-                nb.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                Ok(b)
-            }
-        });
+        let entries = m.entries(&mut fetch_any(d, root))?;
+        // Worker threads read local blocks directly; missing ones come from
+        // peers through the block source.
+        let pf = Arc::new(PeerFetch::new(d, root));
+        let fetch: shoal_query::storage::FetchFn = {
+            let pf = pf.clone();
+            Arc::new(move |c| pf.get(c))
+        };
         let spec = shoal_query::QuerySpec {
             array: req.array.trim_matches('/').to_string(),
             op: req.op,
@@ -723,7 +749,7 @@ async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Qu
             chunks_local: outcome.chunks_local,
             chunks_remote: remote,
             chunks_fetched: outcome.chunks_fetched,
-            network_bytes: outcome.compute_bytes + crate::query::counter_value(&fetched_bytes),
+            network_bytes: outcome.compute_bytes + pf.fetched_bytes.load(std::sync::atomic::Ordering::Relaxed),
             seconds: start.elapsed().as_secs_f64(),
         }))
     })

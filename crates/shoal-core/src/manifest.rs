@@ -459,6 +459,17 @@ impl Manifest {
         Ok(())
     }
 
+    /// Every entry, in key order (capacity capped so a hostile key count
+    /// cannot make us reserve memory up front).
+    pub fn entries<E: From<Error>>(&self, fetch: &mut dyn FnMut(&Cid) -> Result<Block, E>) -> Result<Vec<Entry>, E> {
+        let mut out = Vec::with_capacity(self.key_count.min(1 << 16) as usize);
+        self.for_each_entry(fetch, &mut |e| {
+            out.push(e.clone());
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Finds one key, fetching only the pages on its path.
     pub fn lookup<E: From<Error>>(
         &self,

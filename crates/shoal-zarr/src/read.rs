@@ -54,11 +54,7 @@ pub fn export(m: &Manifest, out: &Path, fetch: &mut Fetch<'_>, on_key: &mut dyn 
     }
     let werr = |path: PathBuf| move |e| Error::Write { path, source: e };
     std::fs::create_dir_all(out).map_err(werr(out.to_path_buf()))?;
-    let mut entries = Vec::with_capacity(m.key_count.min(1 << 20) as usize);
-    m.for_each_entry(fetch, &mut |e| {
-        entries.push(e.clone());
-        Ok(())
-    })?;
+    let entries = m.entries(fetch)?;
     let (mut keys, mut bytes) = (0, 0);
     for e in entries {
         // Keys were validated when the manifest was decoded: relative, no
