@@ -16,11 +16,10 @@ cargo build --release -q -p shoal
 cargo build --release -q -p shoal-store --example read_latency
 BIN=$PWD/target/release/shoal
 rm -rf "$W" && mkdir -p "$W"
+source bench/lib.sh
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
 FILES=$(find "$W/src.zarr" -type f | wc -l)
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
 export SHOAL_HOME=$W/repo
 "$BIN" init >/dev/null
 "$BIN" daemon 2>"$W/daemon.log" & DPID=$!
@@ -39,7 +38,6 @@ kill $DPID; wait $DPID 2>/dev/null || true
 drop; COLD=$(target/release/examples/read_latency "$W/repo/store" 1000)
 WARM=$(target/release/examples/read_latency "$W/repo/store" 1000)
 
-mib() { echo "$SIZE / 1048576 / $1" | bc -l | xargs printf '%.0f'; }
 printf 'dataset: %s bytes in %s files (zarr-python, zstd)\n' "$SIZE" "$FILES"
 printf 'ingest:  shoal add %.2fs (%s MiB/s)  cp -r+sync %.2fs (%s MiB/s)  ratio add/cp = %.2fx (target <= 1.3x)\n' \
   "$ADD" "$(mib "$ADD")" "$CP" "$(mib "$CP")" "$(echo "$ADD / $CP" | bc -l)"

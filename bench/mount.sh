@@ -22,26 +22,16 @@ BIN=$PWD/target/release/shoal
 PY=$PWD/.venv/bin/python
 for m in "$W"/mnt-* "$W"/bind; do umount -l "$m" 2>/dev/null || true; done
 rm -rf "$W" && mkdir -p "$W"
+source bench/lib.sh
 $PY bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 $PY bench/make_many_keys.py "$W/many.zarr" "$KEYS" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
-PIDS=()
 cleanup() {
   for m in "$W"/mnt-* "$W"/bind; do umount -l "$m" 2>/dev/null || true; done
   kill "${PIDS[@]}" 2>/dev/null || true
 }
 trap cleanup EXIT
-start() {
-  "$BIN" --home "$W/$1" init --listen /ip4/127.0.0.1/tcp/0 >/dev/null
-  "$BIN" --home "$W/$1" daemon 2>"$W/$1.log" & PIDS+=($!)
-  for _ in $(seq 100); do "$BIN" --home "$W/$1" id >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "daemon $1 did not start" >&2; exit 1
-}
-addr() { "$BIN" --home "$W/$1" id --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["addrs"][0])'; }
 readall() { (cd "$1" && find . -type f -print0 | xargs -0 -P 8 -n 16 cat > /dev/null); }
-secs() { echo "$2 - $1" | bc -l; }
 
 start A; start B; start C
 ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
@@ -69,7 +59,6 @@ read XDIR VDIR < <($PY -c "$XR" "$W/src.zarr")
 drop; t0=$(now); ls -lR "$W/mnt-a2/$MANY" >/dev/null; t1=$(now); LSM=$(secs $t0 $t1)
 drop; t0=$(now); ls -lR "$W/many.zarr" >/dev/null; t1=$(now); LSD=$(secs $t0 $t1)
 
-mib() { echo "$SIZE / 1048576 / $1" | bc -l | xargs printf '%.0f'; }
 printf 'dataset: %s bytes, %s chunk files; ls dataset: %s keys\n' "$SIZE" "$(find "$W/src.zarr" -type f | wc -l)" "$KEYS"
 printf 'warm read:  mount %.2fs (%s MiB/s)  bindfs %.2fs (%s MiB/s)  throughput ratio mount/bindfs = %.2fx (target >= 1.0x)\n' "$WARM" "$(mib "$WARM")" "$BIND" "$(mib "$BIND")" "$(echo "$BIND / $WARM" | bc -l)"
 printf 'cold read:  mount %.2fs (%s MiB/s)  shoal pin %.2fs (%s MiB/s)  throughput ratio mount/pin = %.2fx (target >= 0.7x)\n' "$COLD" "$(mib "$COLD")" "$PIN" "$(mib "$PIN")" "$(echo "$PIN / $COLD" | bc -l)"

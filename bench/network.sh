@@ -14,20 +14,12 @@ command -v nginx >/dev/null || apt-get install -y -q nginx-light >/dev/null || a
 scripts/setup-venv.sh
 cargo build --release -q -p shoal
 BIN=$PWD/target/release/shoal
+pkill -f "nginx -c $W/nginx.conf" || true  # a previous run's, if any
 rm -rf "$W" && mkdir -p "$W"
+source bench/lib.sh
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
-PIDS=()
-trap 'kill ${PIDS[@]} 2>/dev/null || true; [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true' EXIT
-start() { # name
-  "$BIN" --home "$W/$1" init --listen /ip4/127.0.0.1/tcp/0 >/dev/null
-  "$BIN" --home "$W/$1" daemon 2>"$W/$1.log" & PIDS+=($!)
-  for _ in $(seq 100); do "$BIN" --home "$W/$1" id >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "daemon $1 did not start" >&2; exit 1
-}
-addr() { "$BIN" --home "$W/$1" id --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["addrs"][0])'; }
+trap 'kill ${PIDS[@]} 2>/dev/null || true; pkill -f "nginx -c $W/nginx.conf" || true' EXIT
 
 start A; start C1
 ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
@@ -57,8 +49,6 @@ drop; t0=$(now); "$BIN" --home "$W/C1" pin "$ROOT" >/dev/null; t1=$(now)
 PIN1=$(echo "$t1 - $t0" | bc -l)
 diff -r "$W/src.zarr" "$W/http" >/dev/null || { echo "http copy differs" >&2; exit 1; }
 
-mib() { echo "$SIZE / 1048576 / $1" | bc -l | xargs printf '%.0f'; }
 printf 'dataset: %s bytes (%s files)\n' "$SIZE" "$(wc -l < "$W/files.txt")"
 printf 'one provider:  shoal pin %.2fs (%s MiB/s)  nginx+8 curl+sync %.2fs (%s MiB/s)  throughput ratio shoal/http = %.2fx (target >= 0.8x)\n' \
   "$PIN1" "$(mib "$PIN1")" "$HTTP" "$(mib "$HTTP")" "$(echo "$HTTP / $PIN1" | bc -l)"
-rm -rf "$W"

@@ -16,9 +16,9 @@ scripts/setup-venv.sh
 cargo build --release -q -p shoal
 BIN=$PWD/target/release/shoal
 rm -rf "$W" && mkdir -p "$W"
+source bench/lib.sh
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
-PIDS=()
 cleanup() {
   kill "${PIDS[@]}" 2>/dev/null || true
   for n in 1 2; do ip netns del shoalp$n 2>/dev/null || true; ip link del shoalv$n 2>/dev/null || true; done
@@ -34,13 +34,6 @@ for n in 1 2; do
   # Shape what the provider sends.
   ip netns exec shoalp$n tc qdisc add dev eth0 root tbf rate "$RATE" burst 256kb latency 100ms
 done
-start() { # name listen [netns]
-  "$BIN" --home "$W/$1" init --listen "$2" >/dev/null
-  if [ -n "${3:-}" ]; then ip netns exec "$3" "$BIN" --home "$W/$1" daemon 2>"$W/$1.log" & else "$BIN" --home "$W/$1" daemon 2>"$W/$1.log" & fi
-  PIDS+=($!)
-  for _ in $(seq 100); do "$BIN" --home "$W/$1" id >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "daemon $1 did not start" >&2; exit 1
-}
 start P1 /ip4/10.77.1.2/tcp/4801 shoalp1
 start P2 /ip4/10.77.2.2/tcp/4801 shoalp2
 start C1 /ip4/10.77.1.1/tcp/4901
@@ -50,7 +43,6 @@ P1=/ip4/10.77.1.2/tcp/4801/p2p/$("$BIN" --home "$W/P1" id --json | python3 -c 'i
 P2=/ip4/10.77.2.2/tcp/4801/p2p/$("$BIN" --home "$W/P2" id --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["peer_id"])')
 # One provider: P2 has no connection yet, so nobody can discover it.
 "$BIN" --home "$W/C1" connect "$P1" >/dev/null
-now() { date +%s.%N; }
 t0=$(now); OUT=$("$BIN" --home "$W/C1" pin "$ROOT" --json); t1=$(now)
 ONE=$(echo "$t1 - $t0" | bc -l)
 USED1=$(echo "$OUT" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["fetched"]["peers_used"]))')
@@ -63,7 +55,6 @@ t0=$(now); OUT=$("$BIN" --home "$W/C2" pin "$ROOT" --json); t1=$(now)
 TWO=$(echo "$t1 - $t0" | bc -l)
 USED=$(echo "$OUT" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["fetched"]["peers_used"]))')
 for n in 1 2; do echo "provider $n link: $(ip netns exec shoalp$n tc -s qdisc show dev eth0 | grep -o "Sent [0-9]* bytes")"; done
-mib() { echo "$SIZE / 1048576 / $1" | bc -l | xargs printf '%.0f'; }
 printf 'dataset: %s bytes; each provider link shaped to %s\n' "$SIZE" "$RATE"
 printf 'one provider:  %.2fs (%s MiB/s, %s peers used)\ntwo providers: %.2fs (%s MiB/s, %s peers used)  speed-up = %.2fx\n' \
   "$ONE" "$(mib "$ONE")" "$USED1" "$TWO" "$(mib "$TWO")" "$USED" "$(echo "$ONE / $TWO" | bc -l)"

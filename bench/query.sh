@@ -17,20 +17,10 @@ BIN=$PWD/target/release/shoal
 PY=$PWD/.venv/bin/python
 umount -l "$W/mnt" 2>/dev/null || true
 rm -rf "$W" && mkdir -p "$W"
+source bench/lib.sh
 $PY bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
-PIDS=()
 trap 'umount -l "$W/mnt" 2>/dev/null || true; kill "${PIDS[@]}" 2>/dev/null || true' EXIT
-start() {
-  "$BIN" --home "$W/$1" init --listen /ip4/127.0.0.1/tcp/0 >/dev/null
-  "$BIN" --home "$W/$1" daemon 2>"$W/$1.log" & PIDS+=($!)
-  for _ in $(seq 100); do "$BIN" --home "$W/$1" id >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "daemon $1 did not start" >&2; exit 1
-}
-addr() { "$BIN" --home "$W/$1" id --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["addrs"][0])'; }
-secs() { echo "$2 - $1" | bc -l; }
 start A; start C; start M
 ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" --name big | tail -1)
 "$BIN" --home "$W/C" connect "$(addr A)" >/dev/null

@@ -1,0 +1,26 @@
+# Helpers shared by the benchmark scripts. Source after setting BIN (the
+# shoal binary) and W (the work directory); SIZE (bytes) for mib().
+PIDS=()
+# Drops the page cache so the next step reads from disk (needs root).
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+# secs T0 T1: elapsed seconds.
+secs() { echo "$2 - $1" | bc -l; }
+# mib SECONDS: throughput of SIZE bytes in MiB/s.
+mib() { echo "$SIZE / 1048576 / $1" | bc -l | xargs printf '%.0f'; }
+# start NAME [LISTEN] [NETNS]: a daemon with repo $W/NAME, log $W/NAME.log,
+# listening on LISTEN (default 127.0.0.1, any port), optionally inside a
+# network namespace; waits (bounded) until it answers.
+start() {
+  "$BIN" --home "$W/$1" init --listen "${2:-/ip4/127.0.0.1/tcp/0}" >/dev/null
+  if [ -n "${3:-}" ]; then
+    ip netns exec "$3" "$BIN" --home "$W/$1" daemon 2>"$W/$1.log" &
+  else
+    "$BIN" --home "$W/$1" daemon 2>"$W/$1.log" &
+  fi
+  PIDS+=($!)
+  for _ in $(seq 100); do "$BIN" --home "$W/$1" id >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "daemon $1 did not start" >&2; exit 1
+}
+# addr NAME: a dialable address of daemon NAME.
+addr() { "$BIN" --home "$W/$1" id --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["addrs"][0])'; }
