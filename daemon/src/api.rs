@@ -191,15 +191,27 @@ pub struct MountResult {
     pub dir: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A query, as the CLI parses it and the API carries it.
+#[derive(Debug, Serialize, Deserialize, clap::Args)]
 pub struct QueryRequest {
+    /// Dataset: CID or NAME.
     pub target: String,
+    /// Array path inside the dataset, e.g. sst or ocean/sst.
     pub array: String,
+    /// The reduction: sum, mean, min, max, count, var or std.
+    #[arg(long)]
     pub op: shoal_query::Op,
+    /// Dimension to reduce over (repeatable; none = all).
+    #[arg(long = "dim")]
     pub dims: Vec<String>,
-    /// (dim, start, stop)
+    /// Index selection DIM=START:STOP (half-open; repeatable).
+    #[arg(long = "sel", value_parser = crate::parse_sel)]
     pub sel: Vec<(String, u64, u64)>,
+    /// Delta degrees of freedom for var and std.
+    #[arg(long, default_value_t = 0)]
     pub ddof: u64,
+    /// Reduce the stored values, without CF decoding.
+    #[arg(long)]
     pub raw: bool,
 }
 

@@ -86,24 +86,8 @@ enum Cmd {
     Pins,
     /// Reduce one array over dimensions: sum, mean, min, max, count, var, std.
     Query {
-        /// Dataset: CID or NAME.
-        target: String,
-        /// Array path inside the dataset, e.g. sst or ocean/sst.
-        array: String,
-        #[arg(long)]
-        op: shoal_query::Op,
-        /// Dimension to reduce over (repeatable; none = all).
-        #[arg(long = "dim")]
-        dims: Vec<String>,
-        /// Index selection DIM=START:STOP (half-open; repeatable).
-        #[arg(long = "sel", value_parser = parse_sel)]
-        sel: Vec<(String, u64, u64)>,
-        /// Delta degrees of freedom for var and std.
-        #[arg(long, default_value_t = 0)]
-        ddof: u64,
-        /// Reduce the stored values, without CF decoding.
-        #[arg(long)]
-        raw: bool,
+        #[command(flatten)]
+        req: QueryRequest,
         /// Write the result as a .npy file (float64).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -349,25 +333,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 output::print_pins(&r);
             }
         }
-        Cmd::Query {
-            target,
-            array,
-            op,
-            dims,
-            sel,
-            ddof,
-            raw,
-            out,
-        } => {
-            let req = QueryRequest {
-                target,
-                array,
-                op,
-                dims,
-                sel,
-                ddof,
-                raw,
-            };
+        Cmd::Query { req, out } => {
             let r: QueryResult = client.post("/v1/query", &req).await?;
             if let Some(path) = &out {
                 let values: Vec<f64> = r.values.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
@@ -444,7 +410,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Parses `DIM=START:STOP`.
-fn parse_sel(s: &str) -> Result<(String, u64, u64), String> {
+pub(crate) fn parse_sel(s: &str) -> Result<(String, u64, u64), String> {
     let (dim, range) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected DIM=START:STOP"))?;
