@@ -129,6 +129,9 @@ pub struct LsResult {
 pub struct PinRequest {
     pub target: String,
     pub name: Option<String>,
+    /// Copies the swarm should keep (`--replicas N`).
+    #[serde(default)]
+    pub replicas: Option<u8>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -142,6 +145,53 @@ pub struct PinResult {
     /// Set when the pin fetched data from peers.
     #[serde(default)]
     pub fetched: Option<shoal_net::FetchReport>,
+    /// The replica target recorded (0 = a target cancelled by unpin).
+    #[serde(default)]
+    pub replicas: Option<u8>,
+}
+
+/// `shoal mirrors`: what this daemon mirrors and why.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MirrorsResult {
+    /// Mirror budget in bytes (0 = this daemon does not mirror).
+    pub budget: u64,
+    /// Bytes held as mirrors.
+    pub used: u64,
+    pub threshold: u64,
+    pub peer_cap: u64,
+    /// Whether this daemon shares and hears popularity.
+    pub gossip: bool,
+    pub mirrors: Vec<MirrorEntry>,
+    pub targets: Vec<TargetEntry>,
+    /// The most requested datasets, highest score first.
+    pub popular: Vec<crate::popularity::Score>,
+    pub peers: crate::popularity::GossipStats,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MirrorEntry {
+    pub root: String,
+    pub bytes: u64,
+    /// Its score now.
+    pub score: u64,
+    /// Why it was mirrored (unknown for mirrors made before a restart).
+    pub why: Option<crate::mirror::Why>,
+    /// False while it is being fetched.
+    pub complete: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TargetEntry {
+    pub root: String,
+    pub copies: u8,
+    pub set_at: u64,
+    /// Recorded in this daemon's store (set here, or carried for a copy).
+    pub recorded_here: bool,
+    pub held_here: bool,
+    /// Reachable providers at the last check.
+    pub providers: Option<usize>,
+    pub checked_secs_ago: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -51,6 +51,31 @@ prefetch_inflight = 32
 # Memory for verified blocks per mount (the kernel reads in pieces smaller
 # than a block; prefetched blocks wait here for their reader).
 cache = "64MiB"
+
+[mirror]
+# Every daemon counts requests per dataset (blocks served, mount opens,
+# queries) over a sliding window and shares the counts with its peers.
+# Bytes of popular datasets, and of datasets other daemons asked to be
+# replicated (`shoal pin --replicas N`), this daemon may keep as evictable
+# mirrors. "auto" = 10% of the free space on the repo's disk, at most 50GiB.
+# "0" opts out: this daemon never mirrors (it still shares its counts).
+budget = "auto"
+# A dataset is popular when its score reaches this: requests in the window,
+# summed over the daemons that report them.
+threshold = 64
+# The most one source (this daemon or one peer) adds to a dataset's score.
+# Below the threshold, so no single peer can make a dataset popular alone.
+peer_cap = 48
+# The sliding window requests are counted over.
+window = "10m"
+# How often counts are shared on the gossip topic /shoal/popularity/1.
+# "0" = never: this daemon neither shares nor hears popularity.
+gossip_interval = "15s"
+# How often the policy runs: mirror, evict, check replica targets.
+check_interval = "30s"
+# Copies popularity alone asks for at most (1 + score / threshold, capped
+# here); replica targets may ask for more.
+max_popular_replicas = 4
 "#;
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -62,6 +87,82 @@ pub struct Config {
     pub network: NetworkConfig,
     #[serde(default)]
     pub mount: MountConfig,
+    #[serde(default)]
+    pub mirror: MirrorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorConfig {
+    pub budget: String,
+    pub threshold: u64,
+    pub peer_cap: u64,
+    pub window: String,
+    pub gossip_interval: String,
+    pub check_interval: String,
+    pub max_popular_replicas: u8,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        Self {
+            budget: "auto".into(),
+            threshold: 64,
+            peer_cap: 48,
+            window: "10m".into(),
+            gossip_interval: "15s".into(),
+            check_interval: "30s".into(),
+            max_popular_replicas: 4,
+        }
+    }
+}
+
+/// The mirror budget: a fixed size, or a share of the free disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    Fixed(u64),
+    Auto,
+}
+
+/// Most bytes `budget = "auto"` takes.
+pub const AUTO_BUDGET_MAX: u64 = 50 << 30;
+
+impl MirrorConfig {
+    pub fn budget(&self) -> Result<Budget> {
+        if self.budget.trim().eq_ignore_ascii_case("auto") {
+            return Ok(Budget::Auto);
+        }
+        Ok(Budget::Fixed(parse_size(&self.budget).context("mirror.budget")?))
+    }
+
+    /// Checks every field; the daemon refuses to start on a bad one.
+    pub fn validate(&self) -> Result<()> {
+        self.budget()?;
+        if self.threshold == 0 || self.peer_cap == 0 {
+            bail!("mirror.threshold and mirror.peer_cap must be at least 1");
+        }
+        if self.max_popular_replicas < 2 || self.max_popular_replicas > shoal_net::gossip::MAX_REPLICAS {
+            bail!(
+                "mirror.max_popular_replicas must be between 2 and {}",
+                shoal_net::gossip::MAX_REPLICAS
+            );
+        }
+        for (what, v) in [
+            ("window", &self.window),
+            ("gossip_interval", &self.gossip_interval),
+            ("check_interval", &self.check_interval),
+        ] {
+            parse_duration(v).with_context(|| format!("mirror.{what}"))?;
+        }
+        if parse_duration(&self.check_interval)?.is_zero() || parse_duration(&self.window)?.is_zero() {
+            bail!("mirror.check_interval and mirror.window must be above zero");
+        }
+        let every = parse_duration(&self.gossip_interval)?;
+        if every.as_secs() > u64::from(shoal_net::gossip::MAX_EVERY_SECS) {
+            bail!("mirror.gossip_interval must be at most {}s", shoal_net::gossip::MAX_EVERY_SECS);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -273,6 +374,7 @@ impl Repo {
         ] {
             parse_duration(d).context("[network]")?;
         }
+        cfg.mirror.validate().context("[mirror]")?;
         Ok(cfg)
     }
 }

@@ -6,8 +6,10 @@
 mod api;
 mod client;
 mod config;
+mod mirror;
 mod mounts;
 mod output;
+mod popularity;
 mod query;
 mod server;
 
@@ -55,8 +57,10 @@ enum Cmd {
     Connect { addr: String },
     /// List connected peers.
     Peers,
-    /// Peers that provide a dataset (by CID).
+    /// Peers that provide a dataset (by CID) and are reachable now.
     Providers { cid: String },
+    /// What this daemon mirrors and why: popularity, replica targets, budget.
+    Mirrors,
     /// Ingest a Zarr v2/v3 directory; prints the root CID as the last line.
     Add {
         path: PathBuf,
@@ -79,6 +83,11 @@ enum Cmd {
         target: String,
         #[arg(long)]
         name: Option<String>,
+        /// Ask the swarm to keep N reachable copies (this one included):
+        /// daemons with mirror budget volunteer until N exist, and again
+        /// when providers disappear.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=16))]
+        replicas: Option<u8>,
     },
     /// Remove a user pin (and the name, when TARGET is a name).
     Unpin { target: String },
@@ -284,11 +293,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
         }
-        Cmd::Pin { target, name } => {
+        Cmd::Pin { target, name, replicas } => {
             let mut bar = Bar::new(json, "fetching");
-            let r: PinResult = client
-                .stream("/v1/pin", &PinRequest { target, name }, &mut |p| bar.update(p))
-                .await?;
+            let req = PinRequest { target, name, replicas };
+            let r: PinResult = client.stream("/v1/pin", &req, &mut |p| bar.update(p)).await?;
             bar.finish();
             if json {
                 print_json(&r)?;
@@ -309,14 +317,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 let how = if r.changed { "pinned" } else { "already pinned" };
                 let named = r.name.map(|n| format!(" as {n}")).unwrap_or_default();
                 println!("{how} {}{named}", r.root);
+                if let Some(n) = r.replicas {
+                    println!("replica target: {n} copies; daemons with mirror budget volunteer (watch with `shoal mirrors`)");
+                }
             }
         }
         Cmd::Unpin { target } => {
-            let r: PinResult = client.post("/v1/unpin", &PinRequest { target, name: None }).await?;
+            let req = PinRequest {
+                target,
+                name: None,
+                replicas: None,
+            };
+            let r: PinResult = client.post("/v1/unpin", &req).await?;
             if json {
                 print_json(&r)?;
             } else {
                 println!("{} {}", if r.changed { "unpinned" } else { "was not pinned:" }, r.root);
+                if r.replicas == Some(0) {
+                    println!("replica target cancelled; volunteers keep their copies as ordinary evictable mirrors");
+                }
                 if !r.still_named.is_empty() {
                     println!(
                         "note: still named {}; the data is kept until those names are removed (shoal unpin NAME)",
@@ -395,6 +414,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             if !r.is_clean() {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Mirrors => {
+            let r: MirrorsResult = client.get("/v1/mirrors").await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                output::print_mirrors(&r);
             }
         }
         Cmd::Stats => {

@@ -20,6 +20,7 @@ use shoal_store::Store;
 pub struct MountBlocks {
     pub source: Arc<BlockSource>,
     pub store: Arc<Store>,
+    pub pop: Arc<crate::popularity::Popularity>,
 }
 
 #[async_trait::async_trait]
@@ -30,6 +31,10 @@ impl Blocks for MountBlocks {
 
     fn names(&self) -> Vec<(String, Cid)> {
         self.store.names().unwrap_or_default()
+    }
+
+    fn opened(&self, root: Cid) {
+        self.pop.record(root, crate::popularity::Kind::Mount, 1);
     }
 }
 

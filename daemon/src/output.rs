@@ -186,6 +186,78 @@ pub fn print_stats(res: &StatsResult) {
     }
 }
 
+pub fn print_mirrors(r: &crate::api::MirrorsResult) {
+    if r.budget == 0 {
+        println!("mirror budget: 0 (this daemon does not mirror; [mirror] budget in config.toml)");
+    } else {
+        println!(
+            "mirror budget: {} ({} used by {} mirrors)",
+            human_bytes(r.budget),
+            human_bytes(r.used),
+            r.mirrors.iter().filter(|m| m.complete).count()
+        );
+    }
+    println!(
+        "popularity: threshold {}, at most {} per source; {}",
+        r.threshold,
+        r.peer_cap,
+        if r.gossip {
+            format!(
+                "{} peers reporting ({} reports accepted, {} rejected)",
+                r.peers.peers, r.peers.accepted, r.peers.rejected
+            )
+        } else {
+            "gossip off".into()
+        }
+    );
+    if let Some(e) = &r.last_error {
+        println!("last policy run failed: {e}");
+    }
+    if !r.mirrors.is_empty() {
+        println!("\nMIRRORS");
+        for m in &r.mirrors {
+            let why = match &m.why {
+                Some(w) => format!("{} (score {} when chosen, {} copies wanted)", w.reason, w.score, w.copies_wanted),
+                None => "chosen before the last restart".into(),
+            };
+            let state = if m.complete { "" } else { "  [fetching]" };
+            println!("{}  {:>10}  score {:>5}  {why}{state}", m.root, human_bytes(m.bytes), m.score);
+        }
+    }
+    if !r.targets.is_empty() {
+        println!("\nREPLICA TARGETS");
+        for t in &r.targets {
+            let have = match (t.providers, t.checked_secs_ago) {
+                (Some(p), Some(ago)) => format!("{p} reachable providers ({ago}s ago)"),
+                _ => "providers not checked yet".into(),
+            };
+            let here = if t.held_here { ", held here" } else { "" };
+            if t.copies == 0 {
+                println!("{}  cancelled{here}", t.root);
+            } else {
+                println!("{}  {} copies wanted, {have}{here}", t.root, t.copies);
+            }
+        }
+    }
+    if !r.popular.is_empty() {
+        println!("\nMOST REQUESTED (window counts: blocks served / mount opens / queries)");
+        for p in &r.popular {
+            println!(
+                "{}  score {:>5}  from {} sources  {} / {} / {}  (here: {} / {} / {})",
+                p.root,
+                p.score,
+                p.sources,
+                p.counts.blocks,
+                p.counts.mounts,
+                p.counts.queries,
+                p.local.blocks,
+                p.local.mounts,
+                p.local.queries
+            );
+        }
+    }
+}
+
 pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>) {
     let kept = if r.dims.is_empty() {
         String::new()

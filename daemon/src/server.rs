@@ -41,6 +41,8 @@ pub struct Daemon {
     pub fetcher: shoal_net::Fetcher,
     pub source: Arc<shoal_net::BlockSource>,
     pub mounts: crate::mounts::Mounts,
+    pub pop: Arc<crate::popularity::Popularity>,
+    pub mirror: Arc<crate::mirror::Mirror>,
 }
 
 type St = State<Arc<Daemon>>;
@@ -188,7 +190,7 @@ fn resolve(store: &Store, target: &str) -> ApiResult<(Cid, Option<String>)> {
 }
 
 /// Loads a dataset's manifest: from the store, else from peers.
-fn manifest(d: &Daemon, root: &Cid) -> ApiResult<shoal_core::manifest::Manifest> {
+pub(crate) fn manifest(d: &Daemon, root: &Cid) -> ApiResult<shoal_core::manifest::Manifest> {
     if root.codec() != cid::DAG_CBOR {
         return Err(AppError::new(
             ErrorKind::BadRequest,
@@ -328,30 +330,23 @@ struct CidQuery {
     cid: String,
 }
 
+/// Providers that are reachable now (this daemon counts when it holds the
+/// dataset in full); stale DHT records of gone daemons are left out.
 async fn providers(State(d): St, Query(q): Query<CidQuery>) -> ApiResult<Json<ProvidersResult>> {
     let root = cid::parse(&q.cid)?;
-    let timeout = crate::config::parse_duration(&d.config.network.provider_timeout).unwrap_or(Duration::from_secs(20));
-    let mut found: Vec<String> = d
-        .net
-        .find_providers(root, timeout)
-        .await
-        .map_err(net_error)?
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
-    // This daemon counts when it holds the dataset in full.
-    let store = d.store.clone();
-    let local = tokio::task::spawn_blocking(move || store.missing_blocks(&root).map(|m| m.is_empty()).unwrap_or(false))
-        .await
-        .unwrap_or(false);
-    if local {
-        found.push(d.net.peer_id().to_string());
-    }
-    found.sort();
+    let found = crate::mirror::reachable_providers(&d, root).await;
     Ok(Json(ProvidersResult {
         root: root.to_string(),
-        providers: found,
+        providers: found.iter().map(|p| p.to_string()).collect(),
     }))
+}
+
+async fn mirrors(State(d): St) -> ApiResult<Json<MirrorsResult>> {
+    d.mirror
+        .view(&d)
+        .await
+        .map(Json)
+        .map_err(|e| AppError::new(ErrorKind::Internal, format!("{e:#}")))
 }
 
 async fn add(State(d): St, Json(req): Json<AddRequest>) -> Response {
@@ -523,12 +518,23 @@ async fn pin(State(d): St, Json(req): Json<PinRequest>) -> Response {
         if let Some(n) = &req.name {
             shoal_store::validate_name(n)?;
         }
+        if let Some(n) = req.replicas {
+            if n == 0 || n > shoal_net::gossip::MAX_REPLICAS {
+                return Err(AppError::new(
+                    ErrorKind::BadRequest,
+                    format!("--replicas must be between 1 and {}", shoal_net::gossip::MAX_REPLICAS),
+                ));
+            }
+        }
         let was = d.store.pin_kinds(&root)?.contains(PinKind::User);
         let session = d.store.session();
         let fetched = ensure_local(d, root, &session, progress)?;
         d.store.pin(&root, PinKind::User)?;
         if let Some(n) = &req.name {
             d.store.set_name(n, &root)?;
+        }
+        if let Some(n) = req.replicas {
+            d.store.set_replica_target(&root, n, crate::popularity::unix_now())?;
         }
         drop(session);
         let _ = tokio::runtime::Handle::current().block_on(d.net.provide(root));
@@ -538,6 +544,7 @@ async fn pin(State(d): St, Json(req): Json<PinRequest>) -> Response {
             still_named: Vec::new(),
             changed: !was,
             fetched,
+            replicas: req.replicas,
         })
     })
 }
@@ -557,6 +564,12 @@ async fn unpin(State(d): St, Json(req): Json<PinRequest>) -> ApiResult<Json<PinR
         if by_name {
             changed |= d.store.remove_name(req.target.trim_end_matches('/'))?.is_some();
         }
+        // A replica target set here is cancelled: the cancellation is
+        // gossiped (newest wins) so volunteers stop carrying it.
+        let had_target = d.store.replica_targets()?.iter().any(|t| t.0 == root && t.1 > 0);
+        if had_target {
+            d.store.set_replica_target(&root, 0, crate::popularity::unix_now())?;
+        }
         let still_named = d
             .store
             .names()?
@@ -570,6 +583,7 @@ async fn unpin(State(d): St, Json(req): Json<PinRequest>) -> ApiResult<Json<PinR
             still_named,
             changed,
             fetched: None,
+            replicas: had_target.then_some(0),
         }))
     })
     .await
@@ -640,6 +654,7 @@ async fn mount(State(d): St, Json(req): Json<MountRequest>) -> ApiResult<Json<Mo
         let blocks = crate::mounts::MountBlocks {
             source: d.source.clone(),
             store: d.store.clone(),
+            pop: d.pop.clone(),
         };
         let opts = shoal_fuse::MountOptions {
             readahead_files: d.config.mount.readahead_files,
@@ -689,6 +704,7 @@ async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Qu
     }
     let provider_timeout =
         crate::config::parse_duration(&d.config.network.provider_timeout).unwrap_or(Duration::from_secs(20));
+    d.pop.record(root, crate::popularity::Kind::Query, 1);
     blocking(d, move |d| {
         let start = Instant::now();
         let m = manifest(d, &root)?;
@@ -776,6 +792,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/gc", post(gc))
         .route("/v1/fsck", post(fsck))
         .route("/v1/stats", get(stats))
+        .route("/v1/mirrors", get(mirrors))
         .with_state(d)
 }
 
@@ -809,13 +826,14 @@ fn test_switches() -> (bool, Duration) {
     (lie, Duration::from_millis(delay))
 }
 
-fn serve_fn(store: Arc<Store>) -> shoal_net::ServeFn {
+fn serve_fn(store: Arc<Store>, pop: Arc<crate::popularity::Popularity>) -> shoal_net::ServeFn {
     let (lie, delay) = test_switches();
-    Arc::new(move |_peer, cids| {
+    Arc::new(move |_peer, root, cids| {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
-        cids.iter()
+        let out: Vec<Option<Bytes>> = cids
+            .iter()
             .map(|c| match store.get(c) {
                 Ok(Some(b)) => {
                     let data = b.into_data();
@@ -830,7 +848,16 @@ fn serve_fn(store: Arc<Store>) -> shoal_net::ServeFn {
                 // Missing or corrupt here: say we do not have it.
                 _ => None,
             })
-            .collect()
+            .collect();
+        // Count served blocks for datasets we hold (the root is the
+        // requester's claim; unknown roots are not counted).
+        let served = out.iter().filter(|b| b.is_some()).count() as u64;
+        if let Some(root) = root.filter(|_| served > 0) {
+            if store.pin_kinds(root).is_ok_and(|k| !k.is_empty()) {
+                pop.record(*root, crate::popularity::Kind::Block, served);
+            }
+        }
+        out
     })
 }
 
@@ -845,7 +872,13 @@ fn compute_fn(store: Arc<Store>) -> shoal_net::ComputeFn {
     })
 }
 
-fn net_config(repo: &Repo, cfg: &Config, store: Arc<Store>) -> Result<shoal_net::NetConfig> {
+fn net_config(
+    repo: &Repo,
+    cfg: &Config,
+    store: Arc<Store>,
+    pop: Arc<crate::popularity::Popularity>,
+    gossip: bool,
+) -> Result<shoal_net::NetConfig> {
     let n = &cfg.network;
     let parse_addrs = |v: &[String], what: &str| -> Result<Vec<shoal_net::Multiaddr>> {
         v.iter()
@@ -887,8 +920,9 @@ fn net_config(repo: &Repo, cfg: &Config, store: Arc<Store>) -> Result<shoal_net:
         reprovide_interval: crate::config::parse_duration(&n.reprovide_interval)?,
         request_timeout: crate::config::parse_duration(&n.request_timeout)?,
         max_connections: 256,
-        serve: serve_fn(store.clone()),
+        serve: serve_fn(store.clone(), pop.clone()),
         compute: compute_fn(store),
+        gossip: gossip.then(|| -> shoal_net::GossipFn { Arc::new(move |author, data| pop.receive(author, data)) }),
     })
 }
 
@@ -903,7 +937,15 @@ pub async fn run(repo: Repo) -> Result<()> {
     };
     let store_path = repo.store_path();
     let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&store_path, opts)).await??);
-    let (net, event_loop) = shoal_net::EventLoop::new(net_config(&repo, &config, store.clone())?)?;
+    let settings = crate::mirror::Settings::from_config(&config.mirror)?;
+    let pop = Arc::new(crate::popularity::Popularity::new(
+        crate::config::parse_duration(&config.mirror.window)?,
+        config.mirror.peer_cap,
+    ));
+    let gossip = settings.every.is_some();
+    let mirror = Arc::new(crate::mirror::Mirror::new(pop.clone(), settings));
+    let (net, event_loop) =
+        shoal_net::EventLoop::new(net_config(&repo, &config, store.clone(), pop.clone(), gossip)?)?;
     tokio::spawn(event_loop.run());
     let fetch_opts = shoal_net::FetchOptions {
         provider_timeout: crate::config::parse_duration(&config.network.provider_timeout)?,
@@ -932,6 +974,8 @@ pub async fn run(repo: Repo) -> Result<()> {
         fetcher,
         source,
         mounts,
+        pop,
+        mirror,
     });
     // Announce every complete dataset we hold.
     let held = {
@@ -951,6 +995,7 @@ pub async fn run(repo: Repo) -> Result<()> {
     for root in held {
         d.net.provide(root).await?;
     }
+    tokio::spawn(d.mirror.clone().run(d.clone()));
     eprintln!(
         "shoal daemon {} ready: peer {}, repo {}, API {}",
         env!("CARGO_PKG_VERSION"),

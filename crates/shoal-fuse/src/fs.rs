@@ -33,7 +33,9 @@ pub trait Blocks: Send + Sync + 'static {
     async fn block(&self, cid: Cid, root: Cid) -> Result<Block, String>;
     /// Named datasets, listed at the mount root.
     fn names(&self) -> Vec<(String, Cid)>;
-    /// Called once per dataset when it is first opened through the mount.
+    /// Called when dataset `root` is first opened through the mount and on
+    /// every open of one of its files (the daemon's popularity accounting).
+    /// Must be quick: it runs on a FUSE thread.
     fn opened(&self, _root: Cid) {}
 }
 
@@ -465,6 +467,13 @@ impl<B: Blocks> MountFs<B> {
             (Kind::File(i), Some(ds)) => Ok((ds.clone(), *i, n.parent)),
             _ => Err(FsError::new(libc::EISDIR, "is a directory")),
         }
+    }
+
+    /// A file is opened: checks it is one and counts the open for its dataset.
+    pub fn open(&self, ino: u64) -> FsResult<()> {
+        let (ds, _, _) = self.file(ino)?;
+        self.blocks.opened(ds.root);
+        Ok(())
     }
 
     /// Reads `size` bytes at `offset` of a file.

@@ -6,7 +6,8 @@
 //! the wire is bounded before it is allocated:
 //!
 //! ```text
-//! request  := u16 count, count × (u8 len, CID bytes)
+//! request  := u8 rlen, rlen bytes (dataset root CID, 0 = none),
+//!             u16 count, count × (u8 len, CID bytes)
 //! response := u16 count, count × (u8 len, CID bytes, u8 tag [, u32 len, bytes])
 //!             tag 0 = don't have, 1 = data, 2 = skipped
 //! ```
@@ -31,6 +32,12 @@ const MAX_CID_LEN: usize = 80;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockRequest {
+    /// The dataset the blocks belong to, as the requester says: the
+    /// server's popularity accounting counts served blocks per dataset.
+    /// Unverified (checking membership would cost a manifest walk); the
+    /// server counts it only for datasets it holds, and a requester's
+    /// influence is capped like any other source's.
+    pub root: Option<Cid>,
     pub cids: Vec<Cid>,
 }
 
@@ -92,12 +99,19 @@ impl libp2p::request_response::Codec for BlockCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<BlockRequest> {
+        let mut has_root = [0u8; 1];
+        io.read_exact(&mut has_root).await?;
+        let root = match has_root[0] {
+            0 => None,
+            1 => Some(read_cid(io).await?),
+            t => return Err(bad(format!("unknown root tag {t}"))),
+        };
         let n = read_count(io).await?;
         let mut cids = Vec::with_capacity(n);
         for _ in 0..n {
             cids.push(read_cid(io).await?);
         }
-        Ok(BlockRequest { cids })
+        Ok(BlockRequest { root, cids })
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -146,6 +160,13 @@ impl libp2p::request_response::Codec for BlockCodec {
     ) -> io::Result<()> {
         if req.cids.len() > MAX_CIDS_PER_REQUEST {
             return Err(bad("too many CIDs in one request"));
+        }
+        match &req.root {
+            None => io.write_all(&[0]).await?,
+            Some(r) => {
+                io.write_all(&[1]).await?;
+                write_cid(io, r).await?;
+            }
         }
         io.write_all(&(req.cids.len() as u16).to_be_bytes()).await?;
         for c in &req.cids {
@@ -201,8 +222,19 @@ mod tests {
         assert_eq!(BlockCodec.read_response(&PROTOCOL, &mut rd).await.unwrap(), resp);
 
         // A count above the limit is refused before anything is allocated.
-        let mut rd = futures::io::Cursor::new(vec![0xff, 0xff]);
+        let mut rd = futures::io::Cursor::new(vec![0, 0xff, 0xff]);
         assert!(BlockCodec.read_request(&PROTOCOL, &mut rd).await.is_err());
+        // An unknown root tag is refused.
+        let mut rd = futures::io::Cursor::new(vec![7, 0, 0]);
+        assert!(BlockCodec.read_request(&PROTOCOL, &mut rd).await.is_err());
+        // A request round-trips with and without its root.
+        for root in [None, Some(cid)] {
+            let req = BlockRequest { root, cids: vec![cid, cid] };
+            let mut buf = futures::io::Cursor::new(Vec::new());
+            BlockCodec.write_request(&PROTOCOL, &mut buf, req.clone()).await.unwrap();
+            let mut rd = futures::io::Cursor::new(buf.into_inner());
+            assert_eq!(BlockCodec.read_request(&PROTOCOL, &mut rd).await.unwrap(), req);
+        }
         // A block length above the maximum is refused.
         let mut evil = vec![0, 1];
         evil.push(cid.to_bytes().len() as u8);

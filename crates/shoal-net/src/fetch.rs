@@ -244,7 +244,7 @@ impl Fetcher {
                     peers.get_mut(&peer).expect("peer").inflight += 1;
                     let net = self.net.clone();
                     inflight.push(async move {
-                        let res = net.request(peer, batch.clone()).await;
+                        let res = net.request(peer, Some(root), batch.clone()).await;
                         (peer, batch, res)
                     });
                 }
@@ -493,7 +493,7 @@ impl BlockSource {
         };
         let mut last = String::from("no providers");
         for peer in providers {
-            match self.fetcher.net.request(peer, vec![cid]).await {
+            match self.fetcher.net.request(peer, Some(root), vec![cid]).await {
                 Ok(resp) => {
                     for (c, a) in resp.answers {
                         if c != cid {

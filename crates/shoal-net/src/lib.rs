@@ -5,6 +5,7 @@
 //!   channel and awaits each reply on a oneshot. Pending dials, queries and
 //!   requests live in maps keyed by their ids.
 //! - [`codec`]: the bounded block-exchange protocol.
+//! - [`gossip`]: the bounded popularity report shared over gossipsub.
 //! - [`fetch`]: fetching a whole dataset (manifest, then every block) from
 //!   several providers at once, verifying every block, and a [`BlockSource`]
 //!   (local store, then peers) with collapsed concurrent fetches.
@@ -16,13 +17,14 @@
 
 pub mod codec;
 pub mod fetch;
+pub mod gossip;
 pub mod network;
 
 pub use fetch::{BlockSource, FetchOptions, FetchProgress, FetchReport, Fetcher};
 pub use libp2p::identity::Keypair;
 pub use libp2p::pnet::PreSharedKey;
 pub use libp2p::{Multiaddr, PeerId};
-pub use network::{Client, ComputeFn, EventLoop, NetConfig, PeerInfo, ServeFn};
+pub use network::{Client, ComputeFn, EventLoop, GossipFn, NetConfig, PeerInfo, ServeFn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

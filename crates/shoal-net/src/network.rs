@@ -14,6 +14,7 @@ use futures::StreamExt;
 use libp2p::core::transport::upgrade::Version;
 use libp2p::core::Transport;
 use libp2p::identity::Keypair;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::kad::{self, store::MemoryStore, GetProvidersOk, QueryId, QueryResult, RecordKey};
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
@@ -44,7 +45,12 @@ pub const MAX_INBOUND_PER_PEER: usize = 8;
 const COMMAND_QUEUE: usize = 256;
 
 /// Serves a block request from local data: for each CID, its bytes or None.
-pub type ServeFn = Arc<dyn Fn(&PeerId, &[Cid]) -> Vec<Option<bytes::Bytes>> + Send + Sync>;
+/// The second argument is the dataset root the requester named.
+pub type ServeFn = Arc<dyn Fn(&PeerId, Option<&Cid>, &[Cid]) -> Vec<Option<bytes::Bytes>> + Send + Sync>;
+/// Judges a gossip message from its (signature-checked) author: true
+/// accepts it (it is forwarded to others), false rejects it (dropped, not
+/// forwarded). Called on the event loop: it must be quick and not block.
+pub type GossipFn = Arc<dyn Fn(&PeerId, &[u8]) -> bool + Send + Sync>;
 /// Answers a compute request (runs on the blocking pool).
 pub type ComputeFn = Arc<dyn Fn(&PeerId, Vec<u8>) -> Vec<u8> + Send + Sync>;
 /// Compute requests served at once; beyond this a peer gets an empty
@@ -68,6 +74,9 @@ pub struct NetConfig {
     pub max_connections: u32,
     pub serve: ServeFn,
     pub compute: ComputeFn,
+    /// Subscribes to the popularity topic and hands its messages here;
+    /// None = this daemon neither hears nor shares popularity.
+    pub gossip: Option<GossipFn>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -80,6 +89,7 @@ struct Behaviour {
     kad: kad::Behaviour<MemoryStore>,
     blocks: request_response::Behaviour<BlockCodec>,
     compute: request_response::Behaviour<ComputeCodec>,
+    gossip: gossipsub::Behaviour,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -94,10 +104,13 @@ enum Command {
     Listening(oneshot::Sender<Vec<Multiaddr>>),
     Provide(Cid),
     FindProviders(Cid, oneshot::Sender<HashSet<PeerId>>),
-    Request(PeerId, Vec<Cid>, oneshot::Sender<Result<BlockResponse>>),
+    Request(PeerId, Option<Cid>, Vec<Cid>, oneshot::Sender<Result<BlockResponse>>),
     Ban(PeerId),
     Compute(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>>>),
     IsConnected(PeerId, oneshot::Sender<bool>),
+    StopProviding(Cid),
+    Publish(Vec<u8>),
+    DialPeer(PeerId, oneshot::Sender<Result<PeerId>>),
 }
 
 /// A handle to the network task. Cheap to clone.
@@ -153,12 +166,37 @@ impl Client {
         }
     }
 
-    /// Asks `peer` for blocks. The answer is unverified.
-    pub async fn request(&self, peer: PeerId, cids: Vec<Cid>) -> Result<BlockResponse> {
+    /// Stops announcing `root` (a mirror this daemon dropped).
+    pub async fn stop_providing(&self, root: Cid) -> Result<()> {
+        self.tx.send(Command::StopProviding(root)).await.map_err(|_| Error::Stopped)
+    }
+
+    /// Publishes a popularity report on the gossip topic. Best effort: with
+    /// no subscribed peer yet the message is dropped (logged at debug).
+    pub async fn publish(&self, data: Vec<u8>) -> Result<()> {
+        self.tx.send(Command::Publish(data)).await.map_err(|_| Error::Stopped)
+    }
+
+    /// Whether `peer` can be reached now: connected already, or a dial to
+    /// its known addresses completes (identify included) within `timeout`.
+    /// A provider record outlives the daemon that wrote it; this tells a
+    /// live provider from a stale record.
+    pub async fn reachable(&self, peer: PeerId, timeout: Duration) -> bool {
+        if peer == self.peer_id {
+            return true;
+        }
+        matches!(
+            tokio::time::timeout(timeout, self.call(|tx| Command::DialPeer(peer, tx))).await,
+            Ok(Ok(Ok(_)))
+        )
+    }
+
+    /// Asks `peer` for blocks of dataset `root`. The answer is unverified.
+    pub async fn request(&self, peer: PeerId, root: Option<Cid>, cids: Vec<Cid>) -> Result<BlockResponse> {
         let secs = self.request_timeout.as_secs();
         match tokio::time::timeout(
             self.request_timeout + Duration::from_secs(1),
-            self.call(|tx| Command::Request(peer, cids, tx)),
+            self.call(|tx| Command::Request(peer, root, cids, tx)),
         )
         .await
         {
@@ -234,6 +272,8 @@ pub struct EventLoop {
     provided: HashSet<Cid>,
     last_reprovide: Instant,
     bootstrap: Vec<Multiaddr>,
+    gossip_fn: Option<GossipFn>,
+    topic: IdentTopic,
 }
 
 fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
@@ -265,6 +305,20 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
         .map_err(|e| Error::Config(e.to_string()))?
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
+            // Signed messages (the author is authenticated, so per-author
+            // limits hold), validated by us before they are forwarded, and
+            // bounded in size and number per RPC.
+            let gcfg = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                .max_transmit_size(crate::gossip::MAX_REPORT_BYTES + 1024)
+                .max_messages_per_rpc(Some(16))
+                .max_ihave_length(256)
+                .heartbeat_interval(Duration::from_secs(1))
+                .build()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let gossip = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)
+                .map_err(std::io::Error::other)?;
             let mut kcfg = kad::Config::new(KAD_PROTOCOL);
             kcfg.set_query_timeout(Duration::from_secs(30));
             kcfg.set_provider_publication_interval(Some(reprovide));
@@ -273,14 +327,14 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
             // Answer DHT queries even before an external address is known
             // (institution daemons on private networks, loopback tests).
             kad.set_mode(Some(kad::Mode::Server));
-            let allowed = allow.map(|peers| {
+            let allowed = allow.clone().map(|peers| {
                 let mut b = allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
                 for p in peers {
                     b.allow_peer(p);
                 }
                 b
             });
-            Behaviour {
+            Ok(Behaviour {
                 limits: connection_limits::Behaviour::new(
                     connection_limits::ConnectionLimits::default()
                         .with_max_established(Some(max_conns))
@@ -306,7 +360,8 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
                         .with_request_timeout(Duration::from_secs(300))
                         .with_max_concurrent_streams(MAX_COMPUTE_INFLIGHT * 4),
                 ),
-            }
+                gossip,
+            })
         })
         .map_err(|e| Error::Config(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
@@ -323,6 +378,14 @@ impl EventLoop {
             swarm
                 .listen_on(addr.clone())
                 .map_err(|e| Error::Config(format!("listen on {addr}: {e}")))?;
+        }
+        let topic = IdentTopic::new(crate::gossip::TOPIC);
+        if cfg.gossip.is_some() {
+            swarm
+                .behaviour_mut()
+                .gossip
+                .subscribe(&topic)
+                .map_err(|e| Error::Config(format!("subscribing to {}: {e}", crate::gossip::TOPIC)))?;
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (served_tx, served_rx) = mpsc::channel(MAX_INBOUND_INFLIGHT);
@@ -355,6 +418,8 @@ impl EventLoop {
                 provided: HashSet::new(),
                 last_reprovide: Instant::now(),
                 bootstrap: cfg.bootstrap,
+                gossip_fn: cfg.gossip,
+                topic,
             },
         ))
     }
@@ -461,12 +526,12 @@ impl EventLoop {
                     .get_providers(RecordKey::new(&root.to_bytes()));
                 self.pending_providers.insert(id, (HashSet::new(), reply));
             }
-            Command::Request(peer, cids, reply) => {
+            Command::Request(peer, root, cids, reply) => {
                 let id = self
                     .swarm
                     .behaviour_mut()
                     .blocks
-                    .send_request(&peer, BlockRequest { cids });
+                    .send_request(&peer, BlockRequest { root, cids });
                 self.pending_requests.insert(id, reply);
             }
             Command::Ban(peer) => {
@@ -480,6 +545,43 @@ impl EventLoop {
             }
             Command::IsConnected(peer, reply) => {
                 let _ = reply.send(self.swarm.is_connected(&peer));
+            }
+            Command::StopProviding(root) => {
+                self.provided.remove(&root);
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .stop_providing(&RecordKey::new(&root.to_bytes()));
+            }
+            Command::Publish(data) => {
+                let topic = self.topic.clone();
+                if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, data) {
+                    tracing::debug!(error = %e, "popularity report not published");
+                }
+            }
+            Command::DialPeer(peer, reply) => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(peer));
+                    return;
+                }
+                // Dial even while another dial is pending: that one may be a
+                // stale attempt; we want this check's own outcome.
+                let opts = DialOpts::peer_id(peer)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::Disconnected)
+                    .build();
+                let id = opts.connection_id();
+                let addr = Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer));
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_dials.insert(id, (addr, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Dial {
+                            addr: addr.to_string(),
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
             }
         }
     }
@@ -557,6 +659,26 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Blocks(ev)) => self.on_blocks(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Compute(ev)) => self.on_compute(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                let accept = match (&self.gossip_fn, message.source) {
+                    (Some(f), Some(author)) if message.topic == self.topic.hash() => f(&author, &message.data),
+                    _ => false,
+                };
+                let verdict = if accept {
+                    MessageAcceptance::Accept
+                } else {
+                    MessageAcceptance::Reject
+                };
+                self.swarm.behaviour_mut().gossip.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    verdict,
+                );
+            }
             _ => {}
         }
     }
@@ -650,7 +772,7 @@ impl EventLoop {
                     let tx = self.served_tx.clone();
                     tokio::task::spawn_blocking(move || {
                         let cids: Vec<Cid> = request.cids.into_iter().take(MAX_CIDS_PER_REQUEST).collect();
-                        let found = serve(&peer, &cids);
+                        let found = serve(&peer, request.root.as_ref(), &cids);
                         let mut total = 0;
                         let answers = cids
                             .into_iter()

@@ -16,6 +16,9 @@ pub const SEGMENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("seg
 pub const PINS: TableDefinition<&[u8], (u8, u64)> = TableDefinition::new("pins");
 /// Name -> root CID bytes.
 pub const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names");
+/// Replica targets: root CID -> (copies wanted, set-at unix seconds);
+/// 0 copies = a cancelled target kept while its cancellation spreads.
+pub const REPLICAS: TableDefinition<&[u8], (u8, u64)> = TableDefinition::new("replicas");
 /// Counters: "clock" (access tick), "live_bytes".
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 

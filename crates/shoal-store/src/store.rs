@@ -10,7 +10,7 @@ use shoal_core::manifest::Manifest;
 use shoal_core::{cid, Block, Cid};
 
 use crate::error::{Error, Result};
-use crate::index::{cid_from_key, Loc, BLOCKS, META, NAMES, PINS, SEGMENTS};
+use crate::index::{cid_from_key, Loc, BLOCKS, META, NAMES, PINS, REPLICAS, SEGMENTS};
 use crate::segment::{self, ActiveSegment, Readers, SEGMENT_MAX_BYTES};
 
 /// Why a root is kept.
@@ -162,6 +162,7 @@ impl Store {
             txn.open_table(BLOCKS)?;
             txn.open_table(PINS)?;
             txn.open_table(NAMES)?;
+            txn.open_table(REPLICAS)?;
             let meta = txn.open_table(META)?;
             let clock = meta.get("clock")?.map(|v| v.value()).unwrap_or(0);
             let segs = txn.open_table(SEGMENTS)?;
@@ -515,6 +516,35 @@ impl Store {
         for row in t.iter()? {
             let (k, v) = row?;
             out.push((k.value().to_string(), cid_from_key(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Records a replica target for `root` (see the mirror policy).
+    pub fn set_replica_target(&self, root: &Cid, copies: u8, set_at: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(REPLICAS)?
+            .insert(root.to_bytes().as_slice(), (copies, set_at))?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn remove_replica_target(&self, root: &Cid) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(REPLICAS)?.remove(root.to_bytes().as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every recorded replica target: (root, copies, set-at unix seconds).
+    pub fn replica_targets(&self) -> Result<Vec<(Cid, u8, u64)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(REPLICAS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let (n, at) = v.value();
+            out.push((cid_from_key(k.value())?, n, at));
         }
         Ok(out)
     }

@@ -1,0 +1,566 @@
+//! The mirror policy: popularity-driven mirrors and replica targets.
+//!
+//! One task per daemon. Every `gossip_interval` it publishes this daemon's
+//! report (its counts, the replica targets it carries, its spare budget, the
+//! mirrors it is fetching). Every `check_interval` it runs [`Mirror::check`]:
+//!
+//! 1. Targets: those recorded here (`shoal pin --replicas`, or carried
+//!    because this daemon holds a copy for one) merge with those heard in
+//!    reports, newest `set_at` winning; a newer target for a dataset held
+//!    here is recorded so this daemon carries it on.
+//! 2. Wants: datasets whose score reaches the threshold want
+//!    `min(max_popular_replicas, 1 + score / threshold)` copies; a target
+//!    wants its copies; the larger counts.
+//! 3. For a want this daemon does not hold, it counts the providers that are
+//!    reachable now (a DHT provider record outlives a killed daemon) plus
+//!    the live peers already fetching it. If copies are missing, the
+//!    volunteers (live peers with spare budget for it, and this daemon) are
+//!    ranked by `blake3(root || peer id)`: every daemon computes the same
+//!    ranking from the same reports, so exactly the first `missing`
+//!    volunteers fetch, without a coordinator and without overshoot. If
+//!    copies stay missing (a chosen volunteer died or failed), the window
+//!    widens by one every three checks.
+//! 4. A volunteer without room evicts mirrors less requested than the
+//!    dataset it wants (never one held for a target, never a user pin); a
+//!    daemon over budget evicts its least requested mirrors first.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::Cid;
+use shoal_net::PeerId;
+use shoal_store::{PinKind, Store};
+
+use crate::config::{Budget, MirrorConfig, AUTO_BUDGET_MAX};
+use crate::popularity::{unix_now, Popularity, Score};
+use crate::server::Daemon;
+
+/// Wants whose providers are checked per policy run (each costs a DHT
+/// lookup and a dial per provider).
+const MAX_CHECKS_PER_RUN: usize = 8;
+/// Mirrors fetched at once.
+const MAX_CONCURRENT_FETCHES: usize = 2;
+/// Deadline of one reachability dial.
+const REACH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a cancelled target (0 copies) keeps being announced.
+const TOMBSTONE_SECS: u64 = 3600;
+
+pub struct Settings {
+    pub budget: Budget,
+    pub threshold: u64,
+    pub max_popular: u8,
+    /// None: gossip is off.
+    pub every: Option<Duration>,
+    pub check: Duration,
+}
+
+impl Settings {
+    pub fn from_config(c: &MirrorConfig) -> anyhow::Result<Self> {
+        let every = crate::config::parse_duration(&c.gossip_interval)?;
+        Ok(Self {
+            budget: c.budget()?,
+            threshold: c.threshold,
+            max_popular: c.max_popular_replicas,
+            every: (!every.is_zero()).then_some(every.max(Duration::from_secs(1))),
+            check: crate::config::parse_duration(&c.check_interval)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Why {
+    /// "popular" or "replicas".
+    pub reason: String,
+    /// The score when this daemon chose it.
+    pub score: u64,
+    pub copies_wanted: u8,
+}
+
+#[derive(Default)]
+struct State {
+    fetching: HashMap<Cid, (u64, Why)>,
+    why: HashMap<Cid, Why>,
+    /// Reachable providers at the last check, and when (unix seconds).
+    providers: HashMap<Cid, (usize, u64)>,
+    stalled: HashMap<Cid, u32>,
+    /// The spare budget in our last report: peers rank volunteers by it,
+    /// so we must judge ourselves by the same figure.
+    published_spare: u64,
+    last_error: Option<String>,
+}
+
+pub struct Mirror {
+    pub pop: Arc<Popularity>,
+    pub settings: Settings,
+    state: Mutex<State>,
+}
+
+/// What this daemon holds, read from the store in one go.
+struct Holdings {
+    held: HashSet<Cid>,
+    /// Mirror-only pins (no user pin, no name): (root, bytes).
+    mirrors: Vec<(Cid, u64)>,
+    targets: HashMap<Cid, (u8, u64)>,
+}
+
+fn holdings(store: &Store) -> shoal_store::Result<Holdings> {
+    let names = store.names()?;
+    let named: HashSet<Cid> = names.iter().map(|n| n.1).collect();
+    let mut held = named.clone();
+    let mut mirrors = Vec::new();
+    for (root, kinds, _) in store.pins()? {
+        if kinds.contains(PinKind::User) || kinds.contains(PinKind::Mirror) {
+            held.insert(root);
+        }
+        if kinds.contains(PinKind::Mirror) && !kinds.contains(PinKind::User) && !named.contains(&root) {
+            let bytes = store.manifest(&root).map(|m| m.total_bytes).unwrap_or(0);
+            mirrors.push((root, bytes));
+        }
+    }
+    let targets = store.replica_targets()?.into_iter().map(|(r, n, at)| (r, (n, at))).collect();
+    Ok(Holdings { held, mirrors, targets })
+}
+
+fn free_disk(path: &std::path::Path) -> u64 {
+    match rustix::fs::statvfs(path) {
+        Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
+        Err(_) => 0,
+    }
+}
+
+/// The rendezvous rank of `peer` for `root`: lower volunteers first.
+fn rank(root: &Cid, peer: &PeerId) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&root.to_bytes());
+    h.update(&peer.to_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// Providers of `root` that answer now (plus this daemon if it holds it).
+pub async fn reachable_providers(d: &Arc<Daemon>, root: Cid) -> Vec<PeerId> {
+    let timeout = crate::config::parse_duration(&d.config.network.provider_timeout).unwrap_or(Duration::from_secs(20));
+    let found = d.net.find_providers(root, timeout).await.unwrap_or_default();
+    let checks = found.into_iter().map(|p| {
+        let net = d.net.clone();
+        async move { net.reachable(p, REACH_TIMEOUT).await.then_some(p) }
+    });
+    let mut out: Vec<PeerId> = futures::future::join_all(checks).await.into_iter().flatten().collect();
+    let store = d.store.clone();
+    let local = tokio::task::spawn_blocking(move || store.missing_blocks(&root).map(|m| m.is_empty()).unwrap_or(false))
+        .await
+        .unwrap_or(false);
+    if local {
+        out.push(d.net.peer_id());
+    }
+    out.sort();
+    out
+}
+
+impl Mirror {
+    pub fn new(pop: Arc<Popularity>, settings: Settings) -> Self {
+        Self {
+            pop,
+            settings,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("mirror state lock")
+    }
+
+    fn budget(&self, store: &Store, mirrored: u64) -> u64 {
+        match self.settings.budget {
+            Budget::Fixed(b) => b,
+            // The budget counts what mirrors already use as free, or it
+            // would shrink as they fill the disk and evict them again.
+            Budget::Auto => ((free_disk(store.dir()) + mirrored) / 10).min(AUTO_BUDGET_MAX),
+        }
+    }
+
+    fn popular_copies(&self, score: u64) -> u8 {
+        if score < self.settings.threshold {
+            return 0;
+        }
+        (1 + score / self.settings.threshold).min(u64::from(self.settings.max_popular)) as u8
+    }
+
+    /// Runs the policy until the process ends.
+    pub async fn run(self: Arc<Self>, d: Arc<Daemon>) {
+        let mut check = tokio::time::interval(self.settings.check);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut gossip = tokio::time::interval(self.settings.every.unwrap_or(Duration::from_secs(3600)));
+        gossip.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = gossip.tick() => if self.settings.every.is_some() {
+                    if let Err(e) = self.publish(&d).await {
+                        tracing::debug!(error = %e, "popularity report not sent");
+                    }
+                },
+                _ = check.tick() => {
+                    let r = self.check(&d).await;
+                    self.lock().last_error = r.as_ref().err().map(|e| format!("{e:#}"));
+                    if let Err(e) = r {
+                        tracing::warn!(error = %format!("{e:#}"), "mirror policy run failed");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn holdings(&self, d: &Arc<Daemon>) -> anyhow::Result<(Holdings, u64)> {
+        let store = d.store.clone();
+        let h = tokio::task::spawn_blocking(move || holdings(&store)).await??;
+        let used: u64 = h.mirrors.iter().map(|m| m.1).sum();
+        Ok((h, used))
+    }
+
+    async fn publish(&self, d: &Arc<Daemon>) -> anyhow::Result<()> {
+        let (h, used) = self.holdings(d).await?;
+        let budget = self.budget(&d.store, used);
+        let (fetching, fetch_bytes): (Vec<Cid>, u64) = {
+            let s = self.lock();
+            (s.fetching.keys().copied().collect(), s.fetching.values().map(|f| f.0).sum())
+        };
+        let spare = budget.saturating_sub(used + fetch_bytes);
+        // Carry the targets of what we hold, and cancellations.
+        let targets = h
+            .targets
+            .iter()
+            .filter(|(r, t)| h.held.contains(r) || t.0 == 0)
+            .map(|(r, t)| (*r, t.0, t.1))
+            .collect();
+        let every = self.settings.every.unwrap_or(Duration::from_secs(60));
+        let report = self.pop.report(every, spare, targets, fetching);
+        self.lock().published_spare = spare;
+        d.net.publish(report.encode()).await?;
+        Ok(())
+    }
+
+    /// One policy run (see the module docs).
+    pub async fn check(self: &Arc<Self>, d: &Arc<Daemon>) -> anyhow::Result<()> {
+        let (mut h, mut used) = self.holdings(d).await?;
+        let now = unix_now();
+        // 1. Targets: merge, carry newer ones for what we hold, expire
+        //    announced cancellations.
+        let mut targets = h.targets.clone();
+        let mut record = Vec::new();
+        for (root, t) in self.pop.heard_targets() {
+            if targets.get(&root).is_none_or(|mine| mine.1 < t.set_at) {
+                targets.insert(root, (t.copies, t.set_at));
+                if h.held.contains(&root) {
+                    record.push((root, Some((t.copies, t.set_at))));
+                }
+            }
+        }
+        for (root, (n, at)) in &h.targets {
+            if *n == 0 && at + TOMBSTONE_SECS < now {
+                record.push((*root, None));
+            }
+        }
+        if !record.is_empty() {
+            let store = d.store.clone();
+            tokio::task::spawn_blocking(move || -> shoal_store::Result<()> {
+                for (root, t) in record {
+                    match t {
+                        Some((n, at)) => store.set_replica_target(&root, n, at)?,
+                        None => store.remove_replica_target(&root)?,
+                    }
+                }
+                Ok(())
+            })
+            .await??;
+        }
+        let scores: HashMap<Cid, u64> = self
+            .pop
+            .scores()
+            .into_iter()
+            .filter_map(|s| Some((shoal_core::cid::parse(&s.root).ok()?, s.score)))
+            .collect();
+        let score = |r: &Cid| scores.get(r).copied().unwrap_or(0);
+        let target_of = |r: &Cid| targets.get(r).map(|t| t.0).unwrap_or(0);
+
+        // Over budget (it shrank, or mirrors grew): least requested first,
+        // those held for a target last.
+        let budget = self.budget(&d.store, used);
+        if used > budget {
+            let mut order = h.mirrors.clone();
+            order.sort_by_key(|m| (target_of(&m.0) > 0, score(&m.0)));
+            let mut evict = Vec::new();
+            for (root, bytes) in order {
+                if used <= budget {
+                    break;
+                }
+                used -= bytes;
+                evict.push(root);
+            }
+            self.evict(d, &evict, "over the mirror budget").await?;
+            h.mirrors.retain(|m| !evict.contains(&m.0));
+        }
+
+        // 2. Wants, most requested first.
+        let mut wants: Vec<(Cid, u8, u64)> = scores
+            .keys()
+            .chain(targets.keys())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .map(|r| (*r, target_of(r).max(self.popular_copies(score(r))), score(r)))
+            .filter(|w| w.1 > 0)
+            .collect();
+        wants.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)).then(a.0.cmp(&b.0)));
+        let wanted: HashSet<Cid> = wants.iter().map(|w| w.0).collect();
+        {
+            let mut s = self.lock();
+            s.stalled.retain(|r, _| wanted.contains(r));
+            s.providers.retain(|r, _| wanted.contains(r) || targets.contains_key(r));
+        }
+
+        let live = self.pop.live_peers();
+        let me = d.net.peer_id();
+        for (root, copies, sc) in wants.into_iter().take(MAX_CHECKS_PER_RUN) {
+            let fetching_here = self.lock().fetching.contains_key(&root);
+            if fetching_here {
+                continue;
+            }
+            let providers = reachable_providers(d, root).await;
+            let pending = live
+                .iter()
+                .filter(|p| p.2.contains(&root) && !providers.contains(&p.0))
+                .count();
+            let have = providers.len() + pending;
+            {
+                let mut s = self.lock();
+                s.providers.insert(root, (providers.len(), unix_now()));
+                if have >= usize::from(copies) {
+                    s.stalled.remove(&root);
+                    continue;
+                }
+            }
+            if h.held.contains(&root) {
+                continue; // counted among the providers; others must volunteer
+            }
+            let stalled = {
+                let mut s = self.lock();
+                let n = s.stalled.entry(root).or_default();
+                *n += 1;
+                *n
+            };
+            // The dataset's size, from its manifest (fetched if need be).
+            let size = {
+                let d2 = d.clone();
+                match tokio::task::spawn_blocking(move || crate::server::manifest(&d2, &root)).await? {
+                    Ok(m) => m.total_bytes,
+                    Err(e) => {
+                        tracing::debug!(%root, error = %e.0.error, "wanted dataset's manifest unavailable");
+                        continue;
+                    }
+                }
+            };
+            let my_spare = self.lock().published_spare;
+            let mut volunteers: Vec<PeerId> = live
+                .iter()
+                .filter(|p| p.1 >= size && !providers.contains(&p.0) && !p.2.contains(&root))
+                .map(|p| p.0)
+                .collect();
+            // We judge ourselves by our published spare, as peers do.
+            if my_spare >= size {
+                volunteers.push(me);
+            }
+            volunteers.sort_by_key(|p| rank(&root, p));
+            volunteers.dedup();
+            let missing = usize::from(copies) - have;
+            let window = missing + (stalled as usize - 1) / 3;
+            let chosen = match volunteers.iter().position(|p| *p == me) {
+                Some(i) => i < window,
+                // Too few volunteers with spare room: a daemon that can make
+                // room by evicting less requested mirrors steps in (peers
+                // cannot see that room, so this is the one case where two
+                // such daemons may both step in).
+                None => {
+                    volunteers.len() < window && my_spare + self.evictable_for(&h, sc, &targets, &scores) >= size
+                }
+            };
+            if !chosen {
+                continue;
+            }
+            let budget = self.budget(&d.store, used);
+            let in_flight: u64 = self.lock().fetching.values().map(|f| f.0).sum();
+            let mut spare = budget.saturating_sub(used + in_flight);
+            if size > spare {
+                // Make room from mirrors less requested than this one.
+                let mut order: Vec<(Cid, u64)> = h
+                    .mirrors
+                    .iter()
+                    .filter(|m| target_of(&m.0) == 0 && score(&m.0) < sc)
+                    .copied()
+                    .collect();
+                order.sort_by_key(|m| (score(&m.0), m.0));
+                let mut evict = Vec::new();
+                for (r, bytes) in order {
+                    if spare >= size {
+                        break;
+                    }
+                    spare += bytes;
+                    evict.push(r);
+                }
+                if spare < size {
+                    tracing::debug!(%root, size, spare, "no room to mirror");
+                    continue;
+                }
+                self.evict(d, &evict, "a more requested dataset needs the room").await?;
+                h.mirrors.retain(|m| !evict.contains(&m.0));
+                used = h.mirrors.iter().map(|m| m.1).sum();
+            }
+            if self.lock().fetching.len() >= MAX_CONCURRENT_FETCHES {
+                break;
+            }
+            let why = Why {
+                reason: if target_of(&root) >= copies {
+                    "replicas".into()
+                } else {
+                    "popular".into()
+                },
+                score: sc,
+                copies_wanted: copies,
+            };
+            let target = targets.get(&root).copied().filter(|t| t.0 > 0);
+            self.lock().fetching.insert(root, (size, why.clone()));
+            tracing::info!(%root, size, score = sc, copies, have, reason = %why.reason, "mirroring");
+            let (this, d2) = (self.clone(), d.clone());
+            tokio::spawn(async move {
+                let r = this.fetch(&d2, root, target).await;
+                let mut s = this.lock();
+                let why = s.fetching.remove(&root).map(|f| f.1);
+                match r {
+                    Ok(()) => {
+                        if let Some(w) = why {
+                            s.why.insert(root, w);
+                        }
+                        tracing::info!(%root, "mirror complete");
+                    }
+                    Err(e) => tracing::warn!(%root, error = %format!("{e:#}"), "mirroring failed"),
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes this daemon could free for a dataset scored `sc`.
+    fn evictable_for(
+        &self,
+        h: &Holdings,
+        sc: u64,
+        targets: &HashMap<Cid, (u8, u64)>,
+        scores: &HashMap<Cid, u64>,
+    ) -> u64 {
+        h.mirrors
+            .iter()
+            .filter(|m| targets.get(&m.0).is_none_or(|t| t.0 == 0) && scores.get(&m.0).copied().unwrap_or(0) < sc)
+            .map(|m| m.1)
+            .sum()
+    }
+
+    async fn fetch(&self, d: &Arc<Daemon>, root: Cid, target: Option<(u8, u64)>) -> anyhow::Result<()> {
+        let d2 = d.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let session = d2.store.session();
+            tokio::runtime::Handle::current().block_on(d2.fetcher.fetch_dataset(root, &session, &|_| {}))?;
+            d2.store.pin(&root, PinKind::Mirror)?;
+            if let Some((n, at)) = target {
+                d2.store.set_replica_target(&root, n, at)?;
+            }
+            Ok(())
+        })
+        .await??;
+        d.net.provide(root).await?;
+        Ok(())
+    }
+
+    async fn evict(&self, d: &Arc<Daemon>, roots: &[Cid], why: &str) -> anyhow::Result<()> {
+        if roots.is_empty() {
+            return Ok(());
+        }
+        for root in roots {
+            tracing::info!(%root, "evicting mirror: {why}");
+            d.net.stop_providing(*root).await?;
+            self.lock().why.remove(root);
+        }
+        let (store, roots) = (d.store.clone(), roots.to_vec());
+        tokio::task::spawn_blocking(move || -> shoal_store::Result<()> {
+            for root in &roots {
+                store.unpin(root, PinKind::Mirror)?;
+                store.remove_replica_target(root)?;
+            }
+            store.gc()?;
+            Ok(())
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// What `shoal mirrors` shows.
+    pub async fn view(&self, d: &Arc<Daemon>) -> anyhow::Result<crate::api::MirrorsResult> {
+        use crate::api::{MirrorEntry, MirrorsResult, TargetEntry};
+        let (h, used) = self.holdings(d).await?;
+        let budget = self.budget(&d.store, used);
+        let scores: Vec<Score> = self.pop.scores();
+        let score_of = |r: &Cid| {
+            let r = r.to_string();
+            scores.iter().find(|s| s.root == r).map(|s| s.score).unwrap_or(0)
+        };
+        let heard = self.pop.heard_targets();
+        let s = self.lock();
+        let mut mirrors: Vec<MirrorEntry> = h
+            .mirrors
+            .iter()
+            .map(|(r, bytes)| MirrorEntry {
+                root: r.to_string(),
+                bytes: *bytes,
+                score: score_of(r),
+                why: s.why.get(r).cloned(),
+                complete: true,
+            })
+            .collect();
+        mirrors.extend(s.fetching.iter().map(|(r, (bytes, why))| MirrorEntry {
+            root: r.to_string(),
+            bytes: *bytes,
+            score: score_of(r),
+            why: Some(why.clone()),
+            complete: false,
+        }));
+        let mut all: HashMap<Cid, (u8, u64, bool)> = h.targets.iter().map(|(r, t)| (*r, (t.0, t.1, true))).collect();
+        for (r, t) in heard {
+            if all.get(&r).is_none_or(|m| m.1 < t.set_at) {
+                all.insert(r, (t.copies, t.set_at, false));
+            }
+        }
+        let mut targets: Vec<TargetEntry> = all
+            .into_iter()
+            .map(|(r, (copies, set_at, recorded))| TargetEntry {
+                root: r.to_string(),
+                copies,
+                set_at,
+                recorded_here: recorded,
+                held_here: h.held.contains(&r),
+                providers: s.providers.get(&r).map(|p| p.0),
+                checked_secs_ago: s.providers.get(&r).map(|p| unix_now().saturating_sub(p.1)),
+            })
+            .collect();
+        targets.sort_by(|a, b| a.root.cmp(&b.root));
+        Ok(MirrorsResult {
+            budget,
+            used,
+            threshold: self.settings.threshold,
+            peer_cap: self.pop.peer_cap(),
+            gossip: self.settings.every.is_some(),
+            mirrors,
+            targets,
+            popular: scores.into_iter().take(20).collect(),
+            peers: self.pop.stats(),
+            last_error: s.last_error.clone(),
+        })
+    }
+}
