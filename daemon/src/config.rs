@@ -159,7 +159,10 @@ impl MirrorConfig {
         }
         let every = parse_duration(&self.gossip_interval)?;
         if every.as_secs() > u64::from(shoal_net::gossip::MAX_EVERY_SECS) {
-            bail!("mirror.gossip_interval must be at most {}s", shoal_net::gossip::MAX_EVERY_SECS);
+            bail!(
+                "mirror.gossip_interval must be at most {}s",
+                shoal_net::gossip::MAX_EVERY_SECS
+            );
         }
         Ok(())
     }

@@ -318,7 +318,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 let named = r.name.map(|n| format!(" as {n}")).unwrap_or_default();
                 println!("{how} {}{named}", r.root);
                 if let Some(n) = r.replicas {
-                    println!("replica target: {n} copies; daemons with mirror budget volunteer (watch with `shoal mirrors`)");
+                    println!(
+                        "replica target: {n} copies; daemons with mirror budget volunteer (watch with `shoal mirrors`)"
+                    );
                 }
             }
         }

@@ -119,7 +119,11 @@ fn holdings(store: &Store) -> shoal_store::Result<Holdings> {
             mirrors.push((root, bytes));
         }
     }
-    let targets = store.replica_targets()?.into_iter().map(|(r, n, at)| (r, (n, at))).collect();
+    let targets = store
+        .replica_targets()?
+        .into_iter()
+        .map(|(r, n, at)| (r, (n, at)))
+        .collect();
     Ok(Holdings { held, mirrors, targets })
 }
 
@@ -223,7 +227,10 @@ impl Mirror {
         let budget = self.budget(&d.store, used);
         let (fetching, fetch_bytes): (Vec<Cid>, u64) = {
             let s = self.lock();
-            (s.fetching.keys().copied().collect(), s.fetching.values().map(|f| f.0).sum())
+            (
+                s.fetching.keys().copied().collect(),
+                s.fetching.values().map(|f| f.0).sum(),
+            )
         };
         let spare = budget.saturating_sub(used + fetch_bytes);
         // Carry the targets of what we hold, and cancellations.
@@ -379,9 +386,7 @@ impl Mirror {
                 // room by evicting less requested mirrors steps in (peers
                 // cannot see that room, so this is the one case where two
                 // such daemons may both step in).
-                None => {
-                    volunteers.len() < window && my_spare + self.evictable_for(&h, sc, &targets, &scores) >= size
-                }
+                None => volunteers.len() < window && my_spare + self.evictable_for(&h, sc, &targets, &scores) >= size,
             };
             if !chosen {
                 continue;

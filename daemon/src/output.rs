@@ -217,11 +217,19 @@ pub fn print_mirrors(r: &crate::api::MirrorsResult) {
         println!("\nMIRRORS");
         for m in &r.mirrors {
             let why = match &m.why {
-                Some(w) => format!("{} (score {} when chosen, {} copies wanted)", w.reason, w.score, w.copies_wanted),
+                Some(w) => format!(
+                    "{} (score {} when chosen, {} copies wanted)",
+                    w.reason, w.score, w.copies_wanted
+                ),
                 None => "chosen before the last restart".into(),
             };
             let state = if m.complete { "" } else { "  [fetching]" };
-            println!("{}  {:>10}  score {:>5}  {why}{state}", m.root, human_bytes(m.bytes), m.score);
+            println!(
+                "{}  {:>10}  score {:>5}  {why}{state}",
+                m.root,
+                human_bytes(m.bytes),
+                m.score
+            );
         }
     }
     if !r.targets.is_empty() {

@@ -118,7 +118,10 @@ pub struct Popularity {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Popularity {
@@ -379,7 +382,14 @@ mod tests {
         assert_eq!(s[0].counts.total(), 6);
         // The first bucket has left the window.
         let s = p.scores_at(t0 + Duration::from_secs(12));
-        assert_eq!(s[0].counts, Counts { blocks: 0, mounts: 0, queries: 1 });
+        assert_eq!(
+            s[0].counts,
+            Counts {
+                blocks: 0,
+                mounts: 0,
+                queries: 1
+            }
+        );
         for i in 0..(MAX_LOCAL_ROOTS as u32 + 100) {
             p.record_at(root(i + 10), Kind::Mount, 1, t0 + Duration::from_secs(13));
         }
@@ -392,7 +402,12 @@ mod tests {
         let p = Popularity::new(Duration::from_secs(60), 10);
         let (a, b) = (PeerId::random(), PeerId::random());
         let now = Instant::now();
-        assert!(p.receive_at(&a, &report(vec![(root(1), u32::MAX, u32::MAX, u32::MAX)], vec![]), now, 0));
+        assert!(p.receive_at(
+            &a,
+            &report(vec![(root(1), u32::MAX, u32::MAX, u32::MAX)], vec![]),
+            now,
+            0
+        ));
         assert_eq!(p.scores_at(now)[0].score, 10);
         assert!(p.receive_at(&b, &report(vec![(root(1), 3, 0, 0)], vec![]), now, 0));
         p.record_at(root(1), Kind::Query, 2, now);
@@ -415,7 +430,12 @@ mod tests {
         assert_eq!(p.scores_at(later).len(), 1);
         for i in 0..(MAX_PEERS + 50) {
             let targets = vec![(root(i as u32), 3, 100)];
-            p.receive_at(&PeerId::random(), &report(vec![(root(i as u32), 1, 0, 0)], targets), later, 0);
+            p.receive_at(
+                &PeerId::random(),
+                &report(vec![(root(i as u32), 1, 0, 0)], targets),
+                later,
+                0,
+            );
         }
         let g = p.lock();
         assert_eq!(g.peers.len(), MAX_PEERS);
@@ -430,9 +450,19 @@ mod tests {
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         p.receive_at(&a, &report(vec![], vec![(root(1), 3, 100)]), now, 1000);
         p.receive_at(&b, &report(vec![], vec![(root(1), 0, 200)]), now, 1000);
-        p.receive_at(&a, &report(vec![], vec![(root(1), 5, 150)]), now + Duration::from_secs(1), 1000);
+        p.receive_at(
+            &a,
+            &report(vec![], vec![(root(1), 5, 150)]),
+            now + Duration::from_secs(1),
+            1000,
+        );
         assert_eq!(p.heard_targets()[&root(1)].copies, 0);
-        assert!(!p.receive_at(&c, &report(vec![], vec![(root(1), 9, 1000 + 2 * MAX_CLOCK_SKEW_SECS)]), now, 1000));
+        assert!(!p.receive_at(
+            &c,
+            &report(vec![], vec![(root(1), 9, 1000 + 2 * MAX_CLOCK_SKEW_SECS)]),
+            now,
+            1000
+        ));
         assert_eq!(p.heard_targets()[&root(1)].set_at, 200);
     }
 

@@ -944,8 +944,7 @@ pub async fn run(repo: Repo) -> Result<()> {
     ));
     let gossip = settings.every.is_some();
     let mirror = Arc::new(crate::mirror::Mirror::new(pop.clone(), settings));
-    let (net, event_loop) =
-        shoal_net::EventLoop::new(net_config(&repo, &config, store.clone(), pop.clone(), gossip)?)?;
+    let (net, event_loop) = shoal_net::EventLoop::new(net_config(&repo, &config, store.clone(), pop.clone(), gossip)?)?;
     tokio::spawn(event_loop.run());
     let fetch_opts = shoal_net::FetchOptions {
         provider_timeout: crate::config::parse_duration(&config.network.provider_timeout)?,

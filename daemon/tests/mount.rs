@@ -3,37 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Unmounts on drop, so a failing test leaves no mount behind.
-struct MountGuard(PathBuf);
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if is_mounted(&self.0) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let want = dir.to_string_lossy().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
-
-fn require_fuse() {
-    assert!(
-        Path::new("/dev/fuse").exists(),
-        "/dev/fuse is missing: the mount tests need FUSE (load the fuse module; in containers pass --device /dev/fuse)"
-    );
-}
 
 /// A and B connected; B mounts on a fresh directory.
 fn pair(b_opts: Opts) -> (Daemon, Daemon, tempfile::TempDir, MountGuard) {
@@ -55,26 +29,6 @@ fn wait_provider(d: &Daemon, root: &str) {
         assert!(Instant::now() < deadline, "no provider for {root}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Runs a tests/python script with a hang guard (a hung mount fails the
-/// test instead of blocking it).
-fn py_within(script: &str, args: &[&Path], secs: u64) -> String {
-    let child = Command::new(python())
-        .arg(workspace().join("tests/python").join(script))
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_within(child, secs, script);
-    assert!(
-        out.status.success(),
-        "{script}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -229,9 +229,15 @@ mod tests {
         assert!(BlockCodec.read_request(&PROTOCOL, &mut rd).await.is_err());
         // A request round-trips with and without its root.
         for root in [None, Some(cid)] {
-            let req = BlockRequest { root, cids: vec![cid, cid] };
+            let req = BlockRequest {
+                root,
+                cids: vec![cid, cid],
+            };
             let mut buf = futures::io::Cursor::new(Vec::new());
-            BlockCodec.write_request(&PROTOCOL, &mut buf, req.clone()).await.unwrap();
+            BlockCodec
+                .write_request(&PROTOCOL, &mut buf, req.clone())
+                .await
+                .unwrap();
             let mut rd = futures::io::Cursor::new(buf.into_inner());
             assert_eq!(BlockCodec.read_request(&PROTOCOL, &mut rd).await.unwrap(), req);
         }

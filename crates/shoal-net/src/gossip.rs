@@ -135,7 +135,9 @@ mod tests {
             window: 600,
             spare: 1 << 40,
             counts: (0..MAX_COUNTS as u32).map(|i| (root(i), u32::MAX, i, i)).collect(),
-            targets: (0..MAX_TARGETS as u32).map(|i| (root(i), MAX_REPLICAS, u64::MAX)).collect(),
+            targets: (0..MAX_TARGETS as u32)
+                .map(|i| (root(i), MAX_REPLICAS, u64::MAX))
+                .collect(),
             fetching: (0..MAX_FETCHING as u32).map(root).collect(),
         }
     }

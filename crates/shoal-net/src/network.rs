@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libp2p::core::transport::upgrade::Version;
 use libp2p::core::Transport;
-use libp2p::identity::Keypair;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::identity::Keypair;
 use libp2p::kad::{self, store::MemoryStore, GetProvidersOk, QueryId, QueryResult, RecordKey};
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
@@ -168,7 +168,10 @@ impl Client {
 
     /// Stops announcing `root` (a mirror this daemon dropped).
     pub async fn stop_providing(&self, root: Cid) -> Result<()> {
-        self.tx.send(Command::StopProviding(root)).await.map_err(|_| Error::Stopped)
+        self.tx
+            .send(Command::StopProviding(root))
+            .await
+            .map_err(|_| Error::Stopped)
     }
 
     /// Publishes a popularity report on the gossip topic. Best effort: with

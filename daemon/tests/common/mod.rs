@@ -56,6 +56,9 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// Extra files written into the repo (e.g. a swarm key).
     pub files: Vec<(String, String)>,
+    /// TOML lines for `[mirror]`; empty = `budget = "0"`, so tests that are
+    /// not about mirroring never see a daemon volunteer behind their back.
+    pub mirror: String,
 }
 
 pub struct Daemon {
@@ -111,7 +114,14 @@ impl Daemon {
         network.push_str(&opts.network);
         std::fs::write(
             d.home.join("config.toml"),
-            format!("[store]\n{store}\n[network]\n{network}\n"),
+            format!(
+                "[store]\n{store}\n[network]\n{network}\n[mirror]\n{}\n",
+                if opts.mirror.is_empty() {
+                    "budget = \"0\""
+                } else {
+                    &opts.mirror
+                }
+            ),
         )
         .unwrap();
         for (name, data) in &opts.files {
@@ -326,4 +336,50 @@ pub fn wait_within(mut child: Child, secs: u64, what: &str) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+pub struct MountGuard(pub PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    let want = dir.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+pub fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: the mount tests need FUSE (load the fuse module; in containers pass --device /dev/fuse)"
+    );
+}
+
+/// Runs a tests/python script with a hang guard (a hung mount fails the
+/// test instead of blocking it).
+pub fn py_within(script: &str, args: &[&Path], secs: u64) -> String {
+    let child = Command::new(python())
+        .arg(workspace().join("tests/python").join(script))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_within(child, secs, script);
+    assert!(
+        out.status.success(),
+        "{script}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1,0 +1,383 @@
+//! End-to-end mirroring: popularity gossip, mirror budgets, replica targets
+//! and hostile gossip, with real daemons on loopback and short intervals.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `[mirror]` settings with test-sized intervals.
+fn mirror_cfg(budget: &str, threshold: u64, peer_cap: u64, max_popular: u8) -> String {
+    format!(
+        "budget = \"{budget}\"\nthreshold = {threshold}\npeer_cap = {peer_cap}\nmax_popular_replicas = {max_popular}\n\
+         window = \"5m\"\ngossip_interval = \"1s\"\ncheck_interval = \"1s\"\n"
+    )
+}
+
+fn start(mirror: String) -> Daemon {
+    Daemon::start_opts(Opts {
+        mirror,
+        network: "provider_timeout = \"3s\"\n".into(),
+        ..Default::default()
+    })
+}
+
+/// Polls `f` every 200 ms until it returns Some, failing after `secs`.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Complete mirrors this daemon holds.
+fn mirrored(d: &Daemon) -> Vec<String> {
+    d.json(&["mirrors"])["mirrors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["complete"].as_bool().unwrap())
+        .map(|m| m["root"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn providers(d: &Daemon, root: &str) -> usize {
+    d.json(&["providers", root])["providers"].as_array().unwrap().len()
+}
+
+/// Mounts on a fresh directory under `tmp`.
+fn mount(d: &Daemon, tmp: &Path, name: &str) -> MountGuard {
+    require_fuse();
+    let mnt = tmp.join(name);
+    d.cli_ok(&["mount", mnt.to_str().unwrap()]);
+    let mnt = std::fs::canonicalize(&mnt).unwrap();
+    assert!(is_mounted(&mnt));
+    MountGuard(mnt)
+}
+
+/// Opens and reads every file under `dir` (each open is a request the
+/// daemon counts).
+fn read_all(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            n += read_all(&p);
+        } else {
+            std::fs::read(&p).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Opens one file `times` times.
+fn open_repeatedly(file: &Path, times: usize) {
+    for _ in 0..times {
+        std::fs::read(file).unwrap();
+    }
+}
+
+#[test]
+fn a_dataset_read_repeatedly_is_mirrored_and_outlives_its_holder() {
+    let ds = datasets().join("v3_zstd");
+    // d0 holds the dataset; d1 and d2 read it (no budget); d3 and d4 have
+    // budget. One source alone (cap 8) cannot reach the threshold (10).
+    let holder = start(mirror_cfg("0", 10, 8, 2));
+    let root = holder.add(&ds, None);
+    let readers = [start(mirror_cfg("0", 10, 8, 2)), start(mirror_cfg("0", 10, 8, 2))];
+    let spares = [start(mirror_cfg("1GiB", 10, 8, 2)), start(mirror_cfg("1GiB", 10, 8, 2))];
+    let all: Vec<&Daemon> = std::iter::once(&holder).chain(&readers).chain(&spares).collect();
+    // A star on the holder plus a ring, so the swarm stays connected
+    // when the holder goes.
+    for (i, d) in all.iter().enumerate().skip(1) {
+        d.connect(&holder);
+        if i > 1 {
+            d.connect(all[i - 1]);
+        }
+    }
+    all[4].connect(all[1]);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mounts: Vec<MountGuard> = readers
+        .iter()
+        .enumerate()
+        .map(|(i, r)| mount(r, tmp.path(), &format!("r{i}")))
+        .collect();
+    let popular_at = Instant::now();
+    for _ in 0..3 {
+        for m in &mounts {
+            assert!(read_all(&m.0.join(&root)) > 5);
+        }
+    }
+    let (mirror, cold) = wait_for(90, "a daemon with budget to mirror the dataset", || {
+        let m: Vec<bool> = spares.iter().map(|d| mirrored(d).contains(&root)).collect();
+        match m[..] {
+            [true, false] => Some((&spares[0], &spares[1])),
+            [false, true] => Some((&spares[1], &spares[0])),
+            [true, true] => panic!("both spare daemons mirrored a dataset that wants 2 copies"),
+            _ => None,
+        }
+    });
+    eprintln!(
+        "mirrored {:.1}s after the reads began",
+        popular_at.elapsed().as_secs_f64()
+    );
+    // Why it was mirrored is visible, with the popularity behind it.
+    let v = mirror.json(&["mirrors"]);
+    let entry = &v["mirrors"].as_array().unwrap()[0];
+    assert_eq!(entry["why"]["reason"], "popular");
+    assert!(entry["why"]["score"].as_u64().unwrap() >= 10, "{v}");
+    let pop = &v["popular"].as_array().unwrap()[0];
+    assert_eq!(pop["root"], root.as_str());
+    assert!(pop["sources"].as_u64().unwrap() >= 2, "{v}");
+    let text = mirror.cli_ok(&["mirrors"]);
+    assert!(
+        text.contains("MIRRORS") && text.contains(&root) && text.contains("popular"),
+        "{text}"
+    );
+    let pins = mirror.json(&["pins"]);
+    assert_eq!(pins[0]["kinds"], serde_json::json!(["mirror"]), "{pins}");
+
+    // The original holder dies; a daemon that never read the dataset
+    // mounts it cold and reads all of it from the mirror.
+    let mut holder = holder;
+    holder.kill9();
+    let m = mount(cold, tmp.path(), "cold");
+    py_within("check_equal.py", &[&ds, &m.0.join(&root)], 120);
+    drop(m);
+    drop(mounts);
+}
+
+fn big(dir: &Path, name: &str, chunks: usize, seed: u64) -> PathBuf {
+    let p = dir.join(name);
+    big_dataset(&p, chunks, seed);
+    p
+}
+
+#[test]
+fn under_a_small_budget_the_less_requested_mirror_goes_first_and_user_pins_stay() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two 4 MiB datasets and a small one; the budget fits one big one.
+    let (a_dir, b_dir, c_dir) = (
+        big(tmp.path(), "a", 4, 1),
+        big(tmp.path(), "b", 4, 2),
+        big(tmp.path(), "c", 1, 3),
+    );
+    let holder = start(mirror_cfg("0", 10, 1000, 2));
+    let (a, b, c) = (
+        holder.add(&a_dir, None),
+        holder.add(&b_dir, None),
+        holder.add(&c_dir, None),
+    );
+    let reader = start(mirror_cfg("0", 10, 1000, 2));
+    let m = start(mirror_cfg("6MiB", 10, 1000, 2));
+    reader.connect(&holder);
+    m.connect(&holder);
+    m.connect(&reader);
+    // A user pin on the mirroring daemon: outside the budget, never evicted.
+    m.cli_ok(&["pin", &c]);
+
+    let mnt = mount(&reader, tmp.path(), "mnt");
+    open_repeatedly(&mnt.0.join(&b).join("x/0"), 15);
+    wait_for(60, "the mirror of b", || mirrored(&m).contains(&b).then_some(()));
+
+    // Now a is requested more than b: b is evicted to make room for a.
+    open_repeatedly(&mnt.0.join(&a).join("x/0"), 40);
+    wait_for(60, "a to replace b", || {
+        let got = mirrored(&m);
+        (got.contains(&a) && !got.contains(&b)).then_some(())
+    });
+    let v = m.json(&["mirrors"]);
+    assert!(v["used"].as_u64().unwrap() <= v["budget"].as_u64().unwrap(), "{v}");
+    assert!(m.log().contains("evicting mirror"), "{}", m.log());
+    // b is gone from the store (unpinned and collected), c is untouched.
+    let pins = m.json(&["pins"]);
+    let kinds = |root: &str| {
+        pins.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["root"] == root)
+            .map(|p| p["kinds"].clone())
+    };
+    assert_eq!(kinds(&b), None, "{pins}");
+    assert_eq!(kinds(&c), Some(serde_json::json!(["user"])), "{pins}");
+    assert_eq!(kinds(&a), Some(serde_json::json!(["mirror"])), "{pins}");
+    assert!(m.json_allow_fail(&["fsck"])["incomplete"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    drop(mnt);
+}
+
+#[test]
+fn a_replica_target_of_three_is_reached_and_restored_after_kills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = big(tmp.path(), "d", 3, 7);
+    // A threshold no test reaches: only the target drives mirroring.
+    let cfg = || mirror_cfg("1GiB", 1_000_000, 1000, 2);
+    let mut ds_: Vec<Daemon> = (0..5).map(|_| start(cfg())).collect();
+    for i in 1..5 {
+        ds_[i].connect(&ds_[0]);
+        ds_[i].connect(&ds_[i - 1]);
+    }
+    ds_[4].connect(&ds_[1]);
+    let root = ds_[0].add(&ds, None);
+    let out = ds_[0].cli_ok(&["pin", &root, "--replicas", "3"]);
+    assert!(out.contains("replica target: 3 copies"), "{out}");
+
+    let holders = |ds_: &[Daemon], alive: &[usize]| -> Vec<usize> {
+        alive
+            .iter()
+            .copied()
+            .filter(|&i| i == 0 && alive.contains(&0) || mirrored(&ds_[i]).contains(&root))
+            .collect()
+    };
+    let mut alive: Vec<usize> = (0..5).collect();
+    let first = wait_for(90, "3 reachable providers", || {
+        (providers(&ds_[0], &root) == 3).then(|| holders(&ds_, &alive))
+    });
+    assert_eq!(first.len(), 3, "holders {first:?}");
+    // No overshoot: a few more policy runs later there are still 3.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(holders(&ds_, &alive).len(), 3);
+    let t = ds_[0].json(&["mirrors"]);
+    assert_eq!(t["targets"][0]["copies"], 3, "{t}");
+
+    // Kill a volunteer: the swarm returns to 3 with another one.
+    let victim = first.iter().copied().find(|&i| i != 0).unwrap();
+    ds_[victim].kill9();
+    alive.retain(|&i| i != victim);
+    let after = wait_for(90, "3 providers again after a volunteer died", || {
+        let h = holders(&ds_, &alive);
+        (h.len() == 3 && providers(&ds_[0], &root) == 3).then_some(h)
+    });
+    assert!(!after.contains(&victim));
+
+    // Kill the daemon that set the target: the volunteers carry it on.
+    ds_[0].kill9();
+    alive.retain(|&i| i != 0);
+    let watcher = alive[0];
+    wait_for(90, "3 providers again after the origin died", || {
+        let h = holders(&ds_, &alive);
+        (h.len() == 3 && providers(&ds_[watcher], &root) == 3).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(holders(&ds_, &alive).len(), 3, "overshoot after re-replication");
+    let _ = &mut ds_;
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A peer that speaks the gossip protocol directly (not a shoal daemon).
+fn hostile_peer(rt: &tokio::runtime::Runtime) -> shoal_net::Client {
+    let cfg = shoal_net::NetConfig {
+        keypair: shoal_net::Keypair::generate_ed25519(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: vec![],
+        swarm_key: None,
+        allow_peers: None,
+        reprovide_interval: Duration::from_secs(3600),
+        request_timeout: Duration::from_secs(5),
+        max_connections: 16,
+        serve: std::sync::Arc::new(|_, _, cids| vec![None; cids.len()]),
+        compute: std::sync::Arc::new(|_, _| Vec::new()),
+        gossip: Some(std::sync::Arc::new(|_, _| false)),
+    };
+    let _guard = rt.enter();
+    let (client, event_loop) = shoal_net::EventLoop::new(cfg).unwrap();
+    rt.spawn(event_loop.run());
+    client
+}
+
+#[test]
+fn a_peer_flooding_gossip_or_sending_garbage_stays_bounded_and_capped() {
+    use shoal_net::gossip::Report;
+    let tmp = tempfile::tempdir().unwrap();
+    let x_dir = big(tmp.path(), "x", 2, 11);
+    let holder = start(mirror_cfg("0", 10, 8, 2));
+    let x = holder.add(&x_dir, None);
+    let victim = start(mirror_cfg("1GiB", 10, 8, 2));
+    victim.connect(&holder);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let evil = hostile_peer(&rt);
+    rt.block_on(evil.dial(victim.addr().parse().unwrap())).unwrap();
+    let root: shoal_core::Cid = x.parse().unwrap();
+    let report = |n: u32| Report {
+        version: 1,
+        every: 1,
+        window: 60,
+        spare: 0,
+        // The dataset "requested" four billion times, plus filler roots.
+        counts: std::iter::once((root, u32::MAX, u32::MAX, n))
+            .chain((0..63u32).map(|i| {
+                let c = *shoal_core::Block::dag_cbor((n * 64 + i).to_be_bytes().to_vec()).cid();
+                (c, u32::MAX, 0, 0)
+            }))
+            .collect(),
+        targets: vec![],
+        fetching: vec![],
+    };
+    let score_of_x = |v: &serde_json::Value| {
+        v["popular"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["root"] == x.as_str())
+            .map(|p| p["score"].as_u64().unwrap())
+    };
+    // Until the victim hears the hostile peer at all.
+    wait_for(30, "the victim to hear the hostile peer", || {
+        rt.block_on(evil.publish(report(0).encode())).unwrap();
+        score_of_x(&victim.json(&["mirrors"]))
+    });
+    let before = rss_kib(victim.pid());
+
+    // Flood for five seconds: valid reports as fast as we can, garbage and
+    // oversized messages in between.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut sent = 0u32;
+    rt.block_on(async {
+        while Instant::now() < until {
+            sent += 1;
+            let msg = match sent % 3 {
+                0 => report(sent).encode(),
+                1 => vec![0xa5; shoal_net::gossip::MAX_REPORT_BYTES],
+                _ => (0..2048u32).flat_map(|i| (i * sent).to_le_bytes()).collect(),
+            };
+            evil.publish(msg).await.unwrap();
+        }
+    });
+    eprintln!("hostile peer published {sent} messages");
+    std::thread::sleep(Duration::from_secs(3));
+    let v = victim.json(&["mirrors"]);
+    let after = rss_kib(victim.pid());
+    eprintln!("victim RSS {before} KiB -> {after} KiB; gossip {}", v["peers"]);
+    // Its influence is its capped share: below the threshold, so nothing
+    // is mirrored however loud it is.
+    assert!(score_of_x(&v).unwrap() <= 8, "{v}");
+    assert!(v["peers"]["rejected"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["popular"].as_array().unwrap().len() <= 20);
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            mirrored(&victim).is_empty(),
+            "the flood made the victim mirror something"
+        );
+    }
+    // Memory stays bounded (generous: allocator noise, not a timing figure).
+    assert!(after < before + 64 * 1024, "RSS grew from {before} KiB to {after} KiB");
+    // And the victim still works normally.
+    assert!(victim.json(&["ls", &x])["keys"].as_u64().unwrap() > 0);
+}
