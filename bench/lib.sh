@@ -13,6 +13,8 @@ mib() { echo "$SIZE / 1048576 / $1" | bc -l | xargs printf '%.0f'; }
 # network namespace; waits (bounded) until it answers.
 start() {
   "$BIN" --home "$W/$1" init --listen "${2:-/ip4/127.0.0.1/tcp/0}" >/dev/null
+  # Optional per-daemon set-up between init and start (edit config.toml).
+  ${CONFIGURE:-true} "$1"
   if [ -n "${3:-}" ]; then
     ip netns exec "$3" "$BIN" --home "$W/$1" daemon 2>"$W/$1.log" &
   else
@@ -24,3 +26,6 @@ start() {
 }
 # addr NAME: a dialable address of daemon NAME.
 addr() { "$BIN" --home "$W/$1" id --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["addrs"][0])'; }
+# set NAME KEY VALUE: sets KEY (unique across config.toml sections) in
+# daemon NAME's config.toml, before it starts.
+set_conf() { sed -i "s|^$2 = .*|$2 = $3|" "$W/$1/config.toml"; grep -q "^$2 = $3" "$W/$1/config.toml"; }

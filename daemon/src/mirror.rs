@@ -191,26 +191,31 @@ impl Mirror {
         (1 + score / self.settings.threshold).min(u64::from(self.settings.max_popular)) as u8
     }
 
-    /// Runs the policy until the process ends.
+    /// Runs the policy until the process ends. Reports go out from their
+    /// own task: a slow policy run (DHT lookups, dials) must not make this
+    /// daemon's reports late, or peers would take it for gone.
     pub async fn run(self: Arc<Self>, d: Arc<Daemon>) {
-        let mut check = tokio::time::interval(self.settings.check);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut gossip = tokio::time::interval(self.settings.every.unwrap_or(Duration::from_secs(3600)));
-        gossip.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = gossip.tick() => if self.settings.every.is_some() {
-                    if let Err(e) = self.publish(&d).await {
+        if let Some(every) = self.settings.every {
+            let (this, d) = (self.clone(), d.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = this.publish(&d).await {
                         tracing::debug!(error = %e, "popularity report not sent");
                     }
-                },
-                _ = check.tick() => {
-                    let r = self.check(&d).await;
-                    self.lock().last_error = r.as_ref().err().map(|e| format!("{e:#}"));
-                    if let Err(e) = r {
-                        tracing::warn!(error = %format!("{e:#}"), "mirror policy run failed");
-                    }
                 }
+            });
+        }
+        let mut check = tokio::time::interval(self.settings.check);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            check.tick().await;
+            let r = self.check(&d).await;
+            self.lock().last_error = r.as_ref().err().map(|e| format!("{e:#}"));
+            if let Err(e) = r {
+                tracing::warn!(error = %format!("{e:#}"), "mirror policy run failed");
             }
         }
     }
@@ -327,11 +332,18 @@ impl Mirror {
 
         let live = self.pop.live_peers();
         let me = d.net.peer_id();
-        for (root, copies, sc) in wants.into_iter().take(MAX_CHECKS_PER_RUN) {
+        let mut checked = 0;
+        for (root, copies, sc) in wants {
             let fetching_here = self.lock().fetching.contains_key(&root);
-            if fetching_here {
+            // Held here: nothing to do, except show a target's providers.
+            let held = h.held.contains(&root);
+            if fetching_here || (held && target_of(&root) == 0) {
                 continue;
             }
+            if checked == MAX_CHECKS_PER_RUN {
+                break;
+            }
+            checked += 1;
             let providers = reachable_providers(d, root).await;
             let pending = live
                 .iter()
@@ -346,7 +358,7 @@ impl Mirror {
                     continue;
                 }
             }
-            if h.held.contains(&root) {
+            if held {
                 continue; // counted among the providers; others must volunteer
             }
             let stalled = {
