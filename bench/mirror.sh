@@ -49,8 +49,9 @@ for n in R1 R2 M; do "$BIN" --home "$W/$n" connect "$HA" >/dev/null; done
 "$BIN" --home "$W/M" connect "$(addr R1)" >/dev/null
 for n in R1 R2; do "$BIN" --home "$W/$n" mount "$W/mnt$n" >/dev/null; done
 T0=$(now)
-for n in R1 R2; do find "$W/mnt$n/$ROOT" -type f -exec cat {} + >/dev/null & done
-wait
+READERS=()
+for n in R1 R2; do find "$W/mnt$n/$ROOT" -type f -exec cat {} + >/dev/null & READERS+=($!); done
+wait "${READERS[@]}"
 T1=$(now)
 for _ in $(seq 600); do
   done_=$("$BIN" --home "$W/M" mirrors --json | json "sum(1 for m in d['mirrors'] if m['complete'])")

@@ -19,7 +19,7 @@
 //!    ranking from the same reports, so exactly the first `missing`
 //!    volunteers fetch, without a coordinator and without overshoot. If
 //!    copies stay missing (a chosen volunteer died or failed), the window
-//!    widens by one every three checks.
+//!    widens by one every six report intervals.
 //! 4. A volunteer without room evicts mirrors less requested than the
 //!    dataset it wants (never one held for a target, never a user pin); a
 //!    daemon over budget evicts its least requested mirrors first.
@@ -84,10 +84,15 @@ struct State {
     why: HashMap<Cid, Why>,
     /// Reachable providers at the last check, and when (unix seconds).
     providers: HashMap<Cid, (usize, u64)>,
-    stalled: HashMap<Cid, u32>,
+    /// Since when copies of a want have been missing.
+    stalled: HashMap<Cid, std::time::Instant>,
     /// The spare budget in our last report: peers rank volunteers by it,
     /// so we must judge ourselves by the same figure.
     published_spare: u64,
+    /// When each want was first seen: a daemon acts on a want only after
+    /// a gossip interval, once every live peer's report is in, so that all
+    /// rank the same volunteers (acting on a partial view overshoots).
+    first_seen: HashMap<Cid, std::time::Instant>,
     last_error: Option<String>,
 }
 
@@ -144,8 +149,15 @@ fn rank(root: &Cid, peer: &PeerId) -> [u8; 32] {
 
 /// Providers of `root` that answer now (plus this daemon if it holds it).
 pub async fn reachable_providers(d: &Arc<Daemon>, root: Cid) -> Vec<PeerId> {
+    providers_of(d, root).await.0
+}
+
+/// Providers of `root`: those that answer now (plus this daemon if it holds
+/// it), and every peer with a provider record (gone ones included).
+async fn providers_of(d: &Arc<Daemon>, root: Cid) -> (Vec<PeerId>, HashSet<PeerId>) {
     let timeout = crate::config::parse_duration(&d.config.network.provider_timeout).unwrap_or(Duration::from_secs(20));
     let found = d.net.find_providers(root, timeout).await.unwrap_or_default();
+    let recorded = found.clone();
     let checks = found.into_iter().map(|p| {
         let net = d.net.clone();
         async move { net.reachable(p, REACH_TIMEOUT).await.then_some(p) }
@@ -159,7 +171,7 @@ pub async fn reachable_providers(d: &Arc<Daemon>, root: Cid) -> Vec<PeerId> {
         out.push(d.net.peer_id());
     }
     out.sort();
-    out
+    (out, recorded)
 }
 
 impl Mirror {
@@ -211,7 +223,15 @@ impl Mirror {
         let mut check = tokio::time::interval(self.settings.check);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            check.tick().await;
+            // On schedule, or early when a dataset has just become popular
+            // or a new replica target was heard (at most once a second).
+            tokio::select! {
+                _ = check.tick() => {}
+                _ = self.pop.changed.notified() => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    check.reset();
+                }
+            }
             let r = self.check(&d).await;
             self.lock().last_error = r.as_ref().err().map(|e| format!("{e:#}"));
             if let Err(e) = r {
@@ -327,6 +347,7 @@ impl Mirror {
         {
             let mut s = self.lock();
             s.stalled.retain(|r, _| wanted.contains(r));
+            s.first_seen.retain(|r, _| wanted.contains(r));
             s.providers.retain(|r, _| wanted.contains(r) || targets.contains_key(r));
         }
 
@@ -344,7 +365,7 @@ impl Mirror {
                 break;
             }
             checked += 1;
-            let providers = reachable_providers(d, root).await;
+            let (providers, recorded) = providers_of(d, root).await;
             let pending = live
                 .iter()
                 .filter(|p| p.2.contains(&root) && !providers.contains(&p.0))
@@ -361,12 +382,28 @@ impl Mirror {
             if held {
                 continue; // counted among the providers; others must volunteer
             }
-            let stalled = {
-                let mut s = self.lock();
-                let n = s.stalled.entry(root).or_default();
-                *n += 1;
-                *n
-            };
+            let settle = self.settings.every.unwrap_or_default();
+            let seen = *self
+                .lock()
+                .first_seen
+                .entry(root)
+                .or_insert_with(std::time::Instant::now);
+            if seen.elapsed() < settle {
+                // Look again once the views have settled.
+                let pop = self.pop.clone();
+                let wait = settle - seen.elapsed();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    pop.changed.notify_one();
+                });
+                continue;
+            }
+            let stalled_for = self
+                .lock()
+                .stalled
+                .entry(root)
+                .or_insert_with(std::time::Instant::now)
+                .elapsed();
             // The dataset's size, from its manifest (fetched if need be).
             let size = {
                 let d2 = d.clone();
@@ -381,7 +418,9 @@ impl Mirror {
             let my_spare = self.lock().published_spare;
             let mut volunteers: Vec<PeerId> = live
                 .iter()
-                .filter(|p| p.1 >= size && !providers.contains(&p.0) && !p.2.contains(&root))
+                // A peer with a provider record is no volunteer, reachable or
+                // not: a dead provider's report outlives it by a few seconds.
+                .filter(|p| p.1 >= size && !recorded.contains(&p.0) && !p.2.contains(&root))
                 .map(|p| p.0)
                 .collect();
             // We judge ourselves by our published spare, as peers do.
@@ -391,7 +430,10 @@ impl Mirror {
             volunteers.sort_by_key(|p| rank(&root, p));
             volunteers.dedup();
             let missing = usize::from(copies) - have;
-            let window = missing + (stalled as usize - 1) / 3;
+            // Copies still missing after six report intervals (a chosen
+            // volunteer died or failed): widen by one per such period.
+            let period = (6 * self.settings.every.unwrap_or_default()).max(self.settings.check);
+            let window = missing + (stalled_for.as_secs_f64() / period.as_secs_f64()) as usize;
             let chosen = match volunteers.iter().position(|p| *p == me) {
                 Some(i) => i < window,
                 // Too few volunteers with spare room: a daemon that can make
@@ -400,6 +442,7 @@ impl Mirror {
                 // such daemons may both step in).
                 None => volunteers.len() < window && my_spare + self.evictable_for(&h, sc, &targets, &scores) >= size,
             };
+            tracing::debug!(%root, copies, have, live = live.len(), volunteers = volunteers.len(), my_spare, chosen, "replica check");
             if !chosen {
                 continue;
             }

@@ -105,6 +105,9 @@ impl PeerEntry {
 }
 
 struct Inner {
+    /// Datasets seen at or above the threshold (to wake the policy when a
+    /// new one crosses it, rather than at its next scheduled run).
+    popular: std::collections::HashSet<Cid>,
     buckets: VecDeque<(Instant, HashMap<Cid, Counts>)>,
     peers: HashMap<PeerId, PeerEntry>,
     targets: HashMap<Cid, HeardTarget>,
@@ -114,7 +117,11 @@ struct Inner {
 pub struct Popularity {
     window: Duration,
     peer_cap: u64,
+    threshold: u64,
     inner: Mutex<Inner>,
+    /// Fires when a dataset newly reaches the threshold or a new replica
+    /// target is heard.
+    pub changed: tokio::sync::Notify,
 }
 
 pub fn unix_now() -> u64 {
@@ -125,11 +132,14 @@ pub fn unix_now() -> u64 {
 }
 
 impl Popularity {
-    pub fn new(window: Duration, peer_cap: u64) -> Self {
+    pub fn new(window: Duration, peer_cap: u64, threshold: u64) -> Self {
         Self {
             window,
             peer_cap,
+            threshold,
+            changed: tokio::sync::Notify::new(),
             inner: Mutex::new(Inner {
+                popular: Default::default(),
                 buckets: VecDeque::new(),
                 peers: HashMap::new(),
                 targets: HashMap::new(),
@@ -219,10 +229,12 @@ impl Popularity {
             }
         }
         let expires = now + Duration::from_secs(3 * u64::from(report.every));
+        let mut news = false;
         for &(root, copies, set_at) in &report.targets {
             let known = g.targets.len();
             match g.targets.get_mut(&root) {
                 Some(t) if set_at > t.set_at => {
+                    news = true;
                     *t = HeardTarget {
                         copies,
                         set_at,
@@ -232,6 +244,7 @@ impl Popularity {
                 Some(t) if set_at == t.set_at => t.expires = t.expires.max(expires),
                 Some(_) => {}
                 None if known < MAX_TARGETS => {
+                    news = true;
                     g.targets.insert(
                         root,
                         HeardTarget {
@@ -244,9 +257,43 @@ impl Popularity {
                 None => {}
             }
         }
+        let roots: Vec<Cid> = report.counts.iter().map(|c| c.0).collect();
         g.peers.insert(*author, PeerEntry { at: now, report });
         g.stats.accepted += 1;
+        // Did one of this report's datasets just become popular?
+        for root in roots {
+            if !g.popular.contains(&root) && self.score_of(&g, &root, now) >= self.threshold {
+                g.popular.insert(root);
+                news = true;
+            }
+        }
+        if g.popular.len() > MAX_TARGETS {
+            g.popular.clear();
+        }
+        drop(g);
+        if news {
+            self.changed.notify_one();
+        }
         true
+    }
+
+    /// One dataset's capped score (local counts plus fresh reports).
+    fn score_of(&self, g: &Inner, root: &Cid, now: Instant) -> u64 {
+        let local: u64 = g
+            .buckets
+            .iter()
+            .filter(|b| now.duration_since(b.0) <= self.window)
+            .filter_map(|b| b.1.get(root))
+            .map(|c| c.total())
+            .sum();
+        let remote: u64 = g
+            .peers
+            .values()
+            .filter(|p| p.fresh(now))
+            .filter_map(|p| p.report.counts.iter().find(|c| c.0 == *root))
+            .map(|c| (u64::from(c.1) + u64::from(c.2) + u64::from(c.3)).min(self.peer_cap))
+            .sum();
+        local.min(self.peer_cap) + remote
     }
 
     /// Every dataset with requests in the window, highest score first.
@@ -289,6 +336,9 @@ impl Popularity {
                 add(root, c, false);
             }
         }
+        let mut g = g;
+        let threshold = self.threshold;
+        g.popular = acc.iter().filter(|s| s.1.score >= threshold).map(|s| *s.0).collect();
         let mut out: Vec<Score> = acc.into_values().collect();
         out.sort_by(|a, b| {
             b.score
@@ -374,7 +424,7 @@ mod tests {
 
     #[test]
     fn window_slides_and_local_roots_are_bounded() {
-        let p = Popularity::new(Duration::from_secs(10), 1000);
+        let p = Popularity::new(Duration::from_secs(10), 1000, 10);
         let t0 = Instant::now();
         p.record_at(root(1), Kind::Block, 5, t0);
         p.record_at(root(1), Kind::Query, 1, t0 + Duration::from_secs(5));
@@ -399,7 +449,7 @@ mod tests {
 
     #[test]
     fn one_source_moves_a_score_by_at_most_the_cap() {
-        let p = Popularity::new(Duration::from_secs(60), 10);
+        let p = Popularity::new(Duration::from_secs(60), 10, 15);
         let (a, b) = (PeerId::random(), PeerId::random());
         let now = Instant::now();
         assert!(p.receive_at(
@@ -417,7 +467,7 @@ mod tests {
 
     #[test]
     fn garbage_floods_and_fake_peers_stay_bounded() {
-        let p = Popularity::new(Duration::from_secs(60), 10);
+        let p = Popularity::new(Duration::from_secs(60), 10, 15);
         let now = Instant::now();
         let a = PeerId::random();
         assert!(!p.receive_at(&a, b"\xff\x00garbage", now, 0));
@@ -445,7 +495,7 @@ mod tests {
 
     #[test]
     fn targets_merge_by_newest_and_refuse_the_future() {
-        let p = Popularity::new(Duration::from_secs(60), 10);
+        let p = Popularity::new(Duration::from_secs(60), 10, 15);
         let now = Instant::now();
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         p.receive_at(&a, &report(vec![], vec![(root(1), 3, 100)]), now, 1000);
@@ -468,7 +518,7 @@ mod tests {
 
     #[test]
     fn report_carries_the_most_requested() {
-        let p = Popularity::new(Duration::from_secs(60), 10);
+        let p = Popularity::new(Duration::from_secs(60), 10, 15);
         for i in 0..100u32 {
             p.record(root(i), Kind::Block, u64::from(i));
         }

@@ -941,6 +941,7 @@ pub async fn run(repo: Repo) -> Result<()> {
     let pop = Arc::new(crate::popularity::Popularity::new(
         crate::config::parse_duration(&config.mirror.window)?,
         config.mirror.peer_cap,
+        config.mirror.threshold,
     ));
     let gossip = settings.every.is_some();
     let mirror = Arc::new(crate::mirror::Mirror::new(pop.clone(), settings));

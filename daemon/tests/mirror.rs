@@ -20,6 +20,7 @@ fn start(mirror: String) -> Daemon {
     Daemon::start_opts(Opts {
         mirror,
         network: "provider_timeout = \"3s\"\n".into(),
+        env: vec![("SHOAL_LOG".into(), "info,shoal::mirror=debug".into())],
         ..Default::default()
     })
 }
@@ -145,6 +146,10 @@ fn a_dataset_read_repeatedly_is_mirrored_and_outlives_its_holder() {
     let pins = mirror.json(&["pins"]);
     assert_eq!(pins[0]["kinds"], serde_json::json!(["mirror"]), "{pins}");
 
+    // Both copies are findable and reachable from the cold daemon.
+    wait_for(30, "two reachable providers", || {
+        (providers(cold, &root) == 2).then_some(())
+    });
     // The original holder dies; a daemon that never read the dataset
     // mounts it cold and reads all of it from the mirror.
     let mut holder = holder;

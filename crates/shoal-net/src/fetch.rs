@@ -472,6 +472,9 @@ impl BlockSource {
         })
     }
 
+    /// Tries the cached providers of `root`; if they all fail, looks the
+    /// providers up again once (a provider may have gone and a new mirror
+    /// appeared since the list was cached) and tries the new ones.
     async fn fetch_one(&self, cid: Cid, root: Cid) -> Result<Block> {
         let cached = self
             .providers
@@ -479,20 +482,36 @@ impl BlockSource {
             .expect("providers lock")
             .get(&root)
             .filter(|(_, t)| t.elapsed() < PROVIDER_CACHE_TTL)
-            .map(|(p, _)| p.clone());
-        let providers = match cached {
-            Some(p) if !p.is_empty() => p,
-            _ => {
-                let p = self.fetcher.providers(root).await?;
-                self.providers
-                    .lock()
-                    .expect("providers lock")
-                    .insert(root, (p.clone(), Instant::now()));
-                p
-            }
-        };
+            .map(|(p, _)| p.clone())
+            .filter(|p| !p.is_empty());
+        let mut tried = Vec::new();
         let mut last = String::from("no providers");
-        for peer in providers {
+        if let Some(p) = cached {
+            match self.try_providers(cid, root, &p, &mut last).await? {
+                Some(b) => return Ok(b),
+                None => tried = p,
+            }
+        }
+        let fresh = self.fetcher.providers(root).await?;
+        self.providers
+            .lock()
+            .expect("providers lock")
+            .insert(root, (fresh.clone(), Instant::now()));
+        let untried: Vec<PeerId> = fresh.into_iter().filter(|p| !tried.contains(p)).collect();
+        match self.try_providers(cid, root, &untried, &mut last).await? {
+            Some(b) => Ok(b),
+            None => Err(Error::Unavailable { cid, reason: last }),
+        }
+    }
+
+    async fn try_providers(
+        &self,
+        cid: Cid,
+        root: Cid,
+        providers: &[PeerId],
+        last: &mut String,
+    ) -> Result<Option<Block>> {
+        for &peer in providers {
             match self.fetcher.net.request(peer, Some(root), vec![cid]).await {
                 Ok(resp) => {
                     for (c, a) in resp.answers {
@@ -512,21 +531,21 @@ impl BlockSource {
                                         Ok(store.put_many(&[keep], None)?)
                                     })
                                     .await?;
-                                    return Ok(b);
+                                    return Ok(Some(b));
                                 }
                                 Err(_) => {
                                     self.fetcher.net.ban(peer).await?;
-                                    last = format!("peer {peer} sent wrong bytes (banned)");
+                                    *last = format!("peer {peer} sent wrong bytes (banned)");
                                 }
                             },
-                            Answer::DontHave => last = format!("peer {peer} does not have it"),
-                            Answer::Skipped => last = format!("peer {peer} is busy"),
+                            Answer::DontHave => *last = format!("peer {peer} does not have it"),
+                            Answer::Skipped => *last = format!("peer {peer} is busy"),
                         }
                     }
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => *last = e.to_string(),
             }
         }
-        Err(Error::Unavailable { cid, reason: last })
+        Ok(None)
     }
 }

@@ -318,6 +318,14 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
                 .max_messages_per_rpc(Some(16))
                 .max_ihave_length(256)
                 .heartbeat_interval(Duration::from_secs(1))
+                // Reports are small and tolerate a second's delay: a thinner
+                // mesh (4, not 6) and lazy gossip to 3 peers halve the
+                // duplicate copies each report makes.
+                .mesh_n(4)
+                .mesh_n_low(3)
+                .mesh_n_high(6)
+                .mesh_outbound_min(2)
+                .gossip_lazy(3)
                 .build()
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             let gossip = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)

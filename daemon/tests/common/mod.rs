@@ -278,6 +278,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("SHOAL_TEST_DUMP_LOGS").is_some() {
+            eprintln!("---- log of {} ----\n{}", self.home.display(), self.log());
+        }
         self.kill9();
     }
 }
