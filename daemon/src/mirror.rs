@@ -44,6 +44,8 @@ const MAX_CHECKS_PER_RUN: usize = 8;
 const MAX_CONCURRENT_FETCHES: usize = 2;
 /// Deadline of one reachability dial.
 const REACH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a want must have been seen before this daemon acts on it.
+const WANT_SETTLE: Duration = Duration::from_secs(2);
 /// How long a cancelled target (0 copies) keeps being announced.
 const TOMBSTONE_SECS: u64 = 3600;
 
@@ -84,14 +86,18 @@ struct State {
     why: HashMap<Cid, Why>,
     /// Reachable providers at the last check, and when (unix seconds).
     providers: HashMap<Cid, (usize, u64)>,
+    /// Mirrors that failed here (no room on disk, quota, providers gone),
+    /// and when: this daemon does not volunteer for them for a while, and
+    /// the others' widening window takes over.
+    failed: HashMap<Cid, std::time::Instant>,
     /// Since when copies of a want have been missing.
     stalled: HashMap<Cid, std::time::Instant>,
     /// The spare budget in our last report: peers rank volunteers by it,
     /// so we must judge ourselves by the same figure.
     published_spare: u64,
     /// When each want was first seen: a daemon acts on a want only after
-    /// a gossip interval, once every live peer's report is in, so that all
-    /// rank the same volunteers (acting on a partial view overshoots).
+    /// [`WANT_SETTLE`], so that reports sent at about the same moment are
+    /// all in and every daemon ranks the same volunteers.
     first_seen: HashMap<Cid, std::time::Instant>,
     last_error: Option<String>,
 }
@@ -100,6 +106,9 @@ pub struct Mirror {
     pub pop: Arc<Popularity>,
     pub settings: Settings,
     state: Mutex<State>,
+    /// A daemon's view of who is live is partial until it has heard every
+    /// peer's report: it volunteers only after two report intervals.
+    started: std::time::Instant,
 }
 
 /// What this daemon holds, read from the store in one go.
@@ -180,6 +189,7 @@ impl Mirror {
             pop,
             settings,
             state: Mutex::new(State::default()),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -348,6 +358,7 @@ impl Mirror {
             let mut s = self.lock();
             s.stalled.retain(|r, _| wanted.contains(r));
             s.first_seen.retain(|r, _| wanted.contains(r));
+            s.failed.retain(|r, _| wanted.contains(r));
             s.providers.retain(|r, _| wanted.contains(r) || targets.contains_key(r));
         }
 
@@ -382,16 +393,18 @@ impl Mirror {
             if held {
                 continue; // counted among the providers; others must volunteer
             }
-            let settle = self.settings.every.unwrap_or_default();
             let seen = *self
                 .lock()
                 .first_seen
                 .entry(root)
                 .or_insert_with(std::time::Instant::now);
-            if seen.elapsed() < settle {
+            let young = self.started + 2 * self.settings.every.unwrap_or_default();
+            let settled = (seen + WANT_SETTLE).max(young);
+            let now_i = std::time::Instant::now();
+            if now_i < settled {
                 // Look again once the views have settled.
                 let pop = self.pop.clone();
-                let wait = settle - seen.elapsed();
+                let wait = settled - now_i;
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;
                     pop.changed.notify_one();
@@ -424,6 +437,11 @@ impl Mirror {
                 .map(|p| p.0)
                 .collect();
             // We judge ourselves by our published spare, as peers do.
+            let backoff = 10 * self.settings.check;
+            let failed_here = self.lock().failed.get(&root).is_some_and(|t| t.elapsed() < backoff);
+            if failed_here {
+                continue;
+            }
             if my_spare >= size {
                 volunteers.push(me);
             }
@@ -501,7 +519,10 @@ impl Mirror {
                         }
                         tracing::info!(%root, "mirror complete");
                     }
-                    Err(e) => tracing::warn!(%root, error = %format!("{e:#}"), "mirroring failed"),
+                    Err(e) => {
+                        tracing::warn!(%root, error = %format!("{e:#}"), "mirroring failed");
+                        s.failed.insert(root, std::time::Instant::now());
+                    }
                 }
             });
         }

@@ -877,7 +877,7 @@ fn net_config(
     cfg: &Config,
     store: Arc<Store>,
     pop: Arc<crate::popularity::Popularity>,
-    gossip: bool,
+    gossip: Option<Duration>,
 ) -> Result<shoal_net::NetConfig> {
     let n = &cfg.network;
     let parse_addrs = |v: &[String], what: &str| -> Result<Vec<shoal_net::Multiaddr>> {
@@ -922,7 +922,10 @@ fn net_config(
         max_connections: 256,
         serve: serve_fn(store.clone(), pop.clone()),
         compute: compute_fn(store),
-        gossip: gossip.then(|| -> shoal_net::GossipFn { Arc::new(move |author, data| pop.receive(author, data)) }),
+        gossip: gossip.map(|_| -> shoal_net::GossipFn { Arc::new(move |author, data| pop.receive(author, data)) }),
+        // A third of the report interval, between 1 and 5 seconds.
+        gossip_heartbeat: (gossip.unwrap_or(Duration::from_secs(15)) / 3)
+            .clamp(Duration::from_secs(1), Duration::from_secs(5)),
     })
 }
 
@@ -943,7 +946,7 @@ pub async fn run(repo: Repo) -> Result<()> {
         config.mirror.peer_cap,
         config.mirror.threshold,
     ));
-    let gossip = settings.every.is_some();
+    let gossip = settings.every;
     let mirror = Arc::new(crate::mirror::Mirror::new(pop.clone(), settings));
     let (net, event_loop) = shoal_net::EventLoop::new(net_config(&repo, &config, store.clone(), pop.clone(), gossip)?)?;
     tokio::spawn(event_loop.run());

@@ -298,6 +298,7 @@ fn hostile_peer(rt: &tokio::runtime::Runtime) -> shoal_net::Client {
         serve: std::sync::Arc::new(|_, _, cids| vec![None; cids.len()]),
         compute: std::sync::Arc::new(|_, _| Vec::new()),
         gossip: Some(std::sync::Arc::new(|_, _| false)),
+        gossip_heartbeat: Duration::from_secs(1),
     };
     let _guard = rt.enter();
     let (client, event_loop) = shoal_net::EventLoop::new(cfg).unwrap();
@@ -371,7 +372,8 @@ fn a_peer_flooding_gossip_or_sending_garbage_stays_bounded_and_capped() {
     eprintln!("victim RSS {before} KiB -> {after} KiB; gossip {}", v["peers"]);
     // Its influence is its capped share: below the threshold, so nothing
     // is mirrored however loud it is.
-    assert!(score_of_x(&v).unwrap() <= 8, "{v}");
+    // (Its last report may have expired by now: then x scores nothing.)
+    assert!(score_of_x(&v).unwrap_or(0) <= 8, "{v}");
     assert!(v["peers"]["rejected"].as_u64().unwrap() > 0, "{v}");
     assert!(v["popular"].as_array().unwrap().len() <= 20);
     for _ in 0..4 {

@@ -77,6 +77,10 @@ pub struct NetConfig {
     /// Subscribes to the popularity topic and hands its messages here;
     /// None = this daemon neither hears nor shares popularity.
     pub gossip: Option<GossipFn>,
+    /// Gossipsub heartbeat (mesh upkeep, IHAVE gossip). Each heartbeat
+    /// costs every peer a few small messages, so it should be a fraction
+    /// of the report interval, not a fixed second.
+    pub gossip_heartbeat: Duration,
 }
 
 #[derive(NetworkBehaviour)]
@@ -285,6 +289,7 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
     let request_timeout = cfg.request_timeout;
     let max_conns = cfg.max_connections;
     let reprovide = cfg.reprovide_interval;
+    let heartbeat = cfg.gossip_heartbeat;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
         .with_other_transport(
@@ -317,7 +322,7 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
                 .max_transmit_size(crate::gossip::MAX_REPORT_BYTES + 1024)
                 .max_messages_per_rpc(Some(16))
                 .max_ihave_length(256)
-                .heartbeat_interval(Duration::from_secs(1))
+                .heartbeat_interval(heartbeat)
                 // Reports are small and tolerate a second's delay: a thinner
                 // mesh (4, not 6) and lazy gossip to 3 peers halve the
                 // duplicate copies each report makes.
