@@ -15,11 +15,13 @@
 #    difference per peer per minute is what popularity gossip costs, next
 #    to the background traffic (kad, identify, ping) it is compared with.
 # Needs root (FUSE, ip netns).
-# usage: bench/mirror.sh [GIB] [MEASURE_SECS]   (default 0.25, 60)
+# usage: bench/mirror.sh [GIB] [MEASURE_SECS] [PART]   (default 0.25, 60, all;
+#        PART 1 or 2 runs one part)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-0.25}
 MEASURE=${2:-60}
+PART=${3:-all}
 W=${BENCH_DIR:-/tmp/shoal-mirrorbench}
 scripts/setup-venv.sh
 cargo build --release -q -p shoal
@@ -36,6 +38,7 @@ cleanup() {
 trap cleanup EXIT
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
+if [ "$PART" != 2 ]; then
 echo "== time from popular to first complete mirror ($GIB GiB) =="
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 no_budget() { set_conf "$1" budget '"0"'; }
@@ -48,6 +51,9 @@ HA=$(addr H)
 for n in R1 R2 M; do "$BIN" --home "$W/$n" connect "$HA" >/dev/null; done
 "$BIN" --home "$W/M" connect "$(addr R1)" >/dev/null
 for n in R1 R2; do "$BIN" --home "$W/$n" mount "$W/mnt$n" >/dev/null; done
+# A running swarm: every daemon has heard every other's reports (a daemon
+# volunteers only after two report intervals of uptime).
+sleep 32
 T0=$(now)
 READERS=()
 for n in R1 R2; do find "$W/mnt$n/$ROOT" -type f -exec cat {} + >/dev/null & READERS+=($!); done
@@ -70,6 +76,8 @@ READ=$(secs "$T0" "$T1"); AUTO=$(secs "$T1" "$T2"); PIN=$(secs "$T3" "$T4")
 printf 'readers took %.1f s; popular -> complete mirror %.1f s; plain `shoal pin` of the same dataset %.1f s; ratio %.2fx\n' \
   "$READ" "$AUTO" "$PIN" "$(echo "$AUTO / $PIN" | bc -l)"
 cleanup; PIDS=()
+fi
+[ "$PART" = 1 ] && exit 0
 
 echo "== gossip cost, 10 daemons =="
 swarm() { # swarm GOSSIP_INTERVAL -> bytes on the namespace's loopback over MEASURE s

@@ -326,10 +326,10 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
                 // Reports are small and tolerate a second's delay: a thinner
                 // mesh (4, not 6) and lazy gossip to 3 peers halve the
                 // duplicate copies each report makes.
-                .mesh_n(4)
-                .mesh_n_low(3)
-                .mesh_n_high(6)
-                .mesh_outbound_min(2)
+                .mesh_n(3)
+                .mesh_n_low(2)
+                .mesh_n_high(5)
+                .mesh_outbound_min(1)
                 .gossip_lazy(3)
                 .build()
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
