@@ -146,6 +146,7 @@ mod tests {
     fn a_full_report_fits_and_round_trips() {
         let r = full();
         let b = r.encode();
+        eprintln!("a full report encodes to {} bytes", b.len());
         assert!(b.len() <= MAX_REPORT_BYTES, "{} bytes", b.len());
         assert_eq!(decode(&b).unwrap(), r);
     }
