@@ -560,13 +560,15 @@ async fn unpin(State(d): St, Json(req): Json<PinRequest>) -> ApiResult<Json<PinR
         }
         // Unpinning by name drops the name too: the user asked to let it go.
         let by_name = cid::parse(req.target.trim_end_matches('/')).is_err();
-        let mut changed = d.store.unpin(&root, PinKind::User)?;
+        let user_pinned = d.store.unpin(&root, PinKind::User)?;
+        let mut changed = user_pinned;
         if by_name {
             changed |= d.store.remove_name(req.target.trim_end_matches('/'))?.is_some();
         }
-        // A replica target set here is cancelled: the cancellation is
-        // gossiped (newest wins) so volunteers stop carrying it.
-        let had_target = d.store.replica_targets()?.iter().any(|t| t.0 == root && t.1 > 0);
+        // A replica target that came with this user pin is cancelled: the
+        // cancellation is gossiped (newest wins) so volunteers stop carrying
+        // it. (A target carried for a mirror is not this user's to cancel.)
+        let had_target = user_pinned && d.store.replica_targets()?.iter().any(|t| t.0 == root && t.1 > 0);
         if had_target {
             d.store.set_replica_target(&root, 0, crate::popularity::unix_now())?;
         }

@@ -388,3 +388,33 @@ fn a_peer_flooding_gossip_or_sending_garbage_stays_bounded_and_capped() {
     // And the victim still works normally.
     assert!(victim.json(&["ls", &x])["keys"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn unpinning_cancels_a_replica_target_across_the_swarm_and_bad_targets_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = big(tmp.path(), "d", 1, 21);
+    let cfg = || mirror_cfg("1GiB", 1_000_000, 1000, 2);
+    let (a, b) = (start(cfg()), start(cfg()));
+    b.connect(&a);
+    let root = a.add(&ds, None);
+    for bad in ["0", "17", "x"] {
+        let out = a.cli(&["pin", &root, "--replicas", bad]);
+        assert_eq!(out.status.code(), Some(2), "--replicas {bad} should be a usage error");
+    }
+    a.cli_ok(&["pin", &root, "--replicas", "2"]);
+    wait_for(60, "b to volunteer", || mirrored(&b).contains(&root).then_some(()));
+    let target = |d: &Daemon| d.json(&["mirrors"])["targets"][0]["copies"].as_u64();
+    assert_eq!(target(&b), Some(2));
+    // The volunteer's user did not set the target: unpinning there does
+    // not cancel it.
+    let out = b.cli_ok(&["unpin", &root]);
+    assert!(out.contains("was not pinned"), "{out}");
+    assert_eq!(target(&a), Some(2));
+    // The origin's unpin cancels it everywhere; b keeps an ordinary mirror.
+    let out = a.cli_ok(&["unpin", &root]);
+    assert!(out.contains("replica target cancelled"), "{out}");
+    wait_for(30, "the cancellation to reach b", || {
+        (target(&b) == Some(0)).then_some(())
+    });
+    assert!(mirrored(&b).contains(&root));
+}
