@@ -265,7 +265,10 @@ async fn remote_loop(
 }
 
 /// Answers a compute request from local blocks only.
-pub fn serve(store: &Arc<Store>, body: &[u8]) -> Vec<u8> {
+/// Answers a peer's compute request from local blocks. A request for a
+/// dataset held here counts as a query of it (popularity), so a dataset
+/// queried remotely is seen as requested by its holder as well.
+pub fn serve(store: &Arc<Store>, pop: &crate::popularity::Popularity, body: &[u8]) -> Vec<u8> {
     let fail = |e: String| {
         remote::encode_response(
             &ComputeHeader {
@@ -296,6 +299,9 @@ pub fn serve(store: &Arc<Store>, body: &[u8]) -> Vec<u8> {
     let Ok(root) = cid::parse(&req.root) else {
         return fail("bad root CID".into());
     };
+    if store.pin_kinds(&root).is_ok_and(|k| !k.is_empty()) {
+        pop.record(root, crate::popularity::Kind::Query, 1);
+    }
     let Ok(manifest) = store.manifest(&root) else {
         return all_missing();
     };

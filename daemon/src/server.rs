@@ -863,14 +863,14 @@ fn serve_fn(store: Arc<Store>, pop: Arc<crate::popularity::Popularity>) -> shoal
     })
 }
 
-fn compute_fn(store: Arc<Store>) -> shoal_net::ComputeFn {
+fn compute_fn(store: Arc<Store>, pop: Arc<crate::popularity::Popularity>) -> shoal_net::ComputeFn {
     let (_, delay) = test_switches();
     Arc::new(move |peer, body| {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
         tracing::debug!(%peer, bytes = body.len(), "compute request");
-        crate::query::serve(&store, &body)
+        crate::query::serve(&store, &pop, &body)
     })
 }
 
@@ -923,7 +923,7 @@ fn net_config(
         request_timeout: crate::config::parse_duration(&n.request_timeout)?,
         max_connections: 256,
         serve: serve_fn(store.clone(), pop.clone()),
-        compute: compute_fn(store),
+        compute: compute_fn(store, pop.clone()),
         gossip: gossip.map(|_| -> shoal_net::GossipFn { Arc::new(move |author, data| pop.receive(author, data)) }),
         // A third of the report interval, between 1 and 5 seconds.
         gossip_heartbeat: (gossip.unwrap_or(Duration::from_secs(15)) / 3)

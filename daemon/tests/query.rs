@@ -245,6 +245,18 @@ fn a_distributed_query_runs_where_the_chunks_are_and_moves_only_partials() {
     );
     // C still holds nothing: only partials came over.
     assert_eq!(c.json(&["stats"])["blocks"].as_u64(), Some(1), "only the manifest root");
+    // Popularity: C counts the query it ran, A (a holder) the requests it
+    // computed.
+    let queries = |d: &Daemon| {
+        d.json(&["mirrors"])["popular"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["root"] == root.as_str())
+            .map(|p| p["local"]["queries"].as_u64().unwrap())
+    };
+    assert_eq!(queries(&c), Some(1));
+    assert!(queries(&a).unwrap_or(0) >= 1, "A did not count the compute requests");
 }
 
 #[test]
