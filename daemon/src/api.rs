@@ -167,6 +167,15 @@ pub struct MirrorsResult {
     pub popular: Vec<crate::popularity::Score>,
     pub peers: crate::popularity::GossipStats,
     pub last_error: Option<String>,
+    /// Mirrors that failed here recently (this daemon backs off from them).
+    pub failed: Vec<FailedMirror>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FailedMirror {
+    pub root: String,
+    pub error: String,
+    pub secs_ago: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -89,7 +89,7 @@ struct State {
     /// Mirrors that failed here (no room on disk, quota, providers gone),
     /// and when: this daemon does not volunteer for them for a while, and
     /// the others' widening window takes over.
-    failed: HashMap<Cid, std::time::Instant>,
+    failed: HashMap<Cid, (std::time::Instant, String)>,
     /// Since when copies of a want have been missing.
     stalled: HashMap<Cid, std::time::Instant>,
     /// The spare budget in our last report: peers rank volunteers by it,
@@ -438,7 +438,7 @@ impl Mirror {
                 .collect();
             // We judge ourselves by our published spare, as peers do.
             let backoff = 10 * self.settings.check;
-            let failed_here = self.lock().failed.get(&root).is_some_and(|t| t.elapsed() < backoff);
+            let failed_here = self.lock().failed.get(&root).is_some_and(|f| f.0.elapsed() < backoff);
             if failed_here {
                 continue;
             }
@@ -520,8 +520,9 @@ impl Mirror {
                         tracing::info!(%root, "mirror complete");
                     }
                     Err(e) => {
-                        tracing::warn!(%root, error = %format!("{e:#}"), "mirroring failed");
-                        s.failed.insert(root, std::time::Instant::now());
+                        let e = format!("{e:#}");
+                        tracing::warn!(%root, error = %e, "mirroring failed");
+                        s.failed.insert(root, (std::time::Instant::now(), e));
                     }
                 }
             });
@@ -548,7 +549,23 @@ impl Mirror {
         let d2 = d.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let session = d2.store.session();
-            tokio::runtime::Handle::current().block_on(d2.fetcher.fetch_dataset(root, &session, &|_| {}))?;
+            let fetched = tokio::runtime::Handle::current().block_on(d2.fetcher.fetch_dataset(root, &session, &|_| {}));
+            if let Err(e) = fetched {
+                let full = match &e {
+                    shoal_net::Error::Store(s) => s.is_disk_full(),
+                    _ => false,
+                };
+                if full {
+                    // Give back what the failed mirror took: the disk is
+                    // this daemon's users' first.
+                    drop(session);
+                    if let Err(g) = d2.store.gc() {
+                        tracing::warn!(error = %g, "gc after a mirror filled the disk failed");
+                    }
+                    anyhow::bail!("the disk filled up while mirroring ({e}); the partial copy was removed");
+                }
+                return Err(e.into());
+            }
             d2.store.pin(&root, PinKind::Mirror)?;
             if let Some((n, at)) = target {
                 d2.store.set_replica_target(&root, n, at)?;
@@ -640,6 +657,15 @@ impl Mirror {
             mirrors,
             targets,
             popular: scores.into_iter().take(20).collect(),
+            failed: s
+                .failed
+                .iter()
+                .map(|(r, (at, e))| crate::api::FailedMirror {
+                    root: r.to_string(),
+                    error: e.clone(),
+                    secs_ago: at.elapsed().as_secs(),
+                })
+                .collect(),
             peers: self.pop.stats(),
             last_error: s.last_error.clone(),
         })

@@ -232,6 +232,12 @@ pub fn print_mirrors(r: &crate::api::MirrorsResult) {
             );
         }
     }
+    if !r.failed.is_empty() {
+        println!("\nFAILED HERE (not retried here for a while; other daemons step in)");
+        for f in &r.failed {
+            println!("{}  {}s ago: {}", f.root, f.secs_ago, f.error);
+        }
+    }
     if !r.targets.is_empty() {
         println!("\nREPLICA TARGETS");
         for t in &r.targets {

@@ -282,28 +282,10 @@ fn bad_input_gets_clear_errors() {
     assert!(d.json(&["pins"]).as_array().unwrap().is_empty());
 }
 
-/// Unmounts the test's tmpfs on drop, even when the test fails.
-struct TmpfsGuard(std::path::PathBuf);
-
-impl Drop for TmpfsGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_fails_the_add_clearly_and_loses_nothing() {
     let work = tempfile::tempdir().unwrap();
-    let disk = work.path().join("disk");
-    std::fs::create_dir_all(&disk).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
-        .arg(&disk)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "mounting a test tmpfs failed (the tests run as root)");
-    let _guard = TmpfsGuard(disk.clone());
+    let (disk, _guard) = tmpfs(work.path(), "32m");
     let mut d = Daemon::start_in(&disk.join("repo"), Opts::default());
     let small = d.add(&datasets().join("ints_v2"), Some("small"));
     let big = work.path().join("big");

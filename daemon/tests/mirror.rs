@@ -418,3 +418,53 @@ fn unpinning_cancels_a_replica_target_across_the_swarm_and_bad_targets_are_refus
     });
     assert!(mirrored(&b).contains(&root));
 }
+
+#[test]
+fn a_volunteer_whose_disk_fills_up_fails_cleanly_and_another_takes_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = big(tmp.path(), "d", 12, 31);
+    let holder = start(mirror_cfg("0", 1_000_000, 1000, 2));
+    let root = holder.add(&ds, None);
+    // S believes it has room (fixed budget) but sits on an 8 MiB disk.
+    let (disk, _guard) = tmpfs(tmp.path(), "8m");
+    let small = Daemon::start_in(
+        &disk.join("repo"),
+        Opts {
+            mirror: mirror_cfg("1GiB", 1_000_000, 1000, 2),
+            network: "provider_timeout = \"3s\"\n".into(),
+            ..Default::default()
+        },
+    );
+    small.connect(&holder);
+    holder.cli_ok(&["pin", &root, "--replicas", "2"]);
+    // S is the only volunteer: it tries, the disk fills, it fails cleanly.
+    let failed = wait_for(60, "the small daemon's mirror to fail", || {
+        let v = small.json(&["mirrors"]);
+        v["failed"]
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|f| f["error"].as_str().unwrap().to_string())
+    });
+    assert!(failed.contains("disk filled up"), "{failed}");
+    assert!(mirrored(&small).is_empty());
+    assert!(small.json(&["pins"]).as_array().unwrap().is_empty());
+    assert!(small.cli(&["fsck"]).status.success());
+    // The partial copy was collected: the small daemon can still add data.
+    small.add(&datasets().join("ints_v2"), Some("mine"));
+    let text = small.cli_ok(&["mirrors"]);
+    assert!(text.contains("FAILED HERE"), "{text}");
+
+    // A daemon with room joins; whatever the ranking, it ends up holding
+    // the second copy (S backs off; the window widens past it).
+    let roomy = start(mirror_cfg("1GiB", 1_000_000, 1000, 2));
+    roomy.connect(&holder);
+    roomy.connect(&small);
+    wait_for(90, "the roomy daemon to take over", || {
+        mirrored(&roomy).contains(&root).then_some(())
+    });
+    wait_for(30, "2 reachable providers", || {
+        (providers(&holder, &root) == 2).then_some(())
+    });
+    assert!(mirrored(&small).is_empty());
+}

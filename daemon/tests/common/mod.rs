@@ -386,3 +386,26 @@ pub fn py_within(script: &str, args: &[&Path], secs: u64) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Unmounts the test's tmpfs on drop, even when the test fails.
+pub struct TmpfsGuard(pub PathBuf);
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A small tmpfs at `under/disk` (a disk that fills up), unmounted on drop.
+pub fn tmpfs(under: &Path, size: &str) -> (PathBuf, TmpfsGuard) {
+    let disk = under.join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mounting a test tmpfs failed (the tests run as root)");
+    (disk.clone(), TmpfsGuard(disk))
+}
