@@ -284,28 +284,6 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// A peer that speaks the gossip protocol directly (not a shoal daemon).
-fn hostile_peer(rt: &tokio::runtime::Runtime) -> shoal_net::Client {
-    let cfg = shoal_net::NetConfig {
-        keypair: shoal_net::Keypair::generate_ed25519(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: vec![],
-        swarm_key: None,
-        allow_peers: None,
-        reprovide_interval: Duration::from_secs(3600),
-        request_timeout: Duration::from_secs(5),
-        max_connections: 16,
-        serve: std::sync::Arc::new(|_, _, cids| vec![None; cids.len()]),
-        compute: std::sync::Arc::new(|_, _| Vec::new()),
-        gossip: Some(std::sync::Arc::new(|_, _| false)),
-        gossip_heartbeat: Duration::from_secs(1),
-    };
-    let _guard = rt.enter();
-    let (client, event_loop) = shoal_net::EventLoop::new(cfg).unwrap();
-    rt.spawn(event_loop.run());
-    client
-}
-
 #[test]
 fn a_peer_flooding_gossip_or_sending_garbage_stays_bounded_and_capped() {
     use shoal_net::gossip::Report;
@@ -317,7 +295,7 @@ fn a_peer_flooding_gossip_or_sending_garbage_stays_bounded_and_capped() {
     victim.connect(&holder);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let evil = hostile_peer(&rt);
+    let evil = raw_peer(&rt);
     rt.block_on(evil.dial(victim.addr().parse().unwrap())).unwrap();
     let root: shoal_core::Cid = x.parse().unwrap();
     let report = |n: u32| Report {

@@ -241,3 +241,58 @@ fn pin_of_a_cid_nobody_provides_fails_clearly_in_bounded_time() {
     let out = lonely.cli_within(&["pin", nobody], 30);
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 connected peers"));
 }
+
+#[test]
+fn a_greedy_peer_gets_skipped_and_busy_answers_beyond_the_inbound_bounds() {
+    use shoal_net::codec::Answer;
+    // Each block request and compute request takes 500 ms to serve here,
+    // so a burst keeps the in-flight sets full.
+    let a = Daemon::start_opts(opts_env("SHOAL_TEST_SERVE_DELAY_MS", "500"));
+    let src = tempfile::tempdir().unwrap();
+    big_dataset(src.path(), 2, 41);
+    let root = a.add(src.path(), None);
+    let ls = a.json(&["ls", &root]);
+    let block: shoal_core::Cid = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|e| e["cids"].as_array().unwrap().first())
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let root_cid: shoal_core::Cid = root.parse().unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let greedy = raw_peer(&rt);
+    let peer = rt.block_on(greedy.dial(a.addr().parse().unwrap())).unwrap();
+    // 40 block requests at once: one peer gets at most 8 served at a time
+    // (MAX_INBOUND_PER_PEER); the rest are answered "skipped" at once.
+    let answers = rt.block_on(futures::future::join_all(
+        (0..40).map(|_| greedy.request(peer, Some(root_cid), vec![block])),
+    ));
+    let (mut data, mut skipped) = (0, 0);
+    for a in answers {
+        match &a.unwrap().answers[0].1 {
+            Answer::Data(_) => data += 1,
+            Answer::Skipped => skipped += 1,
+            Answer::DontHave => panic!("the block is there"),
+        }
+    }
+    eprintln!("40 block requests at once: {data} served, {skipped} skipped");
+    assert!(data >= 8, "{data} served");
+    assert!(skipped >= 16, "only {skipped} skipped: the per-peer bound did not hold");
+    // 6 compute requests at once: 2 run (MAX_COMPUTE_INFLIGHT), the rest
+    // get the empty "busy" answer and would be reassigned.
+    let answers = rt.block_on(futures::future::join_all(
+        (0..6).map(|_| greedy.compute(peer, b"{}".to_vec(), Duration::from_secs(30))),
+    ));
+    let busy = answers.iter().filter(|r| r.as_ref().unwrap().is_empty()).count();
+    eprintln!("6 compute requests at once: {busy} busy");
+    assert!(busy >= 3, "only {busy} busy: the compute bound did not hold");
+    assert!(busy < 6, "nothing was computed");
+    // The daemon still serves normally afterwards.
+    let r = rt.block_on(greedy.request(peer, Some(root_cid), vec![block])).unwrap();
+    assert!(matches!(r.answers[0].1, Answer::Data(_)));
+}
