@@ -267,7 +267,17 @@ impl Mirror {
                 s.fetching.values().map(|f| f.0).sum(),
             )
         };
-        let spare = budget.saturating_sub(used + fetch_bytes);
+        // A daemon whose mirror just failed (full disk, quota) says it has no
+        // room while it backs off, so peers rank the next volunteer at once.
+        let backing_off = {
+            let backoff = 10 * self.settings.check;
+            self.lock().failed.values().any(|f| f.0.elapsed() < backoff)
+        };
+        let spare = if backing_off {
+            0
+        } else {
+            budget.saturating_sub(used + fetch_bytes)
+        };
         // Carry the targets of what we hold, and cancellations.
         let targets = h
             .targets
@@ -393,22 +403,29 @@ impl Mirror {
             if held {
                 continue; // counted among the providers; others must volunteer
             }
-            let seen = *self
-                .lock()
-                .first_seen
-                .entry(root)
-                .or_insert_with(std::time::Instant::now);
+            let (seen, new) = {
+                let mut s = self.lock();
+                let new = !s.first_seen.contains_key(&root);
+                (*s.first_seen.entry(root).or_insert_with(std::time::Instant::now), new)
+            };
             let young = self.started + 2 * self.settings.every.unwrap_or_default();
             let settled = (seen + WANT_SETTLE).max(young);
             let now_i = std::time::Instant::now();
             if now_i < settled {
-                // Look again once the views have settled.
-                let pop = self.pop.clone();
-                let wait = settled - now_i;
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    pop.changed.notify_one();
-                });
+                if new {
+                    // Look again once the views have settled.
+                    let pop = self.pop.clone();
+                    let wait = settled - now_i;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        pop.changed.notify_one();
+                    });
+                }
+                continue;
+            }
+            let backoff = 10 * self.settings.check;
+            let failed_here = self.lock().failed.get(&root).is_some_and(|f| f.0.elapsed() < backoff);
+            if failed_here {
                 continue;
             }
             let stalled_for = self
@@ -437,11 +454,6 @@ impl Mirror {
                 .map(|p| p.0)
                 .collect();
             // We judge ourselves by our published spare, as peers do.
-            let backoff = 10 * self.settings.check;
-            let failed_here = self.lock().failed.get(&root).is_some_and(|f| f.0.elapsed() < backoff);
-            if failed_here {
-                continue;
-            }
             if my_spare >= size {
                 volunteers.push(me);
             }
@@ -460,7 +472,7 @@ impl Mirror {
                 // such daemons may both step in).
                 None => volunteers.len() < window && my_spare + self.evictable_for(&h, sc, &targets, &scores) >= size,
             };
-            tracing::debug!(%root, copies, have, live = live.len(), volunteers = volunteers.len(), my_spare, chosen, "replica check");
+            tracing::debug!(%root, copies, have, live = live.len(), volunteers = volunteers.len(), my_spare, chosen, "mirror check");
             if !chosen {
                 continue;
             }
