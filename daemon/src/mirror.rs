@@ -90,6 +90,9 @@ struct State {
     /// and when: this daemon does not volunteer for them for a while, and
     /// the others' widening window takes over.
     failed: HashMap<Cid, (std::time::Instant, String)>,
+    /// Wants no daemon announces on the DHT (nothing to mirror from), and
+    /// when that was seen: not looked up again for a while.
+    unannounced: HashMap<Cid, std::time::Instant>,
     /// Since when copies of a want have been missing.
     stalled: HashMap<Cid, std::time::Instant>,
     /// The spare budget in our last report: peers rank volunteers by it,
@@ -369,6 +372,7 @@ impl Mirror {
             s.stalled.retain(|r, _| wanted.contains(r));
             s.first_seen.retain(|r, _| wanted.contains(r));
             s.failed.retain(|r, _| wanted.contains(r));
+            s.unannounced.retain(|r, _| wanted.contains(r));
             s.providers.retain(|r, _| wanted.contains(r) || targets.contains_key(r));
         }
 
@@ -380,6 +384,18 @@ impl Mirror {
             // Held here: nothing to do, except show a target's providers.
             let held = h.held.contains(&root);
             if fetching_here || (held && target_of(&root) == 0) {
+                continue;
+            }
+            // Failed here recently (or nobody announces it): skipped, so
+            // unfetchable wants (junk targets from a hostile peer included)
+            // cannot take every check of every run.
+            let backoff = 10 * self.settings.check;
+            let failed_here = {
+                let s = self.lock();
+                s.failed.get(&root).is_some_and(|f| f.0.elapsed() < backoff)
+                    || s.unannounced.get(&root).is_some_and(|t| t.elapsed() < backoff)
+            };
+            if failed_here && !held {
                 continue;
             }
             if checked == MAX_CHECKS_PER_RUN {
@@ -403,6 +419,10 @@ impl Mirror {
             if held {
                 continue; // counted among the providers; others must volunteer
             }
+            if recorded.is_empty() && providers.is_empty() {
+                self.lock().unannounced.insert(root, std::time::Instant::now());
+                continue;
+            }
             let (seen, new) = {
                 let mut s = self.lock();
                 let new = !s.first_seen.contains_key(&root);
@@ -421,11 +441,6 @@ impl Mirror {
                         pop.changed.notify_one();
                     });
                 }
-                continue;
-            }
-            let backoff = 10 * self.settings.check;
-            let failed_here = self.lock().failed.get(&root).is_some_and(|f| f.0.elapsed() < backoff);
-            if failed_here {
                 continue;
             }
             let stalled_for = self

@@ -223,9 +223,19 @@ impl Popularity {
             return false;
         }
         if !g.peers.contains_key(author) && g.peers.len() >= MAX_PEERS {
-            let stalest = g.peers.iter().min_by_key(|p| p.1.at).map(|p| *p.0);
-            if let Some(p) = stalest {
-                g.peers.remove(&p);
+            // Full: a newcomer takes the place of an expired report only,
+            // so a swarm of fresh identities cannot push out the reports of
+            // peers that keep reporting.
+            let stale = g.peers.iter().find(|p| !p.1.fresh(now)).map(|p| *p.0);
+            match stale {
+                Some(p) => {
+                    g.peers.remove(&p);
+                }
+                None => {
+                    g.stats.rejected += 1;
+                    tracing::debug!(%author, "dropping popularity report: {MAX_PEERS} peers already reporting");
+                    return false;
+                }
             }
         }
         let expires = now + Duration::from_secs(3 * u64::from(report.every));
@@ -490,7 +500,14 @@ mod tests {
         let g = p.lock();
         assert_eq!(g.peers.len(), MAX_PEERS);
         assert!(g.targets.len() <= MAX_TARGETS);
-        assert_eq!(g.stats.rejected, 2);
+        // The 51 beyond the table were refused, and the first peer (fresh)
+        // kept its place.
+        assert_eq!(g.stats.rejected, 2 + 51);
+        assert!(g.peers.contains_key(&a));
+        drop(g);
+        // Once reports expire, newcomers take their places.
+        let much_later = later + Duration::from_secs(10);
+        assert!(p.receive_at(&PeerId::random(), &report(vec![], vec![]), much_later, 0));
     }
 
     #[test]

@@ -365,6 +365,36 @@ fn a_peer_flooding_gossip_or_sending_garbage_stays_bounded_and_capped() {
     assert!(after < before + 64 * 1024, "RSS grew from {before} KiB to {after} KiB");
     // And the victim still works normally.
     assert!(victim.json(&["ls", &x])["keys"].as_u64().unwrap() > 0);
+
+    // Junk replica targets (64 datasets nobody holds, 16 copies each,
+    // repeated every second) do not starve a real one.
+    let junk = Report {
+        counts: vec![],
+        targets: (0..64u32)
+            .map(|i| {
+                let c = *shoal_core::Block::dag_cbor((1_000_000 + i).to_be_bytes().to_vec()).cid();
+                (c, 16, 1)
+            })
+            .collect(),
+        ..report(0)
+    }
+    .encode();
+    let spam = {
+        let evil = evil.clone();
+        rt.spawn(async move {
+            loop {
+                let _ = evil.publish(junk.clone()).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    holder.cli_ok(&["pin", &x, "--replicas", "2"]);
+    wait_for(90, "the victim to honour the real target despite the junk", || {
+        mirrored(&victim).contains(&x).then_some(())
+    });
+    assert!(victim.json(&["mirrors"])["peers"]["targets_known"].as_u64().unwrap() >= 64);
+    spam.abort();
 }
 
 #[test]
