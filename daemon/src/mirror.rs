@@ -17,9 +17,12 @@
 //!    volunteers (live peers with spare budget for it, and this daemon) are
 //!    ranked by `blake3(root || peer id)`: every daemon computes the same
 //!    ranking from the same reports, so exactly the first `missing`
-//!    volunteers fetch, without a coordinator and without overshoot. If
-//!    copies stay missing (a chosen volunteer died or failed), the window
-//!    widens by one every six report intervals.
+//!    volunteers fetch, without a coordinator and without overshoot. A
+//!    daemon acts only once its view has settled (two report intervals of
+//!    uptime, two seconds after a want appears); one whose mirror failed
+//!    reports no spare room while it backs off. If copies stay missing (a
+//!    chosen volunteer died), the window widens by one every six report
+//!    intervals.
 //! 4. A volunteer without room evicts mirrors less requested than the
 //!    dataset it wants (never one held for a target, never a user pin); a
 //!    daemon over budget evicts its least requested mirrors first.
@@ -491,6 +494,10 @@ impl Mirror {
             if !chosen {
                 continue;
             }
+            // Checked before any eviction: never free room we cannot use now.
+            if self.lock().fetching.len() >= MAX_CONCURRENT_FETCHES {
+                break;
+            }
             let budget = self.budget(&d.store, used);
             let in_flight: u64 = self.lock().fetching.values().map(|f| f.0).sum();
             let mut spare = budget.saturating_sub(used + in_flight);
@@ -518,9 +525,6 @@ impl Mirror {
                 self.evict(d, &evict, "a more requested dataset needs the room").await?;
                 h.mirrors.retain(|m| !evict.contains(&m.0));
                 used = h.mirrors.iter().map(|m| m.1).sum();
-            }
-            if self.lock().fetching.len() >= MAX_CONCURRENT_FETCHES {
-                break;
             }
             let why = Why {
                 reason: if target_of(&root) >= copies {
