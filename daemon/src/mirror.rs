@@ -236,6 +236,17 @@ impl Mirror {
                 }
             });
         }
+        // Once a second: has a dataset just become popular?
+        let pop = self.pop.clone();
+        tokio::spawn(async move {
+            let mut poll = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                poll.tick().await;
+                if pop.newly_popular() {
+                    pop.changed.notify_one();
+                }
+            }
+        });
         let mut check = tokio::time::interval(self.settings.check);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -108,6 +108,8 @@ struct Inner {
     /// Datasets seen at or above the threshold (to wake the policy when a
     /// new one crosses it, rather than at its next scheduled run).
     popular: std::collections::HashSet<Cid>,
+    /// Counts changed since `newly_popular` last looked.
+    dirty: bool,
     buckets: VecDeque<(Instant, HashMap<Cid, Counts>)>,
     peers: HashMap<PeerId, PeerEntry>,
     targets: HashMap<Cid, HeardTarget>,
@@ -119,8 +121,8 @@ pub struct Popularity {
     peer_cap: u64,
     threshold: u64,
     inner: Mutex<Inner>,
-    /// Fires when a dataset newly reaches the threshold or a new replica
-    /// target is heard.
+    /// Fires when a new replica target is heard (and, through the mirror
+    /// task's poll of [`Self::newly_popular`], when a dataset becomes popular).
     pub changed: tokio::sync::Notify,
 }
 
@@ -140,6 +142,7 @@ impl Popularity {
             changed: tokio::sync::Notify::new(),
             inner: Mutex::new(Inner {
                 popular: Default::default(),
+                dirty: false,
                 buckets: VecDeque::new(),
                 peers: HashMap::new(),
                 targets: HashMap::new(),
@@ -170,6 +173,7 @@ impl Popularity {
         if g.buckets.back().is_none_or(|b| now.duration_since(b.0) >= bucket_len) {
             g.buckets.push_back((now, HashMap::new()));
         }
+        g.dirty = true;
         let bucket = &mut g.buckets.back_mut().expect("a bucket").1;
         if bucket.len() >= MAX_LOCAL_ROOTS && !bucket.contains_key(&root) {
             return;
@@ -267,19 +271,11 @@ impl Popularity {
                 None => {}
             }
         }
-        let roots: Vec<Cid> = report.counts.iter().map(|c| c.0).collect();
         g.peers.insert(*author, PeerEntry { at: now, report });
         g.stats.accepted += 1;
-        // Did one of this report's datasets just become popular?
-        for root in roots {
-            if !g.popular.contains(&root) && self.score_of(&g, &root, now) >= self.threshold {
-                g.popular.insert(root);
-                news = true;
-            }
-        }
-        if g.popular.len() > MAX_TARGETS {
-            g.popular.clear();
-        }
+        // Scores are not recomputed here (this runs on the network task
+        // for every report): `newly_popular` does it at most once a poll.
+        g.dirty = true;
         drop(g);
         if news {
             self.changed.notify_one();
@@ -287,23 +283,22 @@ impl Popularity {
         true
     }
 
-    /// One dataset's capped score (local counts plus fresh reports).
-    fn score_of(&self, g: &Inner, root: &Cid, now: Instant) -> u64 {
-        let local: u64 = g
-            .buckets
+    /// Whether a dataset reached the threshold since the last call. Scores
+    /// are computed only if counts changed meanwhile, so polling this once a
+    /// second bounds the work whatever the report rate.
+    pub fn newly_popular(&self) -> bool {
+        let before = {
+            let mut g = self.lock();
+            if !std::mem::take(&mut g.dirty) {
+                return false;
+            }
+            g.popular.clone()
+        };
+        let threshold = self.threshold;
+        self.scores()
             .iter()
-            .filter(|b| now.duration_since(b.0) <= self.window)
-            .filter_map(|b| b.1.get(root))
-            .map(|c| c.total())
-            .sum();
-        let remote: u64 = g
-            .peers
-            .values()
-            .filter(|p| p.fresh(now))
-            .filter_map(|p| p.report.counts.iter().find(|c| c.0 == *root))
-            .map(|c| (u64::from(c.1) + u64::from(c.2) + u64::from(c.3)).min(self.peer_cap))
-            .sum();
-        local.min(self.peer_cap) + remote
+            .filter(|s| s.score >= threshold)
+            .any(|s| shoal_core::cid::parse(&s.root).is_ok_and(|r| !before.contains(&r)))
     }
 
     /// Every dataset with requests in the window, highest score first.
@@ -531,6 +526,18 @@ mod tests {
             1000
         ));
         assert_eq!(p.heard_targets()[&root(1)].set_at, 200);
+    }
+
+    #[test]
+    fn newly_popular_fires_once_per_dataset_crossing_the_threshold() {
+        let p = Popularity::new(Duration::from_secs(60), 10, 15);
+        assert!(!p.newly_popular());
+        p.receive(&PeerId::random(), &report(vec![(root(1), 9, 0, 0)], vec![]));
+        assert!(!p.newly_popular(), "9 < 15");
+        p.receive(&PeerId::random(), &report(vec![(root(1), 50, 0, 0)], vec![]));
+        assert!(p.newly_popular(), "9 + 10 (capped) >= 15");
+        p.record(root(1), Kind::Query, 1);
+        assert!(!p.newly_popular(), "already popular");
     }
 
     #[test]
