@@ -105,8 +105,9 @@ impl PeerEntry {
 }
 
 struct Inner {
-    /// Datasets seen at or above the threshold (to wake the policy when a
-    /// new one crosses it, rather than at its next scheduled run).
+    /// Datasets at or above the threshold when `newly_popular` last looked
+    /// (only it updates this: other readers of the scores must not hide a
+    /// crossing from it).
     popular: std::collections::HashSet<Cid>,
     /// Counts changed since `newly_popular` last looked.
     dirty: bool,
@@ -295,10 +296,15 @@ impl Popularity {
             g.popular.clone()
         };
         let threshold = self.threshold;
-        self.scores()
+        let now: std::collections::HashSet<Cid> = self
+            .scores()
             .iter()
             .filter(|s| s.score >= threshold)
-            .any(|s| shoal_core::cid::parse(&s.root).is_ok_and(|r| !before.contains(&r)))
+            .filter_map(|s| shoal_core::cid::parse(&s.root).ok())
+            .collect();
+        let news = now.iter().any(|r| !before.contains(r));
+        self.lock().popular = now;
+        news
     }
 
     /// Every dataset with requests in the window, highest score first.
@@ -341,9 +347,7 @@ impl Popularity {
                 add(root, c, false);
             }
         }
-        let mut g = g;
-        let threshold = self.threshold;
-        g.popular = acc.iter().filter(|s| s.1.score >= threshold).map(|s| *s.0).collect();
+        drop(g);
         let mut out: Vec<Score> = acc.into_values().collect();
         out.sort_by(|a, b| {
             b.score
@@ -535,6 +539,8 @@ mod tests {
         p.receive(&PeerId::random(), &report(vec![(root(1), 9, 0, 0)], vec![]));
         assert!(!p.newly_popular(), "9 < 15");
         p.receive(&PeerId::random(), &report(vec![(root(1), 50, 0, 0)], vec![]));
+        // Someone else reading the scores (`shoal mirrors`) hides nothing.
+        assert_eq!(p.scores()[0].score, 19);
         assert!(p.newly_popular(), "9 + 10 (capped) >= 15");
         p.record(root(1), Kind::Query, 1);
         assert!(!p.newly_popular(), "already popular");
