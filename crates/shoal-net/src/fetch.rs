@@ -475,32 +475,48 @@ impl BlockSource {
     /// Tries the cached providers of `root`; if they all fail, looks the
     /// providers up again once (a provider may have gone and a new mirror
     /// appeared since the list was cached) and tries the new ones.
+    ///
+    /// A provider at its inbound limit answers "skipped" (busy): that is
+    /// retried after a short, growing pause, not reported as a failure. The
+    /// caller's deadline bounds the retries.
     async fn fetch_one(&self, cid: Cid, root: Cid) -> Result<Block> {
-        let cached = self
-            .providers
-            .lock()
-            .expect("providers lock")
-            .get(&root)
-            .filter(|(_, t)| t.elapsed() < PROVIDER_CACHE_TTL)
-            .map(|(p, _)| p.clone())
-            .filter(|p| !p.is_empty());
-        let mut tried = Vec::new();
         let mut last = String::from("no providers");
-        if let Some(p) = cached {
-            match self.try_providers(cid, root, &p, &mut last).await? {
-                Some(b) => return Ok(b),
-                None => tried = p,
+        let mut pause = Duration::from_millis(20);
+        let mut looked_up = false;
+        loop {
+            let cached = self
+                .providers
+                .lock()
+                .expect("providers lock")
+                .get(&root)
+                .filter(|(_, t)| t.elapsed() < PROVIDER_CACHE_TTL)
+                .map(|(p, _)| p.clone())
+                .filter(|p| !p.is_empty());
+            let mut busy = false;
+            let mut tried = Vec::new();
+            if let Some(p) = cached {
+                if let Some(b) = self.try_providers(cid, root, &p, &mut last, &mut busy).await? {
+                    return Ok(b);
+                }
+                tried = p;
             }
-        }
-        let fresh = self.fetcher.providers(root).await?;
-        self.providers
-            .lock()
-            .expect("providers lock")
-            .insert(root, (fresh.clone(), Instant::now()));
-        let untried: Vec<PeerId> = fresh.into_iter().filter(|p| !tried.contains(p)).collect();
-        match self.try_providers(cid, root, &untried, &mut last).await? {
-            Some(b) => Ok(b),
-            None => Err(Error::Unavailable { cid, reason: last }),
+            if !busy && !looked_up {
+                looked_up = true;
+                let fresh = self.fetcher.providers(root).await?;
+                self.providers
+                    .lock()
+                    .expect("providers lock")
+                    .insert(root, (fresh.clone(), Instant::now()));
+                let untried: Vec<PeerId> = fresh.into_iter().filter(|p| !tried.contains(p)).collect();
+                if let Some(b) = self.try_providers(cid, root, &untried, &mut last, &mut busy).await? {
+                    return Ok(b);
+                }
+            }
+            if !busy {
+                return Err(Error::Unavailable { cid, reason: last });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
 
@@ -510,6 +526,7 @@ impl BlockSource {
         root: Cid,
         providers: &[PeerId],
         last: &mut String,
+        busy: &mut bool,
     ) -> Result<Option<Block>> {
         for &peer in providers {
             match self.fetcher.net.request(peer, Some(root), vec![cid]).await {
@@ -539,7 +556,10 @@ impl BlockSource {
                                 }
                             },
                             Answer::DontHave => *last = format!("peer {peer} does not have it"),
-                            Answer::Skipped => *last = format!("peer {peer} is busy"),
+                            Answer::Skipped => {
+                                *busy = true;
+                                *last = format!("peer {peer} is busy");
+                            }
                         }
                     }
                 }
