@@ -324,8 +324,8 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
                 .max_ihave_length(256)
                 .heartbeat_interval(heartbeat)
                 // Reports are small and tolerate a second's delay: a thinner
-                // mesh (4, not 6) and lazy gossip to 3 peers halve the
-                // duplicate copies each report makes.
+                // mesh (3, not 6) and lazy gossip to 3 peers cut the
+                // duplicate copies each report makes (docs/benchmarks.md).
                 .mesh_n(3)
                 .mesh_n_low(2)
                 .mesh_n_high(5)
