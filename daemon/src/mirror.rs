@@ -162,6 +162,19 @@ fn rank(root: &Cid, peer: &PeerId) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// The mirrors that may give up their room to a dataset scored `sc`: those
+/// held for no replica target and less requested, least requested first.
+fn room_for(h: &Holdings, sc: u64, target_of: &impl Fn(&Cid) -> u8, score: &impl Fn(&Cid) -> u64) -> Vec<(Cid, u64)> {
+    let mut order: Vec<(Cid, u64)> = h
+        .mirrors
+        .iter()
+        .filter(|m| target_of(&m.0) == 0 && score(&m.0) < sc)
+        .copied()
+        .collect();
+    order.sort_by_key(|m| (score(&m.0), m.0));
+    order
+}
+
 /// Providers of `root` that answer now (plus this daemon if it holds it).
 pub async fn reachable_providers(d: &Arc<Daemon>, root: Cid) -> Vec<PeerId> {
     providers_of(d, root).await.0
@@ -343,12 +356,7 @@ impl Mirror {
             })
             .await??;
         }
-        let scores: HashMap<Cid, u64> = self
-            .pop
-            .scores()
-            .into_iter()
-            .filter_map(|s| Some((shoal_core::cid::parse(&s.root).ok()?, s.score)))
-            .collect();
+        let scores: HashMap<Cid, u64> = self.pop.keyed_scores().into_iter().map(|(r, s)| (r, s.score)).collect();
         let score = |r: &Cid| scores.get(r).copied().unwrap_or(0);
         let target_of = |r: &Cid| targets.get(r).map(|t| t.0).unwrap_or(0);
 
@@ -499,7 +507,10 @@ impl Mirror {
                 // room by evicting less requested mirrors steps in (peers
                 // cannot see that room, so this is the one case where two
                 // such daemons may both step in).
-                None => volunteers.len() < window && my_spare + self.evictable_for(&h, sc, &targets, &scores) >= size,
+                None => {
+                    volunteers.len() < window
+                        && my_spare + room_for(&h, sc, &target_of, &score).iter().map(|m| m.1).sum::<u64>() >= size
+                }
             };
             tracing::debug!(%root, copies, have, live = live.len(), volunteers = volunteers.len(), my_spare, chosen, "mirror check");
             if !chosen {
@@ -514,15 +525,8 @@ impl Mirror {
             let mut spare = budget.saturating_sub(used + in_flight);
             if size > spare {
                 // Make room from mirrors less requested than this one.
-                let mut order: Vec<(Cid, u64)> = h
-                    .mirrors
-                    .iter()
-                    .filter(|m| target_of(&m.0) == 0 && score(&m.0) < sc)
-                    .copied()
-                    .collect();
-                order.sort_by_key(|m| (score(&m.0), m.0));
                 let mut evict = Vec::new();
-                for (r, bytes) in order {
+                for (r, bytes) in room_for(&h, sc, &target_of, &score) {
                     if spare >= size {
                         break;
                     }
@@ -570,21 +574,6 @@ impl Mirror {
             });
         }
         Ok(())
-    }
-
-    /// Bytes this daemon could free for a dataset scored `sc`.
-    fn evictable_for(
-        &self,
-        h: &Holdings,
-        sc: u64,
-        targets: &HashMap<Cid, (u8, u64)>,
-        scores: &HashMap<Cid, u64>,
-    ) -> u64 {
-        h.mirrors
-            .iter()
-            .filter(|m| targets.get(&m.0).is_none_or(|t| t.0 == 0) && scores.get(&m.0).copied().unwrap_or(0) < sc)
-            .map(|m| m.1)
-            .sum()
     }
 
     async fn fetch(&self, d: &Arc<Daemon>, root: Cid, target: Option<(u8, u64)>) -> anyhow::Result<()> {

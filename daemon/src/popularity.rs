@@ -297,10 +297,10 @@ impl Popularity {
         };
         let threshold = self.threshold;
         let now: std::collections::HashSet<Cid> = self
-            .scores()
-            .iter()
-            .filter(|s| s.score >= threshold)
-            .filter_map(|s| shoal_core::cid::parse(&s.root).ok())
+            .keyed_scores_at(Instant::now())
+            .into_iter()
+            .filter(|s| s.1.score >= threshold)
+            .map(|s| s.0)
             .collect();
         let news = now.iter().any(|r| !before.contains(r));
         self.lock().popular = now;
@@ -313,6 +313,16 @@ impl Popularity {
     }
 
     pub fn scores_at(&self, now: Instant) -> Vec<Score> {
+        self.keyed_scores_at(now).into_iter().map(|s| s.1).collect()
+    }
+
+    /// [`Self::scores`] with each dataset's root as a CID (for the policy,
+    /// which works on CIDs; `Score::root` is the printable form).
+    pub fn keyed_scores(&self) -> Vec<(Cid, Score)> {
+        self.keyed_scores_at(Instant::now())
+    }
+
+    fn keyed_scores_at(&self, now: Instant) -> Vec<(Cid, Score)> {
         let g = self.lock();
         let mut acc: HashMap<Cid, Score> = HashMap::new();
         let cap = self.peer_cap;
@@ -348,8 +358,8 @@ impl Popularity {
             }
         }
         drop(g);
-        let mut out: Vec<Score> = acc.into_values().collect();
-        out.sort_by(|a, b| {
+        let mut out: Vec<(Cid, Score)> = acc.into_iter().collect();
+        out.sort_by(|(_, a), (_, b)| {
             b.score
                 .cmp(&a.score)
                 .then(b.sources.cmp(&a.sources))
