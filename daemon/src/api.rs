@@ -6,6 +6,7 @@
 //! are `{"error": "...", "kind": "..."}` with a matching HTTP status.
 
 use serde::{Deserialize, Serialize};
+use shoal_node::popularity::{Counts, GossipStats};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AddRequest {
@@ -79,6 +80,8 @@ pub enum ErrorKind {
     Corrupt,
     Quota,
     Conflict,
+    /// Peers could not deliver in time.
+    Unavailable,
     Internal,
 }
 
@@ -89,6 +92,7 @@ impl ErrorKind {
             ErrorKind::NotFound => 404,
             ErrorKind::Conflict => 409,
             ErrorKind::Quota => 507,
+            ErrorKind::Unavailable => 503,
             ErrorKind::Corrupt | ErrorKind::Internal => 500,
         }
     }
@@ -164,8 +168,8 @@ pub struct MirrorsResult {
     pub mirrors: Vec<MirrorEntry>,
     pub targets: Vec<TargetEntry>,
     /// The most requested datasets, highest score first.
-    pub popular: Vec<crate::popularity::Score>,
-    pub peers: crate::popularity::GossipStats,
+    pub popular: Vec<PopularEntry>,
+    pub peers: GossipStats,
     pub last_error: Option<String>,
     /// Mirrors that failed here recently (this daemon backs off from them).
     pub failed: Vec<FailedMirror>,
@@ -185,9 +189,32 @@ pub struct MirrorEntry {
     /// Its score now.
     pub score: u64,
     /// Why it was mirrored (unknown for mirrors made before a restart).
-    pub why: Option<crate::mirror::Why>,
+    pub why: Option<MirrorWhy>,
     /// False while it is being fetched.
     pub complete: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MirrorWhy {
+    /// "popular" or "replicas".
+    pub reason: String,
+    /// The score when this daemon chose it.
+    pub score: u64,
+    pub copies_wanted: u8,
+}
+
+/// A dataset's popularity.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PopularEntry {
+    pub root: String,
+    /// Sum over sources of their requests, each capped at `peer_cap`.
+    pub score: u64,
+    /// Sources (this daemon, peers) reporting requests for it.
+    pub sources: usize,
+    /// Uncapped sums over all sources.
+    pub counts: Counts,
+    /// This daemon's own counts.
+    pub local: Counts,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -264,7 +291,7 @@ pub struct QueryRequest {
     #[arg(long = "dim")]
     pub dims: Vec<String>,
     /// Index selection DIM=START:STOP (half-open; repeatable).
-    #[arg(long = "sel", value_parser = crate::parse_sel)]
+    #[arg(long = "sel", value_parser = parse_sel)]
     pub sel: Vec<(String, u64, u64)>,
     /// Delta degrees of freedom for var and std.
     #[arg(long, default_value_t = 0)]
@@ -298,4 +325,226 @@ pub struct QueryResult {
     /// Bytes that crossed the network: compute requests, partials, fetched blocks.
     pub network_bytes: u64,
     pub seconds: f64,
+}
+
+/// Parses `DIM=START:STOP`.
+fn parse_sel(s: &str) -> Result<(String, u64, u64), String> {
+    let bad = |why: &str| format!("{s:?}: {why}");
+    let (dim, range) = s.split_once('=').ok_or_else(|| bad("expected DIM=START:STOP"))?;
+    let (a, b) = range.split_once(':').ok_or_else(|| bad("expected DIM=START:STOP"))?;
+    let a: u64 = a.parse().map_err(|_| bad("START must be a non-negative integer"))?;
+    let b: u64 = b.parse().map_err(|_| bad("STOP must be a non-negative integer"))?;
+    if dim.is_empty() || a >= b {
+        return Err(bad("needs a dimension name and START < STOP"));
+    }
+    Ok((dim.to_string(), a, b))
+}
+
+// From the node's typed results to these wire shapes.
+
+impl From<shoal_node::Error> for ApiError {
+    fn from(e: shoal_node::Error) -> Self {
+        use shoal_node::Error as E;
+        let kind = match &e {
+            E::NotFound(_) => ErrorKind::NotFound,
+            E::BadRequest(_) => ErrorKind::BadRequest,
+            E::Corrupt(_) => ErrorKind::Corrupt,
+            E::Full(_) => ErrorKind::Quota,
+            E::Unavailable(_) => ErrorKind::Unavailable,
+            E::Conflict(_) => ErrorKind::Conflict,
+            E::Internal(_) => ErrorKind::Internal,
+        };
+        ApiError {
+            error: e.message().to_string(),
+            kind,
+        }
+    }
+}
+
+impl From<shoal_node::Progress> for Progress {
+    fn from(p: shoal_node::Progress) -> Self {
+        Progress {
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+            items_done: p.items_done,
+            items_total: p.items_total,
+            peers: p.peers,
+        }
+    }
+}
+
+impl From<shoal_node::AddReport> for AddResult {
+    fn from(r: shoal_node::AddReport) -> Self {
+        AddResult {
+            root: r.root.to_string(),
+            name: r.name,
+            zarr_format: r.zarr_format,
+            keys: r.keys,
+            bytes: r.bytes,
+            new_blocks: r.new_blocks,
+            new_bytes: r.new_bytes,
+            dup_blocks: r.dup_blocks,
+            seconds: r.elapsed.as_secs_f64(),
+        }
+    }
+}
+
+impl From<shoal_node::Listing> for LsResult {
+    fn from(r: shoal_node::Listing) -> Self {
+        LsResult {
+            root: r.root.to_string(),
+            zarr_format: r.zarr_format,
+            keys: r.keys,
+            bytes: r.bytes,
+            entries: r
+                .entries
+                .into_iter()
+                .map(|e| LsEntry {
+                    size: e.size,
+                    blocks: e.blocks().len(),
+                    inline: matches!(e.content, shoal_core::manifest::Content::Inline(_)),
+                    cids: e.blocks().iter().map(|c| c.to_string()).collect(),
+                    key: e.key,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<shoal_node::ExportReport> for GetResult {
+    fn from(r: shoal_node::ExportReport) -> Self {
+        GetResult {
+            fetched: r.fetched,
+            root: r.root.to_string(),
+            out: r.out.display().to_string(),
+            keys: r.keys,
+            bytes: r.bytes,
+            seconds: r.elapsed.as_secs_f64(),
+        }
+    }
+}
+
+impl From<shoal_node::PinReport> for PinResult {
+    fn from(r: shoal_node::PinReport) -> Self {
+        PinResult {
+            root: r.root.to_string(),
+            name: r.name,
+            still_named: Vec::new(),
+            changed: r.changed,
+            fetched: r.fetched,
+            replicas: r.replicas,
+        }
+    }
+}
+
+impl From<shoal_node::UnpinReport> for PinResult {
+    fn from(r: shoal_node::UnpinReport) -> Self {
+        PinResult {
+            root: r.root.to_string(),
+            name: None,
+            still_named: r.still_named,
+            changed: r.changed,
+            fetched: None,
+            replicas: r.target_cancelled.then_some(0),
+        }
+    }
+}
+
+impl From<shoal_node::PinEntry> for PinInfo {
+    fn from(p: shoal_node::PinEntry) -> Self {
+        PinInfo {
+            root: p.root.to_string(),
+            kinds: p.kinds.iter().map(|k| format!("{k:?}").to_lowercase()).collect(),
+            names: p.names,
+            bytes: p.bytes,
+            keys: p.keys,
+        }
+    }
+}
+
+impl From<shoal_node::QueryReport> for QueryResult {
+    fn from(r: shoal_node::QueryReport) -> Self {
+        QueryResult {
+            root: r.root.to_string(),
+            array: r.array,
+            op: r.op,
+            dims: r.dims,
+            reduced: r.reduced,
+            shape: r.shape,
+            values: r.values.into_iter().map(|v| (!v.is_nan()).then_some(v)).collect(),
+            source_dtype: r.source_dtype,
+            chunks: r.chunks,
+            chunks_local: r.chunks_local,
+            chunks_remote: r.chunks_remote.into_iter().map(|(p, n)| (p.to_string(), n)).collect(),
+            chunks_fetched: r.chunks_fetched,
+            network_bytes: r.network_bytes,
+            seconds: r.elapsed.as_secs_f64(),
+        }
+    }
+}
+
+impl From<shoal_node::MirrorsView> for MirrorsResult {
+    fn from(v: shoal_node::MirrorsView) -> Self {
+        let why = |w: shoal_node::Why| MirrorWhy {
+            reason: match w.reason {
+                shoal_node::Reason::Popular => "popular".into(),
+                shoal_node::Reason::Replicas => "replicas".into(),
+            },
+            score: w.score,
+            copies_wanted: w.copies_wanted,
+        };
+        MirrorsResult {
+            budget: v.budget,
+            used: v.used,
+            threshold: v.threshold,
+            peer_cap: v.peer_cap,
+            gossip: v.gossip,
+            mirrors: v
+                .mirrors
+                .into_iter()
+                .map(|m| MirrorEntry {
+                    root: m.root.to_string(),
+                    bytes: m.bytes,
+                    score: m.score,
+                    why: m.why.map(why),
+                    complete: m.complete,
+                })
+                .collect(),
+            targets: v
+                .targets
+                .into_iter()
+                .map(|t| TargetEntry {
+                    root: t.root.to_string(),
+                    copies: t.copies,
+                    set_at: t.set_at,
+                    recorded_here: t.recorded_here,
+                    held_here: t.held_here,
+                    providers: t.providers,
+                    checked_secs_ago: t.checked_secs_ago,
+                })
+                .collect(),
+            popular: v
+                .popular
+                .into_iter()
+                .map(|s| PopularEntry {
+                    root: s.root.to_string(),
+                    score: s.score,
+                    sources: s.sources,
+                    counts: s.counts,
+                    local: s.local,
+                })
+                .collect(),
+            peers: v.peers,
+            last_error: v.last_error,
+            failed: v
+                .failed
+                .into_iter()
+                .map(|f| FailedMirror {
+                    root: f.root.to_string(),
+                    error: f.error,
+                    secs_ago: f.ago.as_secs(),
+                })
+                .collect(),
+        }
+    }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use shoal_node::{Budget, MirrorSettings, NodeConfig};
 
 /// The commented config written by `shoal init` / first `shoal daemon`.
 const DEFAULT_CONFIG: &str = r#"# shoal repo configuration.
@@ -117,16 +118,6 @@ impl Default for MirrorConfig {
     }
 }
 
-/// The mirror budget: a fixed size, or a share of the free disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Budget {
-    Fixed(u64),
-    Auto,
-}
-
-/// Most bytes `budget = "auto"` takes.
-pub const AUTO_BUDGET_MAX: u64 = 50 << 30;
-
 impl MirrorConfig {
     pub fn budget(&self) -> Result<Budget> {
         if self.budget.trim().eq_ignore_ascii_case("auto") {
@@ -136,7 +127,7 @@ impl MirrorConfig {
     }
 
     /// Checks every field; the daemon refuses to start on a bad one.
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         self.budget()?;
         if self.threshold == 0 || self.peer_cap == 0 {
             bail!("mirror.threshold and mirror.peer_cap must be at least 1");
@@ -165,6 +156,93 @@ impl MirrorConfig {
             );
         }
         Ok(())
+    }
+
+    /// The policy's settings (validated).
+    pub fn settings(&self) -> Result<MirrorSettings> {
+        self.validate()?;
+        let every = parse_duration(&self.gossip_interval)?;
+        Ok(MirrorSettings {
+            budget: self.budget()?,
+            threshold: self.threshold,
+            peer_cap: self.peer_cap,
+            window: parse_duration(&self.window)?,
+            every: (!every.is_zero()).then_some(every.max(std::time::Duration::from_secs(1))),
+            check: parse_duration(&self.check_interval)?,
+            max_popular: self.max_popular_replicas,
+        })
+    }
+}
+
+impl Config {
+    /// What the node is started with: every setting parsed and checked,
+    /// the identity and swarm key read from the repo.
+    pub fn node_config(&self, repo: &Repo) -> Result<NodeConfig> {
+        let n = &self.network;
+        let parse_addrs = |v: &[String], what: &str| -> Result<Vec<shoal_net::Multiaddr>> {
+            v.iter()
+                .map(|a| {
+                    a.parse()
+                        .with_context(|| format!("[network] {what}: invalid multiaddr {a:?}"))
+                })
+                .collect()
+        };
+        let swarm_key = if n.swarm_key.is_empty() {
+            None
+        } else {
+            let path = repo.home.join(&n.swarm_key);
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("reading swarm key {}", path.display()))?;
+            Some(
+                text.parse::<shoal_net::PreSharedKey>()
+                    .map_err(|e| anyhow::anyhow!("invalid swarm key {}: {e}", path.display()))?,
+            )
+        };
+        let allow_peers = if n.allow_peers.is_empty() {
+            None
+        } else {
+            let peers = n.allow_peers.iter().map(|p| {
+                p.parse()
+                    .with_context(|| format!("[network] allow_peers: invalid peer id {p:?}"))
+            });
+            Some(peers.collect::<Result<Vec<shoal_net::PeerId>>>()?)
+        };
+        let mut net = shoal_node::SwarmSettings::new(repo.load_identity()?, parse_addrs(&n.listen, "listen")?);
+        net.bootstrap = parse_addrs(&n.bootstrap, "bootstrap")?;
+        net.swarm_key = swarm_key;
+        net.allow_peers = allow_peers;
+        net.reprovide_interval = parse_duration(&n.reprovide_interval).context("[network] reprovide_interval")?;
+        net.request_timeout = parse_duration(&n.request_timeout).context("[network] request_timeout")?;
+        Ok(NodeConfig {
+            store_dir: repo.store_path(),
+            quota: self.store.quota_bytes()?,
+            block_size: self.store.block_size_bytes()?,
+            mounts_record: repo.home.join("mounts"),
+            net,
+            provider_timeout: parse_duration(&n.provider_timeout).context("[network] provider_timeout")?,
+            block_timeout: parse_duration(&n.block_timeout).context("[network] block_timeout")?,
+            mount: shoal_node::MountSettings {
+                readahead_files: self.mount.readahead_files,
+                prefetch_inflight: self.mount.prefetch_inflight.max(1),
+                cache_bytes: parse_size(&self.mount.cache).context("[mount] cache")? as usize,
+            },
+            mirror: self.mirror.settings().context("[mirror]")?,
+            test: test_switches(),
+        })
+    }
+}
+
+/// Test-only misbehaviour, for the lying-peer and slow-peer tests; the
+/// node logs a warning when they are on. Never set these in production.
+fn test_switches() -> shoal_node::TestSwitches {
+    shoal_node::TestSwitches {
+        corrupt_served_blocks: std::env::var_os("SHOAL_TEST_CORRUPT_SERVED_BLOCKS").is_some(),
+        serve_delay: std::time::Duration::from_millis(
+            std::env::var("SHOAL_TEST_SERVE_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        ),
     }
 }
 
@@ -366,19 +444,9 @@ impl Repo {
     pub fn load_config(&self) -> Result<Config> {
         let path = self.config_path();
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let cfg: Config = toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
-        cfg.store.quota_bytes()?;
-        cfg.store.block_size_bytes()?;
-        for d in [
-            &cfg.network.reprovide_interval,
-            &cfg.network.request_timeout,
-            &cfg.network.provider_timeout,
-            &cfg.network.block_timeout,
-        ] {
-            parse_duration(d).context("[network]")?;
-        }
-        cfg.mirror.validate().context("[mirror]")?;
-        Ok(cfg)
+        // Values are checked when they become the node's settings
+        // (`Config::node_config`), before anything starts.
+        toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))
     }
 }
 

@@ -6,11 +6,7 @@
 mod api;
 mod client;
 mod config;
-mod mirror;
-mod mounts;
 mod output;
-mod popularity;
-mod query;
 mod server;
 
 use std::path::PathBuf;
@@ -22,7 +18,7 @@ use clap::{Parser, Subcommand};
 use crate::api::*;
 use crate::client::Client;
 use crate::config::Repo;
-use crate::output::{human_bytes, Bar};
+use crate::output::{human_bytes, out, print_json, Bar};
 
 #[derive(Parser)]
 #[command(
@@ -138,6 +134,8 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(code) => code,
+        // The reader of our output went away (`| head`): nothing to say.
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let code = if e.downcast_ref::<client::NotRunning>().is_some() {
                 3
@@ -151,11 +149,6 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
-}
-
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -172,13 +165,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&serde_json::json!({"repo": repo.home, "created": created}))?;
             } else if created {
-                println!(
+                out!(
                     "created repo at {}\nstart the daemon with: shoal --home {} daemon",
                     repo.home.display(),
                     repo.home.display()
                 );
             } else {
-                println!("repo already exists at {}", repo.home.display());
+                out!("repo already exists at {}", repo.home.display());
             }
         }
         Cmd::Id => {
@@ -186,13 +179,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&info)?;
             } else {
-                println!("peer id: {}", info.peer_id);
+                out!("peer id: {}", info.peer_id);
                 for a in &info.addrs {
-                    println!("address: {a}");
+                    out!("address: {a}");
                 }
-                println!(
+                out!(
                     "repo:    {}\napi:     {}\nversion: {}",
-                    info.repo, info.api_socket, info.version
+                    info.repo,
+                    info.api_socket,
+                    info.version
                 );
             }
         }
@@ -201,7 +196,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                println!("connected to {}", r.peer_id);
+                out!("connected to {}", r.peer_id);
             }
         }
         Cmd::Peers => {
@@ -209,10 +204,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else if r.is_empty() {
-                println!("no connected peers (use `shoal connect MULTIADDR` or [network] bootstrap in config.toml)");
+                out!("no connected peers (use `shoal connect MULTIADDR` or [network] bootstrap in config.toml)");
             } else {
                 for p in &r {
-                    println!("{}  {}", p.peer_id, p.addrs.join(" "));
+                    out!("{}  {}", p.peer_id, p.addrs.join(" "));
                 }
             }
         }
@@ -223,10 +218,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else if r.providers.is_empty() {
-                println!("no provider found for {}", r.root);
+                out!("no provider found for {}", r.root);
             } else {
                 for p in &r.providers {
-                    println!("{p}");
+                    out!("{p}");
                 }
             }
         }
@@ -243,7 +238,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 print_json(&r)?;
             } else {
                 let label = r.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default();
-                println!(
+                out!(
                     "added{label}: zarr v{}, {} keys, {} ({} new blocks, {} written, {} already stored) in {:.1}s",
                     r.zarr_format,
                     r.keys,
@@ -253,7 +248,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     r.dup_blocks,
                     r.seconds
                 );
-                println!("{}", r.root);
+                out!("{}", r.root);
             }
         }
         Cmd::Ls { target } => {
@@ -263,10 +258,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                output::print_ls(&r);
+                output::print_ls(&r)?;
             }
         }
         Cmd::Cat { target } => {
+            if json {
+                eprintln!(
+                    "error: cat writes the key's raw bytes; for its size and blocks as JSON use `shoal ls --json {target}`"
+                );
+                return Ok(ExitCode::from(2));
+            }
             let mut out = std::io::stdout();
             client
                 .download(&format!("/v1/cat?target={}", output::urlencode(&target)), &mut out)
@@ -284,7 +285,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                println!(
+                out!(
                     "wrote {} keys, {} to {} in {:.1}s",
                     r.keys,
                     human_bytes(r.bytes),
@@ -302,7 +303,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 print_json(&r)?;
             } else {
                 if let Some(f) = &r.fetched {
-                    println!(
+                    out!(
                         "fetched {} blocks ({}) from {} peers{}",
                         f.blocks_fetched,
                         human_bytes(f.bytes_fetched),
@@ -316,9 +317,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 let how = if r.changed { "pinned" } else { "already pinned" };
                 let named = r.name.map(|n| format!(" as {n}")).unwrap_or_default();
-                println!("{how} {}{named}", r.root);
+                out!("{how} {}{named}", r.root);
                 if let Some(n) = r.replicas {
-                    println!(
+                    out!(
                         "replica target: {n} copies; daemons with mirror budget volunteer (watch with `shoal mirrors`)"
                     );
                 }
@@ -334,12 +335,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                println!("{} {}", if r.changed { "unpinned" } else { "was not pinned:" }, r.root);
+                out!("{} {}", if r.changed { "unpinned" } else { "was not pinned:" }, r.root);
                 if r.replicas == Some(0) {
-                    println!("replica target cancelled; volunteers keep their copies as ordinary evictable mirrors");
+                    out!("replica target cancelled; volunteers keep their copies as ordinary evictable mirrors");
                 }
                 if !r.still_named.is_empty() {
-                    println!(
+                    out!(
                         "note: still named {}; the data is kept until those names are removed (shoal unpin NAME)",
                         r.still_named.join(", ")
                     );
@@ -351,7 +352,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                output::print_pins(&r);
+                output::print_pins(&r)?;
             }
         }
         Cmd::Query { req, out } => {
@@ -364,7 +365,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                output::print_query(&r, out.as_deref());
+                output::print_query(&r, out.as_deref())?;
             }
         }
         Cmd::Mount { dir } => {
@@ -372,7 +373,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                println!("mounted on {}: datasets appear as {}/<name or CID>", r.dir, r.dir);
+                out!("mounted on {}: datasets appear as {}/<name or CID>", r.dir, r.dir);
             }
         }
         Cmd::Unmount { dir } => {
@@ -380,7 +381,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                println!("unmounted {}", r.dir);
+                out!("unmounted {}", r.dir);
             }
         }
         Cmd::Mounts => {
@@ -388,9 +389,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else if r.is_empty() {
-                println!("no mounts");
+                out!("no mounts");
             } else {
-                r.iter().for_each(|m| println!("{m}"));
+                for m in &r {
+                    out!("{m}");
+                }
             }
         }
         Cmd::Gc => {
@@ -398,7 +401,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                println!(
+                out!(
                     "removed {} blocks ({}); compacted {} segments, reclaimed {} on disk",
                     r.removed_blocks,
                     human_bytes(r.removed_bytes),
@@ -412,7 +415,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                output::print_fsck(&r);
+                output::print_fsck(&r)?;
             }
             if !r.is_clean() {
                 return Ok(ExitCode::FAILURE);
@@ -423,7 +426,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                output::print_mirrors(&r);
+                output::print_mirrors(&r)?;
             }
         }
         Cmd::Stats => {
@@ -431,31 +434,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                output::print_stats(&r);
+                output::print_stats(&r)?;
             }
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Parses `DIM=START:STOP`.
-pub(crate) fn parse_sel(s: &str) -> Result<(String, u64, u64), String> {
-    let (dim, range) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?}: expected DIM=START:STOP"))?;
-    let (a, b) = range
-        .split_once(':')
-        .ok_or_else(|| format!("{s:?}: expected DIM=START:STOP"))?;
-    let a: u64 = a
-        .parse()
-        .map_err(|_| format!("{s:?}: START must be a non-negative integer"))?;
-    let b: u64 = b
-        .parse()
-        .map_err(|_| format!("{s:?}: STOP must be a non-negative integer"))?;
-    if dim.is_empty() || a >= b {
-        return Err(format!("{s:?}: needs a dimension name and START < STOP"));
-    }
-    Ok((dim.to_string(), a, b))
 }
 
 /// `mount` and `unmount` send the same request: the absolute directory.

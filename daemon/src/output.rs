@@ -7,6 +7,30 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::api::{LsResult, PinInfo, Progress, QueryResult, StatsResult};
 
+/// `println!` that returns the write error instead of panicking, so a
+/// closed pipe (`shoal ls X | head -1`) ends the command quietly.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?
+    }};
+}
+pub(crate) use out;
+
+/// Whether an error is stdout's reader having gone away.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> std::io::Result<()> {
+    out!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
 /// Progress on stderr, only when it is a terminal, only after the operation
 /// has run for a moment (quick adds print nothing extra).
 pub struct Bar {
@@ -84,18 +108,18 @@ pub fn urlencode(s: &str) -> String {
         .collect()
 }
 
-pub fn print_ls(r: &LsResult) {
+pub fn print_ls(r: &LsResult) -> std::io::Result<()> {
     let w = r.entries.iter().map(|e| e.key.len()).max().unwrap_or(3).max(3);
-    println!("{:<w$}  {:>12}  BLOCKS", "KEY", "SIZE");
+    out!("{:<w$}  {:>12}  BLOCKS", "KEY", "SIZE");
     for e in &r.entries {
         let blocks = if e.inline {
             "inline".to_string()
         } else {
             e.blocks.to_string()
         };
-        println!("{:<w$}  {:>12}  {blocks}", e.key, e.size);
+        out!("{:<w$}  {:>12}  {blocks}", e.key, e.size);
     }
-    println!(
+    out!(
         "{} of {} keys; dataset {} (zarr v{}, {})",
         r.entries.len(),
         r.keys,
@@ -103,21 +127,22 @@ pub fn print_ls(r: &LsResult) {
         r.zarr_format,
         human_bytes(r.bytes)
     );
+    Ok(())
 }
 
-pub fn print_pins(r: &[PinInfo]) {
+pub fn print_pins(r: &[PinInfo]) -> std::io::Result<()> {
     if r.is_empty() {
-        println!("no pinned or named datasets (add one with `shoal add PATH --name NAME`)");
-        return;
+        out!("no pinned or named datasets (add one with `shoal add PATH --name NAME`)");
+        return Ok(());
     }
-    println!("{:<62}  {:<12}  {:>10}  {:>8}  NAMES", "ROOT", "KINDS", "SIZE", "KEYS");
+    out!("{:<62}  {:<12}  {:>10}  {:>8}  NAMES", "ROOT", "KINDS", "SIZE", "KEYS");
     for p in r {
         let kinds = if p.kinds.is_empty() {
             "named".to_string()
         } else {
             p.kinds.join(",")
         };
-        println!(
+        out!(
             "{:<62}  {:<12}  {:>10}  {:>8}  {}",
             p.root,
             kinds,
@@ -126,18 +151,22 @@ pub fn print_pins(r: &[PinInfo]) {
             p.names.join(",")
         );
     }
+    Ok(())
 }
 
-pub fn print_fsck(r: &shoal_store::FsckReport) {
-    println!("checked {} blocks ({})", r.blocks_checked, human_bytes(r.bytes_checked));
+pub fn print_fsck(r: &shoal_store::FsckReport) -> std::io::Result<()> {
+    out!("checked {} blocks ({})", r.blocks_checked, human_bytes(r.bytes_checked));
     for b in &r.corrupt {
-        println!(
+        out!(
             "corrupt: block {} (segment {}, offset {}): {}",
-            b.cid, b.segment, b.offset, b.reason
+            b.cid,
+            b.segment,
+            b.offset,
+            b.reason
         );
     }
     if r.repaired {
-        println!("repair: removed {} corrupt blocks", r.removed_blocks);
+        out!("repair: removed {} corrupt blocks", r.removed_blocks);
     }
     for d in &r.incomplete {
         let names = if d.names.is_empty() {
@@ -145,59 +174,62 @@ pub fn print_fsck(r: &shoal_store::FsckReport) {
         } else {
             format!(" ({})", d.names.join(", "))
         };
-        println!(
+        out!(
             "incomplete: dataset {}{names} is missing {} blocks; re-add or re-pin it to restore",
-            d.root, d.missing_blocks
+            d.root,
+            d.missing_blocks
         );
     }
     if r.unreferenced_blocks > 0 {
-        println!(
+        out!(
             "unreferenced: {} blocks ({}) no pin or name needs; `shoal gc` removes them",
             r.unreferenced_blocks,
             human_bytes(r.unreferenced_bytes)
         );
     }
     if r.is_clean() {
-        println!("store is clean");
+        out!("store is clean");
     } else if !r.repaired && !r.corrupt.is_empty() {
-        println!("run `shoal fsck --repair` to drop corrupt blocks");
+        out!("run `shoal fsck --repair` to drop corrupt blocks");
     }
+    Ok(())
 }
 
-pub fn print_stats(res: &StatsResult) {
+pub fn print_stats(res: &StatsResult) -> std::io::Result<()> {
     let r = &res.store;
-    println!("repo:       {}", res.repo);
-    println!("blocks:     {}", r.blocks);
-    println!("live data:  {}", human_bytes(r.live_bytes));
-    println!(
+    out!("repo:       {}", res.repo);
+    out!("blocks:     {}", r.blocks);
+    out!("live data:  {}", human_bytes(r.live_bytes));
+    out!(
         "on disk:    {} in {} segments",
         human_bytes(r.segment_bytes),
         r.segments
     );
-    println!("pins:       {}", r.pins);
-    println!("names:      {}", r.names);
+    out!("pins:       {}", r.pins);
+    out!("names:      {}", r.names);
     match r.quota {
-        Some(q) => println!(
+        Some(q) => out!(
             "quota:      {} ({:.1}% used)",
             human_bytes(q),
             100.0 * r.live_bytes as f64 / q.max(1) as f64
         ),
-        None => println!("quota:      none"),
+        None => out!("quota:      none"),
     }
+    Ok(())
 }
 
-pub fn print_mirrors(r: &crate::api::MirrorsResult) {
+pub fn print_mirrors(r: &crate::api::MirrorsResult) -> std::io::Result<()> {
     if r.budget == 0 {
-        println!("mirror budget: 0 (this daemon does not mirror; [mirror] budget in config.toml)");
+        out!("mirror budget: 0 (this daemon does not mirror; [mirror] budget in config.toml)");
     } else {
-        println!(
+        out!(
             "mirror budget: {} ({} used by {} mirrors)",
             human_bytes(r.budget),
             human_bytes(r.used),
             r.mirrors.iter().filter(|m| m.complete).count()
         );
     }
-    println!(
+    out!(
         "popularity: threshold {}, at most {} per source; {}",
         r.threshold,
         r.peer_cap,
@@ -211,10 +243,10 @@ pub fn print_mirrors(r: &crate::api::MirrorsResult) {
         }
     );
     if let Some(e) = &r.last_error {
-        println!("last policy run failed: {e}");
+        out!("last policy run failed: {e}");
     }
     if !r.mirrors.is_empty() {
-        println!("\nMIRRORS");
+        out!("\nMIRRORS");
         for m in &r.mirrors {
             let why = match &m.why {
                 Some(w) => format!(
@@ -224,7 +256,7 @@ pub fn print_mirrors(r: &crate::api::MirrorsResult) {
                 None => "chosen before the last restart".into(),
             };
             let state = if m.complete { "" } else { "  [fetching]" };
-            println!(
+            out!(
                 "{}  {:>10}  score {:>5}  {why}{state}",
                 m.root,
                 human_bytes(m.bytes),
@@ -233,13 +265,13 @@ pub fn print_mirrors(r: &crate::api::MirrorsResult) {
         }
     }
     if !r.failed.is_empty() {
-        println!("\nFAILED HERE (not retried here for a while; other daemons step in)");
+        out!("\nFAILED HERE (not retried here for a while; other daemons step in)");
         for f in &r.failed {
-            println!("{}  {}s ago: {}", f.root, f.secs_ago, f.error);
+            out!("{}  {}s ago: {}", f.root, f.secs_ago, f.error);
         }
     }
     if !r.targets.is_empty() {
-        println!("\nREPLICA TARGETS");
+        out!("\nREPLICA TARGETS");
         for t in &r.targets {
             let have = match (t.providers, t.checked_secs_ago) {
                 (Some(p), Some(ago)) => format!("{p} reachable providers ({ago}s ago)"),
@@ -247,16 +279,16 @@ pub fn print_mirrors(r: &crate::api::MirrorsResult) {
             };
             let here = if t.held_here { ", held here" } else { "" };
             if t.copies == 0 {
-                println!("{}  cancelled{here}", t.root);
+                out!("{}  cancelled{here}", t.root);
             } else {
-                println!("{}  {} copies wanted, {have}{here}", t.root, t.copies);
+                out!("{}  {} copies wanted, {have}{here}", t.root, t.copies);
             }
         }
     }
     if !r.popular.is_empty() {
-        println!("\nMOST REQUESTED (window counts: blocks served / mount opens / queries)");
+        out!("\nMOST REQUESTED (window counts: blocks served / mount opens / queries)");
         for p in &r.popular {
-            println!(
+            out!(
                 "{}  score {:>5}  from {} sources  {} / {} / {}  (here: {} / {} / {})",
                 p.root,
                 p.score,
@@ -270,15 +302,16 @@ pub fn print_mirrors(r: &crate::api::MirrorsResult) {
             );
         }
     }
+    Ok(())
 }
 
-pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>) {
+pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>) -> std::io::Result<()> {
     let kept = if r.dims.is_empty() {
         String::new()
     } else {
         format!(" over ({})", r.dims.join(", "))
     };
-    println!(
+    out!(
         "{} of {} over ({}) in {} ({}) -> float64, shape {:?}{kept}",
         r.op,
         r.array,
@@ -293,7 +326,7 @@ pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>) {
         let min = vals.iter().copied().fold(f64::INFINITY, f64::min);
         let max = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let mean = vals.iter().sum::<f64>() / vals.len() as f64;
-        println!("summary: min {min:.6}  max {max:.6}  mean {mean:.6}  NaN cells {nan}");
+        out!("summary: min {min:.6}  max {max:.6}  mean {mean:.6}  NaN cells {nan}");
     }
     if r.values.len() <= 20 {
         let shown: Vec<String> = r
@@ -301,7 +334,7 @@ pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>) {
             .iter()
             .map(|v| v.map(|x| format!("{x}")).unwrap_or_else(|| "nan".into()))
             .collect();
-        println!("values: [{}]", shown.join(", "));
+        out!("values: [{}]", shown.join(", "));
     }
     let peers: Vec<String> = r.chunks_remote.iter().map(|(p, n)| format!("{n} on {p}")).collect();
     let remote = if peers.is_empty() {
@@ -309,7 +342,7 @@ pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>) {
     } else {
         format!(", {}", peers.join(", "))
     };
-    println!(
+    out!(
         "ran: {} chunks: {} local{remote}, {} fetched; {} crossed the network; {:.3}s",
         r.chunks,
         r.chunks_local,
@@ -318,6 +351,7 @@ pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>) {
         r.seconds
     );
     if let Some(p) = out {
-        println!("wrote {}", p.display());
+        out!("wrote {}", p.display());
     }
+    Ok(())
 }

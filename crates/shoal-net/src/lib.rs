@@ -22,9 +22,10 @@ pub mod network;
 
 pub use fetch::{BlockSource, FetchOptions, FetchProgress, FetchReport, Fetcher};
 pub use libp2p::identity::Keypair;
+pub use libp2p::multiaddr::Protocol;
 pub use libp2p::pnet::PreSharedKey;
 pub use libp2p::{Multiaddr, PeerId};
-pub use network::{Client, ComputeFn, EventLoop, GossipFn, NetConfig, PeerInfo, ServeFn};
+pub use network::{Client, ComputeFn, EventLoop, GossipFn, NetConfig, PeerInfo, ServeFn, SwarmSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -58,8 +58,9 @@ pub type ComputeFn = Arc<dyn Fn(&PeerId, Vec<u8>) -> Vec<u8> + Send + Sync>;
 /// machine, so remote queries cannot starve the daemon.
 pub const MAX_COMPUTE_INFLIGHT: usize = 2;
 
+/// Where and how the swarm runs.
 #[derive(Clone)]
-pub struct NetConfig {
+pub struct SwarmSettings {
     pub keypair: Keypair,
     pub listen: Vec<Multiaddr>,
     /// Peers dialled at start; addresses must end in `/p2p/<peer id>`.
@@ -72,6 +73,29 @@ pub struct NetConfig {
     /// Deadline of one block request.
     pub request_timeout: Duration,
     pub max_connections: u32,
+}
+
+impl SwarmSettings {
+    /// Defaults (1 h reprovide, 20 s requests, 256 connections) for this
+    /// identity and these listen addresses.
+    pub fn new(keypair: Keypair, listen: Vec<Multiaddr>) -> Self {
+        Self {
+            keypair,
+            listen,
+            bootstrap: Vec::new(),
+            swarm_key: None,
+            allow_peers: None,
+            reprovide_interval: Duration::from_secs(3600),
+            request_timeout: Duration::from_secs(20),
+            max_connections: 256,
+        }
+    }
+}
+
+/// The swarm's settings and what answers peers.
+#[derive(Clone)]
+pub struct NetConfig {
+    pub swarm: SwarmSettings,
     pub serve: ServeFn,
     pub compute: ComputeFn,
     /// Subscribes to the popularity topic and hands its messages here;
@@ -284,13 +308,13 @@ pub struct EventLoop {
 }
 
 fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
-    let psk = cfg.swarm_key;
-    let allow = cfg.allow_peers.clone();
-    let request_timeout = cfg.request_timeout;
-    let max_conns = cfg.max_connections;
-    let reprovide = cfg.reprovide_interval;
+    let psk = cfg.swarm.swarm_key;
+    let allow = cfg.swarm.allow_peers.clone();
+    let request_timeout = cfg.swarm.request_timeout;
+    let max_conns = cfg.swarm.max_connections;
+    let reprovide = cfg.swarm.reprovide_interval;
     let heartbeat = cfg.gossip_heartbeat;
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.swarm.keypair.clone())
         .with_tokio()
         .with_other_transport(
             |key| -> std::result::Result<_, Box<dyn std::error::Error + Send + Sync>> {
@@ -390,7 +414,7 @@ impl EventLoop {
     /// to spawn.
     pub fn new(cfg: NetConfig) -> Result<(Client, EventLoop)> {
         let mut swarm = build_swarm(&cfg)?;
-        for addr in &cfg.listen {
+        for addr in &cfg.swarm.listen {
             swarm
                 .listen_on(addr.clone())
                 .map_err(|e| Error::Config(format!("listen on {addr}: {e}")))?;
@@ -409,7 +433,7 @@ impl EventLoop {
         let client = Client {
             tx,
             peer_id: *swarm.local_peer_id(),
-            request_timeout: cfg.request_timeout,
+            request_timeout: cfg.swarm.request_timeout,
         };
         Ok((
             client,
@@ -433,7 +457,7 @@ impl EventLoop {
                 pending_requests: HashMap::new(),
                 provided: HashSet::new(),
                 last_reprovide: Instant::now(),
-                bootstrap: cfg.bootstrap,
+                bootstrap: cfg.swarm.bootstrap,
                 gossip_fn: cfg.gossip,
                 topic,
             },

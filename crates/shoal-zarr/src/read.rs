@@ -15,26 +15,52 @@ pub type Fetch<'a> = dyn FnMut(&Cid) -> Result<Block> + 'a;
 
 /// Assembles a key's bytes, checking each block has the expected length.
 pub fn entry_bytes(m: &Manifest, entry: &Entry, fetch: &mut Fetch<'_>) -> Result<Bytes> {
-    match &entry.content {
-        Content::Inline(d) => Ok(d.clone()),
-        Content::Blocks(cids) => {
-            let mut out = BytesMut::with_capacity(entry.size as usize);
-            for (i, cid) in cids.iter().enumerate() {
-                let b = fetch(cid)?;
-                let expected = chunk::block_len(entry.size, m.block_size, i as u64);
-                if b.len() as u64 != expected {
-                    return Err(Error::BlockSize {
-                        key: entry.key.clone(),
-                        cid: *cid,
-                        got: b.len(),
-                        expected,
-                    });
-                }
-                out.extend_from_slice(b.data());
-            }
-            Ok(out.freeze())
-        }
+    entry_range(m, entry, 0, entry.size, fetch)
+}
+
+/// The bytes of `entry` in `[start, end)` (clamped to its size), fetching
+/// only the blocks that cover them and checking each block's length against
+/// the manifest. A range inside one block is a slice of it (no copy).
+pub fn entry_range(m: &Manifest, entry: &Entry, start: u64, end: u64, fetch: &mut Fetch<'_>) -> Result<Bytes> {
+    let end = end.min(entry.size);
+    if start >= end {
+        return Ok(Bytes::new());
     }
+    let cids = match &entry.content {
+        Content::Inline(d) => return Ok(d.slice(start as usize..end as usize)),
+        Content::Blocks(cids) => cids,
+    };
+    let bs = u64::from(m.block_size);
+    let (first, last) = (start / bs, (end - 1) / bs);
+    let mut out = BytesMut::new();
+    for i in first..=last {
+        let cid = cids.get(i as usize).ok_or_else(|| Error::BlockSize {
+            key: entry.key.clone(),
+            cid: cids.last().copied().unwrap_or(m.cid),
+            got: 0,
+            expected: chunk::block_len(entry.size, m.block_size, i),
+        })?;
+        let b = fetch(cid)?;
+        let expected = chunk::block_len(entry.size, m.block_size, i);
+        if b.len() as u64 != expected {
+            return Err(Error::BlockSize {
+                key: entry.key.clone(),
+                cid: *cid,
+                got: b.len(),
+                expected,
+            });
+        }
+        let from = start.saturating_sub(i * bs) as usize;
+        let to = (end - i * bs).min(expected) as usize;
+        if first == last {
+            return Ok(b.into_data().slice(from..to));
+        }
+        if out.is_empty() {
+            out.reserve((end - start) as usize);
+        }
+        out.extend_from_slice(&b.data()[from..to]);
+    }
+    Ok(out.freeze())
 }
 
 /// Looks a key up and returns its bytes.

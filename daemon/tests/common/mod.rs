@@ -414,15 +414,14 @@ pub fn tmpfs(under: &Path, size: &str) -> (PathBuf, TmpfsGuard) {
 /// daemon): for tests of what a hostile or greedy peer can do. It serves
 /// nothing and rejects all gossip, but is subscribed to the topic.
 pub fn raw_peer(rt: &tokio::runtime::Runtime) -> shoal_net::Client {
+    let mut swarm = shoal_net::SwarmSettings::new(
+        shoal_net::Keypair::generate_ed25519(),
+        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+    );
+    swarm.request_timeout = Duration::from_secs(5);
+    swarm.max_connections = 16;
     let cfg = shoal_net::NetConfig {
-        keypair: shoal_net::Keypair::generate_ed25519(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: vec![],
-        swarm_key: None,
-        allow_peers: None,
-        reprovide_interval: Duration::from_secs(3600),
-        request_timeout: Duration::from_secs(5),
-        max_connections: 16,
+        swarm,
         serve: std::sync::Arc::new(|_, _, cids| vec![None; cids.len()]),
         compute: std::sync::Arc::new(|_, _| Vec::new()),
         gossip: Some(std::sync::Arc::new(|_, _| false)),

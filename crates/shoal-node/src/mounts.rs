@@ -2,25 +2,27 @@
 //! through, the set of live mounts, and cleanup of mounts a crashed daemon
 //! left behind.
 //!
-//! Live mounts are recorded in `$SHOAL_HOME/mounts` (one directory per
-//! line). SIGTERM/SIGINT unmounts them all; after a `kill -9` the next
+//! Live mounts are recorded in a file (`$SHOAL_HOME/mounts`, one directory
+//! per line). SIGTERM/SIGINT unmounts them all; after a `kill -9` the next
 //! daemon start lazily unmounts whatever the file still lists.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context, Result};
 use shoal_core::{Block, Cid};
 use shoal_fuse::{Blocks, MountFs, MountHandle, MountOptions};
 use shoal_net::BlockSource;
 use shoal_store::Store;
 
+use crate::error::{Error, Result};
+use crate::popularity::{Kind, Popularity};
+
 /// What the mount reads through: local store, then peers.
 pub struct MountBlocks {
     pub source: Arc<BlockSource>,
     pub store: Arc<Store>,
-    pub pop: Arc<crate::popularity::Popularity>,
+    pub pop: Arc<Popularity>,
 }
 
 #[async_trait::async_trait]
@@ -34,7 +36,7 @@ impl Blocks for MountBlocks {
     }
 
     fn opened(&self, root: Cid) {
-        self.pop.record(root, crate::popularity::Kind::Mount, 1);
+        self.pop.record(root, Kind::Mount, 1);
     }
 }
 
@@ -45,8 +47,8 @@ pub struct Mounts {
 
 impl Mounts {
     /// Unmounts what a previous daemon left mounted, then starts empty.
-    pub fn recover(home: &Path) -> Self {
-        let record = home.join("mounts");
+    pub fn recover(record: &Path) -> Self {
+        let record = record.to_path_buf();
         if let Ok(text) = std::fs::read_to_string(&record) {
             for dir in text.lines().filter(|l| !l.is_empty()) {
                 if is_mounted(Path::new(dir)) {
@@ -77,25 +79,27 @@ impl Mounts {
         opts: MountOptions,
         rt: tokio::runtime::Handle,
     ) -> Result<PathBuf> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating mount point {}", dir.display()))?;
-        let dir = std::fs::canonicalize(dir)?;
+        let io = |what: &str, e: std::io::Error| Error::BadRequest(format!("{what} {}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(|e| io("creating mount point", e))?;
+        let dir = std::fs::canonicalize(dir).map_err(|e| io("resolving mount point", e))?;
         let mut live = self.live.lock().expect("mounts lock");
         if live.contains_key(&dir) || is_mounted(&dir) {
-            bail!(
+            return Err(Error::Conflict(format!(
                 "{} is already a mount point; `shoal unmount {}` first",
                 dir.display(),
                 dir.display()
-            );
+            )));
         }
-        if std::fs::read_dir(&dir)?.next().is_some() {
-            bail!("mount point {} is not empty", dir.display());
+        let mut entries = std::fs::read_dir(&dir).map_err(|e| io("reading mount point", e))?;
+        if entries.next().is_some() {
+            return Err(Error::Conflict(format!("mount point {} is not empty", dir.display())));
         }
         let fs = Arc::new(MountFs::new(Arc::new(blocks), opts));
-        let handle = shoal_fuse::mount(fs, &dir, rt).with_context(|| {
-            format!(
-                "mounting on {} (is /dev/fuse available and are we root or in group fuse?)",
+        let handle = shoal_fuse::mount(fs, &dir, rt).map_err(|e| {
+            Error::BadRequest(format!(
+                "mounting on {}: {e} (is /dev/fuse available and are we root or in group fuse?)",
                 dir.display()
-            )
+            ))
         })?;
         live.insert(dir.clone(), handle);
         self.save(&live);
@@ -112,8 +116,15 @@ impl Mounts {
             h
         };
         match handle {
-            Some(h) => h.unmount().with_context(|| format!("unmounting {}", dir.display()))?,
-            None => bail!("{} is not mounted by this daemon (see `shoal mounts`)", dir.display()),
+            Some(h) => h
+                .unmount()
+                .map_err(|e| Error::Internal(format!("unmounting {}: {e}", dir.display())))?,
+            None => {
+                return Err(Error::NotFound(format!(
+                    "{} is not mounted by this daemon (see `shoal mounts`)",
+                    dir.display()
+                )))
+            }
         }
         tracing::info!(dir = %dir.display(), "unmounted");
         Ok(dir)

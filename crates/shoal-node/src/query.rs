@@ -27,18 +27,23 @@ use shoal_query::{Partial, QuerySpec};
 use shoal_store::Store;
 use zarrs::array::Array;
 
+use crate::error::Result;
+use crate::parts::Parts;
+use crate::popularity::{Kind, Popularity};
+use crate::types::QueryReport;
+
 /// Deadline of one compute request to a peer.
 const COMPUTE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Compute requests in flight per peer.
 const PER_PEER_INFLIGHT: usize = 2;
 
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub array: Arc<Array<ManifestStorage>>,
     pub plan: Plan,
 }
 
 /// Opens `spec.array` of dataset `root`, reading blocks through `fetch`.
-pub fn prepare(
+fn prepare(
     manifest: Manifest,
     entries: Vec<shoal_core::manifest::Entry>,
     spec: &QuerySpec,
@@ -64,7 +69,7 @@ pub fn prepare(
 
 /// What a query did, for the report.
 #[derive(Debug, Default)]
-pub struct Outcome {
+struct Outcome {
     pub partials: Vec<Partial>,
     pub chunks_local: u64,
     pub chunks_remote: HashMap<PeerId, u64>,
@@ -77,18 +82,60 @@ struct Batch {
     tried: HashSet<PeerId>,
 }
 
+/// Answers a query of dataset `root` (blocking: run it on the blocking
+/// pool): loads the manifest, plans, runs, finishes the values.
+pub(crate) fn execute(parts: &Parts, root: Cid, spec: QuerySpec) -> Result<QueryReport> {
+    let start = Instant::now();
+    let m = parts.manifest(&root)?;
+    let reader = Arc::new(parts.reader(root));
+    let entries = m.entries(&mut reader.fetch())?;
+    // Worker threads read local blocks directly; missing ones come from
+    // peers through the block source.
+    let fetch: FetchFn = {
+        let reader = reader.clone();
+        Arc::new(move |c| reader.get(c))
+    };
+    let prepared = prepare(m, entries, &spec, fetch)?;
+    // Twice the cores: while one worker waits on a cold disk read, another
+    // decodes and reduces.
+    let threads = 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let outcome = run(parts, root, &spec, &prepared, threads)?;
+    let plan = &prepared.plan;
+    let mut remote: Vec<(PeerId, u64)> = outcome.chunks_remote.into_iter().collect();
+    remote.sort();
+    Ok(QueryReport {
+        root,
+        op: spec.op,
+        dims: plan.out_dims.clone(),
+        reduced: plan
+            .info
+            .dims
+            .iter()
+            .filter(|d| !plan.out_dims.contains(d))
+            .cloned()
+            .collect(),
+        shape: plan.out_shape.clone(),
+        values: outcome.partials.iter().map(|p| p.finish(spec.op, spec.ddof)).collect(),
+        source_dtype: plan.info.dtype.clone(),
+        chunks: plan.chunks.len() as u64,
+        chunks_local: outcome.chunks_local,
+        chunks_remote: remote,
+        chunks_fetched: outcome.chunks_fetched,
+        network_bytes: outcome.compute_bytes + reader.fetched_bytes(),
+        elapsed: start.elapsed(),
+        array: spec.array,
+    })
+}
+
 /// Runs a prepared query: local chunks here, the rest on peers.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    rt: &tokio::runtime::Handle,
-    net: &shoal_net::Client,
-    store: &Store,
+fn run(
+    parts: &Parts,
     root: Cid,
     spec: &QuerySpec,
     p: &Prepared,
-    provider_timeout: Duration,
     threads: usize,
 ) -> Result<Outcome, shoal_query::Error> {
+    let (rt, net, store) = (&tokio::runtime::Handle::current(), &parts.net, &parts.store);
     let mut out = Outcome::default();
     let (mut local, mut remote_chunks) = (Vec::new(), Vec::new());
     for c in &p.plan.chunks {
@@ -108,7 +155,7 @@ pub fn run(
     let candidates = if remote_chunks.is_empty() {
         Vec::new()
     } else {
-        rt.block_on(candidates(net, root, provider_timeout))
+        rt.block_on(candidates(net, root, parts.provider_timeout))
     };
     let mut fetched_here = 0;
     if candidates.is_empty() {
@@ -247,7 +294,9 @@ async fn remote_loop(
                 g,
             )) => {
                 shoal_query::partial::merge_into(&mut grid, &g);
-                *per_peer.entry(peer).or_default() += computed.len() as u64;
+                if !computed.is_empty() {
+                    *per_peer.entry(peer).or_default() += computed.len() as u64;
+                }
                 if !missing.is_empty() {
                     queue.push_back(Batch {
                         chunks: missing.iter().map(|i| b.chunks[*i].clone()).collect(),
@@ -264,11 +313,10 @@ async fn remote_loop(
     (grid, per_peer, leftover, bytes)
 }
 
-/// Answers a compute request from local blocks only.
 /// Answers a peer's compute request from local blocks. A request for a
 /// dataset held here counts as a query of it (popularity), so a dataset
 /// queried remotely is seen as requested by its holder as well.
-pub fn serve(store: &Arc<Store>, pop: &crate::popularity::Popularity, body: &[u8]) -> Vec<u8> {
+pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, body: &[u8]) -> Vec<u8> {
     let fail = |e: String| {
         remote::encode_response(
             &ComputeHeader {
@@ -300,7 +348,7 @@ pub fn serve(store: &Arc<Store>, pop: &crate::popularity::Popularity, body: &[u8
         return fail("bad root CID".into());
     };
     if store.pin_kinds(&root).is_ok_and(|k| !k.is_empty()) {
-        pop.record(root, crate::popularity::Kind::Query, 1);
+        pop.record(root, Kind::Query, 1);
     }
     let Ok(manifest) = store.manifest(&root) else {
         return all_missing();

@@ -65,9 +65,9 @@ impl Counts {
 }
 
 /// A dataset's popularity as the policy sees it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Score {
-    pub root: String,
+    pub root: Cid,
     /// Sum over sources of their requests, each capped at `peer_cap`.
     pub score: u64,
     /// Sources (this daemon, peers) reporting requests for it.
@@ -297,10 +297,10 @@ impl Popularity {
         };
         let threshold = self.threshold;
         let now: std::collections::HashSet<Cid> = self
-            .keyed_scores_at(Instant::now())
+            .scores_at(Instant::now())
             .into_iter()
-            .filter(|s| s.1.score >= threshold)
-            .map(|s| s.0)
+            .filter(|s| s.score >= threshold)
+            .map(|s| s.root)
             .collect();
         let news = now.iter().any(|r| !before.contains(r));
         self.lock().popular = now;
@@ -313,16 +313,6 @@ impl Popularity {
     }
 
     pub fn scores_at(&self, now: Instant) -> Vec<Score> {
-        self.keyed_scores_at(now).into_iter().map(|s| s.1).collect()
-    }
-
-    /// [`Self::scores`] with each dataset's root as a CID (for the policy,
-    /// which works on CIDs; `Score::root` is the printable form).
-    pub fn keyed_scores(&self) -> Vec<(Cid, Score)> {
-        self.keyed_scores_at(Instant::now())
-    }
-
-    fn keyed_scores_at(&self, now: Instant) -> Vec<(Cid, Score)> {
         let g = self.lock();
         let mut acc: HashMap<Cid, Score> = HashMap::new();
         let cap = self.peer_cap;
@@ -331,7 +321,7 @@ impl Popularity {
                 return;
             }
             let s = acc.entry(root).or_insert_with(|| Score {
-                root: root.to_string(),
+                root,
                 score: 0,
                 sources: 0,
                 counts: Counts::default(),
@@ -358,8 +348,8 @@ impl Popularity {
             }
         }
         drop(g);
-        let mut out: Vec<(Cid, Score)> = acc.into_iter().collect();
-        out.sort_by(|(_, a), (_, b)| {
+        let mut out: Vec<Score> = acc.into_values().collect();
+        out.sort_by(|a, b| {
             b.score
                 .cmp(&a.score)
                 .then(b.sources.cmp(&a.sources))

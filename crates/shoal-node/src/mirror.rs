@@ -31,53 +31,37 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use shoal_core::Cid;
 use shoal_net::PeerId;
 use shoal_store::{PinKind, Store};
 
-use crate::config::{Budget, MirrorConfig, AUTO_BUDGET_MAX};
-use crate::popularity::{unix_now, Popularity, Score};
-use crate::server::Daemon;
+use crate::config::{Budget, MirrorSettings, AUTO_BUDGET_MAX};
+use crate::error::{Error, Result};
+use crate::parts::Parts;
+use crate::popularity::{unix_now, GossipStats, Popularity, Score};
 
 /// Wants whose providers are checked per policy run (each costs a DHT
 /// lookup and a dial per provider).
 const MAX_CHECKS_PER_RUN: usize = 8;
 /// Mirrors fetched at once.
 const MAX_CONCURRENT_FETCHES: usize = 2;
-/// Deadline of one reachability dial.
-const REACH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a want must have been seen before this daemon acts on it.
 const WANT_SETTLE: Duration = Duration::from_secs(2);
 /// How long a cancelled target (0 copies) keeps being announced.
 const TOMBSTONE_SECS: u64 = 3600;
 
-pub struct Settings {
-    pub budget: Budget,
-    pub threshold: u64,
-    pub max_popular: u8,
-    /// None: gossip is off.
-    pub every: Option<Duration>,
-    pub check: Duration,
+/// Why this daemon chose a mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Its score reached the threshold.
+    Popular,
+    /// A replica target asked for more copies.
+    Replicas,
 }
 
-impl Settings {
-    pub fn from_config(c: &MirrorConfig) -> anyhow::Result<Self> {
-        let every = crate::config::parse_duration(&c.gossip_interval)?;
-        Ok(Self {
-            budget: c.budget()?,
-            threshold: c.threshold,
-            max_popular: c.max_popular_replicas,
-            every: (!every.is_zero()).then_some(every.max(Duration::from_secs(1))),
-            check: crate::config::parse_duration(&c.check_interval)?,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Why {
-    /// "popular" or "replicas".
-    pub reason: String,
+    pub reason: Reason,
     /// The score when this daemon chose it.
     pub score: u64,
     pub copies_wanted: u8,
@@ -110,7 +94,7 @@ struct State {
 
 pub struct Mirror {
     pub pop: Arc<Popularity>,
-    pub settings: Settings,
+    pub settings: MirrorSettings,
     state: Mutex<State>,
     /// A daemon's view of who is live is partial until it has heard every
     /// peer's report: it volunteers only after two report intervals.
@@ -175,35 +159,8 @@ fn room_for(h: &Holdings, sc: u64, target_of: &impl Fn(&Cid) -> u8, score: &impl
     order
 }
 
-/// Providers of `root` that answer now (plus this daemon if it holds it).
-pub async fn reachable_providers(d: &Arc<Daemon>, root: Cid) -> Vec<PeerId> {
-    providers_of(d, root).await.0
-}
-
-/// Providers of `root`: those that answer now (plus this daemon if it holds
-/// it), and every peer with a provider record (gone ones included).
-async fn providers_of(d: &Arc<Daemon>, root: Cid) -> (Vec<PeerId>, HashSet<PeerId>) {
-    let timeout = crate::config::parse_duration(&d.config.network.provider_timeout).unwrap_or(Duration::from_secs(20));
-    let found = d.net.find_providers(root, timeout).await.unwrap_or_default();
-    let recorded = found.clone();
-    let checks = found.into_iter().map(|p| {
-        let net = d.net.clone();
-        async move { net.reachable(p, REACH_TIMEOUT).await.then_some(p) }
-    });
-    let mut out: Vec<PeerId> = futures::future::join_all(checks).await.into_iter().flatten().collect();
-    let store = d.store.clone();
-    let local = tokio::task::spawn_blocking(move || store.missing_blocks(&root).map(|m| m.is_empty()).unwrap_or(false))
-        .await
-        .unwrap_or(false);
-    if local {
-        out.push(d.net.peer_id());
-    }
-    out.sort();
-    (out, recorded)
-}
-
 impl Mirror {
-    pub fn new(pop: Arc<Popularity>, settings: Settings) -> Self {
+    pub fn new(pop: Arc<Popularity>, settings: MirrorSettings) -> Self {
         Self {
             pop,
             settings,
@@ -235,7 +192,7 @@ impl Mirror {
     /// Runs the policy until the process ends. Reports go out from their
     /// own task: a slow policy run (DHT lookups, dials) must not make this
     /// daemon's reports late, or peers would take it for gone.
-    pub async fn run(self: Arc<Self>, d: Arc<Daemon>) {
+    pub(crate) async fn run(self: Arc<Self>, d: Arc<Parts>) {
         if let Some(every) = self.settings.every {
             let (this, d) = (self.clone(), d.clone());
             tokio::spawn(async move {
@@ -273,21 +230,21 @@ impl Mirror {
                 }
             }
             let r = self.check(&d).await;
-            self.lock().last_error = r.as_ref().err().map(|e| format!("{e:#}"));
+            self.lock().last_error = r.as_ref().err().map(|e| e.to_string());
             if let Err(e) = r {
-                tracing::warn!(error = %format!("{e:#}"), "mirror policy run failed");
+                tracing::warn!(error = %e, "mirror policy run failed");
             }
         }
     }
 
-    async fn holdings(&self, d: &Arc<Daemon>) -> anyhow::Result<(Holdings, u64)> {
+    async fn holdings(&self, d: &Arc<Parts>) -> Result<(Holdings, u64)> {
         let store = d.store.clone();
         let h = tokio::task::spawn_blocking(move || holdings(&store)).await??;
         let used: u64 = h.mirrors.iter().map(|m| m.1).sum();
         Ok((h, used))
     }
 
-    async fn publish(&self, d: &Arc<Daemon>) -> anyhow::Result<()> {
+    async fn publish(&self, d: &Arc<Parts>) -> Result<()> {
         let (h, used) = self.holdings(d).await?;
         let budget = self.budget(&d.store, used);
         let (fetching, fetch_bytes): (Vec<Cid>, u64) = {
@@ -323,7 +280,7 @@ impl Mirror {
     }
 
     /// One policy run (see the module docs).
-    pub async fn check(self: &Arc<Self>, d: &Arc<Daemon>) -> anyhow::Result<()> {
+    pub(crate) async fn check(self: &Arc<Self>, d: &Arc<Parts>) -> Result<()> {
         let (mut h, mut used) = self.holdings(d).await?;
         let now = unix_now();
         // 1. Targets: merge, carry newer ones for what we hold, expire
@@ -356,7 +313,7 @@ impl Mirror {
             })
             .await??;
         }
-        let scores: HashMap<Cid, u64> = self.pop.keyed_scores().into_iter().map(|(r, s)| (r, s.score)).collect();
+        let scores: HashMap<Cid, u64> = self.pop.scores().into_iter().map(|s| (s.root, s.score)).collect();
         let score = |r: &Cid| scores.get(r).copied().unwrap_or(0);
         let target_of = |r: &Cid| targets.get(r).map(|t| t.0).unwrap_or(0);
 
@@ -424,7 +381,7 @@ impl Mirror {
                 break;
             }
             checked += 1;
-            let (providers, recorded) = providers_of(d, root).await;
+            let (providers, recorded) = d.providers(root).await;
             let pending = live
                 .iter()
                 .filter(|p| p.2.contains(&root) && !providers.contains(&p.0))
@@ -474,10 +431,10 @@ impl Mirror {
             // The dataset's size, from its manifest (fetched if need be).
             let size = {
                 let d2 = d.clone();
-                match tokio::task::spawn_blocking(move || crate::server::manifest(&d2, &root)).await? {
+                match tokio::task::spawn_blocking(move || d2.manifest(&root)).await? {
                     Ok(m) => m.total_bytes,
                     Err(e) => {
-                        tracing::debug!(%root, error = %e.0.error, "wanted dataset's manifest unavailable");
+                        tracing::debug!(%root, error = %e, "wanted dataset's manifest unavailable");
                         continue;
                     }
                 }
@@ -543,16 +500,16 @@ impl Mirror {
             }
             let why = Why {
                 reason: if target_of(&root) >= copies {
-                    "replicas".into()
+                    Reason::Replicas
                 } else {
-                    "popular".into()
+                    Reason::Popular
                 },
                 score: sc,
                 copies_wanted: copies,
             };
             let target = targets.get(&root).copied().filter(|t| t.0 > 0);
             self.lock().fetching.insert(root, (size, why.clone()));
-            tracing::info!(%root, size, score = sc, copies, have, reason = %why.reason, "mirroring");
+            tracing::info!(%root, size, score = sc, copies, have, reason = ?why.reason, "mirroring");
             let (this, d2) = (self.clone(), d.clone());
             tokio::spawn(async move {
                 let r = this.fetch(&d2, root, target).await;
@@ -566,7 +523,7 @@ impl Mirror {
                         tracing::info!(%root, "mirror complete");
                     }
                     Err(e) => {
-                        let e = format!("{e:#}");
+                        let e = e.to_string();
                         tracing::warn!(%root, error = %e, "mirroring failed");
                         s.failed.insert(root, (std::time::Instant::now(), e));
                     }
@@ -576,9 +533,9 @@ impl Mirror {
         Ok(())
     }
 
-    async fn fetch(&self, d: &Arc<Daemon>, root: Cid, target: Option<(u8, u64)>) -> anyhow::Result<()> {
+    async fn fetch(&self, d: &Arc<Parts>, root: Cid, target: Option<(u8, u64)>) -> Result<()> {
         let d2 = d.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        tokio::task::spawn_blocking(move || -> Result<()> {
             let session = d2.store.session();
             let fetched = tokio::runtime::Handle::current().block_on(d2.fetcher.fetch_dataset(root, &session, &|_| {}));
             if let Err(e) = fetched {
@@ -593,7 +550,9 @@ impl Mirror {
                     if let Err(g) = d2.store.gc() {
                         tracing::warn!(error = %g, "gc after a mirror filled the disk failed");
                     }
-                    anyhow::bail!("the disk filled up while mirroring ({e}); the partial copy was removed");
+                    return Err(Error::Full(format!(
+                        "the disk filled up while mirroring ({e}); the partial copy was removed"
+                    )));
                 }
                 return Err(e.into());
             }
@@ -608,7 +567,7 @@ impl Mirror {
         Ok(())
     }
 
-    async fn evict(&self, d: &Arc<Daemon>, roots: &[Cid], why: &str) -> anyhow::Result<()> {
+    async fn evict(&self, d: &Arc<Parts>, roots: &[Cid], why: &str) -> Result<()> {
         if roots.is_empty() {
             return Ok(());
         }
@@ -630,23 +589,19 @@ impl Mirror {
         Ok(())
     }
 
-    /// What `shoal mirrors` shows.
-    pub async fn view(&self, d: &Arc<Daemon>) -> anyhow::Result<crate::api::MirrorsResult> {
-        use crate::api::{MirrorEntry, MirrorsResult, TargetEntry};
+    /// What this daemon mirrors and why (`shoal mirrors`).
+    pub(crate) async fn view(&self, d: &Arc<Parts>) -> Result<MirrorsView> {
         let (h, used) = self.holdings(d).await?;
         let budget = self.budget(&d.store, used);
         let scores: Vec<Score> = self.pop.scores();
-        let score_of = |r: &Cid| {
-            let r = r.to_string();
-            scores.iter().find(|s| s.root == r).map(|s| s.score).unwrap_or(0)
-        };
+        let score_of = |r: &Cid| scores.iter().find(|s| s.root == *r).map(|s| s.score).unwrap_or(0);
         let heard = self.pop.heard_targets();
         let s = self.lock();
         let mut mirrors: Vec<MirrorEntry> = h
             .mirrors
             .iter()
             .map(|(r, bytes)| MirrorEntry {
-                root: r.to_string(),
+                root: *r,
                 bytes: *bytes,
                 score: score_of(r),
                 why: s.why.get(r).cloned(),
@@ -654,7 +609,7 @@ impl Mirror {
             })
             .collect();
         mirrors.extend(s.fetching.iter().map(|(r, (bytes, why))| MirrorEntry {
-            root: r.to_string(),
+            root: *r,
             bytes: *bytes,
             score: score_of(r),
             why: Some(why.clone()),
@@ -669,7 +624,7 @@ impl Mirror {
         let mut targets: Vec<TargetEntry> = all
             .into_iter()
             .map(|(r, (copies, set_at, recorded))| TargetEntry {
-                root: r.to_string(),
+                root: r,
                 copies,
                 set_at,
                 recorded_here: recorded,
@@ -678,8 +633,8 @@ impl Mirror {
                 checked_secs_ago: s.providers.get(&r).map(|p| unix_now().saturating_sub(p.1)),
             })
             .collect();
-        targets.sort_by(|a, b| a.root.cmp(&b.root));
-        Ok(MirrorsResult {
+        targets.sort_by_key(|t| t.root);
+        Ok(MirrorsView {
             budget,
             used,
             threshold: self.settings.threshold,
@@ -691,14 +646,69 @@ impl Mirror {
             failed: s
                 .failed
                 .iter()
-                .map(|(r, (at, e))| crate::api::FailedMirror {
-                    root: r.to_string(),
+                .map(|(r, (at, e))| FailedMirror {
+                    root: *r,
                     error: e.clone(),
-                    secs_ago: at.elapsed().as_secs(),
+                    ago: at.elapsed(),
                 })
                 .collect(),
             peers: self.pop.stats(),
             last_error: s.last_error.clone(),
         })
     }
+}
+
+/// What this daemon mirrors and why, the replica targets it knows and what
+/// the swarm requests most.
+#[derive(Debug, Clone)]
+pub struct MirrorsView {
+    /// Mirror budget in bytes (0 = this daemon does not mirror).
+    pub budget: u64,
+    /// Bytes held as mirrors.
+    pub used: u64,
+    pub threshold: u64,
+    pub peer_cap: u64,
+    /// Whether this daemon shares and hears popularity.
+    pub gossip: bool,
+    pub mirrors: Vec<MirrorEntry>,
+    pub targets: Vec<TargetEntry>,
+    /// The most requested datasets, highest score first.
+    pub popular: Vec<Score>,
+    pub peers: GossipStats,
+    pub last_error: Option<String>,
+    /// Mirrors that failed here recently (this daemon backs off from them).
+    pub failed: Vec<FailedMirror>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FailedMirror {
+    pub root: Cid,
+    pub error: String,
+    pub ago: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MirrorEntry {
+    pub root: Cid,
+    pub bytes: u64,
+    /// Its score now.
+    pub score: u64,
+    /// Why it was mirrored (unknown for mirrors made before a restart).
+    pub why: Option<Why>,
+    /// False while it is being fetched.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetEntry {
+    pub root: Cid,
+    pub copies: u8,
+    /// When the target was set (unix seconds).
+    pub set_at: u64,
+    /// Recorded in this daemon's store (set here, or carried for a copy).
+    pub recorded_here: bool,
+    pub held_here: bool,
+    /// Reachable providers at the last check.
+    pub providers: Option<usize>,
+    pub checked_secs_ago: Option<u64>,
 }

@@ -1,0 +1,562 @@
+//! [`Node`]: a running shoal node and its typed API, one async method per
+//! operation. Store work runs on tokio's blocking pool; network waits are
+//! bounded by the configured deadlines.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shoal_core::manifest::Entry;
+use shoal_core::{cid, Cid};
+use shoal_net::{BlockSource, Fetcher, Multiaddr, PeerId, PeerInfo};
+use shoal_store::{FsckReport, GcStats, PinKind, StatsReport, Store, StoreOptions};
+use shoal_zarr::{read, IngestOptions};
+
+use crate::config::{MountSettings, NodeConfig};
+use crate::error::{Error, Result};
+use crate::mirror::{Mirror, MirrorsView};
+use crate::mounts::{MountBlocks, Mounts};
+use crate::parts::Parts;
+use crate::popularity::{unix_now, Kind, Popularity};
+use crate::types::*;
+
+/// A running node. Cheap to clone; every clone is the same node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    parts: Arc<Parts>,
+    mirror: Arc<Mirror>,
+    mounts: Mounts,
+    block_size: u32,
+    mount: MountSettings,
+    /// The network event loop and the mirror policy: stopped on shutdown.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("peer_id", &self.peer_id()).finish()
+    }
+}
+
+impl Node {
+    /// Opens the store (creating it on first run; its lock refuses a second
+    /// node on the same directory), starts the network and the mirror
+    /// policy, unmounts what a crashed predecessor left mounted, and
+    /// announces every complete dataset held.
+    pub async fn start(cfg: NodeConfig) -> Result<Node> {
+        let store_dir = cfg.store_dir.clone();
+        let opts = StoreOptions { quota: cfg.quota };
+        let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&store_dir, opts)).await??);
+        let m = &cfg.mirror;
+        let pop = Arc::new(Popularity::new(m.window, m.peer_cap, m.threshold));
+        let net_cfg = shoal_net::NetConfig {
+            swarm: cfg.net.clone(),
+            serve: crate::serve::blocks(store.clone(), pop.clone(), cfg.test),
+            compute: crate::serve::compute(store.clone(), pop.clone(), cfg.test),
+            gossip: m.every.map(|_| -> shoal_net::GossipFn {
+                let pop = pop.clone();
+                Arc::new(move |author, data| pop.receive(author, data))
+            }),
+            // A third of the report interval, between 1 and 5 seconds.
+            gossip_heartbeat: (m.every.unwrap_or(Duration::from_secs(15)) / 3)
+                .clamp(Duration::from_secs(1), Duration::from_secs(5)),
+        };
+        if cfg.test.corrupt_served_blocks {
+            tracing::warn!("this node serves corrupted blocks (test switch)");
+        }
+        if !cfg.test.serve_delay.is_zero() {
+            tracing::warn!(delay = ?cfg.test.serve_delay, "serving is slowed down (test switch)");
+        }
+        let (net, event_loop) = shoal_net::EventLoop::new(net_cfg)?;
+        let mut tasks = vec![tokio::spawn(event_loop.run()).abort_handle()];
+        let fetcher = Fetcher {
+            net: net.clone(),
+            store: store.clone(),
+            opts: shoal_net::FetchOptions {
+                provider_timeout: cfg.provider_timeout,
+                block_deadline: cfg.block_timeout,
+                ..Default::default()
+            },
+        };
+        let parts = Arc::new(Parts {
+            source: Arc::new(BlockSource::new(fetcher.clone())),
+            store,
+            net,
+            fetcher,
+            pop: pop.clone(),
+            provider_timeout: cfg.provider_timeout,
+        });
+        let mounts = Mounts::recover(&cfg.mounts_record);
+        // Announce every complete dataset held.
+        let held = {
+            let parts = parts.clone();
+            tokio::task::spawn_blocking(move || -> Result<Vec<Cid>> {
+                let mut roots: Vec<Cid> = parts.store.pins()?.into_iter().map(|p| p.0).collect();
+                roots.extend(parts.store.names()?.into_iter().map(|n| n.1));
+                roots.sort();
+                roots.dedup();
+                Ok(roots.into_iter().filter(|r| parts.complete_here(r)).collect())
+            })
+            .await??
+        };
+        for root in held {
+            parts.net.provide(root).await?;
+        }
+        let mirror = Arc::new(Mirror::new(pop, cfg.mirror.clone()));
+        tasks.push(tokio::spawn(mirror.clone().run(parts.clone())).abort_handle());
+        Ok(Node {
+            inner: Arc::new(Inner {
+                parts,
+                mirror,
+                mounts,
+                block_size: cfg.block_size,
+                mount: cfg.mount,
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+
+    /// Unmounts every mount: readers get their answers or errors now.
+    pub async fn unmount_all(&self) {
+        let _ = self
+            .blocking(|n| {
+                n.mounts.unmount_all();
+                Ok(())
+            })
+            .await;
+    }
+
+    /// Unmounts every mount, stops the network and the policy, and
+    /// persists access ticks. Operations still running then fail.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.unmount_all().await;
+        for t in self.inner.tasks.lock().expect("tasks lock").drain(..) {
+            t.abort();
+        }
+        self.blocking(|n| Ok(n.parts.store.flush()?)).await
+    }
+
+    /// Runs `f` on the blocking pool (store calls are synchronous).
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner)).await?
+    }
+
+    fn parts(&self) -> &Arc<Parts> {
+        &self.inner.parts
+    }
+
+    /// The local block store (for tools that read it directly).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.parts().store
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.parts().net.peer_id()
+    }
+
+    /// Peer id and dialable listen addresses.
+    pub async fn info(&self) -> Result<NodeInfo> {
+        let peer_id = self.peer_id();
+        let addrs = self.parts().net.listen_addrs().await?;
+        Ok(NodeInfo {
+            peer_id,
+            addrs: addrs
+                .into_iter()
+                .map(|a| a.with(shoal_net::Protocol::P2p(peer_id)))
+                .collect(),
+        })
+    }
+
+    /// Connects to a peer; returns its id.
+    pub async fn connect(&self, addr: Multiaddr) -> Result<PeerId> {
+        Ok(self.parts().net.dial(addr).await?)
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>> {
+        Ok(self.parts().net.peers().await?)
+    }
+
+    /// Providers of a dataset that answer now (this node included when it
+    /// holds the dataset in full); stale DHT records are left out.
+    pub async fn providers(&self, root: Cid) -> Result<Vec<PeerId>> {
+        Ok(self.parts().providers(root).await.0)
+    }
+
+    /// Resolves a TARGET: `CID`, `NAME`, `CID/key/path` or `NAME/key/path`.
+    pub async fn resolve(&self, target: &str) -> Result<Target> {
+        let target = target.trim_end_matches('/').to_string();
+        self.blocking(move |n| {
+            let (head, path) = match target.split_once('/') {
+                Some((h, p)) => (h, Some(p.to_string())),
+                None => (target.as_str(), None),
+            };
+            if let Ok(root) = cid::parse(head) {
+                return Ok(Target { root, name: None, path });
+            }
+            match n.parts.store.resolve_name(head)? {
+                Some(root) => Ok(Target {
+                    root,
+                    name: Some(head.to_string()),
+                    path,
+                }),
+                None => Err(Error::NotFound(format!(
+                    "{head:?} is neither a CID nor a dataset name here (see `shoal pins`)"
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Ingests a Zarr v2/v3 directory, pins it (user) and names it.
+    pub async fn add(&self, path: PathBuf, name: Option<String>, progress: ProgressFn) -> Result<AddReport> {
+        let start = Instant::now();
+        let block_size = self.inner.block_size;
+        let report = self
+            .blocking(move |n| {
+                if let Some(name) = &name {
+                    shoal_store::validate_name(name)?;
+                }
+                let store = &n.parts.store;
+                let opts = IngestOptions { block_size, threads: 0 };
+                let session = store.session();
+                let r = shoal_zarr::ingest(store, &path, &opts, &session, &|p| {
+                    progress(Progress {
+                        bytes_done: p.bytes_done,
+                        bytes_total: p.bytes_total,
+                        items_done: p.blocks_done,
+                        ..Default::default()
+                    })
+                })?;
+                store.pin(&r.root, PinKind::User)?;
+                if let Some(name) = &name {
+                    store.set_name(name, &r.root)?;
+                }
+                tracing::info!(root = %r.root, keys = r.keys, bytes = r.bytes, "added {}", path.display());
+                Ok(AddReport {
+                    root: r.root,
+                    name,
+                    zarr_format: r.zarr_format,
+                    keys: r.keys,
+                    bytes: r.bytes,
+                    new_blocks: r.stats.new_blocks,
+                    new_bytes: r.stats.new_bytes,
+                    dup_blocks: r.stats.dup_blocks,
+                    elapsed: Duration::ZERO,
+                })
+            })
+            .await?;
+        self.announce(report.root).await;
+        Ok(AddReport {
+            elapsed: start.elapsed(),
+            ..report
+        })
+    }
+
+    /// Provides `root` on the DHT; a failure is logged, not fatal (the
+    /// periodic reprovide retries).
+    async fn announce(&self, root: Cid) {
+        if let Err(e) = self.parts().net.provide(root).await {
+            tracing::warn!(%root, error = %e, "announcing the dataset failed");
+        }
+    }
+
+    /// Lists a dataset's keys (or those under `target.path`). Reads the
+    /// manifest from the store or peers, never the chunks.
+    pub async fn ls(&self, target: &Target) -> Result<Listing> {
+        let Target { root, path, .. } = target.clone();
+        self.blocking(move |n| {
+            let m = n.parts.manifest(&root)?;
+            let reader = n.parts.reader(root);
+            let mut entries = Vec::new();
+            m.for_each_entry(&mut reader.fetch(), &mut |e| {
+                let under = match &path {
+                    None => true,
+                    Some(p) => e.key == *p || e.key.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/')),
+                };
+                if under {
+                    entries.push(e.clone());
+                }
+                Ok(())
+            })?;
+            if let (Some(p), true) = (&path, entries.is_empty()) {
+                return Err(Error::NotFound(format!("no key {p:?} in dataset {root}")));
+            }
+            Ok(Listing {
+                root,
+                zarr_format: m.zarr_format,
+                keys: m.key_count,
+                bytes: m.total_bytes,
+                entries,
+            })
+        })
+        .await
+    }
+
+    /// One key's manifest entry (its size and blocks).
+    pub async fn entry(&self, root: Cid, key: &str) -> Result<Entry> {
+        let key = key.to_string();
+        self.blocking(move |n| {
+            let m = n.parts.manifest(&root)?;
+            m.lookup(&key, &mut n.parts.reader(root).fetch())?
+                .ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))
+        })
+        .await
+    }
+
+    /// The bytes of one key, or of `range` of it (clamped to its size),
+    /// fetching only the blocks the range covers: local first, then peers,
+    /// every block verified and its length checked against the manifest.
+    pub async fn read(&self, root: Cid, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
+        let key = key.to_string();
+        self.blocking(move |n| {
+            let m = n.parts.manifest(&root)?;
+            let reader = n.parts.reader(root);
+            let mut fetch = reader.fetch();
+            let entry = m
+                .lookup(&key, &mut fetch)?
+                .ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))?;
+            let range = range.unwrap_or(0..entry.size);
+            read::entry_range(&m, &entry, range.start, range.end, &mut fetch)
+                .map_err(|e| Error::from(e).context(format!("cannot read key {key:?} of dataset {root}")))
+        })
+        .await
+    }
+
+    /// Writes a dataset out as a Zarr directory, fetching what is missing
+    /// first (kept as unpinned cache data).
+    pub async fn export(&self, target: &Target, out: PathBuf, progress: ProgressFn) -> Result<ExportReport> {
+        let root = target.dataset("get")?;
+        let start = Instant::now();
+        self.blocking(move |n| {
+            let session = n.parts.store.session();
+            let fetched = n.parts.ensure_local(root, &session, &*progress)?;
+            let m = n.parts.manifest(&root)?;
+            let mut p = Progress {
+                items_total: m.key_count,
+                bytes_total: m.total_bytes,
+                ..Default::default()
+            };
+            let reader = n.parts.reader(root);
+            let (keys, bytes) = read::export(&m, &out, &mut reader.fetch(), &mut |e| {
+                p.items_done += 1;
+                p.bytes_done += e.size;
+                progress(p);
+            })?;
+            drop(session);
+            Ok(ExportReport {
+                fetched,
+                root,
+                out,
+                keys,
+                bytes,
+                elapsed: start.elapsed(),
+            })
+        })
+        .await
+    }
+
+    /// Pins a dataset (user): fetches whatever is missing from every
+    /// provider at once, verifies each block, then pins, names, records a
+    /// replica target and announces it.
+    pub async fn pin(
+        &self,
+        target: &Target,
+        name: Option<String>,
+        replicas: Option<u8>,
+        progress: ProgressFn,
+    ) -> Result<PinReport> {
+        let root = target.dataset("pin")?;
+        if root.codec() != cid::DAG_CBOR {
+            return Err(Error::BadRequest(format!("{root} is a raw block, not a dataset")));
+        }
+        if let Some(name) = &name {
+            shoal_store::validate_name(name)?;
+        }
+        if let Some(r) = replicas {
+            if r == 0 || r > shoal_net::gossip::MAX_REPLICAS {
+                return Err(Error::BadRequest(format!(
+                    "--replicas must be between 1 and {}",
+                    shoal_net::gossip::MAX_REPLICAS
+                )));
+            }
+        }
+        let report = self
+            .blocking(move |n| {
+                let store = &n.parts.store;
+                let was = store.pin_kinds(&root)?.contains(PinKind::User);
+                let session = store.session();
+                let fetched = n.parts.ensure_local(root, &session, &*progress)?;
+                store.pin(&root, PinKind::User)?;
+                if let Some(name) = &name {
+                    store.set_name(name, &root)?;
+                }
+                if let Some(r) = replicas {
+                    store.set_replica_target(&root, r, unix_now())?;
+                }
+                Ok(PinReport {
+                    root,
+                    name,
+                    changed: !was,
+                    fetched,
+                    replicas,
+                })
+            })
+            .await?;
+        self.announce(root).await;
+        Ok(report)
+    }
+
+    /// Drops the user pin (and the name, when the target was a name). A
+    /// replica target that came with the pin is cancelled: the cancellation
+    /// is gossiped (newest wins) so volunteers stop carrying it.
+    pub async fn unpin(&self, target: &Target) -> Result<UnpinReport> {
+        let root = target.dataset("unpin")?;
+        let name = target.name.clone();
+        self.blocking(move |n| {
+            let store = &n.parts.store;
+            let user_pinned = store.unpin(&root, PinKind::User)?;
+            let mut changed = user_pinned;
+            if let Some(name) = &name {
+                changed |= store.remove_name(name)?.is_some();
+            }
+            // A target carried for a mirror is not this user's to cancel.
+            let target_cancelled = user_pinned && store.replica_targets()?.iter().any(|t| t.0 == root && t.1 > 0);
+            if target_cancelled {
+                store.set_replica_target(&root, 0, unix_now())?;
+            }
+            let still_named = store
+                .names()?
+                .into_iter()
+                .filter(|n| n.1 == root)
+                .map(|n| n.0)
+                .collect();
+            Ok(UnpinReport {
+                root,
+                changed,
+                still_named,
+                target_cancelled,
+            })
+        })
+        .await
+    }
+
+    /// Pinned and named datasets, sorted by name then root.
+    pub async fn pins(&self) -> Result<Vec<PinEntry>> {
+        self.blocking(|n| {
+            let store = &n.parts.store;
+            let names = store.names()?;
+            let mut roots: Vec<(Cid, Vec<PinKind>)> = store.pins()?.into_iter().map(|p| (p.0, p.1.kinds())).collect();
+            // Named but unpinned datasets are kept too; list them.
+            for (_, c) in &names {
+                if !roots.iter().any(|r| r.0 == *c) {
+                    roots.push((*c, Vec::new()));
+                }
+            }
+            let mut out: Vec<PinEntry> = roots
+                .into_iter()
+                .map(|(root, kinds)| {
+                    let (keys, bytes) = store
+                        .manifest(&root)
+                        .map(|m| (m.key_count, m.total_bytes))
+                        .unwrap_or((0, 0));
+                    PinEntry {
+                        root,
+                        kinds,
+                        names: names.iter().filter(|n| n.1 == root).map(|n| n.0.clone()).collect(),
+                        bytes,
+                        keys,
+                    }
+                })
+                .collect();
+            out.sort_by(|a, b| a.names.cmp(&b.names).then(a.root.cmp(&b.root)));
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Reduces one array of a dataset: chunks held here run on all cores,
+    /// the rest run on peers that hold them (only partials come back), and
+    /// what nobody computes is fetched and computed here.
+    pub async fn query(&self, target: &Target, spec: shoal_query::QuerySpec) -> Result<QueryReport> {
+        let root = target.dataset("query").map_err(|_| {
+            Error::BadRequest("query takes a dataset (CID or NAME) and the array path separately".into())
+        })?;
+        self.parts().pop.record(root, Kind::Query, 1);
+        let spec = shoal_query::QuerySpec {
+            array: spec.array.trim_matches('/').to_string(),
+            ..spec
+        };
+        self.blocking(move |n| crate::query::execute(&n.parts, root, spec))
+            .await
+    }
+
+    /// Mounts every dataset read-only under `dir` (`dir/<name or CID>/...`).
+    pub async fn mount(&self, dir: PathBuf) -> Result<PathBuf> {
+        let rt = tokio::runtime::Handle::current();
+        self.blocking(move |n| {
+            let blocks = MountBlocks {
+                source: n.parts.source.clone(),
+                store: n.parts.store.clone(),
+                pop: n.parts.pop.clone(),
+            };
+            let opts = shoal_fuse::MountOptions {
+                readahead_files: n.mount.readahead_files,
+                max_inflight_blocks: n.mount.prefetch_inflight.max(1),
+                cache_bytes: n.mount.cache_bytes,
+                ..Default::default()
+            };
+            n.mounts.mount(&dir, blocks, opts, rt)
+        })
+        .await
+    }
+
+    pub async fn unmount(&self, dir: PathBuf) -> Result<PathBuf> {
+        self.blocking(move |n| n.mounts.unmount(&dir)).await
+    }
+
+    /// This node's live mounts.
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        self.inner.mounts.list()
+    }
+
+    /// Removes what no pin or name needs; compacts pack segments.
+    pub async fn gc(&self) -> Result<GcStats> {
+        self.blocking(|n| Ok(n.parts.store.gc()?)).await
+    }
+
+    /// Verifies every stored block and dataset.
+    pub async fn fsck(&self, repair: bool) -> Result<FsckReport> {
+        self.blocking(move |n| Ok(n.parts.store.fsck(repair)?)).await
+    }
+
+    pub async fn stats(&self) -> Result<StatsReport> {
+        self.blocking(|n| Ok(n.parts.store.stats()?)).await
+    }
+
+    /// What this node mirrors and why.
+    pub async fn mirrors(&self) -> Result<MirrorsView> {
+        self.inner.mirror.view(self.parts()).await
+    }
+
+    /// Runs the mirror policy once now (it also runs on its schedule).
+    pub async fn check_mirrors(&self) -> Result<()> {
+        self.inner.mirror.check(self.parts()).await
+    }
+
+    /// The request accounting (what this node counts and hears).
+    pub fn popularity(&self) -> &Arc<Popularity> {
+        &self.parts().pop
+    }
+
+    /// Whether `dir` is a mount point now.
+    pub fn is_mounted(dir: &Path) -> bool {
+        crate::mounts::is_mounted(dir)
+    }
+}

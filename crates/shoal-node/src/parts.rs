@@ -1,0 +1,154 @@
+//! The parts of a running node that the policy, the query runner and the
+//! operations share, and the read helpers over them: a dataset's manifest
+//! from the store or peers, block reads for code on a blocking thread, and
+//! "make this dataset complete here".
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_core::manifest::Manifest;
+use shoal_core::{cid, Block, Cid};
+use shoal_net::{BlockSource, FetchReport, Fetcher, PeerId};
+use shoal_store::{Session, Store};
+
+use crate::error::{Error, Result};
+use crate::popularity::Popularity;
+use crate::types::Progress;
+
+/// Deadline of one reachability dial.
+const REACH_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) struct Parts {
+    pub store: Arc<Store>,
+    pub net: shoal_net::Client,
+    pub fetcher: Fetcher,
+    pub source: Arc<BlockSource>,
+    pub pop: Arc<Popularity>,
+    pub provider_timeout: Duration,
+}
+
+impl Parts {
+    /// Loads a dataset's manifest: from the store, else from peers.
+    /// Blocking: call from the blocking pool inside the node's runtime.
+    pub fn manifest(&self, root: &Cid) -> Result<Manifest> {
+        if root.codec() != cid::DAG_CBOR {
+            return Err(Error::BadRequest(format!("{root} is a raw block, not a dataset")));
+        }
+        let block = self.reader(*root).get(root).map_err(|e| {
+            Error::NotFound(format!(
+                "dataset {root} is not in this store and could not be fetched: {e}"
+            ))
+        })?;
+        Ok(Manifest::decode(&block)?)
+    }
+
+    /// A block reader for dataset `root` (see [`Reader`]).
+    pub fn reader(&self, root: Cid) -> Reader {
+        Reader {
+            store: self.store.clone(),
+            source: self.source.clone(),
+            rt: tokio::runtime::Handle::current(),
+            root,
+            fetched_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes a dataset complete locally, fetching what is missing from
+    /// peers. Blocks are protected by `session` until the caller pins (or
+    /// drops it). `None` when nothing had to be fetched. Blocking.
+    pub fn ensure_local(
+        &self,
+        root: Cid,
+        session: &Session,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Option<FetchReport>> {
+        let report = tokio::runtime::Handle::current()
+            .block_on(self.fetcher.fetch_dataset(root, session, &|p| {
+                progress(Progress {
+                    bytes_done: p.bytes_done,
+                    bytes_total: p.bytes_total,
+                    items_done: p.blocks_done,
+                    items_total: 0,
+                    peers: p.peers,
+                })
+            }))
+            .map_err(|e| {
+                let e = Error::from(e);
+                match self.store.missing_blocks(&root) {
+                    Ok(m) if !m.is_empty() && self.store.has(&root).unwrap_or(false) => e.context(format!(
+                        "dataset {root} is incomplete here ({} blocks missing)",
+                        m.len()
+                    )),
+                    _ => e,
+                }
+            })?;
+        Ok((!report.already_local).then_some(report))
+    }
+
+    /// Whether every block of `root` is here. Blocking.
+    pub fn complete_here(&self, root: &Cid) -> bool {
+        self.store.missing_blocks(root).map(|m| m.is_empty()).unwrap_or(false)
+    }
+
+    /// Providers of `root`: those that answer now (plus this node if it
+    /// holds it in full), and every peer with a provider record (gone ones
+    /// included: a DHT record outlives a killed daemon).
+    pub async fn providers(self: &Arc<Self>, root: Cid) -> (Vec<PeerId>, HashSet<PeerId>) {
+        let found = self
+            .net
+            .find_providers(root, self.provider_timeout)
+            .await
+            .unwrap_or_default();
+        let recorded = found.clone();
+        let checks = found.into_iter().map(|p| {
+            let net = self.net.clone();
+            async move { net.reachable(p, REACH_TIMEOUT).await.then_some(p) }
+        });
+        let mut out: Vec<PeerId> = futures::future::join_all(checks).await.into_iter().flatten().collect();
+        let this = self.clone();
+        if tokio::task::spawn_blocking(move || this.complete_here(&root))
+            .await
+            .unwrap_or(false)
+        {
+            out.push(self.net.peer_id());
+        }
+        out.sort();
+        (out, recorded)
+    }
+}
+
+/// Block reads for code already on a blocking thread: the store directly
+/// (no thread hop for local data), else the block source (peers, deadline,
+/// replacement of a corrupt local copy). Counts bytes fetched from peers.
+pub(crate) struct Reader {
+    store: Arc<Store>,
+    source: Arc<BlockSource>,
+    rt: tokio::runtime::Handle,
+    root: Cid,
+    fetched_bytes: AtomicU64,
+}
+
+impl Reader {
+    pub fn get(&self, c: &Cid) -> std::result::Result<Block, String> {
+        if let Ok(Some(b)) = self.store.get(c) {
+            return Ok(b);
+        }
+        let b = self
+            .rt
+            .block_on(self.source.get(*c, self.root))
+            .map_err(|e| e.to_string())?;
+        self.fetched_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+        Ok(b)
+    }
+
+    /// The reader as the fetch function `shoal-zarr` and manifests take.
+    pub fn fetch(&self) -> impl FnMut(&Cid) -> shoal_zarr::Result<Block> + '_ {
+        |c| self.get(c).map_err(shoal_zarr::Error::Fetch)
+    }
+
+    pub fn fetched_bytes(&self) -> u64 {
+        self.fetched_bytes.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,343 @@
+//! Node-level tests: real nodes in one process on loopback, driven through
+//! the typed API (no socket, no subprocess, no HTTP). Every wait is bounded.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shoal_node::{Budget, Error, MirrorSettings, Node, NodeConfig, SwarmSettings, TestSwitches};
+
+/// Rows x cols of the test array, its chunk shape, and its block size
+/// (small, so a chunk spans several blocks).
+const ROWS: usize = 8;
+const COLS: usize = 6;
+const CHUNK: [usize; 2] = [4, 3];
+const BLOCK: u32 = 40;
+
+/// A Zarr v3 group with one float64 array `t` (dims time, x) whose value
+/// at (r, c) is `r * COLS + c`, written by hand (no Python needed here).
+fn dataset(dir: &Path) -> PathBuf {
+    let root = dir.join("ds.zarr");
+    std::fs::create_dir_all(root.join("t")).unwrap();
+    std::fs::write(
+        root.join("zarr.json"),
+        r#"{"zarr_format":3,"node_type":"group","attributes":{}}"#,
+    )
+    .unwrap();
+    let meta = serde_json::json!({
+        "zarr_format": 3, "node_type": "array", "shape": [ROWS, COLS], "data_type": "float64",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": CHUNK}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": "NaN", "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "attributes": {}, "dimension_names": ["time", "x"],
+    });
+    std::fs::write(root.join("t/zarr.json"), meta.to_string()).unwrap();
+    for ci in 0..ROWS / CHUNK[0] {
+        for cj in 0..COLS / CHUNK[1] {
+            let mut bytes = Vec::new();
+            for r in 0..CHUNK[0] {
+                for c in 0..CHUNK[1] {
+                    let v = ((ci * CHUNK[0] + r) * COLS + cj * CHUNK[1] + c) as f64;
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            let p = root.join(format!("t/c/{ci}/{cj}"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+    }
+    root
+}
+
+fn config(dir: &Path, mirror: MirrorSettings, test: TestSwitches) -> NodeConfig {
+    let listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    let mut net = SwarmSettings::new(shoal_net::Keypair::generate_ed25519(), listen);
+    net.request_timeout = Duration::from_secs(5);
+    NodeConfig {
+        provider_timeout: Duration::from_secs(5),
+        block_timeout: Duration::from_secs(5),
+        store_dir: dir.join("store"),
+        quota: None,
+        block_size: BLOCK,
+        mounts_record: dir.join("mounts"),
+        net,
+        mount: Default::default(),
+        mirror,
+        test,
+    }
+}
+
+/// No mirroring, no gossip: tests not about the policy see none of it.
+fn quiet() -> MirrorSettings {
+    MirrorSettings {
+        budget: Budget::Fixed(0),
+        every: None,
+        ..Default::default()
+    }
+}
+
+async fn start(dir: &Path) -> Node {
+    Node::start(config(dir, quiet(), TestSwitches::default()))
+        .await
+        .unwrap()
+}
+
+async fn connect(a: &Node, b: &Node) {
+    let addr = a.info().await.unwrap().addrs[0].clone();
+    assert_eq!(b.connect(addr).await.unwrap(), a.peer_id());
+}
+
+fn f64s(b: &[u8]) -> Vec<f64> {
+    b.chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn mean_over_time() -> shoal_query::QuerySpec {
+    shoal_query::QuerySpec {
+        array: "t".into(),
+        op: shoal_query::Op::Mean,
+        dims: vec!["time".into()],
+        sel: vec![],
+        ddof: 0,
+        raw: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_ls_read_ranges_export_and_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = dataset(tmp.path());
+    let node = start(&tmp.path().join("a")).await;
+    let added = node
+        .add(src.clone(), Some("grid".into()), shoal_node::no_progress())
+        .await
+        .unwrap();
+    assert_eq!((added.zarr_format, added.keys), (3, 6));
+    let on_disk: u64 = ["zarr.json", "t/zarr.json", "t/c/0/0", "t/c/0/1", "t/c/1/0", "t/c/1/1"]
+        .iter()
+        .map(|k| std::fs::metadata(src.join(k)).unwrap().len())
+        .sum();
+    assert_eq!(added.bytes, on_disk);
+    assert_eq!(
+        added.new_blocks,
+        4 * 3 + 1,
+        "four 96-byte chunks in 40-byte blocks, and the manifest"
+    );
+    // Adding again stores nothing new.
+    let again = node.add(src.clone(), None, shoal_node::no_progress()).await.unwrap();
+    assert_eq!((again.root, again.new_blocks), (added.root, 0));
+
+    let target = node.resolve("grid").await.unwrap();
+    assert_eq!((target.root, target.name.as_deref()), (added.root, Some("grid")));
+    let all = node.ls(&target).await.unwrap();
+    let keys: Vec<&str> = all.entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["t/c/0/0", "t/c/0/1", "t/c/1/0", "t/c/1/1", "t/zarr.json", "zarr.json"]
+    );
+    let under = node.ls(&node.resolve("grid/t/c/1").await.unwrap()).await.unwrap();
+    assert_eq!(under.entries.len(), 2);
+
+    // A chunk of 96 bytes spans three 40-byte blocks: whole, inside one
+    // block, across blocks, clamped past the end, empty.
+    let chunk = std::fs::read(src.join("t/c/1/0")).unwrap();
+    let whole = node.read(added.root, "t/c/1/0", None).await.unwrap();
+    assert_eq!(&whole[..], &chunk[..]);
+    assert_eq!(f64s(&whole)[..3], [24.0, 25.0, 26.0]);
+    for (s, e) in [(0, 8), (3, 39), (35, 85), (41, 80), (80, 500), (96, 200), (10, 10)] {
+        let got = node.read(added.root, "t/c/1/0", Some(s..e)).await.unwrap();
+        let (s, e) = (s.min(96) as usize, e.min(96) as usize);
+        assert_eq!(&got[..], &chunk[s.min(e)..e], "range {s}..{e}");
+    }
+    assert_eq!(node.entry(added.root, "t/c/1/0").await.unwrap().blocks().len(), 3);
+
+    let out = tmp.path().join("out.zarr");
+    let exported = node
+        .export(&target, out.clone(), shoal_node::no_progress())
+        .await
+        .unwrap();
+    assert_eq!((exported.keys, exported.fetched.is_none()), (6, true));
+    for k in keys {
+        assert_eq!(
+            std::fs::read(out.join(k)).unwrap(),
+            std::fs::read(src.join(k)).unwrap(),
+            "{k}"
+        );
+    }
+
+    // Bad input: clear errors by kind, nothing changed.
+    let e = node.resolve("nope").await.unwrap_err();
+    assert!(
+        matches!(&e, Error::NotFound(m) if m.contains("neither a CID nor a dataset name")),
+        "{e}"
+    );
+    let e = node.read(added.root, "t/c/9/9", None).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e}");
+    let e = node
+        .add(tmp.path().join("a"), None, shoal_node::no_progress())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::BadRequest(_)), "{e}");
+    let e = node
+        .pin(
+            &node.resolve("grid/t").await.unwrap(),
+            None,
+            None,
+            shoal_node::no_progress(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, Error::BadRequest(m) if m.contains("not a key")), "{e}");
+    let e = node.export(&target, out, shoal_node::no_progress()).await.unwrap_err();
+    assert!(matches!(&e, Error::Conflict(m) if m.contains("not empty")), "{e}");
+    assert_eq!(node.pins().await.unwrap().len(), 1);
+    assert!(node.fsck(false).await.unwrap().is_clean());
+
+    // Unpin by name drops the name too; gc then frees everything.
+    let un = node.unpin(&target).await.unwrap();
+    assert!(un.changed && un.still_named.is_empty());
+    assert!(node.pins().await.unwrap().is_empty());
+    assert!(node.gc().await.unwrap().removed_blocks > 0);
+    assert_eq!(node.stats().await.unwrap().blocks, 0);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_reads_pins_and_queries_what_another_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = dataset(tmp.path());
+    let a = start(&tmp.path().join("a")).await;
+    let b = start(&tmp.path().join("b")).await;
+    let c = start(&tmp.path().join("c")).await;
+    let root = a.add(src, None, shoal_node::no_progress()).await.unwrap().root;
+    connect(&a, &b).await;
+    connect(&a, &c).await;
+
+    // Local query: mean over time of r*6+c is 21+c.
+    let here = a
+        .query(&a.resolve(&root.to_string()).await.unwrap(), mean_over_time())
+        .await
+        .unwrap();
+    let want: Vec<f64> = (0..COLS).map(|c| 21.0 + c as f64).collect();
+    assert_eq!(
+        (here.values.clone(), here.chunks_local, here.network_bytes),
+        (want.clone(), 4, 0)
+    );
+
+    // c holds nothing: a computes, only partials cross.
+    let target = c.resolve(&root.to_string()).await.unwrap();
+    let remote = c.query(&target, mean_over_time()).await.unwrap();
+    assert_eq!(remote.values, want);
+    assert_eq!(remote.chunks_remote, vec![(a.peer_id(), 4)]);
+    assert_eq!(remote.chunks_local + remote.chunks_fetched, 0);
+
+    // b lists and reads from a without pinning, then pins everything.
+    let target = b.resolve(&root.to_string()).await.unwrap();
+    assert_eq!(b.ls(&target).await.unwrap().keys, 6);
+    let bytes = b.read(root, "t/c/0/1", Some(8..16)).await.unwrap();
+    assert_eq!(f64s(&bytes), [4.0]);
+    let pinned = b
+        .pin(&target, Some("copy".into()), None, shoal_node::no_progress())
+        .await
+        .unwrap();
+    let fetched = pinned.fetched.expect("fetched from a");
+    assert_eq!(fetched.peers_used, vec![a.peer_id().to_string()]);
+    assert!(pinned.changed);
+    // Now complete on b: a provider that answers.
+    let providers = c.providers(root).await.unwrap();
+    assert!(
+        providers.contains(&a.peer_id()) && providers.contains(&b.peer_id()),
+        "{providers:?}"
+    );
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_peer_is_never_believed_and_nothing_is_pinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = dataset(tmp.path());
+    let liar = TestSwitches {
+        corrupt_served_blocks: true,
+        ..Default::default()
+    };
+    let a = Node::start(config(&tmp.path().join("a"), quiet(), liar)).await.unwrap();
+    let b = start(&tmp.path().join("b")).await;
+    let root = a.add(src, None, shoal_node::no_progress()).await.unwrap().root;
+    connect(&a, &b).await;
+    let target = b.resolve(&root.to_string()).await.unwrap();
+    let e = b.pin(&target, None, None, shoal_node::no_progress()).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound(_) | Error::Unavailable(_)), "{e}");
+    assert!(b.pins().await.unwrap().is_empty());
+    assert_eq!(b.stats().await.unwrap().blocks, 0, "no unverified byte was stored");
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_policy_fills_a_replica_target_and_unpin_cancels_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = dataset(tmp.path());
+    let policy = |budget| MirrorSettings {
+        budget: Budget::Fixed(budget),
+        every: Some(Duration::from_secs(1)),
+        check: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let a = Node::start(config(&tmp.path().join("a"), policy(0), TestSwitches::default()))
+        .await
+        .unwrap();
+    let b = Node::start(config(&tmp.path().join("b"), policy(1 << 20), TestSwitches::default()))
+        .await
+        .unwrap();
+    let root = a
+        .add(src, Some("grid".into()), shoal_node::no_progress())
+        .await
+        .unwrap()
+        .root;
+    connect(&a, &b).await;
+    let target = a.resolve("grid").await.unwrap();
+    let pinned = a.pin(&target, None, Some(2), shoal_node::no_progress()).await.unwrap();
+    assert_eq!(pinned.replicas, Some(2));
+
+    // b hears the target and volunteers (a has no budget).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mirrored = loop {
+        let view = b.mirrors().await.unwrap();
+        if let Some(m) = view.mirrors.iter().find(|m| m.root == root && m.complete) {
+            break m.clone();
+        }
+        assert!(Instant::now() < deadline, "b never mirrored: {view:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        mirrored.why.map(|w| (w.reason, w.copies_wanted)),
+        Some((shoal_node::Reason::Replicas, 2))
+    );
+    let pins = b.pins().await.unwrap();
+    assert_eq!(pins[0].kinds, vec![shoal_store::PinKind::Mirror]);
+    assert!(a
+        .mirrors()
+        .await
+        .unwrap()
+        .targets
+        .iter()
+        .any(|t| t.root == root && t.copies == 2));
+
+    // Unpinning where the user pin was cancels the target everywhere; b
+    // keeps its copy as an ordinary (evictable) mirror.
+    let un = a.unpin(&target).await.unwrap();
+    assert!(un.target_cancelled);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = b.mirrors().await.unwrap();
+        if view.targets.iter().any(|t| t.root == root && t.copies == 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never heard the cancellation: {view:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}
