@@ -12,9 +12,10 @@ GIB=${1:-1.1}
 W=${BENCH_DIR:-/tmp/shoal-bench}
 command -v b3sum >/dev/null || apt-get install -y -q b3sum >/dev/null
 scripts/setup-venv.sh
-cargo build --release -q -p shoal
+# SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
+[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
 cargo build --release -q -p shoal-store --example read_latency
-BIN=$PWD/target/release/shoal
+BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
 rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null

@@ -17,8 +17,9 @@ KEYS=${2:-100000}
 W=${BENCH_DIR:-/tmp/shoal-mountbench}
 command -v bindfs >/dev/null || apt-get install -y -q bindfs >/dev/null
 scripts/setup-venv.sh
-cargo build --release -q -p shoal
-BIN=$PWD/target/release/shoal
+# SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
+[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
+BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
 PY=$PWD/.venv/bin/python
 for m in "$W"/mnt-* "$W"/bind; do umount -l "$m" 2>/dev/null || true; done
 rm -rf "$W" && mkdir -p "$W"

@@ -12,8 +12,9 @@ GIB=${1:-1.1}
 W=${BENCH_DIR:-/tmp/shoal-netbench}
 command -v nginx >/dev/null || apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null
 scripts/setup-venv.sh
-cargo build --release -q -p shoal
-BIN=$PWD/target/release/shoal
+# SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
+[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
+BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
 pkill -f "nginx -c $W/nginx.conf" || true  # a previous run's, if any
 rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh

@@ -13,8 +13,9 @@ GIB=${1:-0.25}
 RATE=${2:-400mbit}
 W=${BENCH_DIR:-/tmp/shoal-provbench}
 scripts/setup-venv.sh
-cargo build --release -q -p shoal
-BIN=$PWD/target/release/shoal
+# SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
+[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
+BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
 rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null

@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 GIB=${1:-1.1}
 W=${BENCH_DIR:-/tmp/shoal-querybench}
 scripts/setup-venv.sh
-cargo build --release -q -p shoal
-BIN=$PWD/target/release/shoal
+# SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
+[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
+BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
 PY=$PWD/.venv/bin/python
 umount -l "$W/mnt" 2>/dev/null || true
 rm -rf "$W" && mkdir -p "$W"
