@@ -263,6 +263,9 @@ pub struct FsckRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StatsResult {
     pub repo: String,
+    /// Compute requests from peers refused for their size.
+    #[serde(default)]
+    pub compute_refused: u64,
     #[serde(flatten)]
     pub store: shoal_store::StatsReport,
 }

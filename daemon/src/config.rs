@@ -52,6 +52,10 @@ prefetch_inflight = 32
 # Memory for verified blocks per mount (the kernel reads in pieces smaller
 # than a block; prefetched blocks wait here for their reader).
 cache = "64MiB"
+# Memory for the key tables of the datasets a mount has opened (about 300
+# bytes per key plus 64 per block). Opening a dataset that would pass it
+# fails with ENOMEM, named in the daemon log.
+table_memory = "1GiB"
 
 [mirror]
 # Every daemon counts requests per dataset (blocks served, mount opens,
@@ -77,6 +81,14 @@ check_interval = "30s"
 # Copies popularity alone asks for at most (1 + score / threshold, capped
 # here); replica targets may ask for more.
 max_popular_replicas = 4
+
+[query]
+# Memory one query may use here: result grids (40 bytes per result cell
+# per worker), decode buffers, the chunk list. Fewer workers are used
+# before a query is refused with a message saying what to select less of.
+# A peer's compute request may use an eighth of it. "auto" = a quarter of
+# this machine's RAM.
+memory = "auto"
 "#;
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -90,6 +102,33 @@ pub struct Config {
     pub mount: MountConfig,
     #[serde(default)]
     pub mirror: MirrorConfig,
+    #[serde(default)]
+    pub query: QueryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    pub memory: String,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self { memory: "auto".into() }
+    }
+}
+
+impl QueryConfig {
+    pub fn settings(&self) -> Result<shoal_node::QuerySettings> {
+        if self.memory.trim().eq_ignore_ascii_case("auto") {
+            return Ok(shoal_node::QuerySettings::auto());
+        }
+        let m = parse_size(&self.memory).context("[query] memory")?;
+        if m < 1 << 20 {
+            bail!("[query] memory must be at least 1MiB, got {}", self.memory);
+        }
+        Ok(shoal_node::QuerySettings::with_memory(m))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -225,8 +264,10 @@ impl Config {
                 readahead_files: self.mount.readahead_files,
                 prefetch_inflight: self.mount.prefetch_inflight.max(1),
                 cache_bytes: parse_size(&self.mount.cache).context("[mount] cache")? as usize,
+                table_bytes: parse_size(&self.mount.table_memory).context("[mount] table_memory")? as usize,
             },
             mirror: self.mirror.settings().context("[mirror]")?,
+            query: self.query.settings()?,
             test: test_switches(),
         })
     }
@@ -252,6 +293,7 @@ pub struct MountConfig {
     pub readahead_files: usize,
     pub prefetch_inflight: usize,
     pub cache: String,
+    pub table_memory: String,
 }
 
 impl Default for MountConfig {
@@ -260,6 +302,7 @@ impl Default for MountConfig {
             readahead_files: 4,
             prefetch_inflight: 32,
             cache: "64MiB".into(),
+            table_memory: "1GiB".into(),
         }
     }
 }

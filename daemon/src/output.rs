@@ -207,6 +207,12 @@ pub fn print_stats(res: &StatsResult) -> std::io::Result<()> {
     );
     out!("pins:       {}", r.pins);
     out!("names:      {}", r.names);
+    if res.compute_refused > 0 {
+        out!(
+            "refused:    {} compute requests over the per-request memory bound",
+            res.compute_refused
+        );
+    }
     match r.quota {
         Some(q) => out!(
             "quota:      {} ({:.1}% used)",

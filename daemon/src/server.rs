@@ -214,6 +214,7 @@ async fn fsck(State(d): St, Json(req): Json<FsckRequest>) -> ApiResult<Json<shoa
 async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
     Ok(Json(StatsResult {
         repo: d.repo.home.display().to_string(),
+        compute_refused: d.node.compute_refused(),
         store: d.node.stats().await?,
     }))
 }

@@ -19,11 +19,14 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::try_join_all;
+use futures::StreamExt;
 use shoal_core::manifest::{Content, Entry, Manifest, Node};
 use shoal_core::{chunk, cid, Block, Cid};
 use tokio::sync::Semaphore;
 
 pub const ROOT_INO: u64 = 1;
+/// Manifest pages fetched at once while a dataset loads.
+const PAGES_IN_FLIGHT: usize = 16;
 
 /// Where the filesystem gets blocks and dataset names.
 #[async_trait::async_trait]
@@ -78,6 +81,19 @@ pub struct MountOptions {
     /// smaller than a block (128 KiB to 1 MiB); without this cache every
     /// piece would re-read and re-hash the whole block.
     pub cache_bytes: usize,
+    /// Memory for the key tables of loaded datasets (entries, inodes,
+    /// directory maps; [`TABLE_BYTES_PER_KEY`] plus the key's length and 64
+    /// bytes per block, per key). A dataset that would pass it is refused
+    /// with ENOMEM while it loads, before its tables are built.
+    pub table_bytes: usize,
+}
+
+/// Table memory of one key beyond its name and block list: its entry, its
+/// inode and its slot in a directory map.
+pub const TABLE_BYTES_PER_KEY: usize = 256;
+
+fn table_cost(e: &Entry) -> usize {
+    TABLE_BYTES_PER_KEY + e.key.len() + 64 * e.blocks().len()
 }
 
 impl Default for MountOptions {
@@ -87,6 +103,7 @@ impl Default for MountOptions {
             max_inflight_blocks: 32,
             ttl: Duration::from_secs(24 * 3600),
             cache_bytes: 64 << 20,
+            table_bytes: 1 << 30,
         }
     }
 }
@@ -127,6 +144,8 @@ struct Tables {
     next: u64,
     /// Mount-root names -> dataset directory inode (loaded datasets).
     top: BTreeMap<String, u64>,
+    /// Table memory of the loaded datasets (see [`MountOptions::table_bytes`]).
+    used: usize,
 }
 
 impl Tables {
@@ -226,6 +245,7 @@ impl<B: Blocks> MountFs<B> {
                 nodes,
                 next: ROOT_INO + 1,
                 top: BTreeMap::new(),
+                used: 0,
             }),
             prefetch: Arc::new(Semaphore::new(opts.max_inflight_blocks.max(1))),
             prefetch_queued: Arc::new(AtomicUsize::new(0)),
@@ -292,9 +312,12 @@ impl<B: Blocks> MountFs<B> {
         if let Some(r) = self.lookup_cached(parent, name) {
             return r; // loaded while we waited
         }
-        let ds = Arc::new(self.load(root).await?);
+        let room = self.opts.table_bytes.saturating_sub(self.read_tables().used);
+        let (ds, cost) = self.load(root, room).await?;
+        let ds = Arc::new(ds);
         self.blocks.opened(root);
         let mut t = self.tables.write().expect("tables lock");
+        t.used += cost;
         let dir = t.alloc(Inode {
             parent: ROOT_INO,
             kind: Kind::Dir(BTreeMap::new()),
@@ -346,8 +369,23 @@ impl<B: Blocks> MountFs<B> {
         t.attr(dir)
     }
 
-    /// Fetches the manifest root and every page (concurrently per level).
-    async fn load(&self, root: Cid) -> FsResult<Dataset> {
+    /// Fetches the manifest root and every page (concurrently per level),
+    /// counting the table memory its keys will take; more than `room` is
+    /// ENOMEM, found while loading (the root's key count may lie).
+    async fn load(&self, root: Cid, room: usize) -> FsResult<(Dataset, usize)> {
+        let mut cost = 0usize;
+        let mut count = |es: &[Entry]| -> FsResult<()> {
+            cost += es.iter().map(table_cost).sum::<usize>();
+            if cost > room {
+                return Err(FsError::new(
+                    libc::ENOMEM,
+                    format!(
+                        "dataset {root}: its key tables need more than the {room} bytes left of the mount's table memory; raise [mount] table_memory in config.toml or remount"
+                    ),
+                ));
+            }
+            Ok(())
+        };
         let fetch = |c: Cid| {
             let blocks = self.blocks.clone();
             async move {
@@ -359,6 +397,10 @@ impl<B: Blocks> MountFs<B> {
         };
         let rb = fetch(root).await?;
         let manifest = Manifest::decode(&rb).map_err(|e| FsError::eio(e.to_string()))?;
+        count(&manifest.metadata)?;
+        if let Node::Leaf(es) = &manifest.top {
+            count(es)?;
+        }
         let mut entries = manifest.metadata.clone();
         let mut level = vec![manifest.top.clone()];
         for _depth in 0..=shoal_core::manifest::MAX_DEPTH {
@@ -367,24 +409,32 @@ impl<B: Blocks> MountFs<B> {
                 match node {
                     Node::Leaf(es) => entries.extend(es),
                     Node::Inner(children) => {
-                        let pages = try_join_all(children.iter().map(|c| fetch(c.cid))).await?;
-                        for (page, child) in pages.iter().zip(children.iter()) {
-                            next.push(
-                                manifest
-                                    .decode_page(page, child)
-                                    .map_err(|e| FsError::eio(e.to_string()))?,
-                            );
+                        // A few pages in flight, each decoded and counted as
+                        // it arrives: raw pages never pile up in memory.
+                        let futs: Vec<_> = children.iter().map(|c| fetch(c.cid)).collect();
+                        let mut pages = futures::stream::iter(futs).buffered(PAGES_IN_FLIGHT);
+                        let mut children = children.iter();
+                        while let Some(page) = pages.next().await {
+                            let child = children.next().expect("one child per page");
+                            let node = manifest
+                                .decode_page(&page?, child)
+                                .map_err(|e| FsError::eio(e.to_string()))?;
+                            if let Node::Leaf(es) = &node {
+                                count(es)?;
+                            }
+                            next.push(node);
                         }
                     }
                 }
             }
             if next.is_empty() {
                 entries.sort_by(|a, b| a.key.cmp(&b.key));
-                return Ok(Dataset {
+                let ds = Dataset {
                     root,
                     manifest,
                     entries,
-                });
+                };
+                return Ok((ds, cost));
             }
             level = next;
         }

@@ -28,6 +28,7 @@ pub struct NodeConfig {
     pub block_timeout: Duration,
     pub mount: MountSettings,
     pub mirror: MirrorSettings,
+    pub query: QuerySettings,
     /// Test-only misbehaviour (lying and slow peers). Never set in production.
     pub test: TestSwitches,
 }
@@ -41,6 +42,8 @@ pub struct MountSettings {
     pub prefetch_inflight: usize,
     /// Verified blocks kept in memory.
     pub cache_bytes: usize,
+    /// Memory for the key tables of the datasets a mount has loaded.
+    pub table_bytes: usize,
 }
 
 impl Default for MountSettings {
@@ -49,6 +52,7 @@ impl Default for MountSettings {
             readahead_files: 4,
             prefetch_inflight: 32,
             cache_bytes: 64 << 20,
+            table_bytes: 1 << 30,
         }
     }
 }
@@ -92,6 +96,46 @@ impl Default for MirrorSettings {
             max_popular: 4,
         }
     }
+}
+
+/// Memory bounds of queries.
+#[derive(Debug, Clone, Copy)]
+pub struct QuerySettings {
+    /// Bytes one query run here may use (result grids, workers' decode
+    /// buffers, the chunk list); fewer workers are used before a query is
+    /// refused.
+    pub memory: u64,
+    /// Bytes one peer's compute request may use here.
+    pub request_memory: u64,
+}
+
+impl QuerySettings {
+    /// `memory` bytes per query, an eighth of it per compute request.
+    pub fn with_memory(memory: u64) -> Self {
+        Self {
+            memory,
+            request_memory: memory / 8,
+        }
+    }
+
+    /// A quarter of this machine's RAM (2 GiB when it cannot be read).
+    pub fn auto() -> Self {
+        Self::with_memory(total_ram().map(|r| r / 4).unwrap_or(2 << 30))
+    }
+}
+
+impl Default for QuerySettings {
+    fn default() -> Self {
+        Self::auto()
+    }
+}
+
+/// Total RAM from /proc/meminfo.
+pub fn total_ram() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Misbehaviour for the lying-peer and slow-peer tests.

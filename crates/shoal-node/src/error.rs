@@ -151,6 +151,7 @@ impl From<shoal_query::Error> for Error {
         match e {
             shoal_query::Error::Decode(_) => Error::Corrupt(m),
             shoal_query::Error::Read(_) => Error::Unavailable(m),
+            shoal_query::Error::TooBig(_) => Error::BadRequest(m),
             _ => Error::BadRequest(m),
         }
     }

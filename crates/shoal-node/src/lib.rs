@@ -29,7 +29,7 @@ mod query;
 mod serve;
 pub mod types;
 
-pub use config::{Budget, MirrorSettings, MountSettings, NodeConfig, TestSwitches, AUTO_BUDGET_MAX};
+pub use config::{Budget, MirrorSettings, MountSettings, NodeConfig, QuerySettings, TestSwitches, AUTO_BUDGET_MAX};
 pub use error::{Error, Result};
 pub use mirror::{MirrorsView, Reason, Why};
 pub use node::Node;

@@ -55,10 +55,14 @@ impl Node {
         let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&store_dir, opts)).await??);
         let m = &cfg.mirror;
         let pop = Arc::new(Popularity::new(m.window, m.peer_cap, m.threshold));
+        let serve_limits = Arc::new(crate::query::ServeLimits {
+            request_memory: cfg.query.request_memory,
+            refused: Default::default(),
+        });
         let net_cfg = shoal_net::NetConfig {
             swarm: cfg.net.clone(),
             serve: crate::serve::blocks(store.clone(), pop.clone(), cfg.test),
-            compute: crate::serve::compute(store.clone(), pop.clone(), cfg.test),
+            compute: crate::serve::compute(store.clone(), pop.clone(), serve_limits.clone(), cfg.test),
             gossip: m.every.map(|_| -> shoal_net::GossipFn {
                 let pop = pop.clone();
                 Arc::new(move |author, data| pop.receive(author, data))
@@ -91,6 +95,8 @@ impl Node {
             fetcher,
             pop: pop.clone(),
             provider_timeout: cfg.provider_timeout,
+            query: cfg.query,
+            serve_limits,
         });
         let mounts = Mounts::recover(&cfg.mounts_record);
         // Announce every complete dataset held.
@@ -510,6 +516,7 @@ impl Node {
                 readahead_files: n.mount.readahead_files,
                 max_inflight_blocks: n.mount.prefetch_inflight.max(1),
                 cache_bytes: n.mount.cache_bytes,
+                table_bytes: n.mount.table_bytes,
                 ..Default::default()
             };
             n.mounts.mount(&dir, blocks, opts, rt)
@@ -548,6 +555,14 @@ impl Node {
     /// Runs the mirror policy once now (it also runs on its schedule).
     pub async fn check_mirrors(&self) -> Result<()> {
         self.inner.mirror.check(self.parts()).await
+    }
+
+    /// Compute requests from peers refused for their size.
+    pub fn compute_refused(&self) -> u64 {
+        self.parts()
+            .serve_limits
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The request accounting (what this node counts and hears).

@@ -27,6 +27,9 @@ pub(crate) struct Parts {
     pub source: Arc<BlockSource>,
     pub pop: Arc<Popularity>,
     pub provider_timeout: Duration,
+    pub query: crate::config::QuerySettings,
+    /// Bounds and counters of the compute requests served.
+    pub serve_limits: Arc<crate::query::ServeLimits>,
 }
 
 impl Parts {

@@ -12,13 +12,15 @@
 //! (it never fetches on a requester's behalf), one core per request; the
 //! network layer bounds concurrent requests.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use shoal_core::manifest::Manifest;
+use shoal_core::manifest::{Entry, Manifest};
 use shoal_core::{cid, Cid};
+use shoal_net::codec::MAX_COMPUTE_RESPONSE;
 use shoal_net::PeerId;
 use shoal_query::engine::{self, Plan};
 use shoal_query::remote::{self, ComputeHeader, ComputeRequest, MAX_CHUNKS_PER_REQUEST};
@@ -42,12 +44,59 @@ pub(crate) struct Prepared {
     pub plan: Plan,
 }
 
-/// Opens `spec.array` of dataset `root`, reading blocks through `fetch`.
+/// Memory an entry kept for planning takes, roughly: its key, its CIDs, the
+/// map slot.
+fn entry_bytes(e: &Entry) -> u64 {
+    (e.key.len() + 64 * e.blocks().len() + 96) as u64
+}
+
+/// The entries a query of `array` needs: the array's own keys and every
+/// metadata document (to name the arrays in an error). The rest of the
+/// manifest is walked, not kept; what is kept counts against `budget`.
+fn array_entries<E: From<shoal_core::Error> + std::fmt::Display>(
+    m: &Manifest,
+    array: &str,
+    budget: u64,
+    fetch: &mut dyn FnMut(&Cid) -> Result<shoal_core::Block, E>,
+) -> Result<Vec<Entry>, shoal_query::Error> {
+    let prefix = format!("{}/", array.trim_matches('/'));
+    let meta = |k: &str| shoal_core::key::METADATA_NAMES.contains(&k.rsplit('/').next().unwrap_or(k));
+    let (mut out, mut bytes) = (Vec::new(), 0u64);
+    let too_big = || {
+        shoal_query::Error::TooBig(format!(
+            "array {array} has more chunk keys than the query memory budget ({budget} bytes) can plan over; raise [query] memory in config.toml"
+        ))
+    };
+    let mut over = false;
+    m.for_each_entry(fetch, &mut |e| {
+        if e.key.starts_with(&prefix) || meta(&e.key) {
+            bytes += entry_bytes(e);
+            if bytes > budget / 2 {
+                over = true;
+                return Err(shoal_core::Error::ManifestEncode("over budget".into()).into());
+            }
+            out.push(e.clone());
+        }
+        Ok(())
+    })
+    .map_err(|e| {
+        if over {
+            too_big()
+        } else {
+            shoal_query::Error::Read(e.to_string())
+        }
+    })?;
+    Ok(out)
+}
+
+/// Opens `spec.array` of dataset `root`, reading blocks through `fetch`,
+/// and plans within `budget` bytes.
 fn prepare(
     manifest: Manifest,
-    entries: Vec<shoal_core::manifest::Entry>,
+    entries: Vec<Entry>,
     spec: &QuerySpec,
     fetch: FetchFn,
+    budget: u64,
 ) -> Result<Prepared, shoal_query::Error> {
     let arrays: Vec<String> = entries
         .iter()
@@ -60,11 +109,16 @@ fn prepare(
         .collect();
     let storage = ManifestStorage::new(entries, manifest.block_size, fetch);
     let info = engine::array_info(&storage, manifest.zarr_format, &spec.array, spec.raw, &arrays)?;
+    // Metadata is checked (shapes, chunk sizes) before zarrs opens it; every
+    // chunk read from now on is checked against what it may decode to.
+    let storage = storage.with_guard(info.guard.clone());
     let array = Array::open(Arc::new(storage), &format!("/{}", spec.array))
         .map_err(|e| shoal_query::Error::Metadata(format!("cannot open array {}: {e}", spec.array)))?;
-    let array = Arc::new(array);
-    let plan = engine::plan(&array, info, spec)?;
-    Ok(Prepared { array, plan })
+    let plan = engine::plan(info, spec, budget)?;
+    Ok(Prepared {
+        array: Arc::new(array),
+        plan,
+    })
 }
 
 /// What a query did, for the report.
@@ -88,14 +142,15 @@ pub(crate) fn execute(parts: &Parts, root: Cid, spec: QuerySpec) -> Result<Query
     let start = Instant::now();
     let m = parts.manifest(&root)?;
     let reader = Arc::new(parts.reader(root));
-    let entries = m.entries(&mut reader.fetch())?;
+    let budget = parts.query.memory;
+    let entries = array_entries(&m, &spec.array, budget, &mut reader.fetch())?;
     // Worker threads read local blocks directly; missing ones come from
     // peers through the block source.
     let fetch: FetchFn = {
         let reader = reader.clone();
         Arc::new(move |c| reader.get(c))
     };
-    let prepared = prepare(m, entries, &spec, fetch)?;
+    let prepared = prepare(m, entries, &spec, fetch, budget)?;
     // Twice the cores: while one worker waits on a cold disk read, another
     // decodes and reduces.
     let threads = 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -117,7 +172,7 @@ pub(crate) fn execute(parts: &Parts, root: Cid, spec: QuerySpec) -> Result<Query
         shape: plan.out_shape.clone(),
         values: outcome.partials.iter().map(|p| p.finish(spec.op, spec.ddof)).collect(),
         source_dtype: plan.info.dtype.clone(),
-        chunks: plan.chunks.len() as u64,
+        chunks: plan.chunk_count,
         chunks_local: outcome.chunks_local,
         chunks_remote: remote,
         chunks_fetched: outcome.chunks_fetched,
@@ -136,18 +191,20 @@ fn run(
     threads: usize,
 ) -> Result<Outcome, shoal_query::Error> {
     let (rt, net, store) = (&tokio::runtime::Handle::current(), &parts.net, &parts.store);
+    // Fewer workers when their grids would not fit; an error if one does not.
+    let threads = p.plan.threads_within(threads)?;
     let mut out = Outcome::default();
     let (mut local, mut remote_chunks) = (Vec::new(), Vec::new());
-    for c in &p.plan.chunks {
-        let key = engine::chunk_key(&p.array, c);
+    for c in p.plan.chunks() {
+        let key = engine::chunk_key(&p.array, &c);
         let here = match p.array.storage().entry(&key) {
             None => true, // absent chunk: the fill value, no data needed
             Some(e) => e.blocks().iter().all(|b| store.has(b).unwrap_or(false)),
         };
         if here {
-            local.push(c.clone());
+            local.push(c);
         } else {
-            remote_chunks.push(c.clone());
+            remote_chunks.push(c);
         }
     }
     // Only when some chunks are not held here: who may hold them? The
@@ -163,9 +220,10 @@ fn run(
         fetched_here = remote_chunks.len() as u64;
         local.append(&mut remote_chunks);
     }
-    let cells: usize = p.plan.out_shape.iter().product::<usize>().max(1);
+    let cells = p.plan.full_region().cells();
+    let full = p.plan.full_region();
     let (local_grid, local_failed, remote) = std::thread::scope(|s| {
-        let h = s.spawn(|| engine::compute_chunks(&p.array, &p.plan, &local, threads));
+        let h = s.spawn(|| engine::compute_chunks(&p.array, &p.plan, &local, threads, &full));
         let remote = rt.block_on(remote_loop(net, root, spec, remote_chunks, &candidates, cells));
         let (g, f) = h.join().expect("local workers panicked");
         (g, f, remote)
@@ -177,11 +235,12 @@ fn run(
     out.chunks_fetched = fetched_here;
     let (mut grid, per_peer, leftover, bytes) = remote;
     shoal_query::partial::merge_into(&mut grid, &local_grid);
+    drop(local_grid);
     out.chunks_remote = per_peer;
     out.compute_bytes = bytes;
     if !leftover.is_empty() {
         // Nobody computed these: fetch their blocks and compute here.
-        let (g, failed) = engine::compute_chunks(&p.array, &p.plan, &leftover, threads);
+        let (g, failed) = engine::compute_chunks(&p.array, &p.plan, &leftover, threads, &full);
         if let Some((_, e)) = failed.into_iter().next() {
             return Err(e);
         }
@@ -280,20 +339,17 @@ async fn remote_loop(
             Ok(r) if r.is_empty() => Err("busy".to_string()),
             Ok(r) => {
                 bytes += r.len() as u64;
-                remote::decode_response(&r, cells, b.chunks.len(), spec.op)
+                // Checked whole, then merged straight into the grid.
+                remote::merge_response(&r, &mut grid, b.chunks.len(), spec.op)
             }
             Err(e) => Err(e.to_string()),
         };
         match resp {
-            Ok((
-                ComputeHeader {
-                    error: None,
-                    computed,
-                    missing,
-                },
-                g,
-            )) => {
-                shoal_query::partial::merge_into(&mut grid, &g);
+            Ok(ComputeHeader {
+                error: None,
+                computed,
+                missing,
+            }) => {
                 if !computed.is_empty() {
                     *per_peer.entry(peer).or_default() += computed.len() as u64;
                 }
@@ -304,7 +360,7 @@ async fn remote_loop(
                     });
                 }
             }
-            Ok((ComputeHeader { error: Some(e), .. }, _)) | Err(e) => {
+            Ok(ComputeHeader { error: Some(e), .. }) | Err(e) => {
                 tracing::info!(%peer, error = %e, chunks = b.chunks.len(), "compute request failed; reassigning");
                 queue.push_back(b);
             }
@@ -316,7 +372,14 @@ async fn remote_loop(
 /// Answers a peer's compute request from local blocks. A request for a
 /// dataset held here counts as a query of it (popularity), so a dataset
 /// queried remotely is seen as requested by its holder as well.
-pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, body: &[u8]) -> Vec<u8> {
+///
+/// Memory: what a request may cost is bounded by `limits.request_memory`,
+/// whatever its spec says. The chunks it names are checked against the
+/// plan (rank, inside the selection); grids cover only the output cells
+/// those chunks touch, one region at a time; a request whose largest region,
+/// decode buffer and answer would not fit is refused with an error answer
+/// (and counted), never allocated.
+pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, body: &[u8]) -> Vec<u8> {
     let fail = |e: String| {
         remote::encode_response(
             &ComputeHeader {
@@ -326,6 +389,11 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, body: &[u8]) -> Vec<u8
             &[],
             shoal_query::Op::Count,
         )
+    };
+    let refuse = |e: String| {
+        limits.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(error = %e, "refused a compute request");
+        fail(e)
     };
     let req: ComputeRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
@@ -353,35 +421,75 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, body: &[u8]) -> Vec<u8
     let Ok(manifest) = store.manifest(&root) else {
         return all_missing();
     };
-    let Ok(entries) = manifest.entries::<shoal_store::Error>(&mut |c| store.require(c)) else {
-        return all_missing();
-    };
+    let budget = limits.request_memory;
+    let entries =
+        match array_entries::<shoal_store::Error>(&manifest, &req.spec.array, budget, &mut |c| store.require(c)) {
+            Ok(e) => e,
+            Err(shoal_query::Error::TooBig(e)) => return refuse(e),
+            Err(_) => return all_missing(),
+        };
     let local = store.clone();
     let fetch: FetchFn = Arc::new(move |c| match local.get(c) {
         Ok(Some(b)) => Ok(b),
         _ => Err(format!("block {c} is not held here")),
     });
-    let p = match prepare(manifest, entries, &req.spec, fetch) {
+    let p = match prepare(manifest, entries, &req.spec, fetch, budget) {
         Ok(p) => p,
+        Err(shoal_query::Error::TooBig(e)) => return refuse(e),
         Err(e) => return fail(e.to_string()),
     };
+    // Chunks by the output region they reduce into.
+    let mut regions: BTreeMap<engine::Region, Vec<usize>> = BTreeMap::new();
+    for (i, c) in req.chunks.iter().enumerate() {
+        match p.plan.chunk_region(c) {
+            Ok(r) => regions.entry(r).or_default().push(i),
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    let largest = regions.keys().map(|r| r.cells() as u64).max().unwrap_or(0);
+    let answer_cells: u64 = regions.keys().map(|r| r.cells() as u64).sum();
+    let answer = remote::response_bytes(answer_cells, req.spec.op);
+    let cost = largest
+        .saturating_mul(engine::CELL_BYTES)
+        .saturating_add(p.plan.info.chunk_bytes.saturating_mul(3))
+        .saturating_add(answer);
+    if cost > budget || answer > (MAX_COMPUTE_RESPONSE / 2) as u64 {
+        return refuse(format!(
+            "this compute request needs about {cost} bytes ({largest} cells in its largest region, {answer} bytes of answer); this daemon allows {budget} per request: send fewer chunks per request or compute them where the blocks are fetched"
+        ));
+    }
     let started = Instant::now();
-    let (grid, failed) = engine::compute_chunks(&p.array, &p.plan, &req.chunks, 1);
-    let missing: Vec<usize> = failed.iter().map(|f| f.0).collect();
-    let computed = (0..req.chunks.len()).filter(|i| !missing.contains(i)).collect();
+    let mut enc = remote::Encoder::new(req.spec.op);
+    let mut missing = Vec::new();
+    for (region, idx) in &regions {
+        let chunks: Vec<Vec<u64>> = idx.iter().map(|i| req.chunks[*i].clone()).collect();
+        let (grid, failed) = engine::compute_chunks(&p.array, &p.plan, &chunks, 1, region);
+        missing.extend(failed.iter().map(|f| idx[f.0]));
+        enc.add(region, &p.plan.out_shape, &grid);
+    }
+    missing.sort_unstable();
+    let computed = (0..req.chunks.len())
+        .filter(|i| missing.binary_search(i).is_err())
+        .collect();
     tracing::debug!(
         chunks = req.chunks.len(),
+        regions = regions.len(),
         missing = missing.len(),
         ms = started.elapsed().as_millis() as u64,
         "served compute request"
     );
-    remote::encode_response(
-        &ComputeHeader {
-            computed,
-            missing,
-            error: None,
-        },
-        &grid,
-        req.spec.op,
-    )
+    enc.finish(&ComputeHeader {
+        computed,
+        missing,
+        error: None,
+    })
+}
+
+/// What one compute request may cost a serving node.
+#[derive(Debug)]
+pub(crate) struct ServeLimits {
+    /// Bytes one request may use (grids, decode buffers, answer).
+    pub request_memory: u64,
+    /// Requests refused for their size.
+    pub refused: AtomicU64,
 }

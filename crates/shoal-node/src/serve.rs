@@ -46,12 +46,17 @@ pub(crate) fn blocks(store: Arc<Store>, pop: Arc<Popularity>, test: TestSwitches
 }
 
 /// Computes partials for a peer's query from local blocks only.
-pub(crate) fn compute(store: Arc<Store>, pop: Arc<Popularity>, test: TestSwitches) -> shoal_net::ComputeFn {
+pub(crate) fn compute(
+    store: Arc<Store>,
+    pop: Arc<Popularity>,
+    limits: Arc<crate::query::ServeLimits>,
+    test: TestSwitches,
+) -> shoal_net::ComputeFn {
     Arc::new(move |peer, body| {
         if !test.serve_delay.is_zero() {
             std::thread::sleep(test.serve_delay);
         }
         tracing::debug!(%peer, bytes = body.len(), "compute request");
-        crate::query::serve(&store, &pop, &body)
+        crate::query::serve(&store, &pop, &limits, &body)
     })
 }

@@ -62,6 +62,7 @@ fn config(dir: &Path, mirror: MirrorSettings, test: TestSwitches) -> NodeConfig 
         net,
         mount: Default::default(),
         mirror,
+        query: shoal_node::QuerySettings::with_memory(1 << 30),
         test,
     }
 }

@@ -19,6 +19,18 @@ use crate::partial::{merge_into, Op, Partial};
 use crate::storage::ManifestStorage;
 use crate::{Error, Result};
 
+/// Most dimensions an array may have (numpy's and zarr-python's limit).
+pub const MAX_DIMS: usize = 32;
+/// Most chunks one query plans over (the chunk list is held in memory).
+pub const MAX_PLAN_CHUNKS: u64 = 1 << 22;
+/// Memory of one output cell's partial while computing.
+pub const CELL_BYTES: u64 = std::mem::size_of::<Partial>() as u64;
+/// Memory of one planned chunk index, beyond its coordinates.
+const CHUNK_INDEX_BYTES: u64 = 24;
+/// Decode buffers a worker holds per chunk (encoded bytes, codec output,
+/// the typed array), in units of the chunk's decoded size.
+const DECODE_COPIES: u64 = 3;
+
 /// What to compute.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct QuerySpec {
@@ -51,9 +63,16 @@ enum Dtype {
 #[derive(Debug, Clone)]
 pub struct ArrayInfo {
     pub shape: Vec<u64>,
+    /// The regular chunk grid's chunk shape (shard shape when sharded).
+    pub chunk_shape: Vec<u64>,
     pub dims: Vec<String>,
     pub dtype: String,
     dt: Dtype,
+    /// Decoded bytes of one chunk (the unit a worker decodes).
+    pub chunk_bytes: u64,
+    /// What the stored bytes of a chunk may decode to (checked before
+    /// zarrs decodes them).
+    pub guard: Option<crate::storage::DecodeGuard>,
     /// Encoded values that mean "missing" (CF).
     masks: Vec<f64>,
     scale: f64,
@@ -91,6 +110,110 @@ fn parse_dtype(zarr_format: u8, s: &str) -> Option<Dtype> {
         "float64" => Dtype::F64,
         _ => return None,
     })
+}
+
+impl Dtype {
+    fn size(self) -> u64 {
+        match self {
+            Dtype::I8 | Dtype::U8 => 1,
+            Dtype::I16 | Dtype::U16 => 2,
+            Dtype::I32 | Dtype::U32 | Dtype::F32 => 4,
+            Dtype::I64 | Dtype::U64 | Dtype::F64 => 8,
+        }
+    }
+}
+
+fn u64s(v: Option<&Value>) -> Option<Vec<u64>> {
+    v?.as_array()?.iter().map(Value::as_u64).collect()
+}
+
+/// The name of the codec whose output is stored (a checksum appended after
+/// it does not change where the frame starts).
+fn outermost(codecs: &[Value]) -> Option<String> {
+    codecs
+        .iter()
+        .rev()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .find(|n| *n != "crc32c")
+        .map(str::to_string)
+}
+
+fn checked_product(v: &[u64]) -> Option<u64> {
+    v.iter().try_fold(1u64, |a, b| a.checked_mul(*b))
+}
+
+/// The chunk shape and the decode guard, from the metadata; refuses shapes
+/// that no real array has (so nothing later overflows or allocates what
+/// the metadata claims).
+fn chunking(
+    array: &str,
+    zarr_format: u8,
+    meta: &Map<String, Value>,
+    shape: &[u64],
+    elem: u64,
+) -> Result<(Vec<u64>, u64, Option<crate::storage::DecodeGuard>)> {
+    let bad = |why: String| Error::Metadata(format!("{array}: {why}"));
+    if shape.len() > MAX_DIMS {
+        return Err(bad(format!("{} dimensions (at most {MAX_DIMS})", shape.len())));
+    }
+    checked_product(shape).ok_or_else(|| bad(format!("shape {shape:?} has more than 2^64 elements")))?;
+    let name = |c: &Value| c.get("name").and_then(Value::as_str).map(str::to_string);
+    let (chunk, last_codec, inner) = if zarr_format == 3 {
+        let grid = meta.get("chunk_grid");
+        if grid.and_then(|g| g.get("name")).and_then(Value::as_str) != Some("regular") {
+            return Err(Error::Unsupported(format!(
+                "{array}: only regular chunk grids are supported"
+            )));
+        }
+        let chunk = u64s(
+            grid.and_then(|g| g.get("configuration"))
+                .and_then(|c| c.get("chunk_shape")),
+        )
+        .ok_or_else(|| bad("no chunk_shape".into()))?;
+        let codecs = meta
+            .get("codecs")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let shard = codecs.iter().find(|c| name(c).as_deref() == Some("sharding_indexed"));
+        match shard.and_then(|c| c.get("configuration")) {
+            Some(cfg) => {
+                let inner = u64s(cfg.get("chunk_shape")).ok_or_else(|| bad("sharding without chunk_shape".into()))?;
+                let inner_codecs = cfg.get("codecs").and_then(Value::as_array).cloned().unwrap_or_default();
+                (chunk, outermost(&inner_codecs), Some(inner))
+            }
+            None => (chunk, outermost(&codecs), None),
+        }
+    } else {
+        let chunk = u64s(meta.get("chunks")).ok_or_else(|| bad("no chunks".into()))?;
+        let id = meta
+            .get("compressor")
+            .and_then(|c| c.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        (chunk, id, None)
+    };
+    let unit = inner.as_deref().unwrap_or(&chunk);
+    for c in [&chunk, unit] {
+        if c.len() != shape.len() || c.contains(&0) {
+            return Err(bad(format!("chunk shape {c:?} does not fit shape {shape:?}")));
+        }
+    }
+    let bytes = |c: &[u64]| checked_product(c).and_then(|n| n.checked_mul(elem));
+    let chunk_bytes = bytes(&chunk).ok_or_else(|| bad(format!("chunk shape {chunk:?} overflows")))?;
+    let unit_bytes = bytes(unit).ok_or_else(|| bad(format!("chunk shape {unit:?} overflows")))?;
+    let codec = match last_codec.as_deref() {
+        Some("zstd") => Some(crate::storage::Codec::Zstd),
+        Some("blosc") => Some(crate::storage::Codec::Blosc),
+        Some("gzip") => Some(crate::storage::Codec::Gzip),
+        _ => None,
+    };
+    let guard = codec.map(|codec| crate::storage::DecodeGuard {
+        prefix: format!("{array}/"),
+        codec,
+        max_decoded: unit_bytes,
+    });
+    Ok((chunk, chunk_bytes, guard))
 }
 
 /// A fill/missing value from JSON: a number, "NaN"/"Infinity", or (xarray
@@ -172,11 +295,8 @@ pub fn array_info(
         let attrs = read_json(storage, &format!("{array}/.zattrs"))?.unwrap_or_default();
         (m, attrs)
     };
-    let shape: Vec<u64> = meta
-        .get("shape")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .ok_or_else(|| Error::Metadata(format!("{array}: no shape")))?;
+    let shape: Vec<u64> = u64s(meta.get("shape"))
+        .ok_or_else(|| Error::Metadata(format!("{array}: no shape of non-negative integers")))?;
     let dtype_key = if zarr_format == 3 { "data_type" } else { "dtype" };
     let dtype = meta.get(dtype_key).and_then(Value::as_str).unwrap_or("?").to_string();
     let dt = parse_dtype(zarr_format, &dtype).ok_or_else(|| {
@@ -184,6 +304,7 @@ pub fn array_info(
             "array {array} has dtype {dtype}; shoal query supports int8..int64, uint8..uint64, float32 and float64"
         ))
     })?;
+    let (chunk_shape, chunk_bytes, guard) = chunking(array, zarr_format, &meta, &shape, dt.size())?;
     let dims: Vec<String> = if zarr_format == 3 {
         meta.get("dimension_names")
     } else {
@@ -213,9 +334,12 @@ pub fn array_info(
     }
     Ok(ArrayInfo {
         shape,
+        chunk_shape,
         dims,
         dtype,
         dt,
+        chunk_bytes,
+        guard,
         masks,
         scale,
         offset,
@@ -232,29 +356,152 @@ pub struct Plan {
     /// Shape of the result (kept dimensions, in order).
     pub out_shape: Vec<usize>,
     pub out_dims: Vec<String>,
-    /// Chunk grid indices intersecting the selection.
-    pub chunks: Vec<Vec<u64>>,
+    /// Cells of the result.
+    pub cells: u64,
+    /// Per dimension, the chunk grid indices intersecting the selection.
+    pub chunk_ranges: Vec<std::ops::Range<u64>>,
+    /// Number of chunks intersecting the selection.
+    pub chunk_count: u64,
     /// The reduction (kernels compute only what it needs).
     pub op: Op,
+    /// Memory this plan may use (bytes).
+    pub budget: u64,
 }
 
-pub fn plan(array: &Array<ManifestStorage>, info: ArrayInfo, spec: &QuerySpec) -> Result<Plan> {
-    for d in &spec.dims {
-        if !info.dims.contains(d) {
-            return Err(Error::UnknownDim {
-                dim: d.clone(),
-                array: spec.array.clone(),
-                dims: info.dims.join(", "),
-            });
+/// A box of output cells: `origin` and `shape` over the kept dimensions,
+/// relative to the start of the selection. A worker's grid covers one
+/// region, so a compute request allocates only the cells its chunks touch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Region {
+    pub origin: Vec<u64>,
+    pub shape: Vec<usize>,
+}
+
+impl Region {
+    pub fn cells(&self) -> usize {
+        self.shape.iter().product::<usize>().max(1)
+    }
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut v, mut u) = (n as f64, 0);
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+impl Plan {
+    /// Memory a local run on `threads` workers needs: one output grid per
+    /// worker plus the merged grid and the remote answers' grid, each
+    /// worker's decode buffers, and the chunk list.
+    pub fn memory(&self, threads: usize) -> u64 {
+        let t = threads as u64;
+        let grids = self.cells.saturating_mul(CELL_BYTES).saturating_mul(t + 2);
+        let decode = self.info.chunk_bytes.saturating_mul(DECODE_COPIES).saturating_mul(t);
+        let list = self
+            .chunk_count
+            .saturating_mul(CHUNK_INDEX_BYTES + 8 * self.ranges.len() as u64);
+        grids.saturating_add(decode).saturating_add(list)
+    }
+
+    /// The most workers (up to `want`) whose memory fits the budget; an
+    /// error that says what to do when not even one fits.
+    pub fn threads_within(&self, want: usize) -> Result<usize> {
+        (1..=want.max(1)).rev().find(|t| self.memory(*t) <= self.budget).ok_or_else(|| {
+            Error::TooBig(format!(
+                "this query needs about {} ({} result cells at {CELL_BYTES} bytes per worker, chunks of {} decoded) but the query memory budget is {}: select less (--sel DIM=A:B), reduce over more dimensions (--dim), or raise [query] memory in config.toml",
+                human(self.memory(1)),
+                self.cells,
+                human(self.info.chunk_bytes),
+                human(self.budget)
+            ))
+        })
+    }
+
+    /// The whole result.
+    pub fn full_region(&self) -> Region {
+        Region {
+            origin: vec![0; self.out_shape.len()],
+            shape: self.out_shape.clone(),
         }
+    }
+
+    /// Every chunk intersecting the selection, in row-major grid order.
+    pub fn chunks(&self) -> impl Iterator<Item = Vec<u64>> + '_ {
+        let n = self.chunk_ranges.len();
+        let mut next: Option<Vec<u64>> =
+            (self.chunk_count > 0).then(|| self.chunk_ranges.iter().map(|r| r.start).collect());
+        std::iter::from_fn(move || {
+            let cur = next.take()?;
+            let mut idx = cur.clone();
+            for d in (0..n).rev() {
+                idx[d] += 1;
+                if idx[d] < self.chunk_ranges[d].end {
+                    next = Some(idx);
+                    break;
+                }
+                idx[d] = self.chunk_ranges[d].start;
+            }
+            Some(cur)
+        })
+    }
+
+    /// The output cells a chunk's part of the selection covers. Refuses a
+    /// chunk index of the wrong rank or outside the selection (a compute
+    /// request names chunks; they are checked here, not trusted).
+    pub fn chunk_region(&self, chunk: &[u64]) -> Result<Region> {
+        if chunk.len() != self.ranges.len() {
+            return Err(Error::Selection(format!(
+                "chunk index {chunk:?} has {} dimensions, the array {}",
+                chunk.len(),
+                self.ranges.len()
+            )));
+        }
+        let (mut origin, mut shape) = (Vec::new(), Vec::new());
+        for (d, &c) in chunk.iter().enumerate() {
+            if !self.chunk_ranges[d].contains(&c) {
+                return Err(Error::Selection(format!(
+                    "chunk index {chunk:?} is outside the selection"
+                )));
+            }
+            if !self.reduced[d] {
+                let cs = self.info.chunk_shape[d];
+                let r = &self.ranges[d];
+                // In range, so c * cs < shape: no overflow.
+                let lo = (c * cs).max(r.start);
+                let hi = (c * cs).saturating_add(cs).min(r.end);
+                origin.push(lo - r.start);
+                shape.push((hi - lo) as usize);
+            }
+        }
+        Ok(Region { origin, shape })
+    }
+}
+
+/// Plans a reduction of `spec` within `budget` bytes. Everything is
+/// computed from the metadata, nothing is allocated: a result over 2^32
+/// cells or a selection over [`MAX_PLAN_CHUNKS`] chunks is refused here;
+/// the caller checks the memory of what it will run
+/// ([`Plan::threads_within`] for a local run, [`Plan::chunk_region`]
+/// sizes for a compute request).
+pub fn plan(info: ArrayInfo, spec: &QuerySpec, budget: u64) -> Result<Plan> {
+    let unknown = |d: &String| Error::UnknownDim {
+        dim: d.clone(),
+        array: spec.array.clone(),
+        dims: info.dims.join(", "),
+    };
+    if spec.dims.len() > MAX_DIMS || spec.sel.len() > MAX_DIMS {
+        return Err(Error::Selection(format!("more than {MAX_DIMS} dimensions named")));
+    }
+    if let Some(d) = spec.dims.iter().find(|d| !info.dims.contains(d)) {
+        return Err(unknown(d));
     }
     let mut ranges: Vec<std::ops::Range<u64>> = info.shape.iter().map(|n| 0..*n).collect();
     for (d, start, stop) in &spec.sel {
-        let i = info.dims.iter().position(|x| x == d).ok_or_else(|| Error::UnknownDim {
-            dim: d.clone(),
-            array: spec.array.clone(),
-            dims: info.dims.join(", "),
-        })?;
+        let i = info.dims.iter().position(|x| x == d).ok_or_else(|| unknown(d))?;
         if start >= stop || *stop > info.shape[i] {
             return Err(Error::Selection(format!(
                 "{d}={start}:{stop} is outside 0:{} (the size of {d}) or empty",
@@ -268,12 +515,40 @@ pub fn plan(array: &Array<ManifestStorage>, info: ArrayInfo, spec: &QuerySpec) -
         .iter()
         .map(|d| spec.dims.is_empty() || spec.dims.contains(d))
         .collect();
-    let out_shape = ranges
+    let kept: Vec<u64> = ranges
         .iter()
         .zip(&reduced)
         .filter(|(_, r)| !**r)
-        .map(|(x, _)| (x.end - x.start) as usize)
+        .map(|(x, _)| x.end - x.start)
         .collect();
+    // The wire format numbers cells with u32.
+    let cells = checked_product(&kept)
+        .filter(|c| *c <= u64::from(u32::MAX))
+        .ok_or_else(|| {
+            Error::TooBig(format!(
+                "the result would have more than 2^32 cells ({kept:?}): select less or reduce over more dimensions"
+            ))
+        })?;
+    let chunk_ranges: Vec<std::ops::Range<u64>> = ranges
+        .iter()
+        .zip(&info.chunk_shape)
+        .map(|(r, c)| {
+            if r.is_empty() {
+                0..0
+            } else {
+                r.start / c..(r.end - 1) / c + 1
+            }
+        })
+        .collect();
+    let chunk_count = chunk_ranges
+        .iter()
+        .try_fold(1u64, |a, r| a.checked_mul(r.end - r.start))
+        .filter(|n| *n <= MAX_PLAN_CHUNKS)
+        .ok_or_else(|| {
+            Error::TooBig(format!(
+                "the selection covers more than {MAX_PLAN_CHUNKS} chunks: select less (--sel DIM=A:B)"
+            ))
+        })?;
     let out_dims = info
         .dims
         .iter()
@@ -281,21 +556,19 @@ pub fn plan(array: &Array<ManifestStorage>, info: ArrayInfo, spec: &QuerySpec) -
         .filter(|(_, r)| !**r)
         .map(|(d, _)| d.clone())
         .collect();
-    let sel = ArraySubset::new_with_ranges(&ranges);
-    let grid = array
-        .chunks_in_array_subset(&sel)
-        .map_err(|e| Error::Metadata(e.to_string()))?
-        .ok_or_else(|| Error::Metadata("irregular chunk grid".into()))?;
-    let chunks = grid.indices().into_iter().map(|c| c.to_vec()).collect();
-    Ok(Plan {
+    let plan = Plan {
+        out_shape: kept.iter().map(|n| *n as usize).collect(),
         info,
         ranges,
         reduced,
-        out_shape,
         out_dims,
-        chunks,
+        cells,
+        chunk_ranges,
+        chunk_count,
         op: spec.op,
-    })
+        budget,
+    };
+    Ok(plan)
 }
 
 /// A stored element type, widened to f64 for accumulation.
@@ -366,6 +639,7 @@ fn kernel<T: Num>(
     plan: &Plan,
     subset: &ArraySubset,
     offset: &[u64],
+    grid_shape: &[usize],
     out: &mut [Partial],
 ) -> Result<()> {
     let op = plan.op;
@@ -376,11 +650,11 @@ fn kernel<T: Num>(
     let flat = data.as_slice().expect("standard layout is contiguous");
     let shape = data.shape().to_vec();
     // Row-major strides of the output grid, per kept dimension.
-    let mut gstride = vec![0usize; plan.out_shape.len()];
+    let mut gstride = vec![0usize; grid_shape.len()];
     let mut s = 1;
     for k in (0..gstride.len()).rev() {
         gstride[k] = s;
-        s *= plan.out_shape[k];
+        s *= grid_shape[k];
     }
     let base: usize = offset.iter().zip(&gstride).map(|(o, g)| *o as usize * g).sum();
     let info = &plan.info;
@@ -485,38 +759,45 @@ fn kernel<T: Num>(
     Ok(())
 }
 
-/// Reduces one chunk (intersected with the selection) into `out`, the
-/// worker's output grid (row-major over `plan.out_shape`).
+/// Reduces one chunk (intersected with the selection) into `out`, a grid
+/// over `region` (row-major), which must contain the chunk's region.
 pub fn reduce_chunk_into(
     array: &Array<ManifestStorage>,
     plan: &Plan,
     chunk: &[u64],
+    region: &Region,
     out: &mut [Partial],
 ) -> Result<()> {
+    let mine = plan.chunk_region(chunk)?;
+    let inside = mine
+        .origin
+        .iter()
+        .zip(&mine.shape)
+        .zip(region.origin.iter().zip(&region.shape))
+        .all(|((o, n), (ro, rn))| o >= ro && o + *n as u64 <= ro + *rn as u64);
+    if !inside || out.len() != region.cells() {
+        return Err(Error::Selection(format!(
+            "chunk {chunk:?} lies outside the grid it is reduced into"
+        )));
+    }
     let bounds = array
         .chunk_subset_bounded(chunk)
         .map_err(|e| Error::Decode(e.to_string()))?;
     let sel = ArraySubset::new_with_ranges(&plan.ranges);
     let part = bounds.overlap(&sel).map_err(|e| Error::Decode(e.to_string()))?;
-    let offset: Vec<u64> = part
-        .start()
-        .iter()
-        .zip(&plan.ranges)
-        .zip(&plan.reduced)
-        .filter(|(_, r)| !**r)
-        .map(|((s, rg), _)| s - rg.start)
-        .collect();
+    let offset: Vec<u64> = mine.origin.iter().zip(&region.origin).map(|(o, r)| o - r).collect();
+    let g = &region.shape;
     match plan.info.dt {
-        Dtype::I8 => kernel::<i8>(array, plan, &part, &offset, out),
-        Dtype::I16 => kernel::<i16>(array, plan, &part, &offset, out),
-        Dtype::I32 => kernel::<i32>(array, plan, &part, &offset, out),
-        Dtype::I64 => kernel::<i64>(array, plan, &part, &offset, out),
-        Dtype::U8 => kernel::<u8>(array, plan, &part, &offset, out),
-        Dtype::U16 => kernel::<u16>(array, plan, &part, &offset, out),
-        Dtype::U32 => kernel::<u32>(array, plan, &part, &offset, out),
-        Dtype::U64 => kernel::<u64>(array, plan, &part, &offset, out),
-        Dtype::F32 => kernel::<f32>(array, plan, &part, &offset, out),
-        Dtype::F64 => kernel::<f64>(array, plan, &part, &offset, out),
+        Dtype::I8 => kernel::<i8>(array, plan, &part, &offset, g, out),
+        Dtype::I16 => kernel::<i16>(array, plan, &part, &offset, g, out),
+        Dtype::I32 => kernel::<i32>(array, plan, &part, &offset, g, out),
+        Dtype::I64 => kernel::<i64>(array, plan, &part, &offset, g, out),
+        Dtype::U8 => kernel::<u8>(array, plan, &part, &offset, g, out),
+        Dtype::U16 => kernel::<u16>(array, plan, &part, &offset, g, out),
+        Dtype::U32 => kernel::<u32>(array, plan, &part, &offset, g, out),
+        Dtype::U64 => kernel::<u64>(array, plan, &part, &offset, g, out),
+        Dtype::F32 => kernel::<f32>(array, plan, &part, &offset, g, out),
+        Dtype::F64 => kernel::<f64>(array, plan, &part, &offset, g, out),
     }
 }
 
@@ -524,16 +805,19 @@ pub fn reduce_chunk_into(
 /// (index into the chunk list, error).
 pub type ChunkResults = (Vec<Partial>, Vec<(usize, Error)>);
 
-/// Computes `chunks` on `threads` threads. A chunk that fails (for example
-/// because its blocks are not available) does not stop the others: its index
-/// is returned with the error, and its data is left out of the partials.
+/// Computes `chunks` on `threads` threads into a grid over `region`. A
+/// chunk that fails (for example because its blocks are not available)
+/// does not stop the others: its index is returned with the error, and its
+/// data is left out of the partials. The caller has checked the memory:
+/// `threads` grids of `region` plus one merged grid.
 pub fn compute_chunks(
     array: &Array<ManifestStorage>,
     plan: &Plan,
     chunks: &[Vec<u64>],
     threads: usize,
+    region: &Region,
 ) -> ChunkResults {
-    let cells: usize = plan.out_shape.iter().product::<usize>().max(1);
+    let cells = region.cells();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<ChunkResults> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads.max(1).min(chunks.len().max(1)))
@@ -545,7 +829,7 @@ pub fn compute_chunks(
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(chunk) = chunks.get(i) else { break };
-                        match reduce_chunk_into(array, plan, chunk, &mut out) {
+                        match reduce_chunk_into(array, plan, chunk, region, &mut out) {
                             Ok(()) => {}
                             Err(e) => failed.push((i, e)),
                         }
@@ -559,8 +843,11 @@ pub fn compute_chunks(
             .map(|h| h.join().expect("worker panicked"))
             .collect()
     });
-    let mut out = vec![Partial::EMPTY; cells];
-    let mut failed = Vec::new();
+    // Merge into the first worker's grid (no extra grid).
+    let mut results = results.into_iter();
+    let (mut out, mut failed) = results
+        .next()
+        .unwrap_or_else(|| (vec![Partial::EMPTY; cells], Vec::new()));
     for (r, f) in results {
         merge_into(&mut out, &r);
         failed.extend(f);
@@ -569,9 +856,12 @@ pub fn compute_chunks(
     (out, failed)
 }
 
-/// Runs the whole plan locally; any chunk failure is an error.
+/// Runs the whole plan locally within its budget; any chunk failure is an
+/// error.
 pub fn run_local(array: &Arc<Array<ManifestStorage>>, plan: &Plan, threads: usize) -> Result<Vec<Partial>> {
-    let (out, failed) = compute_chunks(array, plan, &plan.chunks, threads);
+    let threads = plan.threads_within(threads)?;
+    let chunks: Vec<Vec<u64>> = plan.chunks().collect();
+    let (out, failed) = compute_chunks(array, plan, &chunks, threads, &plan.full_region());
     match failed.into_iter().next() {
         Some((_, e)) => Err(e),
         None => Ok(out),

@@ -35,6 +35,9 @@ pub enum Error {
     Decode(String),
     #[error("cannot read: {0}")]
     Read(String),
+    /// The query, or the chunk it would decode, exceeds a memory bound.
+    #[error("{0}")]
+    TooBig(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -15,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Region;
 use crate::partial::{Op, Partial};
 use crate::QuerySpec;
 
@@ -49,27 +50,91 @@ pub struct ComputeHeader {
     pub error: Option<String>,
 }
 
-pub fn encode_response(h: &ComputeHeader, grid: &[Partial], op: Op) -> Vec<u8> {
-    let (mm, m2) = fields(op);
-    let header = serde_json::to_vec(h).expect("header serialises");
-    let cells: Vec<(usize, &Partial)> = grid.iter().enumerate().filter(|(_, p)| p.count > 0).collect();
-    let mut out = Vec::with_capacity(8 + header.len() + cells.len() * cell_bytes(op));
-    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&(cells.len() as u32).to_le_bytes());
-    for (i, p) in cells {
-        out.extend_from_slice(&(i as u32).to_le_bytes());
-        out.extend_from_slice(&p.count.to_le_bytes());
-        out.extend_from_slice(&p.sum.to_le_bytes());
-        if mm {
-            out.extend_from_slice(&p.min.to_le_bytes());
-            out.extend_from_slice(&p.max.to_le_bytes());
-        }
-        if m2 {
-            out.extend_from_slice(&p.m2.to_le_bytes());
+/// Upper bound of the response bytes for `cells` non-empty cells.
+pub fn response_bytes(cells: u64, op: Op) -> u64 {
+    cells.saturating_mul(cell_bytes(op) as u64)
+}
+
+/// Builds a response region by region: a serving daemon holds one region's
+/// grid at a time, and cells go out with their index in the whole result.
+#[derive(Debug)]
+pub struct Encoder {
+    op: Op,
+    cells: Vec<u8>,
+    n: u32,
+}
+
+impl Encoder {
+    pub fn new(op: Op) -> Self {
+        Self {
+            op,
+            cells: Vec::new(),
+            n: 0,
         }
     }
-    out
+
+    /// Adds the non-empty cells of `grid`, a grid over `region` of a result
+    /// of `out_shape` (row-major both).
+    pub fn add(&mut self, region: &Region, out_shape: &[usize], grid: &[Partial]) {
+        let (mm, m2) = fields(self.op);
+        let mut gstride = vec![0usize; out_shape.len()];
+        let mut s = 1;
+        for k in (0..out_shape.len()).rev() {
+            gstride[k] = s;
+            s *= out_shape[k];
+        }
+        let mut idx = vec![0usize; region.shape.len()];
+        for p in grid.iter().take(region.cells()) {
+            if p.count > 0 {
+                let global: usize = idx
+                    .iter()
+                    .zip(&region.origin)
+                    .zip(&gstride)
+                    .map(|((i, o), g)| (i + *o as usize) * g)
+                    .sum();
+                // Plans refuse results over 2^32 cells.
+                self.cells.extend_from_slice(&(global as u32).to_le_bytes());
+                self.cells.extend_from_slice(&p.count.to_le_bytes());
+                self.cells.extend_from_slice(&p.sum.to_le_bytes());
+                if mm {
+                    self.cells.extend_from_slice(&p.min.to_le_bytes());
+                    self.cells.extend_from_slice(&p.max.to_le_bytes());
+                }
+                if m2 {
+                    self.cells.extend_from_slice(&p.m2.to_le_bytes());
+                }
+                self.n += 1;
+            }
+            for d in (0..idx.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < region.shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    }
+
+    pub fn finish(self, h: &ComputeHeader) -> Vec<u8> {
+        let header = serde_json::to_vec(h).expect("header serialises");
+        let mut out = Vec::with_capacity(8 + header.len() + self.cells.len());
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&self.n.to_le_bytes());
+        out.extend_from_slice(&self.cells);
+        out
+    }
+}
+
+/// A response whose cells are a whole result grid (or none).
+pub fn encode_response(h: &ComputeHeader, grid: &[Partial], op: Op) -> Vec<u8> {
+    let mut e = Encoder::new(op);
+    let region = Region {
+        origin: vec![0],
+        shape: vec![grid.len()],
+    };
+    e.add(&region, &[grid.len()], grid);
+    e.finish(h)
 }
 
 fn take(b: &[u8], at: usize, n: usize) -> Result<&[u8], String> {
@@ -80,24 +145,38 @@ fn f64_at(b: &[u8], at: usize) -> f64 {
     f64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Decodes a response to a request of `asked` chunks, for a plan with
-/// `cells` output cells computing `op`.
-pub fn decode_response(b: &[u8], cells: usize, asked: usize, op: Op) -> Result<(ComputeHeader, Vec<Partial>), String> {
+/// Checks a response to a request of `asked` chunks and merges its partials
+/// into `grid` (the requester's whole result, computing `op`). Nothing is
+/// merged unless everything is valid: the header must account for every
+/// asked chunk exactly once (computed or missing), every cell index must be
+/// inside the result and appear once, every value must be possible. No
+/// allocation grows with the response beyond a bitmap of the result.
+pub fn merge_response(b: &[u8], grid: &mut [Partial], asked: usize, op: Op) -> Result<ComputeHeader, String> {
     let (mm, m2) = fields(op);
+    let cells = grid.len();
     let hlen = u32::from_le_bytes(take(b, 0, 4)?.try_into().expect("4 bytes")) as usize;
     let header: ComputeHeader = serde_json::from_slice(take(b, 4, hlen)?).map_err(|e| format!("bad header: {e}"))?;
-    if header.computed.iter().chain(&header.missing).any(|i| *i >= asked) {
-        return Err("chunk index out of range".into());
+    if header.error.is_none() {
+        let mut seen = vec![false; asked];
+        for &i in header.computed.iter().chain(&header.missing) {
+            match seen.get_mut(i) {
+                Some(s) if !*s => *s = true,
+                Some(_) => return Err(format!("chunk {i} answered twice")),
+                None => return Err("chunk index out of range".into()),
+            }
+        }
+        if let Some(i) = seen.iter().position(|s| !s) {
+            return Err(format!("chunk {i} of the request is neither computed nor missing"));
+        }
     }
     let mut at = 4 + hlen;
     let n = u32::from_le_bytes(take(b, at, 4)?.try_into().expect("4 bytes")) as usize;
     at += 4;
     let cb = cell_bytes(op);
-    if n > cells || b.len() != at + n * cb {
+    if n > cells || b.len() != at + n * cb || (header.error.is_some() && n > 0) {
         return Err(format!("{n} cells in {} bytes for a {cells}-cell result", b.len()));
     }
-    let mut grid = vec![Partial::EMPTY; cells];
-    for _ in 0..n {
+    let read = |at: usize| {
         let c = u32::from_le_bytes(b[at..at + 4].try_into().expect("4")) as usize;
         let mut p = Partial {
             count: u64::from_le_bytes(b[at + 4..at + 12].try_into().expect("8")),
@@ -112,16 +191,28 @@ pub fn decode_response(b: &[u8], cells: usize, asked: usize, op: Op) -> Result<(
         if m2 {
             p.m2 = f64_at(b, k);
         }
+        (c, p)
+    };
+    // Pass 1: validate everything, merge nothing.
+    let mut seen = vec![0u64; cells.div_ceil(64)];
+    for i in 0..n {
+        let (c, p) = read(at + i * cb);
         let bad_minmax = mm && (p.min.is_nan() || p.max.is_nan() || p.min > p.max);
         let bad_m2 = m2 && (p.m2.is_nan() || p.m2 < 0.0);
-        let bad = c >= cells || p.count == 0 || p.sum.is_nan() || bad_minmax || bad_m2;
-        if bad {
+        if c >= cells || p.count == 0 || p.sum.is_nan() || bad_minmax || bad_m2 {
             return Err(format!("invalid partial for cell {c}"));
         }
-        grid[c] = p;
-        at += cb;
+        if seen[c / 64] & (1 << (c % 64)) != 0 {
+            return Err(format!("cell {c} answered twice"));
+        }
+        seen[c / 64] |= 1 << (c % 64);
     }
-    Ok((header, grid))
+    // Pass 2: merge.
+    for i in 0..n {
+        let (c, p) = read(at + i * cb);
+        grid[c] = grid[c].merge(p);
+    }
+    Ok(header)
 }
 
 #[cfg(test)]
@@ -139,29 +230,91 @@ mod tests {
             error: None,
         };
         let b = encode_response(&h, &grid, Op::Var);
-        let (h2, g2) = decode_response(&b, 5, 3, Op::Var).unwrap();
+        let merge = |b: &[u8], cells: usize, asked: usize, op: Op| {
+            let mut g = vec![Partial::EMPTY; cells];
+            merge_response(b, &mut g, asked, op).map(|h| (h, g))
+        };
+        let (h2, g2) = merge(&b, 5, 3, Op::Var).unwrap();
         assert_eq!(h2.computed, vec![0, 2]);
         // var carries count, sum and m2 (min/max are not sent).
         for (a, b) in g2.iter().zip(&grid) {
             assert_eq!((a.count, a.sum, a.m2), (b.count, b.sum, b.m2));
         }
-        assert!(
-            decode_response(&b, 2, 3, Op::Var).is_err(),
-            "cell index beyond the plan"
-        );
-        assert!(
-            decode_response(&b, 5, 2, Op::Var).is_err(),
-            "chunk index beyond the request"
-        );
-        assert!(decode_response(&b, 5, 3, Op::Mean).is_err(), "layout of another op");
+        assert!(merge(&b, 2, 3, Op::Var).is_err(), "cell index beyond the plan");
+        assert!(merge(&b, 5, 2, Op::Var).is_err(), "chunk index beyond the request");
+        assert!(merge(&b, 5, 3, Op::Mean).is_err(), "layout of another op");
         for cut in [0, 3, 10, b.len() - 1] {
-            assert!(decode_response(&b[..cut], 5, 3, Op::Var).is_err());
+            assert!(merge(&b[..cut], 5, 3, Op::Var).is_err());
         }
         // A mean carries count and sum only, and min/max stay unset.
         let b = encode_response(&h, &grid, Op::Mean);
-        let (_, g3) = decode_response(&b, 5, 3, Op::Mean).unwrap();
+        let (_, g3) = merge(&b, 5, 3, Op::Mean).unwrap();
         assert_eq!(g3[1].count, 3);
         assert_eq!(g3[1].sum, 7.0);
         assert_eq!(b.len(), 4 + serde_json::to_vec(&h).unwrap().len() + 4 + 2 * 20);
+    }
+
+    #[test]
+    fn an_answer_must_account_for_every_chunk_once() {
+        let grid = vec![Partial::of(&[1.0]); 2];
+        let answer = |computed: Vec<usize>, missing: Vec<usize>| {
+            let h = ComputeHeader {
+                computed,
+                missing,
+                error: None,
+            };
+            let mut g = vec![Partial::EMPTY; 2];
+            merge_response(&encode_response(&h, &grid, Op::Sum), &mut g, 3, Op::Sum).map(|_| g)
+        };
+        assert!(answer(vec![0, 1], vec![2]).is_ok());
+        let e = answer(vec![0, 1], vec![]).unwrap_err();
+        assert!(e.contains("chunk 2") && e.contains("neither"), "{e}");
+        let e = answer(vec![0, 1, 2], vec![2]).unwrap_err();
+        assert!(e.contains("answered twice"), "{e}");
+        // Nothing is merged from a rejected answer.
+        let mut g = vec![Partial::EMPTY; 2];
+        let h = ComputeHeader {
+            computed: vec![0],
+            ..Default::default()
+        };
+        assert!(merge_response(&encode_response(&h, &grid, Op::Sum), &mut g, 2, Op::Sum).is_err());
+        assert!(g.iter().all(|p| p.count == 0));
+    }
+
+    #[test]
+    fn a_cell_sent_twice_is_rejected_and_regions_map_to_their_cells() {
+        // A 4x6 result; a region of 2x3 cells at (2, 3).
+        let region = Region {
+            origin: vec![2, 3],
+            shape: vec![2, 3],
+        };
+        let grid: Vec<Partial> = (0..6).map(|i| Partial::of(&[i as f64])).collect();
+        let mut e = Encoder::new(Op::Sum);
+        e.add(&region, &[4, 6], &grid);
+        let h = ComputeHeader {
+            computed: vec![0],
+            ..Default::default()
+        };
+        let b = e.finish(&h);
+        let mut full = vec![Partial::EMPTY; 24];
+        merge_response(&b, &mut full, 1, Op::Sum).unwrap();
+        let sums: Vec<(usize, f64)> = full
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.count > 0)
+            .map(|(i, p)| (i, p.sum))
+            .collect();
+        assert_eq!(
+            sums,
+            vec![(15, 0.0), (16, 1.0), (17, 2.0), (21, 3.0), (22, 4.0), (23, 5.0)]
+        );
+        // The same region twice: every cell twice.
+        let mut e = Encoder::new(Op::Sum);
+        e.add(&region, &[4, 6], &grid);
+        e.add(&region, &[4, 6], &grid);
+        let mut full = vec![Partial::EMPTY; 24];
+        let err = merge_response(&e.finish(&h), &mut full, 1, Op::Sum).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        assert!(full.iter().all(|p| p.count == 0));
     }
 }

@@ -22,6 +22,115 @@ pub struct ManifestStorage {
     entries: HashMap<String, Entry>,
     block_size: u32,
     fetch: FetchFn,
+    guard: Option<DecodeGuard>,
+}
+
+/// The outermost codec of an array's stored chunks, when its header says
+/// how large the decoded bytes will be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Zstd,
+    Blosc,
+    /// No size in its header: the chunk is inflated into a sink, at most
+    /// one byte past the limit, before zarrs decodes it (gzip chunks are
+    /// inflated twice; zarr-python writes zstd or blosc by default).
+    Gzip,
+}
+
+/// What a chunk of one array may decode to. zarrs sizes its decode buffer
+/// from the frame header (zstd's declared content size, blosc's `nbytes`)
+/// or grows it while streaming; a hostile chunk could declare gigabytes in
+/// a few bytes. The storage checks the header of every chunk read under
+/// `prefix` before zarrs sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeGuard {
+    /// The array's key prefix (`sst/`).
+    pub prefix: String,
+    pub codec: Codec,
+    /// Decoded bytes of one stored chunk (inner chunk when sharded).
+    pub max_decoded: u64,
+}
+
+/// zstd's frame magic number, little-endian.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// Most a zstd block decodes to: an honest frame without a declared size
+/// may exceed its content by up to this much in its bound.
+const ZSTD_BLOCK_MAX: u64 = 128 << 10;
+
+impl DecodeGuard {
+    /// Checks the header of bytes read from `key`; `Err` names the key and
+    /// the sizes. Metadata documents and bytes that are not a frame of the
+    /// codec (a shard index) pass: zarrs rejects malformed frames itself.
+    pub fn check(&self, key: &str, data: &[u8]) -> Result<(), String> {
+        let Some(rest) = key.strip_prefix(&self.prefix) else {
+            return Ok(());
+        };
+        let name = rest.rsplit('/').next().unwrap_or(rest);
+        if shoal_core::key::METADATA_NAMES.contains(&name) {
+            return Ok(());
+        }
+        match self.codec {
+            Codec::Zstd => self.check_zstd(key, data),
+            Codec::Blosc if data.len() >= 16 && matches!(data[0], 1..=4) => {
+                let le = |i: usize| u64::from(u32::from_le_bytes(data[i..i + 4].try_into().expect("4 bytes")));
+                // A blosc frame's header carries its own length (cbytes);
+                // anything else is not a frame (a shard index).
+                if le(12) == data.len() as u64 && le(4) > self.max_decoded {
+                    return Err(self.refuse(key, le(4), self.max_decoded));
+                }
+                Ok(())
+            }
+            Codec::Blosc => Ok(()),
+            Codec::Gzip if data.starts_with(&[0x1f, 0x8b]) => {
+                let mut inflated = std::io::Read::take(flate2::read::GzDecoder::new(data), self.max_decoded + 1);
+                let n = std::io::copy(&mut inflated, &mut std::io::sink())
+                    .map_err(|e| format!("chunk {key}: invalid gzip stream: {e}"))?;
+                if n > self.max_decoded {
+                    return Err(format!(
+                        "chunk {key} inflates to more than the {} bytes the array metadata allows per chunk; refusing to decode it (corrupt or hostile data)",
+                        self.max_decoded
+                    ));
+                }
+                Ok(())
+            }
+            Codec::Gzip => Ok(()),
+        }
+    }
+
+    /// Walks the zstd frames at the start of `data` (one per chunk; a whole
+    /// shard is several, then its index): each frame's bound (its declared
+    /// content size, or its blocks' maximum) must fit one chunk, and all of
+    /// them together the key's share.
+    fn check_zstd(&self, key: &str, data: &[u8]) -> Result<(), String> {
+        use zstd::zstd_safe;
+        let (mut at, mut total, mut frames) = (0usize, 0u64, 0u64);
+        while data[at..].starts_with(&ZSTD_MAGIC) {
+            let Ok(len) = zstd_safe::find_frame_compressed_size(&data[at..]) else {
+                return Err(format!("chunk {key}: invalid zstd frame at byte {at}"));
+            };
+            let frame = &data[at..at + len];
+            let bound = zstd_safe::decompress_bound(frame)
+                .map_err(|_| format!("chunk {key}: invalid zstd frame at byte {at}"))?;
+            if bound > self.max_decoded + ZSTD_BLOCK_MAX {
+                return Err(self.refuse(key, bound, self.max_decoded));
+            }
+            total = total.saturating_add(bound);
+            frames += 1;
+            at += len;
+        }
+        // Several frames: a shard's chunks, at most one chunk each, and no
+        // more chunks than the bytes could hold frames.
+        if frames > 1 && total > frames.saturating_mul(self.max_decoded + ZSTD_BLOCK_MAX) {
+            return Err(self.refuse(key, total, frames * self.max_decoded));
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, key: &str, declared: u64, allowed: u64) -> String {
+        format!(
+            "chunk {key} declares {declared} decoded bytes but the array metadata allows {allowed}; refusing to decode it (corrupt or hostile data)"
+        )
+    }
 }
 
 impl ManifestStorage {
@@ -30,7 +139,14 @@ impl ManifestStorage {
             entries: entries.into_iter().map(|e| (e.key.clone(), e)).collect(),
             block_size,
             fetch,
+            guard: None,
         }
+    }
+
+    /// Checks every chunk read against `guard` from now on.
+    pub fn with_guard(mut self, guard: Option<DecodeGuard>) -> Self {
+        self.guard = guard;
+        self
     }
 
     /// The bytes of `key` in `[start, end)`, fetching only covering blocks.
@@ -61,6 +177,9 @@ impl ManifestStorage {
                     let s = start.saturating_sub(bstart) as usize;
                     let t = (end - bstart).min(b.len() as u64) as usize;
                     out.extend_from_slice(&b.data()[s..t]);
+                }
+                if let Some(g) = &self.guard {
+                    g.check(key, &out)?;
                 }
                 Ok(Some(out.freeze()))
             }
@@ -106,5 +225,97 @@ impl ReadableStorageTraits for ManifestStorage {
 
     fn supports_get_partial(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zstd_of_zeros(n: u64, declare: bool) -> Vec<u8> {
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+        if declare {
+            enc.set_pledged_src_size(Some(n)).unwrap();
+            enc.include_contentsize(true).unwrap();
+        } else {
+            enc.include_contentsize(false).unwrap();
+        }
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(zeros.len() as u64) as usize;
+            std::io::Write::write_all(&mut enc, &zeros[..k]).unwrap();
+            left -= k as u64;
+        }
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn zstd_frames_that_decode_past_the_chunk_are_refused_before_decoding() {
+        let guard = DecodeGuard {
+            prefix: "x/".into(),
+            codec: Codec::Zstd,
+            max_decoded: 80_000,
+        };
+        // Honest chunks, with and without a declared size.
+        for declare in [true, false] {
+            guard.check("x/0.0", &zstd_of_zeros(80_000, declare)).unwrap();
+        }
+        // 64 MiB of zeros in a few KiB, declared or streamed.
+        for declare in [true, false] {
+            let bomb = zstd_of_zeros(64 << 20, declare);
+            assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+            let e = guard.check("x/0.0", &bomb).unwrap_err();
+            assert!(e.contains("chunk x/0.0 declares") && e.contains("80000"), "{e}");
+        }
+        // A shard: several honest frames, then an index (not a frame).
+        let mut shard = zstd_of_zeros(80_000, true);
+        shard.extend(zstd_of_zeros(80_000, true));
+        shard.extend([0u8; 32]);
+        guard.check("x/c/0/0", &shard).unwrap();
+        // Metadata and other arrays are not chunks of this array.
+        guard.check("x/.zarray", &zstd_of_zeros(1 << 20, true)).unwrap();
+        guard.check("y/0.0", &zstd_of_zeros(1 << 20, true)).unwrap();
+    }
+
+    #[test]
+    fn a_blosc_header_that_claims_more_than_the_chunk_is_refused() {
+        let guard = DecodeGuard {
+            prefix: "x/".into(),
+            codec: Codec::Blosc,
+            max_decoded: 1000,
+        };
+        let header = |nbytes: u32, cbytes: u32| {
+            let mut h = vec![2u8, 1, 0, 4];
+            h.extend(nbytes.to_le_bytes());
+            h.extend(256u32.to_le_bytes());
+            h.extend(cbytes.to_le_bytes());
+            h.resize(cbytes as usize, 0);
+            h
+        };
+        guard.check("x/0", &header(1000, 64)).unwrap();
+        let e = guard.check("x/0", &header(2_000_000_000, 64)).unwrap_err();
+        assert!(e.contains("2000000000"), "{e}");
+        // Not a blosc frame (its length is not its cbytes): zarrs decides.
+        let mut other = header(2_000_000_000, 64);
+        other.push(0);
+        guard.check("x/0", &other).unwrap();
+    }
+
+    #[test]
+    fn a_gzip_stream_that_inflates_past_the_chunk_is_refused() {
+        let guard = DecodeGuard {
+            prefix: "x/".into(),
+            codec: Codec::Gzip,
+            max_decoded: 1000,
+        };
+        let gz = |n: usize| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut e, &vec![0u8; n]).unwrap();
+            e.finish().unwrap()
+        };
+        guard.check("x/0", &gz(1000)).unwrap();
+        let e = guard.check("x/0", &gz(50 << 20)).unwrap_err();
+        assert!(e.contains("chunk x/0 inflates to more than the 1000 bytes"), "{e}");
     }
 }

@@ -59,6 +59,8 @@ pub struct Opts {
     /// TOML lines for `[mirror]`; empty = `budget = "0"`, so tests that are
     /// not about mirroring never see a daemon volunteer behind their back.
     pub mirror: String,
+    /// TOML lines for `[query]`.
+    pub query: String,
 }
 
 pub struct Daemon {
@@ -115,7 +117,8 @@ impl Daemon {
         std::fs::write(
             d.home.join("config.toml"),
             format!(
-                "[store]\n{store}\n[network]\n{network}\n[mirror]\n{}\n",
+                "[store]\n{store}\n[network]\n{network}\n[query]\n{}\n[mirror]\n{}\n",
+                opts.query,
                 if opts.mirror.is_empty() {
                     "budget = \"0\""
                 } else {
@@ -165,6 +168,13 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.home.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Resident memory of the daemon process, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
     }
 
     pub fn pid(&self) -> u32 {

@@ -277,3 +277,35 @@ async fn prefetch_stays_within_its_in_flight_budget() {
     // Beyond 4x the budget, prefetch work is dropped, not queued.
     assert!(fs.blocks.fetches.load(Ordering::SeqCst) < 6 * 8 + 8 * 8);
 }
+
+#[tokio::test]
+async fn a_dataset_whose_key_tables_pass_the_budget_is_refused_while_loading() {
+    // 2,000 keys in small pages: about 2,000 x (256 + key + 64) bytes.
+    let (big, big_root, _) = dataset(2000, 10, 1024, 2048);
+    let (small, small_root, files) = dataset(5, 10, 1024, 2048);
+    let mut blocks = big.blocks.into_inner().unwrap();
+    blocks.extend(small.blocks.into_inner().unwrap());
+    let mem = MemBlocks {
+        blocks: Mutex::new(blocks),
+        names: vec![("big".into(), big_root), ("small".into(), small_root)],
+        ..Default::default()
+    };
+    let opts = MountOptions {
+        table_bytes: 100_000,
+        ..Default::default()
+    };
+    let fs = Arc::new(MountFs::new(Arc::new(mem), opts));
+    let e = path(&fs, "big").await.unwrap_err();
+    assert_eq!(e.errno, libc::ENOMEM, "{e}");
+    assert!(e.msg.contains("[mount] table_memory"), "{e}");
+    // Refused before all pages were fetched: the loader stopped counting
+    // at the budget, and nothing of it is in the tables.
+    let fetched = fs.blocks.fetches.load(Ordering::SeqCst);
+    assert!(fetched < 2000 / 10, "{fetched} pages fetched");
+    assert_eq!(fs.read_tables().used, 0);
+    // A dataset that fits still loads and reads.
+    let a = path(&fs, "small/t/c/0/3").await.unwrap();
+    let got = fs.read(a.ino, 0, 10).await.unwrap();
+    assert_eq!(&got[..], &files["t/c/0/3"][..]);
+    assert!(fs.read_tables().used > 0 && fs.read_tables().used <= 100_000);
+}
