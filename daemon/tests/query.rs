@@ -281,3 +281,66 @@ fn killing_a_peer_mid_query_still_gives_the_right_result() {
         + r["chunks_fetched"].as_u64().unwrap();
     assert_eq!(total, 16, "{r}");
 }
+
+/// A compute peer whose answers do not account for the chunks it was asked:
+/// `omit` leaves the last chunk out, otherwise the first is listed both as
+/// computed and as missing. Returns the peer and a count of its requests.
+fn liar(
+    rt: &tokio::runtime::Runtime,
+    omit: bool,
+) -> (shoal_net::Client, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use shoal_query::remote::{encode_response, ComputeHeader, ComputeRequest};
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = asked.clone();
+    let peer = raw_peer_with(
+        rt,
+        std::sync::Arc::new(move |_, body| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let req: ComputeRequest = serde_json::from_slice(&body).unwrap();
+            let n = req.chunks.len();
+            let h = if omit {
+                ComputeHeader {
+                    computed: (0..n.saturating_sub(1)).collect(),
+                    ..Default::default()
+                }
+            } else {
+                ComputeHeader {
+                    computed: (0..n).collect(),
+                    missing: vec![0],
+                    error: None,
+                }
+            };
+            encode_response(&h, &[], req.spec.op)
+        }),
+    );
+    (peer, asked)
+}
+
+#[test]
+fn answers_that_leave_out_or_double_count_chunks_are_rejected_and_the_peer_struck() {
+    let src = datasets().join("dist_v3");
+    let a = Daemon::start();
+    let root = a.add(&src, Some("dist"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for omit in [true, false] {
+        let c = Daemon::start();
+        c.connect(&a);
+        let (bad, asked) = liar(&rt, omit);
+        rt.block_on(bad.dial(c.addr().parse().unwrap())).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        // The result still equals xarray's (check_dist compares).
+        let r = check_dist(&c, &root, work.path());
+        let ran: Vec<String> = r["chunks_remote"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_str().unwrap().to_string())
+            .collect();
+        let bad_id = bad.peer_id().to_string();
+        assert!(!ran.contains(&bad_id), "the liar's answer was used: {r}");
+        let n = asked.load(std::sync::atomic::Ordering::SeqCst);
+        // Asked (it is a connected peer), then struck: at most the two
+        // requests it may have in flight before its first answer.
+        assert!((1..=2).contains(&n), "the liar was asked {n} times (omit: {omit})");
+    }
+}

@@ -25,7 +25,7 @@ pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::pnet::PreSharedKey;
 pub use libp2p::{Multiaddr, PeerId};
-pub use network::{Client, ComputeFn, EventLoop, GossipFn, NetConfig, PeerInfo, ServeFn, SwarmSettings};
+pub use network::{Client, ComputeFn, EventLoop, GossipFn, NetConfig, NetStats, PeerInfo, ServeFn, SwarmSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

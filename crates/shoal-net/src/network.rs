@@ -7,6 +7,7 @@
 //! bounded by [`MAX_INBOUND_INFLIGHT`].
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,23 @@ pub struct NetConfig {
     pub gossip_heartbeat: Duration,
 }
 
+/// Runs a handler, turning a panic into `None` (logged and counted).
+fn caught<T>(stats: &NetStats, what: &str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            stats.handler_panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(handler = what, panic = %msg, "request handler panicked; answered and released its slot");
+            None
+        }
+    }
+}
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     limits: connection_limits::Behaviour,
@@ -147,11 +165,24 @@ pub struct Client {
     tx: mpsc::Sender<Command>,
     peer_id: PeerId,
     request_timeout: Duration,
+    stats: Arc<NetStats>,
+}
+
+/// Counters of the event loop, readable from any [`Client`].
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Serve or compute handlers that panicked (their requests were answered
+    /// "don't have" / "busy" and their slots released).
+    pub handler_panics: AtomicU64,
 }
 
 impl Client {
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    pub fn stats(&self) -> &NetStats {
+        &self.stats
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
@@ -282,6 +313,7 @@ pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     served_tx: mpsc::Sender<(PeerId, ResponseChannel<BlockResponse>, BlockResponse)>,
+    stats: Arc<NetStats>,
     served_rx: mpsc::Receiver<(PeerId, ResponseChannel<BlockResponse>, BlockResponse)>,
     inbound_per_peer: HashMap<PeerId, usize>,
     /// Remote addresses of established connections, for `peers`.
@@ -430,10 +462,12 @@ impl EventLoop {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (served_tx, served_rx) = mpsc::channel(MAX_INBOUND_INFLIGHT);
         let (computed_tx, computed_rx) = mpsc::channel(MAX_COMPUTE_INFLIGHT);
+        let stats = Arc::new(NetStats::default());
         let client = Client {
             tx,
             peer_id: *swarm.local_peer_id(),
             request_timeout: cfg.swarm.request_timeout,
+            stats: stats.clone(),
         };
         Ok((
             client,
@@ -442,6 +476,7 @@ impl EventLoop {
                 commands: rx,
                 served_tx,
                 served_rx,
+                stats,
                 serve: cfg.serve,
                 inbound_inflight: 0,
                 inbound_per_peer: HashMap::new(),
@@ -773,8 +808,12 @@ impl EventLoop {
                     }
                     self.compute_inflight += 1;
                     let (f, tx) = (self.compute_fn.clone(), self.computed_tx.clone());
+                    let stats = self.stats.clone();
                     tokio::task::spawn_blocking(move || {
-                        let resp = f(&peer, request);
+                        // Whatever the handler does, the answer (and with it
+                        // the slot) goes back: a panic answers "busy", so the
+                        // requester reassigns the work.
+                        let resp = caught(&stats, "compute", || f(&peer, request)).unwrap_or_default();
                         let _ = tx.blocking_send((channel, resp));
                     });
                 }
@@ -810,9 +849,12 @@ impl EventLoop {
                     *self.inbound_per_peer.entry(peer).or_default() += 1;
                     let serve = self.serve.clone();
                     let tx = self.served_tx.clone();
+                    let stats = self.stats.clone();
                     tokio::task::spawn_blocking(move || {
                         let cids: Vec<Cid> = request.cids.into_iter().take(MAX_CIDS_PER_REQUEST).collect();
-                        let found = serve(&peer, request.root.as_ref(), &cids);
+                        // A panic answers "don't have" for every CID.
+                        let found = caught(&stats, "block serve", || serve(&peer, request.root.as_ref(), &cids))
+                            .unwrap_or_else(|| vec![None; cids.len()]);
                         let mut total = 0;
                         let answers = cids
                             .into_iter()

@@ -297,11 +297,17 @@ async fn remote_loop(
         })
         .collect();
     let mut load: HashMap<PeerId, usize> = HashMap::new();
+    // Peers whose answer was malformed: asked nothing more in this query.
+    let mut struck: HashSet<PeerId> = HashSet::new();
     let mut inflight = FuturesUnordered::new();
     loop {
         let mut waiting = VecDeque::new();
         while let Some(b) = queue.pop_front() {
-            let untried: Vec<PeerId> = candidates.iter().copied().filter(|c| !b.tried.contains(c)).collect();
+            let untried: Vec<PeerId> = candidates
+                .iter()
+                .copied()
+                .filter(|c| !b.tried.contains(c) && !struck.contains(c))
+                .collect();
             if untried.is_empty() {
                 leftover.extend(b.chunks);
                 continue;
@@ -339,8 +345,12 @@ async fn remote_loop(
             Ok(r) if r.is_empty() => Err("busy".to_string()),
             Ok(r) => {
                 bytes += r.len() as u64;
-                // Checked whole, then merged straight into the grid.
-                remote::merge_response(&r, &mut grid, b.chunks.len(), spec.op)
+                // Checked whole, then merged straight into the grid; a
+                // malformed answer strikes the peer for this query.
+                remote::merge_response(&r, &mut grid, b.chunks.len(), spec.op).inspect_err(|e| {
+                    tracing::warn!(%peer, error = %e, "malformed compute answer; not asking this peer again");
+                    struck.insert(peer);
+                })
             }
             Err(e) => Err(e.to_string()),
         };

@@ -424,6 +424,11 @@ pub fn tmpfs(under: &Path, size: &str) -> (PathBuf, TmpfsGuard) {
 /// daemon): for tests of what a hostile or greedy peer can do. It serves
 /// nothing and rejects all gossip, but is subscribed to the topic.
 pub fn raw_peer(rt: &tokio::runtime::Runtime) -> shoal_net::Client {
+    raw_peer_with(rt, std::sync::Arc::new(|_, _| Vec::new()))
+}
+
+/// A raw peer whose compute requests are answered by `compute`.
+pub fn raw_peer_with(rt: &tokio::runtime::Runtime, compute: shoal_net::ComputeFn) -> shoal_net::Client {
     let mut swarm = shoal_net::SwarmSettings::new(
         shoal_net::Keypair::generate_ed25519(),
         vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
@@ -433,7 +438,7 @@ pub fn raw_peer(rt: &tokio::runtime::Runtime) -> shoal_net::Client {
     let cfg = shoal_net::NetConfig {
         swarm,
         serve: std::sync::Arc::new(|_, _, cids| vec![None; cids.len()]),
-        compute: std::sync::Arc::new(|_, _| Vec::new()),
+        compute,
         gossip: Some(std::sync::Arc::new(|_, _| false)),
         gossip_heartbeat: Duration::from_secs(1),
     };
