@@ -94,9 +94,27 @@ pub struct Fetcher {
     pub opts: FetchOptions,
 }
 
+#[derive(Default)]
 struct PeerState {
     inflight: usize,
     strikes: u32,
+    /// Consecutive answers that skipped everything (the peer is at its
+    /// inbound limit), and until when it gets no new work.
+    busy_streak: u32,
+    busy_until: Option<Instant>,
+}
+
+/// First pause after a provider answers "skipped" for a whole request; it
+/// doubles with each such answer in a row, up to [`BUSY_PAUSE_MAX`].
+const BUSY_PAUSE: Duration = Duration::from_millis(50);
+const BUSY_PAUSE_MAX: Duration = Duration::from_secs(2);
+/// "Skipped" answers in a row after which a provider counts one strike.
+const BUSY_STRIKE_AFTER: u32 = 8;
+
+impl PeerState {
+    fn paused(&self, now: Instant) -> bool {
+        self.busy_until.is_some_and(|t| t > now)
+    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -203,25 +221,28 @@ impl Fetcher {
     ) -> Result<()> {
         let mut queue: VecDeque<Cid> = cids.into();
         let mut lacking: HashMap<Cid, HashSet<PeerId>> = HashMap::new();
-        let mut peers: HashMap<PeerId, PeerState> = providers
-            .iter()
-            .map(|p| {
-                (
-                    *p,
-                    PeerState {
-                        inflight: 0,
-                        strikes: 0,
-                    },
-                )
-            })
-            .collect();
+        let mut peers: HashMap<PeerId, PeerState> = providers.iter().map(|p| (*p, PeerState::default())).collect();
+        // No block for this long (every provider busy, slow or lacking):
+        // the fetch ends with what it has, resumable.
+        let mut last_progress = Instant::now();
         let mut inflight = FuturesUnordered::new();
         let mut pending: Vec<Block> = Vec::new();
         let mut pending_bytes = 0usize;
         let mut refreshes = 0;
         loop {
-            // Hand out work to every provider with spare capacity.
-            let mut order: Vec<PeerId> = peers.keys().copied().collect();
+            if last_progress.elapsed() > self.opts.block_deadline {
+                self.flush(&mut pending, &mut pending_bytes, session).await?;
+                return Err(Error::Unfetchable {
+                    root,
+                    missing: queue.len() + inflight.len() * self.opts.batch,
+                    providers: providers.len(),
+                    first: queue.front().copied().unwrap_or(root),
+                });
+            }
+            // Hand out work to every provider with spare capacity (a busy
+            // one waits out its pause; the others get its blocks).
+            let now = Instant::now();
+            let mut order: Vec<PeerId> = peers.keys().copied().filter(|p| !peers[p].paused(now)).collect();
             order.sort_by_key(|p| peers[p].inflight);
             for peer in order {
                 while peers[&peer].inflight < self.opts.per_peer_inflight && !queue.is_empty() {
@@ -253,6 +274,11 @@ impl Fetcher {
                 if queue.is_empty() {
                     break;
                 }
+                // Only paused providers left: wait for the first to resume.
+                if let Some(t) = peers.values().filter_map(|p| p.busy_until).filter(|t| *t > now).min() {
+                    tokio::time::sleep_until(t.into()).await;
+                    continue;
+                }
                 // Nobody we know can serve what is left: look for more providers.
                 refreshes += 1;
                 let fresh: Vec<PeerId> = if refreshes <= 2 {
@@ -268,10 +294,7 @@ impl Fetcher {
                 let mut added = false;
                 for p in fresh {
                     if let std::collections::hash_map::Entry::Vacant(e) = peers.entry(p) {
-                        e.insert(PeerState {
-                            inflight: 0,
-                            strikes: 0,
-                        });
+                        e.insert(PeerState::default());
                         added = true;
                     }
                     if !providers.contains(&p) {
@@ -300,6 +323,7 @@ impl Fetcher {
                     let asked_set: HashSet<Cid> = asked.iter().copied().collect();
                     let mut answered = HashSet::new();
                     let mut lied = false;
+                    let mut skipped = 0;
                     for (cid, ans) in answers {
                         // Unsolicited or repeated answers are ignored.
                         if !asked_set.contains(&cid) || !answered.insert(cid) {
@@ -308,6 +332,7 @@ impl Fetcher {
                         match ans {
                             Answer::Data(bytes) => match Block::verified(cid, bytes) {
                                 Ok(b) => {
+                                    last_progress = Instant::now();
                                     prog.bytes_done += b.len() as u64;
                                     prog.blocks_done += 1;
                                     pending_bytes += b.len();
@@ -326,7 +351,32 @@ impl Fetcher {
                                 lacking.entry(cid).or_default().insert(peer);
                                 queue.push_back(cid);
                             }
-                            Answer::Skipped => queue.push_front(cid),
+                            Answer::Skipped => {
+                                skipped += 1;
+                                queue.push_front(cid);
+                            }
+                        }
+                    }
+                    if let Some(st) = peers.get_mut(&peer) {
+                        if skipped == asked.len() {
+                            // At its inbound limit: pause it, longer each
+                            // time in a row; a strike every few such answers.
+                            st.busy_streak += 1;
+                            let pause = BUSY_PAUSE
+                                .saturating_mul(1 << st.busy_streak.min(8))
+                                .min(BUSY_PAUSE_MAX);
+                            st.busy_until = Some(Instant::now() + pause);
+                            if st.busy_streak % BUSY_STRIKE_AFTER == 0 {
+                                st.strikes += 1;
+                            }
+                        } else {
+                            st.busy_streak = 0;
+                            st.busy_until = None;
+                        }
+                        if st.strikes >= self.opts.max_strikes {
+                            tracing::warn!(%peer, "dropping provider: busy for too long");
+                            peers.remove(&peer);
+                            providers.retain(|p| *p != peer);
                         }
                     }
                     for c in asked.into_iter().filter(|c| !answered.contains(c)) {

@@ -174,6 +174,8 @@ pub struct NetStats {
     /// Serve or compute handlers that panicked (their requests were answered
     /// "don't have" / "busy" and their slots released).
     pub handler_panics: AtomicU64,
+    /// Block requests answered "skipped" (this node at its inbound limit).
+    pub skipped_requests: AtomicU64,
 }
 
 impl Client {
@@ -837,6 +839,7 @@ impl EventLoop {
                 request_response::Message::Request { request, channel, .. } => {
                     let mine = self.inbound_per_peer.get(&peer).copied().unwrap_or(0);
                     if self.inbound_inflight >= MAX_INBOUND_INFLIGHT || mine >= MAX_INBOUND_PER_PEER {
+                        self.stats.skipped_requests.fetch_add(1, Ordering::Relaxed);
                         let answers = request.cids.into_iter().map(|c| (c, Answer::Skipped)).collect();
                         let _ = self
                             .swarm
