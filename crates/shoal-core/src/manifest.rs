@@ -111,7 +111,7 @@ pub struct Manifest {
 
 // ---- wire format -------------------------------------------------------
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct WireEntry {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     b: Vec<Cid>,
@@ -121,7 +121,7 @@ struct WireEntry {
     s: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct WireChild {
     c: Cid,
     f: String,
@@ -130,7 +130,7 @@ struct WireChild {
     s: u64,
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 struct WireNode {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     c: Vec<WireChild>,
@@ -138,7 +138,7 @@ struct WireNode {
     e: Vec<WireEntry>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct WireRoot {
     b: u32,
     m: Vec<WireEntry>,
@@ -300,6 +300,21 @@ impl Checker<'_> {
     }
 }
 
+fn entry_totals(es: &[Entry]) -> Option<(u64, u64)> {
+    Some((es.len() as u64, es.iter().try_fold(0u64, |a, e| a.checked_add(e.size))?))
+}
+
+/// Keys and bytes under a node: its entries', or its children's claims.
+/// `None` on overflow.
+fn node_totals(node: &Node) -> Option<(u64, u64)> {
+    match node {
+        Node::Leaf(es) => entry_totals(es),
+        Node::Inner(cs) => cs.iter().try_fold((0u64, 0u64), |(n, b), c| {
+            Some((n.checked_add(c.count)?, b.checked_add(c.bytes)?))
+        }),
+    }
+}
+
 fn decode_cbor<'a, T: Deserialize<'a>>(block: &'a Block) -> Result<T> {
     if block.cid().codec() != cid::DAG_CBOR {
         return Err(Error::UnexpectedCodec {
@@ -339,16 +354,23 @@ impl Manifest {
         }
         let metadata = ck.entries(w.m, true)?;
         let top = ck.node(w.t)?;
-        let meta_count = metadata.len() as u64;
-        let tree_count = match &top {
-            Node::Leaf(e) => e.len() as u64,
-            Node::Inner(c) => c
-                .iter()
-                .try_fold(0u64, |a, c| a.checked_add(c.count))
-                .ok_or_else(|| ck.invalid("key count overflows"))?,
-        };
-        if meta_count + tree_count != w.n {
-            return Err(ck.invalid(format!("root claims {} keys, holds {}", w.n, meta_count + tree_count)));
+        // Keys and bytes the root claims must be what its metadata and its
+        // tree's references hold (checked arithmetic: a hostile root can
+        // claim anything); each page is checked against its reference when
+        // it is decoded, so a walked manifest proves its total size.
+        let (meta_count, meta_bytes) = entry_totals(&metadata).ok_or_else(|| ck.invalid("sizes overflow"))?;
+        let (tree_count, tree_bytes) = node_totals(&top).ok_or_else(|| ck.invalid("key count or size overflows"))?;
+        let keys = meta_count
+            .checked_add(tree_count)
+            .ok_or_else(|| ck.invalid("key count overflows"))?;
+        let bytes = meta_bytes
+            .checked_add(tree_bytes)
+            .ok_or_else(|| ck.invalid("size overflows"))?;
+        if keys != w.n {
+            return Err(ck.invalid(format!("root claims {} keys, holds {keys}", w.n)));
+        }
+        if bytes != w.s {
+            return Err(ck.invalid(format!("root claims {} bytes, its entries and pages hold {bytes}", w.s)));
         }
         Ok(Manifest {
             cid: *block.cid(),
@@ -370,22 +392,19 @@ impl Manifest {
             block_size: self.block_size,
         };
         let node = ck.node(w)?;
-        let (first, last, count) = match &node {
-            Node::Leaf(e) => (
-                e.first().map(|e| e.key.as_str()),
-                e.last().map(|e| e.key.as_str()),
-                e.len() as u64,
-            ),
-            Node::Inner(c) => (
-                c.first().map(|c| c.first.as_str()),
-                c.last().map(|c| c.last.as_str()),
-                c.iter().map(|c| c.count).sum(),
-            ),
+        let (first, last) = match &node {
+            Node::Leaf(e) => (e.first().map(|e| e.key.as_str()), e.last().map(|e| e.key.as_str())),
+            Node::Inner(c) => (c.first().map(|c| c.first.as_str()), c.last().map(|c| c.last.as_str())),
         };
-        if first != Some(expect.first.as_str()) || last != Some(expect.last.as_str()) || count != expect.count {
+        let (count, bytes) = node_totals(&node).ok_or_else(|| ck.invalid("key count or size overflows"))?;
+        if first != Some(expect.first.as_str())
+            || last != Some(expect.last.as_str())
+            || count != expect.count
+            || bytes != expect.bytes
+        {
             return Err(ck.invalid(format!(
-                "page holds {count} keys {first:?}..{last:?}, parent promised {} keys {:?}..{:?}",
-                expect.count, expect.first, expect.last
+                "page holds {count} keys ({bytes} bytes) {first:?}..{last:?}, parent promised {} keys ({} bytes) {:?}..{:?}",
+                expect.count, expect.bytes, expect.first, expect.last
             )));
         }
         Ok(node)

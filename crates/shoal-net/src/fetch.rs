@@ -48,8 +48,13 @@ pub struct FetchOptions {
     pub max_strikes: u32,
     /// Bytes buffered before a store batch (one fsync) is written.
     pub write_batch_bytes: usize,
-    /// Deadline of one [`BlockSource::get`].
+    /// Deadline of one [`BlockSource::get`], and the longest a dataset
+    /// fetch waits without receiving any block.
     pub block_deadline: Duration,
+    /// Stop a dataset fetch once it has received more than this many bytes
+    /// (a mirror fetches at most what it made room for, whatever the
+    /// dataset turns out to hold).
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for FetchOptions {
@@ -62,6 +67,7 @@ impl Default for FetchOptions {
             max_strikes: 3,
             write_batch_bytes: 32 << 20,
             block_deadline: Duration::from_secs(30),
+            max_bytes: None,
         }
     }
 }
@@ -334,6 +340,10 @@ impl Fetcher {
                                 Ok(b) => {
                                     last_progress = Instant::now();
                                     prog.bytes_done += b.len() as u64;
+                                    if let Some(max) = self.opts.max_bytes.filter(|m| prog.bytes_done > *m) {
+                                        self.flush(&mut pending, &mut pending_bytes, session).await?;
+                                        return Err(Error::OverBudget { root, max });
+                                    }
                                     prog.blocks_done += 1;
                                     pending_bytes += b.len();
                                     pending.push(b);

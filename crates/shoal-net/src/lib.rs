@@ -52,6 +52,8 @@ pub enum Error {
     },
     #[error("block {cid} is unavailable: {reason}")]
     Unavailable { cid: shoal_core::Cid, reason: String },
+    #[error("dataset {root} holds more than the {max} bytes this fetch may take; stopped")]
+    OverBudget { root: shoal_core::Cid, max: u64 },
     #[error("the network task has stopped")]
     Stopped,
     #[error("invalid network configuration: {0}")]

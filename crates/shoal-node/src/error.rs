@@ -138,6 +138,7 @@ impl From<shoal_net::Error> for Error {
                         Error::Unavailable(m)
                     }
                     E::Dial { .. } | E::Config(_) => Error::BadRequest(m),
+                    E::OverBudget { .. } => Error::Full(m),
                     _ => Error::Internal(m),
                 }
             }

@@ -512,7 +512,7 @@ impl Mirror {
             tracing::info!(%root, size, score = sc, copies, have, reason = ?why.reason, "mirroring");
             let (this, d2) = (self.clone(), d.clone());
             tokio::spawn(async move {
-                let r = this.fetch(&d2, root, target).await;
+                let r = this.fetch(&d2, root, size, target).await;
                 let mut s = this.lock();
                 let why = s.fetching.remove(&root).map(|f| f.1);
                 match r {
@@ -533,14 +533,19 @@ impl Mirror {
         Ok(())
     }
 
-    async fn fetch(&self, d: &Arc<Parts>, root: Cid, target: Option<(u8, u64)>) -> Result<()> {
+    async fn fetch(&self, d: &Arc<Parts>, root: Cid, size: u64, target: Option<(u8, u64)>) -> Result<()> {
         let d2 = d.clone();
+        // At most what room was made for (the manifest's size, which its
+        // pages must add up to as they arrive), plus the manifest itself.
+        let mut fetcher = d.fetcher.clone();
+        fetcher.opts.max_bytes = Some(size + size / 8 + (16 << 20));
         tokio::task::spawn_blocking(move || -> Result<()> {
             let session = d2.store.session();
-            let fetched = tokio::runtime::Handle::current().block_on(d2.fetcher.fetch_dataset(root, &session, &|_| {}));
+            let fetched = tokio::runtime::Handle::current().block_on(fetcher.fetch_dataset(root, &session, &|_| {}));
             if let Err(e) = fetched {
                 let full = match &e {
                     shoal_net::Error::Store(s) => s.is_disk_full(),
+                    shoal_net::Error::OverBudget { .. } => true,
                     _ => false,
                 };
                 if full {
@@ -550,9 +555,12 @@ impl Mirror {
                     if let Err(g) = d2.store.gc() {
                         tracing::warn!(error = %g, "gc after a mirror filled the disk failed");
                     }
-                    return Err(Error::Full(format!(
-                        "the disk filled up while mirroring ({e}); the partial copy was removed"
-                    )));
+                    let why = if matches!(e, shoal_net::Error::OverBudget { .. }) {
+                        "the dataset is larger than its manifest said"
+                    } else {
+                        "the disk filled up while mirroring"
+                    };
+                    return Err(Error::Full(format!("{why} ({e}); the partial copy was removed")));
                 }
                 return Err(e.into());
             }

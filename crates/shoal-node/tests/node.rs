@@ -342,3 +342,71 @@ async fn the_mirror_policy_fills_a_replica_target_and_unpin_cancels_it() {
         n.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_of_a_dataset_larger_than_its_manifest_says_is_stopped_and_rolled_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = |budget| MirrorSettings {
+        budget: Budget::Fixed(budget),
+        every: Some(Duration::from_secs(1)),
+        check: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let a = Node::start(config(&tmp.path().join("a"), policy(0), TestSwitches::default()))
+        .await
+        .unwrap();
+    let b = Node::start(config(&tmp.path().join("b"), policy(1 << 30), TestSwitches::default()))
+        .await
+        .unwrap();
+    // A hostile dataset: 24 keys that each claim 1 byte (one block) while
+    // each block holds 1 MiB. The manifest adds up (24 bytes); the blocks
+    // do not match it.
+    let mut builder = shoal_core::manifest::ManifestBuilder::new(3, 4 << 20);
+    let meta = bytes::Bytes::from_static(br#"{"zarr_format":3,"node_type":"group"}"#);
+    builder
+        .push(shoal_core::manifest::Entry {
+            key: "zarr.json".into(),
+            size: meta.len() as u64,
+            content: shoal_core::manifest::Content::Inline(meta),
+        })
+        .unwrap();
+    let mut blocks = Vec::new();
+    for i in 0..24u8 {
+        let blk = shoal_core::Block::raw(vec![i; 1 << 20]);
+        builder
+            .push(shoal_core::manifest::Entry {
+                key: format!("x/{i:02}"),
+                size: 1,
+                content: shoal_core::manifest::Content::Blocks(vec![*blk.cid()]),
+            })
+            .unwrap();
+        blocks.push(blk);
+    }
+    let built = builder.build().unwrap();
+    blocks.extend(built.blocks);
+    blocks.push(built.root.clone());
+    let root = *built.root.cid();
+    a.store().put_many(&blocks, None).unwrap();
+    connect(&a, &b).await;
+    let target = a.resolve(&root.to_string()).await.unwrap();
+    a.pin(&target, None, Some(2), shoal_node::no_progress()).await.unwrap();
+
+    // b volunteers, fetches past what the manifest promised, stops, rolls
+    // back and reports it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        let view = b.mirrors().await.unwrap();
+        if let Some(f) = view.failed.iter().find(|f| f.root == root) {
+            break f.error.clone();
+        }
+        assert!(Instant::now() < deadline, "b never gave up: {view:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(failed.contains("larger than its manifest said"), "{failed}");
+    assert!(b.pins().await.unwrap().is_empty());
+    let held = b.stats().await.unwrap().live_bytes;
+    assert!(held < 1 << 20, "b kept {held} bytes of the failed mirror");
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}

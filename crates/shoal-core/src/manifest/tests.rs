@@ -219,3 +219,90 @@ proptest! {
         let _ = Manifest::decode(&Block::dag_cbor(bytes));
     }
 }
+
+/// Hostile roots built from the wire structs themselves (past CBOR
+/// parsing): any counts and sizes, up to u64::MAX, in entries, children
+/// and the root's claims.
+fn arb_wire_root() -> impl Strategy<Value = WireRoot> {
+    let big = prop_oneof![0u64..4, Just(u64::MAX), Just(u64::MAX / 2 + 1), any::<u64>()];
+    let child = (big.clone(), big.clone(), 0u8..4).prop_map(|(n, s, i)| WireChild {
+        c: *Block::dag_cbor(vec![i]).cid(),
+        f: format!("k{i}a"),
+        l: format!("k{i}b"),
+        n,
+        s,
+    });
+    let leaf_entry = (0u64..3000, 0u8..50).prop_map(|(s, i)| WireEntry {
+        b: (0..crate::chunk::block_count(s, 1024))
+            .map(|j| *Block::raw(vec![i, j as u8]).cid())
+            .collect(),
+        i: None,
+        k: format!("c/{i:02}"),
+        s,
+    });
+    (
+        proptest::collection::vec(child, 0..4),
+        proptest::collection::btree_map(0u8..50, leaf_entry, 0..4),
+        big.clone(),
+        big,
+        any::<bool>(),
+    )
+        .prop_map(|(mut c, e, n, s, inner)| {
+            c.sort_by(|a, b| a.f.cmp(&b.f));
+            c.dedup_by(|a, b| a.f == b.f);
+            WireRoot {
+                b: 1024,
+                m: vec![],
+                n,
+                s,
+                t: if inner {
+                    WireNode { c, e: vec![] }
+                } else {
+                    WireNode {
+                        c: vec![],
+                        e: e.into_values().collect(),
+                    }
+                },
+                v: 1,
+                z: 3,
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn structured_hostile_roots_never_panic_and_claims_must_add_up(w in arb_wire_root()) {
+        let blk = Block::dag_cbor(serde_ipld_dagcbor::to_vec(&w).unwrap());
+        if let Ok(m) = Manifest::decode(&blk) {
+            let (keys, bytes) = match &m.top {
+                Node::Leaf(e) => (e.len() as u64, e.iter().map(|e| e.size).sum::<u64>()),
+                Node::Inner(c) => (c.iter().map(|c| c.count).sum(), c.iter().map(|c| c.bytes).sum()),
+            };
+            prop_assert_eq!(m.key_count, keys);
+            prop_assert_eq!(m.total_bytes, bytes);
+            // Pages that do not add up to their reference are refused.
+            if let Node::Inner(children) = &m.top {
+                let page = WireNode { c: vec![], e: vec![WireEntry { b: vec![], i: None, k: children[0].first.clone(), s: 0 }] };
+                let pb = Block::dag_cbor(serde_ipld_dagcbor::to_vec(&page).unwrap());
+                let honest = children[0].count == 1 && children[0].bytes == 0 && children[0].first == children[0].last;
+                prop_assert_eq!(m.decode_page(&pb, &children[0]).is_ok(), honest);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_root_that_understates_its_size_is_refused() {
+    let mut b = ManifestBuilder::new(3, 1024);
+    b.push(entry("zarr.json", 10, 1024)).unwrap();
+    b.push(entry("c/0", 3000, 1024)).unwrap();
+    let root = b.build().unwrap().root;
+    let mut w: WireRoot = serde_ipld_dagcbor::from_slice(root.data()).unwrap();
+    assert!(Manifest::decode(&root).is_ok());
+    w.s = 1;
+    let lying = Block::dag_cbor(serde_ipld_dagcbor::to_vec(&w).unwrap());
+    let e = Manifest::decode(&lying).unwrap_err().to_string();
+    assert!(e.contains("root claims 1 bytes"), "{e}");
+}
