@@ -408,6 +408,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     r.compacted_segments,
                     human_bytes(r.reclaimed_disk_bytes)
                 );
+                for root in &r.incomplete {
+                    out!("note: dataset {root} is missing part of its manifest and was collected around; `shoal pin {root}` restores it");
+                }
             }
         }
         Cmd::Fsck { repair } => {

@@ -22,6 +22,9 @@ use crate::parts::Parts;
 use crate::popularity::{unix_now, Kind, Popularity};
 use crate::types::*;
 
+/// How often pending access ticks are written to the store's index.
+const TICK_FLUSH_EVERY: Duration = Duration::from_secs(60);
+
 /// A running node. Cheap to clone; every clone is the same node.
 #[derive(Clone)]
 pub struct Node {
@@ -114,6 +117,22 @@ impl Node {
         for root in held {
             parts.net.provide(root).await?;
         }
+        // Access ticks (LRU eviction order) reach the index every minute.
+        let store = parts.store.clone();
+        tasks.push(
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(TICK_FLUSH_EVERY);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let store = store.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
+                        tracing::warn!(error = %e, "writing access ticks failed");
+                    }
+                }
+            })
+            .abort_handle(),
+        );
         let mirror = Arc::new(Mirror::new(pop, cfg.mirror.clone()));
         tasks.push(tokio::spawn(mirror.clone().run(parts.clone())).abort_handle());
         Ok(Node {

@@ -2,8 +2,8 @@
 //!
 //! All three run with the writer lock held, so no block can be written
 //! between marking and sweeping. Marking starts from every pin, every name
-//! and every open session. If a root's manifest (or one of its pages) is
-//! missing, GC stops rather than guess which blocks that dataset needs.
+//! and every open session. A root whose manifest (or one of its pages) is
+//! missing keeps what can still be reached and is reported; GC goes on.
 
 use std::collections::HashSet;
 
@@ -26,6 +26,10 @@ pub struct GcStats {
     pub removed_bytes: u64,
     pub compacted_segments: u64,
     pub reclaimed_disk_bytes: u64,
+    /// Pinned or named datasets missing part of their manifest (collected
+    /// around; `shoal pin ROOT` restores them).
+    #[serde(default)]
+    pub incomplete: Vec<String>,
 }
 
 impl Store {
@@ -41,27 +45,33 @@ impl Store {
         Ok(roots)
     }
 
-    /// Everything reachable from the roots. Fails if a manifest node is
-    /// missing, since its children could not be known.
-    fn mark(&self, roots: &[Cid]) -> Result<HashSet<Cid>> {
+    /// Everything reachable from the roots, and the roots whose manifest is
+    /// missing a node. Such a dataset keeps what can still be reached; what
+    /// only its missing pages would name cannot be told apart from garbage
+    /// (it is re-fetched by `shoal pin`). It is reported, never a reason to
+    /// stop collecting: one broken dataset must not block GC and quota
+    /// eviction for all the others.
+    fn mark(&self, roots: &[Cid]) -> Result<(HashSet<Cid>, Vec<Cid>)> {
         let mut marked = self.session_cids();
+        let mut incomplete = Vec::new();
         for root in roots {
             let mut missing = Vec::new();
             self.closure_into(root, &mut marked, &mut missing)?;
             if let Some(node) = missing.iter().find(|c| c.codec() == cid::DAG_CBOR) {
-                return Err(Error::Index(format!(
-                    "dataset {root} is missing manifest block {node}; GC cannot tell which blocks it needs. \
-                     Re-fetch it with `shoal pin {root}` or unpin it, then run gc again"
-                )));
+                tracing::warn!(
+                    %root, %node,
+                    "dataset is missing a manifest block; collecting around it (re-fetch it with `shoal pin {root}`)"
+                );
+                incomplete.push(*root);
             }
         }
-        Ok(marked)
+        Ok((marked, incomplete))
     }
 
     /// Mark and sweep, then compact sparse segments.
     pub fn gc(&self) -> Result<GcStats> {
         let mut w = self.writer.lock().expect("writer lock");
-        let marked = self.mark(&self.gc_roots(false)?)?;
+        let (marked, incomplete) = self.mark(&self.gc_roots(false)?)?;
         let mut dead = Vec::new();
         {
             let txn = self.db.begin_read()?;
@@ -74,6 +84,7 @@ impl Store {
             }
         }
         let mut stats = GcStats {
+            incomplete: incomplete.iter().map(|r| r.to_string()).collect(),
             removed_blocks: dead.len() as u64,
             removed_bytes: dead.iter().map(|d| d.1.len).sum(),
             ..Default::default()
@@ -243,7 +254,7 @@ impl Store {
         if live + needed <= quota {
             return Ok(0);
         }
-        let protected = self.mark(&self.gc_roots(true)?)?;
+        let (protected, _) = self.mark(&self.gc_roots(true)?)?;
         let touched = self.touched.lock().expect("touched lock").clone();
         let mut candidates = Vec::new();
         {

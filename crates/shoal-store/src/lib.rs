@@ -31,4 +31,6 @@ mod store;
 pub use error::{Error, Result};
 pub use fsck::{BadBlock, FsckReport, IncompleteDataset};
 pub use gc::GcStats;
-pub use store::{validate_name, PinKind, PinKinds, PutStats, Session, StatsReport, Store, StoreOptions};
+pub use store::{
+    validate_name, PinKind, PinKinds, PutStats, Session, StatsReport, Store, StoreOptions, MAX_PENDING_TICKS,
+};

@@ -115,6 +115,9 @@ impl Drop for Session {
     }
 }
 
+/// Access ticks kept in memory before a read writes them to the index.
+pub const MAX_PENDING_TICKS: usize = 1 << 16;
+
 pub struct Store {
     pub(crate) dir: PathBuf,
     pub(crate) seg_dir: PathBuf,
@@ -122,7 +125,10 @@ pub struct Store {
     pub(crate) writer: Mutex<Writer>,
     pub(crate) readers: Readers,
     pub(crate) clock: AtomicU64,
-    /// Access ticks not yet written to the index (flushed with writes).
+    /// Access ticks not yet written to the index: written by every index
+    /// write (GC, eviction), by [`Store::flush`] (the node calls it every
+    /// minute and at shutdown), and by a read that finds
+    /// [`MAX_PENDING_TICKS`] pending.
     pub(crate) touched: Mutex<HashMap<Cid, u64>>,
     pub(crate) sessions: Arc<Mutex<HashMap<u64, HashSet<Cid>>>>,
     next_session: AtomicU64,
@@ -269,8 +275,18 @@ impl Store {
         let Some(loc) = self.loc(cid)? else {
             return Ok(None);
         };
-        let block = self.read_verified(cid, &loc)?;
-        self.touched.lock().expect("touched lock").insert(*cid, self.tick());
+        let block = match self.read_verified(cid, &loc) {
+            Ok(b) => b,
+            // Compaction may have moved the block and deleted its old
+            // segment between the lookup and the read: look again. Only a
+            // failure at the block's current place is corruption.
+            Err(e) => match self.loc(cid)? {
+                None => return Ok(None),
+                Some(now) if now != loc => self.read_verified(cid, &now)?,
+                Some(_) => return Err(e),
+            },
+        };
+        self.touch(cid);
         Ok(Some(block))
     }
 
@@ -419,7 +435,12 @@ impl Store {
 
     /// Pins `root` with `kind`. The dataset must be complete locally: a pin
     /// never marks half a dataset as held.
+    ///
+    /// Check and pin happen under the writer lock, the lock GC, compaction
+    /// and eviction hold: nothing can be swept between the check that the
+    /// dataset is complete and the pin that protects it.
     pub fn pin(&self, root: &Cid, kind: PinKind) -> Result<()> {
+        let _w = self.writer.lock().expect("writer lock");
         let missing = self.missing_blocks(root)?;
         if let Some(first) = missing.first() {
             return Err(Error::Incomplete {
@@ -655,6 +676,41 @@ impl Store {
         txn.open_table(META)?
             .insert("clock", self.clock.load(Ordering::Relaxed))?;
         Ok(())
+    }
+
+    /// Records a read for LRU eviction; keeps the pending ticks bounded.
+    fn touch(&self, cid: &Cid) {
+        let pending = {
+            let mut t = self.touched.lock().expect("touched lock");
+            t.insert(*cid, self.tick());
+            t.len()
+        };
+        if pending < MAX_PENDING_TICKS {
+            return;
+        }
+        // Write them now, unless a writer is busy (it writes them with its
+        // own commit); past twice the bound they are dropped: ticks are an
+        // eviction hint, memory is not.
+        let flushed = match self.writer.try_lock() {
+            Ok(_w) => self
+                .db
+                .begin_write()
+                .map_err(Error::from)
+                .and_then(|txn| {
+                    self.flush_touched(&txn)?;
+                    Ok(txn.commit()?)
+                })
+                .is_ok(),
+            Err(_) => false,
+        };
+        if !flushed && pending >= 2 * MAX_PENDING_TICKS {
+            self.touched.lock().expect("touched lock").clear();
+        }
+    }
+
+    /// Access ticks read but not yet written to the index.
+    pub fn pending_ticks(&self) -> usize {
+        self.touched.lock().expect("touched lock").len()
     }
 
     /// Persists access ticks; called on clean shutdown and periodically.

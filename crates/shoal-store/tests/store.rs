@@ -258,3 +258,157 @@ fn quota_never_evicts_user_pins_and_refuses_what_cannot_fit() {
     assert_eq!(store.stats().unwrap().live_bytes, a.bytes());
     assert!(store.pin(&big.root(), PinKind::User).is_err());
 }
+
+/// Regression (hardening 7): a read that looked up a block just before
+/// compaction moved it and deleted its segment must find it at its new place,
+/// not report it corrupt.
+#[test]
+fn reads_during_compaction_never_fail() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let keep: Vec<Block> = (0..64u32)
+        .map(|i| Block::raw((0..16384u32).map(|j| (i * 31 + j) as u8).collect::<Vec<u8>>()))
+        .collect();
+    let session = store.session();
+    store.put_many(&keep, Some(&session)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (store, stop, reads, keep) = (store.clone(), stop.clone(), reads.clone(), keep.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                for b in &keep {
+                    match store.get(b.cid()) {
+                        Ok(Some(got)) if got.data() == b.data() => {}
+                        other => return Err(format!("{}: {other:?}", b.cid())),
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        })
+    };
+    let mut compacted = 0;
+    for round in 0..400u32 {
+        // Garbage outweighs the kept blocks: every gc rewrites their segment.
+        let garbage: Vec<Block> = (0..80u32)
+            .map(|i| Block::raw(vec![(round * 7 + i) as u8; 16384 + i as usize + round as usize * 200]))
+            .collect();
+        store.put_many(&garbage, None).unwrap();
+        compacted += store.gc().unwrap().compacted_segments;
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap().unwrap();
+    assert!(compacted >= 400, "only {compacted} segments compacted");
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    drop(session);
+}
+
+/// Regression (hardening 6): pin, unpin, add and gc race each other; a pin
+/// never lands on a dataset GC swept half of, and GC keeps working.
+#[test]
+fn pin_unpin_add_and_gc_concurrently_leave_a_consistent_store() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let sets: Arc<Vec<common::Dataset>> =
+        Arc::new((0..6).map(|s| dataset(100 + s, &[3000, 5000, 700], 1024)).collect());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut threads = Vec::new();
+    for t in 0..3u64 {
+        let (store, sets) = (store.clone(), sets.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut i = t as usize;
+            while std::time::Instant::now() < deadline {
+                let d = &sets[i % sets.len()];
+                // Add without a session (its blocks are GC's to take until
+                // pinned), then pin: either the pin sees it complete and
+                // protects it, or it is refused as incomplete.
+                store.put_many(&d.all(), None).unwrap();
+                match store.pin(&d.root(), PinKind::User) {
+                    Ok(()) | Err(Error::Incomplete { .. }) => {}
+                    Err(e) => panic!("pin: {e}"),
+                }
+                if i.is_multiple_of(3) {
+                    store.unpin(&d.root(), PinKind::User).unwrap();
+                }
+                i += 3;
+            }
+        }));
+    }
+    {
+        let store = store.clone();
+        threads.push(std::thread::spawn(move || {
+            while std::time::Instant::now() < deadline {
+                let stats = store.gc().unwrap();
+                assert!(stats.incomplete.is_empty(), "a pinned dataset lost blocks: {stats:?}");
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Every pinned dataset is complete, fsck is clean, GC still works.
+    for (root, _, _) in store.pins().unwrap() {
+        assert!(
+            store.missing_blocks(&root).unwrap().is_empty(),
+            "pinned {root} is incomplete"
+        );
+    }
+    assert!(store.fsck(false).unwrap().is_clean());
+    store.gc().unwrap();
+}
+
+/// Regression (hardening 6): a pinned dataset that lost a manifest page
+/// (a repaired corruption) is reported by GC, which keeps collecting.
+#[test]
+fn gc_collects_around_a_dataset_missing_a_manifest_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Small pages: the manifest has pages under its root.
+    let mut b = shoal_core::manifest::ManifestBuilder::new(3, 1024).with_page_target(512);
+    for i in 0..200 {
+        b.push(shoal_core::manifest::Entry {
+            key: format!("k/{i:04}"),
+            size: 0,
+            content: shoal_core::manifest::Content::Blocks(vec![]),
+        })
+        .unwrap();
+    }
+    let built = b.build().unwrap();
+    assert!(built.blocks.len() > 1);
+    let mut all = built.blocks.clone();
+    all.push(built.root.clone());
+    store.put_many(&all, None).unwrap();
+    store.pin(built.root.cid(), PinKind::User).unwrap();
+    let garbage = dataset(7, &[4000], 1024);
+    store.put_many(&garbage.all(), None).unwrap();
+    // Lose one page, as `fsck --repair` would after corruption.
+    let page = built.blocks[0].clone();
+    flip_byte(&store, page.cid());
+    assert!(store.fsck(true).unwrap().repaired);
+    let stats = store.gc().unwrap();
+    assert_eq!(stats.incomplete, vec![built.root.cid().to_string()]);
+    assert!(stats.removed_blocks >= garbage.all().len() as u64, "{stats:?}");
+    // The rest of the dataset is kept: only what the lost page named is gone.
+    assert!(store.has(built.root.cid()).unwrap());
+}
+
+/// Regression (hardening 8): access ticks of reads stay bounded in memory.
+#[test]
+fn access_ticks_of_many_reads_stay_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let n = shoal_store::MAX_PENDING_TICKS + 5000;
+    let blocks: Vec<Block> = (0..n as u32).map(|i| Block::raw(i.to_le_bytes().to_vec())).collect();
+    store.put_many(&blocks, None).unwrap();
+    for b in &blocks {
+        store.get(b.cid()).unwrap().unwrap();
+        assert!(store.pending_ticks() < shoal_store::MAX_PENDING_TICKS);
+    }
+    store.flush().unwrap();
+    assert_eq!(store.pending_ticks(), 0);
+}
