@@ -459,18 +459,20 @@ impl Repo {
         self.config_path().exists()
     }
 
-    /// Creates the repo (0700 directory + default config). Returns false if
-    /// it already existed.
+    /// Creates the repo (0700 directory + identity + default config).
+    /// Returns false if it already existed. Each file is written to a
+    /// temporary name, synced and renamed, config.toml last: an init cut
+    /// short (a crash, a full disk) leaves no config, and the next `init`
+    /// or `daemon` finishes it, keeping an identity that was completed.
     pub fn init(&self, listen: &[String]) -> Result<bool> {
         if self.exists() {
             return Ok(false);
         }
         create_private_dir(&self.home)?;
-        write_private(
-            &self.identity_path(),
-            &shoal_net::Keypair::generate_ed25519().to_protobuf_encoding()?,
-        )?;
-        let tmp = self.home.join("config.toml.tmp");
+        if self.load_identity().is_err() {
+            let key = shoal_net::Keypair::generate_ed25519().to_protobuf_encoding()?;
+            install_private(&self.identity_path(), &key)?;
+        }
         let mut text = DEFAULT_CONFIG.to_string();
         if !listen.is_empty() {
             let list: Vec<String> = listen.iter().map(|a| format!("{a:?}")).collect();
@@ -479,8 +481,7 @@ impl Repo {
                 &format!("listen = [{}]", list.join(", ")),
             );
         }
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, self.config_path()).context("installing config.toml")?;
+        install_private(&self.config_path(), text.as_bytes())?;
         Ok(true)
     }
 
@@ -493,17 +494,26 @@ impl Repo {
     }
 }
 
-fn write_private(p: &Path, data: &[u8]) -> Result<()> {
+/// Writes `p` atomically (mode 0600): a temporary file, synced, renamed,
+/// then the directory synced.
+fn install_private(p: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let tmp = p.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp); // left by an earlier attempt
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(p)
-        .with_context(|| format!("creating {}", p.display()))?;
-    f.write_all(data)?;
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     f.sync_all()?;
+    std::fs::rename(&tmp, p).with_context(|| format!("installing {}", p.display()))?;
+    if let Some(dir) = p.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
     Ok(())
 }
 
@@ -527,6 +537,32 @@ mod tests {
         assert_eq!(parse_size("2 GiB").unwrap(), 2 << 30);
         assert_eq!(parse_size("1.5KB").unwrap(), 1500);
         assert!(parse_size("12 parsecs").is_err());
+    }
+
+    /// Regression (hardening 11): an init cut short anywhere can be
+    /// repeated; a completed identity survives it.
+    #[test]
+    fn an_interrupted_init_is_finished_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo {
+            home: dir.path().join("repo"),
+        };
+        // Cut after the identity: no config yet.
+        assert!(repo.init(&[]).unwrap());
+        let id = std::fs::read(repo.identity_path()).unwrap();
+        std::fs::remove_file(repo.config_path()).unwrap();
+        std::fs::write(repo.home.join("config.tmp"), "half a con").unwrap();
+        assert!(repo.init(&["/ip4/127.0.0.1/tcp/0".into()]).unwrap());
+        assert_eq!(std::fs::read(repo.identity_path()).unwrap(), id, "the identity changed");
+        assert!(repo.load_config().unwrap().network.listen[0].contains("127.0.0.1"));
+        // Cut while writing the identity: a truncated key is replaced.
+        std::fs::remove_file(repo.config_path()).unwrap();
+        std::fs::write(repo.identity_path(), b"\x08\x01").unwrap();
+        std::fs::write(repo.home.join("identity.tmp"), b"junk").unwrap();
+        assert!(repo.init(&[]).unwrap());
+        repo.load_identity().unwrap();
+        repo.load_config().unwrap();
+        assert!(!repo.init(&[]).unwrap(), "a complete repo is left alone");
     }
 
     #[test]

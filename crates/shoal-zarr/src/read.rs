@@ -2,6 +2,7 @@
 //! dataset as a Zarr directory. Generic over where blocks come from (the
 //! local store now, the network later) through a fetch function.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
@@ -70,30 +71,73 @@ pub fn key_bytes(m: &Manifest, key: &str, fetch: &mut Fetch<'_>) -> Result<Bytes
 }
 
 /// Writes every key of the dataset under `out` (which must not exist or be
-/// empty). Returns (keys, bytes) written.
+/// empty, and must not be a symlink). Returns (keys, bytes) written.
+///
+/// Nothing is written through a symlink: every directory is created and
+/// opened relative to its parent's descriptor without following links, and
+/// every file is created new (`O_EXCL | O_NOFOLLOW`), so a link planted in
+/// the output tree while the export runs (a shared `/tmp`) makes it fail
+/// instead of writing elsewhere.
 pub fn export(m: &Manifest, out: &Path, fetch: &mut Fetch<'_>, on_key: &mut dyn FnMut(&Entry)) -> Result<(u64, u64)> {
+    use rustix::fs::{Mode, OFlags};
+    let werr = |path: PathBuf| move |e: std::io::Error| Error::Write { path, source: e };
+    if out.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::Write {
+            path: out.to_path_buf(),
+            source: std::io::Error::other("the output path is a symlink; give the directory itself"),
+        });
+    }
     if out.exists() {
         let empty = std::fs::read_dir(out).map(|mut d| d.next().is_none()).unwrap_or(false);
         if !empty {
             return Err(Error::OutputExists(out.to_path_buf()));
         }
     }
-    let werr = |path: PathBuf| move |e| Error::Write { path, source: e };
     std::fs::create_dir_all(out).map_err(werr(out.to_path_buf()))?;
+    let dir_flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC;
+    let top = rustix::fs::open(out, dir_flags, Mode::empty()).map_err(|e| werr(out.to_path_buf())(e.into()))?;
+    // Open directory descriptors by relative path ("" = `out`).
+    let mut dirs: std::collections::HashMap<String, rustix::fd::OwnedFd> = std::collections::HashMap::new();
     let entries = m.entries(fetch)?;
     let (mut keys, mut bytes) = (0, 0);
     for e in entries {
         // Keys were validated when the manifest was decoded: relative, no
-        // '..', so joining cannot leave `out`.
-        let path = out.join(&e.key);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(werr(parent.to_path_buf()))?;
+        // '..' or empty components.
+        let (parent, name) = e.key.rsplit_once('/').unwrap_or(("", e.key.as_str()));
+        let mut at = String::new();
+        for comp in parent.split('/').filter(|c| !c.is_empty()) {
+            let next = if at.is_empty() {
+                comp.to_string()
+            } else {
+                format!("{at}/{comp}")
+            };
+            if !dirs.contains_key(&next) {
+                let base = dirs.get(&at).map(|f| f.as_fd()).unwrap_or(top.as_fd());
+                match rustix::fs::mkdirat(base, comp, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(err) => return Err(werr(out.join(&next))(err.into())),
+                }
+                let fd = rustix::fs::openat(base, comp, dir_flags, Mode::empty())
+                    .map_err(|err| werr(out.join(&next))(err.into()))?;
+                dirs.insert(next.clone(), fd);
+            }
+            at = next;
         }
+        let path = out.join(&e.key);
         let data = entry_bytes(m, &e, fetch).map_err(|source| Error::Key {
             key: e.key.clone(),
             source: Box::new(source),
         })?;
-        std::fs::write(&path, &data).map_err(werr(path.clone()))?;
+        let base = dirs.get(&at).map(|f| f.as_fd()).unwrap_or(top.as_fd());
+        let fd = rustix::fs::openat(
+            base,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|err| werr(path.clone())(err.into()))?;
+        let mut f = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut f, &data).map_err(werr(path.clone()))?;
         keys += 1;
         bytes += data.len() as u64;
         on_key(&e);

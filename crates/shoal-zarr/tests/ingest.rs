@@ -167,3 +167,59 @@ fn special_file_fifo() {
     });
     assert!(matches!(err, Error::SpecialFile { .. }), "{err}");
 }
+
+/// Regression (hardening 10): `get -o DIR` never writes through a symlink
+/// planted in the output tree while it runs (keys are written in order:
+/// .zattrs, .zgroup, t/.zarray, t/.zattrs, t/0, t/1, t/2).
+#[test]
+fn export_never_writes_through_a_planted_symlink() {
+    let src = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let store = Store::open(repo.path(), StoreOptions::default()).unwrap();
+    v2_tree(src.path(), 2);
+    let r = add(&store, src.path()).unwrap();
+    let m = store.manifest(&r.root).unwrap();
+    for plant in ["t", "t/1", ".zgroup"] {
+        let work = tempfile::tempdir().unwrap();
+        let victim = work.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        let out = work.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let mut written = 0;
+        let res = read::export(&m, &out, &mut |c| Ok(store.require(c)?), &mut |_| {
+            written += 1;
+            // After the first key, an attacker plants a link where a
+            // later key will go.
+            if written == 1 {
+                let target = if plant == "t" {
+                    victim.clone()
+                } else {
+                    victim.join("file")
+                };
+                if let Some(parent) = out.join(plant).parent() {
+                    std::fs::create_dir_all(parent).unwrap();
+                }
+                std::os::unix::fs::symlink(&target, out.join(plant)).unwrap();
+            }
+        });
+        assert!(matches!(res, Err(Error::Write { .. })), "plant {plant}: {res:?}");
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "wrote through {plant}");
+    }
+    // The output path itself being a link is refused up front.
+    let work = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(work.path(), work.path().join("link")).unwrap();
+    let res = read::export(
+        &m,
+        &work.path().join("link"),
+        &mut |c| Ok(store.require(c)?),
+        &mut |_| {},
+    );
+    assert!(matches!(res, Err(Error::Write { .. })), "{res:?}");
+    // And a clean export still reproduces the tree.
+    let out = work.path().join("clean");
+    read::export(&m, &out, &mut |c| Ok(store.require(c)?), &mut |_| {}).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("t/1")).unwrap(),
+        std::fs::read(src.path().join("t/1")).unwrap()
+    );
+}
