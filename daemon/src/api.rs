@@ -173,6 +173,9 @@ pub struct MirrorsResult {
     pub last_error: Option<String>,
     /// Mirrors that failed here recently (this daemon backs off from them).
     pub failed: Vec<FailedMirror>,
+    /// Policy runs completed since the daemon started.
+    #[serde(default)]
+    pub runs: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -539,6 +542,7 @@ impl From<shoal_node::MirrorsView> for MirrorsResult {
                 .collect(),
             peers: v.peers,
             last_error: v.last_error,
+            runs: v.runs,
             failed: v
                 .failed
                 .into_iter()

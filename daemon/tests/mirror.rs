@@ -48,6 +48,16 @@ fn mirrored(d: &Daemon) -> Vec<String> {
         .collect()
 }
 
+/// Waits (bounded) until each daemon has completed `n` more policy runs:
+/// whatever the policy would still do, it has had the chance to.
+fn policy_runs(ds: &[&Daemon], n: u64) {
+    let runs = |d: &Daemon| d.json(&["mirrors"])["runs"].as_u64().unwrap();
+    let start: Vec<u64> = ds.iter().map(|d| runs(d)).collect();
+    wait_for(60, "more policy runs", || {
+        ds.iter().zip(&start).all(|(d, s)| runs(d) >= s + n).then_some(())
+    });
+}
+
 fn providers(d: &Daemon, root: &str) -> usize {
     d.json(&["providers", root])["providers"].as_array().unwrap().len()
 }
@@ -249,8 +259,8 @@ fn a_replica_target_of_three_is_reached_and_restored_after_kills() {
         (providers(&ds_[0], &root) == 3).then(|| holders(&ds_, &alive))
     });
     assert_eq!(first.len(), 3, "holders {first:?}");
-    // No overshoot: a few more policy runs later there are still 3.
-    std::thread::sleep(Duration::from_secs(5));
+    // No overshoot: three more policy runs on every daemon later, still 3.
+    policy_runs(&alive.iter().map(|&i| &ds_[i]).collect::<Vec<_>>(), 3);
     assert_eq!(holders(&ds_, &alive).len(), 3);
     let t = ds_[0].json(&["mirrors"]);
     assert_eq!(t["targets"][0]["copies"], 3, "{t}");
@@ -273,7 +283,7 @@ fn a_replica_target_of_three_is_reached_and_restored_after_kills() {
         let h = holders(&ds_, &alive);
         (h.len() == 3 && providers(&ds_[watcher], &root) == 3).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(4));
+    policy_runs(&alive.iter().map(|&i| &ds_[i]).collect::<Vec<_>>(), 3);
     assert_eq!(holders(&ds_, &alive).len(), 3, "overshoot after re-replication");
     let _ = &mut ds_;
 }
@@ -344,23 +354,22 @@ fn a_peer_flooding_gossip_or_sending_garbage_stays_bounded_and_capped() {
         }
     });
     eprintln!("hostile peer published {sent} messages");
-    std::thread::sleep(Duration::from_secs(3));
+    // Right after the flood its last accepted report is still fresh (it
+    // expires after three of its 1 s intervals): its influence is exactly
+    // its capped share, below the threshold.
     let v = victim.json(&["mirrors"]);
     let after = rss_kib(victim.pid());
     eprintln!("victim RSS {before} KiB -> {after} KiB; gossip {}", v["peers"]);
-    // Its influence is its capped share: below the threshold, so nothing
-    // is mirrored however loud it is.
-    // (Its last report may have expired by now: then x scores nothing.)
-    assert!(score_of_x(&v).unwrap_or(0) <= 8, "{v}");
+    assert_eq!(score_of_x(&v), Some(8), "{v}");
     assert!(v["peers"]["rejected"].as_u64().unwrap() > 0, "{v}");
     assert!(v["popular"].as_array().unwrap().len() <= 20);
-    for _ in 0..4 {
-        std::thread::sleep(Duration::from_secs(1));
-        assert!(
-            mirrored(&victim).is_empty(),
-            "the flood made the victim mirror something"
-        );
-    }
+    // Nothing is mirrored however loud it was: two policy runs later.
+    rt.block_on(evil.publish(report(sent + 1).encode())).unwrap();
+    policy_runs(&[&victim], 2);
+    assert!(
+        mirrored(&victim).is_empty(),
+        "the flood made the victim mirror something"
+    );
     // Memory stays bounded (generous: allocator noise, not a timing figure).
     assert!(after < before + 64 * 1024, "RSS grew from {before} KiB to {after} KiB");
     // And the victim still works normally.
@@ -388,7 +397,10 @@ fn a_peer_flooding_gossip_or_sending_garbage_stays_bounded_and_capped() {
             }
         })
     };
-    std::thread::sleep(Duration::from_secs(2));
+    // Until the victim knows the junk targets.
+    wait_for(30, "the junk targets to be heard", || {
+        (victim.json(&["mirrors"])["peers"]["targets_known"].as_u64().unwrap() >= 64).then_some(())
+    });
     holder.cli_ok(&["pin", &x, "--replicas", "2"]);
     wait_for(90, "the victim to honour the real target despite the junk", || {
         mirrored(&victim).contains(&x).then_some(())

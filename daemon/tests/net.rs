@@ -22,6 +22,18 @@ fn bootstrap(to: &Daemon) -> Opts {
 }
 
 /// Waits (bounded) until `d` reports `n` providers for `root`.
+/// Blocks of dataset `root` that daemon `d` has served to peers (its own
+/// request count, as `shoal mirrors` shows it).
+fn served(d: &Daemon, root: &str) -> u64 {
+    d.json(&["mirrors"])["popular"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["root"] == root)
+        .map(|p| p["local"]["blocks"].as_u64().unwrap())
+        .unwrap_or(0)
+}
+
 fn wait_providers(d: &Daemon, root: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -81,9 +93,18 @@ fn provider_killed_mid_transfer_the_pin_completes_from_the_other() {
     c.connect(&a);
     c.connect(&b);
     wait_providers(&c, &root, 2);
-    let pin = c.spawn_cli(&["pin", &root, "--json"]);
-    std::thread::sleep(Duration::from_millis(1500));
-    let mut pin = pin;
+    let mut pin = c.spawn_cli(&["pin", &root, "--json"]);
+    // Kill A once it has served part of the dataset (its own count of
+    // blocks served), while the pin is still running.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while served(&a, &root) == 0 {
+        assert!(
+            pin.try_wait().unwrap().is_none(),
+            "pin finished before A served anything"
+        );
+        assert!(Instant::now() < deadline, "A served nothing in 30s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         pin.try_wait().unwrap().is_none(),
         "pin finished before the provider was killed; slow the providers down"
@@ -91,6 +112,15 @@ fn provider_killed_mid_transfer_the_pin_completes_from_the_other() {
     a.kill9();
     let out = pin.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let used = &report["fetched"]["peers_used"];
+    assert!(
+        used.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str() == Some(b.peer_id().as_str())),
+        "the pin did not complete from B: {report}"
+    );
     let dest = work.path().join("out");
     c.cli_ok(&["get", &root, "-o", dest.to_str().unwrap()]);
     assert_same_tree(&src, &dest);
@@ -285,13 +315,40 @@ fn a_greedy_peer_gets_skipped_and_busy_answers_beyond_the_inbound_bounds() {
     assert!(skipped >= 16, "only {skipped} skipped: the per-peer bound did not hold");
     // 6 compute requests at once: 2 run (MAX_COMPUTE_INFLIGHT), the rest
     // get the empty "busy" answer and would be reassigned.
+    // Real requests (sum of chunk 0), each held 500 ms by the serve delay.
+    let body = serde_json::to_vec(&shoal_query::remote::ComputeRequest {
+        root: root.clone(),
+        spec: shoal_query::QuerySpec {
+            array: "x".into(),
+            op: shoal_query::Op::Sum,
+            dims: vec![],
+            sel: vec![],
+            ddof: 0,
+            raw: false,
+        },
+        chunks: vec![vec![0]],
+    })
+    .unwrap();
     let answers = rt.block_on(futures::future::join_all(
-        (0..6).map(|_| greedy.compute(peer, b"{}".to_vec(), Duration::from_secs(30))),
+        (0..6).map(|_| greedy.compute(peer, body.clone(), Duration::from_secs(30))),
     ));
-    let busy = answers.iter().filter(|r| r.as_ref().unwrap().is_empty()).count();
+    let answers: Vec<Vec<u8>> = answers.into_iter().map(|r| r.unwrap()).collect();
+    let busy = answers.iter().filter(|r| r.is_empty()).count();
     eprintln!("6 compute requests at once: {busy} busy");
-    assert!(busy >= 3, "only {busy} busy: the compute bound did not hold");
-    assert!(busy < 6, "nothing was computed");
+    assert_eq!(
+        busy,
+        6 - shoal_net::network::MAX_COMPUTE_INFLIGHT,
+        "the compute bound did not hold"
+    );
+    for a in answers.iter().filter(|r| !r.is_empty()) {
+        let n = u32::from_le_bytes(a[..4].try_into().unwrap()) as usize;
+        let h: shoal_query::remote::ComputeHeader = serde_json::from_slice(&a[4..4 + n]).unwrap();
+        assert_eq!(
+            (h.error, h.computed),
+            (None, vec![0]),
+            "a request that ran was not computed"
+        );
+    }
     // The daemon still serves normally afterwards.
     let r = rt.block_on(greedy.request(peer, Some(root_cid), vec![block])).unwrap();
     assert!(matches!(r.answers[0].1, Answer::Data(_)));

@@ -261,16 +261,33 @@ fn a_distributed_query_runs_where_the_chunks_are_and_moves_only_partials() {
 
 #[test]
 fn killing_a_peer_mid_query_still_gives_the_right_result() {
-    // B answers each compute request after 3s, so it dies mid-request.
-    let (_a, mut b, c, root, _) = dist_setup(vec![("SHOAL_TEST_SERVE_DELAY_MS".into(), "3000".into())]);
+    // B answers each compute request after 3s and logs each one it starts:
+    // it is killed once it has started one, so it dies mid-request.
+    let (_a, mut b, c, root, _) = dist_setup(vec![
+        ("SHOAL_TEST_SERVE_DELAY_MS".into(), "3000".into()),
+        ("SHOAL_LOG".into(), "info,shoal_node=debug".into()),
+    ]);
+    let b_id = b.peer_id();
     let work = tempfile::tempdir().unwrap();
     let killer = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(1000));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !b.log().contains("compute request") {
+            assert!(std::time::Instant::now() < deadline, "B was never asked to compute");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         b.kill9();
         b
     });
     let r = check_dist(&c, &root, work.path());
     let _b = killer.join().unwrap();
+    assert!(
+        !r["chunks_remote"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p[0] == b_id.as_str()),
+        "B died mid-request yet is credited: {r}"
+    );
     let total: u64 = r["chunks_remote"]
         .as_array()
         .unwrap()

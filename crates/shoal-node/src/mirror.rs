@@ -90,6 +90,8 @@ struct State {
     /// all in and every daemon ranks the same volunteers.
     first_seen: HashMap<Cid, std::time::Instant>,
     last_error: Option<String>,
+    /// Policy runs completed since start.
+    runs: u64,
 }
 
 pub struct Mirror {
@@ -230,7 +232,10 @@ impl Mirror {
                 }
             }
             let r = self.check(&d).await;
-            self.lock().last_error = r.as_ref().err().map(|e| e.to_string());
+            let mut st = self.lock();
+            st.last_error = r.as_ref().err().map(|e| e.to_string());
+            st.runs += 1;
+            drop(st);
             if let Err(e) = r {
                 tracing::warn!(error = %e, "mirror policy run failed");
             }
@@ -662,6 +667,7 @@ impl Mirror {
                 .collect(),
             peers: self.pop.stats(),
             last_error: s.last_error.clone(),
+            runs: s.runs,
         })
     }
 }
@@ -686,6 +692,8 @@ pub struct MirrorsView {
     pub last_error: Option<String>,
     /// Mirrors that failed here recently (this daemon backs off from them).
     pub failed: Vec<FailedMirror>,
+    /// Policy runs completed since the node started.
+    pub runs: u64,
 }
 
 #[derive(Debug, Clone)]

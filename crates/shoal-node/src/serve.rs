@@ -53,10 +53,10 @@ pub(crate) fn compute(
     test: TestSwitches,
 ) -> shoal_net::ComputeFn {
     Arc::new(move |peer, body| {
+        tracing::debug!(%peer, bytes = body.len(), "compute request");
         if !test.serve_delay.is_zero() {
             std::thread::sleep(test.serve_delay);
         }
-        tracing::debug!(%peer, bytes = body.len(), "compute request");
         crate::query::serve(&store, &pop, &limits, &body)
     })
 }
