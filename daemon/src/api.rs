@@ -269,6 +269,12 @@ pub struct StatsResult {
     /// Compute requests from peers refused for their size.
     #[serde(default)]
     pub compute_refused: u64,
+    /// Datasets this daemon could not announce on the DHT.
+    #[serde(default)]
+    pub provide_failures: u64,
+    /// Peer requests whose handler panicked (answered, slot released).
+    #[serde(default)]
+    pub handler_panics: u64,
     #[serde(flatten)]
     pub store: shoal_store::StatsReport,
 }

@@ -43,6 +43,11 @@ request_timeout = "20s"
 provider_timeout = "20s"
 # Deadline of one block read through the network (mount, cat of a remote key).
 block_timeout = "30s"
+# DHT provider records: datasets this daemon may announce, and keys of
+# other peers' records it keeps (the oldest go first; a flood of made-up
+# announcements never displaces this daemon's own).
+max_provided = 1048576
+provider_records = 16384
 
 [mount]
 # Chunk files fetched ahead when a directory is read in order.
@@ -252,6 +257,8 @@ impl Config {
         net.allow_peers = allow_peers;
         net.reprovide_interval = parse_duration(&n.reprovide_interval).context("[network] reprovide_interval")?;
         net.request_timeout = parse_duration(&n.request_timeout).context("[network] request_timeout")?;
+        net.max_provided = n.max_provided;
+        net.max_remote_provider_keys = n.provider_records;
         Ok(NodeConfig {
             store_dir: repo.store_path(),
             quota: self.store.quota_bytes()?,
@@ -318,6 +325,8 @@ pub struct NetworkConfig {
     pub request_timeout: String,
     pub provider_timeout: String,
     pub block_timeout: String,
+    pub max_provided: usize,
+    pub provider_records: usize,
 }
 
 impl Default for NetworkConfig {
@@ -331,6 +340,8 @@ impl Default for NetworkConfig {
             request_timeout: "20s".into(),
             provider_timeout: "20s".into(),
             block_timeout: "30s".into(),
+            max_provided: 1 << 20,
+            provider_records: 1 << 14,
         }
     }
 }

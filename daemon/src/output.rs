@@ -207,6 +207,18 @@ pub fn print_stats(res: &StatsResult) -> std::io::Result<()> {
     );
     out!("pins:       {}", r.pins);
     out!("names:      {}", r.names);
+    if res.provide_failures > 0 {
+        out!(
+            "provides:   {} datasets could not be announced ([network] max_provided reached; see the daemon log)",
+            res.provide_failures
+        );
+    }
+    if res.handler_panics > 0 {
+        out!(
+            "panics:     {} peer requests hit a handler bug (answered; see the daemon log)",
+            res.handler_panics
+        );
+    }
     if res.compute_refused > 0 {
         out!(
             "refused:    {} compute requests over the per-request memory bound",

@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -215,6 +216,8 @@ async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
     Ok(Json(StatsResult {
         repo: d.repo.home.display().to_string(),
         compute_refused: d.node.compute_refused(),
+        provide_failures: d.node.net_stats().provide_failures.load(Ordering::Relaxed),
+        handler_panics: d.node.net_stats().handler_panics.load(Ordering::Relaxed),
         store: d.node.stats().await?,
     }))
 }

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod fetch;
 pub mod gossip;
 pub mod network;
+pub mod providers;
 
 pub use fetch::{BlockSource, FetchOptions, FetchProgress, FetchReport, Fetcher};
 pub use libp2p::identity::Keypair;

@@ -16,7 +16,9 @@ use libp2p::core::transport::upgrade::Version;
 use libp2p::core::Transport;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::identity::Keypair;
-use libp2p::kad::{self, store::MemoryStore, GetProvidersOk, QueryId, QueryResult, RecordKey};
+use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult, RecordKey};
+
+use crate::providers::ProviderStore;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
@@ -74,6 +76,11 @@ pub struct SwarmSettings {
     /// Deadline of one block request.
     pub request_timeout: Duration,
     pub max_connections: u32,
+    /// Datasets this node may provide on the DHT (its own records; peers
+    /// can never displace them).
+    pub max_provided: usize,
+    /// Keys of peers' provider records kept (the oldest goes first).
+    pub max_remote_provider_keys: usize,
 }
 
 impl SwarmSettings {
@@ -89,6 +96,8 @@ impl SwarmSettings {
             reprovide_interval: Duration::from_secs(3600),
             request_timeout: Duration::from_secs(20),
             max_connections: 256,
+            max_provided: 1 << 20,
+            max_remote_provider_keys: 1 << 14,
         }
     }
 }
@@ -132,7 +141,7 @@ struct Behaviour {
     banned: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    kad: kad::Behaviour<MemoryStore>,
+    kad: kad::Behaviour<ProviderStore>,
     blocks: request_response::Behaviour<BlockCodec>,
     compute: request_response::Behaviour<ComputeCodec>,
     gossip: gossipsub::Behaviour,
@@ -176,6 +185,9 @@ pub struct NetStats {
     pub handler_panics: AtomicU64,
     /// Block requests answered "skipped" (this node at its inbound limit).
     pub skipped_requests: AtomicU64,
+    /// Datasets this node could not announce (its provider records are at
+    /// [`SwarmSettings::max_provided`]).
+    pub provide_failures: AtomicU64,
 }
 
 impl Client {
@@ -347,6 +359,7 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
     let request_timeout = cfg.swarm.request_timeout;
     let max_conns = cfg.swarm.max_connections;
     let reprovide = cfg.swarm.reprovide_interval;
+    let (max_provided, max_remote) = (cfg.swarm.max_provided, cfg.swarm.max_remote_provider_keys);
     let heartbeat = cfg.gossip_heartbeat;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.swarm.keypair.clone())
         .with_tokio()
@@ -397,7 +410,8 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
             kcfg.set_query_timeout(Duration::from_secs(30));
             kcfg.set_provider_publication_interval(Some(reprovide));
             kcfg.set_provider_record_ttl(Some(reprovide * 4));
-            let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kcfg);
+            let store = ProviderStore::new(peer_id, max_provided, max_remote);
+            let mut kad = kad::Behaviour::with_config(peer_id, store, kcfg);
             // Answer DHT queries even before an external address is known
             // (institution daemons on private networks, loopback tests).
             kad.set_mode(Some(kad::Mode::Server));
@@ -540,6 +554,7 @@ impl EventLoop {
             .kad
             .start_providing(RecordKey::new(&root.to_bytes()))
         {
+            self.stats.provide_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%root, error = %e, "cannot record provider entry");
         }
     }

@@ -576,6 +576,12 @@ impl Node {
         self.inner.mirror.check(self.parts()).await
     }
 
+    /// The network's counters (handler panics, skipped requests, provide
+    /// failures).
+    pub fn net_stats(&self) -> &shoal_net::NetStats {
+        self.parts().net.stats()
+    }
+
     /// Compute requests from peers refused for their size.
     pub fn compute_refused(&self) -> u64 {
         self.parts()

@@ -1,0 +1,84 @@
+//! Regression (hardening 5): a node provides more than 1,024 datasets, and
+//! a peer flooding it with provider records for made-up keys neither stops
+//! its own provides nor grows its memory without bound.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_net::{Client, ComputeFn, EventLoop, NetConfig, ServeFn, SwarmSettings};
+
+fn swarm(max_remote: usize) -> Client {
+    let mut s = SwarmSettings::new(
+        shoal_net::Keypair::generate_ed25519(),
+        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+    );
+    s.max_remote_provider_keys = max_remote;
+    let serve: ServeFn = Arc::new(|_, _, c| vec![None; c.len()]);
+    let compute: ComputeFn = Arc::new(|_, _| Vec::new());
+    let (client, ev) = EventLoop::new(NetConfig {
+        swarm: s,
+        serve,
+        compute,
+        gossip: None,
+        gossip_heartbeat: Duration::from_secs(1),
+    })
+    .unwrap();
+    tokio::spawn(ev.run());
+    client
+}
+
+fn root(i: u32) -> shoal_core::Cid {
+    *shoal_core::Block::dag_cbor(i.to_be_bytes().to_vec()).cid()
+}
+
+async fn all_found(finder: &Client, provider: &Client, roots: &[shoal_core::Cid]) {
+    for batch in roots.chunks(100) {
+        let found =
+            futures::future::join_all(batch.iter().map(|r| finder.find_providers(*r, Duration::from_secs(10)))).await;
+        for (r, f) in batch.iter().zip(found) {
+            assert!(f.unwrap().contains(&provider.peer_id()), "{r} not found");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eleven_hundred_datasets_are_findable_and_a_provider_flood_changes_nothing() {
+    let a = swarm(500);
+    let b = swarm(1 << 14);
+    let addr = a.listen_addrs().await.unwrap()[0].clone();
+    b.dial(addr.clone()).await.unwrap();
+    let mine: Vec<shoal_core::Cid> = (0..1100).map(root).collect();
+    for r in &mine {
+        a.provide(*r).await.unwrap();
+    }
+    all_found(&b, &a, &mine).await;
+
+    // A flood: a peer announces 3,000 made-up datasets to A.
+    let evil = swarm(1 << 14);
+    evil.dial(addr).await.unwrap();
+    for i in 0..3000 {
+        evil.provide(root(1_000_000 + i)).await.unwrap();
+    }
+    // Wait (bounded) until A has heard the flood: it finds the evil peer
+    // as provider of the last made-up key.
+    let last = root(1_000_000 + 2999);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !a
+        .find_providers(last, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .contains(&evil.peer_id())
+    {
+        assert!(std::time::Instant::now() < deadline, "A never heard the flood");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A still provides everything it held, and new datasets too.
+    let new: Vec<shoal_core::Cid> = (5000..5100).map(root).collect();
+    for r in &new {
+        a.provide(*r).await.unwrap();
+    }
+    all_found(&b, &a, &mine).await;
+    all_found(&b, &a, &new).await;
+    assert_eq!(a.stats().provide_failures.load(Ordering::Relaxed), 0);
+}
