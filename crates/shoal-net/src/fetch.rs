@@ -39,10 +39,11 @@ pub struct FetchOptions {
     pub provider_timeout: Duration,
     /// CIDs per request. 8 x 1 MiB blocks keep a response under 8 MiB.
     pub batch: usize,
-    /// Requests in flight per provider.
+    /// Requests in flight per provider until its link is measured; then
+    /// twice its bandwidth-delay product (at most 8 requests).
     pub per_peer_inflight: usize,
-    /// Providers used at once. With the two above, bounds buffered response
-    /// data at max_peers x per_peer_inflight x batch x block size (256 MiB).
+    /// Providers used at once. Response data in flight is bounded by
+    /// [`MAX_INFLIGHT_BYTES`] over all of them.
     pub max_peers: usize,
     /// Failures (timeouts, errors) before a provider is dropped.
     pub max_strikes: u32,
@@ -62,7 +63,7 @@ impl Default for FetchOptions {
         Self {
             provider_timeout: Duration::from_secs(20),
             batch: 8,
-            per_peer_inflight: 4,
+            per_peer_inflight: 8,
             max_peers: 8,
             max_strikes: 3,
             write_batch_bytes: 32 << 20,
@@ -91,6 +92,9 @@ pub struct FetchReport {
     pub peers_used: Vec<String>,
     /// Providers banned for sending wrong bytes.
     pub banned: Vec<String>,
+    /// Per provider: its share and its measured link.
+    #[serde(default)]
+    pub links: Vec<LinkReport>,
 }
 
 #[derive(Clone)]
@@ -104,6 +108,8 @@ pub struct Fetcher {
 struct PeerState {
     inflight: usize,
     strikes: u32,
+    /// The link as measured (see [`Link`]).
+    link: Link,
     /// Consecutive answers that skipped everything (the peer is at its
     /// inbound limit), and until when it gets no new work.
     busy_streak: u32,
@@ -120,6 +126,96 @@ const BUSY_STRIKE_AFTER: u32 = 8;
 impl PeerState {
     fn paused(&self, now: Instant) -> bool {
         self.busy_until.is_some_and(|t| t > now)
+    }
+}
+
+/// Requests in flight per provider at most (half the serving side's
+/// per-peer bound, `network::MAX_INBOUND_PER_PEER`, beyond which requests
+/// are answered "skipped": the rest is room for reads through the block
+/// source).
+const MAX_PEER_INFLIGHT: usize = crate::network::MAX_INBOUND_PER_PEER / 2;
+/// Blocks per request at most: one response stays under the protocol's
+/// 16 MiB response bound with 1 MiB blocks.
+const MAX_BATCH: usize = 15;
+/// Bytes requested and not yet received, over all providers of a fetch:
+/// what a fetch may have buffered in the muxer at once.
+pub const MAX_INFLIGHT_BYTES: u64 = 256 << 20;
+/// The window over which a provider's delivery rate is measured.
+const RATE_WINDOW: Duration = Duration::from_millis(200);
+
+/// What the fetcher has measured of one provider's link, BBR-style: the
+/// fastest round trip of a request (its floor, `min_rtt`) and the best
+/// delivery rate over a short window (`max_rate`). Their product is the
+/// bandwidth-delay product: the bytes that must be in flight to keep the
+/// link busy. The request window follows it.
+#[derive(Default, Clone, Copy)]
+struct Link {
+    min_rtt: Option<Duration>,
+    max_rate: f64,
+    window_start: Option<Instant>,
+    window_bytes: u64,
+    /// Bytes asked of this provider and not yet received; its peak.
+    inflight_bytes: u64,
+    peak_inflight: u64,
+    /// Bytes it delivered.
+    total: u64,
+}
+
+/// One provider's share of a fetch and what was measured of its link.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct LinkReport {
+    pub peer: String,
+    /// Block bytes it delivered.
+    pub bytes: u64,
+    /// The most bytes requested of it and not yet received at once.
+    pub peak_inflight: u64,
+    /// Its measured bandwidth-delay product (best rate x fastest round trip).
+    pub bdp: Option<u64>,
+    pub min_rtt_ms: Option<f64>,
+    /// Best delivery rate over a half-second window, bytes/s.
+    pub max_rate: f64,
+}
+
+impl Link {
+    fn delivered(&mut self, bytes: u64, rtt: Duration, now: Instant) {
+        self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+        let start = *self.window_start.get_or_insert(now);
+        self.window_bytes += bytes;
+        let span = now.duration_since(start);
+        if span >= RATE_WINDOW {
+            self.max_rate = self.max_rate.max(self.window_bytes as f64 / span.as_secs_f64());
+            self.window_start = Some(now);
+            self.window_bytes = 0;
+        }
+    }
+
+    /// Bandwidth x delay, once both are measured.
+    fn bdp(&self) -> Option<u64> {
+        let rtt = self.min_rtt?;
+        (self.max_rate > 0.0).then_some((self.max_rate * rtt.as_secs_f64()) as u64)
+    }
+
+    /// Blocks per request: `base` until the link is measured, then more
+    /// (up to [`MAX_BATCH`]) on a link whose bandwidth-delay product the
+    /// largest window of `base`-block requests would not cover twice. (A
+    /// larger first flight measured no faster and hands a small dataset out
+    /// before the faster of two providers has shown it is faster.)
+    fn batch(&self, base: usize, block: u64) -> usize {
+        match self.bdp() {
+            None => base,
+            Some(b) => ((2 * b).div_ceil(MAX_PEER_INFLIGHT as u64 * block) as usize).clamp(base, MAX_BATCH.max(base)),
+        }
+    }
+
+    /// Requests to keep in flight: `start` until the link is measured, then
+    /// twice the bandwidth-delay product (one to fill the pipe, one to
+    /// absorb jitter) in requests of `request_bytes`, between 2 and the
+    /// serving side's bound. On loopback that is 2; at 100 ms, 8.
+    fn window(&self, request_bytes: u64, start: usize) -> usize {
+        match self.bdp() {
+            None => start.clamp(1, MAX_PEER_INFLIGHT),
+            Some(b) => ((2 * b).div_ceil(request_bytes.max(1)) as usize).clamp(2, MAX_PEER_INFLIGHT),
+        }
     }
 }
 
@@ -168,11 +264,38 @@ impl Fetcher {
             report.already_local = true;
             return Ok(report);
         }
-        let mut providers = self.providers(root).await?;
+        // Ask the connected peers at once while the DHT lookup runs: at a
+        // distance the lookup costs round trips the first requests need not
+        // wait for. A connected peer that turns out not to hold the dataset
+        // is dropped at its first all-"don't have" answer.
+        let connected: Vec<PeerId> = self
+            .net
+            .peers()
+            .await?
+            .iter()
+            .filter_map(|p| p.peer_id.parse().ok())
+            .take(self.opts.max_peers)
+            .collect();
+        let mut lookup = Some(Lookup {
+            task: {
+                let f = self.clone();
+                tokio::spawn(async move { f.providers(root).await })
+            },
+            guessed: connected.iter().copied().collect(),
+        });
+        let mut providers = if connected.is_empty() {
+            let l = lookup.take().expect("just set");
+            l.task
+                .await
+                .map_err(|e| Error::Config(format!("provider lookup task failed: {e}")))??
+        } else {
+            connected
+        };
         tracing::info!(%root, providers = providers.len(), "fetching dataset");
         let mut prog = FetchProgress::default();
         let mut used = HashSet::new();
         let mut banned = HashSet::new();
+        let mut links = HashMap::new();
         let mut missing = first;
         // Root, then pages, then data: each round reveals the next level.
         for _round in 0..=shoal_core::manifest::MAX_DEPTH + 2 {
@@ -193,6 +316,8 @@ impl Fetcher {
                 &mut used,
                 &mut banned,
                 progress,
+                &mut links,
+                &mut lookup,
             )
             .await?;
             let store = self.store.clone();
@@ -210,6 +335,18 @@ impl Fetcher {
         report.bytes_fetched = prog.bytes_done;
         report.peers_used = used.iter().map(|p: &PeerId| p.to_string()).collect();
         report.banned = banned.iter().map(|p: &PeerId| p.to_string()).collect();
+        report.links = links
+            .iter()
+            .map(|(p, l)| LinkReport {
+                peer: p.to_string(),
+                bytes: l.total,
+                peak_inflight: l.peak_inflight,
+                bdp: l.bdp(),
+                min_rtt_ms: l.min_rtt.map(|r| r.as_secs_f64() * 1000.0),
+                max_rate: l.max_rate,
+            })
+            .collect();
+        report.links.sort_by_key(|l| std::cmp::Reverse(l.bytes));
         Ok(report)
     }
 
@@ -224,23 +361,40 @@ impl Fetcher {
         used: &mut HashSet<PeerId>,
         banned: &mut HashSet<PeerId>,
         progress: &(dyn Fn(FetchProgress) + Send + Sync),
+        links: &mut HashMap<PeerId, Link>,
+        lookup: &mut Option<Lookup>,
     ) -> Result<()> {
         let mut queue: VecDeque<Cid> = cids.into();
         let mut lacking: HashMap<Cid, HashSet<PeerId>> = HashMap::new();
-        let mut peers: HashMap<PeerId, PeerState> = providers.iter().map(|p| (*p, PeerState::default())).collect();
+        // Each provider starts from what earlier rounds measured of it.
+        let mut peers: HashMap<PeerId, PeerState> = providers
+            .iter()
+            .map(|p| {
+                let link = links.get(p).copied().unwrap_or_default();
+                (
+                    *p,
+                    PeerState {
+                        link,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
         // No block for this long (every provider busy, slow or lacking):
         // the fetch ends with what it has, resumable.
         let mut last_progress = Instant::now();
+        // Blocks are at most the block size the store writes (manifest
+        // pages are smaller): what a request of n blocks may bring back.
+        let block = u64::from(shoal_core::DEFAULT_BLOCK_SIZE);
         let mut inflight = FuturesUnordered::new();
-        let mut pending: Vec<Block> = Vec::new();
-        let mut pending_bytes = 0usize;
+        let mut w = BatchWriter::new(self.store.clone());
         let mut refreshes = 0;
         loop {
             if last_progress.elapsed() > self.opts.block_deadline {
-                self.flush(&mut pending, &mut pending_bytes, session).await?;
+                w.finish(session).await?;
                 return Err(Error::Unfetchable {
                     root,
-                    missing: queue.len() + inflight.len() * self.opts.batch,
+                    missing: queue.len() + inflight.len() * MAX_BATCH,
                     providers: providers.len(),
                     first: queue.front().copied().unwrap_or(root),
                 });
@@ -251,10 +405,16 @@ impl Fetcher {
             let mut order: Vec<PeerId> = peers.keys().copied().filter(|p| !peers[p].paused(now)).collect();
             order.sort_by_key(|p| peers[p].inflight);
             for peer in order {
-                while peers[&peer].inflight < self.opts.per_peer_inflight && !queue.is_empty() {
+                let size = peers[&peer].link.batch(self.opts.batch, block);
+                let request_bytes = size as u64 * block;
+                let window = peers[&peer].link.window(request_bytes, self.opts.per_peer_inflight);
+                while peers[&peer].inflight < window
+                    && !queue.is_empty()
+                    && peers.values().map(|p| p.link.inflight_bytes).sum::<u64>() + request_bytes <= MAX_INFLIGHT_BYTES
+                {
                     let mut batch = Vec::new();
                     let mut skipped = Vec::new();
-                    while batch.len() < self.opts.batch {
+                    while batch.len() < size {
                         let Some(c) = queue.pop_front() else { break };
                         if lacking.get(&c).is_some_and(|l| l.contains(&peer)) {
                             skipped.push(c);
@@ -268,11 +428,15 @@ impl Fetcher {
                     if batch.is_empty() {
                         break;
                     }
-                    peers.get_mut(&peer).expect("peer").inflight += 1;
+                    let st = peers.get_mut(&peer).expect("peer");
+                    st.inflight += 1;
+                    st.link.inflight_bytes += request_bytes;
+                    st.link.peak_inflight = st.link.peak_inflight.max(st.link.inflight_bytes);
                     let net = self.net.clone();
+                    let sent = Instant::now();
                     inflight.push(async move {
                         let res = net.request(peer, Some(root), batch.clone()).await;
-                        (peer, batch, res)
+                        (peer, batch, res, sent, request_bytes)
                     });
                 }
             }
@@ -283,6 +447,24 @@ impl Fetcher {
                 // Only paused providers left: wait for the first to resume.
                 if let Some(t) = peers.values().filter_map(|p| p.busy_until).filter(|t| *t > now).min() {
                     tokio::time::sleep_until(t.into()).await;
+                    continue;
+                }
+                // The DHT lookup still running: its providers come next.
+                if let Some(l) = lookup.take() {
+                    let found = l
+                        .task
+                        .await
+                        .map_err(|e| Error::Config(format!("provider lookup task failed: {e}")))?;
+                    match found {
+                        Ok(found) => add_providers(found, &mut peers, providers, banned),
+                        // Nobody provides it and the guesses had nothing:
+                        // that is the error to report.
+                        Err(e) if prog.blocks_done == 0 => {
+                            w.finish(session).await?;
+                            return Err(e);
+                        }
+                        Err(_) => {}
+                    }
                     continue;
                 }
                 // Nobody we know can serve what is left: look for more providers.
@@ -297,18 +479,10 @@ impl Fetcher {
                 } else {
                     Vec::new()
                 };
-                let mut added = false;
-                for p in fresh {
-                    if let std::collections::hash_map::Entry::Vacant(e) = peers.entry(p) {
-                        e.insert(PeerState::default());
-                        added = true;
-                    }
-                    if !providers.contains(&p) {
-                        providers.push(p);
-                    }
-                }
-                if !added {
-                    self.flush(&mut pending, &mut pending_bytes, session).await?;
+                let before = peers.len();
+                add_providers(fresh, &mut peers, providers, banned);
+                if peers.len() == before {
+                    w.finish(session).await?;
                     return Err(Error::Unfetchable {
                         root,
                         missing: queue.len(),
@@ -318,11 +492,52 @@ impl Fetcher {
                 }
                 continue;
             }
-            let Some((peer, asked, res)) = inflight.next().await else {
+            let next = match lookup.as_mut() {
+                Some(l) => tokio::select! {
+                    r = inflight.next() => r,
+                    found = &mut l.task => {
+                        if let Ok(Ok(found)) = found {
+                            // Guesses the DHT does not confirm and that have
+                            // delivered nothing are asked no more.
+                            let unconfirmed: Vec<PeerId> = l
+                                .guessed
+                                .iter()
+                                .filter(|p| !found.contains(p) && !used.contains(p))
+                                .copied()
+                                .collect();
+                            for p in unconfirmed {
+                                peers.remove(&p);
+                                providers.retain(|x| *x != p);
+                            }
+                            add_providers(found, &mut peers, providers, banned);
+                        }
+                        *lookup = None;
+                        continue;
+                    }
+                },
+                None => inflight.next().await,
+            };
+            let Some((peer, asked, res, sent, request_bytes)) = next else {
                 continue;
             };
             if let Some(st) = peers.get_mut(&peer) {
                 st.inflight -= 1;
+                st.link.inflight_bytes = st.link.inflight_bytes.saturating_sub(request_bytes);
+                if let Ok(r) = &res {
+                    let got: u64 = r
+                        .answers
+                        .iter()
+                        .map(|a| match &a.1 {
+                            Answer::Data(d) => d.len() as u64,
+                            _ => 0,
+                        })
+                        .sum();
+                    if got > 0 {
+                        st.link.delivered(got, sent.elapsed(), Instant::now());
+                        st.link.total += got;
+                    }
+                }
+                links.insert(peer, st.link);
             }
             match res {
                 Ok(BlockResponse { answers }) => {
@@ -341,12 +556,11 @@ impl Fetcher {
                                     last_progress = Instant::now();
                                     prog.bytes_done += b.len() as u64;
                                     if let Some(max) = self.opts.max_bytes.filter(|m| prog.bytes_done > *m) {
-                                        self.flush(&mut pending, &mut pending_bytes, session).await?;
+                                        w.finish(session).await?;
                                         return Err(Error::OverBudget { root, max });
                                     }
                                     prog.blocks_done += 1;
-                                    pending_bytes += b.len();
-                                    pending.push(b);
+                                    w.push(b);
                                     if used.insert(peer) {
                                         prog.peers = used.len() as u64;
                                     }
@@ -389,6 +603,13 @@ impl Fetcher {
                             providers.retain(|p| *p != peer);
                         }
                     }
+                    // A guessed provider (connected, not yet confirmed by the
+                    // DHT) that has none of what it was asked holds nothing.
+                    let had_none = asked.iter().all(|c| lacking.get(c).is_some_and(|l| l.contains(&peer)));
+                    if had_none && lookup.as_ref().is_some_and(|l| l.guessed.contains(&peer)) {
+                        peers.remove(&peer);
+                        providers.retain(|p| *p != peer);
+                    }
                     for c in asked.into_iter().filter(|c| !answered.contains(c)) {
                         queue.push_back(c);
                     }
@@ -415,23 +636,91 @@ impl Fetcher {
             }
             // Lacking-by-everyone blocks: stop asking once every known
             // provider has said it does not have them.
-            if pending_bytes >= self.opts.write_batch_bytes {
-                self.flush(&mut pending, &mut pending_bytes, session).await?;
+            if w.pending_bytes >= self.opts.write_batch_bytes {
+                w.start(session).await?;
             }
         }
-        self.flush(&mut pending, &mut pending_bytes, session).await
+        w.finish(session).await
+    }
+}
+
+/// A DHT provider lookup running while the first requests go to connected
+/// peers, and which of those were only guesses.
+struct Lookup {
+    task: tokio::task::JoinHandle<Result<Vec<PeerId>>>,
+    guessed: HashSet<PeerId>,
+}
+
+/// Adds providers not banned and not known yet.
+fn add_providers(
+    found: Vec<PeerId>,
+    peers: &mut HashMap<PeerId, PeerState>,
+    providers: &mut Vec<PeerId>,
+    banned: &HashSet<PeerId>,
+) {
+    for p in found.into_iter().filter(|p| !banned.contains(p)) {
+        peers.entry(p).or_default();
+        if !providers.contains(&p) {
+            providers.push(p);
+        }
+    }
+}
+
+/// Verified blocks on their way to the store. A full batch is written on
+/// the blocking pool while the next one fills, so its fsync never stalls
+/// the request pipeline (a stall costs a round trip of idle link); at most
+/// two batches are in memory.
+struct BatchWriter {
+    store: Arc<Store>,
+    pending: Vec<Block>,
+    pending_bytes: usize,
+    writing: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl BatchWriter {
+    fn new(store: Arc<Store>) -> Self {
+        Self {
+            store,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            writing: None,
+        }
     }
 
-    async fn flush(&self, pending: &mut Vec<Block>, pending_bytes: &mut usize, session: &Session) -> Result<()> {
-        if pending.is_empty() {
+    fn push(&mut self, b: Block) {
+        self.pending_bytes += b.len();
+        self.pending.push(b);
+    }
+
+    /// Waits for the batch being written, then starts writing this one.
+    async fn start(&mut self, session: &Session) -> Result<()> {
+        self.wait().await?;
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let blocks = std::mem::take(pending);
-        *pending_bytes = 0;
+        let blocks = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
         session.protect(blocks.iter().map(|b| *b.cid()));
         let store = self.store.clone();
-        blocking(move || Ok(store.put_many(&blocks, None)?)).await?;
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            Ok(store.put_many(&blocks, None).map(|_| ())?)
+        }));
         Ok(())
+    }
+
+    async fn wait(&mut self) -> Result<()> {
+        match self.writing.take() {
+            Some(h) => h
+                .await
+                .map_err(|e| Error::Config(format!("store write task failed: {e}")))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes everything still pending and waits for it.
+    async fn finish(&mut self, session: &Session) -> Result<()> {
+        self.start(session).await?;
+        self.wait().await
     }
 }
 

@@ -43,7 +43,7 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/kad/1.0.0")
 pub const MAX_INBOUND_INFLIGHT: usize = 32;
 /// Inbound block requests one peer may have served at once, so a single
 /// greedy peer cannot take all [`MAX_INBOUND_INFLIGHT`] slots.
-pub const MAX_INBOUND_PER_PEER: usize = 8;
+pub const MAX_INBOUND_PER_PEER: usize = 16;
 /// Commands buffered towards the event loop.
 const COMMAND_QUEUE: usize = 256;
 
@@ -115,6 +115,28 @@ pub struct NetConfig {
     /// costs every peer a few small messages, so it should be a fraction
     /// of the report interval, not a fixed second.
     pub gossip_heartbeat: Duration,
+}
+
+/// Receive window of a stream this node opens (a request whose response it
+/// reads): one whole response. Each request opens a fresh stream, and
+/// yamux's own tuning (0.13) starts every stream at 256 KiB and doubles per
+/// round trip, so a response took ~6 round trips at any distance; with the
+/// window granted when the stream opens (yamux 0.12 sends it with the SYN)
+/// a response takes one. Memory stays bounded: only streams this node
+/// opened get the window, and those are its requests in flight (bounded by
+/// the fetcher); streams a peer opens start at 256 KiB and grow only as
+/// this node reads their (size-limited) requests.
+pub const STREAM_WINDOW: u32 = (crate::codec::MAX_RESPONSE_BYTES + shoal_core::MAX_BLOCK_SIZE as usize) as u32;
+/// Streams per connection (inbound requests are bounded far below this).
+const MAX_STREAMS: usize = 512;
+
+#[allow(deprecated)] // the per-stream window is only configurable on yamux 0.12
+fn muxer() -> yamux::Config {
+    let mut c = yamux::Config::default();
+    c.set_receive_window_size(STREAM_WINDOW)
+        .set_max_buffer_size(STREAM_WINDOW as usize)
+        .set_max_num_streams(MAX_STREAMS);
+    c
 }
 
 /// Runs a handler, turning a panic into `None` (logged and counted).
@@ -377,7 +399,7 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
                 Ok(base
                     .upgrade(Version::V1Lazy)
                     .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default())
+                    .multiplex(muxer())
                     .timeout(Duration::from_secs(20)))
             },
         )

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Distance benchmark (issue 18): `shoal pin` through a delay proxy at 0, 20,
+# 50 and 100 ms round trip vs nginx + 8 parallel curl (+ sync) through the
+# same kind of proxy, median of N interleaved runs; then a cold `cat` of
+# every chunk file through a mount at 50 ms vs the pin at 50 ms; then two
+# providers behind 20 ms and 100 ms sharing one pin.
+# The proxy (crates/shoal-net/examples/delay_proxy.rs) delays each
+# direction by half the RTT: this kernel has no sch_netem.
+# usage: bench/distance.sh [GIB] [RUNS]   (default 0.22 GiB, 3 runs; as root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GIB=${1:-0.22}; RUNS=${2:-3}
+W=${BENCH_DIR:-/tmp/shoal-distbench}
+command -v nginx >/dev/null || apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null
+scripts/setup-venv.sh
+[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
+cargo build --release -q -p shoal-net --example delay_proxy
+BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
+PROXY=$PWD/target/release/examples/delay_proxy
+pkill -f "nginx -c $W/nginx.conf" || true
+umount -l "$W/mnt" 2>/dev/null || true
+rm -rf "$W" && mkdir -p "$W"
+source bench/lib.sh
+.venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
+SIZE=$(du -sb "$W/src.zarr" | cut -f1)
+cleanup() {
+  umount -l "$W/mnt" 2>/dev/null || true
+  kill "${PIDS[@]}" 2>/dev/null || true
+  pkill -f "$W/" || true
+  pkill -f "$PROXY" || true
+  pkill -f "nginx -c $W/nginx.conf" || true
+}
+trap cleanup EXIT
+# proxy TARGET_PORT ONE_WAY_MS -> prints the proxy's port (killed at exit).
+proxy() {
+  local f="$W/proxy.$RANDOM$RANDOM"
+  "$PROXY" 127.0.0.1:0 "127.0.0.1:$1" "$2" > "$f" &
+  for _ in $(seq 100); do [ -s "$f" ] && break; sleep 0.05; done
+  local a; a=$(cat "$f"); rm -f "$f"; echo "${a##*:}"
+}
+port_of() { addr "$1" | cut -d/ -f5; }
+peer_of() { addr "$1" | cut -d/ -f7; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+start A; start B
+ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
+"$BIN" --home "$W/B" add "$W/src.zarr" >/dev/null
+cat > "$W/nginx.conf" <<CONF
+worker_processes 2;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log;
+events { worker_connections 256; }
+http { access_log off; sendfile on; server { listen 127.0.0.1:18090; root $W/src.zarr; } }
+CONF
+nginx -c "$W/nginx.conf"
+(cd "$W/src.zarr" && find . -type f | sed 's|^\./||') > "$W/files.txt"
+
+N=0
+# stop NAME: kills a fetching daemon once measured, so no later run can
+# fetch from it (it holds the dataset and would be found on the DHT).
+stop() { pkill -f -- "--home $W/$1 daemon" || true; sleep 0.2; }
+# pin_via PORTS...: a fresh daemon connects to A (and B) through the given
+# proxy ports and pins; prints seconds; leaves its pin report in $W/pin.json.
+pin_via() {
+  N=$((N + 1)); local c="C$N"
+  start "$c"
+  local i=0
+  for p in "$@"; do
+    local who=A; [ $i -eq 1 ] && who=B
+    "$BIN" --home "$W/$c" connect "/ip4/127.0.0.1/tcp/$p/p2p/$(peer_of $who)" >/dev/null
+    i=$((i + 1))
+  done
+  drop; local t0; t0=$(now)
+  "$BIN" --home "$W/$c" pin "$ROOT" --json > "$W/pin.json"
+  local t1; t1=$(now)
+  SECS=$(secs "$t0" "$t1")
+  stop "$c"
+}
+http_via() {
+  rm -rf "$W/http"; drop; local t0; t0=$(now)
+  sed "s|.*|http://127.0.0.1:$1/& $W/http/&|" "$W/files.txt" | xargs -P 8 -n 2 sh -c 'curl -sf --create-dirs -o "$1" "$0"'
+  sync; local t1; t1=$(now)
+  SECS=$(secs "$t0" "$t1")
+}
+
+printf 'dataset: %s bytes in %s files; %s interleaved runs per RTT\n' "$SIZE" "$(wc -l < "$W/files.txt")" "$RUNS"
+printf '%-6s %-28s %-28s %s\n' RTT "shoal pin (median, MB/s)" "nginx+8 curl (median, MB/s)" "shoal/http speed"
+for rtt in 0 20 50 100; do
+  pa=$(proxy "$(port_of A)" $((rtt / 2))); ph=$(proxy 18090 $((rtt / 2)))
+  S=(); H=()
+  for _ in $(seq "$RUNS"); do
+    pin_via "$pa"; S+=("$SECS")
+    http_via "$ph"; H+=("$SECS")
+  done
+  s=$(median "${S[@]}"); h=$(median "${H[@]}")
+  printf '%-6s %-28s %-28s %.2fx   [pin %s] [http %s]\n' "${rtt}ms" \
+    "$(printf '%.2fs (%.0f)' "$s" "$(echo "$SIZE / 1000000 / $s" | bc -l)")" \
+    "$(printf '%.2fs (%.0f)' "$h" "$(echo "$SIZE / 1000000 / $h" | bc -l)")" \
+    "$(echo "$h / $s" | bc -l)" "${S[*]}" "${H[*]}"
+  if [ "$rtt" = 50 ]; then PIN50=$s; PORT50=$pa; fi
+done
+
+# Cold read of every chunk file through a mount at 50 ms vs the pin at 50 ms.
+M=()
+for _ in $(seq "$RUNS"); do
+  N=$((N + 1)); start "C$N"
+  "$BIN" --home "$W/C$N" connect "/ip4/127.0.0.1/tcp/$PORT50/p2p/$(peer_of A)" >/dev/null
+  "$BIN" --home "$W/C$N" mount "$W/mnt" >/dev/null
+  ls "$W/mnt/$ROOT" >/dev/null
+  drop; t0=$(now)
+  (cd "$W/mnt/$ROOT" && find . -type f -print0 | xargs -0 -P 8 -n 4 cat > /dev/null)
+  t1=$(now); M+=("$(secs "$t0" "$t1")")
+  "$BIN" --home "$W/C$N" unmount "$W/mnt" >/dev/null
+  stop "C$N"
+done
+m=$(median "${M[@]}")
+printf 'mount at 50 ms: cold cat of every file %.2fs (%.0f MB/s) vs pin %.2fs: %.2fx the pin'"'"'s speed (target >= 0.7x) [%s]\n' \
+  "$m" "$(echo "$SIZE / 1000000 / $m" | bc -l)" "$PIN50" "$(echo "$PIN50 / $m" | bc -l)" "${M[*]}"
+
+# Two providers: A behind 20 ms, B behind 100 ms.
+p20=$(proxy "$(port_of A)" 10); p100=$(proxy "$(port_of B)" 50)
+pin_via "$p20" "$p100"; t=$SECS
+python3 - "$W/pin.json" "$(peer_of A)" "$(peer_of B)" "$t" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["fetched"]
+by = {l["peer"]: l for l in r["links"]}
+a, b = by.get(sys.argv[2], {}), by.get(sys.argv[3], {})
+tot = sum(l["bytes"] for l in r["links"]) or 1
+def d(l):
+    return "%.0f%% of the bytes, rtt floor %s ms, best rate %.0f MB/s, peak in flight %.1f MB" % (
+        100 * l.get("bytes", 0) / tot, "%.0f" % l["min_rtt_ms"] if l.get("min_rtt_ms") else "-",
+        l.get("max_rate", 0) / 1e6, l.get("peak_inflight", 0) / 1e6)
+print("two providers (pin %.2fs): A at 20 ms: %s; B at 100 ms: %s" % (float(sys.argv[4]), d(a), d(b)))
+PY
