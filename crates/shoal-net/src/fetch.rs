@@ -140,8 +140,10 @@ const MAX_BATCH: usize = 15;
 /// Bytes requested and not yet received, over all providers of a fetch:
 /// what a fetch may have buffered in the muxer at once.
 pub const MAX_INFLIGHT_BYTES: u64 = 256 << 20;
-/// The window over which a provider's delivery rate is measured.
+/// The window over which a provider's delivery rate is measured: about one
+/// of its round trips, within these bounds.
 const RATE_WINDOW: Duration = Duration::from_millis(200);
+const RATE_WINDOW_MIN: Duration = Duration::from_millis(50);
 
 /// What the fetcher has measured of one provider's link, BBR-style: the
 /// fastest round trip of a request (its floor, `min_rtt`) and the best
@@ -172,7 +174,7 @@ pub struct LinkReport {
     /// Its measured bandwidth-delay product (best rate x fastest round trip).
     pub bdp: Option<u64>,
     pub min_rtt_ms: Option<f64>,
-    /// Best delivery rate over a half-second window, bytes/s.
+    /// Best delivery rate over a window of about one round trip, bytes/s.
     pub max_rate: f64,
 }
 
@@ -181,8 +183,12 @@ impl Link {
         self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
         let start = *self.window_start.get_or_insert(now);
         self.window_bytes += bytes;
+        // Windows about one round trip long: long enough to average over
+        // several responses, short enough that the rate is known after the
+        // first round trips of data.
         let span = now.duration_since(start);
-        if span >= RATE_WINDOW {
+        let window = self.min_rtt.unwrap_or(RATE_WINDOW).clamp(RATE_WINDOW_MIN, RATE_WINDOW);
+        if span >= window {
             self.max_rate = self.max_rate.max(self.window_bytes as f64 / span.as_secs_f64());
             self.window_start = Some(now);
             self.window_bytes = 0;
@@ -389,6 +395,8 @@ impl Fetcher {
         let mut inflight = FuturesUnordered::new();
         let mut w = BatchWriter::new(self.store.clone());
         let mut refreshes = 0;
+        // The DHT lookup's error, if it found nobody.
+        let mut lookup_err: Option<Error> = None;
         loop {
             if last_progress.elapsed() > self.opts.block_deadline {
                 w.finish(session).await?;
@@ -482,6 +490,12 @@ impl Fetcher {
                 let before = peers.len();
                 add_providers(fresh, &mut peers, providers, banned);
                 if peers.len() == before {
+                    // Nothing came from anyone and the DHT knows no
+                    // provider: that is the error to report.
+                    if let Some(e) = lookup_err.take().filter(|_| prog.blocks_done == 0) {
+                        w.finish(session).await?;
+                        return Err(e);
+                    }
                     w.finish(session).await?;
                     return Err(Error::Unfetchable {
                         root,
@@ -496,7 +510,15 @@ impl Fetcher {
                 Some(l) => tokio::select! {
                     r = inflight.next() => r,
                     found = &mut l.task => {
-                        if let Ok(Ok(found)) = found {
+                        let found = match found {
+                            Ok(Ok(found)) => Some(found),
+                            Ok(Err(e)) => {
+                                lookup_err = Some(e);
+                                None
+                            }
+                            Err(_) => None,
+                        };
+                        if let Some(found) = found {
                             // Guesses the DHT does not confirm and that have
                             // delivered nothing are asked no more.
                             let unconfirmed: Vec<PeerId> = l
