@@ -129,11 +129,11 @@ impl PeerState {
     }
 }
 
-/// Requests in flight per provider at most (half the serving side's
-/// per-peer bound, `network::MAX_INBOUND_PER_PEER`, beyond which requests
-/// are answered "skipped": the rest is room for reads through the block
-/// source).
-const MAX_PEER_INFLIGHT: usize = crate::network::MAX_INBOUND_PER_PEER / 2;
+/// Requests in flight per provider at most: 8 of at most 15 blocks is 120
+/// blocks, within the serving side's per-peer bound
+/// (`network::MAX_INBOUND_PER_PEER` blocks) beyond which requests are
+/// answered "skipped".
+const MAX_PEER_INFLIGHT: usize = 8;
 /// Blocks per request at most: one response stays under the protocol's
 /// 16 MiB response bound with 1 MiB blocks.
 const MAX_BATCH: usize = 15;

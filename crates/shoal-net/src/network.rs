@@ -38,12 +38,23 @@ use crate::{Error, Result};
 
 /// Kademlia under our own protocol name: a private DHT, not the IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/kad/1.0.0");
-/// Inbound block requests being served at once; more are answered "skipped"
-/// so a greedy peer cannot queue unbounded work on us.
-pub const MAX_INBOUND_INFLIGHT: usize = 32;
-/// Inbound block requests one peer may have served at once, so a single
-/// greedy peer cannot take all [`MAX_INBOUND_INFLIGHT`] slots.
-pub const MAX_INBOUND_PER_PEER: usize = 16;
+/// Blocks being served at once; requests beyond are answered "skipped" so
+/// a greedy peer cannot queue unbounded work on us. A request counts its
+/// CIDs, at most [`BLOCKS_PER_RESPONSE`] (a response carries at most 16 MiB),
+/// so the bound is on memory: 512 x 1 MiB blocks, whether they come as many
+/// single-block reads (a mount's prefetch at a distance) or a few batches
+/// (a pin).
+pub const MAX_INBOUND_INFLIGHT: usize = 512;
+/// Blocks one peer may have served at once, so a single greedy peer cannot
+/// take all [`MAX_INBOUND_INFLIGHT`].
+pub const MAX_INBOUND_PER_PEER: usize = 128;
+/// The most blocks one response carries (16 MiB of 1 MiB blocks).
+pub const BLOCKS_PER_RESPONSE: usize = 16;
+
+/// What a block request counts against the inbound bounds.
+fn request_weight(cids: usize) -> usize {
+    cids.clamp(1, BLOCKS_PER_RESPONSE)
+}
 /// Commands buffered towards the event loop.
 const COMMAND_QUEUE: usize = 256;
 
@@ -552,9 +563,10 @@ impl EventLoop {
                     None => return,
                 },
                 Some((peer, channel, resp)) = self.served_rx.recv() => {
-                    self.inbound_inflight -= 1;
+                    let w = request_weight(resp.answers.len());
+                    self.inbound_inflight -= w;
                     if let Some(n) = self.inbound_per_peer.get_mut(&peer) {
-                        *n -= 1;
+                        *n -= w;
                         if *n == 0 {
                             self.inbound_per_peer.remove(&peer);
                         }
@@ -875,7 +887,8 @@ impl EventLoop {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let mine = self.inbound_per_peer.get(&peer).copied().unwrap_or(0);
-                    if self.inbound_inflight >= MAX_INBOUND_INFLIGHT || mine >= MAX_INBOUND_PER_PEER {
+                    let w = request_weight(request.cids.len().min(MAX_CIDS_PER_REQUEST));
+                    if self.inbound_inflight + w > MAX_INBOUND_INFLIGHT || mine + w > MAX_INBOUND_PER_PEER {
                         self.stats.skipped_requests.fetch_add(1, Ordering::Relaxed);
                         let answers = request.cids.into_iter().map(|c| (c, Answer::Skipped)).collect();
                         let _ = self
@@ -885,8 +898,8 @@ impl EventLoop {
                             .send_response(channel, BlockResponse { answers });
                         return;
                     }
-                    self.inbound_inflight += 1;
-                    *self.inbound_per_peer.entry(peer).or_default() += 1;
+                    self.inbound_inflight += w;
+                    *self.inbound_per_peer.entry(peer).or_default() += w;
                     let serve = self.serve.clone();
                     let tx = self.served_tx.clone();
                     let stats = self.stats.clone();

@@ -3,13 +3,16 @@
 //! fetch spin: the fetcher pauses it, longer each time, and gives up when
 //! nothing has arrived for its deadline.
 
+mod support;
+
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_net::codec::Answer;
-use shoal_net::network::MAX_INBOUND_INFLIGHT;
+use shoal_net::network::{BLOCKS_PER_RESPONSE, MAX_INBOUND_INFLIGHT, MAX_INBOUND_PER_PEER};
 use shoal_net::{Client, ComputeFn, EventLoop, FetchOptions, Fetcher, NetConfig, ServeFn, SwarmSettings};
+use support::listening;
 
 fn swarm(serve: ServeFn) -> Client {
     let s = SwarmSettings::new(
@@ -44,17 +47,21 @@ async fn a_provider_that_only_skips_is_paused_and_the_fetch_ends() {
         })
     };
     let provider = swarm(serve);
-    let addr = provider.listen_addrs().await.unwrap()[0].clone();
+    let addr = listening(&provider).await;
     let root = *shoal_core::Block::dag_cbor(b"a manifest nobody can get".to_vec()).cid();
     provider.provide(root).await.unwrap();
     let quiet: ServeFn = Arc::new(|_, _, c| vec![None; c.len()]);
     let mut hogs = Vec::new();
-    for _ in 0..MAX_INBOUND_INFLIGHT / 8 {
+    // Each greedy peer fills its own share with full-size requests.
+    let full: Vec<shoal_core::Cid> = (0..BLOCKS_PER_RESPONSE as u32)
+        .map(|i| *shoal_core::Block::raw(i.to_le_bytes().to_vec()).cid())
+        .collect();
+    for _ in 0..MAX_INBOUND_INFLIGHT / MAX_INBOUND_PER_PEER {
         let hog = swarm(quiet.clone());
         let p = hog.dial(addr.clone()).await.unwrap();
-        for _ in 0..8 {
-            let h = hog.clone();
-            hogs.push(tokio::spawn(async move { h.request(p, None, vec![root]).await }));
+        for _ in 0..MAX_INBOUND_PER_PEER / BLOCKS_PER_RESPONSE {
+            let (h, cids) = (hog.clone(), full.clone());
+            hogs.push(tokio::spawn(async move { h.request(p, None, cids).await }));
         }
     }
     // Wait (bounded) until the provider is full: a probe gets "skipped".

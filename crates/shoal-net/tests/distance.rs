@@ -3,8 +3,9 @@
 //! assertions: what is checked is what the fetcher keeps in flight, read
 //! from the per-provider link report it returns.
 
-#[path = "support/delay.rs"]
-mod delay;
+mod support;
+
+use support::{delay, listening};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,7 +68,7 @@ async fn fetcher_via(
     rtt: Duration,
     opts: FetchOptions,
 ) -> (Fetcher, delay::DelayProxy, tempfile::TempDir) {
-    let real = provider.listen_addrs().await.unwrap()[0].clone();
+    let real = listening(provider).await;
     let port = real.iter().find_map(|p| match p {
         shoal_net::Protocol::Tcp(port) => Some(port),
         _ => None,

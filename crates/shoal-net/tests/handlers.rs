@@ -2,14 +2,16 @@
 //! loopback, the serving one with handlers that panic for their first
 //! requests.
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_net::codec::Answer;
-use shoal_net::network::MAX_INBOUND_PER_PEER;
 use shoal_net::{Client, ComputeFn, EventLoop, NetConfig, ServeFn, SwarmSettings};
+use support::listening;
 
 fn swarm(serve: ServeFn, compute: ComputeFn) -> Client {
     let mut s = SwarmSettings::new(
@@ -31,8 +33,9 @@ fn swarm(serve: ServeFn, compute: ComputeFn) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_gives_its_slot_back() {
-    // Panics more times than there are slots, then works.
-    let panics = 3 * MAX_INBOUND_PER_PEER;
+    // Panics more times than there are compute slots (2) and more than a
+    // request's worth of block slots, then works.
+    let panics = 24;
     let (served, computed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let serve: ServeFn = {
         let n = served.clone();
@@ -54,7 +57,7 @@ async fn a_panicking_handler_gives_its_slot_back() {
     };
     let server = swarm(serve, compute);
     let client = swarm(Arc::new(|_, _, c| vec![None; c.len()]), Arc::new(|_, _| Vec::new()));
-    let addr = server.listen_addrs().await.unwrap()[0].clone();
+    let addr = listening(&server).await;
     let peer = client.dial(addr).await.unwrap();
     let cid = shoal_core::cid::cid_of(shoal_core::cid::RAW, b"x");
 

@@ -2,11 +2,14 @@
 //! a peer flooding it with provider records for made-up keys neither stops
 //! its own provides nor grows its memory without bound.
 
+mod support;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_net::{Client, ComputeFn, EventLoop, NetConfig, ServeFn, SwarmSettings};
+use support::listening;
 
 fn swarm(max_remote: usize) -> Client {
     let mut s = SwarmSettings::new(
@@ -46,7 +49,7 @@ async fn all_found(finder: &Client, provider: &Client, roots: &[shoal_core::Cid]
 async fn eleven_hundred_datasets_are_findable_and_a_provider_flood_changes_nothing() {
     let a = swarm(500);
     let b = swarm(1 << 14);
-    let addr = a.listen_addrs().await.unwrap()[0].clone();
+    let addr = listening(&a).await;
     b.dial(addr.clone()).await.unwrap();
     let mine: Vec<shoal_core::Cid> = (0..1100).map(root).collect();
     for r in &mine {
