@@ -397,12 +397,14 @@ impl Fetcher {
         let mut refreshes = 0;
         // The DHT lookup's error, if it found nobody.
         let mut lookup_err: Option<Error> = None;
+        // Blocks asked for and not yet answered.
+        let mut outstanding = 0usize;
         loop {
             if last_progress.elapsed() > self.opts.block_deadline {
                 w.finish(session).await?;
                 return Err(Error::Unfetchable {
                     root,
-                    missing: queue.len() + inflight.len() * MAX_BATCH,
+                    missing: queue.len() + outstanding,
                     providers: providers.len(),
                     first: queue.front().copied().unwrap_or(root),
                 });
@@ -440,6 +442,7 @@ impl Fetcher {
                     st.inflight += 1;
                     st.link.inflight_bytes += request_bytes;
                     st.link.peak_inflight = st.link.peak_inflight.max(st.link.inflight_bytes);
+                    outstanding += batch.len();
                     let net = self.net.clone();
                     let sent = Instant::now();
                     inflight.push(async move {
@@ -542,6 +545,7 @@ impl Fetcher {
             let Some((peer, asked, res, sent, request_bytes)) = next else {
                 continue;
             };
+            outstanding -= asked.len();
             if let Some(st) = peers.get_mut(&peer) {
                 st.inflight -= 1;
                 st.link.inflight_bytes = st.link.inflight_bytes.saturating_sub(request_bytes);
