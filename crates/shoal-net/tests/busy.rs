@@ -11,26 +11,8 @@ use std::time::{Duration, Instant};
 
 use shoal_net::codec::Answer;
 use shoal_net::network::{BLOCKS_PER_RESPONSE, MAX_INBOUND_INFLIGHT, MAX_INBOUND_PER_PEER};
-use shoal_net::{Client, ComputeFn, EventLoop, FetchOptions, Fetcher, NetConfig, ServeFn, SwarmSettings};
-use support::listening;
-
-fn swarm(serve: ServeFn) -> Client {
-    let s = SwarmSettings::new(
-        shoal_net::Keypair::generate_ed25519(),
-        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-    );
-    let compute: ComputeFn = Arc::new(|_, _| Vec::new());
-    let (client, ev) = EventLoop::new(NetConfig {
-        swarm: s,
-        serve,
-        compute,
-        gossip: None,
-        gossip_heartbeat: Duration::from_secs(1),
-    })
-    .unwrap();
-    tokio::spawn(ev.run());
-    client
-}
+use shoal_net::{FetchOptions, Fetcher, ServeFn};
+use support::{listening, serves_nothing, swarm};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_only_skips_is_paused_and_the_fetch_ends() {
@@ -50,7 +32,7 @@ async fn a_provider_that_only_skips_is_paused_and_the_fetch_ends() {
     let addr = listening(&provider).await;
     let root = *shoal_core::Block::dag_cbor(b"a manifest nobody can get".to_vec()).cid();
     provider.provide(root).await.unwrap();
-    let quiet: ServeFn = Arc::new(|_, _, c| vec![None; c.len()]);
+    let quiet = serves_nothing();
     let mut hogs = Vec::new();
     // Each greedy peer fills its own share with full-size requests.
     let full: Vec<shoal_core::Cid> = (0..BLOCKS_PER_RESPONSE as u32)

@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{delay, listening};
+use support::{delay, listening, serves_nothing, swarm};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,25 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use shoal_core::manifest::{Content, Entry, ManifestBuilder};
 use shoal_core::{Block, Cid};
-use shoal_net::{Client, ComputeFn, EventLoop, FetchOptions, Fetcher, NetConfig, ServeFn, SwarmSettings};
-
-fn swarm(serve: ServeFn) -> Client {
-    let s = SwarmSettings::new(
-        shoal_net::Keypair::generate_ed25519(),
-        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-    );
-    let compute: ComputeFn = Arc::new(|_, _| Vec::new());
-    let (client, ev) = EventLoop::new(NetConfig {
-        swarm: s,
-        serve,
-        compute,
-        gossip: None,
-        gossip_heartbeat: Duration::from_secs(1),
-    })
-    .unwrap();
-    tokio::spawn(ev.run());
-    client
-}
+use shoal_net::{Client, FetchOptions, Fetcher, ServeFn};
 
 /// A dataset of `n` 1 MiB blocks: (root, every block by CID).
 fn dataset(n: u32) -> (Cid, HashMap<Cid, Block>) {
@@ -77,7 +59,7 @@ async fn fetcher_via(
     let proxy = delay::start("127.0.0.1:0".parse().unwrap(), target, rtt / 2, None)
         .await
         .unwrap();
-    let net = swarm(Arc::new(|_, _, c| vec![None; c.len()]));
+    let net = swarm(serves_nothing());
     let via: shoal_net::Multiaddr = format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", proxy.addr.port(), provider.peer_id())
         .parse()
         .unwrap();

@@ -10,25 +10,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_net::codec::Answer;
-use shoal_net::{Client, ComputeFn, EventLoop, NetConfig, ServeFn, SwarmSettings};
-use support::listening;
+use shoal_net::{Client, ComputeFn, ServeFn};
+use support::{busy, listening, serves_nothing, swarm_with};
 
 fn swarm(serve: ServeFn, compute: ComputeFn) -> Client {
-    let mut s = SwarmSettings::new(
-        shoal_net::Keypair::generate_ed25519(),
-        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-    );
-    s.request_timeout = Duration::from_secs(10);
-    let (client, ev) = EventLoop::new(NetConfig {
-        swarm: s,
-        serve,
-        compute,
-        gossip: None,
-        gossip_heartbeat: Duration::from_secs(1),
-    })
-    .unwrap();
-    tokio::spawn(ev.run());
-    client
+    swarm_with(serve, compute, |s| s.request_timeout = Duration::from_secs(10))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +42,7 @@ async fn a_panicking_handler_gives_its_slot_back() {
         })
     };
     let server = swarm(serve, compute);
-    let client = swarm(Arc::new(|_, _, c| vec![None; c.len()]), Arc::new(|_, _| Vec::new()));
+    let client = swarm(serves_nothing(), busy());
     let addr = listening(&server).await;
     let peer = client.dial(addr).await.unwrap();
     let cid = shoal_core::cid::cid_of(shoal_core::cid::RAW, b"x");

@@ -5,30 +5,13 @@
 mod support;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_net::{Client, ComputeFn, EventLoop, NetConfig, ServeFn, SwarmSettings};
-use support::listening;
+use shoal_net::Client;
+use support::{busy, listening, serves_nothing, swarm_with};
 
 fn swarm(max_remote: usize) -> Client {
-    let mut s = SwarmSettings::new(
-        shoal_net::Keypair::generate_ed25519(),
-        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-    );
-    s.max_remote_provider_keys = max_remote;
-    let serve: ServeFn = Arc::new(|_, _, c| vec![None; c.len()]);
-    let compute: ComputeFn = Arc::new(|_, _| Vec::new());
-    let (client, ev) = EventLoop::new(NetConfig {
-        swarm: s,
-        serve,
-        compute,
-        gossip: None,
-        gossip_heartbeat: Duration::from_secs(1),
-    })
-    .unwrap();
-    tokio::spawn(ev.run());
-    client
+    swarm_with(serves_nothing(), busy(), |s| s.max_remote_provider_keys = max_remote)
 }
 
 fn root(i: u32) -> shoal_core::Cid {
