@@ -76,10 +76,23 @@ fn quiet() -> MirrorSettings {
     }
 }
 
+/// A policy that reports every second and acts at once, with `budget`
+/// bytes for mirrors.
+fn eager(budget: u64) -> MirrorSettings {
+    MirrorSettings {
+        budget: Budget::Fixed(budget),
+        every: Some(Duration::from_secs(1)),
+        check: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
+async fn start_with(dir: &Path, mirror: MirrorSettings) -> Node {
+    Node::start(config(dir, mirror, TestSwitches::default())).await.unwrap()
+}
+
 async fn start(dir: &Path) -> Node {
-    Node::start(config(dir, quiet(), TestSwitches::default()))
-        .await
-        .unwrap()
+    start_with(dir, quiet()).await
 }
 
 async fn connect(a: &Node, b: &Node) {
@@ -279,18 +292,8 @@ async fn a_lying_peer_is_never_believed_and_nothing_is_pinned() {
 async fn the_mirror_policy_fills_a_replica_target_and_unpin_cancels_it() {
     let tmp = tempfile::tempdir().unwrap();
     let src = dataset(tmp.path());
-    let policy = |budget| MirrorSettings {
-        budget: Budget::Fixed(budget),
-        every: Some(Duration::from_secs(1)),
-        check: Duration::from_secs(1),
-        ..Default::default()
-    };
-    let a = Node::start(config(&tmp.path().join("a"), policy(0), TestSwitches::default()))
-        .await
-        .unwrap();
-    let b = Node::start(config(&tmp.path().join("b"), policy(1 << 20), TestSwitches::default()))
-        .await
-        .unwrap();
+    let a = start_with(&tmp.path().join("a"), eager(0)).await;
+    let b = start_with(&tmp.path().join("b"), eager(1 << 20)).await;
     let root = a
         .add(src, Some("grid".into()), shoal_node::no_progress())
         .await
@@ -346,18 +349,8 @@ async fn the_mirror_policy_fills_a_replica_target_and_unpin_cancels_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_of_a_dataset_larger_than_its_manifest_says_is_stopped_and_rolled_back() {
     let tmp = tempfile::tempdir().unwrap();
-    let policy = |budget| MirrorSettings {
-        budget: Budget::Fixed(budget),
-        every: Some(Duration::from_secs(1)),
-        check: Duration::from_secs(1),
-        ..Default::default()
-    };
-    let a = Node::start(config(&tmp.path().join("a"), policy(0), TestSwitches::default()))
-        .await
-        .unwrap();
-    let b = Node::start(config(&tmp.path().join("b"), policy(1 << 30), TestSwitches::default()))
-        .await
-        .unwrap();
+    let a = start_with(&tmp.path().join("a"), eager(0)).await;
+    let b = start_with(&tmp.path().join("b"), eager(1 << 30)).await;
     // A hostile dataset: 24 keys that each claim 1 byte (one block) while
     // each block holds 1 MiB. The manifest adds up (24 bytes); the blocks
     // do not match it.
