@@ -61,30 +61,32 @@ fn array_entries<E: From<shoal_core::Error> + std::fmt::Display>(
 ) -> Result<Vec<Entry>, shoal_query::Error> {
     let prefix = format!("{}/", array.trim_matches('/'));
     let meta = |k: &str| shoal_core::key::METADATA_NAMES.contains(&k.rsplit('/').next().unwrap_or(k));
+    /// Why the walk stopped: the budget, or the manifest could not be read.
+    enum Stop<E> {
+        OverBudget,
+        Read(E),
+    }
+    impl<E: From<shoal_core::Error>> From<shoal_core::Error> for Stop<E> {
+        fn from(e: shoal_core::Error) -> Self {
+            Stop::Read(e.into())
+        }
+    }
     let (mut out, mut bytes) = (Vec::new(), 0u64);
-    let too_big = || {
-        shoal_query::Error::TooBig(format!(
-            "array {array} has more chunk keys than the query memory budget ({budget} bytes) can plan over; raise [query] memory in config.toml"
-        ))
-    };
-    let mut over = false;
-    m.for_each_entry(fetch, &mut |e| {
+    m.for_each_entry::<Stop<E>>(&mut |c| fetch(c).map_err(Stop::Read), &mut |e| {
         if e.key.starts_with(&prefix) || meta(&e.key) {
             bytes += entry_bytes(e);
             if bytes > budget / 2 {
-                over = true;
-                return Err(shoal_core::Error::ManifestEncode("over budget".into()).into());
+                return Err(Stop::OverBudget);
             }
             out.push(e.clone());
         }
         Ok(())
     })
-    .map_err(|e| {
-        if over {
-            too_big()
-        } else {
-            shoal_query::Error::Read(e.to_string())
-        }
+    .map_err(|stop| match stop {
+        Stop::OverBudget => shoal_query::Error::TooBig(format!(
+            "array {array} has more chunk keys than the query memory budget ({budget} bytes) can plan over; raise [query] memory in config.toml"
+        )),
+        Stop::Read(e) => shoal_query::Error::Read(e.to_string()),
     })?;
     Ok(out)
 }
