@@ -31,10 +31,11 @@ cleanup() {
   pkill -f "nginx -c $W/nginx.conf" || true
 }
 trap cleanup EXIT
-# proxy TARGET_PORT ONE_WAY_MS -> prints the proxy's port (killed at exit).
+# proxy TARGET_PORT ONE_WAY_MS [RATE_MBIT] -> prints the proxy's port
+# (killed at exit).
 proxy() {
   local f="$W/proxy.$RANDOM$RANDOM"
-  "$PROXY" 127.0.0.1:0 "127.0.0.1:$1" "$2" > "$f" &
+  "$PROXY" 127.0.0.1:0 "127.0.0.1:$1" "$2" ${3:-} > "$f" &
   for _ in $(seq 100); do [ -s "$f" ] && break; sleep 0.05; done
   local a; a=$(cat "$f"); rm -f "$f"; echo "${a##*:}"
 }
@@ -98,6 +99,7 @@ for rtt in 0 20 50 100; do
     "$(printf '%.2fs (%.0f)' "$h" "$(echo "$SIZE / 1000000 / $h" | bc -l)")" \
     "$(echo "$h / $s" | bc -l)" "${S[*]}" "${H[*]}"
   if [ "$rtt" = 50 ]; then PIN50=$s; PORT50=$pa; fi
+  if [ "$rtt" = 0 ]; then PORT0=$pa; fi
 done
 
 # Cold read of every chunk file through a mount at 50 ms vs the pin at 50 ms.
@@ -117,10 +119,61 @@ m=$(median "${M[@]}")
 printf 'mount at 50 ms: cold cat of every file %.2fs (%.0f MB/s) vs pin %.2fs: %.2fx the pin'"'"'s speed (target >= 0.7x) [%s]\n' \
   "$m" "$(echo "$SIZE / 1000000 / $m" | bc -l)" "$PIN50" "$(echo "$PIN50 / $m" | bc -l)" "${M[*]}"
 
-# Two providers: A behind 20 ms, B behind 100 ms.
-p20=$(proxy "$(port_of A)" 10); p100=$(proxy "$(port_of B)" 50)
-pin_via "$p20" "$p100"; t=$SECS
-python3 - "$W/pin.json" "$(peer_of A)" "$(peer_of B)" "$t" <<'PY'
+# Metadata, discovery and query at 50 ms against the same through the 0 ms
+# proxy: the difference, in round trips, is what distance costs each.
+# A fresh daemon each time (nothing cached): `ls` (manifest root and
+# pages), `providers` (a DHT lookup), and a remote `query` (the plan's
+# manifest walk, then compute requests answered by A).
+declare -A OPS
+for port in "$PORT0" "$PORT50"; do
+  for op in ls providers query; do
+    T=()
+    for _ in $(seq "$RUNS"); do
+      N=$((N + 1)); start "C$N"
+      "$BIN" --home "$W/C$N" connect "/ip4/127.0.0.1/tcp/$port/p2p/$(peer_of A)" >/dev/null
+      case $op in
+        ls) cmd=(ls "$ROOT") ;;
+        providers) cmd=(providers "$ROOT") ;;
+        query) cmd=(query "$ROOT" sst --op mean --dim time) ;;
+      esac
+      t0=$(now); "$BIN" --home "$W/C$N" "${cmd[@]}" >/dev/null; t1=$(now)
+      T+=("$(secs "$t0" "$t1")")
+      stop "C$N"
+    done
+    OPS[$port.$op]=$(median "${T[@]}")
+  done
+done
+for op in ls providers query; do
+  a=${OPS[$PORT0.$op]}; b=${OPS[$PORT50.$op]}
+  printf '%-10s at 0 ms %.3fs, at 50 ms %.3fs: %.1f round trips of 50 ms\n' "$op" "$a" "$b" "$(echo "($b - $a) / 0.05" | bc -l)"
+done
+
+# Two providers: A behind 20 ms and B behind 100 ms, first at the same
+# bandwidth, then with B capped at 200 Mbit/s (a slow link must not hold
+# the pin back: its share follows its throughput and the endgame asks the
+# fast provider for what the slow one still owes). Each run uses a fresh
+# pair of providers that have never met: once they know each other's
+# direct (loopback) addresses, the fetcher would reach B around its proxy.
+for cap in "" 200; do
+  T=()
+  for i in $(seq "$RUNS"); do
+    N=$((N + 1)); a="P$N"; b="Q$N"; c="C$N"
+    start "$a"; start "$b"
+    "$BIN" --home "$W/$a" add "$W/src.zarr" >/dev/null; "$BIN" --home "$W/$b" add "$W/src.zarr" >/dev/null
+    p20=$(proxy "$(port_of "$a")" 10); p100=$(proxy "$(port_of "$b")" 50 $cap)
+    start "$c"
+    "$BIN" --home "$W/$c" connect "/ip4/127.0.0.1/tcp/$p20/p2p/$(peer_of "$a")" >/dev/null
+    "$BIN" --home "$W/$c" connect "/ip4/127.0.0.1/tcp/$p100/p2p/$(peer_of "$b")" >/dev/null
+    drop; t0=$(now)
+    "$BIN" --home "$W/$c" pin "$ROOT" --json > "$W/pin2.$i.json"
+    t1=$(now); T+=("$(secs "$t0" "$t1")")
+    peers[$i]="$(peer_of "$a") $(peer_of "$b")"
+    stop "$c"; stop "$a"; stop "$b"
+  done
+  t=$(median "${T[@]}")
+  for i in $(seq "$RUNS"); do [ "${T[$((i - 1))]}" = "$t" ] && m=$i; done
+  what="same bandwidth"; [ -n "$cap" ] && what="B capped at $cap Mbit/s"
+  python3 - "$W/pin2.$m.json" ${peers[$m]} "$t" "$what" "${T[*]}" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["fetched"]
 by = {l["peer"]: l for l in r["links"]}
@@ -130,5 +183,7 @@ def d(l):
     return "%.0f%% of the bytes, rtt floor %s ms, best rate %.0f MB/s, peak in flight %.1f MB" % (
         100 * l.get("bytes", 0) / tot, "%.0f" % l["min_rtt_ms"] if l.get("min_rtt_ms") else "-",
         l.get("max_rate", 0) / 1e6, l.get("peak_inflight", 0) / 1e6)
-print("two providers (pin %.2fs): A at 20 ms: %s; B at 100 ms: %s" % (float(sys.argv[4]), d(a), d(b)))
+print("two providers, %s (pin median %.2fs [%s]): A at 20 ms: %s; B at 100 ms: %s" % (
+    sys.argv[5], float(sys.argv[4]), sys.argv[6], d(a), d(b)))
 PY
+done

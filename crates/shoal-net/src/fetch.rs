@@ -104,6 +104,13 @@ pub struct Fetcher {
     pub opts: FetchOptions,
 }
 
+/// A block asked for and not yet received: the providers asked (two at
+/// most, in the endgame) and when it was first asked.
+struct Pending {
+    asked: Vec<PeerId>,
+    since: Instant,
+}
+
 #[derive(Default)]
 struct PeerState {
     inflight: usize,
@@ -397,14 +404,14 @@ impl Fetcher {
         let mut refreshes = 0;
         // The DHT lookup's error, if it found nobody.
         let mut lookup_err: Option<Error> = None;
-        // Blocks asked for and not yet answered.
-        let mut outstanding = 0usize;
+        // Blocks asked for and not yet received: who was asked, since when.
+        let mut pending: HashMap<Cid, Pending> = HashMap::new();
         loop {
             if last_progress.elapsed() > self.opts.block_deadline {
                 w.finish(session).await?;
                 return Err(Error::Unfetchable {
                     root,
-                    missing: queue.len() + outstanding,
+                    missing: queue.len() + pending.len(),
                     providers: providers.len(),
                     first: queue.front().copied().unwrap_or(root),
                 });
@@ -418,22 +425,40 @@ impl Fetcher {
                 let size = peers[&peer].link.batch(self.opts.batch, block);
                 let request_bytes = size as u64 * block;
                 let window = peers[&peer].link.window(request_bytes, self.opts.per_peer_inflight);
+                // Endgame: nothing left to hand out and this provider idle,
+                // so it also asks for what slower providers still owe (each
+                // block of at most two at once; the first answer wins). A
+                // slow provider then costs at most its share, not the tail.
+                let hedge = queue.is_empty() && peers[&peer].inflight == 0;
                 while peers[&peer].inflight < window
-                    && !queue.is_empty()
+                    && (!queue.is_empty() || hedge)
                     && peers.values().map(|p| p.link.inflight_bytes).sum::<u64>() + request_bytes <= MAX_INFLIGHT_BYTES
                 {
                     let mut batch = Vec::new();
-                    let mut skipped = Vec::new();
-                    while batch.len() < size {
-                        let Some(c) = queue.pop_front() else { break };
-                        if lacking.get(&c).is_some_and(|l| l.contains(&peer)) {
-                            skipped.push(c);
-                        } else {
-                            batch.push(c);
+                    if hedge {
+                        let mut owed: Vec<(&Cid, &Pending)> = pending
+                            .iter()
+                            .filter(|(c, p)| {
+                                p.asked.len() == 1
+                                    && !p.asked.contains(&peer)
+                                    && !lacking.get(*c).is_some_and(|l| l.contains(&peer))
+                            })
+                            .collect();
+                        owed.sort_by_key(|(_, p)| p.since);
+                        batch.extend(owed.into_iter().take(size).map(|(c, _)| *c));
+                    } else {
+                        let mut skipped = Vec::new();
+                        while batch.len() < size {
+                            let Some(c) = queue.pop_front() else { break };
+                            if lacking.get(&c).is_some_and(|l| l.contains(&peer)) {
+                                skipped.push(c);
+                            } else {
+                                batch.push(c);
+                            }
                         }
-                    }
-                    for c in skipped.into_iter().rev() {
-                        queue.push_front(c);
+                        for c in skipped.into_iter().rev() {
+                            queue.push_front(c);
+                        }
                     }
                     if batch.is_empty() {
                         break;
@@ -442,7 +467,13 @@ impl Fetcher {
                     st.inflight += 1;
                     st.link.inflight_bytes += request_bytes;
                     st.link.peak_inflight = st.link.peak_inflight.max(st.link.inflight_bytes);
-                    outstanding += batch.len();
+                    for c in &batch {
+                        let p = pending.entry(*c).or_insert_with(|| Pending {
+                            asked: Vec::new(),
+                            since: Instant::now(),
+                        });
+                        p.asked.push(peer);
+                    }
                     let net = self.net.clone();
                     let sent = Instant::now();
                     inflight.push(async move {
@@ -451,10 +482,16 @@ impl Fetcher {
                     });
                 }
             }
-            if inflight.is_empty() {
-                if queue.is_empty() {
-                    break;
+            if queue.is_empty() && pending.is_empty() {
+                // Everything arrived; hedged requests still running are
+                // dropped (their answers would be duplicates). Providers
+                // that never answered are reported too.
+                for (p, st) in &peers {
+                    links.insert(*p, st.link);
                 }
+                break;
+            }
+            if inflight.is_empty() {
                 // Only paused providers left: wait for the first to resume.
                 if let Some(t) = peers.values().filter_map(|p| p.busy_until).filter(|t| *t > now).min() {
                     tokio::time::sleep_until(t.into()).await;
@@ -545,7 +582,23 @@ impl Fetcher {
             let Some((peer, asked, res, sent, request_bytes)) = next else {
                 continue;
             };
-            outstanding -= asked.len();
+            // A block another request already delivered needs nothing more;
+            // one still asked of another provider waits for that answer;
+            // only a block nobody is asked for any more goes back in line.
+            let settle = |c: Cid, pending: &mut HashMap<Cid, Pending>| -> bool {
+                match pending.get_mut(&c) {
+                    None => false,
+                    Some(p) => {
+                        p.asked.retain(|x| *x != peer);
+                        if p.asked.is_empty() {
+                            pending.remove(&c);
+                            true
+                        } else {
+                            false
+                        }
+                    }
+                }
+            };
             if let Some(st) = peers.get_mut(&peer) {
                 st.inflight -= 1;
                 st.link.inflight_bytes = st.link.inflight_bytes.saturating_sub(request_bytes);
@@ -572,13 +625,19 @@ impl Fetcher {
                     let mut lied = false;
                     let mut skipped = 0;
                     for (cid, ans) in answers {
-                        // Unsolicited or repeated answers are ignored.
+                        // Unsolicited or repeated answers are ignored, and
+                        // so are answers for blocks another request
+                        // delivered first.
                         if !asked_set.contains(&cid) || !answered.insert(cid) {
+                            continue;
+                        }
+                        if !pending.contains_key(&cid) {
                             continue;
                         }
                         match ans {
                             Answer::Data(bytes) => match Block::verified(cid, bytes) {
                                 Ok(b) => {
+                                    pending.remove(&cid);
                                     last_progress = Instant::now();
                                     prog.bytes_done += b.len() as u64;
                                     if let Some(max) = self.opts.max_bytes.filter(|m| prog.bytes_done > *m) {
@@ -594,16 +653,22 @@ impl Fetcher {
                                 Err(e) => {
                                     tracing::warn!(%peer, %cid, error = %e, "peer sent a block that fails verification");
                                     lied = true;
-                                    queue.push_back(cid);
+                                    if settle(cid, &mut pending) {
+                                        queue.push_back(cid);
+                                    }
                                 }
                             },
                             Answer::DontHave => {
                                 lacking.entry(cid).or_default().insert(peer);
-                                queue.push_back(cid);
+                                if settle(cid, &mut pending) {
+                                    queue.push_back(cid);
+                                }
                             }
                             Answer::Skipped => {
                                 skipped += 1;
-                                queue.push_front(cid);
+                                if settle(cid, &mut pending) {
+                                    queue.push_front(cid);
+                                }
                             }
                         }
                     }
@@ -637,7 +702,9 @@ impl Fetcher {
                         providers.retain(|p| *p != peer);
                     }
                     for c in asked.into_iter().filter(|c| !answered.contains(c)) {
-                        queue.push_back(c);
+                        if settle(c, &mut pending) {
+                            queue.push_back(c);
+                        }
                     }
                     if lied {
                         banned.insert(peer);
@@ -649,7 +716,11 @@ impl Fetcher {
                 }
                 Err(e) => {
                     tracing::info!(%peer, error = %e, "block request failed; reassigning its blocks");
-                    queue.extend(asked);
+                    for c in asked {
+                        if settle(c, &mut pending) {
+                            queue.push_back(c);
+                        }
+                    }
                     if let Some(st) = peers.get_mut(&peer) {
                         st.strikes += 1;
                         if st.strikes >= self.opts.max_strikes {

@@ -485,7 +485,15 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
             })
         })
         .map_err(|e| Error::Config(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        // A stream's protocol is proposed together with its first request
+        // (multistream-select V1Lazy) instead of after a negotiation round
+        // trip: every request is one round trip, not two. Every protocol we
+        // open is one the peer's own shoal supports; a peer that does not
+        // answers the stream with an error, as a refusal would.
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(300))
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build();
     Ok(swarm)
 }

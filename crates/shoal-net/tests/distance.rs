@@ -43,11 +43,18 @@ fn dataset(n: u32) -> (Cid, HashMap<Cid, Block>) {
     (*built.root.cid(), blocks)
 }
 
+/// Serves `blocks` by CID.
+fn serving(blocks: &Arc<HashMap<Cid, Block>>) -> ServeFn {
+    let blocks = blocks.clone();
+    Arc::new(move |_, _, cids| cids.iter().map(|c| blocks.get(c).map(|b| b.data().clone())).collect())
+}
+
 /// A fetcher with an empty store, connected to `provider` through a proxy
 /// adding `rtt` of round trip.
 async fn fetcher_via(
     provider: &Client,
     rtt: Duration,
+    rate: Option<u64>,
     opts: FetchOptions,
 ) -> (Fetcher, delay::DelayProxy, tempfile::TempDir) {
     let real = listening(provider).await;
@@ -56,7 +63,7 @@ async fn fetcher_via(
         _ => None,
     });
     let target = format!("127.0.0.1:{}", port.unwrap()).parse().unwrap();
-    let proxy = delay::start("127.0.0.1:0".parse().unwrap(), target, rtt / 2, None)
+    let proxy = delay::start("127.0.0.1:0".parse().unwrap(), target, rtt / 2, rate)
         .await
         .unwrap();
     let net = swarm(serves_nothing());
@@ -72,14 +79,10 @@ async fn fetcher_via(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_50_ms_the_fetcher_keeps_the_bandwidth_delay_product_in_flight() {
     let (root, blocks) = dataset(96);
-    let blocks = Arc::new(blocks);
-    let serve: ServeFn = {
-        let blocks = blocks.clone();
-        Arc::new(move |_, _, cids| cids.iter().map(|c| blocks.get(c).map(|b| b.data().clone())).collect())
-    };
-    let provider = swarm(serve);
+    let provider = swarm(serving(&Arc::new(blocks)));
     provider.provide(root).await.unwrap();
-    let (fetcher, _proxy, _dir) = fetcher_via(&provider, Duration::from_millis(50), FetchOptions::default()).await;
+    let (fetcher, _proxy, _dir) =
+        fetcher_via(&provider, Duration::from_millis(50), None, FetchOptions::default()).await;
     let session = fetcher.store.session();
     let report = fetcher.fetch_dataset(root, &session, &|_| {}).await.unwrap();
     assert!(fetcher.store.missing_blocks(&root).unwrap().is_empty());
@@ -129,7 +132,7 @@ async fn a_provider_that_stops_answering_never_gets_more_than_the_window() {
         ..Default::default()
     };
     let start = opts.per_peer_inflight;
-    let (fetcher, _proxy, _dir) = fetcher_via(&provider, Duration::from_millis(50), opts).await;
+    let (fetcher, _proxy, _dir) = fetcher_via(&provider, Duration::from_millis(50), None, opts).await;
     let session = fetcher.store.session();
     let err = fetcher.fetch_dataset(root, &session, &|_| {}).await.unwrap_err();
     assert!(err.to_string().contains("could not be fetched"), "{err}");
@@ -139,4 +142,47 @@ async fn a_provider_that_stops_answering_never_gets_more_than_the_window() {
     let held = peak.load(Ordering::SeqCst);
     assert!((1..=start).contains(&held), "{held} requests outstanding at once");
     assert_eq!(provider.stats().skipped_requests.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_costs_the_fetch_nothing_once_the_fast_one_runs_dry() {
+    // 100 blocks: more than one provider's first window (64), so both get
+    // work. The slow one sits behind 50 ms and 1 MB/s: each 8-block answer
+    // would take 8 s. The fast one is on loopback.
+    let (root, blocks) = dataset(100);
+    let blocks = Arc::new(blocks);
+    let (fast, slow) = (swarm(serving(&blocks)), swarm(serving(&blocks)));
+    fast.provide(root).await.unwrap();
+    slow.provide(root).await.unwrap();
+    let (fetcher, _proxy, _dir) = fetcher_via(
+        &slow,
+        Duration::from_millis(50),
+        Some(1_000_000),
+        FetchOptions::default(),
+    )
+    .await;
+    let direct = listening(&fast).await.with(shoal_net::Protocol::P2p(fast.peer_id()));
+    fetcher.net.dial(direct).await.unwrap();
+    let session = fetcher.store.session();
+    let report = fetcher.fetch_dataset(root, &session, &|_| {}).await.unwrap();
+    assert!(fetcher.store.missing_blocks(&root).unwrap().is_empty());
+    let link = |p: shoal_net::PeerId| report.links.iter().find(|l| l.peer == p.to_string()).cloned();
+    let (f, s) = (
+        link(fast.peer_id()).unwrap(),
+        link(slow.peer_id()).expect("the slow provider was asked"),
+    );
+    eprintln!(
+        "fast delivered {} bytes, slow {} (peak in flight {})",
+        f.bytes, s.bytes, s.peak_inflight
+    );
+    // The slow provider was handed work (its first window), yet delivered
+    // at most half of it (at 1 MB/s, half would take 30 s): in the endgame
+    // the fast one asked for what the slow one still owed, and the fetch
+    // ended without waiting for it.
+    assert!(s.peak_inflight >= 8 << 20, "{s:?}");
+    assert_eq!(f.bytes + s.bytes, report.bytes_fetched);
+    assert!(
+        s.bytes <= s.peak_inflight / 2,
+        "the fast provider did not take over the slow one's blocks: {f:?} {s:?}"
+    );
 }
