@@ -11,7 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-0.22}; RUNS=${2:-3}
 W=${BENCH_DIR:-/tmp/shoal-distbench}
-command -v nginx >/dev/null || apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null
 scripts/setup-venv.sh
 [ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
 cargo build --release -q -p shoal-net --example delay_proxy
@@ -21,6 +20,7 @@ pkill -f "nginx -c $W/nginx.conf" || true
 umount -l "$W/mnt" 2>/dev/null || true
 rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
+need_nginx
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
 cleanup() {
@@ -41,19 +41,11 @@ proxy() {
 }
 port_of() { addr "$1" | cut -d/ -f5; }
 peer_of() { addr "$1" | cut -d/ -f7; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 start A; start B
 ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
 "$BIN" --home "$W/B" add "$W/src.zarr" >/dev/null
-cat > "$W/nginx.conf" <<CONF
-worker_processes 2;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log;
-events { worker_connections 256; }
-http { access_log off; sendfile on; server { listen 127.0.0.1:18090; root $W/src.zarr; } }
-CONF
-nginx -c "$W/nginx.conf"
+nginx_serve "$W/src.zarr" 18090
 (cd "$W/src.zarr" && find . -type f | sed 's|^\./||') > "$W/files.txt"
 
 N=0

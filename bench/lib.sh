@@ -12,7 +12,7 @@ mib() { echo "$SIZE / 1048576 / $1" | bc -l | xargs printf '%.0f'; }
 # listening on LISTEN (default 127.0.0.1, any port), optionally inside a
 # network namespace; waits (bounded) until it answers.
 start() {
-  "$BIN" --home "$W/$1" init --listen "${2:-/ip4/127.0.0.1/tcp/0}" >/dev/null
+  "$BIN" --home "$W/$1" init --listen "${2:-/ip4/127.0.0.1/tcp/0}" --gateway 127.0.0.1:0 >/dev/null
   # Optional per-daemon set-up between init and start (edit config.toml).
   ${CONFIGURE:-true} "$1"
   if [ -n "${3:-}" ]; then
@@ -29,3 +29,22 @@ addr() { "$BIN" --home "$W/$1" id --json | python3 -c 'import json,sys; print(js
 # set NAME KEY VALUE: sets KEY (unique across config.toml sections) in
 # daemon NAME's config.toml, before it starts.
 set_conf() { sed -i "s|^$2 = .*|$2 = $3|" "$W/$1/config.toml"; grep -q "^$2 = $3" "$W/$1/config.toml"; }
+# median VALUES...: the middle value (for an odd count).
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# need_nginx: installs nginx if missing (Debian/Ubuntu).
+need_nginx() {
+  command -v nginx >/dev/null || apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null
+}
+# nginx_serve ROOT PORT: nginx (sendfile, no access log) serving directory
+# ROOT on 127.0.0.1:PORT, config in $W/nginx.conf; stop with nginx_stop.
+nginx_serve() {
+  cat > "$W/nginx.conf" <<CONF
+worker_processes 2;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log;
+events { worker_connections 512; }
+http { access_log off; sendfile on; keepalive_requests 100000; server { listen 127.0.0.1:$2; root $1; } }
+CONF
+  nginx -c "$W/nginx.conf"
+}
+nginx_stop() { pkill -f "nginx -c $W/nginx.conf" || true; }

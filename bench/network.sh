@@ -10,7 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-1.1}
 W=${BENCH_DIR:-/tmp/shoal-netbench}
-command -v nginx >/dev/null || apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null
 scripts/setup-venv.sh
 # SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
 [ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
@@ -18,6 +17,7 @@ BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
 pkill -f "nginx -c $W/nginx.conf" || true  # a previous run's, if any
 rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
+need_nginx
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
 trap 'kill ${PIDS[@]} 2>/dev/null || true; pkill -f "nginx -c $W/nginx.conf" || true' EXIT
@@ -27,18 +27,7 @@ ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
 "$BIN" --home "$W/C1" connect "$(addr A)" >/dev/null
 
 # nginx serving the same tree.
-cat > "$W/nginx.conf" <<CONF
-worker_processes 2;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
-  sendfile on;
-  server { listen 127.0.0.1:18089; root $W/src.zarr; }
-}
-CONF
-nginx -c "$W/nginx.conf"
+nginx_serve "$W/src.zarr" 18089
 (cd "$W/src.zarr" && find . -type f | sed 's|^\./||') > "$W/files.txt"
 drop; t0=$(now)
 sed "s|.*|http://127.0.0.1:18089/& $W/http/&|" "$W/files.txt" | \

@@ -107,6 +107,9 @@ pub struct IdInfo {
     pub repo: String,
     pub api_socket: String,
     pub pid: u32,
+    /// The HTTP gateway's base URL (`http://HOST:PORT`, the port actually
+    /// bound), if it is on.
+    pub gateway: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -94,6 +94,20 @@ max_popular_replicas = 4
 # A peer's compute request may use an eighth of it. "auto" = a quarter of
 # this machine's RAM.
 memory = "auto"
+
+[gateway]
+# The read-only HTTP gateway (Zarr over HTTP for xarray/fsspec, and
+# /metrics): HOST:PORT to serve on; port 0 picks a free port (see `shoal
+# id`). "" turns it off. A non-loopback address serves every dataset this
+# daemon can reach to whoever can connect: that is the operator's choice.
+listen = "127.0.0.1:8080"
+# Requests served at once (more wait, then get 503), and the deadline to a
+# response's first byte (resolving the dataset, the key, its first block).
+max_requests = 256
+request_timeout = "60s"
+# Blocks fetched ahead of the client per response (memory per response is
+# this many blocks, whatever the key's size).
+blocks_ahead = 8
 "#;
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -109,6 +123,54 @@ pub struct Config {
     pub mirror: MirrorConfig,
     #[serde(default)]
     pub query: QueryConfig,
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    pub listen: String,
+    pub max_requests: usize,
+    pub request_timeout: String,
+    pub blocks_ahead: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        let d = shoal_gateway::Settings::default();
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_requests: d.max_requests,
+            request_timeout: "60s".into(),
+            blocks_ahead: d.blocks_ahead,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Where to serve (None: off) and with which bounds.
+    pub fn settings(&self) -> Result<Option<(std::net::SocketAddr, shoal_gateway::Settings)>> {
+        let listen = self.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        let addr = listen
+            .parse()
+            .with_context(|| format!("[gateway] listen: {listen:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"))?;
+        if self.max_requests == 0 || self.blocks_ahead == 0 {
+            bail!("[gateway] max_requests and blocks_ahead must be at least 1");
+        }
+        Ok(Some((
+            addr,
+            shoal_gateway::Settings {
+                max_requests: self.max_requests,
+                request_timeout: parse_duration(&self.request_timeout).context("[gateway] request_timeout")?,
+                blocks_ahead: self.blocks_ahead,
+                ..Default::default()
+            },
+        )))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -475,7 +537,7 @@ impl Repo {
     /// temporary name, synced and renamed, config.toml last: an init cut
     /// short (a crash, a full disk) leaves no config, and the next `init`
     /// or `daemon` finishes it, keeping an identity that was completed.
-    pub fn init(&self, listen: &[String]) -> Result<bool> {
+    pub fn init(&self, listen: &[String], gateway: Option<&str>) -> Result<bool> {
         if self.exists() {
             return Ok(false);
         }
@@ -491,6 +553,9 @@ impl Repo {
                 r#"listen = ["/ip4/0.0.0.0/tcp/4801"]"#,
                 &format!("listen = [{}]", list.join(", ")),
             );
+        }
+        if let Some(g) = gateway {
+            text = text.replace(r#"listen = "127.0.0.1:8080""#, &format!("listen = {g:?}"));
         }
         install_private(&self.config_path(), text.as_bytes())?;
         Ok(true)
@@ -559,21 +624,21 @@ mod tests {
             home: dir.path().join("repo"),
         };
         // Cut after the identity: no config yet.
-        assert!(repo.init(&[]).unwrap());
+        assert!(repo.init(&[], None).unwrap());
         let id = std::fs::read(repo.identity_path()).unwrap();
         std::fs::remove_file(repo.config_path()).unwrap();
         std::fs::write(repo.home.join("config.tmp"), "half a con").unwrap();
-        assert!(repo.init(&["/ip4/127.0.0.1/tcp/0".into()]).unwrap());
+        assert!(repo.init(&["/ip4/127.0.0.1/tcp/0".into()], None).unwrap());
         assert_eq!(std::fs::read(repo.identity_path()).unwrap(), id, "the identity changed");
         assert!(repo.load_config().unwrap().network.listen[0].contains("127.0.0.1"));
         // Cut while writing the identity: a truncated key is replaced.
         std::fs::remove_file(repo.config_path()).unwrap();
         std::fs::write(repo.identity_path(), b"\x08\x01").unwrap();
         std::fs::write(repo.home.join("identity.tmp"), b"junk").unwrap();
-        assert!(repo.init(&[]).unwrap());
+        assert!(repo.init(&[], None).unwrap());
         repo.load_identity().unwrap();
         repo.load_config().unwrap();
-        assert!(!repo.init(&[]).unwrap(), "a complete repo is left alone");
+        assert!(!repo.init(&[], None).unwrap(), "a complete repo is left alone");
     }
 
     #[test]

@@ -46,6 +46,10 @@ enum Cmd {
         /// Multiaddr to listen on (repeatable), e.g. /ip4/0.0.0.0/tcp/4801.
         #[arg(long)]
         listen: Vec<String>,
+        /// HTTP gateway address HOST:PORT (port 0: any free port; "" = off).
+        /// Default 127.0.0.1:8080.
+        #[arg(long)]
+        gateway: Option<String>,
     },
     /// Show this daemon's peer id, listen addresses and API socket.
     Id,
@@ -160,8 +164,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     };
     match cli.cmd {
         Cmd::Daemon => server::run(repo).await?,
-        Cmd::Init { listen } => {
-            let created = repo.init(&listen)?;
+        Cmd::Init { listen, gateway } => {
+            if let Some(g) = gateway.as_deref().filter(|g| !g.is_empty()) {
+                g.parse::<std::net::SocketAddr>()
+                    .map_err(|_| anyhow::anyhow!("--gateway {g:?}: expected HOST:PORT, e.g. 127.0.0.1:8080 (port 0: any free port), or \"\" for none"))?;
+            }
+            let created = repo.init(&listen, gateway.as_deref())?;
             if json {
                 print_json(&serde_json::json!({"repo": repo.home, "created": created}))?;
             } else if created {
@@ -182,6 +190,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 out!("peer id: {}", info.peer_id);
                 for a in &info.addrs {
                     out!("address: {a}");
+                }
+                match &info.gateway {
+                    Some(g) => out!("gateway: {g}/zarr/"),
+                    None => out!("gateway: off"),
                 }
                 out!(
                     "repo:    {}\napi:     {}\nversion: {}",

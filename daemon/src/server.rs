@@ -37,6 +37,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 struct Daemon {
     node: Node,
     repo: Repo,
+    gateway: Option<String>,
 }
 
 type St = State<Arc<Daemon>>;
@@ -112,6 +113,7 @@ async fn id(State(d): St) -> ApiResult<Json<IdInfo>> {
         repo: d.repo.home.display().to_string(),
         api_socket: d.repo.socket_path().display().to_string(),
         pid: std::process::id(),
+        gateway: d.gateway.clone(),
     }))
 }
 
@@ -289,11 +291,18 @@ async fn shutdown_signal() {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(repo: Repo) -> Result<()> {
-    if repo.init(&[])? {
+    if repo.init(&[], None)? {
         tracing::info!("created repo at {}", repo.home.display());
     }
     let config = repo.load_config()?;
+    let gateway_settings = config.gateway.settings()?;
     let node = Node::start(config.node_config(&repo)?).await?;
+    let gateway = match gateway_settings {
+        Some((addr, settings)) => Some(shoal_gateway::start(node.clone(), addr, settings).await.with_context(
+            || format!("starting the HTTP gateway on {addr} ([gateway] listen in config.toml; \"\" turns it off)"),
+        )?),
+        None => None,
+    };
     // We hold the store lock, so any socket file left is stale.
     let sock = repo.socket_path();
     let _ = std::fs::remove_file(&sock);
@@ -301,14 +310,20 @@ pub async fn run(repo: Repo) -> Result<()> {
         tokio::net::UnixListener::bind(&sock).with_context(|| format!("binding API socket {}", sock.display()))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
         .context("restricting API socket to its owner")?;
+    let url = gateway.as_ref().map(|g| g.url());
     eprintln!(
-        "shoal daemon {} ready: peer {}, repo {}, API {}",
+        "shoal daemon {} ready: peer {}, repo {}, API {}, gateway {}",
         env!("CARGO_PKG_VERSION"),
         node.peer_id(),
         repo.home.display(),
-        sock.display()
+        sock.display(),
+        url.as_deref().map_or("off".to_string(), |u| format!("{u}/zarr/"))
     );
-    let d = Arc::new(Daemon { node, repo });
+    let d = Arc::new(Daemon {
+        node,
+        repo,
+        gateway: url,
+    });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serve = axum::serve(listener, router(d.clone())).with_graceful_shutdown(async {
         let _ = stop_rx.await;
@@ -316,6 +331,9 @@ pub async fn run(repo: Repo) -> Result<()> {
     let server = tokio::spawn(async move { serve.await });
     shutdown_signal().await;
     let _ = stop_tx.send(());
+    if let Some(g) = gateway {
+        g.stop(SHUTDOWN_GRACE).await;
+    }
     // Unmount first: readers get their answers or errors now, not a hang.
     d.node.unmount_all().await;
     if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {

@@ -5,7 +5,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -23,21 +22,13 @@ fn pair(b_opts: Opts) -> (Daemon, Daemon, tempfile::TempDir, MountGuard) {
     (a, b, dir, MountGuard(mnt))
 }
 
-fn wait_provider(d: &Daemon, root: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while d.json(&["providers", root])["providers"].as_array().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "no provider for {root}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn zarr_xarray_and_dask_read_datasets_mounted_from_another_daemon() {
     let (a, b, _dir, mnt) = pair(Opts::default());
     for name in ["v2_blosc", "v3_zstd", "v3_sharded", "ints_v2", "xr_v2", "xr_v3"] {
         let src = datasets().join(name);
         let root = a.add(&src, Some(name));
-        wait_provider(&b, &root);
+        wait_providers(&b, &root, 1);
         let blocks_before = b.json(&["stats"])["blocks"].as_u64().unwrap();
         let out = py_within("check_equal.py", &[&src, &mnt.0.join(&root)], 300);
         assert!(out.starts_with("ok"), "{name}: {out}");
@@ -51,7 +42,7 @@ fn ls_lr_lists_every_key_with_its_size_and_fetches_no_chunk() {
     let (a, b, _dir, mnt) = pair(Opts::default());
     let src = datasets().join("v2_blosc");
     let root = a.add(&src, None);
-    wait_provider(&b, &root);
+    wait_providers(&b, &root, 1);
     assert_eq!(b.json(&["stats"])["blocks"].as_u64(), Some(0));
     let listed: serde_json::Value =
         serde_json::from_str(&py_within("tree_sizes.py", &[&mnt.0.join(&root)], 120)).unwrap();
@@ -68,7 +59,7 @@ fn sixteen_concurrent_readers_get_the_right_bytes() {
     let (a, b, _dir, mnt) = pair(Opts::default());
     let src = datasets().join("v3_zstd");
     let root = a.add(&src, None);
-    wait_provider(&b, &root);
+    wait_providers(&b, &root, 1);
     let out = py_within("concurrent_read.py", &[&src, &mnt.0.join(&root)], 300);
     assert!(out.starts_with("ok"), "{out}");
 }
@@ -85,7 +76,7 @@ fn a_chunk_whose_only_provider_is_gone_is_eio_and_the_rest_still_works() {
     let (mut a, b, _dir, mnt) = pair(short_timeouts());
     let src = datasets().join("v2_blosc");
     let root = a.add(&src, None);
-    wait_provider(&b, &root);
+    wait_providers(&b, &root, 1);
     let ds = mnt.0.join(&root);
     let first = ds.join("temp/0.0.0");
     assert!(py_within("read_file.py", &[&first], 60).starts_with("ok"));
@@ -103,24 +94,12 @@ fn libc_eio() -> i32 {
     5
 }
 
-/// Flips one byte of `chunk`'s bytes inside `d`'s pack segments.
-fn corrupt_local_copy(d: &Daemon, chunk: &[u8]) {
-    let seg = d.home.join("store/segments/000000000001.pack");
-    let mut pack = std::fs::read(&seg).unwrap();
-    let at = pack
-        .windows(chunk.len())
-        .position(|w| w == chunk)
-        .expect("chunk bytes in pack");
-    pack[at + chunk.len() / 2] ^= 0x5a;
-    std::fs::write(&seg, &pack).unwrap();
-}
-
 #[test]
 fn a_block_corrupted_in_the_local_store_is_refetched_or_fails_with_eio() {
     let (mut a, b, _dir, mnt) = pair(short_timeouts());
     let src = datasets().join("v2_blosc");
     let root = a.add(&src, None);
-    wait_provider(&b, &root);
+    wait_providers(&b, &root, 1);
     b.cli_ok(&["pin", &root]);
     let ds = mnt.0.join(&root);
     let sha = |p: &Path| format!("ok {}", sha256(&std::fs::read(p).unwrap()));

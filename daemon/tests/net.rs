@@ -21,7 +21,6 @@ fn bootstrap(to: &Daemon) -> Opts {
     }
 }
 
-/// Waits (bounded) until `d` reports `n` providers for `root`.
 /// Blocks of dataset `root` that daemon `d` has served to peers (its own
 /// request count, as `shoal mirrors` shows it).
 fn served(d: &Daemon, root: &str) -> u64 {
@@ -32,18 +31,6 @@ fn served(d: &Daemon, root: &str) -> u64 {
         .find(|p| p["root"] == root)
         .map(|p| p["local"]["blocks"].as_u64().unwrap())
         .unwrap_or(0)
-}
-
-fn wait_providers(d: &Daemon, root: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = d.json(&["providers", root])["providers"].as_array().unwrap().len();
-        if got >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "only {got} providers of {root} after 30s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

@@ -19,6 +19,7 @@
 //! requests for one CID collapsed into one fetch and a deadline on each.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -638,6 +639,7 @@ impl Fetcher {
                             Answer::Data(bytes) => match Block::verified(cid, bytes) {
                                 Ok(b) => {
                                     pending.remove(&cid);
+                                    self.net.stats().received(b.len());
                                     last_progress = Instant::now();
                                     prog.bytes_done += b.len() as u64;
                                     if let Some(max) = self.opts.max_bytes.filter(|m| prog.bytes_done > *m) {
@@ -828,6 +830,32 @@ pub struct BlockSource {
     fetcher: Fetcher,
     inflight: Mutex<HashMap<Cid, Waiters>>,
     providers: Mutex<HashMap<Cid, (Vec<PeerId>, Instant)>>,
+    stats: SourceStats,
+}
+
+/// What the block source did: blocks found locally, blocks fetched from
+/// peers and how long each such fetch took (readers waiting on another
+/// reader's fetch are not counted twice).
+#[derive(Debug)]
+pub struct SourceStats {
+    pub local: AtomicU64,
+    pub fetched: AtomicU64,
+    pub failed: AtomicU64,
+    pub fetch_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for SourceStats {
+    fn default() -> Self {
+        Self {
+            local: AtomicU64::new(0),
+            fetched: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            // 1 ms .. ~33 s, doubling.
+            fetch_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16),
+            ),
+        }
+    }
 }
 
 struct LeaderGuard<'a> {
@@ -859,7 +887,12 @@ impl BlockSource {
             fetcher,
             inflight: Mutex::new(HashMap::new()),
             providers: Mutex::new(HashMap::new()),
+            stats: SourceStats::default(),
         }
+    }
+
+    pub fn stats(&self) -> &SourceStats {
+        &self.stats
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -871,7 +904,10 @@ impl BlockSource {
     pub async fn get(&self, cid: Cid, root: Cid) -> Result<Block> {
         let store = self.fetcher.store.clone();
         let local = match blocking(move || Ok(store.get(&cid))).await? {
-            Ok(Some(b)) => return Ok(b),
+            Ok(Some(b)) => {
+                self.stats.local.fetch_add(1, Ordering::Relaxed);
+                return Ok(b);
+            }
             Ok(None) => "not in the local store".to_string(),
             Err(e) => {
                 tracing::warn!(%cid, error = %e, "local copy unusable; fetching from peers");
@@ -902,11 +938,19 @@ impl BlockSource {
                 cid,
                 result: Err("fetch abandoned".to_string()),
             };
+            let started = Instant::now();
             guard.result = match tokio::time::timeout(deadline, self.fetch_one(cid, root)).await {
                 Ok(Ok(b)) => Ok(b),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no peer delivered it within {}s", deadline.as_secs())),
             };
+            let counter = if guard.result.is_ok() {
+                &self.stats.fetched
+            } else {
+                &self.stats.failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            self.stats.fetch_seconds.observe(started.elapsed().as_secs_f64());
         }
         let fetched = match tokio::time::timeout(deadline + Duration::from_secs(1), rx).await {
             Ok(Ok(r)) => r,
@@ -984,6 +1028,7 @@ impl BlockSource {
                         match a {
                             Answer::Data(bytes) => match Block::verified(cid, bytes) {
                                 Ok(b) => {
+                                    self.fetcher.net.stats().received(b.len());
                                     let store = self.fetcher.store.clone();
                                     let keep = b.clone();
                                     // Kept as unpinned cache data: evictable. A corrupt

@@ -21,7 +21,7 @@ pub mod gossip;
 pub mod network;
 pub mod providers;
 
-pub use fetch::{BlockSource, FetchOptions, FetchProgress, FetchReport, Fetcher, LinkReport};
+pub use fetch::{BlockSource, FetchOptions, FetchProgress, FetchReport, Fetcher, LinkReport, SourceStats};
 pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::pnet::PreSharedKey;

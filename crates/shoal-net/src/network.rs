@@ -221,6 +221,22 @@ pub struct NetStats {
     /// Datasets this node could not announce (its provider records are at
     /// [`SwarmSettings::max_provided`]).
     pub provide_failures: AtomicU64,
+    /// Blocks (and their bytes) this node served to peers.
+    pub blocks_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Verified blocks (and their bytes) received from peers.
+    pub blocks_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    /// Peers banned for sending bytes that fail verification.
+    pub peers_banned: AtomicU64,
+}
+
+impl NetStats {
+    /// Counts one verified block received from a peer.
+    pub fn received(&self, bytes: usize) {
+        self.blocks_received.fetch_add(1, Ordering::Relaxed);
+        self.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
 }
 
 impl Client {
@@ -327,6 +343,7 @@ impl Client {
 
     /// Disconnects and refuses `peer` from now on (it lied to us).
     pub async fn ban(&self, peer: PeerId) -> Result<()> {
+        self.stats.peers_banned.fetch_add(1, Ordering::Relaxed);
         self.tx.send(Command::Ban(peer)).await.map_err(|_| Error::Stopped)
     }
 
@@ -925,6 +942,8 @@ impl EventLoop {
                                 Some(d) if total + d.len() > MAX_RESPONSE_BYTES => (c, Answer::Skipped),
                                 Some(d) => {
                                     total += d.len();
+                                    stats.blocks_sent.fetch_add(1, Ordering::Relaxed);
+                                    stats.bytes_sent.fetch_add(d.len() as u64, Ordering::Relaxed);
                                     (c, Answer::Data(d))
                                 }
                             })

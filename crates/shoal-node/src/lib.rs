@@ -16,10 +16,13 @@
 //! policy and the query runner share: manifest loading, block reads,
 //! "make complete here", reachable providers), `serve` (answers to peers),
 //! `query` (distributed execution), [`mirror`] (the policy), `mounts`,
-//! and `node` (the API).
+//! [`metrics`], `keyread` (streaming reads of one key) and `node` (the
+//! API).
 
 pub mod config;
 pub mod error;
+mod keyread;
+pub mod metrics;
 pub mod mirror;
 mod mounts;
 mod node;
@@ -31,6 +34,8 @@ pub mod types;
 
 pub use config::{Budget, MirrorSettings, MountSettings, NodeConfig, QuerySettings, TestSwitches, AUTO_BUDGET_MAX};
 pub use error::{Error, Result};
+pub use keyread::KeyReader;
+pub use metrics::NodeMetrics;
 pub use mirror::{MirrorsView, Reason, Why};
 pub use node::Node;
 pub use shoal_net::SwarmSettings;

@@ -23,11 +23,13 @@ pub struct MountBlocks {
     pub source: Arc<BlockSource>,
     pub store: Arc<Store>,
     pub pop: Arc<Popularity>,
+    pub metrics: Arc<crate::metrics::NodeMetrics>,
 }
 
 #[async_trait::async_trait]
 impl Blocks for MountBlocks {
     async fn block(&self, cid: Cid, root: Cid) -> Result<Block, String> {
+        self.metrics.mount_block_reads.inc();
         self.source.get(cid, root).await.map_err(|e| e.to_string())
     }
 

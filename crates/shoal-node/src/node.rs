@@ -37,6 +37,7 @@ struct Inner {
     mounts: Mounts,
     block_size: u32,
     mount: MountSettings,
+    metrics: Arc<crate::metrics::NodeMetrics>,
     /// The network event loop and the mirror policy: stopped on shutdown.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -142,6 +143,7 @@ impl Node {
                 mounts,
                 block_size: cfg.block_size,
                 mount: cfg.mount,
+                metrics: Arc::default(),
                 tasks: Mutex::new(tasks),
             }),
         })
@@ -216,25 +218,24 @@ impl Node {
 
     /// Resolves a TARGET: `CID`, `NAME`, `CID/key/path` or `NAME/key/path`.
     pub async fn resolve(&self, target: &str) -> Result<Target> {
-        let target = target.trim_end_matches('/').to_string();
-        self.blocking(move |n| {
-            let (head, path) = match target.split_once('/') {
-                Some((h, p)) => (h, Some(p.to_string())),
-                None => (target.as_str(), None),
-            };
-            if let Ok(root) = cid::parse(head) {
-                return Ok(Target { root, name: None, path });
-            }
-            match n.parts.store.resolve_name(head)? {
-                Some(root) => Ok(Target {
-                    root,
-                    name: Some(head.to_string()),
-                    path,
-                }),
-                None => Err(Error::NotFound(format!(
-                    "{head:?} is neither a CID nor a dataset name here (see `shoal pins`)"
-                ))),
-            }
+        let target = target.trim_end_matches('/');
+        let (head, path) = match target.split_once('/') {
+            Some((h, p)) => (h.to_string(), Some(p.to_string())),
+            None => (target.to_string(), None),
+        };
+        // A CID needs no store lookup (and no thread hop).
+        if let Ok(root) = cid::parse(&head) {
+            return Ok(Target { root, name: None, path });
+        }
+        self.blocking(move |n| match n.parts.store.resolve_name(&head)? {
+            Some(root) => Ok(Target {
+                root,
+                name: Some(head),
+                path,
+            }),
+            None => Err(Error::NotFound(format!(
+                "{head:?} is neither a CID nor a dataset name here (see `shoal pins`)"
+            ))),
         })
         .await
     }
@@ -326,11 +327,83 @@ impl Node {
 
     /// One key's manifest entry (its size and blocks).
     pub async fn entry(&self, root: Cid, key: &str) -> Result<Entry> {
+        Ok(self.lookup(root, key).await?.0)
+    }
+
+    /// The immediate children of directory `dir` of a dataset (`""` is its
+    /// top), at most `limit` of them; `None` when `dir` is not a directory
+    /// (no key lies below it). Walks the manifest's pages, holding only the
+    /// children.
+    pub async fn dir(&self, root: Cid, dir: &str, limit: usize) -> Result<Option<Dir>> {
+        let prefix = match dir.trim_matches('/') {
+            "" => String::new(),
+            d => format!("{d}/"),
+        };
+        self.blocking(move |n| {
+            let m = n.parts.manifest(&root)?;
+            let mut out = Dir {
+                zarr_format: m.zarr_format,
+                children: Vec::new(),
+                truncated: false,
+            };
+            let mut any = false;
+            m.for_each_entry(&mut n.parts.reader(root).fetch(), &mut |e| {
+                let Some(rest) = e.key.strip_prefix(prefix.as_str()) else {
+                    return Ok(());
+                };
+                any = true;
+                let (name, dir) = match rest.split_once('/') {
+                    Some((d, _)) => (d, true),
+                    None => (rest, false),
+                };
+                // Keys come in order, so a directory's keys are adjacent.
+                if out.children.last().is_some_and(|c| c.name == name && c.dir == dir) {
+                    return Ok(());
+                }
+                if out.children.len() == limit {
+                    out.truncated = true;
+                    return Ok(());
+                }
+                out.children.push(Child {
+                    name: name.to_string(),
+                    dir,
+                    size: if dir { 0 } else { e.size },
+                });
+                Ok(())
+            })?;
+            Ok(any.then_some(out))
+        })
+        .await
+    }
+
+    /// The dataset's metadata documents (`.zarray`, `.zgroup`, `.zattrs`,
+    /// `zarr.json`, `.zmetadata` at every level) and its Zarr format: the
+    /// manifest keeps them inline in its root, so this reads no page and no
+    /// chunk.
+    pub async fn metadata(&self, root: Cid) -> Result<(u8, Vec<(String, Bytes)>)> {
+        self.blocking(move |n| {
+            let m = n.parts.manifest(&root)?;
+            let reader = n.parts.reader(root);
+            let mut fetch = reader.fetch();
+            let mut docs = Vec::with_capacity(m.metadata.len());
+            for e in &m.metadata {
+                let data = read::entry_range(&m, e, 0, e.size, &mut fetch)?;
+                docs.push((e.key.clone(), data));
+            }
+            Ok((m.zarr_format, docs))
+        })
+        .await
+    }
+
+    /// One key's entry and the dataset's block size.
+    async fn lookup(&self, root: Cid, key: &str) -> Result<(Entry, u32)> {
         let key = key.to_string();
         self.blocking(move |n| {
             let m = n.parts.manifest(&root)?;
-            m.lookup(&key, &mut n.parts.reader(root).fetch())?
-                .ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))
+            let e = m
+                .lookup(&key, &mut n.parts.reader(root).fetch())?
+                .ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))?;
+            Ok((e, m.block_size))
         })
         .await
     }
@@ -352,6 +425,30 @@ impl Node {
                 .map_err(|e| Error::from(e).context(format!("cannot read key {key:?} of dataset {root}")))
         })
         .await
+    }
+
+    /// Opens one key for streaming reads (see [`KeyReader`]): resolves its
+    /// manifest entry (fetching the manifest from peers if needed) without
+    /// reading any of its blocks.
+    pub async fn open(&self, root: Cid, key: &str) -> Result<crate::KeyReader> {
+        let (entry, block_size) = self.lookup(root, key).await?;
+        Ok(crate::KeyReader {
+            root,
+            entry: Arc::new(entry),
+            block_size,
+            source: self.parts().source.clone(),
+        })
+    }
+
+    /// The node's own counters (queries, mount reads).
+    pub fn metrics(&self) -> &crate::metrics::NodeMetrics {
+        &self.inner.metrics
+    }
+
+    /// The block source's counters (local hits, peer fetches and their
+    /// latency).
+    pub fn source_stats(&self) -> &shoal_net::SourceStats {
+        self.parts().source.stats()
     }
 
     /// Writes a dataset out as a Zarr directory, fetching what is missing
@@ -518,8 +615,17 @@ impl Node {
             array: spec.array.trim_matches('/').to_string(),
             ..spec
         };
-        self.blocking(move |n| crate::query::execute(&n.parts, root, spec))
-            .await
+        let m = self.inner.metrics.clone();
+        m.queries.inc();
+        let started = Instant::now();
+        let r = self
+            .blocking(move |n| crate::query::execute(&n.parts, root, spec))
+            .await;
+        m.query_seconds.observe(started.elapsed().as_secs_f64());
+        if r.is_err() {
+            m.query_errors.inc();
+        }
+        r
     }
 
     /// Mounts every dataset read-only under `dir` (`dir/<name or CID>/...`).
@@ -530,6 +636,7 @@ impl Node {
                 source: n.parts.source.clone(),
                 store: n.parts.store.clone(),
                 pop: n.parts.pop.clone(),
+                metrics: n.metrics.clone(),
             };
             let opts = shoal_fuse::MountOptions {
                 readahead_files: n.mount.readahead_files,

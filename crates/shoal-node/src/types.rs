@@ -71,6 +71,26 @@ pub struct AddReport {
     pub elapsed: Duration,
 }
 
+/// One name in a directory of a dataset's key tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Child {
+    pub name: String,
+    /// A key prefix (more keys below it), not a key.
+    pub dir: bool,
+    /// The key's size; 0 for a directory.
+    pub size: u64,
+}
+
+/// A directory of a dataset's key tree.
+#[derive(Debug, Clone)]
+pub struct Dir {
+    pub zarr_format: u8,
+    /// Its immediate children in key order, at most the limit asked for.
+    pub children: Vec<Child>,
+    /// More children existed than the limit.
+    pub truncated: bool,
+}
+
 /// The keys of a dataset (or of one key prefix of it).
 #[derive(Debug, Clone)]
 pub struct Listing {

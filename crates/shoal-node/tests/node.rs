@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use shoal_node::{Budget, Error, MirrorSettings, Node, NodeConfig, SwarmSettings, TestSwitches};
 
 /// Rows x cols of the test array, its chunk shape, and its block size
@@ -156,11 +157,40 @@ async fn add_ls_read_ranges_export_and_bad_input() {
     let whole = node.read(added.root, "t/c/1/0", None).await.unwrap();
     assert_eq!(&whole[..], &chunk[..]);
     assert_eq!(f64s(&whole)[..3], [24.0, 25.0, 26.0]);
+    let opened = node.open(added.root, "t/c/1/0").await.unwrap();
+    assert_eq!(opened.size(), 96);
     for (s, e) in [(0, 8), (3, 39), (35, 85), (41, 80), (80, 500), (96, 200), (10, 10)] {
         let got = node.read(added.root, "t/c/1/0", Some(s..e)).await.unwrap();
+        // The streaming reader (the gateway's): the same bytes, one piece
+        // per covered block, whatever the read-ahead.
+        for ahead in [1, 2, 8] {
+            let pieces: Vec<bytes::Bytes> = opened.stream(s..e, ahead).map(|p| p.unwrap()).collect().await;
+            assert_eq!(pieces.concat(), &got[..], "stream {s}..{e} ahead {ahead}");
+            assert!(pieces.len() <= 3);
+        }
         let (s, e) = (s.min(96) as usize, e.min(96) as usize);
         assert_eq!(&got[..], &chunk[s.min(e)..e], "range {s}..{e}");
     }
+    assert!(matches!(node.open(added.root, "t/c").await, Err(Error::NotFound(_))));
+    // Directories of the key tree: immediate children, bounded.
+    let top = node.dir(added.root, "", 100).await.unwrap().unwrap();
+    let names: Vec<(&str, bool)> = top.children.iter().map(|c| (c.name.as_str(), c.dir)).collect();
+    assert_eq!(names, [("t", true), ("zarr.json", false)]);
+    let c = node.dir(added.root, "t/c", 1).await.unwrap().unwrap();
+    assert_eq!(
+        (c.children.len(), c.truncated, c.children[0].name.as_str()),
+        (1, true, "0")
+    );
+    assert!(
+        node.dir(added.root, "t/c/0/0", 10).await.unwrap().is_none(),
+        "a key is not a directory"
+    );
+    assert!(node.dir(added.root, "nope", 10).await.unwrap().is_none());
+    // The metadata documents, from the manifest root alone.
+    let (format, docs) = node.metadata(added.root).await.unwrap();
+    let doc_keys: Vec<&str> = docs.iter().map(|d| d.0.as_str()).collect();
+    assert_eq!((format, doc_keys), (3, vec!["t/zarr.json", "zarr.json"]));
+    assert_eq!(docs[1].1, std::fs::read(src.join("zarr.json")).unwrap());
     assert_eq!(node.entry(added.root, "t/c/1/0").await.unwrap().blocks().len(), 3);
 
     let out = tmp.path().join("out.zarr");

@@ -61,6 +61,9 @@ pub struct Opts {
     pub mirror: String,
     /// TOML lines for `[query]`.
     pub query: String,
+    /// TOML lines for `[gateway]` (listen is 127.0.0.1, port 0, unless
+    /// given here).
+    pub gateway: String,
 }
 
 pub struct Daemon {
@@ -117,12 +120,17 @@ impl Daemon {
         std::fs::write(
             d.home.join("config.toml"),
             format!(
-                "[store]\n{store}\n[network]\n{network}\n[query]\n{}\n[mirror]\n{}\n",
+                "[store]\n{store}\n[network]\n{network}\n[query]\n{}\n[mirror]\n{}\n[gateway]\n{}\n",
                 opts.query,
                 if opts.mirror.is_empty() {
                     "budget = \"0\""
                 } else {
                     &opts.mirror
+                },
+                if opts.gateway.contains("listen") {
+                    opts.gateway.clone()
+                } else {
+                    format!("listen = \"127.0.0.1:0\"\n{}", opts.gateway)
                 }
             ),
         )
@@ -349,6 +357,31 @@ pub fn wait_within(mut child: Child, secs: u64, what: &str) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
+}
+
+/// Waits (bounded) until `d` reports `n` providers for `root`.
+pub fn wait_providers(d: &Daemon, root: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = d.json(&["providers", root])["providers"].as_array().unwrap().len();
+        if got >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {got} providers of {root} after 30s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Flips one byte of `chunk`'s bytes inside `d`'s pack segments.
+pub fn corrupt_local_copy(d: &Daemon, chunk: &[u8]) {
+    let seg = d.home.join("store/segments/000000000001.pack");
+    let mut pack = std::fs::read(&seg).unwrap();
+    let at = pack
+        .windows(chunk.len())
+        .position(|w| w == chunk)
+        .expect("chunk bytes in pack");
+    pack[at + chunk.len() / 2] ^= 0x5a;
+    std::fs::write(&seg, &pack).unwrap();
 }
 
 /// Unmounts on drop, so a failing test leaves no mount behind.

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# HTTP gateway benchmark (issue 11), each against its baseline in the same
+# run, median of N interleaved runs:
+#   1. xr.open_zarr(URL).sst.mean("time").compute() over the gateway vs the
+#      same over nginx serving a consolidated copy of the directory, and vs
+#      the FUSE mount; cold (page cache dropped) and warm;
+#   2. every chunk with 8 parallel curl from the gateway vs from nginx;
+#   3. the limits beside them: the disk (cat of every file, cold) and
+#      nginx itself (the loopback HTTP path).
+# The daemon holds the dataset (blocks local). Needs root (drop_caches, FUSE).
+# usage: bench/gateway.sh [GIB] [RUNS]   (default 1.0 GiB, 3 runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GIB=${1:-1.0}; RUNS=${2:-3}
+W=${BENCH_DIR:-/tmp/shoal-gwbench}
+scripts/setup-venv.sh
+[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
+BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
+PY=$PWD/.venv/bin/python
+pkill -f "nginx -c $W/nginx.conf" || true
+umount -l "$W/mnt" 2>/dev/null || true
+rm -rf "$W" && mkdir -p "$W"
+source bench/lib.sh
+need_nginx
+$PY bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
+cp -a "$W/src.zarr" "$W/consolidated.zarr"
+$PY -c 'import sys, zarr; zarr.consolidate_metadata(sys.argv[1])' "$W/consolidated.zarr"
+SIZE=$(du -sb "$W/src.zarr" | cut -f1)
+cleanup() {
+  umount -l "$W/mnt" 2>/dev/null || true
+  kill "${PIDS[@]}" 2>/dev/null || true
+  pkill -f "nginx -c $W/nginx.conf" || true
+}
+trap cleanup EXIT
+start A
+ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
+GW=$("$BIN" --home "$W/A" id --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["gateway"])')
+"$BIN" --home "$W/A" mount "$W/mnt" >/dev/null
+nginx_serve "$W" 18091
+(cd "$W/src.zarr" && find . -type f | sed 's|^\./||' | sort) > "$W/files.txt"
+XR='import sys, time, xarray as xr
+t = time.time(); ds = xr.open_zarr(sys.argv[1]); v = float(ds["sst"].mean("time").mean().compute(scheduler="threads")); print(time.time() - t, v)'
+xr_time() { $PY -W ignore -c "$XR" "$1" 2>/dev/null; }
+curl_all() {  # BASE: every chunk file, 8 parallel curl, bodies discarded
+  sed "s|.*|$1/&|" "$W/files.txt" | xargs -P 8 -n 16 curl -sf -o /dev/null
+}
+timed() { local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now); secs "$t0" "$t1"; }
+
+G_URL="$GW/zarr/$ROOT"; N_URL="http://127.0.0.1:18091/consolidated.zarr"; M_URL="$W/mnt/$ROOT"
+xr_time "$G_URL" >/dev/null; xr_time "$N_URL" >/dev/null; xr_time "$M_URL" >/dev/null   # open everything once
+declare -A T; V=()
+for mode in cold warm; do
+  for _ in $(seq "$RUNS"); do
+    for who in gateway nginx mount; do
+      case $who in gateway) u=$G_URL ;; nginx) u=$N_URL ;; mount) u=$M_URL ;; esac
+      [ $mode = cold ] && drop
+      read -r s v < <(xr_time "$u")
+      T[$mode.$who]+="$s "
+      V[${#V[@]}]=$v
+    done
+  done
+done
+# Every value must agree (the same data through three paths).
+[ "$(printf '%s\n' "${V[@]}" | sort -u | wc -l)" = 1 ] || { echo "results differ: ${V[*]}" >&2; exit 1; }
+C_G=(); C_N=(); DISK=()
+for _ in $(seq "$RUNS"); do
+  drop; C_G+=("$(timed curl_all "$GW/zarr/$ROOT")")
+  drop; C_N+=("$(timed curl_all "http://127.0.0.1:18091/src.zarr")")
+  drop; DISK+=("$(timed sh -c "cd '$W/src.zarr' && find . -type f -print0 | xargs -0 -P 8 -n 16 cat > /dev/null")")
+done
+mb() { echo "$SIZE / 1000000 / $1" | bc -l | xargs printf '%.0f'; }
+printf 'dataset: %s bytes (%s files); xarray sst.mean("time") (threads), median of %s interleaved runs\n' "$SIZE" "$(wc -l < "$W/files.txt")" "$RUNS"
+for mode in cold warm; do
+  g=$(median ${T[$mode.gateway]}); n=$(median ${T[$mode.nginx]}); m=$(median ${T[$mode.mount]})
+  printf '%-5s xarray: gateway %.2fs  nginx %.2fs  mount %.2fs  -> gateway/nginx speed %.2fx, gateway/mount %.2fx  [gw %s] [nginx %s] [mount %s]\n' \
+    "$mode" "$g" "$n" "$m" "$(echo "$n / $g" | bc -l)" "$(echo "$m / $g" | bc -l)" "${T[$mode.gateway]}" "${T[$mode.nginx]}" "${T[$mode.mount]}"
+done
+g=$(median "${C_G[@]}"); n=$(median "${C_N[@]}"); d=$(median "${DISK[@]}")
+printf 'every chunk, 8 parallel curl, cold: gateway %.2fs (%s MB/s)  nginx %.2fs (%s MB/s)  -> %.2fx  [gw %s] [nginx %s]\n' \
+  "$g" "$(mb "$g")" "$n" "$(mb "$n")" "$(echo "$n / $g" | bc -l)" "${C_G[*]}" "${C_N[*]}"
+printf 'limit: disk, cat of every file (8 parallel, cold) %.2fs (%s MB/s)\n' "$d" "$(mb "$d")"

@@ -1,0 +1,232 @@
+//! `/metrics`: the Prometheus/OpenMetrics text exposition, encoded by
+//! `prometheus-client`. The gateway's own counters live here; the node's
+//! (queries, mount reads) and shoal-net's (block source, network) are
+//! registered by reference or read at scrape time.
+
+use std::sync::Mutex;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use shoal_node::Node;
+use std::sync::atomic::Ordering;
+
+/// Labels of one request: its route and the status answered.
+pub type RequestLabels = Vec<(String, String)>;
+
+/// The gateway's counters.
+#[derive(Debug, Clone)]
+pub struct GatewayMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub bytes_served: Counter,
+    /// Time to the response head (the first block is in hand by then).
+    pub request_seconds: Histogram,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            bytes_served: Counter::default(),
+            request_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+        }
+    }
+}
+
+impl GatewayMetrics {
+    pub fn request(&self, route: &str, status: u16) {
+        self.requests
+            .get_or_create(&vec![
+                ("route".into(), route.into()),
+                ("status".into(), status.to_string()),
+            ])
+            .inc();
+    }
+}
+
+/// Values read at scrape time: the store's statistics and the peers
+/// connected (the handler fetches them, the collector encodes them).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Snapshot {
+    pub blocks: u64,
+    pub live_bytes: u64,
+    pub segment_bytes: u64,
+    pub segments: u64,
+    pub pins: u64,
+    pub quota: Option<u64>,
+    pub peers: u64,
+}
+
+#[derive(Debug)]
+struct NodeCollector {
+    node: Node,
+    snapshot: std::sync::Arc<Mutex<Snapshot>>,
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = *self.snapshot.lock().expect("snapshot lock");
+        gauge(&mut e, "shoal_store_blocks", "Blocks in the store", s.blocks)?;
+        gauge(
+            &mut e,
+            "shoal_store_live_bytes",
+            "Bytes of live block data",
+            s.live_bytes,
+        )?;
+        gauge(
+            &mut e,
+            "shoal_store_segment_bytes",
+            "Bytes of pack segments on disk",
+            s.segment_bytes,
+        )?;
+        gauge(&mut e, "shoal_store_segments", "Pack segments", s.segments)?;
+        gauge(&mut e, "shoal_store_pins", "Pinned datasets", s.pins)?;
+        gauge(
+            &mut e,
+            "shoal_store_quota_bytes",
+            "Store quota (0: none)",
+            s.quota.unwrap_or(0),
+        )?;
+        gauge(&mut e, "shoal_peers_connected", "Peers connected now", s.peers)?;
+        let n = self.node.net_stats();
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            &mut e,
+            "shoal_net_blocks_sent",
+            "Blocks served to peers",
+            get(&n.blocks_sent),
+        )?;
+        counter(
+            &mut e,
+            "shoal_net_bytes_sent",
+            "Block bytes served to peers",
+            get(&n.bytes_sent),
+        )?;
+        counter(
+            &mut e,
+            "shoal_net_blocks_received",
+            "Verified blocks received from peers",
+            get(&n.blocks_received),
+        )?;
+        counter(
+            &mut e,
+            "shoal_net_bytes_received",
+            "Verified block bytes received from peers",
+            get(&n.bytes_received),
+        )?;
+        counter(
+            &mut e,
+            "shoal_net_peers_banned",
+            "Peers banned for sending bytes that fail verification",
+            get(&n.peers_banned),
+        )?;
+        counter(
+            &mut e,
+            "shoal_net_requests_skipped",
+            "Block requests answered busy (this node at its inbound bound)",
+            get(&n.skipped_requests),
+        )?;
+        counter(
+            &mut e,
+            "shoal_net_handler_panics",
+            "Serve or compute handlers that panicked",
+            get(&n.handler_panics),
+        )?;
+        counter(
+            &mut e,
+            "shoal_compute_refused",
+            "Peers' compute requests refused over the memory bound",
+            self.node.compute_refused(),
+        )?;
+        let src = self.node.source_stats();
+        counter(
+            &mut e,
+            "shoal_block_reads_local",
+            "Block reads answered from the local store (cache hits)",
+            get(&src.local),
+        )?;
+        counter(
+            &mut e,
+            "shoal_block_reads_fetched",
+            "Block reads fetched from peers (cache misses)",
+            get(&src.fetched),
+        )?;
+        counter(
+            &mut e,
+            "shoal_block_reads_failed",
+            "Block reads no peer delivered within the deadline",
+            get(&src.failed),
+        )?;
+        src.fetch_seconds.encode(e.encode_descriptor(
+            "shoal_block_fetch_seconds",
+            "Time to fetch one block from peers",
+            None,
+            src.fetch_seconds.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+/// The registry behind `/metrics` and the snapshot its handler refreshes.
+pub struct Exposition {
+    registry: Registry,
+    snapshot: std::sync::Arc<Mutex<Snapshot>>,
+}
+
+impl Exposition {
+    pub fn new(node: &Node, gw: &GatewayMetrics) -> Self {
+        let mut registry = Registry::default();
+        registry.register(
+            "shoal_gateway_requests",
+            "Gateway requests by route and status",
+            gw.requests.clone(),
+        );
+        registry.register(
+            "shoal_gateway_bytes_served",
+            "Body bytes the gateway sent",
+            gw.bytes_served.clone(),
+        );
+        registry.register(
+            "shoal_gateway_request_seconds",
+            "Time from a gateway request to its response head",
+            gw.request_seconds.clone(),
+        );
+        let m = node.metrics();
+        registry.register("shoal_queries", "Queries run", m.queries.clone());
+        registry.register("shoal_query_errors", "Queries that failed", m.query_errors.clone());
+        registry.register("shoal_query_seconds", "Query wall time", m.query_seconds.clone());
+        registry.register(
+            "shoal_mount_block_reads",
+            "Blocks read through mounts",
+            m.mount_block_reads.clone(),
+        );
+        let snapshot = std::sync::Arc::new(Mutex::new(Snapshot::default()));
+        registry.register_collector(Box::new(NodeCollector {
+            node: node.clone(),
+            snapshot: snapshot.clone(),
+        }));
+        Self { registry, snapshot }
+    }
+
+    /// The text exposition after refreshing the scrape-time values.
+    pub fn render(&self, s: Snapshot) -> String {
+        *self.snapshot.lock().expect("snapshot lock") = s;
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}

@@ -1,0 +1,191 @@
+//! The HTTP gateway with real clients: xarray and zarr-python through
+//! fsspec's HTTP filesystem (aiohttp), `requests` for the HTTP semantics,
+//! dask with 16 threads, and prometheus_client's text parser, against a
+//! daemon that holds nothing (every block comes from a peer).
+
+mod common;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn gateway(d: &Daemon) -> String {
+    d.json(&["id"])["gateway"]
+        .as_str()
+        .expect("the gateway is on")
+        .to_string()
+}
+
+fn check(args: &[&str]) -> String {
+    let args: Vec<&Path> = args.iter().map(Path::new).collect();
+    py_within("gateway_check.py", &args, 180)
+}
+
+fn metrics(d: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&check(&["metrics", &format!("{}/metrics", gateway(d))])).unwrap()
+}
+
+fn num(m: &serde_json::Value, k: &str) -> f64 {
+    m[k].as_f64().unwrap_or_else(|| panic!("no metric {k} in {m}"))
+}
+
+#[test]
+fn xarray_zarr_dask_and_http_clients_read_a_peer_s_datasets_through_the_gateway() {
+    let a = Daemon::start();
+    let b = Daemon::start();
+    b.connect(&a);
+    let names = ["xr_v2", "xr_v3", "v3_zstd", "v3_sharded", "v2_blosc"];
+    let roots: Vec<String> = names.iter().map(|n| a.add(&datasets().join(n), Some(n))).collect();
+    for r in &roots {
+        wait_providers(&b, r, 1);
+    }
+    let (ga, gb) = (gateway(&a), gateway(&b));
+    let before = metrics(&b);
+    let orig = |n: &str| datasets().join(n).to_str().unwrap().to_string();
+    // B holds nothing: by CID through B, every block from A.
+    let by_cid = |i: usize| format!("{gb}/zarr/{}", roots[i]);
+    // xarray: v2 consolidated, v3 (consolidated metadata synthesised).
+    check(&["xr", &by_cid(0), &orig("xr_v2")]);
+    check(&["xr", &by_cid(1), &orig("xr_v3")]);
+    // zarr-python: v3 without consolidated metadata, v3 sharded (suffix
+    // ranges for the shard index), v2.
+    check(&["zarr", &by_cid(2), &orig("v3_zstd"), "ocean/sst"]);
+    check(&["zarr", &by_cid(3), &orig("v3_sharded"), "sharded"]);
+    check(&["zarr", &by_cid(4), &orig("v2_blosc"), "temp"]);
+    // By name, on the daemon that holds the name.
+    check(&["xr", &format!("{ga}/zarr/xr_v2"), &orig("xr_v2")]);
+    check(&["zarr", &format!("{ga}/zarr/v3_sharded"), &orig("v3_sharded"), "sharded"]);
+    // 16 dask threads at once.
+    check(&["dask", &by_cid(1), &orig("xr_v3"), "sst"]);
+    // HTTP semantics with a real client; caching by CID vs by name.
+    let key = "temp/0.1.0";
+    let file = datasets().join("v2_blosc").join(key);
+    let out = check(&["http", &by_cid(4), key, file.to_str().unwrap()]);
+    assert!(out.contains("immutable"), "{out}");
+    let out = check(&["http", &format!("{ga}/zarr/v2_blosc"), key, file.to_str().unwrap()]);
+    assert!(out.contains("max-age=60") && !out.contains("immutable"), "{out}");
+    // The counters moved: bytes served, blocks fetched from the peer, 404s.
+    let after = metrics(&b);
+    for k in [
+        "shoal_gateway_bytes_served_total",
+        "shoal_block_reads_fetched_total",
+        "shoal_net_blocks_received_total",
+    ] {
+        assert!(
+            num(&after, k) > before.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0),
+            "{k}: {after}"
+        );
+    }
+    assert!(
+        num(&after, "shoal_gateway_requests_total{route=zarr,status=404}") >= 3.0,
+        "{after}"
+    );
+    assert!(
+        num(&after, "shoal_gateway_requests_total{route=zarr,status=206}") >= 4.0,
+        "{after}"
+    );
+    assert!(after.get("shoal_block_fetch_seconds_count").is_some(), "{after}");
+    assert!(num(&metrics(&a), "shoal_net_blocks_sent_total") > 0.0);
+}
+
+fn short_timeouts(env: Vec<(String, String)>) -> Opts {
+    Opts {
+        network: "block_timeout = \"3s\"\nrequest_timeout = \"2s\"\nprovider_timeout = \"2s\"\n".into(),
+        gateway: "request_timeout = \"20s\"\n".into(),
+        env,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_corrupt_local_block_is_never_served_and_a_dead_provider_is_a_5xx() {
+    let mut a = Daemon::start();
+    let b = Daemon::start_opts(short_timeouts(vec![]));
+    b.connect(&a);
+    let src = datasets().join("v2_blosc");
+    let root = a.add(&src, None);
+    wait_providers(&b, &root, 1);
+    b.cli_ok(&["pin", &root]);
+    let base = format!("{}/zarr/{root}", gateway(&b));
+    // With the provider up: the bad local copy is replaced by a verified one.
+    corrupt_local_copy(&b, &std::fs::read(src.join("temp/1.0.1")).unwrap());
+    let f = src.join("temp/1.0.1");
+    check(&["http", &base, "temp/1.0.1", f.to_str().unwrap()]);
+    assert!(b.cli(&["fsck"]).status.success(), "the corrupt copy was replaced");
+    // With no provider: a 5xx, never wrong bytes.
+    corrupt_local_copy(&b, &std::fs::read(src.join("temp/2.1.0")).unwrap());
+    a.kill9();
+    let out = check(&["get", &format!("{base}/temp/2.1.0")]);
+    assert!(out.starts_with("status 504"), "{out}");
+}
+
+#[test]
+fn a_provider_killed_mid_read_ends_the_response_early_never_hangs() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("ds");
+    std::fs::create_dir_all(src.join("blob")).unwrap();
+    std::fs::write(src.join(".zgroup"), r#"{"zarr_format": 2}"#).unwrap();
+    let mut data = vec![0u8; 12 << 20];
+    blake3::Hasher::new().update(b"mid-read").finalize_xof().fill(&mut data);
+    std::fs::write(src.join("blob/big"), &data).unwrap();
+    // A answers every request 1.5 s late: the response is under way (its
+    // first blocks sent) when A dies, with blocks still to come.
+    let mut a = Daemon::start_opts(Opts {
+        env: vec![("SHOAL_TEST_SERVE_DELAY_MS".into(), "1500".into())],
+        ..Default::default()
+    });
+    let b = Daemon::start_opts(short_timeouts(vec![]));
+    b.connect(&a);
+    let root = a.add(&src, None);
+    wait_providers(&b, &root, 1);
+    let url = format!("{}/zarr/{root}/blob/big", gateway(&b));
+    let mut reader = Command::new(python())
+        .arg(workspace().join("tests/python/gateway_check.py"))
+        .args(["stream", &url, &data.len().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(reader.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line").unwrap();
+    assert_eq!(first, "started 200", "the response head came first");
+    a.kill9();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let outcome = lines.next().expect("an outcome").unwrap();
+    assert!(Instant::now() < deadline, "the response did not end within 90 s");
+    let _ = reader.kill();
+    let _ = reader.wait();
+    assert!(
+        outcome.starts_with("short") || outcome.starts_with("error"),
+        "the body must end early, not complete: {outcome}"
+    );
+}
+
+#[test]
+fn init_gateway_sets_the_address_and_an_empty_one_turns_it_off() {
+    let off = Daemon::start_opts(Opts {
+        gateway: "listen = \"\"\n".into(),
+        ..Default::default()
+    });
+    assert!(off.json(&["id"])["gateway"].is_null());
+    assert!(off.cli_ok(&["id"]).contains("gateway: off"));
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("r");
+    let init = |gw: &str| {
+        Command::new(BIN)
+            .arg("--home")
+            .arg(&home)
+            .args(["init", "--gateway", gw])
+            .output()
+            .unwrap()
+    };
+    let out = init("not-an-address");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST:PORT"));
+    assert!(init("127.0.0.1:0").status.success());
+    let cfg = std::fs::read_to_string(home.join("config.toml")).unwrap();
+    assert!(cfg.contains("listen = \"127.0.0.1:0\""), "{cfg}");
+}
