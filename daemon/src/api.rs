@@ -305,9 +305,22 @@ pub struct QueryRequest {
     /// Dimension to reduce over (repeatable; none = all).
     #[arg(long = "dim")]
     pub dims: Vec<String>,
-    /// Index selection DIM=START:STOP (half-open; repeatable).
-    #[arg(long = "sel", value_parser = parse_sel)]
-    pub sel: Vec<(String, u64, u64)>,
+    /// Selection by coordinate label, like xarray's .sel: DIM=A:B (both
+    /// ends inclusive; either may be left out), or DIM=VALUE. Dates for
+    /// CF time coordinates: 2020, 2020-03, 2020-03-01, 2020-03-01T06:00
+    /// (a date covers its whole day, month or year). Repeatable.
+    #[arg(long = "sel")]
+    pub sel: Vec<shoal_query::label::LabelSel>,
+    /// Selection by index, like xarray's .isel: DIM=START:STOP (half-open;
+    /// repeatable).
+    #[arg(long = "isel", value_parser = parse_sel)]
+    #[serde(default)]
+    pub isel: Vec<(String, u64, u64)>,
+    /// Return the result's coordinates and attributes (set when the result
+    /// is written as a dataset).
+    #[arg(skip)]
+    #[serde(default)]
+    pub coords: bool,
     /// Delta degrees of freedom for var and std.
     #[arg(long, default_value_t = 0)]
     pub ddof: u64,
@@ -340,6 +353,22 @@ pub struct QueryResult {
     /// Bytes that crossed the network: compute requests, partials, fetched blocks.
     pub network_bytes: u64,
     pub seconds: f64,
+    /// The index range selected along each dimension (labels resolved):
+    /// (dimension, start, stop), half-open.
+    pub selection: Vec<(String, u64, u64)>,
+    /// Coordinates of the result's dimensions and the array's attributes,
+    /// when asked for (a result written as a dataset).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coords: Vec<ResultCoordWire>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub attrs: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResultCoordWire {
+    pub dim: String,
+    pub values: Vec<f64>,
+    pub attrs: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Parses `DIM=START:STOP`.
@@ -494,6 +523,17 @@ impl From<shoal_node::QueryReport> for QueryResult {
             chunks_fetched: r.chunks_fetched,
             network_bytes: r.network_bytes,
             seconds: r.elapsed.as_secs_f64(),
+            selection: r.selection,
+            coords: r
+                .coords
+                .into_iter()
+                .map(|c| ResultCoordWire {
+                    dim: c.dim,
+                    values: c.values,
+                    attrs: c.attrs,
+                })
+                .collect(),
+            attrs: r.attrs,
         }
     }
 }

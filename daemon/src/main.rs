@@ -97,7 +97,9 @@ enum Cmd {
     Query {
         #[command(flatten)]
         req: QueryRequest,
-        /// Write the result as a .npy file (float64).
+        /// Write the result: PATH.zarr as a Zarr dataset xarray opens (the
+        /// result, its coordinates, attributes, cell_methods, provenance),
+        /// any other PATH as a .npy file (float64).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -367,17 +369,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 output::print_pins(&r)?;
             }
         }
-        Cmd::Query { req, out } => {
+        Cmd::Query { mut req, out } => {
+            let zarr = out.as_ref().is_some_and(|p| p.extension().is_some_and(|e| e == "zarr"));
+            req.coords = zarr;
             let r: QueryResult = client.post("/v1/query", &req).await?;
             if let Some(path) = &out {
                 let values: Vec<f64> = r.values.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
-                std::fs::write(path, shoal_query::npy::encode_f64(&r.shape, &values))
-                    .with_context(|| format!("writing {}", path.display()))?;
+                if zarr {
+                    write_result_dataset(&req, &r, &values, path)?;
+                } else {
+                    std::fs::write(path, shoal_query::npy::encode_f64(&r.shape, &values))
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
             }
             if json {
                 print_json(&r)?;
             } else {
-                output::print_query(&r, out.as_deref())?;
+                output::print_query(&r, out.as_deref(), !req.sel.is_empty() || !req.isel.is_empty())?;
             }
         }
         Cmd::Mount { dir } => {
@@ -474,4 +482,37 @@ fn absolute(p: &std::path::Path) -> Result<PathBuf> {
     } else {
         std::env::current_dir()?.join(p)
     })
+}
+
+/// Writes a query result as a Zarr dataset (see `shoal_query::dataset`).
+fn write_result_dataset(req: &QueryRequest, r: &QueryResult, values: &[f64], path: &std::path::Path) -> Result<()> {
+    let coords: Vec<shoal_query::dataset::ResultCoord> = r
+        .coords
+        .iter()
+        .map(|c| shoal_query::dataset::ResultCoord {
+            dim: c.dim.clone(),
+            values: c.values.clone(),
+            attrs: c.attrs.clone(),
+        })
+        .collect();
+    let name = r.array.rsplit('/').next().unwrap_or(&r.array);
+    let mut query = serde_json::to_value(req)?;
+    if let Some(q) = query.as_object_mut() {
+        q.remove("coords");
+        q.insert("selection".into(), serde_json::json!(r.selection));
+    }
+    shoal_query::dataset::ResultDataset {
+        name,
+        op: r.op,
+        dims: &r.dims,
+        reduced: &r.reduced,
+        shape: &r.shape,
+        values,
+        attrs: &r.attrs,
+        coords: &coords,
+        source: &r.root,
+        query,
+    }
+    .write(path)
+    .with_context(|| format!("writing {}", path.display()))
 }

@@ -323,7 +323,7 @@ pub fn print_mirrors(r: &crate::api::MirrorsResult) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>) -> std::io::Result<()> {
+pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>, selected: bool) -> std::io::Result<()> {
     let kept = if r.dims.is_empty() {
         String::new()
     } else {
@@ -338,6 +338,10 @@ pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>) -> std::io::R
         r.source_dtype,
         r.shape
     );
+    if selected {
+        let s: Vec<String> = r.selection.iter().map(|(d, a, b)| format!("{d}[{a}:{b}]")).collect();
+        out!("selected (index ranges): {}", s.join(" "));
+    }
     let vals: Vec<f64> = r.values.iter().flatten().copied().collect();
     let nan = r.values.len() - vals.len();
     if !vals.is_empty() {

@@ -248,7 +248,9 @@ async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Qu
         array: req.array,
         op: req.op,
         dims: req.dims,
-        sel: req.sel,
+        sel: req.isel,
+        labels: req.sel,
+        coords: req.coords,
         ddof: req.ddof,
         raw: req.raw,
     };

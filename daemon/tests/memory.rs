@@ -53,6 +53,8 @@ fn mean(array: &str, dims: Vec<String>, sel: Vec<(String, u64, u64)>) -> QuerySp
         op: Op::Mean,
         dims,
         sel,
+        labels: Vec::new(),
+        coords: false,
         ddof: 0,
         raw: false,
     }
@@ -90,9 +92,9 @@ fn queries_and_compute_requests_over_the_memory_budget_are_refused_and_the_daemo
         "mean",
         "--dim",
         "time",
-        "--sel",
+        "--isel",
         "lat=0:1000",
-        "--sel",
+        "--isel",
         "lon=0:1000",
     ]);
     assert_eq!(r["shape"], serde_json::json!([1000, 1000]));

@@ -318,6 +318,8 @@ fn a_greedy_peer_gets_skipped_and_busy_answers_beyond_the_inbound_bounds() {
             op: shoal_query::Op::Sum,
             dims: vec![],
             sel: vec![],
+            labels: Vec::new(),
+            coords: false,
             ddof: 0,
             raw: false,
         },

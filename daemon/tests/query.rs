@@ -13,6 +13,8 @@ struct Case {
     op: &'static str,
     dims: &'static [&'static str],
     sel: &'static [(&'static str, u64, u64)],
+    /// `--sel` label selections, as typed.
+    labels: &'static [&'static str],
     ddof: u64,
     raw: bool,
 }
@@ -24,6 +26,7 @@ const fn case(ds: &'static str, array: &'static str, op: &'static str, dims: &'s
         op,
         dims,
         sel: &[],
+        labels: &[],
         ddof: 0,
         raw: false,
     }
@@ -79,12 +82,58 @@ fn cases() -> Vec<Case> {
             ..case("xr_v3", "sst", "mean", &["time"])
         },
     ]);
+    v.extend(label_cases());
     v
+}
+
+/// Selections by label: float coordinates (ascending, descending, an exact
+/// value), CF dates in the standard and noleap calendars, CF-packed data.
+fn label_cases() -> Vec<Case> {
+    vec![
+        Case {
+            labels: &["time=2020-01:2020-02", "lat=30:-30"],
+            ..case("time_std", "tas", "mean", &["time"])
+        },
+        Case {
+            labels: &["time=2020-02-29", "lon=90"],
+            ..case("time_std", "tas", "sum", &["lat"])
+        },
+        Case {
+            labels: &["time=2001-02-28T06:00:2001-03-02"],
+            ..case("time_noleap", "pr", "mean", &["time"])
+        },
+        Case {
+            labels: &["time=:2001-02-25", "x=1:3"],
+            ..case("time_noleap", "pr", "max", &[])
+        },
+        Case {
+            labels: &["lat=-30:30", "lon=90"],
+            ..case("xr_v2", "sst", "std", &["time"])
+        },
+        Case {
+            labels: &["lat=2.5:10"],
+            ..case("packed_v2", "temp", "mean", &["time"])
+        },
+    ]
+}
+
+/// The JSON xr_check.py reads for a case's label selections.
+fn labels_json(labels: &[&str]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for l in labels {
+        let l: shoal_query::label::LabelSel = l.parse().unwrap();
+        m.insert(
+            l.dim.clone(),
+            serde_json::json!({"lo": l.lo, "hi": l.hi, "exact": l.exact}),
+        );
+    }
+    serde_json::Value::Object(m)
 }
 
 #[test]
 fn query_results_equal_xarray() {
     let d = Daemon::start();
+    let mut roots = std::collections::HashMap::new();
     let work = tempfile::tempdir().unwrap();
     for ds in [
         "xr_v2",
@@ -94,18 +143,35 @@ fn query_results_equal_xarray() {
         "sparse_v2",
         "sparse_v3",
         "v3_sharded",
+        "time_std",
+        "time_noleap",
     ] {
-        d.add(&datasets().join(ds), Some(ds));
+        roots.insert(ds, d.add(&datasets().join(ds), Some(ds)));
+    }
+    // A daemon that holds nothing runs the label cases again: the labels
+    // are resolved there (coordinates fetched), the chunks computed on d.
+    let e = Daemon::start();
+    e.connect(&d);
+    for ds in ["time_std", "time_noleap", "xr_v2", "packed_v2"] {
+        wait_providers(&e, &roots[ds], 1);
     }
     let mut checks = Vec::new();
-    for (i, c) in cases().iter().enumerate() {
-        let got = work.path().join(format!("{i}.npy"));
-        let mut args: Vec<String> = vec!["query".into(), c.ds.into(), c.array.into(), "--op".into(), c.op.into()];
+    let remote: Vec<(&Daemon, Case)> = label_cases().into_iter().map(|c| (&e, c)).collect();
+    let local: Vec<(&Daemon, Case)> = cases().into_iter().map(|c| (&d, c)).collect();
+    for (i, (on, c)) in local.iter().chain(remote.iter()).enumerate() {
+        // Results from d as .npy; from e as Zarr datasets (coordinates too).
+        let local = std::ptr::eq(*on, &d);
+        let got = work.path().join(format!("{i}.{}", if local { "npy" } else { "zarr" }));
+        let target = if local { c.ds.to_string() } else { roots[c.ds].clone() };
+        let mut args: Vec<String> = vec!["query".into(), target, c.array.into(), "--op".into(), c.op.into()];
         for dim in c.dims {
             args.extend(["--dim".into(), dim.to_string()]);
         }
         for (dim, a, b) in c.sel {
-            args.extend(["--sel".into(), format!("{dim}={a}:{b}")]);
+            args.extend(["--isel".into(), format!("{dim}={a}:{b}")]);
+        }
+        for l in c.labels {
+            args.extend(["--sel".into(), l.to_string()]);
         }
         args.extend([
             "--ddof".into(),
@@ -117,13 +183,14 @@ fn query_results_equal_xarray() {
             args.push("--raw".into());
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        d.cli_ok(&argv);
+        on.cli_ok(&argv);
         checks.push(serde_json::json!({
             "path": datasets().join(c.ds),
             "array": c.array,
             "op": c.op,
             "dims": c.dims,
             "sel": c.sel.iter().map(|(d, a, b)| (d.to_string(), serde_json::json!([a, b]))).collect::<serde_json::Map<_, _>>(),
+            "labels": labels_json(c.labels),
             "ddof": c.ddof,
             "raw": c.raw,
             "got": got,
@@ -146,9 +213,26 @@ fn query_errors_are_clear() {
     };
     assert!(err(&["query", "x", "nope", "--op", "mean"]).contains("no array \"nope\""));
     assert!(err(&["query", "x", "sst", "--op", "mean", "--dim", "depth"]).contains("no dimension \"depth\""));
-    assert!(err(&["query", "x", "sst", "--op", "mean", "--sel", "time=0:99"]).contains("outside 0:24"));
+    assert!(err(&["query", "x", "sst", "--op", "mean", "--isel", "time=0:99"]).contains("outside 0:24"));
     assert!(err(&["query", "x", "sst", "--op", "median"]).contains("unknown op"));
-    assert!(err(&["query", "x", "sst", "--op", "mean", "--sel", "time=5:2"]).contains("START < STOP"));
+    assert!(err(&["query", "x", "sst", "--op", "mean", "--isel", "time=5:2"]).contains("START < STOP"));
+    // Labels: out of range, not a number for a numeric coordinate, a
+    // dimension selected twice, a dimension with no coordinate array.
+    let e = err(&["query", "x", "sst", "--op", "mean", "--sel", "lat=100:120"]);
+    assert!(e.contains("outside the coordinate's range -60 to 60"), "{e}");
+    let e = err(&["query", "x", "sst", "--op", "mean", "--sel", "lat=2020-01"]);
+    assert!(e.contains("not a number"), "{e}");
+    let e = err(&[
+        "query", "x", "sst", "--op", "mean", "--sel", "lat=0:5", "--isel", "lat=0:2",
+    ]);
+    assert!(e.contains("selected twice"), "{e}");
+    let e = err(&["query", "x", "sst", "--op", "mean", "--sel", "lat=7"]);
+    assert!(e.contains("no coordinate value equals 7"), "{e}");
+    d.add(&datasets().join("sparse_v3"), Some("s"));
+    let e = err(&["query", "s", "x", "--op", "mean", "--sel", "y=1:2"]);
+    assert!(e.contains("no coordinate array"), "{e}");
+    let e = err(&["query", "x", "sst", "--op", "mean", "--sel", "lat"]);
+    assert!(e.contains("DIM=A:B"), "{e}");
     // A small result prints its values; the summary says where it ran.
     let text = d.cli_ok(&["query", "x", "sst", "--op", "mean"]);
     assert!(text.contains("values: [") && text.contains(" local"), "{text}");

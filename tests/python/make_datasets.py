@@ -91,4 +91,19 @@ g = zarr.open_group(f"{out}/dist_v3", mode="w", zarr_format=3)
 a = g.create_array("sst", shape=(64, 128, 128), chunks=(4, 128, 128), dtype="f8",
                    compressors=ZstdCodec(level=1), fill_value=np.nan, dimension_names=["time", "y", "x"])
 a[:] = rng.standard_normal((64, 128, 128))
+# CF time axes for label selection: daily, standard calendar (datetime64),
+# descending latitude, v3; and 6-hourly in the noleap calendar (cftime), v2.
+days = xr.date_range("2019-12-01", periods=120, freq="D")
+lat_d = np.linspace(60, -60, 13)
+ds = xr.Dataset(
+    {"tas": (("time", "lat", "lon"), rng.standard_normal((120, 13, 8)).astype("f4"), {"units": "K"})},
+    coords={"time": days, "lat": lat_d, "lon": np.arange(8) * 45.0},
+)
+ds.chunk({"time": 30, "lat": 13, "lon": 8}).to_zarr(f"{out}/time_std", zarr_format=3, mode="w")
+steps = xr.date_range("2001-02-20", periods=60, freq="6h", calendar="noleap", use_cftime=True)
+ds = xr.Dataset(
+    {"pr": (("time", "x"), rng.random((60, 5)), {"units": "mm"})},
+    coords={"time": steps, "x": np.arange(5.0)},
+)
+ds.chunk({"time": 16, "x": 5}).to_zarr(f"{out}/time_noleap", zarr_format=2, consolidated=True, mode="w")
 print("ok")

@@ -23,6 +23,7 @@ use shoal_core::{cid, Cid};
 use shoal_net::codec::MAX_COMPUTE_RESPONSE;
 use shoal_net::PeerId;
 use shoal_query::engine::{self, Plan};
+use shoal_query::label::Coordinate;
 use shoal_query::remote::{self, ComputeHeader, ComputeRequest, MAX_CHUNKS_PER_REQUEST};
 use shoal_query::storage::{FetchFn, ManifestStorage};
 use shoal_query::{Partial, QuerySpec};
@@ -55,11 +56,12 @@ fn entry_bytes(e: &Entry) -> u64 {
 /// manifest is walked, not kept; what is kept counts against `budget`.
 fn array_entries<E: From<shoal_core::Error> + std::fmt::Display>(
     m: &Manifest,
-    array: &str,
+    arrays: &[&str],
     budget: u64,
     fetch: &mut dyn FnMut(&Cid) -> Result<shoal_core::Block, E>,
 ) -> Result<Vec<Entry>, shoal_query::Error> {
-    let prefix = format!("{}/", array.trim_matches('/'));
+    let prefixes: Vec<String> = arrays.iter().map(|a| format!("{}/", a.trim_matches('/'))).collect();
+    let array = arrays.join(", ");
     let meta = |k: &str| shoal_core::key::METADATA_NAMES.contains(&k.rsplit('/').next().unwrap_or(k));
     /// Why the walk stopped: the budget, or the manifest could not be read.
     enum Stop<E> {
@@ -73,7 +75,7 @@ fn array_entries<E: From<shoal_core::Error> + std::fmt::Display>(
     }
     let (mut out, mut bytes) = (Vec::new(), 0u64);
     m.for_each_entry::<Stop<E>>(&mut |c| fetch(c).map_err(Stop::Read), &mut |e| {
-        if e.key.starts_with(&prefix) || meta(&e.key) {
+        if prefixes.iter().any(|p| e.key.starts_with(p.as_str())) || meta(&e.key) {
             bytes += entry_bytes(e);
             if bytes > budget / 2 {
                 return Err(Stop::OverBudget);
@@ -91,6 +93,96 @@ fn array_entries<E: From<shoal_core::Error> + std::fmt::Display>(
     Ok(out)
 }
 
+/// The arrays (and groups) named by metadata documents, for errors.
+fn arrays_of(entries: &[Entry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            e.key
+                .strip_suffix("/zarr.json")
+                .or_else(|| e.key.strip_suffix("/.zarray"))
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// The coordinate arrays of an array's dimensions `dims` (the 1-D array
+/// named as the dimension beside it, as xarray stores them), read in one
+/// manifest walk. Dimensions without one are left out.
+fn coordinates<E: From<shoal_core::Error> + std::fmt::Display>(
+    m: &Manifest,
+    entries: &[Entry],
+    array: &str,
+    dims: &[String],
+    fetch: &FetchFn,
+    budget: u64,
+    walk: &mut dyn FnMut(&Cid) -> Result<shoal_core::Block, E>,
+) -> Result<HashMap<String, Coordinate>, shoal_query::Error> {
+    let group = array.rsplit_once('/').map(|(g, _)| format!("{g}/")).unwrap_or_default();
+    let has = |path: &str| {
+        entries
+            .iter()
+            .any(|e| e.key == format!("{path}/.zarray") || e.key == format!("{path}/zarr.json"))
+    };
+    let paths: Vec<(String, String)> = dims
+        .iter()
+        .map(|d| (d.clone(), format!("{group}{d}")))
+        .filter(|(_, p)| p != array && has(p))
+        .collect();
+    if paths.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let wanted: Vec<&str> = paths.iter().map(|(_, p)| p.as_str()).collect();
+    let all = array_entries(m, &wanted, budget, walk)?;
+    let mut out = HashMap::new();
+    for (dim, path) in paths {
+        let storage = ManifestStorage::new(all.clone(), m.block_size, fetch.clone());
+        out.insert(dim, engine::read_coordinate(storage, m.zarr_format, &path)?);
+    }
+    Ok(out)
+}
+
+/// Turns the label selections of `spec` into index selections, looking the
+/// labels up in the dimensions' coordinates. What is planned, run and sent
+/// to peers carries index ranges only.
+fn resolve_labels(
+    info: &engine::ArrayInfo,
+    mut spec: QuerySpec,
+    coords: &HashMap<String, Coordinate>,
+) -> Result<QuerySpec, shoal_query::Error> {
+    for label in std::mem::take(&mut spec.labels) {
+        let dim = &label.dim;
+        let Some(i) = info.dims.iter().position(|d| d == dim) else {
+            return Err(shoal_query::Error::UnknownDim {
+                dim: dim.clone(),
+                array: spec.array.clone(),
+                dims: info.dims.join(", "),
+            });
+        };
+        if spec.sel.iter().any(|(d, _, _)| d == dim) {
+            return Err(shoal_query::Error::Selection(format!(
+                "{dim} is selected twice (--sel and --isel)"
+            )));
+        }
+        let coord = coords.get(dim).ok_or_else(|| {
+            shoal_query::Error::Selection(format!(
+                "{dim} has no coordinate array to select labels in; use --isel {dim}=I:J"
+            ))
+        })?;
+        if coord.values.len() as u64 != info.shape[i] {
+            return Err(shoal_query::Error::Selection(format!(
+                "the coordinate of {dim} has {} values but {} has {} along {dim}",
+                coord.values.len(),
+                spec.array,
+                info.shape[i]
+            )));
+        }
+        let r = shoal_query::label::index_range(&label, coord)?;
+        spec.sel.push((dim.clone(), r.start, r.end));
+    }
+    Ok(spec)
+}
+
 /// Opens `spec.array` of dataset `root`, reading blocks through `fetch`,
 /// and plans within `budget` bytes.
 fn prepare(
@@ -100,15 +192,7 @@ fn prepare(
     fetch: FetchFn,
     budget: u64,
 ) -> Result<Prepared, shoal_query::Error> {
-    let arrays: Vec<String> = entries
-        .iter()
-        .filter_map(|e| {
-            e.key
-                .strip_suffix("/zarr.json")
-                .or_else(|| e.key.strip_suffix("/.zarray"))
-        })
-        .map(String::from)
-        .collect();
+    let arrays = arrays_of(&entries);
     let storage = ManifestStorage::new(entries, manifest.block_size, fetch);
     let info = engine::array_info(&storage, manifest.zarr_format, &spec.array, spec.raw, &arrays)?;
     // Metadata is checked (shapes, chunk sizes) before zarrs opens it; every
@@ -140,17 +224,34 @@ struct Batch {
 
 /// Answers a query of dataset `root` (blocking: run it on the blocking
 /// pool): loads the manifest, plans, runs, finishes the values.
-pub(crate) fn execute(parts: &Parts, root: Cid, spec: QuerySpec) -> Result<QueryReport> {
+pub(crate) fn execute(parts: &Parts, root: Cid, mut spec: QuerySpec) -> Result<QueryReport> {
     let start = Instant::now();
     let m = parts.manifest(&root)?;
     let reader = Arc::new(parts.reader(root));
     let budget = parts.query.memory;
-    let entries = array_entries(&m, &spec.array, budget, &mut reader.fetch())?;
+    let entries = array_entries(&m, &[&spec.array], budget, &mut reader.fetch())?;
     // Worker threads read local blocks directly; missing ones come from
     // peers through the block source.
     let fetch: FetchFn = {
         let reader = reader.clone();
         Arc::new(move |c| reader.get(c))
+    };
+    // Coordinates: for label selections, and for a result written as a
+    // dataset (all of the array's dimensions).
+    let (coords, attrs) = if spec.labels.is_empty() && !spec.coords {
+        (HashMap::new(), serde_json::Map::new())
+    } else {
+        let meta = ManifestStorage::new(entries.clone(), m.block_size, fetch.clone());
+        let info = engine::array_info(&meta, m.zarr_format, &spec.array, true, &arrays_of(&entries))?;
+        let mut dims: Vec<String> = spec.labels.iter().map(|l| l.dim.clone()).collect();
+        if spec.coords {
+            dims.extend(info.dims.iter().cloned());
+        }
+        dims.dedup();
+        let coords = coordinates(&m, &entries, &spec.array, &dims, &fetch, budget, &mut reader.fetch())?;
+        let attrs = engine::array_attrs(&meta, m.zarr_format, &spec.array)?;
+        spec = resolve_labels(&info, spec, &coords)?;
+        (coords, attrs)
     };
     let prepared = prepare(m, entries, &spec, fetch, budget)?;
     // Twice the cores: while one worker waits on a cold disk read, another
@@ -180,6 +281,28 @@ pub(crate) fn execute(parts: &Parts, root: Cid, spec: QuerySpec) -> Result<Query
         chunks_fetched: outcome.chunks_fetched,
         network_bytes: outcome.compute_bytes + reader.fetched_bytes(),
         elapsed: start.elapsed(),
+        selection: plan
+            .info
+            .dims
+            .iter()
+            .zip(&plan.ranges)
+            .map(|(d, r)| (d.clone(), r.start, r.end))
+            .collect(),
+        coords: plan
+            .out_dims
+            .iter()
+            .filter_map(|d| {
+                let i = plan.info.dims.iter().position(|x| x == d)?;
+                let r = &plan.ranges[i];
+                let c = coords.get(d)?;
+                Some(crate::types::ResultCoord {
+                    dim: d.clone(),
+                    values: c.raw.get(r.start as usize..r.end as usize)?.to_vec(),
+                    attrs: c.attrs.clone(),
+                })
+            })
+            .collect(),
+        attrs,
         array: spec.array,
     })
 }
@@ -435,7 +558,7 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, 
     };
     let budget = limits.request_memory;
     let entries =
-        match array_entries::<shoal_store::Error>(&manifest, &req.spec.array, budget, &mut |c| store.require(c)) {
+        match array_entries::<shoal_store::Error>(&manifest, &[&req.spec.array], budget, &mut |c| store.require(c)) {
             Ok(e) => e,
             Err(shoal_query::Error::TooBig(e)) => return refuse(e),
             Err(_) => return all_missing(),

@@ -171,4 +171,21 @@ pub struct QueryReport {
     /// Bytes that crossed the network: requests, partials, fetched blocks.
     pub network_bytes: u64,
     pub elapsed: Duration,
+    /// The index range selected along every dimension of the array (label
+    /// selections resolved).
+    pub selection: Vec<(String, u64, u64)>,
+    /// With `QuerySpec::coords`: the coordinates of the result's
+    /// dimensions over the selection, and the array's attributes.
+    pub coords: Vec<ResultCoord>,
+    pub attrs: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A coordinate of a query result's dimension: its stored values over the
+/// selection, and its attributes (units, calendar: written back with the
+/// values, readers decode them as they decode the source).
+#[derive(Debug, Clone)]
+pub struct ResultCoord {
+    pub dim: String,
+    pub values: Vec<f64>,
+    pub attrs: serde_json::Map<String, serde_json::Value>,
 }

@@ -111,6 +111,8 @@ fn mean_over_time() -> shoal_query::QuerySpec {
         op: shoal_query::Op::Mean,
         dims: vec!["time".into()],
         sel: vec![],
+        labels: Vec::new(),
+        coords: false,
         ddof: 0,
         raw: false,
     }

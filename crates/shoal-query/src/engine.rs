@@ -41,6 +41,14 @@ pub struct QuerySpec {
     pub dims: Vec<String>,
     /// Index selections `dim -> start..stop` (half-open).
     pub sel: Vec<(String, u64, u64)>,
+    /// Label selections, resolved into `sel` against the coordinates
+    /// before planning (what peers receive has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<crate::label::LabelSel>,
+    /// Also return the coordinates of the result's dimensions and the
+    /// array's attributes (for a result written as a dataset).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub coords: bool,
     pub ddof: u64,
     pub raw: bool,
 }
@@ -871,4 +879,81 @@ pub fn run_local(array: &Arc<Array<ManifestStorage>>, plan: &Plan, threads: usiz
 /// The store key holding a chunk (a shard file for sharded arrays).
 pub fn chunk_key(array: &Array<ManifestStorage>, chunk: &[u64]) -> String {
     array.chunk_key(chunk).as_str().to_string()
+}
+
+/// Most values a coordinate read for label selection may have.
+pub const MAX_COORD_VALUES: u64 = 1 << 22;
+
+fn all_values<T: Num>(array: &Array<ManifestStorage>, n: u64) -> Result<Vec<f64>> {
+    let data: ArrayD<T> = array
+        .retrieve_array_subset::<ArrayD<T>>(&ArraySubset::new_with_shape(vec![n]))
+        .map_err(|e| Error::Decode(e.to_string()))?;
+    Ok(data.iter().map(|v| v.f()).collect())
+}
+
+/// The metadata attributes of an array (v3 `attributes`, v2 `.zattrs`).
+pub fn array_attrs(storage: &ManifestStorage, zarr_format: u8, array: &str) -> Result<Map<String, Value>> {
+    Ok(if zarr_format == 3 {
+        read_json(storage, &format!("{array}/zarr.json"))?
+            .and_then(|m| m.get("attributes").and_then(Value::as_object).cloned())
+            .unwrap_or_default()
+    } else {
+        read_json(storage, &format!("{array}/.zattrs"))?.unwrap_or_default()
+    })
+}
+
+/// Reads a 1-D coordinate array whole, CF-decoded (fill values are NaN,
+/// scale and offset applied), with its time units and calendar when it
+/// is a CF time axis. `storage` must hold the array's metadata and chunks.
+pub fn read_coordinate(storage: ManifestStorage, zarr_format: u8, path: &str) -> Result<crate::label::Coordinate> {
+    let info = array_info(&storage, zarr_format, path, false, &[])?;
+    if info.shape.len() != 1 {
+        return Err(Error::Selection(format!(
+            "{path} has {} dimensions; a coordinate for label selection has one",
+            info.shape.len()
+        )));
+    }
+    let n = info.shape[0];
+    if n > MAX_COORD_VALUES {
+        return Err(Error::TooBig(format!(
+            "coordinate {path} has {n} values (at most {MAX_COORD_VALUES} for label selection; use --isel)"
+        )));
+    }
+    let attrs = array_attrs(&storage, zarr_format, path)?;
+    let storage = Arc::new(storage.with_guard(info.guard.clone()));
+    let array = Array::open(storage, &format!("/{path}"))
+        .map_err(|e| Error::Metadata(format!("cannot open coordinate {path}: {e}")))?;
+    let raw = match info.dt {
+        Dtype::I8 => all_values::<i8>(&array, n),
+        Dtype::I16 => all_values::<i16>(&array, n),
+        Dtype::I32 => all_values::<i32>(&array, n),
+        Dtype::I64 => all_values::<i64>(&array, n),
+        Dtype::U8 => all_values::<u8>(&array, n),
+        Dtype::U16 => all_values::<u16>(&array, n),
+        Dtype::U32 => all_values::<u32>(&array, n),
+        Dtype::U64 => all_values::<u64>(&array, n),
+        Dtype::F32 => all_values::<f32>(&array, n),
+        Dtype::F64 => all_values::<f64>(&array, n),
+    }?;
+    let values = raw
+        .iter()
+        .map(|&v| {
+            if info.masks.contains(&v) {
+                f64::NAN
+            } else {
+                v * info.scale + info.offset
+            }
+        })
+        .collect();
+    let text = |k: &str| attrs.get(k).and_then(Value::as_str).map(str::to_string);
+    let time = text("units")
+        .filter(|u| u.contains(" since "))
+        .map(|u| (u, text("calendar").unwrap_or_else(|| "standard".into())));
+    Ok(crate::label::Coordinate {
+        values,
+        raw,
+        attrs,
+        f32: info.dt == Dtype::F32 && info.scale == 1.0 && info.offset == 0.0,
+        time,
+    })
 }

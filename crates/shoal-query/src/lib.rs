@@ -8,9 +8,14 @@
 //!   in the selection) and local execution on all cores.
 //! - [`remote`]: the compute-request wire format (what peers exchange:
 //!   a spec and chunk list one way, partials the other).
-//! - [`npy`]: writing results as `.npy`.
+//! - [`npy`]: writing results as `.npy`; [`dataset`]: as a Zarr dataset
+//!   with coordinates, attributes and provenance.
+//! - [`label`]: selection by coordinate label (numbers, CF dates in the
+//!   cftime calendars) turned into index ranges.
 
+pub mod dataset;
 pub mod engine;
+pub mod label;
 pub mod npy;
 pub mod partial;
 pub mod remote;

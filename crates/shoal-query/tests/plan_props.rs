@@ -97,6 +97,8 @@ fn a_real_array_plans_and_absurd_ones_are_refused() {
         op: Op::Mean,
         dims: vec!["time".into()],
         sel,
+        labels: Vec::new(),
+        coords: false,
         ddof: 0,
         raw: false,
     };
@@ -161,6 +163,8 @@ proptest! {
             op,
             dims: dims.iter().zip(&reduce).filter(|(_, r)| **r).map(|(d, _)| d.clone()).collect(),
             sel: sel.iter().filter(|s| s.0 < ndim).map(|(i, a, b)| (dims[*i].clone(), *a, *b)).collect(),
+            labels: Vec::new(),
+            coords: false,
             ddof: 0,
             raw: false,
         };
