@@ -272,6 +272,8 @@ pub struct StatsResult {
     /// Compute requests from peers refused for their size.
     #[serde(default)]
     pub compute_refused: u64,
+    /// Peers caught returning wrong compute partials (asked no more).
+    pub compute_liars: u64,
     /// Datasets this daemon could not announce on the DHT.
     #[serde(default)]
     pub provide_failures: u64,
@@ -316,6 +318,12 @@ pub struct QueryRequest {
     #[arg(long = "isel", value_parser = parse_sel)]
     #[serde(default)]
     pub isel: Vec<(String, u64, u64)>,
+    /// Check peers' partials: by default one chunk of every compute request
+    /// is also computed here and compared; `all` computes every chunk here
+    /// too (audit mode).
+    #[arg(long, value_parser = ["all"])]
+    #[serde(default)]
+    pub verify: Option<String>,
     /// Return the result's coordinates and attributes (set when the result
     /// is written as a dataset).
     #[arg(skip)]
@@ -356,6 +364,12 @@ pub struct QueryResult {
     /// The index range selected along each dimension (labels resolved):
     /// (dimension, start, stop), half-open.
     pub selection: Vec<(String, u64, u64)>,
+    /// Peers caught returning partials that disagree with the same chunks
+    /// computed here (their chunks were recomputed elsewhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub liars: Vec<String>,
+    /// Peers' chunks also computed here to check their answers.
+    pub chunks_checked: u64,
     /// Coordinates of the result's dimensions and the array's attributes,
     /// when asked for (a result written as a dataset).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -524,6 +538,8 @@ impl From<shoal_node::QueryReport> for QueryResult {
             network_bytes: r.network_bytes,
             seconds: r.elapsed.as_secs_f64(),
             selection: r.selection,
+            liars: r.liars.iter().map(|p| p.to_string()).collect(),
+            chunks_checked: r.chunks_checked,
             coords: r
                 .coords
                 .into_iter()

@@ -353,6 +353,7 @@ fn test_switches() -> shoal_node::TestSwitches {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
         ),
+        wrong_partials: std::env::var_os("SHOAL_TEST_WRONG_PARTIALS").is_some(),
     }
 }
 

@@ -225,6 +225,12 @@ pub fn print_stats(res: &StatsResult) -> std::io::Result<()> {
             res.compute_refused
         );
     }
+    if res.compute_liars > 0 {
+        out!(
+            "liars:      {} peers answered wrong compute partials (asked for no more compute)",
+            res.compute_liars
+        );
+    }
     match r.quota {
         Some(q) => out!(
             "quota:      {} ({:.1}% used)",
@@ -365,13 +371,17 @@ pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>, selected: boo
         format!(", {}", peers.join(", "))
     };
     out!(
-        "ran: {} chunks: {} local{remote}, {} fetched; {} crossed the network; {:.3}s",
+        "ran: {} chunks: {} local{remote}, {} fetched, {} of the peers' checked here; {} crossed the network; {:.3}s",
         r.chunks,
         r.chunks_local,
         r.chunks_fetched,
+        r.chunks_checked,
         human_bytes(r.network_bytes),
         r.seconds
     );
+    for l in &r.liars {
+        out!("warning: peer {l} answered partials that disagree with the same chunks computed here; its work was discarded and redone, and it is asked for no more compute");
+    }
     if let Some(p) = out {
         out!("wrote {}", p.display());
     }

@@ -218,6 +218,7 @@ async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
     Ok(Json(StatsResult {
         repo: d.repo.home.display().to_string(),
         compute_refused: d.node.compute_refused(),
+        compute_liars: d.node.compute_liars(),
         provide_failures: d.node.net_stats().provide_failures.load(Ordering::Relaxed),
         handler_panics: d.node.net_stats().handler_panics.load(Ordering::Relaxed),
         store: d.node.stats().await?,
@@ -251,6 +252,7 @@ async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Qu
         sel: req.isel,
         labels: req.sel,
         coords: req.coords,
+        verify_all: req.verify.as_deref() == Some("all"),
         ddof: req.ddof,
         raw: req.raw,
     };

@@ -55,6 +55,7 @@ fn mean(array: &str, dims: Vec<String>, sel: Vec<(String, u64, u64)>) -> QuerySp
         sel,
         labels: Vec::new(),
         coords: false,
+        verify_all: false,
         ddof: 0,
         raw: false,
     }

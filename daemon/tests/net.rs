@@ -320,6 +320,7 @@ fn a_greedy_peer_gets_skipped_and_busy_answers_beyond_the_inbound_bounds() {
             sel: vec![],
             labels: Vec::new(),
             coords: false,
+            verify_all: false,
             ddof: 0,
             raw: false,
         },

@@ -152,6 +152,12 @@ impl Collector for NodeCollector {
             "Peers' compute requests refused over the memory bound",
             self.node.compute_refused(),
         )?;
+        counter(
+            &mut e,
+            "shoal_compute_liars",
+            "Peers caught returning compute partials that disagree with a check here",
+            self.node.compute_liars(),
+        )?;
         let src = self.node.source_stats();
         counter(
             &mut e,

@@ -145,4 +145,6 @@ pub struct TestSwitches {
     pub corrupt_served_blocks: bool,
     /// Sleep this long before answering each block or compute request.
     pub serve_delay: Duration,
+    /// Answer compute requests with the first cell's sum off by one.
+    pub wrong_partials: bool,
 }

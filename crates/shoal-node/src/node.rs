@@ -78,6 +78,9 @@ impl Node {
         if cfg.test.corrupt_served_blocks {
             tracing::warn!("this node serves corrupted blocks (test switch)");
         }
+        if cfg.test.wrong_partials {
+            tracing::warn!("compute answers are falsified (test switch)");
+        }
         if !cfg.test.serve_delay.is_zero() {
             tracing::warn!(delay = ?cfg.test.serve_delay, "serving is slowed down (test switch)");
         }
@@ -101,6 +104,7 @@ impl Node {
             provider_timeout: cfg.provider_timeout,
             query: cfg.query,
             serve_limits,
+            liars: Default::default(),
         });
         let mounts = Mounts::recover(&cfg.mounts_record);
         // Announce every complete dataset held.
@@ -438,6 +442,12 @@ impl Node {
             block_size,
             source: self.parts().source.clone(),
         })
+    }
+
+    /// Peers caught returning compute partials that disagree with the same
+    /// chunks computed here (asked for no more compute).
+    pub fn compute_liars(&self) -> u64 {
+        self.parts().liars.caught.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The node's own counters (queries, mount reads).

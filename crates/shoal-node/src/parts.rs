@@ -30,6 +30,8 @@ pub(crate) struct Parts {
     pub query: crate::config::QuerySettings,
     /// Bounds and counters of the compute requests served.
     pub serve_limits: Arc<crate::query::ServeLimits>,
+    /// Peers caught returning wrong partials.
+    pub liars: crate::query::Liars,
 }
 
 impl Parts {

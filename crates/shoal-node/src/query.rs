@@ -39,6 +39,9 @@ use crate::types::QueryReport;
 const COMPUTE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Compute requests in flight per peer.
 const PER_PEER_INFLIGHT: usize = 2;
+/// Smallest compute request (when a query has that many remote chunks):
+/// one chunk of each is checked here, so about one chunk in this many.
+const CHECKED_ONE_IN: usize = 4;
 
 pub(crate) struct Prepared {
     pub array: Arc<Array<ManifestStorage>>,
@@ -215,6 +218,9 @@ struct Outcome {
     pub chunks_remote: HashMap<PeerId, u64>,
     pub chunks_fetched: u64,
     pub compute_bytes: u64,
+    /// Peers caught returning wrong partials in this query.
+    pub liars: Vec<PeerId>,
+    pub chunks_checked: u64,
 }
 
 struct Batch {
@@ -281,6 +287,8 @@ pub(crate) fn execute(parts: &Parts, root: Cid, mut spec: QuerySpec) -> Result<Q
         chunks_fetched: outcome.chunks_fetched,
         network_bytes: outcome.compute_bytes + reader.fetched_bytes(),
         elapsed: start.elapsed(),
+        liars: outcome.liars,
+        chunks_checked: outcome.chunks_checked,
         selection: plan
             .info
             .dims
@@ -347,9 +355,34 @@ fn run(
     }
     let cells = p.plan.full_region().cells();
     let full = p.plan.full_region();
+    // Peers' partials are kept apart until the end (one grid per peer):
+    // ask no more peers than the memory budget has grids for.
+    let per_grid = (cells as u64).saturating_mul(engine::CELL_BYTES).max(1);
+    let fit = ((parts.query.memory / 2) / per_grid).max(1) as usize;
+    let candidates: Vec<PeerId> = candidates
+        .into_iter()
+        .filter(|c| !parts.liars.contains(c))
+        .take(fit)
+        .collect();
+    let (check_tx, check_rx) = std::sync::mpsc::channel::<Check>();
     let (local_grid, local_failed, remote) = std::thread::scope(|s| {
         let h = s.spawn(|| engine::compute_chunks(&p.array, &p.plan, &local, threads, &full));
-        let remote = rt.block_on(remote_loop(net, root, spec, remote_chunks, &candidates, cells));
+        // Checks of peers' answers run here, one chunk at a time.
+        s.spawn(move || {
+            while let Ok((chunk, reply)) = check_rx.recv() {
+                let _ = reply.send(compute_here(p, &chunk));
+            }
+        });
+        let remote = rt.block_on(remote_loop(
+            net,
+            root,
+            spec,
+            remote_chunks,
+            &candidates,
+            cells,
+            check_tx,
+            &parts.liars,
+        ));
         let (g, f) = h.join().expect("local workers panicked");
         (g, f, remote)
     });
@@ -358,11 +391,20 @@ fn run(
     }
     out.chunks_local = local.len() as u64 - fetched_here;
     out.chunks_fetched = fetched_here;
-    let (mut grid, per_peer, leftover, bytes) = remote;
+    let RemoteResult {
+        mut grid,
+        per_peer,
+        leftover,
+        bytes,
+        liars,
+        checked,
+    } = remote;
     shoal_query::partial::merge_into(&mut grid, &local_grid);
     drop(local_grid);
     out.chunks_remote = per_peer;
     out.compute_bytes = bytes;
+    out.liars = liars;
+    out.chunks_checked = checked;
     if !leftover.is_empty() {
         // Nobody computed these: fetch their blocks and compute here.
         let (g, failed) = engine::compute_chunks(&p.array, &p.plan, &leftover, threads, &full);
@@ -392,8 +434,80 @@ async fn candidates(net: &shoal_net::Client, root: Cid, timeout: Duration) -> Ve
     out
 }
 
-type RemoteResult = (Vec<Partial>, HashMap<PeerId, u64>, Vec<Vec<u64>>, u64);
+/// Peers caught returning partials that disagree with the same chunks
+/// computed here: asked for no more compute, for the daemon's lifetime.
+#[derive(Debug, Default)]
+pub(crate) struct Liars {
+    peers: std::sync::Mutex<HashSet<PeerId>>,
+    pub caught: AtomicU64,
+}
 
+impl Liars {
+    pub fn contains(&self, p: &PeerId) -> bool {
+        self.peers.lock().expect("liars lock").contains(p)
+    }
+
+    fn catch(&self, p: PeerId, why: &str) {
+        if self.peers.lock().expect("liars lock").insert(p) {
+            self.caught.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %p, reason = why, "a peer's compute answer disagrees with the same chunk computed here: no more compute requests to it; its partials are discarded and recomputed");
+        }
+    }
+}
+
+/// A chunk to compute here, to check a peer's answer for it; the partials
+/// (or why they could not be computed) come back on the oneshot.
+type Check = (
+    Vec<u64>,
+    tokio::sync::oneshot::Sender<Result<Vec<(usize, Partial)>, String>>,
+);
+
+/// The partials of one chunk computed here from verified blocks (fetched
+/// when not held), as a peer would answer a request for it alone.
+fn compute_here(p: &Prepared, chunk: &[u64]) -> Result<Vec<(usize, Partial)>, String> {
+    let plan = &p.plan;
+    let region = plan.chunk_region(chunk).map_err(|e| e.to_string())?;
+    let mut g = vec![Partial::EMPTY; region.cells()];
+    engine::reduce_chunk_into(&p.array, plan, chunk, &region, &mut g).map_err(|e| e.to_string())?;
+    let mut enc = remote::Encoder::new(plan.op);
+    enc.add(&region, &plan.out_shape, &g);
+    let bytes = enc.finish(&ComputeHeader {
+        computed: vec![0],
+        ..Default::default()
+    });
+    Ok(remote::response_partials(&bytes, plan.full_region().cells(), 1, plan.op)?.1)
+}
+
+/// What the remote part of a query produced: the merged partials of the
+/// peers that passed every check, chunks per peer, chunks nobody computed
+/// (to compute here), bytes moved, and the peers caught lying.
+struct RemoteResult {
+    grid: Vec<Partial>,
+    per_peer: HashMap<PeerId, u64>,
+    leftover: Vec<Vec<u64>>,
+    bytes: u64,
+    liars: Vec<PeerId>,
+    /// Chunks computed here to check a peer's answer.
+    checked: u64,
+}
+
+/// One answer (or a check's verdict) coming back to the loop.
+enum Event {
+    Answer {
+        peer: PeerId,
+        res: std::result::Result<Vec<u8>, String>,
+        batch: Batch,
+        probe: bool,
+    },
+    Checked {
+        peer: PeerId,
+        chunk: Vec<u64>,
+        answer: Vec<(usize, Partial)>,
+        here: Result<Vec<(usize, Partial)>, String>,
+    },
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn remote_loop(
     net: &shoal_net::Client,
     root: Cid,
@@ -401,19 +515,34 @@ async fn remote_loop(
     chunks: Vec<Vec<u64>>,
     candidates: &[PeerId],
     cells: usize,
+    checks: std::sync::mpsc::Sender<Check>,
+    liars: &Liars,
 ) -> RemoteResult {
-    let mut grid = vec![Partial::EMPTY; cells];
-    let mut per_peer: HashMap<PeerId, u64> = HashMap::new();
-    let mut leftover = Vec::new();
-    let mut bytes = 0u64;
+    let mut out = RemoteResult {
+        grid: vec![Partial::EMPTY; cells],
+        per_peer: HashMap::new(),
+        leftover: Vec::new(),
+        bytes: 0,
+        liars: Vec::new(),
+        checked: 0,
+    };
     if chunks.is_empty() {
-        return (grid, per_peer, leftover, bytes);
+        return out;
     }
-    // Batches small enough to spread over every candidate twice.
-    let size = chunks
-        .len()
-        .div_ceil(candidates.len() * PER_PEER_INFLIGHT)
-        .clamp(1, MAX_CHUNKS_PER_REQUEST);
+    // Audit mode checks every chunk, so every request holds one chunk.
+    // Otherwise one chunk of every request is checked: requests of at
+    // least CHECKED_ONE_IN chunks (when there are that many) keep the
+    // checks to at most one chunk in four (one in 64 for large queries),
+    // while small enough to spread over every candidate twice.
+    let size = if spec.verify_all {
+        1
+    } else {
+        chunks
+            .len()
+            .div_ceil(candidates.len() * PER_PEER_INFLIGHT)
+            .max(CHECKED_ONE_IN.min(chunks.len()))
+            .clamp(1, MAX_CHUNKS_PER_REQUEST)
+    };
     let mut queue: VecDeque<Batch> = chunks
         .chunks(size)
         .map(|c| Batch {
@@ -424,84 +553,222 @@ async fn remote_loop(
     let mut load: HashMap<PeerId, usize> = HashMap::new();
     // Peers whose answer was malformed: asked nothing more in this query.
     let mut struck: HashSet<PeerId> = HashSet::new();
-    let mut inflight = FuturesUnordered::new();
+    // Each peer's partials stay apart until the end: a peer caught lying
+    // later in the query loses all of them, and its chunks are recomputed.
+    let mut grids: HashMap<PeerId, Vec<Partial>> = HashMap::new();
+    let mut done: HashMap<PeerId, Vec<Vec<u64>>> = HashMap::new();
+    let mut rng = rand::thread_rng();
+    let mut inflight: FuturesUnordered<futures::future::BoxFuture<'_, Event>> = FuturesUnordered::new();
+    let send = |peer: PeerId, batch: Batch, probe: bool, bytes: &mut u64| -> futures::future::BoxFuture<'_, Event> {
+        let body = serde_json::to_vec(&ComputeRequest {
+            root: root.to_string(),
+            spec: spec.clone(),
+            chunks: batch.chunks.clone(),
+        })
+        .expect("request serialises");
+        *bytes += body.len() as u64;
+        let net = net.clone();
+        Box::pin(async move {
+            let res = net
+                .compute(peer, body, COMPUTE_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string());
+            Event::Answer {
+                peer,
+                res,
+                batch,
+                probe,
+            }
+        })
+    };
     loop {
         let mut waiting = VecDeque::new();
         while let Some(b) = queue.pop_front() {
             let untried: Vec<PeerId> = candidates
                 .iter()
                 .copied()
-                .filter(|c| !b.tried.contains(c) && !struck.contains(c))
+                .filter(|c| !b.tried.contains(c) && !struck.contains(c) && !liars.contains(c))
                 .collect();
             if untried.is_empty() {
-                leftover.extend(b.chunks);
+                out.leftover.extend(b.chunks);
                 continue;
             }
+            // A request of several chunks goes out as two (its check split
+            // off): it needs two of the peer's request slots (servers
+            // answer "busy" beyond two at once).
+            let need = if b.chunks.len() > 1 { 2 } else { 1 };
             let Some(peer) = untried
                 .iter()
                 .copied()
-                .filter(|c| load.get(c).copied().unwrap_or(0) < PER_PEER_INFLIGHT)
+                .filter(|c| load.get(c).copied().unwrap_or(0) + need <= PER_PEER_INFLIGHT)
                 .min_by_key(|c| load.get(c).copied().unwrap_or(0))
             else {
                 waiting.push_back(b);
                 continue;
             };
             *load.entry(peer).or_default() += 1;
-            let body = serde_json::to_vec(&ComputeRequest {
-                root: root.to_string(),
-                spec: spec.clone(),
-                chunks: b.chunks.clone(),
-            })
-            .expect("request serialises");
-            bytes += body.len() as u64;
-            let net = net.clone();
-            inflight.push(async move { (peer, net.compute(peer, body, COMPUTE_TIMEOUT).await, b) });
+            // One chunk of every request goes separately and is checked
+            // here: the peer cannot tell it from any other small request.
+            let mut b = b;
+            if b.chunks.len() > 1 {
+                use rand::Rng;
+                let k = rng.gen_range(0..b.chunks.len());
+                let probe = Batch {
+                    chunks: vec![b.chunks.swap_remove(k)],
+                    tried: b.tried.clone(),
+                };
+                *load.entry(peer).or_default() += 1;
+                inflight.push(send(peer, probe, true, &mut out.bytes));
+                inflight.push(send(peer, b, false, &mut out.bytes));
+            } else {
+                inflight.push(send(peer, b, true, &mut out.bytes));
+            }
         }
         queue = waiting;
-        let Some((peer, res, mut b)) = inflight.next().await else {
+        let Some(event) = inflight.next().await else {
             if queue.is_empty() {
                 break;
             }
             continue;
         };
+        let (peer, res, mut b, probe) = match event {
+            Event::Checked {
+                peer,
+                chunk,
+                answer,
+                here,
+            } => {
+                if liars.contains(&peer) {
+                    // Caught meanwhile: its chunks are already requeued.
+                    queue.push_back(Batch {
+                        chunks: vec![chunk],
+                        tried: HashSet::from([peer]),
+                    });
+                    continue;
+                }
+                let verdict = match &here {
+                    Ok(here) => remote::partials_agree(&answer, here),
+                    // Not computable here either: nothing to hold against
+                    // the peer; its answer is kept.
+                    Err(e) => {
+                        tracing::info!(%peer, error = %e, "could not check a peer's chunk here");
+                        Ok(())
+                    }
+                };
+                match verdict {
+                    Ok(()) => {
+                        let g = grids.entry(peer).or_insert_with(|| vec![Partial::EMPTY; cells]);
+                        for (c, p) in answer {
+                            g[c] = g[c].merge(p);
+                        }
+                        done.entry(peer).or_default().push(chunk);
+                        *out.per_peer.entry(peer).or_default() += 1;
+                    }
+                    Err(why) => {
+                        liars.catch(peer, &why);
+                        out.liars.push(peer);
+                        grids.remove(&peer);
+                        out.per_peer.remove(&peer);
+                        let mut redo = done.remove(&peer).unwrap_or_default();
+                        redo.push(chunk);
+                        for c in redo {
+                            queue.push_back(Batch {
+                                chunks: vec![c],
+                                tried: HashSet::from([peer]),
+                            });
+                        }
+                    }
+                }
+                continue;
+            }
+            Event::Answer {
+                peer,
+                res,
+                batch,
+                probe,
+            } => (peer, res, batch, probe),
+        };
         *load.entry(peer).or_default() -= 1;
         b.tried.insert(peer);
+        if liars.contains(&peer) {
+            queue.push_back(b);
+            continue;
+        }
         let resp = match res {
             Ok(r) if r.is_empty() => Err("busy".to_string()),
             Ok(r) => {
-                bytes += r.len() as u64;
-                // Checked whole, then merged straight into the grid; a
-                // malformed answer strikes the peer for this query.
-                remote::merge_response(&r, &mut grid, b.chunks.len(), spec.op).inspect_err(|e| {
+                out.bytes += r.len() as u64;
+                // Checked whole; a malformed answer strikes the peer for
+                // this query.
+                remote::response_partials(&r, cells, b.chunks.len(), spec.op).inspect_err(|e| {
                     tracing::warn!(%peer, error = %e, "malformed compute answer; not asking this peer again");
                     struck.insert(peer);
                 })
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         match resp {
-            Ok(ComputeHeader {
-                error: None,
-                computed,
-                missing,
-            }) => {
-                if !computed.is_empty() {
-                    *per_peer.entry(peer).or_default() += computed.len() as u64;
-                }
+            Ok((
+                ComputeHeader {
+                    error: None,
+                    computed,
+                    missing,
+                },
+                pairs,
+            )) => {
                 if !missing.is_empty() {
                     queue.push_back(Batch {
                         chunks: missing.iter().map(|i| b.chunks[*i].clone()).collect(),
-                        tried: b.tried,
+                        tried: b.tried.clone(),
                     });
                 }
+                if computed.is_empty() {
+                    continue;
+                }
+                if probe {
+                    // Compute the same chunk here (blocking work, on the
+                    // checking thread) before its partials count.
+                    let chunk = b.chunks[computed[0]].clone();
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    out.checked += 1;
+                    let here = if checks.send((chunk.clone(), tx)).is_ok() {
+                        Some(rx)
+                    } else {
+                        None
+                    };
+                    inflight.push(Box::pin(async move {
+                        let here = match here {
+                            Some(rx) => rx.await.unwrap_or_else(|_| Err("the checking thread stopped".into())),
+                            None => Err("the checking thread stopped".into()),
+                        };
+                        Event::Checked {
+                            peer,
+                            chunk,
+                            answer: pairs,
+                            here,
+                        }
+                    }));
+                } else {
+                    let g = grids.entry(peer).or_insert_with(|| vec![Partial::EMPTY; cells]);
+                    for (c, p) in pairs {
+                        g[c] = g[c].merge(p);
+                    }
+                    *out.per_peer.entry(peer).or_default() += computed.len() as u64;
+                    done.entry(peer)
+                        .or_default()
+                        .extend(computed.iter().map(|i| b.chunks[*i].clone()));
+                }
             }
-            Ok(ComputeHeader { error: Some(e), .. }) | Err(e) => {
+            Ok((ComputeHeader { error: Some(e), .. }, _)) | Err(e) => {
                 tracing::info!(%peer, error = %e, chunks = b.chunks.len(), "compute request failed; reassigning");
                 queue.push_back(b);
             }
         }
     }
-    (grid, per_peer, leftover, bytes)
+    for (_, g) in grids {
+        shoal_query::partial::merge_into(&mut out.grid, &g);
+    }
+    out
 }
 
 /// Answers a peer's compute request from local blocks. A request for a

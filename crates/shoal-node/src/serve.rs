@@ -57,6 +57,31 @@ pub(crate) fn compute(
         if !test.serve_delay.is_zero() {
             std::thread::sleep(test.serve_delay);
         }
-        crate::query::serve(&store, &pop, &limits, &body)
+        let mut answer = crate::query::serve(&store, &pop, &limits, &body);
+        if test.wrong_partials {
+            lie(&mut answer);
+        }
+        answer
     })
+}
+
+/// The wrong-partials test switch: adds one to the sum of the answer's
+/// first cell (header length, header, cell count, then cells of a u32
+/// index, a u64 count and an f64 sum first).
+fn lie(answer: &mut [u8]) {
+    let Some(h) = answer
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
+    else {
+        return;
+    };
+    let n_at = 4 + h;
+    let has_cells = answer
+        .get(n_at..n_at + 4)
+        .is_some_and(|b| u32::from_le_bytes(b.try_into().expect("4")) > 0);
+    let sum_at = n_at + 4 + 4 + 8;
+    if let (true, Some(b)) = (has_cells, answer.get_mut(sum_at..sum_at + 8)) {
+        let v = f64::from_le_bytes((&*b).try_into().expect("8")) + 1.0;
+        b.copy_from_slice(&v.to_le_bytes());
+    }
 }

@@ -174,6 +174,12 @@ pub struct QueryReport {
     /// The index range selected along every dimension of the array (label
     /// selections resolved).
     pub selection: Vec<(String, u64, u64)>,
+    /// Peers caught returning wrong partials during this query (their
+    /// chunks were recomputed elsewhere).
+    pub liars: Vec<PeerId>,
+    /// Chunks computed by peers that were also computed here to check
+    /// their answers (their blocks count in `network_bytes` when fetched).
+    pub chunks_checked: u64,
     /// With `QuerySpec::coords`: the coordinates of the result's
     /// dimensions over the selection, and the array's attributes.
     pub coords: Vec<ResultCoord>,

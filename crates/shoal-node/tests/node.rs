@@ -113,6 +113,7 @@ fn mean_over_time() -> shoal_query::QuerySpec {
         sel: vec![],
         labels: Vec::new(),
         coords: false,
+        verify_all: false,
         ddof: 0,
         raw: false,
     }
@@ -274,6 +275,8 @@ async fn a_peer_reads_pins_and_queries_what_another_holds() {
     assert_eq!(remote.values, want);
     assert_eq!(remote.chunks_remote, vec![(a.peer_id(), 4)]);
     assert_eq!(remote.chunks_local + remote.chunks_fetched, 0);
+    // One request of four chunks, one of them checked here.
+    assert_eq!(remote.chunks_checked, 1);
 
     // b lists and reads from a without pinning, then pins everything.
     let target = b.resolve(&root.to_string()).await.unwrap();
@@ -285,15 +288,97 @@ async fn a_peer_reads_pins_and_queries_what_another_holds() {
         .await
         .unwrap();
     let fetched = pinned.fetched.expect("fetched from a");
-    assert_eq!(fetched.peers_used, vec![a.peer_id().to_string()]);
+    // c may serve the blocks of the chunk it checked.
+    assert!(fetched.peers_used.contains(&a.peer_id().to_string()), "{fetched:?}");
     assert!(pinned.changed);
-    // Now complete on b: a provider that answers.
-    let providers = c.providers(root).await.unwrap();
+    // Now complete on b: a provider that answers (once its announcement
+    // has reached the DHT: bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut providers = c.providers(root).await.unwrap();
+    while !providers.contains(&b.peer_id()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        providers = c.providers(root).await.unwrap();
+    }
     assert!(
         providers.contains(&a.peer_id()) && providers.contains(&b.peer_id()),
-        "{providers:?}"
+        "{providers:?}: a {}, b {}, c {}",
+        a.peer_id(),
+        b.peer_id(),
+        c.peer_id()
     );
     for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// A node that misbehaves as `liar` says, holding the test dataset, and a
+/// connected node that holds nothing: (liar, reader, root, the reader's
+/// target for it).
+async fn liar_and_reader(dir: &Path, liar: TestSwitches) -> (Node, Node, shoal_core::Cid, shoal_node::Target) {
+    let src = dataset(dir);
+    let a = Node::start(config(&dir.join("a"), quiet(), liar)).await.unwrap();
+    let b = start(&dir.join("b")).await;
+    let root = a.add(src, None, shoal_node::no_progress()).await.unwrap().root;
+    connect(&a, &b).await;
+    let target = b.resolve(&root.to_string()).await.unwrap();
+    (a, b, root, target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_answering_wrong_partials_is_caught_by_the_spot_check_and_the_answer_is_right() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, root, target) = liar_and_reader(
+        tmp.path(),
+        TestSwitches {
+            wrong_partials: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    // b holds nothing: a is asked to compute; one chunk of every request
+    // is also computed at b from verified blocks, a's answer disagrees.
+    let r = b.query(&target, mean_over_time()).await.unwrap();
+    let want: Vec<f64> = (0..COLS).map(|c| 21.0 + c as f64).collect();
+    assert_eq!(r.values, want, "the answer is right despite the liar");
+    assert_eq!(r.liars, vec![a.peer_id()]);
+    assert!(
+        r.chunks_remote.is_empty(),
+        "nothing of a's counts: {:?}",
+        r.chunks_remote
+    );
+    assert_eq!(b.compute_liars(), 1);
+    // The next query asks a for nothing more (its blocks, which are
+    // verified by CID, may still be fetched).
+    let again = b.query(&target, mean_over_time()).await.unwrap();
+    assert_eq!(
+        (again.values, again.liars.len(), again.chunks_remote.len()),
+        (want.clone(), 0, 0)
+    );
+    assert_eq!(b.compute_liars(), 1);
+    // Audit mode against an honest peer: every chunk checked, all agree.
+    let c = start(&tmp.path().join("c")).await;
+    let honest = start(&tmp.path().join("d")).await;
+    honest
+        .add(dataset(&tmp.path().join("d-src")), None, shoal_node::no_progress())
+        .await
+        .unwrap();
+    connect(&honest, &c).await;
+    let audit = shoal_query::QuerySpec {
+        verify_all: true,
+        ..mean_over_time()
+    };
+    let r = c
+        .query(&c.resolve(&root.to_string()).await.unwrap(), audit)
+        .await
+        .unwrap();
+    assert_eq!((r.values, r.liars.len()), (want, 0));
+    assert_eq!(
+        r.chunks_remote.iter().map(|(_, n)| n).sum::<u64>(),
+        4,
+        "{:?}",
+        r.chunks_remote
+    );
+    for n in [a, b, c, honest] {
         n.shutdown().await.unwrap();
     }
 }
@@ -301,16 +386,14 @@ async fn a_peer_reads_pins_and_queries_what_another_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_peer_is_never_believed_and_nothing_is_pinned() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = dataset(tmp.path());
-    let liar = TestSwitches {
-        corrupt_served_blocks: true,
-        ..Default::default()
-    };
-    let a = Node::start(config(&tmp.path().join("a"), quiet(), liar)).await.unwrap();
-    let b = start(&tmp.path().join("b")).await;
-    let root = a.add(src, None, shoal_node::no_progress()).await.unwrap().root;
-    connect(&a, &b).await;
-    let target = b.resolve(&root.to_string()).await.unwrap();
+    let (a, b, _root, target) = liar_and_reader(
+        tmp.path(),
+        TestSwitches {
+            corrupt_served_blocks: true,
+            ..Default::default()
+        },
+    )
+    .await;
     let e = b.pin(&target, None, None, shoal_node::no_progress()).await.unwrap_err();
     assert!(matches!(e, Error::NotFound(_) | Error::Unavailable(_)), "{e}");
     assert!(b.pins().await.unwrap().is_empty());

@@ -49,6 +49,10 @@ pub struct QuerySpec {
     /// array's attributes (for a result written as a dataset).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub coords: bool,
+    /// Audit mode: every chunk a peer computes is computed here too and
+    /// compared (by default one chunk of every request is).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_all: bool,
     pub ddof: u64,
     pub raw: bool,
 }

@@ -145,15 +145,19 @@ fn f64_at(b: &[u8], at: usize) -> f64 {
     f64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Checks a response to a request of `asked` chunks and merges its partials
-/// into `grid` (the requester's whole result, computing `op`). Nothing is
-/// merged unless everything is valid: the header must account for every
-/// asked chunk exactly once (computed or missing), every cell index must be
-/// inside the result and appear once, every value must be possible. No
-/// allocation grows with the response beyond a bitmap of the result.
-pub fn merge_response(b: &[u8], grid: &mut [Partial], asked: usize, op: Op) -> Result<ComputeHeader, String> {
+/// Checks a response to a request of `asked` chunks of a result of `cells`
+/// cells computing `op`, and returns its partials: the header must account
+/// for every asked chunk exactly once (computed or missing), every cell
+/// index must be inside the result and appear once, every value must be
+/// possible. What it allocates is a bitmap of the result and the pairs
+/// (bounded by the response's size).
+pub fn response_partials(
+    b: &[u8],
+    cells: usize,
+    asked: usize,
+    op: Op,
+) -> Result<(ComputeHeader, Vec<(usize, Partial)>), String> {
     let (mm, m2) = fields(op);
-    let cells = grid.len();
     let hlen = u32::from_le_bytes(take(b, 0, 4)?.try_into().expect("4 bytes")) as usize;
     let header: ComputeHeader = serde_json::from_slice(take(b, 4, hlen)?).map_err(|e| format!("bad header: {e}"))?;
     if header.error.is_none() {
@@ -193,8 +197,8 @@ pub fn merge_response(b: &[u8], grid: &mut [Partial], asked: usize, op: Op) -> R
         }
         (c, p)
     };
-    // Pass 1: validate everything, merge nothing.
     let mut seen = vec![0u64; cells.div_ceil(64)];
+    let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let (c, p) = read(at + i * cb);
         let bad_minmax = mm && (p.min.is_nan() || p.max.is_nan() || p.min > p.max);
@@ -206,13 +210,50 @@ pub fn merge_response(b: &[u8], grid: &mut [Partial], asked: usize, op: Op) -> R
             return Err(format!("cell {c} answered twice"));
         }
         seen[c / 64] |= 1 << (c % 64);
+        out.push((c, p));
     }
-    // Pass 2: merge.
-    for i in 0..n {
-        let (c, p) = read(at + i * cb);
+    Ok((header, out))
+}
+
+/// Checks a response (see [`response_partials`]) and merges its partials
+/// into `grid` (the requester's whole result). Nothing is merged unless
+/// everything is valid.
+pub fn merge_response(b: &[u8], grid: &mut [Partial], asked: usize, op: Op) -> Result<ComputeHeader, String> {
+    let (header, pairs) = response_partials(b, grid.len(), asked, op)?;
+    for (c, p) in pairs {
         grid[c] = grid[c].merge(p);
     }
     Ok(header)
+}
+
+/// Whether two answers for the same chunks agree (a peer's, and the same
+/// chunks computed here from verified blocks): the same cells, equal
+/// counts, minima and maxima, sums and M2 equal to 1e-9 relative (the
+/// kernel is deterministic; the margin absorbs a peer's different build).
+pub fn partials_agree(peer: &[(usize, Partial)], here: &[(usize, Partial)]) -> Result<(), String> {
+    if peer.len() != here.len() {
+        return Err(format!("{} cells answered, {} computed here", peer.len(), here.len()));
+    }
+    let mut a: Vec<&(usize, Partial)> = peer.iter().collect();
+    let mut b: Vec<&(usize, Partial)> = here.iter().collect();
+    a.sort_by_key(|x| x.0);
+    b.sort_by_key(|x| x.0);
+    let close = |x: f64, y: f64| x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) + 1e-12;
+    let same = |x: f64, y: f64| x == y || (x.is_infinite() && y.is_infinite() && x.signum() == y.signum());
+    for ((ca, pa), (cb, pb)) in a.iter().map(|x| (x.0, x.1)).zip(b.iter().map(|x| (x.0, x.1))) {
+        if ca != cb {
+            return Err(format!("cell {ca} answered, cell {cb} computed here"));
+        }
+        if pa.count != pb.count
+            || !close(pa.sum, pb.sum)
+            || !same(pa.min, pb.min)
+            || !same(pa.max, pb.max)
+            || !close(pa.m2, pb.m2)
+        {
+            return Err(format!("cell {ca}: answered {pa:?}, computed here {pb:?}"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -99,6 +99,7 @@ fn a_real_array_plans_and_absurd_ones_are_refused() {
         sel,
         labels: Vec::new(),
         coords: false,
+        verify_all: false,
         ddof: 0,
         raw: false,
     };
@@ -165,6 +166,7 @@ proptest! {
             sel: sel.iter().filter(|s| s.0 < ndim).map(|(i, a, b)| (dims[*i].clone(), *a, *b)).collect(),
             labels: Vec::new(),
             coords: false,
+            verify_all: false,
             ddof: 0,
             raw: false,
         };
