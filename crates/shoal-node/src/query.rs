@@ -558,6 +558,8 @@ async fn remote_loop(
     let mut grids: HashMap<PeerId, Vec<Partial>> = HashMap::new();
     let mut done: HashMap<PeerId, Vec<Vec<u64>>> = HashMap::new();
     let mut rng = rand::thread_rng();
+    // Checks split off a request, waiting for a free slot of its peer.
+    let mut checks_due: Vec<(PeerId, Batch)> = Vec::new();
     let mut inflight: FuturesUnordered<futures::future::BoxFuture<'_, Event>> = FuturesUnordered::new();
     let send = |peer: PeerId, batch: Batch, probe: bool, bytes: &mut u64| -> futures::future::BoxFuture<'_, Event> {
         let body = serde_json::to_vec(&ComputeRequest {
@@ -582,6 +584,21 @@ async fn remote_loop(
         })
     };
     loop {
+        // Checks split off earlier go first, each to its own peer, as
+        // soon as that peer has a free request slot (servers answer
+        // "busy" beyond two at once), between its ordinary requests.
+        let mut held = Vec::new();
+        for (peer, probe) in checks_due.drain(..) {
+            if liars.contains(&peer) || struck.contains(&peer) {
+                queue.push_back(probe);
+            } else if load.get(&peer).copied().unwrap_or(0) < PER_PEER_INFLIGHT {
+                *load.entry(peer).or_default() += 1;
+                inflight.push(send(peer, probe, true, &mut out.bytes));
+            } else {
+                held.push((peer, probe));
+            }
+        }
+        checks_due = held;
         let mut waiting = VecDeque::new();
         while let Some(b) = queue.pop_front() {
             let untried: Vec<PeerId> = candidates
@@ -593,22 +610,19 @@ async fn remote_loop(
                 out.leftover.extend(b.chunks);
                 continue;
             }
-            // A request of several chunks goes out as two (its check split
-            // off): it needs two of the peer's request slots (servers
-            // answer "busy" beyond two at once).
-            let need = if b.chunks.len() > 1 { 2 } else { 1 };
             let Some(peer) = untried
                 .iter()
                 .copied()
-                .filter(|c| load.get(c).copied().unwrap_or(0) + need <= PER_PEER_INFLIGHT)
+                .filter(|c| load.get(c).copied().unwrap_or(0) < PER_PEER_INFLIGHT)
                 .min_by_key(|c| load.get(c).copied().unwrap_or(0))
             else {
                 waiting.push_back(b);
                 continue;
             };
             *load.entry(peer).or_default() += 1;
-            // One chunk of every request goes separately and is checked
-            // here: the peer cannot tell it from any other small request.
+            // One chunk of every request goes separately (when the peer has
+            // a free slot) and is checked here: the peer cannot tell it
+            // from any other small request.
             let mut b = b;
             if b.chunks.len() > 1 {
                 use rand::Rng;
@@ -617,8 +631,7 @@ async fn remote_loop(
                     chunks: vec![b.chunks.swap_remove(k)],
                     tried: b.tried.clone(),
                 };
-                *load.entry(peer).or_default() += 1;
-                inflight.push(send(peer, probe, true, &mut out.bytes));
+                checks_due.push((peer, probe));
                 inflight.push(send(peer, b, false, &mut out.bytes));
             } else {
                 inflight.push(send(peer, b, true, &mut out.bytes));
@@ -626,7 +639,7 @@ async fn remote_loop(
         }
         queue = waiting;
         let Some(event) = inflight.next().await else {
-            if queue.is_empty() {
+            if queue.is_empty() && checks_due.is_empty() {
                 break;
             }
             continue;
