@@ -13,6 +13,9 @@ pub struct AddRequest {
     /// Absolute path of the Zarr directory (the CLI canonicalises it).
     pub path: String,
     pub name: Option<String>,
+    /// Read every file, even those unchanged since the name's last add.
+    #[serde(default)]
+    pub rehash: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -25,6 +28,9 @@ pub struct AddResult {
     pub new_blocks: u64,
     pub new_bytes: u64,
     pub dup_blocks: u64,
+    /// Files (and bytes) unchanged since the name's last add, not read.
+    pub reused_files: u64,
+    pub reused_bytes: u64,
     pub seconds: f64,
 }
 
@@ -442,6 +448,8 @@ impl From<shoal_node::AddReport> for AddResult {
             new_blocks: r.new_blocks,
             new_bytes: r.new_bytes,
             dup_blocks: r.dup_blocks,
+            reused_files: r.reused_files,
+            reused_bytes: r.reused_bytes,
             seconds: r.elapsed.as_secs_f64(),
         }
     }

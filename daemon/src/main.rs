@@ -65,8 +65,14 @@ enum Cmd {
     Add {
         path: PathBuf,
         /// Name the dataset (like a git ref); names keep data from GC.
+        /// Re-adding under a name reads only the files whose size, mtime or
+        /// inode changed since its last add.
         #[arg(long)]
         name: Option<String>,
+        /// Read and hash every file, even unchanged ones (a file rewritten
+        /// with the same size and mtime is otherwise taken as unchanged).
+        #[arg(long)]
+        rehash: bool,
     },
     /// List the keys of a dataset (TARGET = CID, NAME, or CID/path).
     Ls { target: String },
@@ -239,11 +245,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Cmd::Add { path, name } => {
+        Cmd::Add { path, name, rehash } => {
             let abs = std::fs::canonicalize(&path).with_context(|| format!("cannot open {}", path.display()))?;
             let req = AddRequest {
                 path: abs.display().to_string(),
                 name,
+                rehash,
             };
             let mut bar = Bar::new(json, "adding");
             let r: AddResult = client.stream("/v1/add", &req, &mut |p| bar.update(p)).await?;
@@ -262,6 +269,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     r.dup_blocks,
                     r.seconds
                 );
+                if r.reused_files > 0 {
+                    out!(
+                        "unchanged since the last add of this name: {} files ({}), not read",
+                        r.reused_files,
+                        human_bytes(r.reused_bytes)
+                    );
+                }
                 out!("{}", r.root);
             }
         }

@@ -152,7 +152,10 @@ async fn mirrors(State(d): St) -> ApiResult<Json<MirrorsResult>> {
 
 async fn add(State(d): St, Json(req): Json<AddRequest>) -> Response {
     streamed(move |progress| async move {
-        let r = d.node.add(PathBuf::from(req.path), req.name, progress).await?;
+        let r = d
+            .node
+            .add_with(PathBuf::from(req.path), req.name, req.rehash, progress)
+            .await?;
         Ok(AddResult::from(r))
     })
 }

@@ -38,6 +38,8 @@ struct Inner {
     block_size: u32,
     mount: MountSettings,
     metrics: Arc<crate::metrics::NodeMetrics>,
+    /// Where each name's last add records its files (for incremental adds).
+    ingest_dir: PathBuf,
     /// The network event loop and the mirror policy: stopped on shutdown.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -148,6 +150,7 @@ impl Node {
                 block_size: cfg.block_size,
                 mount: cfg.mount,
                 metrics: Arc::default(),
+                ingest_dir: cfg.store_dir.join("ingest"),
                 tasks: Mutex::new(tasks),
             }),
         })
@@ -246,6 +249,19 @@ impl Node {
 
     /// Ingests a Zarr v2/v3 directory, pins it (user) and names it.
     pub async fn add(&self, path: PathBuf, name: Option<String>, progress: ProgressFn) -> Result<AddReport> {
+        self.add_with(path, name, false, progress).await
+    }
+
+    /// [`Node::add`]; re-adding under a name reads only the files whose
+    /// size, mtime, inode or device changed since that name's last add
+    /// (the others keep their recorded blocks), unless `rehash`.
+    pub async fn add_with(
+        &self,
+        path: PathBuf,
+        name: Option<String>,
+        rehash: bool,
+        progress: ProgressFn,
+    ) -> Result<AddReport> {
         let start = Instant::now();
         let block_size = self.inner.block_size;
         let report = self
@@ -253,8 +269,17 @@ impl Node {
                 if let Some(name) = &name {
                     shoal_store::validate_name(name)?;
                 }
+                let record = name.as_deref().map(|nm| n.ingest_record(nm));
+                let prior = match (&record, rehash) {
+                    (Some(r), false) => read_record(r),
+                    _ => None,
+                };
                 let store = &n.parts.store;
-                let opts = IngestOptions { block_size, threads: 0 };
+                let opts = IngestOptions {
+                    block_size,
+                    threads: 0,
+                    prior: prior.map(Arc::new),
+                };
                 let session = store.session();
                 let r = shoal_zarr::ingest(store, &path, &opts, &session, &|p| {
                     progress(Progress {
@@ -268,7 +293,13 @@ impl Node {
                 if let Some(name) = &name {
                     store.set_name(name, &r.root)?;
                 }
-                tracing::info!(root = %r.root, keys = r.keys, bytes = r.bytes, "added {}", path.display());
+                if let Some(rec) = &record {
+                    // Best effort: without it the next add reads everything.
+                    if let Err(e) = write_record(rec, &r.record) {
+                        tracing::warn!(error = %e, path = %rec.display(), "cannot keep the add's file record");
+                    }
+                }
+                tracing::info!(root = %r.root, keys = r.keys, bytes = r.bytes, reused = r.reused_files, "added {}", path.display());
                 Ok(AddReport {
                     root: r.root,
                     name,
@@ -278,6 +309,8 @@ impl Node {
                     new_blocks: r.stats.new_blocks,
                     new_bytes: r.stats.new_bytes,
                     dup_blocks: r.stats.dup_blocks,
+                    reused_files: r.reused_files,
+                    reused_bytes: r.reused_bytes,
                     elapsed: Duration::ZERO,
                 })
             })
@@ -716,4 +749,34 @@ impl Node {
     pub fn is_mounted(dir: &Path) -> bool {
         crate::mounts::is_mounted(dir)
     }
+}
+
+impl Inner {
+    /// The file holding the last add's record for `name`.
+    fn ingest_record(&self, name: &str) -> PathBuf {
+        self.ingest_dir.join(blake3::hash(name.as_bytes()).to_hex().as_str())
+    }
+}
+
+/// The record an earlier add left (`None` if absent or unreadable: the add
+/// then reads every file).
+fn read_record(path: &Path) -> Option<shoal_zarr::Prior> {
+    let data = std::fs::read(path).ok()?;
+    match serde_ipld_dagcbor::from_slice(&data) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "ignoring an unreadable add record");
+            None
+        }
+    }
+}
+
+/// Writes an add's record atomically (temporary file, then rename).
+fn write_record(path: &Path, record: &shoal_zarr::Prior) -> std::io::Result<()> {
+    let dir = path.parent().expect("a directory");
+    std::fs::create_dir_all(dir)?;
+    let data = serde_ipld_dagcbor::to_vec(record).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
 }

@@ -68,6 +68,10 @@ pub struct AddReport {
     pub new_blocks: u64,
     pub new_bytes: u64,
     pub dup_blocks: u64,
+    /// Files (and bytes) unchanged since the name's previous add: their
+    /// blocks were reused without reading them.
+    pub reused_files: u64,
+    pub reused_bytes: u64,
     pub elapsed: Duration,
 }
 

@@ -518,3 +518,34 @@ async fn a_mirror_of_a_dataset_larger_than_its_manifest_says_is_stopped_and_roll
         n.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_adding_a_name_reads_only_changed_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = dataset(tmp.path());
+    let node = start(&tmp.path().join("a")).await;
+    let add = |node: &Node, rehash: bool| {
+        let (node, src) = (node.clone(), src.clone());
+        async move {
+            node.add_with(src, Some("grid".into()), rehash, shoal_node::no_progress())
+                .await
+                .unwrap()
+        }
+    };
+    let first = add(&node, false).await;
+    assert_eq!(first.reused_files, 0);
+    let again = add(&node, false).await;
+    assert_eq!((again.root, again.reused_files, again.new_blocks), (first.root, 4, 0));
+    assert_eq!(add(&node, true).await.reused_files, 0, "--rehash reads everything");
+    // One chunk rewritten (same size, later mtime) is the only file read.
+    std::thread::sleep(Duration::from_millis(20));
+    let chunk = src.join("t/c/1/1");
+    let mut data = std::fs::read(&chunk).unwrap();
+    data[0] ^= 1;
+    std::fs::write(&chunk, &data).unwrap();
+    let changed = add(&node, false).await;
+    assert_eq!(changed.reused_files, 3);
+    assert_ne!(changed.root, first.root);
+    assert_eq!(node.read(changed.root, "t/c/1/1", None).await.unwrap(), data);
+    node.shutdown().await.unwrap();
+}

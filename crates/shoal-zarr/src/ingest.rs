@@ -10,8 +10,15 @@
 //!    [`BATCH_BYTES`] (one fsync + one index commit per batch), protected by
 //!    a store session until the caller pins the root.
 //! 4. Build the manifest and store its blocks.
+//!
+//! Incremental: with a [`Prior`] (what an earlier add of the same name
+//! recorded), a file whose size, modification time, inode and device are
+//! unchanged keeps its block CIDs without being read, as long as those
+//! blocks are still in the store. A file rewritten in place with the same
+//! size and the same mtime is the documented limit (as for rsync and git):
+//! `--rehash` reads everything, and fsck verifies every stored block.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -40,6 +47,8 @@ pub struct IngestOptions {
     pub block_size: u32,
     /// Hashing threads; 0 = available parallelism.
     pub threads: usize,
+    /// What an earlier add recorded: unchanged files are not read again.
+    pub prior: Option<std::sync::Arc<Prior>>,
 }
 
 impl Default for IngestOptions {
@@ -47,8 +56,39 @@ impl Default for IngestOptions {
         Self {
             block_size: shoal_core::DEFAULT_BLOCK_SIZE,
             threads: 0,
+            prior: None,
         }
     }
+}
+
+/// What identifies a file's content without reading it (as rsync's quick
+/// check does, plus the inode and device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+}
+
+/// An add's record of every chunk file: its stamp and block CIDs, with the
+/// block size they were cut at. Kept by the caller between adds.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Prior {
+    pub block_size: u32,
+    pub files: HashMap<String, (Stamp, Vec<Cid>)>,
 }
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -66,12 +106,19 @@ pub struct IngestReport {
     pub keys: u64,
     pub bytes: u64,
     pub stats: PutStats,
+    /// Files (and their bytes) whose blocks came from the prior record
+    /// without being read.
+    pub reused_files: u64,
+    pub reused_bytes: u64,
+    /// This add's record, for the next one.
+    pub record: Prior,
 }
 
 struct ScannedFile {
     key: String,
     path: PathBuf,
     size: u64,
+    stamp: Stamp,
     /// Metadata documents are read during the scan and kept inline.
     inline: Option<Bytes>,
 }
@@ -94,7 +141,28 @@ pub fn ingest(
     };
     progress(&prog);
 
-    let big: Vec<usize> = (0..files.len()).filter(|i| files[*i].inline.is_none()).collect();
+    // Unchanged files keep their recorded blocks, if the store still has
+    // every one of them (a GC may have taken them since).
+    let prior = opts.prior.as_deref().filter(|p| p.block_size == block_size);
+    let reused: Vec<Option<Vec<Cid>>> = files
+        .iter()
+        .map(|f| {
+            let (stamp, cids) = prior?.files.get(&f.key)?;
+            let same = f.inline.is_none()
+                && *stamp == f.stamp
+                && cids.len() as u64 == chunk::block_count(f.size, block_size)
+                && cids.iter().all(|c| store.has(c).unwrap_or(false));
+            same.then(|| cids.clone())
+        })
+        .collect();
+    let (reused_files, reused_bytes) = files
+        .iter()
+        .zip(&reused)
+        .filter(|(_, r)| r.is_some())
+        .fold((0, 0), |(n, b), (f, _)| (n + 1, b + f.size));
+    let big: Vec<usize> = (0..files.len())
+        .filter(|i| files[*i].inline.is_none() && reused[*i].is_none())
+        .collect();
     let mut cids: Vec<Vec<Cid>> = files
         .iter()
         .map(|f| {
@@ -113,6 +181,12 @@ pub fn ingest(
     } else {
         opts.threads
     };
+    for (c, r) in cids.iter_mut().zip(&reused) {
+        if let Some(r) = r {
+            c.clone_from(r);
+        }
+    }
+    prog.bytes_done = reused_bytes;
     let mut stats = PutStats::default();
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::sync_channel::<Result<(usize, usize, Block)>>(IN_FLIGHT_BLOCKS);
@@ -163,10 +237,17 @@ pub fn ingest(
 
     let mut builder = ManifestBuilder::new(zarr_format, block_size);
     let (keys, bytes) = (files.len() as u64, prog.bytes_total);
+    let mut record = Prior {
+        block_size,
+        files: HashMap::new(),
+    };
     for (f, c) in files.into_iter().zip(cids) {
         let content = match f.inline {
             Some(d) => Content::Inline(d),
-            None => Content::Blocks(c),
+            None => {
+                record.files.insert(f.key.clone(), (f.stamp, c.clone()));
+                Content::Blocks(c)
+            }
         };
         builder.push(Entry {
             key: f.key,
@@ -184,6 +265,9 @@ pub fn ingest(
         keys,
         bytes,
         stats,
+        reused_files,
+        reused_bytes,
+        record,
     })
 }
 
@@ -311,6 +395,7 @@ fn walk(
                 key,
                 path: real,
                 size,
+                stamp: Stamp::of(&meta),
                 inline,
             });
         } else {

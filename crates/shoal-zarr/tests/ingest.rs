@@ -30,6 +30,7 @@ fn opts() -> IngestOptions {
     IngestOptions {
         block_size: 1024,
         threads: 2,
+        prior: None,
     }
 }
 
@@ -223,4 +224,52 @@ fn export_never_writes_through_a_planted_symlink() {
         std::fs::read(out.join("t/1")).unwrap(),
         std::fs::read(src.path().join("t/1")).unwrap()
     );
+}
+
+#[test]
+fn re_adding_reads_only_changed_files_and_builds_the_same_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    v2_tree(&src, 1);
+    let store = Store::open(tmp.path().join("store"), Default::default()).unwrap();
+    let first = add(&store, &src).unwrap();
+    assert_eq!(first.reused_files, 0);
+    let chunks = first.record.files.len() as u64;
+    assert!(chunks > 1, "the record holds every chunk file");
+    let with = |prior: &shoal_zarr::Prior| IngestOptions {
+        prior: Some(std::sync::Arc::new(prior.clone())),
+        ..opts()
+    };
+    let again = |prior: &shoal_zarr::Prior| {
+        let session = store.session();
+        ingest(&store, &src, &with(prior), &session, &|_| {}).unwrap()
+    };
+    // Nothing changed: nothing read, the same root.
+    let r = again(&first.record);
+    assert_eq!((r.root, r.reused_files, r.stats.new_blocks), (first.root, chunks, 0));
+    // One chunk rewritten (new size): only it is read; the root is what a
+    // full read of the new tree gives.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&src, "t/1", &vec![7u8; 2000]);
+    let r = again(&first.record);
+    assert_eq!(r.reused_files, chunks - 1);
+    let full = add(
+        &Store::open(tmp.path().join("store2"), Default::default()).unwrap(),
+        &src,
+    )
+    .unwrap();
+    assert_eq!(r.root, full.root);
+    // Blocks the store no longer has are never assumed: a record from
+    // another store reads everything.
+    let other = Store::open(tmp.path().join("store3"), Default::default()).unwrap();
+    let session = other.session();
+    let r = ingest(&other, &src, &with(&full.record), &session, &|_| {}).unwrap();
+    assert_eq!((r.reused_files, r.root), (0, full.root));
+    // A record cut at another block size is not used.
+    let session = store.session();
+    let o = IngestOptions {
+        block_size: 512,
+        ..with(&r.record)
+    };
+    assert_eq!(ingest(&store, &src, &o, &session, &|_| {}).unwrap().reused_files, 0);
 }
