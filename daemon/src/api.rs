@@ -16,6 +16,48 @@ pub struct AddRequest {
     /// Read every file, even those unchanged since the name's last add.
     #[serde(default)]
     pub rehash: bool,
+    /// Versions of the name to keep.
+    #[serde(default)]
+    pub keep: Option<u32>,
+}
+
+/// One version of a name (`shoal log`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: u64,
+    pub root: String,
+    pub parent: Option<String>,
+    /// Unix seconds (0: recorded before versions were kept).
+    pub time: u64,
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    pub new_bytes: u64,
+}
+
+impl From<shoal_node::Version> for VersionInfo {
+    fn from(v: shoal_node::Version) -> Self {
+        VersionInfo {
+            version: v.number,
+            root: v.root.to_string(),
+            parent: v.parent.map(|p| p.to_string()),
+            time: v.time,
+            added: v.added,
+            changed: v.changed,
+            removed: v.removed,
+            new_bytes: v.new_bytes,
+        }
+    }
+}
+
+/// `shoal diff A B`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DiffResult {
+    pub from: String,
+    pub to: String,
+    pub added: Vec<(String, u64)>,
+    pub changed: Vec<(String, u64, u64)>,
+    pub removed: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,6 +73,8 @@ pub struct AddResult {
     /// Files (and bytes) unchanged since the name's last add, not read.
     pub reused_files: u64,
     pub reused_bytes: u64,
+    /// With a name: the version number this add is.
+    pub version: Option<u64>,
     pub seconds: f64,
 }
 
@@ -450,6 +494,7 @@ impl From<shoal_node::AddReport> for AddResult {
             dup_blocks: r.dup_blocks,
             reused_files: r.reused_files,
             reused_bytes: r.reused_bytes,
+            version: r.version.map(|v| v.number),
             seconds: r.elapsed.as_secs_f64(),
         }
     }

@@ -73,7 +73,16 @@ enum Cmd {
         /// with the same size and mtime is otherwise taken as unchanged).
         #[arg(long)]
         rehash: bool,
+        /// Versions of the name to keep (older ones are unpinned, so GC
+        /// can reclaim what no kept version uses). Default 10.
+        #[arg(long)]
+        keep: Option<u32>,
     },
+    /// A name's versions, newest first (NAME@N addresses version N).
+    Log { name: String },
+    /// Keys added, changed and removed from dataset A to dataset B (CIDs,
+    /// names or NAME@N).
+    Diff { a: String, b: String },
     /// List the keys of a dataset (TARGET = CID, NAME, or CID/path).
     Ls { target: String },
     /// Write the raw bytes of one key to stdout (TARGET/KEY).
@@ -245,12 +254,73 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Cmd::Add { path, name, rehash } => {
+        Cmd::Log { name } => {
+            let r: Vec<VersionInfo> = client
+                .get(&format!("/v1/log?name={}", output::urlencode(&name)))
+                .await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                for v in &r {
+                    let when = if v.time == 0 {
+                        "time unknown".to_string()
+                    } else {
+                        output::utc(v.time)
+                    };
+                    out!(
+                        "{name}@{}  {}  {when}  +{} ~{} -{} keys, {} new",
+                        v.version,
+                        v.root,
+                        v.added,
+                        v.changed,
+                        v.removed,
+                        human_bytes(v.new_bytes)
+                    );
+                }
+            }
+        }
+        Cmd::Diff { a, b } => {
+            let r: DiffResult = client
+                .get(&format!(
+                    "/v1/diff?a={}&b={}",
+                    output::urlencode(&a),
+                    output::urlencode(&b)
+                ))
+                .await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                for (k, s) in &r.added {
+                    out!("+ {k}  {}", human_bytes(*s));
+                }
+                for (k, o, n) in &r.changed {
+                    out!("~ {k}  {} -> {}", human_bytes(*o), human_bytes(*n));
+                }
+                for (k, s) in &r.removed {
+                    out!("- {k}  {}", human_bytes(*s));
+                }
+                out!(
+                    "{} added, {} changed, {} removed ({} -> {})",
+                    r.added.len(),
+                    r.changed.len(),
+                    r.removed.len(),
+                    r.from,
+                    r.to
+                );
+            }
+        }
+        Cmd::Add {
+            path,
+            name,
+            rehash,
+            keep,
+        } => {
             let abs = std::fs::canonicalize(&path).with_context(|| format!("cannot open {}", path.display()))?;
             let req = AddRequest {
                 path: abs.display().to_string(),
                 name,
                 rehash,
+                keep,
             };
             let mut bar = Bar::new(json, "adding");
             let r: AddResult = client.stream("/v1/add", &req, &mut |p| bar.update(p)).await?;
@@ -269,6 +339,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     r.dup_blocks,
                     r.seconds
                 );
+                if let (Some(v), Some(n)) = (r.version, &r.name) {
+                    out!("version: {n}@{v} (see `shoal log {n}`)");
+                }
                 if r.reused_files > 0 {
                     out!(
                         "unchanged since the last add of this name: {} files ({}), not read",

@@ -154,7 +154,15 @@ async fn add(State(d): St, Json(req): Json<AddRequest>) -> Response {
     streamed(move |progress| async move {
         let r = d
             .node
-            .add_with(PathBuf::from(req.path), req.name, req.rehash, progress)
+            .add_with(
+                PathBuf::from(req.path),
+                req.name,
+                shoal_node::AddOptions {
+                    rehash: req.rehash,
+                    keep: req.keep,
+                },
+                progress,
+            )
             .await?;
         Ok(AddResult::from(r))
     })
@@ -163,6 +171,33 @@ async fn add(State(d): St, Json(req): Json<AddRequest>) -> Response {
 #[derive(Deserialize)]
 struct TargetQuery {
     target: String,
+}
+
+#[derive(Deserialize)]
+struct NameQuery {
+    name: String,
+}
+
+async fn log(State(d): St, Query(q): Query<NameQuery>) -> ApiResult<Json<Vec<VersionInfo>>> {
+    Ok(Json(d.node.log(&q.name).await?.into_iter().map(Into::into).collect()))
+}
+
+#[derive(Deserialize)]
+struct DiffQuery {
+    a: String,
+    b: String,
+}
+
+async fn diff(State(d): St, Query(q): Query<DiffQuery>) -> ApiResult<Json<DiffResult>> {
+    let (a, b) = (d.node.resolve(&q.a).await?, d.node.resolve(&q.b).await?);
+    let r = d.node.diff(&a, &b).await?;
+    Ok(Json(DiffResult {
+        from: a.root.to_string(),
+        to: b.root.to_string(),
+        added: r.added,
+        changed: r.changed,
+        removed: r.removed,
+    }))
 }
 
 async fn ls(State(d): St, Query(q): Query<TargetQuery>) -> ApiResult<Json<LsResult>> {
@@ -270,6 +305,8 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/providers", get(providers))
         .route("/v1/add", post(add))
         .route("/v1/ls", get(ls))
+        .route("/v1/log", get(log))
+        .route("/v1/diff", get(diff))
         .route("/v1/cat", get(cat))
         .route("/v1/get", post(get_dataset))
         .route("/v1/pin", post(pin))

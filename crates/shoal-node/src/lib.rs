@@ -31,6 +31,7 @@ pub mod popularity;
 mod query;
 mod serve;
 pub mod types;
+pub mod versions;
 
 pub use config::{Budget, MirrorSettings, MountSettings, NodeConfig, QuerySettings, TestSwitches, AUTO_BUDGET_MAX};
 pub use error::{Error, Result};
@@ -40,3 +41,4 @@ pub use mirror::{MirrorsView, Reason, Why};
 pub use node::Node;
 pub use shoal_net::SwarmSettings;
 pub use types::*;
+pub use versions::{Diff, Version};

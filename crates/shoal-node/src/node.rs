@@ -2,6 +2,7 @@
 //! operation. Store work runs on tokio's blocking pool; network waits are
 //! bounded by the configured deadlines.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,8 @@ struct Inner {
     metrics: Arc<crate::metrics::NodeMetrics>,
     /// Where each name's last add records its files (for incremental adds).
     ingest_dir: PathBuf,
+    /// Each name's version history.
+    versions_dir: PathBuf,
     /// The network event loop and the mirror policy: stopped on shutdown.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -151,6 +154,7 @@ impl Node {
                 mount: cfg.mount,
                 metrics: Arc::default(),
                 ingest_dir: cfg.store_dir.join("ingest"),
+                versions_dir: cfg.store_dir.join("versions"),
                 tasks: Mutex::new(tasks),
             }),
         })
@@ -234,6 +238,23 @@ impl Node {
         if let Ok(root) = cid::parse(&head) {
             return Ok(Target { root, name: None, path });
         }
+        if let Some((name, number)) = crate::versions::split_at(&head) {
+            let name = name.to_string();
+            return self
+                .blocking(move |n| {
+                    let root = n
+                        .history(&name)?
+                        .versions
+                        .into_iter()
+                        .find(|v| v.number == number)
+                        .map(|v| v.root)
+                        .ok_or_else(|| {
+                            Error::NotFound(format!("{name} has no version {number} (see `shoal log {name}`)"))
+                        })?;
+                    Ok(Target { root, name: None, path })
+                })
+                .await;
+        }
         self.blocking(move |n| match n.parts.store.resolve_name(&head)? {
             Some(root) => Ok(Target {
                 root,
@@ -249,19 +270,27 @@ impl Node {
 
     /// Ingests a Zarr v2/v3 directory, pins it (user) and names it.
     pub async fn add(&self, path: PathBuf, name: Option<String>, progress: ProgressFn) -> Result<AddReport> {
-        self.add_with(path, name, false, progress).await
+        self.add_with(path, name, AddOptions::default(), progress).await
     }
 
-    /// [`Node::add`]; re-adding under a name reads only the files whose
-    /// size, mtime, inode or device changed since that name's last add
-    /// (the others keep their recorded blocks), unless `rehash`.
+    /// [`Node::add`]. Re-adding under a name records a new version (its
+    /// parent, time, keys added/changed/removed; older versions beyond the
+    /// name's `keep` are unpinned) and reads only the files whose size,
+    /// mtime, inode or device changed since that name's last add (the
+    /// others keep their recorded blocks), unless `rehash`.
     pub async fn add_with(
         &self,
         path: PathBuf,
         name: Option<String>,
-        rehash: bool,
+        opts: AddOptions,
         progress: ProgressFn,
     ) -> Result<AddReport> {
+        let AddOptions { rehash, keep } = opts;
+        if keep == Some(0) {
+            return Err(Error::BadRequest(
+                "--keep must be at least 1 (the current version)".into(),
+            ));
+        }
         let start = Instant::now();
         let block_size = self.inner.block_size;
         let report = self
@@ -290,8 +319,11 @@ impl Node {
                     })
                 })?;
                 store.pin(&r.root, PinKind::User)?;
+                let mut version = None;
                 if let Some(name) = &name {
+                    let previous = store.resolve_name(name)?;
                     store.set_name(name, &r.root)?;
+                    version = n.record_version(name, previous, r.root, r.stats.new_bytes, keep)?;
                 }
                 if let Some(rec) = &record {
                     // Best effort: without it the next add reads everything.
@@ -311,6 +343,7 @@ impl Node {
                     dup_blocks: r.stats.dup_blocks,
                     reused_files: r.reused_files,
                     reused_bytes: r.reused_bytes,
+                    version,
                     elapsed: Duration::ZERO,
                 })
             })
@@ -320,6 +353,32 @@ impl Node {
             elapsed: start.elapsed(),
             ..report
         })
+    }
+
+    /// A name's versions, newest first.
+    pub async fn log(&self, name: &str) -> Result<Vec<crate::versions::Version>> {
+        let name = name.to_string();
+        self.blocking(move |n| {
+            let mut v = n.history(&name)?.versions;
+            v.reverse();
+            Ok(v)
+        })
+        .await
+    }
+
+    /// The keys added, changed and removed from dataset `a` to dataset `b`
+    /// (fetching their manifests from peers if needed).
+    pub async fn diff(&self, a: &Target, b: &Target) -> Result<crate::versions::Diff> {
+        let (a, b) = (a.dataset("diff")?, b.dataset("diff")?);
+        self.blocking(move |n| {
+            let (ma, mb) = (n.parts.manifest(&a)?, n.parts.manifest(&b)?);
+            let (ra, rb) = (n.parts.reader(a), n.parts.reader(b));
+            let (mut fa, mut fb) = (ra.fetch(), rb.fetch());
+            // Pages of either manifest, from whichever dataset they are in.
+            let mut fetch = |c: &Cid| fa(c).or_else(|_| fb(c));
+            Ok(crate::versions::diff(&ma, &mb, &mut fetch)?)
+        })
+        .await
     }
 
     /// Provides `root` on the DHT; a failure is logged, not fatal (the
@@ -590,6 +649,18 @@ impl Node {
             let mut changed = user_pinned;
             if let Some(name) = &name {
                 changed |= store.remove_name(name)?.is_some();
+                // The name's older versions go with it (unless another name
+                // holds one).
+                let history = n.history(name).unwrap_or_default();
+                let named: HashSet<Cid> = store.names()?.into_iter().map(|x| x.1).collect();
+                for v in history
+                    .versions
+                    .iter()
+                    .filter(|v| v.root != root && !named.contains(&v.root))
+                {
+                    store.unpin(&v.root, PinKind::User)?;
+                }
+                crate::versions::remove(&n.versions_dir, name);
             }
             // A target carried for a mirror is not this user's to cancel.
             let target_cancelled = user_pinned && store.replica_targets()?.iter().any(|t| t.0 == root && t.1 > 0);
@@ -752,6 +823,88 @@ impl Node {
 }
 
 impl Inner {
+    /// A name's history; a name added before histories were kept shows its
+    /// current root as version 1 (time unknown: 0).
+    fn history(&self, name: &str) -> Result<crate::versions::History> {
+        let mut h = crate::versions::load(&self.versions_dir, name)?;
+        if h.versions.is_empty() {
+            match self.parts.store.resolve_name(name)? {
+                Some(root) => h.versions.push(crate::versions::Version::untracked(root)),
+                None => {
+                    return Err(Error::NotFound(format!(
+                        "no dataset named {name:?} here (see `shoal pins`)"
+                    )))
+                }
+            }
+        }
+        if h.keep == 0 {
+            h.keep = crate::versions::DEFAULT_KEEP;
+        }
+        Ok(h)
+    }
+
+    /// Records `root` as the newest version of `name` (whose root was
+    /// `previous`), then unpins versions beyond the name's retention.
+    fn record_version(
+        &self,
+        name: &str,
+        previous: Option<Cid>,
+        root: Cid,
+        new_bytes: u64,
+        keep: Option<u32>,
+    ) -> Result<Option<crate::versions::Version>> {
+        let store = &self.parts.store;
+        let mut h = crate::versions::load(&self.versions_dir, name)?;
+        if h.versions.is_empty() {
+            if let Some(p) = previous.filter(|p| *p != root) {
+                h.versions.push(crate::versions::Version::untracked(p));
+            }
+        }
+        h.keep = keep.unwrap_or(if h.keep == 0 {
+            crate::versions::DEFAULT_KEEP
+        } else {
+            h.keep
+        });
+        let last = h.versions.last().cloned();
+        if last.as_ref().is_some_and(|v| v.root == root) {
+            crate::versions::save(&self.versions_dir, name, &h)?;
+            return Ok(last);
+        }
+        let parent = last.as_ref().map(|v| v.root);
+        let (added, changed, removed) = match parent {
+            Some(p) => {
+                let reader = self.parts.reader(root);
+                let (a, b) = (self.parts.manifest(&p)?, self.parts.manifest(&root)?);
+                let d = crate::versions::diff(&a, &b, &mut reader.fetch())?;
+                (d.added.len() as u64, d.changed.len() as u64, d.removed.len() as u64)
+            }
+            None => (self.parts.manifest(&root)?.key_count, 0, 0),
+        };
+        let v = crate::versions::Version {
+            number: last.map_or(1, |v| v.number + 1),
+            root,
+            parent,
+            time: unix_now(),
+            added,
+            changed,
+            removed,
+            new_bytes,
+        };
+        h.versions.push(v.clone());
+        // Retention: the oldest versions beyond `keep` are unpinned (a
+        // root another kept version or another name holds stays).
+        let excess = h.versions.len().saturating_sub(h.keep as usize);
+        let dropped: Vec<crate::versions::Version> = h.versions.drain(..excess).collect();
+        let named: HashSet<Cid> = store.names()?.into_iter().map(|x| x.1).collect();
+        for d in dropped {
+            if !named.contains(&d.root) && !h.versions.iter().any(|k| k.root == d.root) {
+                store.unpin(&d.root, PinKind::User)?;
+            }
+        }
+        crate::versions::save(&self.versions_dir, name, &h)?;
+        Ok(Some(v))
+    }
+
     /// The file holding the last add's record for `name`.
     fn ingest_record(&self, name: &str) -> PathBuf {
         self.ingest_dir.join(blake3::hash(name.as_bytes()).to_hex().as_str())

@@ -72,7 +72,20 @@ pub struct AddReport {
     /// blocks were reused without reading them.
     pub reused_files: u64,
     pub reused_bytes: u64,
+    /// With a name: the version this add recorded (or the current one,
+    /// when nothing changed).
+    pub version: Option<crate::versions::Version>,
     pub elapsed: Duration,
+}
+
+/// How an add runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AddOptions {
+    /// Read every file, even those unchanged since the name's last add.
+    pub rehash: bool,
+    /// Versions of the name to keep (None: the name's setting, default
+    /// [`crate::versions::DEFAULT_KEEP`]).
+    pub keep: Option<u32>,
 }
 
 /// One name in a directory of a dataset's key tree.

@@ -527,7 +527,8 @@ async fn re_adding_a_name_reads_only_changed_files() {
     let add = |node: &Node, rehash: bool| {
         let (node, src) = (node.clone(), src.clone());
         async move {
-            node.add_with(src, Some("grid".into()), rehash, shoal_node::no_progress())
+            let opts = shoal_node::AddOptions { rehash, keep: None };
+            node.add_with(src, Some("grid".into()), opts, shoal_node::no_progress())
                 .await
                 .unwrap()
         }
