@@ -273,3 +273,44 @@ fn re_adding_reads_only_changed_files_and_builds_the_same_manifest() {
     };
     assert_eq!(ingest(&store, &src, &o, &session, &|_| {}).unwrap().reused_files, 0);
 }
+
+/// Bytes this process has read through read(2)-like calls (page cache
+/// hits included), from /proc/self/io.
+fn rchar() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap();
+    let line = io.lines().find(|l| l.starts_with("rchar:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_unchanged_tree_re_added_reads_no_chunk_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src, ".zgroup", br#"{"zarr_format": 2}"#);
+    write(&src, "x/.zarray", br#"{"zarr_format": 2, "shape": [1048576], "chunks": [131072], "dtype": "<f8", "compressor": null, "fill_value": 0.0, "filters": null, "order": "C"}"#);
+    for i in 0..8u8 {
+        let data: Vec<u8> = (0..1u32 << 20).map(|j| i ^ (j % 253) as u8).collect();
+        write(&src, &format!("x/{i}"), &data);
+    }
+    let store = Store::open(tmp.path().join("store"), Default::default()).unwrap();
+    let session = store.session();
+    let o = IngestOptions {
+        block_size: 1 << 20,
+        ..opts()
+    };
+    let first = ingest(&store, &src, &o, &session, &|_| {}).unwrap();
+    let before = rchar();
+    let again = IngestOptions {
+        prior: Some(std::sync::Arc::new(first.record.clone())),
+        ..o.clone()
+    };
+    let r = ingest(&store, &src, &again, &session, &|_| {}).unwrap();
+    let read = rchar() - before;
+    assert_eq!((r.root, r.reused_files), (first.root, 8));
+    // 8 MiB of chunks: none of it read (metadata and the index are).
+    assert!(read < 1 << 20, "{read} bytes read to re-add an unchanged 8 MiB tree");
+    // --rehash (no prior) reads every chunk.
+    let before = rchar();
+    ingest(&store, &src, &o, &session, &|_| {}).unwrap();
+    assert!(rchar() - before >= 8 << 20);
+}
