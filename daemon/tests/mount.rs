@@ -160,3 +160,37 @@ fn stopping_the_daemon_unmounts_and_a_killed_one_is_cleaned_up_on_restart() {
     d.cli_ok(&["unmount", mnt.to_str().unwrap()]);
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn a_name_is_a_symlink_to_its_current_version() {
+    require_fuse();
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    d.cli_ok(&["mount", mnt.to_str().unwrap()]);
+    let mnt = MountGuard(std::fs::canonicalize(&mnt).unwrap());
+    let src = dir.path().join("ds");
+    copy_tree(&datasets().join("xr_v2"), &src);
+    let v1 = d.add(&src, Some("sst"));
+    let link = mnt.0.join("sst");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(&v1));
+    // xarray opens the path through the name.
+    let out = py_within("check_equal.py", &[&src, &link], 120);
+    assert!(out.starts_with("ok"), "{out}");
+    // A new version: the same path now leads to it; the old CID directory
+    // is unchanged.
+    std::fs::write(src.join("notes.txt"), b"version 2").unwrap();
+    let v2 = d.add(&src, Some("sst"));
+    assert_ne!(v1, v2);
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(&v2));
+    assert_eq!(std::fs::read(link.join("notes.txt")).unwrap(), b"version 2");
+    assert!(!mnt.0.join(&v1).join("notes.txt").exists());
+    // The root lists the name as a symlink.
+    let listed = std::fs::read_dir(&mnt.0)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_name() == "sst")
+        .expect("the name is listed");
+    assert!(listed.file_type().unwrap().is_symlink());
+}

@@ -113,6 +113,8 @@ pub struct Attr {
     pub ino: u64,
     pub size: u64,
     pub is_dir: bool,
+    /// A dataset name at the mount root: a symlink to its current CID.
+    pub is_link: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +122,7 @@ pub struct DirEntry {
     pub ino: u64,
     pub name: String,
     pub is_dir: bool,
+    pub is_link: bool,
 }
 
 struct Dataset {
@@ -131,6 +134,9 @@ struct Dataset {
 enum Kind {
     Dir(BTreeMap<String, u64>),
     File(usize),
+    /// A dataset name: a symlink whose target (the name's current root
+    /// CID) is read when the kernel follows it.
+    Link(String),
 }
 
 struct Inode {
@@ -142,8 +148,10 @@ struct Inode {
 struct Tables {
     nodes: HashMap<u64, Inode>,
     next: u64,
-    /// Mount-root names -> dataset directory inode (loaded datasets).
+    /// Mount-root CIDs -> dataset directory inode (loaded datasets).
     top: BTreeMap<String, u64>,
+    /// Mount-root dataset names -> their symlink inode.
+    links: BTreeMap<String, u64>,
     /// Table memory of the loaded datasets (see [`MountOptions::table_bytes`]).
     used: usize,
 }
@@ -166,11 +174,21 @@ impl Tables {
                 ino,
                 size: 0,
                 is_dir: true,
+                is_link: false,
             },
             Kind::File(i) => Attr {
                 ino,
                 size: n.ds.as_ref().map(|d| d.entries[*i].size).unwrap_or(0),
                 is_dir: false,
+                is_link: false,
+            },
+            // A CID's text is 59 bytes for every root shoal makes; the
+            // kernel reads the target itself with readlink.
+            Kind::Link(_) => Attr {
+                ino,
+                size: 59,
+                is_dir: false,
+                is_link: true,
             },
         })
     }
@@ -245,6 +263,7 @@ impl<B: Blocks> MountFs<B> {
                 nodes,
                 next: ROOT_INO + 1,
                 top: BTreeMap::new(),
+                links: BTreeMap::new(),
                 used: 0,
             }),
             prefetch: Arc::new(Semaphore::new(opts.max_inflight_blocks.max(1))),
@@ -291,7 +310,7 @@ impl<B: Blocks> MountFs<B> {
                 Some(ino) => t.attr(*ino),
                 None => Err(FsError::enoent(name)),
             },
-            Kind::File(_) => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            Kind::File(_) | Kind::Link(_) => Err(FsError::new(libc::ENOTDIR, "not a directory")),
         })
     }
 
@@ -301,12 +320,28 @@ impl<B: Blocks> MountFs<B> {
         if let Some(r) = self.lookup_cached(parent, name) {
             return r;
         }
-        let root = match self.blocks.names().into_iter().find(|(n, _)| n == name) {
-            Some((_, c)) => c,
-            None => match cid::parse(name) {
-                Ok(c) if c.codec() == cid::DAG_CBOR => c,
-                _ => return Err(FsError::enoent(name)),
-            },
+        let root = match cid::parse(name) {
+            Ok(c) if c.codec() == cid::DAG_CBOR => c,
+            // A dataset name is a symlink to its current CID directory: a
+            // path through the name follows new versions, every CID
+            // directory stays immutable.
+            _ if self.blocks.names().iter().any(|(n, _)| n == name) => {
+                let mut t = self.tables.write().expect("tables lock");
+                let ino = match t.links.get(name) {
+                    Some(i) => *i,
+                    None => {
+                        let i = t.alloc(Inode {
+                            parent: ROOT_INO,
+                            kind: Kind::Link(name.to_string()),
+                            ds: None,
+                        });
+                        t.links.insert(name.to_string(), i);
+                        i
+                    }
+                };
+                return t.attr(ino);
+            }
+            _ => return Err(FsError::enoent(name)),
         };
         let _guard = self.loading.lock().await;
         if let Some(r) = self.lookup_cached(parent, name) {
@@ -331,7 +366,7 @@ impl<B: Blocks> MountFs<B> {
             for p in dirs {
                 let existing = match &t.nodes[&cur].kind {
                     Kind::Dir(c) => c.get(*p).copied(),
-                    Kind::File(_) => {
+                    Kind::File(_) | Kind::Link(_) => {
                         ok = false;
                         break;
                     }
@@ -452,16 +487,19 @@ impl<B: Blocks> MountFs<B> {
                         ino: *d,
                         name: name.clone(),
                         is_dir: true,
+                        is_link: false,
                     },
                 );
             }
-            // Named datasets not opened yet: listed; loaded on lookup. Their
-            // inode here is a placeholder the kernel replaces on lookup.
+            // Dataset names: symlinks to their CIDs. An inode not made yet
+            // is a placeholder the kernel replaces on lookup.
             for (name, _) in self.blocks.names() {
+                let ino = t.links.get(&name).copied().unwrap_or(u64::MAX);
                 out.entry(name.clone()).or_insert(DirEntry {
-                    ino: u64::MAX,
+                    ino,
                     name,
-                    is_dir: true,
+                    is_dir: false,
+                    is_link: true,
                 });
             }
             return Ok(out.into_values().collect());
@@ -496,11 +534,28 @@ impl<B: Blocks> MountFs<B> {
                         ino: *c,
                         name: name.clone(),
                         is_dir: a.is_dir,
+                        is_link: a.is_link,
                     },
                     a,
                 ))
             })
             .collect()
+    }
+
+    /// The target of a name's symlink: its current root CID (ENOENT once
+    /// the name is gone).
+    pub fn readlink(&self, ino: u64) -> FsResult<String> {
+        let name = match self.read_tables().nodes.get(&ino).map(|n| &n.kind) {
+            Some(Kind::Link(name)) => name.clone(),
+            Some(_) => return Err(FsError::new(libc::EINVAL, "not a symlink")),
+            None => return Err(FsError::enoent(format!("inode {ino}"))),
+        };
+        self.blocks
+            .names()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c.to_string())
+            .ok_or_else(|| FsError::enoent(format!("the name {name} no longer exists")))
     }
 
     pub fn parent(&self, ino: u64) -> u64 {

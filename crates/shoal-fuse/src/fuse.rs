@@ -53,6 +53,7 @@ impl<B: Blocks> Adapter<B> {
                     ino: *d,
                     name: name.to_string(),
                     is_dir: true,
+                    is_link: false,
                 },
                 a,
             ));
@@ -68,7 +69,8 @@ impl<B: Blocks> Adapter<B> {
                     let a = Attr {
                         ino: e.ino,
                         size: 0,
-                        is_dir: true,
+                        is_dir: e.is_dir,
+                        is_link: e.is_link,
                     };
                     (e, a)
                 })
@@ -92,12 +94,20 @@ impl<B: Blocks> Adapter<B> {
             mtime: t,
             ctime: t,
             crtime: t,
-            kind: if a.is_dir {
+            kind: if a.is_link {
+                FileType::Symlink
+            } else if a.is_dir {
                 FileType::Directory
             } else {
                 FileType::RegularFile
             },
-            perm: if a.is_dir { 0o555 } else { 0o444 },
+            perm: if a.is_link {
+                0o777
+            } else if a.is_dir {
+                0o555
+            } else {
+                0o444
+            },
             nlink: if a.is_dir { 2 } else { 1 },
             uid: 0,
             gid: 0,
@@ -220,7 +230,9 @@ impl<B: Blocks> Filesystem for Adapter<B> {
             Err(e) => return reply.error(errno(&e)),
         };
         for (off, e, _) in entries {
-            let kind = if e.is_dir {
+            let kind = if e.is_link {
+                FileType::Symlink
+            } else if e.is_dir {
                 FileType::Directory
             } else {
                 FileType::RegularFile
@@ -257,6 +269,7 @@ impl<B: Blocks> Filesystem for Adapter<B> {
                                 ino: 0,
                                 size: 0,
                                 is_dir: true,
+                                is_link: false,
                             }),
                         ),
                     };
@@ -279,6 +292,16 @@ impl<B: Blocks> Filesystem for Adapter<B> {
             }
         }
         reply.ok();
+    }
+
+    /// A dataset name's target: its current root CID, read on every path
+    /// walk through it (symlink targets are not cached), so the name
+    /// follows new versions.
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

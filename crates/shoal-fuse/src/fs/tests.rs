@@ -92,11 +92,17 @@ fn dataset(n: usize, size: usize, bs: u32, page_target: usize) -> (MemBlocks, Ci
     )
 }
 
+/// Walks `p` from the mount root as the kernel does, following a dataset
+/// name's symlink to its CID directory.
 async fn path(fs: &MountFs<MemBlocks>, p: &str) -> FsResult<Attr> {
     let mut cur = ROOT_INO;
     let mut attr = fs.getattr(ROOT_INO)?;
     for part in p.split('/') {
         attr = fs.lookup(cur, part).await?;
+        if attr.is_link {
+            let target = fs.readlink(attr.ino)?;
+            attr = fs.lookup(ROOT_INO, &target).await?;
+        }
         cur = attr.ino;
     }
     Ok(attr)
