@@ -374,6 +374,16 @@ pub struct QueryRequest {
     #[arg(long, value_parser = ["all"])]
     #[serde(default)]
     pub verify: Option<String>,
+    /// Keep the result as a dataset under this name (pinned; mountable,
+    /// readable over the gateway); the same query of the same dataset is
+    /// then answered from it without computing.
+    #[arg(long)]
+    #[serde(default)]
+    pub name: Option<String>,
+    /// With --name: compute again even if this query's result is kept.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_cache: bool,
     /// Return the result's coordinates and attributes (set when the result
     /// is written as a dataset).
     #[arg(skip)]
@@ -420,18 +430,17 @@ pub struct QueryResult {
     pub liars: Vec<String>,
     /// Peers' chunks also computed here to check their answers.
     pub chunks_checked: u64,
+    /// With --name: the result dataset's root CID, and whether it was
+    /// already kept (nothing computed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub cached: bool,
     /// Coordinates of the result's dimensions and the array's attributes,
     /// when asked for (a result written as a dataset).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub coords: Vec<ResultCoordWire>,
+    pub coords: Vec<shoal_query::dataset::ResultCoord>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub attrs: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ResultCoordWire {
-    pub dim: String,
-    pub values: Vec<f64>,
     pub attrs: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -593,15 +602,9 @@ impl From<shoal_node::QueryReport> for QueryResult {
             selection: r.selection,
             liars: r.liars.iter().map(|p| p.to_string()).collect(),
             chunks_checked: r.chunks_checked,
-            coords: r
-                .coords
-                .into_iter()
-                .map(|c| ResultCoordWire {
-                    dim: c.dim,
-                    values: c.values,
-                    attrs: c.attrs,
-                })
-                .collect(),
+            result: None,
+            cached: false,
+            coords: r.coords,
             attrs: r.attrs,
         }
     }

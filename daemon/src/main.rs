@@ -458,6 +458,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Query { mut req, out } => {
             let zarr = out.as_ref().is_some_and(|p| p.extension().is_some_and(|e| e == "zarr"));
+            if zarr && req.name.is_some() {
+                eprintln!(
+                    "error: --name keeps the result as a dataset; write it out with `shoal get NAME -o PATH.zarr`"
+                );
+                return Ok(ExitCode::from(2));
+            }
             req.coords = zarr;
             let r: QueryResult = client.post("/v1/query", &req).await?;
             if let Some(path) = &out {
@@ -573,15 +579,6 @@ fn absolute(p: &std::path::Path) -> Result<PathBuf> {
 
 /// Writes a query result as a Zarr dataset (see `shoal_query::dataset`).
 fn write_result_dataset(req: &QueryRequest, r: &QueryResult, values: &[f64], path: &std::path::Path) -> Result<()> {
-    let coords: Vec<shoal_query::dataset::ResultCoord> = r
-        .coords
-        .iter()
-        .map(|c| shoal_query::dataset::ResultCoord {
-            dim: c.dim.clone(),
-            values: c.values.clone(),
-            attrs: c.attrs.clone(),
-        })
-        .collect();
     let name = r.array.rsplit('/').next().unwrap_or(&r.array);
     let mut query = serde_json::to_value(req)?;
     if let Some(q) = query.as_object_mut() {
@@ -596,7 +593,7 @@ fn write_result_dataset(req: &QueryRequest, r: &QueryResult, values: &[f64], pat
         shape: &r.shape,
         values,
         attrs: &r.attrs,
-        coords: &coords,
+        coords: &r.coords,
         source: &r.root,
         query,
     }

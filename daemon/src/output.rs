@@ -379,6 +379,13 @@ pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>, selected: boo
         human_bytes(r.network_bytes),
         r.seconds
     );
+    if let Some(res) = &r.result {
+        if r.cached {
+            out!("result: kept earlier as {res} (nothing computed; --no-cache computes again)");
+        } else {
+            out!("result: kept as dataset {res}");
+        }
+    }
     for l in &r.liars {
         out!("warning: peer {l} answered partials that disagree with the same chunks computed here; its work was discarded and redone, and it is asked for no more compute");
     }

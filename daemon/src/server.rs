@@ -294,6 +294,13 @@ async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Qu
         ddof: req.ddof,
         raw: req.raw,
     };
+    if let Some(name) = &req.name {
+        let (report, result, cached) = d.node.query_into(&target, spec, name, req.no_cache).await?;
+        let mut r = QueryResult::from(report);
+        r.result = Some(result.to_string());
+        r.cached = cached;
+        return Ok(Json(r));
+    }
     Ok(Json(d.node.query(&target, spec).await?.into()))
 }
 

@@ -455,3 +455,74 @@ fn answers_that_leave_out_or_double_count_chunks_are_rejected_and_the_peer_struc
         assert!((1..=2).contains(&n), "the liar was asked {n} times (omit: {omit})");
     }
 }
+
+#[test]
+fn a_named_result_is_a_dataset_and_the_same_query_is_answered_from_it() {
+    let d = Daemon::start();
+    d.add(&datasets().join("xr_v3"), Some("x"));
+    let q = [
+        "query",
+        "x",
+        "sst",
+        "--op",
+        "mean",
+        "--dim",
+        "time",
+        "--sel",
+        "lat=-30:30",
+        "--name",
+        "clim",
+    ];
+    let first = d.json(&q);
+    let result = first["result"].as_str().unwrap().to_string();
+    assert_eq!(first["cached"], false);
+    assert!(first["chunks_local"].as_u64().unwrap() > 0);
+    // The same query (dimension order aside): the kept result, nothing computed.
+    let again = d.json(&q);
+    assert_eq!(
+        (again["result"].as_str(), again["cached"].as_bool()),
+        (Some(result.as_str()), Some(true))
+    );
+    assert_eq!(again["chunks_local"], 0);
+    assert_eq!(again["values"], first["values"]);
+    let text = d.cli_ok(&q[..q.len()]);
+    assert!(text.contains("kept earlier as"), "{text}");
+    // --no-cache computes again (the same bytes: the same CID).
+    let mut nc = q.to_vec();
+    nc.push("--no-cache");
+    let fresh = d.json(&nc);
+    assert_eq!(
+        (fresh["cached"].as_bool(), fresh["result"].as_str()),
+        (Some(false), Some(result.as_str()))
+    );
+    // A dataset like any other: pinned and named, exported, read by xarray,
+    // served over the gateway.
+    assert!(d.json(&["pins"]).to_string().contains(&result));
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("clim.zarr");
+    d.cli_ok(&["get", "clim", "-o", out.to_str().unwrap()]);
+    let check = work.path().join("check.json");
+    std::fs::write(
+        &check,
+        serde_json::to_vec(&serde_json::json!([{
+            "path": datasets().join("xr_v3"), "array": "sst", "op": "mean", "dims": ["time"], "sel": {},
+            "labels": {"lat": {"lo": "-30", "hi": "30", "exact": false}}, "ddof": 0, "raw": false, "got": out,
+        }]))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(py("xr_check.py", &[&check]).starts_with("ok 1"));
+    let gw = d.json(&["id"])["gateway"].as_str().unwrap().to_string();
+    let got = py(
+        "gateway_check.py",
+        &[
+            std::path::Path::new("get"),
+            std::path::Path::new(&format!("{gw}/zarr/clim/sst/.zattrs")),
+        ],
+    );
+    assert!(got.starts_with("status 200"), "{got}");
+    // Writing a kept result to a path goes through `get`.
+    let mut bad = q.to_vec();
+    bad.extend(["--out", "/tmp/x.zarr"]);
+    assert_eq!(d.cli(&bad).status.code(), Some(2));
+}

@@ -29,6 +29,7 @@ mod node;
 mod parts;
 pub mod popularity;
 mod query;
+mod results;
 mod serve;
 pub mod types;
 pub mod versions;

@@ -43,6 +43,8 @@ struct Inner {
     ingest_dir: PathBuf,
     /// Each name's version history.
     versions_dir: PathBuf,
+    /// Kept query results by normalised query.
+    results_dir: PathBuf,
     /// The network event loop and the mirror policy: stopped on shutdown.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -155,6 +157,7 @@ impl Node {
                 metrics: Arc::default(),
                 ingest_dir: cfg.store_dir.join("ingest"),
                 versions_dir: cfg.store_dir.join("versions"),
+                results_dir: cfg.store_dir.join("results"),
                 tasks: Mutex::new(tasks),
             }),
         })
@@ -740,6 +743,73 @@ impl Node {
             m.query_errors.inc();
         }
         r
+    }
+
+    /// Runs a query and keeps its result as a named dataset (a Zarr group:
+    /// the values, their coordinates, attributes, cell_methods, provenance;
+    /// pinned, mountable, readable over the gateway), or, when the same
+    /// query (normalised) of the same root was kept before and its result
+    /// is still complete here, names that result without computing.
+    /// Returns the report (from the cache on a hit), the result's root and
+    /// whether it came from the cache.
+    pub async fn query_into(
+        &self,
+        target: &Target,
+        spec: shoal_query::QuerySpec,
+        name: &str,
+        no_cache: bool,
+    ) -> Result<(QueryReport, Cid, bool)> {
+        shoal_store::validate_name(name)?;
+        let root = target.dataset("query")?;
+        let spec = shoal_query::QuerySpec {
+            array: spec.array.trim_matches('/').to_string(),
+            coords: true,
+            ..spec
+        };
+        let key = crate::results::key(root, &spec);
+        let file = self.inner.results_dir.join(&key);
+        if !no_cache {
+            let (name, file) = (name.to_string(), file.clone());
+            let hit = self
+                .blocking(move |n| {
+                    let Some(cached) = crate::results::load(&file) else {
+                        return Ok(None);
+                    };
+                    if !n.parts.complete_here(&cached.result) {
+                        return Ok(None);
+                    }
+                    let store = &n.parts.store;
+                    store.pin(&cached.result, PinKind::User)?;
+                    let previous = store.resolve_name(&name)?;
+                    store.set_name(&name, &cached.result)?;
+                    n.record_version(&name, previous, cached.result, 0, None)?;
+                    Ok(Some(cached))
+                })
+                .await?;
+            if let Some(c) = hit {
+                return Ok((c.report(root), c.result, true));
+            }
+        }
+        let report = self.query(target, spec.clone()).await?;
+        let tmp = self.inner.results_dir.join(format!("{key}.partial"));
+        let out = tmp.join("result.zarr");
+        {
+            let (report, tmp, out) = (report.clone(), tmp.clone(), out.clone());
+            let query = serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+            self.blocking(move |_| {
+                let _ = std::fs::remove_dir_all(&tmp);
+                std::fs::create_dir_all(&tmp).map_err(|e| Error::Internal(format!("{}: {e}", tmp.display())))?;
+                crate::results::write(&report, query, &out)
+            })
+            .await?;
+        }
+        let added = self
+            .add_with(out, Some(name.to_string()), AddOptions::default(), no_progress())
+            .await;
+        let _ = std::fs::remove_dir_all(&tmp);
+        let added = added?;
+        crate::results::save(&file, added.root, &report);
+        Ok((report, added.root, false))
     }
 
     /// Mounts every dataset read-only under `dir` (`dir/<name or CID>/...`).

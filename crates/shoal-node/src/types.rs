@@ -206,9 +206,4 @@ pub struct QueryReport {
 /// A coordinate of a query result's dimension: its stored values over the
 /// selection, and its attributes (units, calendar: written back with the
 /// values, readers decode them as they decode the source).
-#[derive(Debug, Clone)]
-pub struct ResultCoord {
-    pub dim: String,
-    pub values: Vec<f64>,
-    pub attrs: serde_json::Map<String, serde_json::Value>,
-}
+pub use shoal_query::dataset::ResultCoord;

@@ -28,7 +28,7 @@ const ENCODING_ATTRS: [&str; 8] = [
 ];
 
 /// One coordinate of the result.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResultCoord {
     pub dim: String,
     pub values: Vec<f64>,
