@@ -51,7 +51,8 @@ nginx_serve "$W/src.zarr" 18090
 N=0
 # stop NAME: kills a fetching daemon once measured, so no later run can
 # fetch from it (it holds the dataset and would be found on the DHT).
-stop() { pkill -f -- "--home $W/$1 daemon" || true; sleep 0.2; }
+# Its repo goes too (every run pins a copy: the disk would fill).
+stop() { pkill -f -- "--home $W/$1 daemon" || true; sleep 0.2; rm -rf "${W:?}/$1"; }
 # pin_via PORTS...: a fresh daemon connects to A (and B) through the given
 # proxy ports and pins; prints seconds; leaves its pin report in $W/pin.json.
 pin_via() {
@@ -110,6 +111,24 @@ done
 m=$(median "${M[@]}")
 printf 'mount at 50 ms: cold cat of every file %.2fs (%.0f MB/s) vs pin %.2fs: %.2fx the pin'"'"'s speed (target >= 0.7x) [%s]\n' \
   "$m" "$(echo "$SIZE / 1000000 / $m" | bc -l)" "$PIN50" "$(echo "$PIN50 / $m" | bc -l)" "${M[*]}"
+
+# The gateway of a daemon that holds nothing, at 50 ms: every chunk file
+# with 8 parallel curl (blocks come through its block source, blocks_ahead
+# per response) vs the pin at 50 ms.
+G=()
+for _ in $(seq "$RUNS"); do
+  N=$((N + 1)); start "C$N"
+  "$BIN" --home "$W/C$N" connect "/ip4/127.0.0.1/tcp/$PORT50/p2p/$(peer_of A)" >/dev/null
+  gw=$("$BIN" --home "$W/C$N" id --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["gateway"])')
+  curl -sf -o /dev/null "$gw/zarr/$ROOT/zarr.json"   # the manifest (not timed, as for the mount)
+  drop; t0=$(now)
+  sed "s|.*|$gw/zarr/$ROOT/&|" "$W/files.txt" | xargs -P 8 -n 1 curl -sf -o /dev/null
+  t1=$(now); G+=("$(secs "$t0" "$t1")")
+  stop "C$N"
+done
+g=$(median "${G[@]}")
+printf 'gateway at 50 ms: every chunk, 8 parallel curl, from a daemon holding nothing %.2fs (%.0f MB/s) vs pin %.2fs: %.2fx the pin'"'"'s speed [%s]\n' \
+  "$g" "$(echo "$SIZE / 1000000 / $g" | bc -l)" "$PIN50" "$(echo "$PIN50 / $g" | bc -l)" "${G[*]}"
 
 # Metadata, discovery and query at 50 ms against the same through the 0 ms
 # proxy: the difference, in round trips, is what distance costs each.

@@ -365,14 +365,21 @@ fn run(
         .take(fit)
         .collect();
     let (check_tx, check_rx) = std::sync::mpsc::channel::<Check>();
+    let check_rx = std::sync::Mutex::new(check_rx);
     let (local_grid, local_failed, remote) = std::thread::scope(|s| {
         let h = s.spawn(|| engine::compute_chunks(&p.array, &p.plan, &local, threads, &full));
-        // Checks of peers' answers run here, one chunk at a time.
-        s.spawn(move || {
-            while let Ok((chunk, reply)) = check_rx.recv() {
+        // Checks of peers' answers run here, CHECK_THREADS at a time; each
+        // first fetches the chunk's missing blocks together (one round
+        // trip, not one per block).
+        let check_rx = &check_rx;
+        for _ in 0..CHECK_THREADS {
+            s.spawn(move || loop {
+                let next = check_rx.lock().expect("checks lock").recv();
+                let Ok((chunk, reply)) = next else { break };
+                prefetch_chunk(rt, parts, root, p, &chunk);
                 let _ = reply.send(compute_here(p, &chunk));
-            }
-        });
+            });
+        }
         let remote = rt.block_on(remote_loop(
             net,
             root,
@@ -461,6 +468,32 @@ type Check = (
     Vec<u64>,
     tokio::sync::oneshot::Sender<Result<Vec<(usize, Partial)>, String>>,
 );
+
+/// Chunks checked here at once.
+const CHECK_THREADS: usize = 4;
+
+/// Fetches the blocks of `chunk` this node lacks, all at once (verified
+/// and kept as cache by the block source), so computing it here reads
+/// local blocks instead of one network round trip per block.
+fn prefetch_chunk(rt: &tokio::runtime::Handle, parts: &Parts, root: Cid, p: &Prepared, chunk: &[u64]) {
+    let key = engine::chunk_key(&p.array, chunk);
+    let storage = p.array.storage();
+    let Some(e) = storage.entry(&key) else { return };
+    let missing: Vec<Cid> = e
+        .blocks()
+        .iter()
+        .filter(|b| !parts.store.has(b).unwrap_or(false))
+        .copied()
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let source = parts.source.clone();
+    rt.block_on(futures::future::join_all(missing.into_iter().map(|c| {
+        let source = source.clone();
+        async move { source.get(c, root).await }
+    })));
+}
 
 /// The partials of one chunk computed here from verified blocks (fetched
 /// when not held), as a peer would answer a request for it alone.
