@@ -3,6 +3,9 @@
 //! Exit codes: 0 success, 1 failure (message on stderr), 2 usage error,
 //! 3 no daemon running for the repo.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod api;
 mod client;
 mod config;
