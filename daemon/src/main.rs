@@ -582,14 +582,13 @@ fn absolute(p: &std::path::Path) -> Result<PathBuf> {
 
 /// Writes a query result as a Zarr dataset (see `shoal_query::dataset`).
 fn write_result_dataset(req: &QueryRequest, r: &QueryResult, values: &[f64], path: &std::path::Path) -> Result<()> {
-    let name = r.array.rsplit('/').next().unwrap_or(&r.array);
     let mut query = serde_json::to_value(req)?;
     if let Some(q) = query.as_object_mut() {
         q.remove("coords");
         q.insert("selection".into(), serde_json::json!(r.selection));
     }
     shoal_query::dataset::ResultDataset {
-        name,
+        array: &r.array,
         op: r.op,
         dims: &r.dims,
         reduced: &r.reduced,

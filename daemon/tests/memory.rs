@@ -49,15 +49,9 @@ fn header(answer: &[u8]) -> ComputeHeader {
 
 fn mean(array: &str, dims: Vec<String>, sel: Vec<(String, u64, u64)>) -> QuerySpec {
     QuerySpec {
-        array: array.into(),
-        op: Op::Mean,
         dims,
         sel,
-        labels: Vec::new(),
-        coords: false,
-        verify_all: false,
-        ddof: 0,
-        raw: false,
+        ..QuerySpec::new(array, Op::Mean)
     }
 }
 

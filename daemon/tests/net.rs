@@ -313,17 +313,7 @@ fn a_greedy_peer_gets_skipped_and_busy_answers_beyond_the_inbound_bounds() {
     // Real requests (sum of chunk 0), each held 500 ms by the serve delay.
     let body = serde_json::to_vec(&shoal_query::remote::ComputeRequest {
         root: root.clone(),
-        spec: shoal_query::QuerySpec {
-            array: "x".into(),
-            op: shoal_query::Op::Sum,
-            dims: vec![],
-            sel: vec![],
-            labels: Vec::new(),
-            coords: false,
-            verify_all: false,
-            ddof: 0,
-            raw: false,
-        },
+        spec: shoal_query::QuerySpec::new("x", shoal_query::Op::Sum),
         chunks: vec![vec![0]],
     })
     .unwrap();

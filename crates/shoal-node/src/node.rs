@@ -996,10 +996,6 @@ fn read_record(path: &Path) -> Option<shoal_zarr::Prior> {
 
 /// Writes an add's record atomically (temporary file, then rename).
 fn write_record(path: &Path, record: &shoal_zarr::Prior) -> std::io::Result<()> {
-    let dir = path.parent().expect("a directory");
-    std::fs::create_dir_all(dir)?;
     let data = serde_ipld_dagcbor::to_vec(record).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+    crate::parts::replace_file(path, &data)
 }

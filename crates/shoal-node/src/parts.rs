@@ -157,3 +157,13 @@ impl Reader {
         self.fetched_bytes.load(Ordering::Relaxed)
     }
 }
+
+/// Replaces `path` with `data` as a whole: written to a temporary name
+/// beside it (its directory created if needed), then renamed over it, so a
+/// reader sees the old file or the new one, never part of one.
+pub(crate) fn replace_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}

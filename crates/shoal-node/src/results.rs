@@ -102,23 +102,17 @@ pub(crate) fn save(file: &Path, result: Cid, r: &QueryReport) {
         chunks: r.chunks,
         selection: r.selection.clone(),
     };
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(file.parent().expect("a directory"))?;
-        let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&kept).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, file)
-    };
-    if let Err(e) = write() {
+    let data = serde_json::to_vec(&kept).expect("the record serialises");
+    if let Err(e) = crate::parts::replace_file(file, &data) {
         tracing::warn!(error = %e, path = %file.display(), "cannot keep the query result record");
     }
 }
 
 /// Writes a report as a Zarr dataset at `out` (see `shoal_query::dataset`).
 pub(crate) fn write(r: &QueryReport, query: serde_json::Value, out: &Path) -> Result<()> {
-    let name = r.array.rsplit('/').next().unwrap_or(&r.array);
     let source = r.root.to_string();
     shoal_query::dataset::ResultDataset {
-        name,
+        array: &r.array,
         op: r.op,
         dims: &r.dims,
         reduced: &r.reduced,

@@ -71,13 +71,9 @@ pub(crate) fn load(dir: &Path, name: &str) -> Result<History> {
 }
 
 pub(crate) fn save(dir: &Path, name: &str, h: &History) -> Result<()> {
-    let io = |e: std::io::Error| Error::Internal(format!("writing the version history of {name:?}: {e}"));
-    std::fs::create_dir_all(dir).map_err(io)?;
     let data = serde_ipld_dagcbor::to_vec(h).map_err(|e| Error::Internal(e.to_string()))?;
-    let p = path(dir, name);
-    let tmp = p.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(io)?;
-    std::fs::rename(&tmp, &p).map_err(io)
+    crate::parts::replace_file(&path(dir, name), &data)
+        .map_err(|e| Error::Internal(format!("writing the version history of {name:?}: {e}")))
 }
 
 pub(crate) fn remove(dir: &Path, name: &str) {

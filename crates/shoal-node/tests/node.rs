@@ -107,15 +107,8 @@ fn f64s(b: &[u8]) -> Vec<f64> {
 
 fn mean_over_time() -> shoal_query::QuerySpec {
     shoal_query::QuerySpec {
-        array: "t".into(),
-        op: shoal_query::Op::Mean,
         dims: vec!["time".into()],
-        sel: vec![],
-        labels: Vec::new(),
-        coords: false,
-        verify_all: false,
-        ddof: 0,
-        raw: false,
+        ..shoal_query::QuerySpec::new("t", shoal_query::Op::Mean)
     }
 }
 

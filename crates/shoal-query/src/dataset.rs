@@ -38,8 +38,9 @@ pub struct ResultCoord {
 /// What is written.
 #[derive(Debug, Clone)]
 pub struct ResultDataset<'a> {
-    /// The variable's name (the source array's last path component).
-    pub name: &'a str,
+    /// The source array's path in its dataset; the variable is named by
+    /// its last component.
+    pub array: &'a str,
     pub op: Op,
     pub dims: &'a [String],
     pub reduced: &'a [String],
@@ -146,7 +147,12 @@ impl ResultDataset<'_> {
         r
     }
 
+    fn name(&self) -> &str {
+        self.array.rsplit('/').next().unwrap_or(self.array)
+    }
+
     fn write_into(&self, root: &Path) -> std::io::Result<()> {
+        let name = self.name();
         let mut consolidated = Map::new();
         let mut put = |key: String, v: Value, dir: &Path| -> std::io::Result<()> {
             let file = dir.join(key.rsplit('/').next().expect("a key"));
@@ -160,15 +166,15 @@ impl ResultDataset<'_> {
             json!({
                 "source": self.source,
                 "shoal_query": self.query,
-                "history": format!("shoal query: {} of {} over ({})", self.op, self.name, self.reduced.join(", ")),
+                "history": format!("shoal query: {} of {} over ({})", self.op, name, self.reduced.join(", ")),
             }),
             root,
         )?;
         // The variable.
-        let vdir = root.join(self.name);
+        let vdir = root.join(name);
         std::fs::create_dir_all(&vdir)?;
         let (meta, rows) = zarray(self.shape);
-        put(format!("{}/.zarray", self.name), meta, &vdir)?;
+        put(format!("{}/.zarray", name), meta, &vdir)?;
         let mut attrs: Map<String, Value> = self
             .attrs
             .iter()
@@ -188,11 +194,11 @@ impl ResultDataset<'_> {
             attrs.insert("cell_methods".into(), Value::String(cell));
         }
         attrs.insert("_ARRAY_DIMENSIONS".into(), json!(self.dims));
-        put(format!("{}/.zattrs", self.name), Value::Object(attrs), &vdir)?;
+        put(format!("{}/.zattrs", name), Value::Object(attrs), &vdir)?;
         write_chunks(&vdir, self.shape, self.values, rows)?;
         // Its coordinates.
         for c in self.coords {
-            if c.dim == self.name {
+            if c.dim == name {
                 continue;
             }
             let cdir = root.join(&c.dim);
@@ -243,7 +249,7 @@ mod tests {
         std::fs::write(dir.path().join("x"), b"keep").unwrap();
         let attrs = Map::new();
         let d = ResultDataset {
-            name: "t",
+            array: "t",
             op: Op::Mean,
             dims: &[],
             reduced: &["time".into()],

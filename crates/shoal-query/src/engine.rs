@@ -57,6 +57,24 @@ pub struct QuerySpec {
     pub raw: bool,
 }
 
+impl QuerySpec {
+    /// `op` of `array` over every dimension, no selection, CF decoding on,
+    /// ddof 0; the other fields are set with struct update syntax.
+    pub fn new(array: impl Into<String>, op: Op) -> Self {
+        Self {
+            array: array.into(),
+            op,
+            dims: Vec::new(),
+            sel: Vec::new(),
+            labels: Vec::new(),
+            coords: false,
+            verify_all: false,
+            ddof: 0,
+            raw: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dtype {
     I8,

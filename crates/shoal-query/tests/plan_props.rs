@@ -93,15 +93,9 @@ fn a_real_array_plans_and_absurd_ones_are_refused() {
     let info = engine::array_info(&st, 2, "a", false, &["a".into()]).unwrap();
     assert_eq!(info.chunk_bytes, 4000 * 4000 * 4);
     let spec = |sel: Vec<(String, u64, u64)>| QuerySpec {
-        array: "a".into(),
-        op: Op::Mean,
         dims: vec!["time".into()],
         sel,
-        labels: Vec::new(),
-        coords: false,
-        verify_all: false,
-        ddof: 0,
-        raw: false,
+        ..QuerySpec::new("a", Op::Mean)
     };
     // The whole (40000, 40000) result: 1.6e9 cells, 64 GB a worker.
     let plan = engine::plan(info.clone(), &spec(vec![]), 2 << 30).unwrap();
@@ -160,15 +154,9 @@ proptest! {
         prop_assert!(info.chunk_shape.iter().all(|c| *c > 0));
         let _ = zarrs::array::Array::open(Arc::new(st), "/a");
         let spec = QuerySpec {
-            array: "a".into(),
-            op,
             dims: dims.iter().zip(&reduce).filter(|(_, r)| **r).map(|(d, _)| d.clone()).collect(),
             sel: sel.iter().filter(|s| s.0 < ndim).map(|(i, a, b)| (dims[*i].clone(), *a, *b)).collect(),
-            labels: Vec::new(),
-            coords: false,
-            verify_all: false,
-            ddof: 0,
-            raw: false,
+            ..QuerySpec::new("a", op)
         };
         let Ok(plan) = engine::plan(info, &spec, budget) else {
             return Ok(());
