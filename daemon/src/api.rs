@@ -256,6 +256,9 @@ pub struct MirrorWhy {
     pub reason: String,
     /// The score when this daemon chose it.
     pub score: u64,
+    /// Sources (this daemon and peers) behind that score.
+    #[serde(default)]
+    pub sources: usize,
     pub copies_wanted: u8,
 }
 
@@ -618,6 +621,7 @@ impl From<shoal_node::MirrorsView> for MirrorsResult {
                 shoal_node::Reason::Replicas => "replicas".into(),
             },
             score: w.score,
+            sources: w.sources,
             copies_wanted: w.copies_wanted,
         };
         MirrorsResult {

@@ -145,9 +145,19 @@ fn a_dataset_read_repeatedly_is_mirrored_and_outlives_its_holder() {
     let entry = &v["mirrors"].as_array().unwrap()[0];
     assert_eq!(entry["why"]["reason"], "popular");
     assert!(entry["why"]["score"].as_u64().unwrap() >= 10, "{v}");
-    let pop = &v["popular"].as_array().unwrap()[0];
-    assert_eq!(pop["root"], root.as_str());
-    assert!(pop["sources"].as_u64().unwrap() >= 2, "{v}");
+    // One source alone is capped below the threshold.
+    assert!(entry["why"]["sources"].as_u64().unwrap() >= 2, "{v}");
+    // Reports expire after three intervals and a loaded machine can delay
+    // them, so the live view is polled rather than read once.
+    wait_for(30, "the dataset in the mirror's popularity view", || {
+        let v = mirror.json(&["mirrors"]);
+        v["popular"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["root"] == root.as_str())
+            .then_some(())
+    });
     let text = mirror.cli_ok(&["mirrors"]);
     assert!(
         text.contains("MIRRORS") && text.contains(&root) && text.contains("popular"),

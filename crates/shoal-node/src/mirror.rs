@@ -64,6 +64,8 @@ pub struct Why {
     pub reason: Reason,
     /// The score when this daemon chose it.
     pub score: u64,
+    /// Sources (this daemon and peers) behind that score.
+    pub sources: usize,
     pub copies_wanted: u8,
 }
 
@@ -318,8 +320,13 @@ impl Mirror {
             })
             .await??;
         }
-        let scores: HashMap<Cid, u64> = self.pop.scores().into_iter().map(|s| (s.root, s.score)).collect();
-        let score = |r: &Cid| scores.get(r).copied().unwrap_or(0);
+        let scores: HashMap<Cid, (u64, usize)> = self
+            .pop
+            .scores()
+            .into_iter()
+            .map(|s| (s.root, (s.score, s.sources)))
+            .collect();
+        let score = |r: &Cid| scores.get(r).map_or(0, |s| s.0);
         let target_of = |r: &Cid| targets.get(r).map(|t| t.0).unwrap_or(0);
 
         // Over budget (it shrank, or mirrors grew): least requested first,
@@ -510,6 +517,7 @@ impl Mirror {
                     Reason::Popular
                 },
                 score: sc,
+                sources: scores.get(&root).map_or(0, |s| s.1),
                 copies_wanted: copies,
             };
             let target = targets.get(&root).copied().filter(|t| t.0 > 0);
