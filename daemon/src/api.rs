@@ -371,6 +371,25 @@ pub struct QueryRequest {
     #[arg(long = "isel", value_parser = parse_sel)]
     #[serde(default)]
     pub isel: Vec<(String, u64, u64)>,
+    /// Group along a CF time dimension, like xarray's groupby:
+    /// time.month, time.season, time.year, time.dayofyear or time.hour
+    /// (the result has a month, season, ... dimension in its place; alone,
+    /// only time is reduced).
+    #[arg(long, value_parser = shoal_query::group::GroupSpec::groupby, conflicts_with = "resample")]
+    #[serde(default)]
+    pub groupby: Option<shoal_query::group::GroupSpec>,
+    /// Resample a CF time dimension, like xarray's resample: DIM=FREQ with
+    /// FREQ one of [n]h, [n]D, [n]MS, [n]QS-DEC (or another month), [n]YS;
+    /// bins are labelled by their left edge.
+    #[arg(long, value_parser = shoal_query::group::GroupSpec::resample)]
+    #[serde(default)]
+    pub resample: Option<shoal_query::group::GroupSpec>,
+    /// Weighted sum, mean, var or std, like xarray's weighted: `coslat`
+    /// (cosine of the latitude coordinate, in degrees) or ARRAY (another
+    /// array of the dataset, e.g. cell area, broadcast by dimension name).
+    #[arg(long)]
+    #[serde(default)]
+    pub weights: Option<String>,
     /// Check peers' partials: by default one chunk of every compute request
     /// is also computed here and compared; `all` computes every chunk here
     /// too (audit mode).

@@ -114,7 +114,7 @@ enum Cmd {
     /// Reduce one array over dimensions: sum, mean, min, max, count, var, std.
     Query {
         #[command(flatten)]
-        req: QueryRequest,
+        req: Box<QueryRequest>,
         /// Write the result: PATH.zarr as a Zarr dataset xarray opens (the
         /// result, its coordinates, attributes, cell_methods, provenance),
         /// any other PATH as a .npy file (float64).
@@ -481,7 +481,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
-                output::print_query(&r, out.as_deref(), !req.sel.is_empty() || !req.isel.is_empty())?;
+                let mut how = String::new();
+                if let Some(g) = req.groupby.as_ref().or(req.resample.as_ref()) {
+                    how += &format!(", {}", g.text());
+                }
+                if let Some(w) = &req.weights {
+                    how += &format!(", weighted by {w}");
+                }
+                output::print_query(&r, out.as_deref(), !req.sel.is_empty() || !req.isel.is_empty(), &how)?;
             }
         }
         Cmd::Mount { dir } => {

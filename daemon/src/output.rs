@@ -329,14 +329,15 @@ pub fn print_mirrors(r: &crate::api::MirrorsResult) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>, selected: bool) -> std::io::Result<()> {
+/// `how`: the grouping and weights as typed (", groupby time.month").
+pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>, selected: bool, how: &str) -> std::io::Result<()> {
     let kept = if r.dims.is_empty() {
         String::new()
     } else {
-        format!(" over ({})", r.dims.join(", "))
+        format!(" ({})", r.dims.join(", "))
     };
     out!(
-        "{} of {} over ({}) in {} ({}) -> float64, shape {:?}{kept}",
+        "{} of {} over ({}){how} in {} ({}) -> float64{kept}, shape {:?}",
         r.op,
         r.array,
         r.reduced.join(", "),

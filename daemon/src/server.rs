@@ -291,6 +291,8 @@ async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Qu
         labels: req.sel,
         coords: req.coords,
         verify_all: req.verify.as_deref() == Some("all"),
+        group: req.groupby.or(req.resample),
+        weights: req.weights,
         ddof: req.ddof,
         raw: req.raw,
     };

@@ -15,6 +15,10 @@ struct Case {
     sel: &'static [(&'static str, u64, u64)],
     /// `--sel` label selections, as typed.
     labels: &'static [&'static str],
+    /// `--groupby`, `--resample`, `--weights` as typed ("" = none).
+    groupby: &'static str,
+    resample: &'static str,
+    weights: &'static str,
     ddof: u64,
     raw: bool,
 }
@@ -27,6 +31,9 @@ const fn case(ds: &'static str, array: &'static str, op: &'static str, dims: &'s
         dims,
         sel: &[],
         labels: &[],
+        groupby: "",
+        resample: "",
+        weights: "",
         ddof: 0,
         raw: false,
     }
@@ -83,6 +90,7 @@ fn cases() -> Vec<Case> {
         },
     ]);
     v.extend(label_cases());
+    v.extend(group_cases());
     v
 }
 
@@ -117,6 +125,75 @@ fn label_cases() -> Vec<Case> {
     ]
 }
 
+/// Climatologies, resampling and weights (xarray's groupby, resample and
+/// weighted), on daily standard-calendar data (v2, float32 and CF-packed
+/// int16) and 6-hourly noleap data (v3).
+fn group_cases() -> Vec<Case> {
+    let clim = |array, op, dims| case("clim_v2", array, op, dims);
+    vec![
+        Case {
+            groupby: "time.month",
+            ..clim("tas", "mean", &[])
+        },
+        Case {
+            groupby: "time.season",
+            ddof: 1,
+            ..clim("tas", "std", &[])
+        },
+        Case {
+            groupby: "time.month",
+            ..clim("tpk", "mean", &[])
+        },
+        Case {
+            groupby: "time.year",
+            labels: &["time=2000-03:2001-06", "lat=-40:40"],
+            ..clim("tas", "max", &["lon"])
+        },
+        Case {
+            groupby: "time.dayofyear",
+            ..clim("tas", "count", &[])
+        },
+        Case {
+            resample: "time=MS",
+            ..clim("tas", "mean", &[])
+        },
+        Case {
+            resample: "time=QS-DEC",
+            sel: &[("lat", 2, 7)],
+            ..clim("tas", "sum", &["lat"])
+        },
+        Case {
+            resample: "time=1D",
+            ..case("clim_noleap", "pr", "mean", &[])
+        },
+        Case {
+            resample: "time=2MS",
+            ..case("clim_noleap", "pr", "var", &["x"])
+        },
+        Case {
+            groupby: "time.hour",
+            ..case("clim_noleap", "pr", "max", &[])
+        },
+        Case {
+            weights: "coslat",
+            ..clim("tas", "mean", &["lat", "lon"])
+        },
+        Case {
+            weights: "coslat",
+            ..clim("tas", "std", &["lat"])
+        },
+        Case {
+            weights: "area",
+            ..clim("tas", "sum", &["lat", "lon"])
+        },
+        Case {
+            weights: "area",
+            labels: &["time=2001"],
+            ..clim("tpk", "mean", &[])
+        },
+    ]
+}
+
 /// The JSON xr_check.py reads for a case's label selections.
 fn labels_json(labels: &[&str]) -> serde_json::Value {
     let mut m = serde_json::Map::new();
@@ -145,23 +222,41 @@ fn query_results_equal_xarray() {
         "v3_sharded",
         "time_std",
         "time_noleap",
+        "clim_v2",
+        "clim_noleap",
     ] {
         roots.insert(ds, d.add(&datasets().join(ds), Some(ds)));
     }
-    // A daemon that holds nothing runs the label cases again: the labels
-    // are resolved there (coordinates fetched), the chunks computed on d.
+    // A daemon that holds nothing runs the label and group cases again:
+    // labels are resolved there (coordinates fetched), the chunks computed
+    // on d, which resolves groups and weights from its own copy.
     let e = Daemon::start();
     e.connect(&d);
-    for ds in ["time_std", "time_noleap", "xr_v2", "packed_v2"] {
+    for ds in [
+        "time_std",
+        "time_noleap",
+        "xr_v2",
+        "packed_v2",
+        "clim_v2",
+        "clim_noleap",
+    ] {
         wait_providers(&e, &roots[ds], 1);
     }
     let mut checks = Vec::new();
-    let remote: Vec<(&Daemon, Case)> = label_cases().into_iter().map(|c| (&e, c)).collect();
+    let pushed = label_cases().into_iter().chain(group_cases()).chain([Case {
+        sel: &[("time", 3, 20), ("lat", 5, 17)],
+        ..case("packed_v2", "temp", "mean", &["time"])
+    }]);
+    let remote: Vec<(&Daemon, Case)> = pushed.map(|c| (&e, c)).collect();
     let local: Vec<(&Daemon, Case)> = cases().into_iter().map(|c| (&d, c)).collect();
     for (i, (on, c)) in local.iter().chain(remote.iter()).enumerate() {
-        // Results from d as .npy; from e as Zarr datasets (coordinates too).
+        // Results from d as .npy (grouped ones as Zarr); from e as Zarr
+        // datasets (coordinates too).
         let local = std::ptr::eq(*on, &d);
-        let got = work.path().join(format!("{i}.{}", if local { "npy" } else { "zarr" }));
+        let grouped = !c.groupby.is_empty() || !c.resample.is_empty();
+        let got = work
+            .path()
+            .join(format!("{i}.{}", if local && !grouped { "npy" } else { "zarr" }));
         let target = if local { c.ds.to_string() } else { roots[c.ds].clone() };
         let mut args: Vec<String> = vec!["query".into(), target, c.array.into(), "--op".into(), c.op.into()];
         for dim in c.dims {
@@ -173,6 +268,15 @@ fn query_results_equal_xarray() {
         for l in c.labels {
             args.extend(["--sel".into(), l.to_string()]);
         }
+        for (flag, v) in [
+            ("--groupby", c.groupby),
+            ("--resample", c.resample),
+            ("--weights", c.weights),
+        ] {
+            if !v.is_empty() {
+                args.extend([flag.into(), v.into()]);
+            }
+        }
         args.extend([
             "--ddof".into(),
             c.ddof.to_string(),
@@ -183,7 +287,15 @@ fn query_results_equal_xarray() {
             args.push("--raw".into());
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        on.cli_ok(&argv);
+        let text = on.cli_ok(&argv);
+        if !local {
+            // Pushed down: chunks ran on d (a few checked here are then
+            // held here too), none was fetched to compute here.
+            assert!(
+                text.contains(" on 12D3") && text.contains(", 0 fetched"),
+                "{args:?}: {text}"
+            );
+        }
         checks.push(serde_json::json!({
             "path": datasets().join(c.ds),
             "array": c.array,
@@ -191,6 +303,9 @@ fn query_results_equal_xarray() {
             "dims": c.dims,
             "sel": c.sel.iter().map(|(d, a, b)| (d.to_string(), serde_json::json!([a, b]))).collect::<serde_json::Map<_, _>>(),
             "labels": labels_json(c.labels),
+            "groupby": c.groupby,
+            "resample": c.resample.split_once('=').map(|(d, f)| vec![d, f]),
+            "weights": c.weights,
             "ddof": c.ddof,
             "raw": c.raw,
             "got": got,
@@ -233,6 +348,34 @@ fn query_errors_are_clear() {
     assert!(e.contains("no coordinate array"), "{e}");
     let e = err(&["query", "x", "sst", "--op", "mean", "--sel", "lat"]);
     assert!(e.contains("DIM=A:B"), "{e}");
+    // Groups and weights: an unknown key, a bad frequency, a dimension
+    // that is no CF time axis, weights over dimensions the array lacks,
+    // weights for an op that has none.
+    d.add(&datasets().join("clim_v2"), Some("c"));
+    let e = err(&["query", "c", "tas", "--op", "mean", "--groupby", "time.week"]);
+    assert!(e.contains("unknown group key \"week\""), "{e}");
+    let e = err(&["query", "c", "tas", "--op", "mean", "--resample", "time=3W"]);
+    assert!(e.contains("unknown frequency \"3W\""), "{e}");
+    let e = err(&["query", "c", "tas", "--op", "mean", "--groupby", "lat.month"]);
+    assert!(e.contains("lat is not a CF time coordinate"), "{e}");
+    let e = err(&["query", "c", "area", "--op", "mean", "--weights", "tas"]);
+    assert!(e.contains("dimension time is not one of the array's (lat, lon)"), "{e}");
+    let e = err(&["query", "c", "tas", "--op", "max", "--weights", "coslat"]);
+    assert!(e.contains("weighted max is not defined"), "{e}");
+    let e = err(&["query", "c", "tas", "--op", "mean", "--weights", "nope"]);
+    assert!(e.contains("no array nope"), "{e}");
+    let e = err(&[
+        "query",
+        "c",
+        "tas",
+        "--op",
+        "mean",
+        "--groupby",
+        "time.month",
+        "--resample",
+        "time=MS",
+    ]);
+    assert!(e.contains("cannot be used with"), "{e}");
     // A small result prints its values; the summary says where it ran.
     let text = d.cli_ok(&["query", "x", "sst", "--op", "mean"]);
     assert!(text.contains("values: [") && text.contains(" local"), "{text}");
@@ -421,7 +564,7 @@ fn liar(
                     error: None,
                 }
             };
-            encode_response(&h, &[], req.spec.op)
+            encode_response(&h, &[], shoal_query::remote::Fields::of(&req.spec))
         }),
     );
     (peer, asked)

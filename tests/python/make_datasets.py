@@ -106,4 +106,28 @@ ds = xr.Dataset(
     coords={"time": steps, "x": np.arange(5.0)},
 )
 ds.chunk({"time": 16, "x": 5}).to_zarr(f"{out}/time_noleap", zarr_format=2, consolidated=True, mode="w")
+# Climatologies, resampling and weights: two years of daily data in the
+# standard calendar (v2, with cell area and CF-packed int16), and two years
+# of 6-hourly data in the noleap calendar (v3).
+days = xr.date_range("2000-01-15", periods=731, freq="D")
+lat_c = np.linspace(-80, 80, 9)
+lon_c = np.arange(6) * 60.0
+tas = 280 + 20 * np.cos(np.deg2rad(lat_c))[None, :, None] + rng.standard_normal((731, 9, 6))
+tas[rng.random(tas.shape) < 0.05] = np.nan
+area = np.cos(np.deg2rad(lat_c))[:, None] * (1 + rng.random((9, 6)))
+ds = xr.Dataset(
+    {"tas": (("time", "lat", "lon"), tas.astype("f4"), {"units": "K", "long_name": "air temperature"}),
+     "tpk": (("time", "lat", "lon"), tas - 270),
+     "area": (("lat", "lon"), area, {"units": "m2"})},
+    coords={"time": days, "lat": lat_c, "lon": lon_c},
+)
+enc = {"tpk": {"dtype": "int16", "scale_factor": 0.01, "add_offset": 10.0, "_FillValue": -32768}}
+ds.chunk({"time": 50, "lat": 9, "lon": 3}).to_zarr(f"{out}/clim_v2", zarr_format=2, consolidated=True,
+                                                   encoding=enc, mode="w")
+steps = xr.date_range("2001-01-01", periods=4 * 730, freq="6h", calendar="noleap", use_cftime=True)
+ds = xr.Dataset(
+    {"pr": (("time", "x"), rng.random((4 * 730, 4)), {"units": "mm"})},
+    coords={"time": steps, "x": np.arange(4.0)},
+)
+ds.chunk({"time": 97, "x": 4}).to_zarr(f"{out}/clim_noleap", zarr_format=3, mode="w")
 print("ok")

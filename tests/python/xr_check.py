@@ -4,7 +4,9 @@ in float64 (float32 inputs are compared in float64, as the issue asks).
 
 usage: xr_check.py CASES.json
   CASES.json: a list of {"path", "array", "op", "dims": [..] (empty = all),
-  "sel": {"dim": [start, stop]}, "ddof", "raw", "got": "result.npy"}.
+  "sel": {"dim": [start, stop]}, "ddof", "raw", "got": "result.npy"},
+  optionally "groupby": "time.month", "resample": ["time", "MS"],
+  "weights": "coslat" | ARRAY.
 """
 import json
 import sys
@@ -32,12 +34,25 @@ for c in cases:
     da = da.astype("f8")
     dim = c["dims"] or None
     op = c["op"]
-    if op in ("var", "std"):
-        want = getattr(da, op)(dim=dim, skipna=True, ddof=c["ddof"])
+    src = da
+    if c.get("weights"):
+        w = np.cos(np.deg2rad(da.lat)) if c["weights"] == "coslat" else ds[c["weights"]]
+        src = da.weighted(w)
+    elif c.get("groupby"):
+        src = da.groupby(c["groupby"])
+        dim = [c["groupby"].split(".")[0]] + (c["dims"] or [])
+    elif c.get("resample"):
+        d, freq = c["resample"]
+        src = da.resample({d: freq})
+        dim = [d] + (c["dims"] or [])
+    if c.get("weights"):
+        want = getattr(src, op)(dim=dim, skipna=True)
+    elif op in ("var", "std"):
+        want = getattr(src, op)(dim=dim, skipna=True, ddof=c["ddof"])
     elif op == "count":
-        want = da.count(dim=dim)
+        want = src.count(dim=dim)
     else:
-        want = getattr(da, op)(dim=dim, skipna=True)
+        want = getattr(src, op)(dim=dim, skipna=True)
     if c["got"].endswith(".zarr"):
         # A result dataset: the values under the array's name, and the
         # coordinates of every remaining dimension equal to xarray's.
@@ -50,7 +65,7 @@ for c in cases:
     else:
         got = np.load(c["got"])
     want = np.asarray(want.values, dtype="f8")
-    label = f'{c["path"].rsplit("/", 1)[-1]}:{c["array"]} {op} dims={c["dims"]} sel={c["sel"]} labels={c.get("labels")} ddof={c["ddof"]} raw={c["raw"]}'
+    label = f'{c["path"].rsplit("/", 1)[-1]}:{c["array"]} {op} dims={c["dims"]} sel={c["sel"]} labels={c.get("labels")} group={c.get("groupby") or c.get("resample")} weights={c.get("weights")} ddof={c["ddof"]} raw={c["raw"]}'
     assert got.shape == want.shape, (label, got.shape, want.shape)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=0, equal_nan=True, err_msg=label)
 print(f"ok {len(cases)} cases")

@@ -186,28 +186,169 @@ fn resolve_labels(
     Ok(spec)
 }
 
-/// Opens `spec.array` of dataset `root`, reading blocks through `fetch`,
-/// and plans within `budget` bytes.
-fn prepare(
+/// Names a latitude dimension goes by.
+const LATITUDE_NAMES: [&str; 4] = ["lat", "latitude", "nav_lat", "y"];
+
+/// The grouping and weights of `spec`, read from the dataset: the time
+/// coordinate's selected positions for a grouping, the latitude
+/// coordinate (`coslat`) or another array (`ARRAY`) for weights.
+#[allow(clippy::too_many_arguments)]
+fn extras<E: From<shoal_core::Error> + std::fmt::Display>(
+    m: &Manifest,
+    entries: &[Entry],
+    spec: &QuerySpec,
+    info: &engine::ArrayInfo,
+    fetch: &FetchFn,
+    budget: u64,
+    walk: &mut dyn FnMut(&Cid) -> Result<shoal_core::Block, E>,
+) -> Result<(engine::Extras, Option<Coordinate>), shoal_query::Error> {
+    let mut out = engine::Extras::default();
+    let mut time = None;
+    let unknown = |dim: &str| shoal_query::Error::UnknownDim {
+        dim: dim.to_string(),
+        array: spec.array.clone(),
+        dims: info.dims.join(", "),
+    };
+    if let Some(g) = &spec.group {
+        let i = info
+            .dims
+            .iter()
+            .position(|d| *d == g.dim)
+            .ok_or_else(|| unknown(&g.dim))?;
+        let mut coords = coordinates(
+            m,
+            entries,
+            &spec.array,
+            std::slice::from_ref(&g.dim),
+            fetch,
+            budget,
+            walk,
+        )?;
+        let c = coords
+            .remove(&g.dim)
+            .ok_or_else(|| shoal_query::Error::Selection(format!("{}: {} has no coordinate array", g.text(), g.dim)))?;
+        let range = spec
+            .sel
+            .iter()
+            .find(|s| s.0 == g.dim)
+            .map_or(0..info.shape[i], |s| s.1..s.2);
+        let values = c
+            .values
+            .get(range.start as usize..range.end as usize)
+            .filter(|_| c.values.len() as u64 == info.shape[i])
+            .ok_or_else(|| {
+                shoal_query::Error::Selection(format!(
+                    "the coordinate of {} has {} values but {} has {} along it",
+                    g.dim,
+                    c.values.len(),
+                    spec.array,
+                    info.shape[i]
+                ))
+            })?;
+        out.group = Some(shoal_query::group::resolve(g, &c, values)?);
+        time = Some(c);
+    }
+    match spec.weights.as_deref() {
+        None => {}
+        Some("coslat") => {
+            let named: Vec<String> = info
+                .dims
+                .iter()
+                .filter(|d| LATITUDE_NAMES.contains(&d.to_ascii_lowercase().as_str()))
+                .cloned()
+                .collect();
+            let dims = if named.is_empty() { info.dims.clone() } else { named };
+            let coords = coordinates(m, entries, &spec.array, &dims, fetch, budget, walk)?;
+            let is_lat = |d: &String, c: &Coordinate| {
+                let attr = |k: &str| c.attrs.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
+                LATITUDE_NAMES[..2].contains(&d.to_ascii_lowercase().as_str())
+                    || attr("standard_name") == "latitude"
+                    || attr("units").starts_with("degrees_north")
+            };
+            let (dim, c) = dims
+                .iter()
+                .find_map(|d| coords.get(d).filter(|c| is_lat(d, c)).map(|c| (d, c)))
+                .ok_or_else(|| {
+                    shoal_query::Error::Selection(format!(
+                        "weights coslat: {} has no latitude coordinate (a dimension named lat or latitude, or with units degrees_north)",
+                        spec.array
+                    ))
+                })?;
+            let values = c.values.iter().map(|v| v.to_radians().cos()).collect();
+            let n = c.values.len() as u64;
+            out.weights = Some(engine::Weights::new(
+                info,
+                "coslat",
+                std::slice::from_ref(dim),
+                &[n],
+                values,
+            )?);
+        }
+        Some(name) => {
+            let group = spec
+                .array
+                .rsplit_once('/')
+                .map(|(g, _)| format!("{g}/"))
+                .unwrap_or_default();
+            let path = if name.contains('/') {
+                name.trim_matches('/').to_string()
+            } else {
+                format!("{group}{name}")
+            };
+            let all = array_entries(m, &[&path], budget, walk)?;
+            if !all
+                .iter()
+                .any(|e| e.key == format!("{path}/.zarray") || e.key == format!("{path}/zarr.json"))
+            {
+                return Err(shoal_query::Error::Selection(format!(
+                    "weights {name}: no array {path} in this dataset"
+                )));
+            }
+            let storage = ManifestStorage::new(all, m.block_size, fetch.clone());
+            let (winfo, _, values) = engine::read_whole(storage, m.zarr_format, &path)?;
+            out.weights = Some(engine::Weights::new(info, name, &winfo.dims, &winfo.shape, values)?);
+        }
+    }
+    Ok((out, time))
+}
+
+/// A grouping's labels and the time coordinate they were read from (its
+/// attributes encode time labels in the result).
+type GroupLabels = Option<(shoal_query::group::Labels, Coordinate)>;
+
+/// Opens `spec.array` of dataset `root`, reading blocks through `fetch`
+/// (and manifest pages through `walk`), and plans within `budget` bytes.
+/// Also returns a grouping's labels.
+fn prepare<E: From<shoal_core::Error> + std::fmt::Display>(
     manifest: Manifest,
     entries: Vec<Entry>,
     spec: &QuerySpec,
     fetch: FetchFn,
     budget: u64,
-) -> Result<Prepared, shoal_query::Error> {
+    walk: &mut dyn FnMut(&Cid) -> Result<shoal_core::Block, E>,
+) -> Result<(Prepared, GroupLabels), shoal_query::Error> {
     let arrays = arrays_of(&entries);
-    let storage = ManifestStorage::new(entries, manifest.block_size, fetch);
+    let storage = ManifestStorage::new(entries.clone(), manifest.block_size, fetch.clone());
     let info = engine::array_info(&storage, manifest.zarr_format, &spec.array, spec.raw, &arrays)?;
+    let (extras, time) = if spec.group.is_some() || spec.weights.is_some() {
+        extras(&manifest, &entries, spec, &info, &fetch, budget, walk)?
+    } else {
+        Default::default()
+    };
     // Metadata is checked (shapes, chunk sizes) before zarrs opens it; every
     // chunk read from now on is checked against what it may decode to.
     let storage = storage.with_guard(info.guard.clone());
     let array = Array::open(Arc::new(storage), &format!("/{}", spec.array))
         .map_err(|e| shoal_query::Error::Metadata(format!("cannot open array {}: {e}", spec.array)))?;
-    let plan = engine::plan(info, spec, budget)?;
-    Ok(Prepared {
-        array: Arc::new(array),
-        plan,
-    })
+    let labels = extras.group.as_ref().map(|g| g.labels.clone()).zip(time);
+    let plan = engine::plan_with(info, spec, budget, extras)?;
+    Ok((
+        Prepared {
+            array: Arc::new(array),
+            plan,
+        },
+        labels,
+    ))
 }
 
 /// What a query did, for the report.
@@ -259,7 +400,7 @@ pub(crate) fn execute(parts: &Parts, root: Cid, mut spec: QuerySpec) -> Result<Q
         spec = resolve_labels(&info, spec, &coords)?;
         (coords, attrs)
     };
-    let prepared = prepare(m, entries, &spec, fetch, budget)?;
+    let (prepared, labels) = prepare(m, entries, &spec, fetch, budget, &mut reader.fetch())?;
     // Twice the cores: while one worker waits on a cold disk read, another
     // decodes and reduces.
     let threads = 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -271,15 +412,19 @@ pub(crate) fn execute(parts: &Parts, root: Cid, mut spec: QuerySpec) -> Result<Q
         root,
         op: spec.op,
         dims: plan.out_dims.clone(),
-        reduced: plan
-            .info
-            .dims
-            .iter()
-            .filter(|d| !plan.out_dims.contains(d))
-            .cloned()
-            .collect(),
+        reduced: plan.reduced_dims(),
         shape: plan.out_shape.clone(),
-        values: outcome.partials.iter().map(|p| p.finish(spec.op, spec.ddof)).collect(),
+        values: outcome
+            .partials
+            .iter()
+            .map(|p| {
+                if plan.weighted() {
+                    p.finish_weighted(spec.op)
+                } else {
+                    p.finish(spec.op, spec.ddof)
+                }
+            })
+            .collect(),
         source_dtype: plan.info.dtype.clone(),
         chunks: plan.chunk_count,
         chunks_local: outcome.chunks_local,
@@ -299,15 +444,20 @@ pub(crate) fn execute(parts: &Parts, root: Cid, mut spec: QuerySpec) -> Result<Q
         coords: plan
             .out_dims
             .iter()
-            .filter_map(|d| {
-                let i = plan.info.dims.iter().position(|x| x == d)?;
+            .enumerate()
+            .filter_map(|(k, d)| {
+                let i = (0..plan.info.dims.len()).filter(|i| !plan.reduced[*i]).nth(k)?;
+                if plan.group.as_ref().is_some_and(|g| g.axis == i) {
+                    let (l, time) = labels.as_ref()?;
+                    return Some(crate::types::ResultCoord::of_labels(d, l, &time.attrs));
+                }
                 let r = &plan.ranges[i];
                 let c = coords.get(d)?;
-                Some(crate::types::ResultCoord {
-                    dim: d.clone(),
-                    values: c.raw.get(r.start as usize..r.end as usize)?.to_vec(),
-                    attrs: c.attrs.clone(),
-                })
+                Some(crate::types::ResultCoord::new(
+                    d,
+                    c.raw.get(r.start as usize..r.end as usize)?.to_vec(),
+                    c.attrs.clone(),
+                ))
             })
             .collect(),
         attrs,
@@ -502,13 +652,13 @@ fn compute_here(p: &Prepared, chunk: &[u64]) -> Result<Vec<(usize, Partial)>, St
     let region = plan.chunk_region(chunk).map_err(|e| e.to_string())?;
     let mut g = vec![Partial::EMPTY; region.cells()];
     engine::reduce_chunk_into(&p.array, plan, chunk, &region, &mut g).map_err(|e| e.to_string())?;
-    let mut enc = remote::Encoder::new(plan.op);
+    let mut enc = remote::Encoder::new(plan.fields());
     enc.add(&region, &plan.out_shape, &g);
     let bytes = enc.finish(&ComputeHeader {
         computed: vec![0],
         ..Default::default()
     });
-    Ok(remote::response_partials(&bytes, plan.full_region().cells(), 1, plan.op)?.1)
+    Ok(remote::response_partials(&bytes, plan.full_region().cells(), 1, plan.fields())?.1)
 }
 
 /// What the remote part of a query produced: the merged partials of the
@@ -746,7 +896,7 @@ async fn remote_loop(
                 out.bytes += r.len() as u64;
                 // Checked whole; a malformed answer strikes the peer for
                 // this query.
-                remote::response_partials(&r, cells, b.chunks.len(), spec.op).inspect_err(|e| {
+                remote::response_partials(&r, cells, b.chunks.len(), remote::Fields::of(spec)).inspect_err(|e| {
                     tracing::warn!(%peer, error = %e, "malformed compute answer; not asking this peer again");
                     struck.insert(peer);
                 })
@@ -835,7 +985,7 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, 
                 ..Default::default()
             },
             &[],
-            shoal_query::Op::Count,
+            remote::Fields::plain(shoal_query::Op::Count),
         )
     };
     let refuse = |e: String| {
@@ -857,7 +1007,7 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, 
                 ..Default::default()
             },
             &[],
-            req.spec.op,
+            remote::Fields::of(&req.spec),
         )
     };
     let Ok(root) = cid::parse(&req.root) else {
@@ -881,12 +1031,15 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, 
         Ok(Some(b)) => Ok(b),
         _ => Err(format!("block {c} is not held here")),
     });
-    let p = match prepare(manifest, entries, &req.spec, fetch, budget) {
-        Ok(p) => p,
+    let p = match prepare(manifest, entries, &req.spec, fetch, budget, &mut |c| store.require(c)) {
+        Ok((p, _)) => p,
         Err(shoal_query::Error::TooBig(e)) => return refuse(e),
         Err(e) => return fail(e.to_string()),
     };
-    // Chunks by the output region they reduce into.
+    // Chunks by the output region they reduce into. Without a grouping,
+    // two chunks' regions are equal or disjoint; with one, chunks in
+    // different years share month bins, so their regions may overlap:
+    // then one region bounds them all and every cell is sent once.
     let mut regions: BTreeMap<engine::Region, Vec<usize>> = BTreeMap::new();
     for (i, c) in req.chunks.iter().enumerate() {
         match p.plan.chunk_region(c) {
@@ -894,9 +1047,15 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, 
             Err(e) => return fail(e.to_string()),
         }
     }
+    if p.plan.group.is_some() && regions.len() > 1 {
+        let mut keys = regions.keys();
+        let first = keys.next().expect("more than one").clone();
+        let bound = keys.fold(first, |a, r| a.union(r));
+        regions = BTreeMap::from([(bound, (0..req.chunks.len()).collect())]);
+    }
     let largest = regions.keys().map(|r| r.cells() as u64).max().unwrap_or(0);
     let answer_cells: u64 = regions.keys().map(|r| r.cells() as u64).sum();
-    let answer = remote::response_bytes(answer_cells, req.spec.op);
+    let answer = remote::response_bytes(answer_cells, p.plan.fields());
     let cost = largest
         .saturating_mul(engine::CELL_BYTES)
         .saturating_add(p.plan.info.chunk_bytes.saturating_mul(3))
@@ -907,7 +1066,7 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, 
         ));
     }
     let started = Instant::now();
-    let mut enc = remote::Encoder::new(req.spec.op);
+    let mut enc = remote::Encoder::new(p.plan.fields());
     let mut missing = Vec::new();
     for (region, idx) in &regions {
         let chunks: Vec<Vec<u64>> = idx.iter().map(|i| req.chunks[*i].clone()).collect();

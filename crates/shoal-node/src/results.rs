@@ -37,6 +37,8 @@ pub(crate) fn key(root: Cid, spec: &QuerySpec) -> String {
         "labels": labels,
         "ddof": spec.ddof,
         "raw": spec.raw,
+        "group": spec.group,
+        "weights": spec.weights,
     });
     blake3::hash(canonical.to_string().as_bytes()).to_hex().to_string()
 }

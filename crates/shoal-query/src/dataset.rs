@@ -27,12 +27,67 @@ const ENCODING_ATTRS: [&str; 8] = [
     "coordinates",
 ];
 
-/// One coordinate of the result.
+/// One coordinate of the result: float64 values, integers (`int`), or
+/// strings (`labels`, e.g. seasons).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResultCoord {
     pub dim: String,
     pub values: Vec<f64>,
     pub attrs: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub int: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+impl ResultCoord {
+    pub fn new(dim: &str, values: Vec<f64>, attrs: Map<String, Value>) -> Self {
+        ResultCoord {
+            dim: dim.into(),
+            values,
+            attrs,
+            int: false,
+            labels: Vec::new(),
+        }
+    }
+
+    /// The coordinate of a grouped dimension: integer keys, season names,
+    /// or bin edges in the time coordinate's units (with its `units` and
+    /// `calendar`, so they decode as the source's times do).
+    pub fn of_labels(dim: &str, labels: &crate::group::Labels, time_attrs: &Map<String, Value>) -> Self {
+        use crate::group::Labels;
+        match labels {
+            Labels::Int(v) => ResultCoord {
+                int: true,
+                ..Self::new(dim, v.iter().map(|x| *x as f64).collect(), Map::new())
+            },
+            Labels::Str(v) => ResultCoord {
+                labels: v.clone(),
+                ..Self::new(dim, Vec::new(), Map::new())
+            },
+            Labels::Time(v) => {
+                let attrs = time_attrs
+                    .iter()
+                    .filter(|(k, _)| !ENCODING_ATTRS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                Self::new(dim, v.clone(), attrs)
+            }
+        }
+    }
+
+    /// Number of positions.
+    pub fn len(&self) -> usize {
+        if self.labels.is_empty() {
+            self.values.len()
+        } else {
+            self.labels.len()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What is written.
@@ -203,7 +258,43 @@ impl ResultDataset<'_> {
             }
             let cdir = root.join(&c.dim);
             std::fs::create_dir_all(&cdir)?;
-            let shape = [c.values.len()];
+            let shape = [c.len()];
+            if !c.labels.is_empty() || c.int {
+                // Labels in one chunk: fixed-width UTF-32 strings or int64,
+                // no fill value (every label is a real one).
+                let (dtype, bytes): (String, Vec<u8>) = if c.int {
+                    let b = c.values.iter().flat_map(|v| (*v as i64).to_le_bytes()).collect();
+                    ("<i8".into(), b)
+                } else {
+                    let width = c.labels.iter().map(|l| l.chars().count()).max().unwrap_or(1).max(1);
+                    let mut b = Vec::with_capacity(width * 4 * c.labels.len());
+                    for l in &c.labels {
+                        let chars: Vec<char> = l.chars().collect();
+                        for i in 0..width {
+                            b.extend_from_slice(&chars.get(i).map_or(0, |ch| *ch as u32).to_le_bytes());
+                        }
+                    }
+                    (format!("<U{width}"), b)
+                };
+                let meta = json!({
+                    "zarr_format": 2,
+                    "shape": shape,
+                    "chunks": [c.len().max(1)],
+                    "dtype": dtype,
+                    "compressor": null,
+                    "fill_value": null,
+                    "filters": null,
+                    "order": "C",
+                });
+                put(format!("{}/.zarray", c.dim), meta, &cdir)?;
+                put(
+                    format!("{}/.zattrs", c.dim),
+                    json!({"_ARRAY_DIMENSIONS": [c.dim]}),
+                    &cdir,
+                )?;
+                std::fs::write(cdir.join("0"), bytes)?;
+                continue;
+            }
             let (meta, rows) = zarray(&shape);
             put(format!("{}/.zarray", c.dim), meta, &cdir)?;
             let mut attrs: Map<String, Value> = c

@@ -53,6 +53,13 @@ pub struct QuerySpec {
     /// compared (by default one chunk of every request is).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verify_all: bool,
+    /// Grouped along a time dimension (`--groupby`, `--resample`); every
+    /// daemon that computes resolves the bins from the dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<crate::group::GroupSpec>,
+    /// Weights: `coslat` or the path of another array of the dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
     pub ddof: u64,
     pub raw: bool,
 }
@@ -69,6 +76,8 @@ impl QuerySpec {
             labels: Vec::new(),
             coords: false,
             verify_all: false,
+            group: None,
+            weights: None,
             ddof: 0,
             raw: false,
         }
@@ -396,6 +405,69 @@ pub struct Plan {
     pub op: Op,
     /// Memory this plan may use (bytes).
     pub budget: u64,
+    /// The grouped dimension: its positions map to bins, the result has
+    /// one cell per bin along it.
+    pub group: Option<GroupAxis>,
+    pub weights: Option<Weights>,
+}
+
+/// A grouped dimension of a plan.
+#[derive(Debug, Clone)]
+pub struct GroupAxis {
+    /// The array dimension grouped.
+    pub axis: usize,
+    /// The bin of each selected position.
+    pub bins: Vec<u32>,
+    pub n: usize,
+}
+
+/// Weights, stored over whole dimensions of the array and broadcast
+/// along the others.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    /// Per array dimension, the stride of that dimension in `values` (0 for
+    /// a dimension the weights do not have).
+    pub strides: Vec<usize>,
+    pub values: Vec<f64>,
+}
+
+impl Weights {
+    /// Weights over the array dimensions `dims` (with their sizes in
+    /// `shape`, row-major `values`); checked against the array: every
+    /// weight dimension must be one of its own with the same size, and no
+    /// weight may be missing.
+    pub fn new(info: &ArrayInfo, name: &str, dims: &[String], shape: &[u64], values: Vec<f64>) -> Result<Weights> {
+        let bad = |why: String| Error::Selection(format!("weights {name}: {why}"));
+        let mut strides = vec![0usize; info.dims.len()];
+        let mut s = 1usize;
+        for (d, n) in dims.iter().zip(shape).rev() {
+            let i = info.dims.iter().position(|x| x == d).ok_or_else(|| {
+                bad(format!(
+                    "dimension {d} is not one of the array's ({})",
+                    info.dims.join(", ")
+                ))
+            })?;
+            if info.shape[i] != *n {
+                return Err(bad(format!("{d} has {n} positions, the array {}", info.shape[i])));
+            }
+            strides[i] = s;
+            s *= *n as usize;
+        }
+        if values.len() != s {
+            return Err(bad(format!("{} values for shape {shape:?}", values.len())));
+        }
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(bad("weights cannot contain missing values".into()));
+        }
+        Ok(Weights { strides, values })
+    }
+}
+
+/// What a plan needs beyond the metadata, read from the dataset.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    pub group: Option<crate::group::Grouping>,
+    pub weights: Option<Weights>,
 }
 
 /// A box of output cells: `origin` and `shape` over the kept dimensions,
@@ -411,6 +483,18 @@ impl Region {
     pub fn cells(&self) -> usize {
         self.shape.iter().product::<usize>().max(1)
     }
+
+    /// The smallest region holding both.
+    pub fn union(&self, o: &Region) -> Region {
+        let (mut origin, mut shape) = (Vec::new(), Vec::new());
+        for ((a, n), (b, m)) in self.origin.iter().zip(&self.shape).zip(o.origin.iter().zip(&o.shape)) {
+            let lo = *a.min(b);
+            let hi = (a + *n as u64).max(b + *m as u64);
+            origin.push(lo);
+            shape.push((hi - lo) as usize);
+        }
+        Region { origin, shape }
+    }
 }
 
 fn human(n: u64) -> String {
@@ -424,6 +508,30 @@ fn human(n: u64) -> String {
 }
 
 impl Plan {
+    /// Dimensions reduced: those not in the result, and the grouped one.
+    pub fn reduced_dims(&self) -> Vec<String> {
+        self.info
+            .dims
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.reduced[*i] || self.group.as_ref().is_some_and(|g| g.axis == *i))
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+
+    /// Whether values are weighted.
+    pub fn weighted(&self) -> bool {
+        self.weights.is_some()
+    }
+
+    /// What the partials of this plan carry on the wire.
+    pub fn fields(&self) -> crate::remote::Fields {
+        crate::remote::Fields {
+            op: self.op,
+            weighted: self.weighted(),
+        }
+    }
+
     /// Memory a local run on `threads` workers needs: one output grid per
     /// worker plus the merged grid and the remote answers' grid, each
     /// worker's decode buffers, and the chunk list.
@@ -501,10 +609,21 @@ impl Plan {
                 let cs = self.info.chunk_shape[d];
                 let r = &self.ranges[d];
                 // In range, so c * cs < shape: no overflow.
-                let lo = (c * cs).max(r.start);
-                let hi = (c * cs).saturating_add(cs).min(r.end);
-                origin.push(lo - r.start);
-                shape.push((hi - lo) as usize);
+                let lo = (c * cs).max(r.start) - r.start;
+                let hi = (c * cs).saturating_add(cs).min(r.end) - r.start;
+                match &self.group {
+                    Some(g) if g.axis == d => {
+                        let bins = &g.bins[lo as usize..hi as usize];
+                        let (a, b) = (bins.iter().min(), bins.iter().max());
+                        let (a, b) = (u64::from(*a.unwrap_or(&0)), u64::from(*b.unwrap_or(&0)));
+                        origin.push(a);
+                        shape.push((b - a + 1) as usize);
+                    }
+                    _ => {
+                        origin.push(lo);
+                        shape.push((hi - lo) as usize);
+                    }
+                }
             }
         }
         Ok(Region { origin, shape })
@@ -518,6 +637,12 @@ impl Plan {
 /// ([`Plan::threads_within`] for a local run, [`Plan::chunk_region`]
 /// sizes for a compute request).
 pub fn plan(info: ArrayInfo, spec: &QuerySpec, budget: u64) -> Result<Plan> {
+    plan_with(info, spec, budget, Extras::default())
+}
+
+/// [`plan`] with a grouping (resolved over the selected positions of
+/// `spec.group`'s dimension) and weights read from the dataset.
+pub fn plan_with(info: ArrayInfo, spec: &QuerySpec, budget: u64, extras: Extras) -> Result<Plan> {
     let unknown = |d: &String| Error::UnknownDim {
         dim: d.clone(),
         array: spec.array.clone(),
@@ -540,16 +665,71 @@ pub fn plan(info: ArrayInfo, spec: &QuerySpec, budget: u64) -> Result<Plan> {
         }
         ranges[i] = *start..*stop;
     }
+    // The grouped dimension stays in the result, as its bins; by default
+    // (no --dim) it is the only one reduced, as in xarray's groupby.
+    let group = match (&spec.group, extras.group) {
+        (Some(g), Some(resolved)) => {
+            let axis = info
+                .dims
+                .iter()
+                .position(|x| *x == g.dim)
+                .ok_or_else(|| unknown(&g.dim))?;
+            let len = (ranges[axis].end - ranges[axis].start) as usize;
+            if resolved.bins.len() != len {
+                return Err(Error::Selection(format!(
+                    "{}: {} bins for {len} selected positions",
+                    g.text(),
+                    resolved.bins.len()
+                )));
+            }
+            let n = resolved.labels.len();
+            if resolved.bins.iter().any(|b| *b as usize >= n) {
+                return Err(Error::Selection(format!("{}: a bin past the labels", g.text())));
+            }
+            Some((
+                GroupAxis {
+                    axis,
+                    bins: resolved.bins,
+                    n,
+                },
+                resolved.out_dim,
+            ))
+        }
+        (None, None) => None,
+        _ => return Err(Error::Selection("a grouping without its bins".into())),
+    };
+    if spec.weights.is_some() != extras.weights.is_some() {
+        return Err(Error::Selection("weights named but not read".into()));
+    }
+    if spec.weights.is_some() && !matches!(spec.op, Op::Sum | Op::Mean | Op::Var | Op::Std) {
+        return Err(Error::Unsupported(format!(
+            "weighted {} is not defined; weights apply to sum, mean, var and std",
+            spec.op
+        )));
+    }
+    let grouped = |i: usize| group.as_ref().is_some_and(|g| g.0.axis == i);
     let reduced: Vec<bool> = info
         .dims
         .iter()
-        .map(|d| spec.dims.is_empty() || spec.dims.contains(d))
+        .enumerate()
+        .map(|(i, d)| {
+            !grouped(i)
+                && if group.is_some() {
+                    spec.dims.contains(d)
+                } else {
+                    spec.dims.is_empty() || spec.dims.contains(d)
+                }
+        })
         .collect();
     let kept: Vec<u64> = ranges
         .iter()
         .zip(&reduced)
-        .filter(|(_, r)| !**r)
-        .map(|(x, _)| x.end - x.start)
+        .enumerate()
+        .filter(|(_, (_, r))| !**r)
+        .map(|(i, (x, _))| match &group {
+            Some(g) if g.0.axis == i => g.0.n as u64,
+            _ => x.end - x.start,
+        })
         .collect();
     // The wire format numbers cells with u32.
     let cells = checked_product(&kept)
@@ -583,8 +763,12 @@ pub fn plan(info: ArrayInfo, spec: &QuerySpec, budget: u64) -> Result<Plan> {
         .dims
         .iter()
         .zip(&reduced)
-        .filter(|(_, r)| !**r)
-        .map(|(d, _)| d.clone())
+        .enumerate()
+        .filter(|(_, (_, r))| !**r)
+        .map(|(i, (d, _))| match &group {
+            Some(g) if g.0.axis == i => g.1.clone(),
+            _ => d.clone(),
+        })
         .collect();
     let plan = Plan {
         out_shape: kept.iter().map(|n| *n as usize).collect(),
@@ -597,6 +781,8 @@ pub fn plan(info: ArrayInfo, spec: &QuerySpec, budget: u64) -> Result<Plan> {
         chunk_count,
         op: spec.op,
         budget,
+        group: group.map(|g| g.0),
+        weights: extras.weights,
     };
     Ok(plan)
 }
@@ -618,31 +804,59 @@ macro_rules! num {
 }
 num!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
 
-/// Walks `data` (row-major, `shape`) in memory order, calling `f(cell, v)`
-/// for every element, where `cell` is the element's output cell: the
-/// innermost axis is either kept (a run of consecutive cells) or reduced
-/// (one cell), so no transpose or per-element index arithmetic is needed.
+/// Per dimension of a decoded subset, the offset each position adds to
+/// the index it maps to (an output cell, or a weight).
+type Tables = Vec<Vec<usize>>;
+
+/// How the innermost dimension's table looks: all zero (reduced), `j`
+/// consecutive cells from a start, or anything else (grouped).
+enum Inner {
+    Zero,
+    Run(usize),
+    Map,
+}
+
+fn inner(t: &[usize]) -> Inner {
+    match t.first() {
+        None => Inner::Zero,
+        Some(_) if t.iter().all(|x| *x == 0) => Inner::Zero,
+        Some(&s) if t.iter().enumerate().all(|(j, x)| *x == s + j) => Inner::Run(s),
+        Some(_) => Inner::Map,
+    }
+}
+
+/// Walks `data` (row-major, `shape`) in memory order, calling `f(cell, w,
+/// v)` for every element, where `cell` is the sum of the element's
+/// offsets in `out` and `w` in `wt` (tables per dimension). The outer
+/// dimensions' offsets are summed once per row; the innermost axis is
+/// either reduced (one cell), kept (a run of consecutive cells) or mapped,
+/// so no per-element index arithmetic is needed in the common cases.
 #[inline(always)]
-fn walk<T: Num>(data: &[T], shape: &[usize], out_stride: &[usize], mut f: impl FnMut(usize, T)) {
+fn walk<T: Num>(data: &[T], shape: &[usize], out: &Tables, wt: Option<&Tables>, mut f: impl FnMut(usize, usize, T)) {
     let nd = shape.len();
     if nd == 0 {
         if let Some(v) = data.first() {
-            f(0, *v);
+            f(0, 0, *v);
         }
         return;
     }
     let last = shape[nd - 1];
-    let last_stride = out_stride[nd - 1];
+    let (otab, wtab) = (&out[nd - 1], wt.map(|w| &w[nd - 1]));
+    let kind = inner(otab);
     let mut idx = vec![0usize; nd - 1];
     for row in data.chunks_exact(last.max(1)) {
-        let base: usize = idx.iter().zip(out_stride).map(|(i, s)| i * s).sum();
-        if last_stride == 0 {
-            for &v in row {
-                f(base, v);
-            }
-        } else {
-            for (j, &v) in row.iter().enumerate() {
-                f(base + j, v);
+        let base: usize = idx.iter().zip(out).map(|(i, t)| t[*i]).sum();
+        match wtab {
+            None => match kind {
+                Inner::Zero => row.iter().for_each(|&v| f(base, 0, v)),
+                Inner::Run(s) => row.iter().enumerate().for_each(|(j, &v)| f(base + s + j, 0, v)),
+                Inner::Map => row.iter().zip(otab).for_each(|(&v, o)| f(base + o, 0, v)),
+            },
+            Some(wl) => {
+                let wbase: usize = idx.iter().zip(wt.expect("weights")).map(|(i, t)| t[*i]).sum();
+                for ((&v, o), w) in row.iter().zip(otab).zip(wl) {
+                    f(base + o, wbase + w, v);
+                }
             }
         }
         for d in (0..nd - 1).rev() {
@@ -655,21 +869,74 @@ fn walk<T: Num>(data: &[T], shape: &[usize], out_stride: &[usize], mut f: impl F
     }
 }
 
+/// Row-major strides of a grid of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut g = vec![0usize; shape.len()];
+    let mut s = 1;
+    for k in (0..g.len()).rev() {
+        g[k] = s;
+        s *= shape[k];
+    }
+    g
+}
+
+/// The output tables of a subset starting at `start` (array indices) with
+/// `shape`, into a grid over `region`: reduced dimensions add nothing,
+/// kept ones their position, the grouped one its bin's.
+fn out_tables(plan: &Plan, start: &[u64], shape: &[usize], region: &Region) -> Tables {
+    let gstride = strides(&region.shape);
+    let mut k = 0;
+    (0..shape.len())
+        .map(|d| {
+            if plan.reduced[d] {
+                return vec![0; shape[d]];
+            }
+            let rel = start[d] - plan.ranges[d].start;
+            let t = (0..shape[d] as u64)
+                .map(|i| {
+                    let pos = rel + i;
+                    let o = match &plan.group {
+                        Some(g) if g.axis == d => u64::from(g.bins[pos as usize]),
+                        _ => pos,
+                    };
+                    (o - region.origin[k]) as usize * gstride[k]
+                })
+                .collect();
+            k += 1;
+            t
+        })
+        .collect()
+}
+
+/// The weight tables of a subset: each position's offset into the
+/// weights (stored over whole dimensions).
+fn weight_tables(w: &Weights, start: &[u64], shape: &[usize]) -> Tables {
+    (0..shape.len())
+        .map(|d| {
+            (0..shape[d] as u64)
+                .map(|i| (start[d] + i) as usize * w.strides[d])
+                .collect()
+        })
+        .collect()
+}
+
 /// Decodes `subset` in its stored type and accumulates it into `out`, the
-/// worker's output grid, where the subset's share of the output starts at
-/// `offset` (kept dimensions). Decoding happens before anything is added,
-/// so a chunk that fails leaves `out` untouched.
+/// worker's output grid over `region`; `mine` is the part of the output
+/// the subset covers. Decoding happens before anything is added, so a
+/// chunk that fails leaves `out` untouched.
 ///
 /// sum, mean, count, min and max add each value straight into its output
 /// cell: no per-chunk buffers, no merge pass. var and std first reduce the
-/// chunk to per-cell (count, sum, M2) around each cell's chunk mean (two
-/// passes, for accuracy) and merge those with the parallel formula.
+/// chunk to per-cell (count, sum, M2) over `mine` around each cell's chunk
+/// mean (two passes, for accuracy) and merge those with the parallel
+/// formula. With weights, `sum` is the weighted sum and `wsum` the sum of
+/// the weights of the valid values.
 fn kernel<T: Num>(
     array: &Array<ManifestStorage>,
     plan: &Plan,
     subset: &ArraySubset,
-    offset: &[u64],
-    grid_shape: &[usize],
+    mine: &Region,
+    region: &Region,
     out: &mut [Partial],
 ) -> Result<()> {
     let op = plan.op;
@@ -679,14 +946,7 @@ fn kernel<T: Num>(
     let data = data.as_standard_layout();
     let flat = data.as_slice().expect("standard layout is contiguous");
     let shape = data.shape().to_vec();
-    // Row-major strides of the output grid, per kept dimension.
-    let mut gstride = vec![0usize; grid_shape.len()];
-    let mut s = 1;
-    for k in (0..gstride.len()).rev() {
-        gstride[k] = s;
-        s *= grid_shape[k];
-    }
-    let base: usize = offset.iter().zip(&gstride).map(|(o, g)| *o as usize * g).sum();
+    let start = subset.start();
     let info = &plan.info;
     let cf = !info.masks.is_empty() || info.scale != 1.0 || info.offset != 0.0;
     let decode = |raw: T| -> f64 {
@@ -701,86 +961,96 @@ fn kernel<T: Num>(
             v
         }
     };
+    let wt = plan
+        .weights
+        .as_ref()
+        .map(|w| (weight_tables(w, start, &shape), &w.values));
+    let wtabs = wt.as_ref().map(|w| &w.0);
+    let weight = |i: usize| wt.as_ref().map_or(1.0, |w| w.1[i]);
     if !op.needs_m2() {
-        let mut kept = gstride.iter();
-        let out_stride: Vec<usize> = plan
-            .reduced
-            .iter()
-            .map(|r| {
-                if *r {
-                    0
-                } else {
-                    *kept.next().expect("one stride per kept dim")
-                }
-            })
-            .collect();
+        let tabs = out_tables(plan, start, &shape, region);
         let minmax = matches!(op, Op::Min | Op::Max);
-        walk(flat, &shape, &out_stride, |c, raw| {
-            let v = decode(raw);
-            if !v.is_nan() {
-                let p = &mut out[base + c];
-                p.count += 1;
-                p.sum += v;
-                if minmax {
-                    p.min = p.min.min(v);
-                    p.max = p.max.max(v);
+        match wtabs {
+            None => walk(flat, &shape, &tabs, None, |c, _, raw| {
+                let v = decode(raw);
+                if !v.is_nan() {
+                    let p = &mut out[c];
+                    p.count += 1;
+                    p.sum += v;
+                    if minmax {
+                        p.min = p.min.min(v);
+                        p.max = p.max.max(v);
+                    }
                 }
-            }
-        });
+            }),
+            Some(wtabs) => walk(flat, &shape, &tabs, Some(wtabs), |c, wi, raw| {
+                let v = decode(raw);
+                if !v.is_nan() {
+                    let w = weight(wi);
+                    let p = &mut out[c];
+                    p.count += 1;
+                    p.sum += w * v;
+                    p.wsum += w;
+                }
+            }),
+        }
         return Ok(());
     }
-    // var/std: chunk-local cells first.
-    let kept_shape: Vec<usize> = shape
-        .iter()
-        .zip(&plan.reduced)
-        .filter(|(_, r)| !**r)
-        .map(|(n, _)| *n)
-        .collect();
-    let cells: usize = kept_shape.iter().product();
-    let mut local_stride = vec![0usize; shape.len()];
-    let mut s = 1;
-    for d in (0..shape.len()).rev() {
-        if !plan.reduced[d] {
-            local_stride[d] = s;
-            s *= shape[d];
-        }
-    }
+    // var/std: the chunk's own cells first.
+    let tabs = out_tables(plan, start, &shape, mine);
+    let cells = mine.cells();
     let mut count = vec![0u64; cells];
     let mut sum = vec![0.0f64; cells];
-    walk(flat, &shape, &local_stride, |c, raw| {
+    let mut wsum = vec![0.0f64; cells];
+    walk(flat, &shape, &tabs, wtabs, |c, wi, raw| {
         let v = decode(raw);
         if !v.is_nan() {
+            let w = weight(wi);
             count[c] += 1;
-            sum[c] += v;
+            sum[c] += w * v;
+            wsum[c] += w;
         }
     });
-    let mean: Vec<f64> = sum
-        .iter()
-        .zip(&count)
-        .map(|(s, n)| if *n > 0 { s / *n as f64 } else { 0.0 })
+    let weighted = plan.weights.is_some();
+    let mean: Vec<f64> = (0..cells)
+        .map(|c| {
+            let n = if weighted { wsum[c] } else { count[c] as f64 };
+            if n != 0.0 {
+                sum[c] / n
+            } else {
+                0.0
+            }
+        })
         .collect();
     let mut m2 = vec![0.0f64; cells];
-    walk(flat, &shape, &local_stride, |c, raw| {
+    walk(flat, &shape, &tabs, wtabs, |c, wi, raw| {
         let v = decode(raw);
         if !v.is_nan() {
             let d = v - mean[c];
-            m2[c] += d * d;
+            m2[c] += weight(wi) * d * d;
         }
     });
-    // Local cell -> output cell, in row-major order over the kept shape.
-    let mut idx = vec![0usize; kept_shape.len()];
+    // The chunk's cells -> the grid's, in row-major order over `mine`.
+    let gstride = strides(&region.shape);
+    let mut idx = vec![0usize; mine.shape.len()];
     for c in 0..cells {
-        let g = base + idx.iter().zip(&gstride).map(|(i, s)| i * s).sum::<usize>();
+        let g: usize = idx
+            .iter()
+            .zip(&mine.origin)
+            .zip(region.origin.iter().zip(&gstride))
+            .map(|((i, o), (ro, s))| (i + (o - ro) as usize) * s)
+            .sum();
         let p = Partial {
             count: count[c],
             sum: sum[c],
             m2: m2[c],
+            wsum: if weighted { wsum[c] } else { 0.0 },
             ..Partial::EMPTY
         };
         out[g] = out[g].merge(p);
         for d in (0..idx.len()).rev() {
             idx[d] += 1;
-            if idx[d] < kept_shape[d] {
+            if idx[d] < mine.shape[d] {
                 break;
             }
             idx[d] = 0;
@@ -815,19 +1085,18 @@ pub fn reduce_chunk_into(
         .map_err(|e| Error::Decode(e.to_string()))?;
     let sel = ArraySubset::new_with_ranges(&plan.ranges);
     let part = bounds.overlap(&sel).map_err(|e| Error::Decode(e.to_string()))?;
-    let offset: Vec<u64> = mine.origin.iter().zip(&region.origin).map(|(o, r)| o - r).collect();
-    let g = &region.shape;
+    let (m, g) = (&mine, region);
     match plan.info.dt {
-        Dtype::I8 => kernel::<i8>(array, plan, &part, &offset, g, out),
-        Dtype::I16 => kernel::<i16>(array, plan, &part, &offset, g, out),
-        Dtype::I32 => kernel::<i32>(array, plan, &part, &offset, g, out),
-        Dtype::I64 => kernel::<i64>(array, plan, &part, &offset, g, out),
-        Dtype::U8 => kernel::<u8>(array, plan, &part, &offset, g, out),
-        Dtype::U16 => kernel::<u16>(array, plan, &part, &offset, g, out),
-        Dtype::U32 => kernel::<u32>(array, plan, &part, &offset, g, out),
-        Dtype::U64 => kernel::<u64>(array, plan, &part, &offset, g, out),
-        Dtype::F32 => kernel::<f32>(array, plan, &part, &offset, g, out),
-        Dtype::F64 => kernel::<f64>(array, plan, &part, &offset, g, out),
+        Dtype::I8 => kernel::<i8>(array, plan, &part, m, g, out),
+        Dtype::I16 => kernel::<i16>(array, plan, &part, m, g, out),
+        Dtype::I32 => kernel::<i32>(array, plan, &part, m, g, out),
+        Dtype::I64 => kernel::<i64>(array, plan, &part, m, g, out),
+        Dtype::U8 => kernel::<u8>(array, plan, &part, m, g, out),
+        Dtype::U16 => kernel::<u16>(array, plan, &part, m, g, out),
+        Dtype::U32 => kernel::<u32>(array, plan, &part, m, g, out),
+        Dtype::U64 => kernel::<u64>(array, plan, &part, m, g, out),
+        Dtype::F32 => kernel::<f32>(array, plan, &part, m, g, out),
+        Dtype::F64 => kernel::<f64>(array, plan, &part, m, g, out),
     }
 }
 
@@ -903,14 +1172,54 @@ pub fn chunk_key(array: &Array<ManifestStorage>, chunk: &[u64]) -> String {
     array.chunk_key(chunk).as_str().to_string()
 }
 
-/// Most values a coordinate read for label selection may have.
+/// Most values a coordinate (or weights array) read whole may have.
 pub const MAX_COORD_VALUES: u64 = 1 << 22;
 
-fn all_values<T: Num>(array: &Array<ManifestStorage>, n: u64) -> Result<Vec<f64>> {
+fn all_values<T: Num>(array: &Array<ManifestStorage>, shape: &[u64]) -> Result<Vec<f64>> {
     let data: ArrayD<T> = array
-        .retrieve_array_subset::<ArrayD<T>>(&ArraySubset::new_with_shape(vec![n]))
+        .retrieve_array_subset::<ArrayD<T>>(&ArraySubset::new_with_shape(shape.to_vec()))
         .map_err(|e| Error::Decode(e.to_string()))?;
-    Ok(data.iter().map(|v| v.f()).collect())
+    Ok(data.as_standard_layout().iter().map(|v| v.f()).collect())
+}
+
+/// An array read whole: its metadata, the stored values as float64 and the
+/// CF-decoded ones (fill values NaN, scale and offset applied). At most
+/// [`MAX_COORD_VALUES`] values; `storage` must hold its metadata and chunks.
+pub fn read_whole(storage: ManifestStorage, zarr_format: u8, path: &str) -> Result<(ArrayInfo, Vec<f64>, Vec<f64>)> {
+    let info = array_info(&storage, zarr_format, path, false, &[])?;
+    let n = checked_product(&info.shape).unwrap_or(u64::MAX);
+    if n > MAX_COORD_VALUES {
+        return Err(Error::TooBig(format!(
+            "{path} has {n} values; at most {MAX_COORD_VALUES} are read whole (for labels, groups or weights)"
+        )));
+    }
+    let storage = Arc::new(storage.with_guard(info.guard.clone()));
+    let array =
+        Array::open(storage, &format!("/{path}")).map_err(|e| Error::Metadata(format!("cannot open {path}: {e}")))?;
+    let shape = info.shape.clone();
+    let raw = match info.dt {
+        Dtype::I8 => all_values::<i8>(&array, &shape),
+        Dtype::I16 => all_values::<i16>(&array, &shape),
+        Dtype::I32 => all_values::<i32>(&array, &shape),
+        Dtype::I64 => all_values::<i64>(&array, &shape),
+        Dtype::U8 => all_values::<u8>(&array, &shape),
+        Dtype::U16 => all_values::<u16>(&array, &shape),
+        Dtype::U32 => all_values::<u32>(&array, &shape),
+        Dtype::U64 => all_values::<u64>(&array, &shape),
+        Dtype::F32 => all_values::<f32>(&array, &shape),
+        Dtype::F64 => all_values::<f64>(&array, &shape),
+    }?;
+    let values = raw
+        .iter()
+        .map(|&v| {
+            if info.masks.contains(&v) {
+                f64::NAN
+            } else {
+                v * info.scale + info.offset
+            }
+        })
+        .collect();
+    Ok((info, raw, values))
 }
 
 /// The metadata attributes of an array (v3 `attributes`, v2 `.zattrs`).
@@ -928,45 +1237,14 @@ pub fn array_attrs(storage: &ManifestStorage, zarr_format: u8, array: &str) -> R
 /// scale and offset applied), with its time units and calendar when it
 /// is a CF time axis. `storage` must hold the array's metadata and chunks.
 pub fn read_coordinate(storage: ManifestStorage, zarr_format: u8, path: &str) -> Result<crate::label::Coordinate> {
-    let info = array_info(&storage, zarr_format, path, false, &[])?;
+    let attrs = array_attrs(&storage, zarr_format, path)?;
+    let (info, raw, values) = read_whole(storage, zarr_format, path)?;
     if info.shape.len() != 1 {
         return Err(Error::Selection(format!(
-            "{path} has {} dimensions; a coordinate for label selection has one",
+            "{path} has {} dimensions; a coordinate has one",
             info.shape.len()
         )));
     }
-    let n = info.shape[0];
-    if n > MAX_COORD_VALUES {
-        return Err(Error::TooBig(format!(
-            "coordinate {path} has {n} values (at most {MAX_COORD_VALUES} for label selection; use --isel)"
-        )));
-    }
-    let attrs = array_attrs(&storage, zarr_format, path)?;
-    let storage = Arc::new(storage.with_guard(info.guard.clone()));
-    let array = Array::open(storage, &format!("/{path}"))
-        .map_err(|e| Error::Metadata(format!("cannot open coordinate {path}: {e}")))?;
-    let raw = match info.dt {
-        Dtype::I8 => all_values::<i8>(&array, n),
-        Dtype::I16 => all_values::<i16>(&array, n),
-        Dtype::I32 => all_values::<i32>(&array, n),
-        Dtype::I64 => all_values::<i64>(&array, n),
-        Dtype::U8 => all_values::<u8>(&array, n),
-        Dtype::U16 => all_values::<u16>(&array, n),
-        Dtype::U32 => all_values::<u32>(&array, n),
-        Dtype::U64 => all_values::<u64>(&array, n),
-        Dtype::F32 => all_values::<f32>(&array, n),
-        Dtype::F64 => all_values::<f64>(&array, n),
-    }?;
-    let values = raw
-        .iter()
-        .map(|&v| {
-            if info.masks.contains(&v) {
-                f64::NAN
-            } else {
-                v * info.scale + info.offset
-            }
-        })
-        .collect();
     let text = |k: &str| attrs.get(k).and_then(Value::as_str).map(str::to_string);
     let time = text("units")
         .filter(|u| u.contains(" since "))

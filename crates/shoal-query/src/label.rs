@@ -500,6 +500,29 @@ impl TimeAxis {
         Ok((secs - self.epoch) / self.unit_secs)
     }
 
+    pub fn calendar(&self) -> Calendar {
+        self.cal
+    }
+
+    /// A coordinate value as a calendar date and the seconds into that day.
+    pub fn civil(&self, v: f64) -> (i64, u32, u32, f64) {
+        let secs = self.epoch + v * self.unit_secs;
+        let days = (secs / 86400.0).floor();
+        let (y, m, d) = self.cal.date(days as i64);
+        (y, m, d, secs - days * 86400.0)
+    }
+
+    /// The coordinate value of a calendar date and time of day.
+    pub fn at(&self, y: i64, m: u32, d: u32, secs: f64) -> std::result::Result<f64, String> {
+        let days = self.cal.days(y, m, d)?;
+        Ok((days as f64 * 86400.0 + secs - self.epoch) / self.unit_secs)
+    }
+
+    /// Seconds per coordinate unit.
+    pub fn unit_secs(&self) -> f64 {
+        self.unit_secs
+    }
+
     /// A coordinate value as a date (ISO 8601, to the second).
     pub fn format(&self, v: f64) -> std::result::Result<String, String> {
         let secs = self.epoch + v * self.unit_secs;

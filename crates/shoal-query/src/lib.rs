@@ -10,11 +10,14 @@
 //!   a spec and chunk list one way, partials the other).
 //! - [`npy`]: writing results as `.npy`; [`dataset`]: as a Zarr dataset
 //!   with coordinates, attributes and provenance.
+//! - [`group`]: `--groupby time.FIELD` and `--resample time=FREQ` turned
+//!   into one bin per position of the time dimension.
 //! - [`label`]: selection by coordinate label (numbers, CF dates in the
 //!   cftime calendars) turned into index ranges.
 
 pub mod dataset;
 pub mod engine;
+pub mod group;
 pub mod label;
 pub mod npy;
 pub mod partial;

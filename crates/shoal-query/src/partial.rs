@@ -12,6 +12,11 @@
 //!
 //! Everything is accumulated in f64. Missing values (NaN after decoding)
 //! are skipped, as xarray does by default for floats.
+//!
+//! Weighted partials (`--weights`) keep the sum of the weights of the
+//! valid values in `wsum`, the weighted sum in `sum` and the weighted M2
+//! in `m2`; the same formula merges them with weights in place of counts
+//! (West, 1979). Unweighted partials keep `wsum` at 0.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +27,9 @@ pub struct Partial {
     pub min: f64,
     pub max: f64,
     pub m2: f64,
+    /// Sum of the weights (weighted reductions only; 0 otherwise).
+    #[serde(default)]
+    pub wsum: f64,
 }
 
 impl Default for Partial {
@@ -88,6 +96,7 @@ impl Partial {
         min: f64::INFINITY,
         max: f64::NEG_INFINITY,
         m2: 0.0,
+        wsum: 0.0,
     };
 
     /// The partial of a slice of values, NaNs skipped. Two passes over the
@@ -121,15 +130,28 @@ impl Partial {
         if b.count == 0 {
             return self;
         }
-        let (na, nb) = (self.count as f64, b.count as f64);
+        // Weighted partials weigh by their weights; a side whose weights
+        // sum to zero adds its count only (its weighted sums are zero).
+        let weighted = self.wsum != 0.0 || b.wsum != 0.0;
+        let (na, nb) = if weighted {
+            (self.wsum, b.wsum)
+        } else {
+            (self.count as f64, b.count as f64)
+        };
         let n = na + nb;
-        let delta = b.sum / nb - self.sum / na;
+        let m2 = if na == 0.0 || nb == 0.0 || n == 0.0 {
+            self.m2 + b.m2
+        } else {
+            let delta = b.sum / nb - self.sum / na;
+            self.m2 + b.m2 + delta * delta * na * nb / n
+        };
         Partial {
             count: self.count + b.count,
             sum: self.sum + b.sum,
             min: self.min.min(b.min),
             max: self.max.max(b.max),
-            m2: self.m2 + b.m2 + delta * delta * na * nb / n,
+            m2,
+            wsum: self.wsum + b.wsum,
         }
     }
 
@@ -148,6 +170,23 @@ impl Partial {
             Op::Var | Op::Std if n <= ddof => f64::NAN,
             Op::Var => self.m2 / (n - ddof) as f64,
             Op::Std => (self.m2 / (n - ddof) as f64).sqrt(),
+        }
+    }
+}
+
+impl Partial {
+    /// The final value of a weighted `op` (xarray's `weighted`): the
+    /// weighted sum (0 for no valid value), the weighted mean, variance
+    /// (`M2 / sum of weights`, no ddof) and standard deviation, NaN where
+    /// the weights of the valid values sum to zero.
+    pub fn finish_weighted(&self, op: Op) -> f64 {
+        match op {
+            Op::Sum => self.sum,
+            _ if self.count == 0 || self.wsum == 0.0 => f64::NAN,
+            Op::Mean => self.sum / self.wsum,
+            Op::Var => self.m2 / self.wsum,
+            Op::Std => (self.m2 / self.wsum).sqrt(),
+            _ => f64::NAN,
         }
     }
 }

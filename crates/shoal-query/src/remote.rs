@@ -4,8 +4,9 @@
 //! chunks were computed, which the peer lacks) followed by the merged
 //! partials of the computed chunks in a compact binary form, only non-empty
 //! cells and only the fields the op needs: `u32 n`, then n x (u32 cell,
-//! u64 count, f64 sum [, f64 min, f64 max] [, f64 m2]) with min/max for
-//! min and max, m2 for var and std. A mean moves 20 bytes per cell.
+//! u64 count, f64 sum [, f64 min, f64 max] [, f64 m2] [, f64 wsum]) with
+//! min/max for min and max, m2 for var and std, wsum for weighted
+//! reductions. A mean moves 20 bytes per cell.
 //! An empty response means "busy". Decoding checks every length and cell
 //! index against the requester's own plan before anything is merged.
 //!
@@ -23,14 +24,35 @@ use crate::QuerySpec;
 /// enough that a slow or dead peer loses little work when reassigned.
 pub const MAX_CHUNKS_PER_REQUEST: usize = 64;
 
-/// Which optional fields a response carries for `op`.
-fn fields(op: Op) -> (bool, bool) {
-    (matches!(op, Op::Min | Op::Max), op.needs_m2())
+/// What a response's cells carry: the op, and whether it is weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields {
+    pub op: Op,
+    pub weighted: bool,
 }
 
-fn cell_bytes(op: Op) -> usize {
-    let (mm, m2) = fields(op);
-    4 + 8 + 8 + if mm { 16 } else { 0 } + if m2 { 8 } else { 0 }
+impl Fields {
+    pub fn of(spec: &QuerySpec) -> Fields {
+        Fields {
+            op: spec.op,
+            weighted: spec.weights.is_some(),
+        }
+    }
+
+    /// Unweighted `op`.
+    pub fn plain(op: Op) -> Fields {
+        Fields { op, weighted: false }
+    }
+
+    /// (min and max, m2, wsum)
+    fn which(self) -> (bool, bool, bool) {
+        (matches!(self.op, Op::Min | Op::Max), self.op.needs_m2(), self.weighted)
+    }
+
+    fn cell_bytes(self) -> usize {
+        let (mm, m2, w) = self.which();
+        4 + 8 + 8 + if mm { 16 } else { 0 } + if m2 { 8 } else { 0 } + if w { 8 } else { 0 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,23 +73,23 @@ pub struct ComputeHeader {
 }
 
 /// Upper bound of the response bytes for `cells` non-empty cells.
-pub fn response_bytes(cells: u64, op: Op) -> u64 {
-    cells.saturating_mul(cell_bytes(op) as u64)
+pub fn response_bytes(cells: u64, f: Fields) -> u64 {
+    cells.saturating_mul(f.cell_bytes() as u64)
 }
 
 /// Builds a response region by region: a serving daemon holds one region's
 /// grid at a time, and cells go out with their index in the whole result.
 #[derive(Debug)]
 pub struct Encoder {
-    op: Op,
+    f: Fields,
     cells: Vec<u8>,
     n: u32,
 }
 
 impl Encoder {
-    pub fn new(op: Op) -> Self {
+    pub fn new(f: Fields) -> Self {
         Self {
-            op,
+            f,
             cells: Vec::new(),
             n: 0,
         }
@@ -76,7 +98,7 @@ impl Encoder {
     /// Adds the non-empty cells of `grid`, a grid over `region` of a result
     /// of `out_shape` (row-major both).
     pub fn add(&mut self, region: &Region, out_shape: &[usize], grid: &[Partial]) {
-        let (mm, m2) = fields(self.op);
+        let (mm, m2, w) = self.f.which();
         let mut gstride = vec![0usize; out_shape.len()];
         let mut s = 1;
         for k in (0..out_shape.len()).rev() {
@@ -103,6 +125,9 @@ impl Encoder {
                 if m2 {
                     self.cells.extend_from_slice(&p.m2.to_le_bytes());
                 }
+                if w {
+                    self.cells.extend_from_slice(&p.wsum.to_le_bytes());
+                }
                 self.n += 1;
             }
             for d in (0..idx.len()).rev() {
@@ -127,8 +152,8 @@ impl Encoder {
 }
 
 /// A response whose cells are a whole result grid (or none).
-pub fn encode_response(h: &ComputeHeader, grid: &[Partial], op: Op) -> Vec<u8> {
-    let mut e = Encoder::new(op);
+pub fn encode_response(h: &ComputeHeader, grid: &[Partial], f: Fields) -> Vec<u8> {
+    let mut e = Encoder::new(f);
     let region = Region {
         origin: vec![0],
         shape: vec![grid.len()],
@@ -155,9 +180,9 @@ pub fn response_partials(
     b: &[u8],
     cells: usize,
     asked: usize,
-    op: Op,
+    f: Fields,
 ) -> Result<(ComputeHeader, Vec<(usize, Partial)>), String> {
-    let (mm, m2) = fields(op);
+    let (mm, m2, w) = f.which();
     let hlen = u32::from_le_bytes(take(b, 0, 4)?.try_into().expect("4 bytes")) as usize;
     let header: ComputeHeader = serde_json::from_slice(take(b, 4, hlen)?).map_err(|e| format!("bad header: {e}"))?;
     if header.error.is_none() {
@@ -176,7 +201,7 @@ pub fn response_partials(
     let mut at = 4 + hlen;
     let n = u32::from_le_bytes(take(b, at, 4)?.try_into().expect("4 bytes")) as usize;
     at += 4;
-    let cb = cell_bytes(op);
+    let cb = f.cell_bytes();
     if n > cells || b.len() != at + n * cb || (header.error.is_some() && n > 0) {
         return Err(format!("{n} cells in {} bytes for a {cells}-cell result", b.len()));
     }
@@ -194,6 +219,10 @@ pub fn response_partials(
         }
         if m2 {
             p.m2 = f64_at(b, k);
+            k += 8;
+        }
+        if w {
+            p.wsum = f64_at(b, k);
         }
         (c, p)
     };
@@ -203,7 +232,7 @@ pub fn response_partials(
         let (c, p) = read(at + i * cb);
         let bad_minmax = mm && (p.min.is_nan() || p.max.is_nan() || p.min > p.max);
         let bad_m2 = m2 && (p.m2.is_nan() || p.m2 < 0.0);
-        if c >= cells || p.count == 0 || p.sum.is_nan() || bad_minmax || bad_m2 {
+        if c >= cells || p.count == 0 || p.sum.is_nan() || p.wsum.is_nan() || bad_minmax || bad_m2 {
             return Err(format!("invalid partial for cell {c}"));
         }
         if seen[c / 64] & (1 << (c % 64)) != 0 {
@@ -218,8 +247,8 @@ pub fn response_partials(
 /// Checks a response (see [`response_partials`]) and merges its partials
 /// into `grid` (the requester's whole result). Nothing is merged unless
 /// everything is valid.
-pub fn merge_response(b: &[u8], grid: &mut [Partial], asked: usize, op: Op) -> Result<ComputeHeader, String> {
-    let (header, pairs) = response_partials(b, grid.len(), asked, op)?;
+pub fn merge_response(b: &[u8], grid: &mut [Partial], asked: usize, f: Fields) -> Result<ComputeHeader, String> {
+    let (header, pairs) = response_partials(b, grid.len(), asked, f)?;
     for (c, p) in pairs {
         grid[c] = grid[c].merge(p);
     }
@@ -249,6 +278,7 @@ pub fn partials_agree(peer: &[(usize, Partial)], here: &[(usize, Partial)]) -> R
             || !same(pa.min, pb.min)
             || !same(pa.max, pb.max)
             || !close(pa.m2, pb.m2)
+            || !close(pa.wsum, pb.wsum)
         {
             return Err(format!("cell {ca}: answered {pa:?}, computed here {pb:?}"));
         }
@@ -270,10 +300,10 @@ mod tests {
             missing: vec![1],
             error: None,
         };
-        let b = encode_response(&h, &grid, Op::Var);
+        let b = encode_response(&h, &grid, Fields::plain(Op::Var));
         let merge = |b: &[u8], cells: usize, asked: usize, op: Op| {
             let mut g = vec![Partial::EMPTY; cells];
-            merge_response(b, &mut g, asked, op).map(|h| (h, g))
+            merge_response(b, &mut g, asked, Fields::plain(op)).map(|h| (h, g))
         };
         let (h2, g2) = merge(&b, 5, 3, Op::Var).unwrap();
         assert_eq!(h2.computed, vec![0, 2]);
@@ -288,7 +318,7 @@ mod tests {
             assert!(merge(&b[..cut], 5, 3, Op::Var).is_err());
         }
         // A mean carries count and sum only, and min/max stay unset.
-        let b = encode_response(&h, &grid, Op::Mean);
+        let b = encode_response(&h, &grid, Fields::plain(Op::Mean));
         let (_, g3) = merge(&b, 5, 3, Op::Mean).unwrap();
         assert_eq!(g3[1].count, 3);
         assert_eq!(g3[1].sum, 7.0);
@@ -305,7 +335,13 @@ mod tests {
                 error: None,
             };
             let mut g = vec![Partial::EMPTY; 2];
-            merge_response(&encode_response(&h, &grid, Op::Sum), &mut g, 3, Op::Sum).map(|_| g)
+            merge_response(
+                &encode_response(&h, &grid, Fields::plain(Op::Sum)),
+                &mut g,
+                3,
+                Fields::plain(Op::Sum),
+            )
+            .map(|_| g)
         };
         assert!(answer(vec![0, 1], vec![2]).is_ok());
         let e = answer(vec![0, 1], vec![]).unwrap_err();
@@ -318,7 +354,13 @@ mod tests {
             computed: vec![0],
             ..Default::default()
         };
-        assert!(merge_response(&encode_response(&h, &grid, Op::Sum), &mut g, 2, Op::Sum).is_err());
+        assert!(merge_response(
+            &encode_response(&h, &grid, Fields::plain(Op::Sum)),
+            &mut g,
+            2,
+            Fields::plain(Op::Sum)
+        )
+        .is_err());
         assert!(g.iter().all(|p| p.count == 0));
     }
 
@@ -330,7 +372,7 @@ mod tests {
             shape: vec![2, 3],
         };
         let grid: Vec<Partial> = (0..6).map(|i| Partial::of(&[i as f64])).collect();
-        let mut e = Encoder::new(Op::Sum);
+        let mut e = Encoder::new(Fields::plain(Op::Sum));
         e.add(&region, &[4, 6], &grid);
         let h = ComputeHeader {
             computed: vec![0],
@@ -338,7 +380,7 @@ mod tests {
         };
         let b = e.finish(&h);
         let mut full = vec![Partial::EMPTY; 24];
-        merge_response(&b, &mut full, 1, Op::Sum).unwrap();
+        merge_response(&b, &mut full, 1, Fields::plain(Op::Sum)).unwrap();
         let sums: Vec<(usize, f64)> = full
             .iter()
             .enumerate()
@@ -350,11 +392,11 @@ mod tests {
             vec![(15, 0.0), (16, 1.0), (17, 2.0), (21, 3.0), (22, 4.0), (23, 5.0)]
         );
         // The same region twice: every cell twice.
-        let mut e = Encoder::new(Op::Sum);
+        let mut e = Encoder::new(Fields::plain(Op::Sum));
         e.add(&region, &[4, 6], &grid);
         e.add(&region, &[4, 6], &grid);
         let mut full = vec![Partial::EMPTY; 24];
-        let err = merge_response(&e.finish(&h), &mut full, 1, Op::Sum).unwrap_err();
+        let err = merge_response(&e.finish(&h), &mut full, 1, Fields::plain(Op::Sum)).unwrap_err();
         assert!(err.contains("twice"), "{err}");
         assert!(full.iter().all(|p| p.count == 0));
     }
