@@ -352,8 +352,16 @@ pub struct MountResult {
 pub struct QueryRequest {
     /// Dataset: CID or NAME.
     pub target: String,
-    /// Array path inside the dataset, e.g. sst or ocean/sst.
-    pub array: String,
+    /// Array path inside the dataset, e.g. sst or ocean/sst; several,
+    /// comma-separated (sst,tas), make one result dataset.
+    #[arg(required_unless_present = "all")]
+    #[serde(default)]
+    pub array: Option<String>,
+    /// Every data variable that has the reduced (and grouped) dimensions,
+    /// into one result.
+    #[arg(long, conflicts_with = "array")]
+    #[serde(default)]
+    pub all: bool,
     /// The reduction: sum, mean, min, max, count, var or std.
     #[arg(long)]
     pub op: shoal_query::Op,

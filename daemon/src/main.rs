@@ -467,19 +467,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(2));
             }
+            let several = req.all || req.array.as_deref().is_some_and(|a| a.contains(','));
+            if several && out.is_some() && !zarr {
+                eprintln!("error: several arrays make one dataset: write it with --out PATH.zarr");
+                return Ok(ExitCode::from(2));
+            }
             req.coords = zarr;
-            let r: QueryResult = client.post("/v1/query", &req).await?;
+            let rs: Vec<QueryResult> = client.post("/v1/query", &req).await?;
             if let Some(path) = &out {
-                let values: Vec<f64> = r.values.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
                 if zarr {
-                    write_result_dataset(&req, &r, &values, path)?;
-                } else {
+                    write_result_dataset(&req, &rs, path)?;
+                } else if let Some(r) = rs.first() {
+                    let values: Vec<f64> = r.values.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
                     std::fs::write(path, shoal_query::npy::encode_f64(&r.shape, &values))
                         .with_context(|| format!("writing {}", path.display()))?;
                 }
             }
             if json {
-                print_json(&r)?;
+                match &rs[..] {
+                    [one] if !several => print_json(one)?,
+                    all => print_json(&all)?,
+                }
             } else {
                 let mut how = String::new();
                 if let Some(g) = req.groupby.as_ref().or(req.resample.as_ref()) {
@@ -488,7 +496,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 if let Some(w) = &req.weights {
                     how += &format!(", weighted by {w}");
                 }
-                output::print_query(&r, out.as_deref(), !req.sel.is_empty() || !req.isel.is_empty(), &how)?;
+                for (i, r) in rs.iter().enumerate() {
+                    // "wrote PATH" once, after the last.
+                    let wrote = out.as_deref().filter(|_| i + 1 == rs.len());
+                    output::print_query(r, wrote, !req.sel.is_empty() || !req.isel.is_empty(), &how)?;
+                }
             }
         }
         Cmd::Mount { dir } => {
@@ -587,23 +599,37 @@ fn absolute(p: &std::path::Path) -> Result<PathBuf> {
     })
 }
 
-/// Writes a query result as a Zarr dataset (see `shoal_query::dataset`).
-fn write_result_dataset(req: &QueryRequest, r: &QueryResult, values: &[f64], path: &std::path::Path) -> Result<()> {
+/// Writes query results as one Zarr dataset (see `shoal_query::dataset`).
+fn write_result_dataset(req: &QueryRequest, rs: &[QueryResult], path: &std::path::Path) -> Result<()> {
     let mut query = serde_json::to_value(req)?;
     if let Some(q) = query.as_object_mut() {
         q.remove("coords");
-        q.insert("selection".into(), serde_json::json!(r.selection));
+        if let Some(r) = rs.first() {
+            q.insert("selection".into(), serde_json::json!(r.selection));
+        }
+        let arrays: Vec<&str> = rs.iter().map(|r| r.array.as_str()).collect();
+        q.insert("array".into(), serde_json::json!(arrays.join(",")));
     }
+    let values: Vec<Vec<f64>> = rs
+        .iter()
+        .map(|r| r.values.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+        .collect();
     shoal_query::dataset::ResultDataset {
-        array: &r.array,
-        op: r.op,
-        dims: &r.dims,
-        reduced: &r.reduced,
-        shape: &r.shape,
-        values,
-        attrs: &r.attrs,
-        coords: &r.coords,
-        source: &r.root,
+        vars: rs
+            .iter()
+            .zip(&values)
+            .map(|(r, values)| shoal_query::dataset::ResultVar {
+                array: &r.array,
+                op: r.op,
+                dims: &r.dims,
+                reduced: &r.reduced,
+                shape: &r.shape,
+                values,
+                attrs: &r.attrs,
+                coords: &r.coords,
+            })
+            .collect(),
+        source: rs.first().map_or("", |r| r.root.as_str()),
         query,
     }
     .write(path)

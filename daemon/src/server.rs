@@ -281,29 +281,69 @@ async fn list_mounts(State(d): St) -> Json<Vec<String>> {
     Json(d.node.mounts().iter().map(|p| p.display().to_string()).collect())
 }
 
-async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<QueryResult>> {
+async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Vec<QueryResult>>> {
     let target = d.node.resolve(&req.target).await?;
-    let spec = shoal_query::QuerySpec {
-        array: req.array,
-        op: req.op,
-        dims: req.dims,
-        sel: req.isel,
-        labels: req.sel,
-        coords: req.coords,
-        verify_all: req.verify.as_deref() == Some("all"),
-        group: req.groupby.or(req.resample),
-        weights: req.weights,
-        ddof: req.ddof,
-        raw: req.raw,
+    let group = req.groupby.or(req.resample);
+    let arrays: Vec<String> = if req.all {
+        let mut dims = req.dims.clone();
+        dims.extend(group.as_ref().map(|g| g.dim.clone()));
+        let found = d.node.data_arrays(&target, dims.clone()).await?;
+        if found.is_empty() {
+            return Err(shoal_node::Error::BadRequest(format!(
+                "no data variable of {} has the dimensions ({})",
+                req.target,
+                dims.join(", ")
+            ))
+            .into());
+        }
+        found
+    } else {
+        let list = req.array.as_deref().unwrap_or("");
+        let arrays: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+            .collect();
+        if arrays.is_empty() {
+            return Err(shoal_node::Error::BadRequest("name an array (or several: a,b), or --all".into()).into());
+        }
+        arrays
     };
+    let specs: Vec<shoal_query::QuerySpec> = arrays
+        .into_iter()
+        .map(|array| shoal_query::QuerySpec {
+            array,
+            op: req.op,
+            dims: req.dims.clone(),
+            sel: req.isel.clone(),
+            labels: req.sel.clone(),
+            coords: req.coords,
+            verify_all: req.verify.as_deref() == Some("all"),
+            group: group.clone(),
+            weights: req.weights.clone(),
+            ddof: req.ddof,
+            raw: req.raw,
+        })
+        .collect();
     if let Some(name) = &req.name {
-        let (report, result, cached) = d.node.query_into(&target, spec, name, req.no_cache).await?;
-        let mut r = QueryResult::from(report);
-        r.result = Some(result.to_string());
-        r.cached = cached;
-        return Ok(Json(r));
+        let (reports, result, cached) = d.node.query_into(&target, specs, name, req.no_cache).await?;
+        let out = reports
+            .into_iter()
+            .map(|report| {
+                let mut r = QueryResult::from(report);
+                r.result = Some(result.to_string());
+                r.cached = cached;
+                r
+            })
+            .collect();
+        return Ok(Json(out));
     }
-    Ok(Json(d.node.query(&target, spec).await?.into()))
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        out.push(d.node.query(&target, spec).await?.into());
+    }
+    Ok(Json(out))
 }
 
 fn router(d: Arc<Daemon>) -> Router {

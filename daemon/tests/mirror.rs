@@ -63,15 +63,6 @@ fn providers(d: &Daemon, root: &str) -> usize {
 }
 
 /// Mounts on a fresh directory under `tmp`.
-fn mount(d: &Daemon, tmp: &Path, name: &str) -> MountGuard {
-    require_fuse();
-    let mnt = tmp.join(name);
-    d.cli_ok(&["mount", mnt.to_str().unwrap()]);
-    let mnt = std::fs::canonicalize(&mnt).unwrap();
-    assert!(is_mounted(&mnt));
-    MountGuard(mnt)
-}
-
 /// Opens and reads every file under `dir` (each open is a request the
 /// daemon counts).
 fn read_all(dir: &Path) -> usize {

@@ -311,6 +311,25 @@ fn query_results_equal_xarray() {
             "got": got,
         }));
     }
+    // Two arrays in one dataset, pushed down.
+    let multi = work.path().join("multi.zarr");
+    e.cli_ok(&[
+        "query",
+        &roots["clim_v2"],
+        "tas,tpk",
+        "--op",
+        "std",
+        "--resample",
+        "time=MS",
+        "--out",
+        multi.to_str().unwrap(),
+    ]);
+    for a in ["tas", "tpk"] {
+        checks.push(serde_json::json!({
+            "path": datasets().join("clim_v2"), "array": a, "op": "std", "dims": [], "sel": {},
+            "resample": ["time", "MS"], "ddof": 0, "raw": false, "got": multi,
+        }));
+    }
     let list = work.path().join("cases.json");
     std::fs::write(&list, serde_json::to_vec(&checks).unwrap()).unwrap();
     let out = py("xr_check.py", &[&list]);
@@ -668,4 +687,51 @@ fn a_named_result_is_a_dataset_and_the_same_query_is_answered_from_it() {
     let mut bad = q.to_vec();
     bad.extend(["--out", "/tmp/x.zarr"]);
     assert_eq!(d.cli(&bad).status.code(), Some(2));
+
+    // A seasonal climatology of every data variable, kept and read back
+    // through the mount: both variables, equal to xarray's.
+    d.add(&datasets().join("clim_v2"), Some("c"));
+    let q = [
+        "query",
+        "c",
+        "--all",
+        "--op",
+        "mean",
+        "--groupby",
+        "time.season",
+        "--name",
+        "seasons",
+    ];
+    let first = d.json(&q);
+    let vars: Vec<&str> = first
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["array"].as_str().unwrap())
+        .collect();
+    assert_eq!(vars, ["tas", "tpk"], "{first}");
+    let again = d.json(&q);
+    assert_eq!(again[0]["result"], first[0]["result"]);
+    assert_eq!(
+        (again[0]["cached"].as_bool(), again[1]["chunks_local"].as_u64()),
+        (Some(true), Some(0))
+    );
+    let m = mount(&d, work.path(), "mnt");
+    let cases: Vec<serde_json::Value> = vars
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "path": datasets().join("clim_v2"), "array": a, "op": "mean", "dims": [], "sel": {},
+                "groupby": "time.season", "ddof": 0, "raw": false, "got": m.0.join("seasons"),
+            })
+        })
+        .collect();
+    std::fs::write(&check, serde_json::to_vec(&cases).unwrap()).unwrap();
+    assert!(py("xr_check.py", &[&check]).starts_with("ok 2"));
+    drop(m);
+    // Several arrays make one dataset: never a .npy.
+    let npy = work.path().join("x.npy");
+    let out = d.cli(&["query", "c", "tas,tpk", "--op", "mean", "--out", npy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PATH.zarr"));
 }

@@ -745,28 +745,43 @@ impl Node {
         r
     }
 
+    /// The data variables of a dataset that have every dimension in
+    /// `dims` (what `shoal query --all` reduces).
+    pub async fn data_arrays(&self, target: &Target, dims: Vec<String>) -> Result<Vec<String>> {
+        let root = target.dataset("query")?;
+        self.blocking(move |n| crate::query::data_arrays(&n.parts, root, &dims))
+            .await
+    }
+
     /// Runs a query and keeps its result as a named dataset (a Zarr group:
     /// the values, their coordinates, attributes, cell_methods, provenance;
     /// pinned, mountable, readable over the gateway), or, when the same
     /// query (normalised) of the same root was kept before and its result
     /// is still complete here, names that result without computing.
-    /// Returns the report (from the cache on a hit), the result's root and
-    /// whether it came from the cache.
+    /// Several arrays (one spec each) make one dataset. Returns the
+    /// reports (from the cache on a hit), the result's root and whether it
+    /// came from the cache.
     pub async fn query_into(
         &self,
         target: &Target,
-        spec: shoal_query::QuerySpec,
+        specs: Vec<shoal_query::QuerySpec>,
         name: &str,
         no_cache: bool,
-    ) -> Result<(QueryReport, Cid, bool)> {
+    ) -> Result<(Vec<QueryReport>, Cid, bool)> {
         shoal_store::validate_name(name)?;
         let root = target.dataset("query")?;
-        let spec = shoal_query::QuerySpec {
-            array: spec.array.trim_matches('/').to_string(),
-            coords: true,
-            ..spec
-        };
-        let key = crate::results::key(root, &spec);
+        if specs.is_empty() {
+            return Err(Error::BadRequest("no array to query".into()));
+        }
+        let specs: Vec<shoal_query::QuerySpec> = specs
+            .into_iter()
+            .map(|spec| shoal_query::QuerySpec {
+                array: spec.array.trim_matches('/').to_string(),
+                coords: true,
+                ..spec
+            })
+            .collect();
+        let key = crate::results::key(root, &specs);
         let file = self.inner.results_dir.join(&key);
         if !no_cache {
             let (name, file) = (name.to_string(), file.clone());
@@ -787,19 +802,27 @@ impl Node {
                 })
                 .await?;
             if let Some(c) = hit {
-                return Ok((c.report(root), c.result, true));
+                return Ok((c.reports(root), c.result, true));
             }
         }
-        let report = self.query(target, spec.clone()).await?;
+        let mut reports = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            reports.push(self.query(target, spec.clone()).await?);
+        }
         let tmp = self.inner.results_dir.join(format!("{key}.partial"));
         let out = tmp.join("result.zarr");
         {
-            let (report, tmp, out) = (report.clone(), tmp.clone(), out.clone());
-            let query = serde_json::to_value(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+            let (reports, tmp, out) = (reports.clone(), tmp.clone(), out.clone());
+            let query = if specs.len() == 1 {
+                serde_json::to_value(&specs[0])
+            } else {
+                serde_json::to_value(&specs)
+            }
+            .map_err(|e| Error::Internal(e.to_string()))?;
             self.blocking(move |_| {
                 let _ = std::fs::remove_dir_all(&tmp);
                 std::fs::create_dir_all(&tmp).map_err(|e| Error::Internal(format!("{}: {e}", tmp.display())))?;
-                crate::results::write(&report, query, &out)
+                crate::results::write(&reports, query, &out)
             })
             .await?;
         }
@@ -808,8 +831,8 @@ impl Node {
             .await;
         let _ = std::fs::remove_dir_all(&tmp);
         let added = added?;
-        crate::results::save(&file, added.root, &report);
-        Ok((report, added.root, false))
+        crate::results::save(&file, added.root, &reports);
+        Ok((reports, added.root, false))
     }
 
     /// Mounts every dataset read-only under `dir` (`dir/<name or CID>/...`).

@@ -186,6 +186,34 @@ fn resolve_labels(
     Ok(spec)
 }
 
+/// The data variables of dataset `root` that have every dimension in
+/// `dims`: arrays that are not coordinates (a 1-D array named as its
+/// dimension), of a type queries reduce, in path order.
+pub(crate) fn data_arrays(parts: &Parts, root: Cid, dims: &[String]) -> Result<Vec<String>> {
+    let m = parts.manifest(&root)?;
+    let reader = Arc::new(parts.reader(root));
+    let budget = parts.query.memory;
+    let entries = array_entries(&m, &[], budget, &mut reader.fetch())?;
+    let fetch: FetchFn = {
+        let reader = reader.clone();
+        Arc::new(move |c| reader.get(c))
+    };
+    let storage = ManifestStorage::new(entries.clone(), m.block_size, fetch);
+    let mut out = Vec::new();
+    for path in arrays_of(&entries) {
+        let Ok(info) = engine::array_info(&storage, m.zarr_format, &path, true, &[]) else {
+            continue; // a group, or a type queries do not reduce
+        };
+        let name = path.rsplit('/').next().unwrap_or(&path);
+        let coordinate = info.dims.len() == 1 && info.dims[0] == name;
+        if !coordinate && dims.iter().all(|d| info.dims.contains(d)) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Names a latitude dimension goes by.
 const LATITUDE_NAMES: [&str; 4] = ["lat", "latitude", "nav_lat", "y"];
 

@@ -14,9 +14,17 @@ use shoal_query::QuerySpec;
 use crate::error::{Error, Result};
 use crate::types::QueryReport;
 
-/// The cache key: blake3 of the input root and the query with its lists
-/// in a canonical order (dimension order does not change a reduction).
-pub(crate) fn key(root: Cid, spec: &QuerySpec) -> String {
+/// The cache key of a query of several arrays: blake3 of the input root
+/// and each array's normalised query (see [`canonical`]), in order.
+pub(crate) fn key(root: Cid, specs: &[QuerySpec]) -> String {
+    let all: Vec<serde_json::Value> = specs.iter().map(canonical).collect();
+    let v = serde_json::json!({"root": root.to_string(), "queries": all});
+    blake3::hash(v.to_string().as_bytes()).to_hex().to_string()
+}
+
+/// A query with its lists in a canonical order (dimension order does not
+/// change a reduction).
+fn canonical(spec: &QuerySpec) -> serde_json::Value {
     let mut dims = spec.dims.clone();
     dims.sort();
     dims.dedup();
@@ -28,8 +36,7 @@ pub(crate) fn key(root: Cid, spec: &QuerySpec) -> String {
         .map(|l| format!("{}={:?}:{:?}:{}", l.dim, l.lo, l.hi, l.exact))
         .collect();
     labels.sort();
-    let canonical = serde_json::json!({
-        "root": root.to_string(),
+    serde_json::json!({
         "array": spec.array,
         "op": spec.op,
         "dims": dims,
@@ -39,14 +46,19 @@ pub(crate) fn key(root: Cid, spec: &QuerySpec) -> String {
         "raw": spec.raw,
         "group": spec.group,
         "weights": spec.weights,
-    });
-    blake3::hash(canonical.to_string().as_bytes()).to_hex().to_string()
+    })
 }
 
-/// A kept result: its dataset's root and what the query reported.
+/// A kept result: its dataset's root and what the query of each array
+/// reported.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Kept {
     pub result: Cid,
+    reports: Vec<KeptReport>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct KeptReport {
     array: String,
     op: shoal_query::Op,
     dims: Vec<String>,
@@ -60,8 +72,14 @@ pub(crate) struct Kept {
 }
 
 impl Kept {
-    /// The report of a kept result: nothing computed, nothing moved.
-    pub fn report(&self, root: Cid) -> QueryReport {
+    /// The reports of a kept result: nothing computed, nothing moved.
+    pub fn reports(&self, root: Cid) -> Vec<QueryReport> {
+        self.reports.iter().map(|r| r.report(root)).collect()
+    }
+}
+
+impl KeptReport {
+    fn report(&self, root: Cid) -> QueryReport {
         QueryReport {
             root,
             array: self.array.clone(),
@@ -91,18 +109,10 @@ pub(crate) fn load(file: &Path) -> Option<Kept> {
 }
 
 /// Keeps the record (best effort: without it the query is recomputed).
-pub(crate) fn save(file: &Path, result: Cid, r: &QueryReport) {
+pub(crate) fn save(file: &Path, result: Cid, reports: &[QueryReport]) {
     let kept = Kept {
         result,
-        array: r.array.clone(),
-        op: r.op,
-        dims: r.dims.clone(),
-        reduced: r.reduced.clone(),
-        shape: r.shape.clone(),
-        values: r.values.iter().map(|v| (!v.is_nan()).then_some(*v)).collect(),
-        source_dtype: r.source_dtype.clone(),
-        chunks: r.chunks,
-        selection: r.selection.clone(),
+        reports: reports.iter().map(KeptReport::of).collect(),
     };
     let data = serde_json::to_vec(&kept).expect("the record serialises");
     if let Err(e) = crate::parts::replace_file(file, &data) {
@@ -110,10 +120,25 @@ pub(crate) fn save(file: &Path, result: Cid, r: &QueryReport) {
     }
 }
 
-/// Writes a report as a Zarr dataset at `out` (see `shoal_query::dataset`).
-pub(crate) fn write(r: &QueryReport, query: serde_json::Value, out: &Path) -> Result<()> {
-    let source = r.root.to_string();
-    shoal_query::dataset::ResultDataset {
+impl KeptReport {
+    fn of(r: &QueryReport) -> KeptReport {
+        KeptReport {
+            array: r.array.clone(),
+            op: r.op,
+            dims: r.dims.clone(),
+            reduced: r.reduced.clone(),
+            shape: r.shape.clone(),
+            values: r.values.iter().map(|v| (!v.is_nan()).then_some(*v)).collect(),
+            source_dtype: r.source_dtype.clone(),
+            chunks: r.chunks,
+            selection: r.selection.clone(),
+        }
+    }
+}
+
+/// The variable a report writes into a result dataset.
+pub fn result_var(r: &QueryReport) -> shoal_query::dataset::ResultVar<'_> {
+    shoal_query::dataset::ResultVar {
         array: &r.array,
         op: r.op,
         dims: &r.dims,
@@ -122,6 +147,15 @@ pub(crate) fn write(r: &QueryReport, query: serde_json::Value, out: &Path) -> Re
         values: &r.values,
         attrs: &r.attrs,
         coords: &r.coords,
+    }
+}
+
+/// Writes reports of one root as a Zarr dataset at `out` (see
+/// `shoal_query::dataset`).
+pub(crate) fn write(reports: &[QueryReport], query: serde_json::Value, out: &Path) -> Result<()> {
+    let source = reports.first().map(|r| r.root.to_string()).unwrap_or_default();
+    shoal_query::dataset::ResultDataset {
+        vars: reports.iter().map(result_var).collect(),
         source: &source,
         query,
     }

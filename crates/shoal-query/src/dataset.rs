@@ -1,5 +1,5 @@
-//! A query result written as a Zarr dataset that xarray opens: the result
-//! under the array's name, the coordinates of its dimensions (stored values
+//! A query result written as a Zarr dataset that xarray opens: each
+//! result under its array's name, the coordinates of their dimensions (stored values
 //! and attributes as in the source, so times decode as they did there), the
 //! array's attributes without its storage encoding, CF `cell_methods`, and
 //! provenance. Zarr v2 with consolidated metadata, uncompressed float64
@@ -90,9 +90,9 @@ impl ResultCoord {
     }
 }
 
-/// What is written.
+/// One variable of a result.
 #[derive(Debug, Clone)]
-pub struct ResultDataset<'a> {
+pub struct ResultVar<'a> {
     /// The source array's path in its dataset; the variable is named by
     /// its last component.
     pub array: &'a str,
@@ -104,7 +104,20 @@ pub struct ResultDataset<'a> {
     pub values: &'a [f64],
     /// The source array's attributes.
     pub attrs: &'a Map<String, Value>,
+    /// Coordinates of its dimensions (shared ones are written once).
     pub coords: &'a [ResultCoord],
+}
+
+impl ResultVar<'_> {
+    fn name(&self) -> &str {
+        self.array.rsplit('/').next().unwrap_or(self.array)
+    }
+}
+
+/// What is written.
+#[derive(Debug, Clone)]
+pub struct ResultDataset<'a> {
+    pub vars: Vec<ResultVar<'a>>,
     /// Provenance: the input dataset's root CID and the query.
     pub source: &'a str,
     pub query: Value,
@@ -202,12 +215,8 @@ impl ResultDataset<'_> {
         r
     }
 
-    fn name(&self) -> &str {
-        self.array.rsplit('/').next().unwrap_or(self.array)
-    }
-
     fn write_into(&self, root: &Path) -> std::io::Result<()> {
-        let name = self.name();
+        let names: Vec<&str> = self.vars.iter().map(ResultVar::name).collect();
         let mut consolidated = Map::new();
         let mut put = |key: String, v: Value, dir: &Path| -> std::io::Result<()> {
             let file = dir.join(key.rsplit('/').next().expect("a key"));
@@ -216,16 +225,46 @@ impl ResultDataset<'_> {
             Ok(())
         };
         put(".zgroup".into(), json!({"zarr_format": 2}), root)?;
+        let history: Vec<String> = self
+            .vars
+            .iter()
+            .map(|v| format!("{} of {} over ({})", v.op, v.name(), v.reduced.join(", ")))
+            .collect();
         put(
             ".zattrs".into(),
             json!({
                 "source": self.source,
                 "shoal_query": self.query,
-                "history": format!("shoal query: {} of {} over ({})", self.op, name, self.reduced.join(", ")),
+                "history": format!("shoal query: {}", history.join("; ")),
             }),
             root,
         )?;
-        // The variable.
+        let mut written: Vec<&str> = Vec::new();
+        for v in &self.vars {
+            v.write_into(root, &mut put)?;
+        }
+        // Their coordinates, once per dimension.
+        for c in self.vars.iter().flat_map(|v| v.coords) {
+            if names.contains(&c.dim.as_str()) || written.contains(&c.dim.as_str()) {
+                continue;
+            }
+            written.push(&c.dim);
+            c.write_into(root, &mut put)?;
+        }
+        write_json(
+            &root.join(".zmetadata"),
+            &json!({"metadata": consolidated, "zarr_consolidated_format": 1}),
+        )
+    }
+}
+
+/// Writes a metadata document (`key` under the dataset, in `dir`) and
+/// records it for the consolidated metadata.
+type Put<'p> = dyn FnMut(String, Value, &Path) -> std::io::Result<()> + 'p;
+
+impl ResultVar<'_> {
+    fn write_into(&self, root: &Path, put: &mut Put) -> std::io::Result<()> {
+        let name = self.name();
         let vdir = root.join(name);
         std::fs::create_dir_all(&vdir)?;
         let (meta, rows) = zarray(self.shape);
@@ -250,67 +289,62 @@ impl ResultDataset<'_> {
         }
         attrs.insert("_ARRAY_DIMENSIONS".into(), json!(self.dims));
         put(format!("{}/.zattrs", name), Value::Object(attrs), &vdir)?;
-        write_chunks(&vdir, self.shape, self.values, rows)?;
-        // Its coordinates.
-        for c in self.coords {
-            if c.dim == name {
-                continue;
-            }
-            let cdir = root.join(&c.dim);
-            std::fs::create_dir_all(&cdir)?;
-            let shape = [c.len()];
-            if !c.labels.is_empty() || c.int {
-                // Labels in one chunk: fixed-width UTF-32 strings or int64,
-                // no fill value (every label is a real one).
-                let (dtype, bytes): (String, Vec<u8>) = if c.int {
-                    let b = c.values.iter().flat_map(|v| (*v as i64).to_le_bytes()).collect();
-                    ("<i8".into(), b)
-                } else {
-                    let width = c.labels.iter().map(|l| l.chars().count()).max().unwrap_or(1).max(1);
-                    let mut b = Vec::with_capacity(width * 4 * c.labels.len());
-                    for l in &c.labels {
-                        let chars: Vec<char> = l.chars().collect();
-                        for i in 0..width {
-                            b.extend_from_slice(&chars.get(i).map_or(0, |ch| *ch as u32).to_le_bytes());
-                        }
+        write_chunks(&vdir, self.shape, self.values, rows)
+    }
+}
+
+impl ResultCoord {
+    fn write_into(&self, root: &Path, put: &mut Put) -> std::io::Result<()> {
+        let c = self;
+        let cdir = root.join(&c.dim);
+        std::fs::create_dir_all(&cdir)?;
+        let shape = [c.len()];
+        if !c.labels.is_empty() || c.int {
+            // Labels in one chunk: fixed-width UTF-32 strings or int64,
+            // no fill value (every label is a real one).
+            let (dtype, bytes): (String, Vec<u8>) = if c.int {
+                let b = c.values.iter().flat_map(|v| (*v as i64).to_le_bytes()).collect();
+                ("<i8".into(), b)
+            } else {
+                let width = c.labels.iter().map(|l| l.chars().count()).max().unwrap_or(1).max(1);
+                let mut b = Vec::with_capacity(width * 4 * c.labels.len());
+                for l in &c.labels {
+                    let chars: Vec<char> = l.chars().collect();
+                    for i in 0..width {
+                        b.extend_from_slice(&chars.get(i).map_or(0, |ch| *ch as u32).to_le_bytes());
                     }
-                    (format!("<U{width}"), b)
-                };
-                let meta = json!({
-                    "zarr_format": 2,
-                    "shape": shape,
-                    "chunks": [c.len().max(1)],
-                    "dtype": dtype,
-                    "compressor": null,
-                    "fill_value": null,
-                    "filters": null,
-                    "order": "C",
-                });
-                put(format!("{}/.zarray", c.dim), meta, &cdir)?;
-                put(
-                    format!("{}/.zattrs", c.dim),
-                    json!({"_ARRAY_DIMENSIONS": [c.dim]}),
-                    &cdir,
-                )?;
-                std::fs::write(cdir.join("0"), bytes)?;
-                continue;
-            }
-            let (meta, rows) = zarray(&shape);
+                }
+                (format!("<U{width}"), b)
+            };
+            let meta = json!({
+                "zarr_format": 2,
+                "shape": shape,
+                "chunks": [c.len().max(1)],
+                "dtype": dtype,
+                "compressor": null,
+                "fill_value": null,
+                "filters": null,
+                "order": "C",
+            });
             put(format!("{}/.zarray", c.dim), meta, &cdir)?;
-            let mut attrs: Map<String, Value> = c
-                .attrs
-                .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "_ARRAY_DIMENSIONS" | "_FillValue" | "missing_value"))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            attrs.insert("_ARRAY_DIMENSIONS".into(), json!([c.dim]));
-            put(format!("{}/.zattrs", c.dim), Value::Object(attrs), &cdir)?;
-            write_chunks(&cdir, &shape, &c.values, rows)?;
+            put(
+                format!("{}/.zattrs", c.dim),
+                json!({"_ARRAY_DIMENSIONS": [c.dim]}),
+                &cdir,
+            )?;
+            return std::fs::write(cdir.join("0"), bytes);
         }
-        write_json(
-            &root.join(".zmetadata"),
-            &json!({"metadata": consolidated, "zarr_consolidated_format": 1}),
-        )
+        let (meta, rows) = zarray(&shape);
+        put(format!("{}/.zarray", c.dim), meta, &cdir)?;
+        let mut attrs: Map<String, Value> = c
+            .attrs
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "_ARRAY_DIMENSIONS" | "_FillValue" | "missing_value"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        attrs.insert("_ARRAY_DIMENSIONS".into(), json!([c.dim]));
+        put(format!("{}/.zattrs", c.dim), Value::Object(attrs), &cdir)?;
+        write_chunks(&cdir, &shape, &c.values, rows)
     }
 }
 
@@ -339,15 +373,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("x"), b"keep").unwrap();
         let attrs = Map::new();
+        let reduced = ["time".to_string()];
         let d = ResultDataset {
-            array: "t",
-            op: Op::Mean,
-            dims: &[],
-            reduced: &["time".into()],
-            shape: &[],
-            values: &[1.0],
-            attrs: &attrs,
-            coords: &[],
+            vars: vec![ResultVar {
+                array: "t",
+                op: Op::Mean,
+                dims: &[],
+                reduced: &reduced,
+                shape: &[],
+                values: &[1.0],
+                attrs: &attrs,
+                coords: &[],
+            }],
             source: "bafy",
             query: json!({}),
         };

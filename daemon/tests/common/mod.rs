@@ -387,6 +387,16 @@ pub fn corrupt_local_copy(d: &Daemon, chunk: &[u8]) {
 /// Unmounts on drop, so a failing test leaves no mount behind.
 pub struct MountGuard(pub PathBuf);
 
+/// `shoal mount` of daemon `d` on `tmp/name`; unmounted when dropped.
+pub fn mount(d: &Daemon, tmp: &Path, name: &str) -> MountGuard {
+    require_fuse();
+    let mnt = tmp.join(name);
+    d.cli_ok(&["mount", mnt.to_str().unwrap()]);
+    let mnt = std::fs::canonicalize(&mnt).unwrap();
+    assert!(is_mounted(&mnt));
+    MountGuard(mnt)
+}
+
 impl Drop for MountGuard {
     fn drop(&mut self) {
         if is_mounted(&self.0) {
