@@ -1,5 +1,6 @@
 """Writes a >= 1 GiB Zarr v3 dataset with zarr-python: float32 noise (which
-barely compresses), zstd level 1, 4 MiB chunks -> ~1 MiB..4 MiB objects.
+barely compresses), zstd level 1, 4 MiB chunks -> ~1 MiB..4 MiB objects,
+and a daily CF time coordinate (days since 2000-01-01) for climatologies.
 
 usage: make_big.py OUTDIR [GIB]
 """
@@ -21,4 +22,8 @@ rng = np.random.default_rng(0)
 for t in range(0, nt, 64):
     n = min(64, nt - t)
     a[t:t + n] = rng.standard_normal((n, 512, 512), dtype="f4")
+t = g.create_array("time", shape=(nt,), chunks=(nt,), dtype="i8", fill_value=None,
+                   dimension_names=["time"],
+                   attributes={"units": "days since 2000-01-01", "calendar": "standard"})
+t[:] = np.arange(nt)
 print(out, nt, "time steps")

@@ -88,8 +88,9 @@ check_interval = "30s"
 max_popular_replicas = 4
 
 [query]
-# Memory one query may use here: result grids (40 bytes per result cell
-# per worker), decode buffers, the chunk list. Fewer workers are used
+# Memory one query may use here: result grids (48 bytes per result cell,
+# one grid the workers share, two more for peers' answers), decode buffers
+# per worker, the chunk list. Fewer workers are used
 # before a query is refused with a message saying what to select less of.
 # A peer's compute request may use an eighth of it. "auto" = a quarter of
 # this machine's RAM.

@@ -678,8 +678,9 @@ fn prefetch_chunk(rt: &tokio::runtime::Handle, parts: &Parts, root: Cid, p: &Pre
 fn compute_here(p: &Prepared, chunk: &[u64]) -> Result<Vec<(usize, Partial)>, String> {
     let plan = &p.plan;
     let region = plan.chunk_region(chunk).map_err(|e| e.to_string())?;
-    let mut g = vec![Partial::EMPTY; region.cells()];
-    engine::reduce_chunk_into(&p.array, plan, chunk, &region, &mut g).map_err(|e| e.to_string())?;
+    let grid = shoal_query::grid::SharedGrid::new(region.cells());
+    engine::reduce_chunk_into(&p.array, plan, chunk, &region, &grid, 0).map_err(|e| e.to_string())?;
+    let g = grid.into_vec();
     let mut enc = remote::Encoder::new(plan.fields());
     enc.add(&region, &plan.out_shape, &g);
     let bytes = enc.finish(&ComputeHeader {

@@ -15,7 +15,8 @@ use ndarray::ArrayD;
 use serde_json::{Map, Value};
 use zarrs::array::{Array, ArraySubset};
 
-use crate::partial::{merge_into, Op, Partial};
+use crate::grid::SharedGrid;
+use crate::partial::{Op, Partial};
 use crate::storage::ManifestStorage;
 use crate::{Error, Result};
 
@@ -532,12 +533,13 @@ impl Plan {
         }
     }
 
-    /// Memory a local run on `threads` workers needs: one output grid per
-    /// worker plus the merged grid and the remote answers' grid, each
-    /// worker's decode buffers, and the chunk list.
+    /// Memory a local run on `threads` workers needs: the output grid the
+    /// workers share, the remote answers' grid and one more for chunks
+    /// computed after the peers (merged, then freed), each worker's decode
+    /// buffers, and the chunk list.
     pub fn memory(&self, threads: usize) -> u64 {
         let t = threads as u64;
-        let grids = self.cells.saturating_mul(CELL_BYTES).saturating_mul(t + 2);
+        let grids = self.cells.saturating_mul(CELL_BYTES).saturating_mul(3);
         let decode = self.info.chunk_bytes.saturating_mul(DECODE_COPIES).saturating_mul(t);
         let list = self
             .chunk_count
@@ -550,7 +552,7 @@ impl Plan {
     pub fn threads_within(&self, want: usize) -> Result<usize> {
         (1..=want.max(1)).rev().find(|t| self.memory(*t) <= self.budget).ok_or_else(|| {
             Error::TooBig(format!(
-                "this query needs about {} ({} result cells at {CELL_BYTES} bytes per worker, chunks of {} decoded) but the query memory budget is {}: select less (--sel DIM=A:B), reduce over more dimensions (--dim), or raise [query] memory in config.toml",
+                "this query needs about {} ({} result cells at {CELL_BYTES} bytes, three grids; chunks of {} decoded) but the query memory budget is {}: select less (--sel DIM=A:B), reduce over more dimensions (--dim), or raise [query] memory in config.toml",
                 human(self.memory(1)),
                 self.cells,
                 human(self.info.chunk_bytes),
@@ -825,39 +827,42 @@ fn inner(t: &[usize]) -> Inner {
     }
 }
 
-/// Walks `data` (row-major, `shape`) in memory order, calling `f(cell, w,
-/// v)` for every element, where `cell` is the sum of the element's
-/// offsets in `out` and `w` in `wt` (tables per dimension). The outer
-/// dimensions' offsets are summed once per row; the innermost axis is
-/// either reduced (one cell), kept (a run of consecutive cells) or mapped,
-/// so no per-element index arithmetic is needed in the common cases.
+/// Walks one row (`vals`, the innermost axis) whose outer offsets are
+/// `base` (output) and `wbase` (weights), calling `f(cell, w, v)`.
 #[inline(always)]
-fn walk<T: Num>(data: &[T], shape: &[usize], out: &Tables, wt: Option<&Tables>, mut f: impl FnMut(usize, usize, T)) {
-    let nd = shape.len();
-    if nd == 0 {
-        if let Some(v) = data.first() {
-            f(0, 0, *v);
-        }
-        return;
-    }
-    let last = shape[nd - 1];
-    let (otab, wtab) = (&out[nd - 1], wt.map(|w| &w[nd - 1]));
-    let kind = inner(otab);
-    let mut idx = vec![0usize; nd - 1];
-    for row in data.chunks_exact(last.max(1)) {
-        let base: usize = idx.iter().zip(out).map(|(i, t)| t[*i]).sum();
-        match wtab {
-            None => match kind {
-                Inner::Zero => row.iter().for_each(|&v| f(base, 0, v)),
-                Inner::Run(s) => row.iter().enumerate().for_each(|(j, &v)| f(base + s + j, 0, v)),
-                Inner::Map => row.iter().zip(otab).for_each(|(&v, o)| f(base + o, 0, v)),
-            },
-            Some(wl) => {
-                let wbase: usize = idx.iter().zip(wt.expect("weights")).map(|(i, t)| t[*i]).sum();
-                for ((&v, o), w) in row.iter().zip(otab).zip(wl) {
-                    f(base + o, wbase + w, v);
-                }
+fn row<T: Num>(
+    vals: &[T],
+    base: usize,
+    otab: &[usize],
+    kind: &Inner,
+    w: Option<(&[usize], usize)>,
+    f: &mut impl FnMut(usize, usize, T),
+) {
+    match w {
+        None => match kind {
+            Inner::Zero => vals.iter().for_each(|&v| f(base, 0, v)),
+            Inner::Run(s) => vals.iter().enumerate().for_each(|(j, &v)| f(base + s + j, 0, v)),
+            Inner::Map => vals.iter().zip(otab).for_each(|(&v, o)| f(base + o, 0, v)),
+        },
+        Some((wl, wbase)) => {
+            for ((&v, o), w) in vals.iter().zip(otab).zip(wl) {
+                f(base + o, wbase + w, v);
             }
+        }
+    }
+}
+
+/// The outer offsets (output, weights) of every row of a subset of
+/// `shape`, in memory order.
+fn row_bases(shape: &[usize], out: &Tables, wt: Option<&Tables>) -> (Vec<usize>, Vec<usize>) {
+    let nd = shape.len();
+    let rows: usize = shape[..nd - 1].iter().product();
+    let (mut bases, mut wbases) = (Vec::with_capacity(rows), Vec::new());
+    let mut idx = vec![0usize; nd - 1];
+    for _ in 0..rows {
+        bases.push(idx.iter().zip(out).map(|(i, t)| t[*i]).sum());
+        if let Some(wt) = wt {
+            wbases.push(idx.iter().zip(wt).map(|(i, t)| t[*i]).sum());
         }
         for d in (0..nd - 1).rev() {
             idx[d] += 1;
@@ -866,6 +871,126 @@ fn walk<T: Num>(data: &[T], shape: &[usize], out: &Tables, wt: Option<&Tables>, 
             }
             idx[d] = 0;
         }
+    }
+    (bases, wbases)
+}
+
+/// Walks `data` (row-major, `shape`) in memory order, calling `f(cell, w,
+/// v)` for every element, where `cell` is the sum of the element's
+/// offsets in `out` and `w` in `wt` (tables per dimension). The outer
+/// dimensions' offsets are summed once per row; the innermost axis is
+/// either reduced (one cell), kept (a run of consecutive cells) or mapped.
+fn walk<T: Num>(data: &[T], shape: &[usize], out: &Tables, wt: Option<&Tables>, mut f: impl FnMut(usize, usize, T)) {
+    let nd = shape.len();
+    if nd == 0 {
+        if let Some(v) = data.first() {
+            f(0, 0, *v);
+        }
+        return;
+    }
+    let last = shape[nd - 1].max(1);
+    let (otab, wl) = (&out[nd - 1], wt.map(|w| &w[nd - 1][..]));
+    let kind = inner(otab);
+    let (bases, wbases) = row_bases(shape, out, wt);
+    for (r, vals) in data.chunks_exact(last).enumerate() {
+        row(vals, bases[r], otab, &kind, wl.map(|w| (w, wbases[r])), &mut f);
+    }
+}
+
+/// [`walk`] into a shared grid, band by band: the rows of `data` are
+/// bucketed by the band their cells fall in, and each bucket is added
+/// under that band's lock, starting at band `start` (workers start at
+/// different bands). `op` adds one value (with its weight) to a cell.
+#[allow(clippy::too_many_arguments)]
+fn walk_into<T: Num>(
+    data: &[T],
+    shape: &[usize],
+    out: &Tables,
+    wt: Option<(&Tables, &[f64])>,
+    grid: &SharedGrid,
+    start: usize,
+    op: impl Fn(&mut Partial, f64, T),
+) {
+    let nd = shape.len();
+    let weight = |i: usize| wt.map_or(1.0, |w| w.1[i]);
+    if nd == 0 {
+        if let Some(v) = data.first() {
+            op(grid.lock(0, 0).cell(0), weight(0), *v);
+        }
+        return;
+    }
+    let last = shape[nd - 1].max(1);
+    let (otab, wl) = (&out[nd - 1], wt.map(|w| &w.0[nd - 1][..]));
+    let kind = inner(otab);
+    let (bases, wbases) = row_bases(shape, out, wt.map(|w| w.0));
+    let (lo, hi) = (
+        otab.iter().copied().min().unwrap_or(0),
+        otab.iter().copied().max().unwrap_or(0),
+    );
+    // Rows by first band (a counting sort); rows over two bands apart.
+    let nb = grid.bands();
+    let mut count = vec![0usize; nb + 1];
+    let mut straddle = Vec::new();
+    for (r, b) in bases.iter().enumerate() {
+        let (b0, b1) = (grid.band_of(b + lo), grid.band_of(b + hi));
+        if b0 == b1 {
+            count[b0 + 1] += 1;
+        } else {
+            straddle.push(r);
+        }
+    }
+    for b in 0..nb {
+        count[b + 1] += count[b];
+    }
+    let mut order = vec![0u32; count[nb]];
+    let mut at = count.clone();
+    for (r, b) in bases.iter().enumerate() {
+        let (b0, b1) = (grid.band_of(b + lo), grid.band_of(b + hi));
+        if b0 == b1 {
+            order[at[b0]] = r as u32;
+            at[b0] += 1;
+        }
+    }
+    let weights = wt.map(|w| w.1);
+    for b in (0..nb).map(|i| (i + start) % nb) {
+        if count[b] == count[b + 1] {
+            continue;
+        }
+        let mut band = grid.lock(b, b);
+        let (first, cells) = band.cells();
+        for &r in &order[count[b]..count[b + 1]] {
+            let r = r as usize;
+            let vals = &data[r * last..(r + 1) * last];
+            let base = bases[r] - first;
+            match (wl, &kind) {
+                (None, Inner::Zero) => {
+                    let p = &mut cells[base];
+                    vals.iter().for_each(|&v| op(p, 1.0, v));
+                }
+                (None, Inner::Run(s)) => {
+                    let dst = &mut cells[base + s..base + s + vals.len()];
+                    dst.iter_mut().zip(vals).for_each(|(p, &v)| op(p, 1.0, v));
+                }
+                (None, Inner::Map) => otab
+                    .iter()
+                    .zip(vals)
+                    .for_each(|(o, &v)| op(&mut cells[base + o], 1.0, v)),
+                (Some(wl), _) => {
+                    let (wb, ws) = (wbases[r], weights.expect("weights with their tables"));
+                    for ((o, w), &v) in otab.iter().zip(wl).zip(vals) {
+                        op(&mut cells[base + o], ws[wb + w], v);
+                    }
+                }
+            }
+        }
+    }
+    // Rows over several bands (rare): element by element.
+    for r in straddle {
+        let b = bases[r];
+        let mut band = grid.lock(grid.band_of(b + lo), grid.band_of(b + hi));
+        let mut f = |c: usize, w: usize, v: T| op(band.cell(c), weight(w), v);
+        let vals = &data[r * last..(r + 1) * last];
+        row(vals, b, otab, &kind, wl.map(|w| (w, wbases[r])), &mut f);
     }
 }
 
@@ -920,10 +1045,11 @@ fn weight_tables(w: &Weights, start: &[u64], shape: &[usize]) -> Tables {
         .collect()
 }
 
-/// Decodes `subset` in its stored type and accumulates it into `out`, the
-/// worker's output grid over `region`; `mine` is the part of the output
-/// the subset covers. Decoding happens before anything is added, so a
-/// chunk that fails leaves `out` untouched.
+/// Decodes `subset` in its stored type and accumulates it into `grid`,
+/// the run's output grid over `region` (shared by its workers; this one
+/// starts at band `start`); `mine` is the part of the output the subset
+/// covers. Decoding happens before anything is added, so a chunk that
+/// fails leaves the grid untouched.
 ///
 /// sum, mean, count, min and max add each value straight into its output
 /// cell: no per-chunk buffers, no merge pass. var and std first reduce the
@@ -937,7 +1063,8 @@ fn kernel<T: Num>(
     subset: &ArraySubset,
     mine: &Region,
     region: &Region,
-    out: &mut [Partial],
+    grid: &SharedGrid,
+    start_band: usize,
 ) -> Result<()> {
     let op = plan.op;
     let data: ArrayD<T> = array
@@ -970,11 +1097,11 @@ fn kernel<T: Num>(
     if !op.needs_m2() {
         let tabs = out_tables(plan, start, &shape, region);
         let minmax = matches!(op, Op::Min | Op::Max);
-        match wtabs {
-            None => walk(flat, &shape, &tabs, None, |c, _, raw| {
+        let wt = wt.as_ref().map(|w| (&w.0, &w.1[..]));
+        match wt {
+            None => walk_into(flat, &shape, &tabs, None, grid, start_band, |p, _, raw| {
                 let v = decode(raw);
                 if !v.is_nan() {
-                    let p = &mut out[c];
                     p.count += 1;
                     p.sum += v;
                     if minmax {
@@ -983,11 +1110,9 @@ fn kernel<T: Num>(
                     }
                 }
             }),
-            Some(wtabs) => walk(flat, &shape, &tabs, Some(wtabs), |c, wi, raw| {
+            Some(_) => walk_into(flat, &shape, &tabs, wt, grid, start_band, |p, w, raw| {
                 let v = decode(raw);
                 if !v.is_nan() {
-                    let w = weight(wi);
-                    let p = &mut out[c];
                     p.count += 1;
                     p.sum += w * v;
                     p.wsum += w;
@@ -1030,9 +1155,11 @@ fn kernel<T: Num>(
             m2[c] += weight(wi) * d * d;
         }
     });
-    // The chunk's cells -> the grid's, in row-major order over `mine`.
+    // The chunk's cells -> the grid's, in row-major order over `mine`: the
+    // grid's cells come in increasing order, so each band is locked once.
     let gstride = strides(&region.shape);
     let mut idx = vec![0usize; mine.shape.len()];
+    let mut held: Option<(usize, crate::grid::Band)> = None;
     for c in 0..cells {
         let g: usize = idx
             .iter()
@@ -1047,7 +1174,13 @@ fn kernel<T: Num>(
             wsum: if weighted { wsum[c] } else { 0.0 },
             ..Partial::EMPTY
         };
-        out[g] = out[g].merge(p);
+        let b = grid.band_of(g);
+        if held.as_ref().is_none_or(|h| h.0 != b) {
+            drop(held.take()); // unlock the previous band first
+            held = Some((b, grid.lock(b, b)));
+        }
+        let cell = held.as_mut().expect("a band is held").1.cell(g);
+        *cell = cell.merge(p);
         for d in (0..idx.len()).rev() {
             idx[d] += 1;
             if idx[d] < mine.shape[d] {
@@ -1059,14 +1192,16 @@ fn kernel<T: Num>(
     Ok(())
 }
 
-/// Reduces one chunk (intersected with the selection) into `out`, a grid
-/// over `region` (row-major), which must contain the chunk's region.
+/// Reduces one chunk (intersected with the selection) into `grid`, over
+/// `region` (row-major), which must contain the chunk's region; the
+/// worker starts adding at band `start_band`.
 pub fn reduce_chunk_into(
     array: &Array<ManifestStorage>,
     plan: &Plan,
     chunk: &[u64],
     region: &Region,
-    out: &mut [Partial],
+    grid: &SharedGrid,
+    start_band: usize,
 ) -> Result<()> {
     let mine = plan.chunk_region(chunk)?;
     let inside = mine
@@ -1075,7 +1210,7 @@ pub fn reduce_chunk_into(
         .zip(&mine.shape)
         .zip(region.origin.iter().zip(&region.shape))
         .all(|((o, n), (ro, rn))| o >= ro && o + *n as u64 <= ro + *rn as u64);
-    if !inside || out.len() != region.cells() {
+    if !inside || grid.len() != region.cells() {
         return Err(Error::Selection(format!(
             "chunk {chunk:?} lies outside the grid it is reduced into"
         )));
@@ -1085,18 +1220,18 @@ pub fn reduce_chunk_into(
         .map_err(|e| Error::Decode(e.to_string()))?;
     let sel = ArraySubset::new_with_ranges(&plan.ranges);
     let part = bounds.overlap(&sel).map_err(|e| Error::Decode(e.to_string()))?;
-    let (m, g) = (&mine, region);
+    let (m, g, o, sb) = (&mine, region, grid, start_band);
     match plan.info.dt {
-        Dtype::I8 => kernel::<i8>(array, plan, &part, m, g, out),
-        Dtype::I16 => kernel::<i16>(array, plan, &part, m, g, out),
-        Dtype::I32 => kernel::<i32>(array, plan, &part, m, g, out),
-        Dtype::I64 => kernel::<i64>(array, plan, &part, m, g, out),
-        Dtype::U8 => kernel::<u8>(array, plan, &part, m, g, out),
-        Dtype::U16 => kernel::<u16>(array, plan, &part, m, g, out),
-        Dtype::U32 => kernel::<u32>(array, plan, &part, m, g, out),
-        Dtype::U64 => kernel::<u64>(array, plan, &part, m, g, out),
-        Dtype::F32 => kernel::<f32>(array, plan, &part, m, g, out),
-        Dtype::F64 => kernel::<f64>(array, plan, &part, m, g, out),
+        Dtype::I8 => kernel::<i8>(array, plan, &part, m, g, o, sb),
+        Dtype::I16 => kernel::<i16>(array, plan, &part, m, g, o, sb),
+        Dtype::I32 => kernel::<i32>(array, plan, &part, m, g, o, sb),
+        Dtype::I64 => kernel::<i64>(array, plan, &part, m, g, o, sb),
+        Dtype::U8 => kernel::<u8>(array, plan, &part, m, g, o, sb),
+        Dtype::U16 => kernel::<u16>(array, plan, &part, m, g, o, sb),
+        Dtype::U32 => kernel::<u32>(array, plan, &part, m, g, o, sb),
+        Dtype::U64 => kernel::<u64>(array, plan, &part, m, g, o, sb),
+        Dtype::F32 => kernel::<f32>(array, plan, &part, m, g, o, sb),
+        Dtype::F64 => kernel::<f64>(array, plan, &part, m, g, o, sb),
     }
 }
 
@@ -1104,11 +1239,11 @@ pub fn reduce_chunk_into(
 /// (index into the chunk list, error).
 pub type ChunkResults = (Vec<Partial>, Vec<(usize, Error)>);
 
-/// Computes `chunks` on `threads` threads into a grid over `region`. A
-/// chunk that fails (for example because its blocks are not available)
-/// does not stop the others: its index is returned with the error, and its
-/// data is left out of the partials. The caller has checked the memory:
-/// `threads` grids of `region` plus one merged grid.
+/// Computes `chunks` on `threads` threads into one grid over `region`,
+/// shared by the workers. A chunk that fails (for example because its
+/// blocks are not available) does not stop the others: its index is
+/// returned with the error, and its data is left out of the partials. The
+/// caller has checked the memory: one grid of `region`.
 pub fn compute_chunks(
     array: &Array<ManifestStorage>,
     plan: &Plan,
@@ -1116,43 +1251,35 @@ pub fn compute_chunks(
     threads: usize,
     region: &Region,
 ) -> ChunkResults {
-    let cells = region.cells();
+    let grid = SharedGrid::new(region.cells());
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<ChunkResults> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads.max(1).min(chunks.len().max(1)))
-            .map(|_| {
-                let next = &next;
+    let workers = threads.max(1).min(chunks.len().max(1));
+    let mut failed: Vec<(usize, Error)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (next, grid) = (&next, &grid);
                 s.spawn(move || {
-                    let mut out = vec![Partial::EMPTY; cells];
                     let mut failed = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(chunk) = chunks.get(i) else { break };
-                        match reduce_chunk_into(array, plan, chunk, region, &mut out) {
-                            Ok(()) => {}
-                            Err(e) => failed.push((i, e)),
+                        // Workers start spread over the bands.
+                        let start = (w * grid.bands()) / workers + i;
+                        if let Err(e) = reduce_chunk_into(array, plan, chunk, region, grid, start) {
+                            failed.push((i, e));
                         }
                     }
-                    (out, failed)
+                    failed
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("worker panicked"))
+            .flat_map(|h| h.join().expect("worker panicked"))
             .collect()
     });
-    // Merge into the first worker's grid (no extra grid).
-    let mut results = results.into_iter();
-    let (mut out, mut failed) = results
-        .next()
-        .unwrap_or_else(|| (vec![Partial::EMPTY; cells], Vec::new()));
-    for (r, f) in results {
-        merge_into(&mut out, &r);
-        failed.extend(f);
-    }
     failed.sort_by_key(|f| f.0);
-    (out, failed)
+    (grid.into_vec(), failed)
 }
 
 /// Runs the whole plan locally within its budget; any chunk failure is an

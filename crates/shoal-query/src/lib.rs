@@ -10,6 +10,7 @@
 //!   a spec and chunk list one way, partials the other).
 //! - [`npy`]: writing results as `.npy`; [`dataset`]: as a Zarr dataset
 //!   with coordinates, attributes and provenance.
+//! - [`grid`]: the output grid a run's workers share, locked by bands.
 //! - [`group`]: `--groupby time.FIELD` and `--resample time=FREQ` turned
 //!   into one bin per position of the time dimension.
 //! - [`label`]: selection by coordinate label (numbers, CF dates in the
@@ -17,6 +18,7 @@
 
 pub mod dataset;
 pub mod engine;
+pub mod grid;
 pub mod group;
 pub mod label;
 pub mod npy;
