@@ -961,24 +961,26 @@ fn walk_into<T: Num>(
         for &r in &order[count[b]..count[b + 1]] {
             let r = r as usize;
             let vals = &data[r * last..(r + 1) * last];
-            let base = bases[r] - first;
+            // The row's lowest cell, in the band (the bucket was chosen by
+            // it); every offset of the row is at least `lo`.
+            let base = bases[r] + lo - first;
             match (wl, &kind) {
                 (None, Inner::Zero) => {
                     let p = &mut cells[base];
                     vals.iter().for_each(|&v| op(p, 1.0, v));
                 }
-                (None, Inner::Run(s)) => {
-                    let dst = &mut cells[base + s..base + s + vals.len()];
+                (None, Inner::Run(_)) => {
+                    let dst = &mut cells[base..base + vals.len()];
                     dst.iter_mut().zip(vals).for_each(|(p, &v)| op(p, 1.0, v));
                 }
                 (None, Inner::Map) => otab
                     .iter()
                     .zip(vals)
-                    .for_each(|(o, &v)| op(&mut cells[base + o], 1.0, v)),
+                    .for_each(|(o, &v)| op(&mut cells[base + o - lo], 1.0, v)),
                 (Some(wl), _) => {
                     let (wb, ws) = (wbases[r], weights.expect("weights with their tables"));
                     for ((o, w), &v) in otab.iter().zip(wl).zip(vals) {
-                        op(&mut cells[base + o], ws[wb + w], v);
+                        op(&mut cells[base + o - lo], ws[wb + w], v);
                     }
                 }
             }
