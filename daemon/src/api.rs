@@ -333,6 +333,10 @@ pub struct StatsResult {
     /// Peer requests whose handler panicked (answered, slot released).
     #[serde(default)]
     pub handler_panics: u64,
+    /// Name records rejected: forged, malformed, older than the one held,
+    /// or under another name's key or topic.
+    #[serde(default)]
+    pub names_rejected: u64,
     #[serde(flatten)]
     pub store: shoal_store::StatsReport,
 }
@@ -704,6 +708,84 @@ impl From<shoal_node::MirrorsView> for MirrorsResult {
                     secs_ago: f.ago.as_secs(),
                 })
                 .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NameRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PublishResult {
+    /// This daemon's peer id: followers run `shoal follow PUBLISHER/NAME`.
+    pub publisher: String,
+    pub name: String,
+    pub root: String,
+    pub seq: u64,
+    /// False when the name had not moved (its record was announced again).
+    pub new: bool,
+}
+
+impl From<shoal_node::PublishReport> for PublishResult {
+    fn from(r: shoal_node::PublishReport) -> Self {
+        PublishResult {
+            publisher: r.publisher,
+            name: r.name,
+            root: r.root.to_string(),
+            seq: r.seq,
+            new: r.new,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UnpublishResult {
+    pub name: String,
+    /// False when it was not published.
+    pub changed: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FollowRequest {
+    /// PEERID/NAME
+    pub target: String,
+    #[serde(default)]
+    pub local: Option<String>,
+    #[serde(default)]
+    pub keep: Option<u32>,
+}
+
+/// One followed name.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FollowInfo {
+    pub publisher: String,
+    pub name: String,
+    /// The local name that points at the followed versions.
+    pub local: String,
+    /// The publisher's sequence number of the version held (0 = none yet).
+    pub seq: u64,
+    pub root: Option<String>,
+    /// When the held version was taken (unix seconds; 0 = never).
+    pub updated: u64,
+    /// A newer version heard and not yet held (its sequence number).
+    pub pending: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl From<shoal_node::Follow> for FollowInfo {
+    fn from(f: shoal_node::Follow) -> Self {
+        let pending = Some(f.pending_seq()).filter(|p| *p > f.seq);
+        FollowInfo {
+            publisher: f.publisher,
+            name: f.name,
+            local: f.local,
+            seq: f.seq,
+            root: f.root.map(|r| r.to_string()),
+            updated: f.updated,
+            pending,
+            error: f.error,
         }
     }
 }

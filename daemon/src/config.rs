@@ -109,6 +109,13 @@ request_timeout = "60s"
 # Blocks fetched ahead of the client per response (memory per response is
 # this many blocks, whatever the key's size).
 blocks_ahead = 8
+
+[names]
+# Published names (`shoal publish`) are announced to followers again this
+# often (each new version at once); followed names are looked up on the DHT
+# this often, in case an announcement was missed.
+announce_interval = "10s"
+poll_interval = "60s"
 "#;
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -126,6 +133,39 @@ pub struct Config {
     pub query: QueryConfig,
     #[serde(default)]
     pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub names: NamesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamesConfig {
+    pub announce_interval: String,
+    pub poll_interval: String,
+}
+
+impl Default for NamesConfig {
+    fn default() -> Self {
+        Self {
+            announce_interval: "10s".into(),
+            poll_interval: "60s".into(),
+        }
+    }
+}
+
+impl NamesConfig {
+    pub fn settings(&self) -> Result<shoal_node::NameSettings> {
+        let announce = parse_duration(&self.announce_interval).context("[names] announce_interval")?;
+        let poll = parse_duration(&self.poll_interval).context("[names] poll_interval")?;
+        if announce.is_zero() || poll.is_zero() {
+            bail!("[names] intervals must be above zero");
+        }
+        Ok(shoal_node::NameSettings {
+            announce,
+            poll,
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -338,6 +378,7 @@ impl Config {
             },
             mirror: self.mirror.settings().context("[mirror]")?,
             query: self.query.settings()?,
+            names: self.names.settings()?,
             test: test_switches(),
         })
     }

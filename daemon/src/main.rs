@@ -127,6 +127,28 @@ enum Cmd {
     Unmount { dir: PathBuf },
     /// List this daemon's mounts.
     Mounts,
+    /// Publish NAME: sign a record of its current version with this
+    /// daemon's key, put it on the DHT and announce it to followers; every
+    /// later version of NAME is published too.
+    Publish { name: String },
+    /// Stop publishing NAME (peers keep its last record until it expires).
+    Unpublish { name: String },
+    /// Follow PEERID/NAME: take its newest version now (fetching only the
+    /// blocks not held here) and every later one as it is published.
+    Follow {
+        /// PEERID/NAME, as `shoal publish` prints it.
+        target: String,
+        /// The local name pointed at the followed versions (default NAME).
+        #[arg(long = "as", value_name = "LOCAL")]
+        local: Option<String>,
+        /// Versions kept under the local name (older ones are unpinned).
+        #[arg(long, value_name = "N")]
+        keep: Option<u32>,
+    },
+    /// List followed names: publisher, version held, last update, errors.
+    Follows,
+    /// Stop following into local name NAME (the versions held stay).
+    Unfollow { name: String },
     /// Remove blocks no pin or name needs; compact pack segments.
     Gc,
     /// Verify every stored block and dataset.
@@ -501,6 +523,88 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     let wrote = out.as_deref().filter(|_| i + 1 == rs.len());
                     output::print_query(r, wrote, !req.sel.is_empty() || !req.isel.is_empty(), &how)?;
                 }
+            }
+        }
+        Cmd::Publish { name } => {
+            let r: PublishResult = client.post("/v1/publish", &NameRequest { name }).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                let how = if r.new {
+                    "published"
+                } else {
+                    "announced again (unchanged)"
+                };
+                out!("{how} {}/{}: sequence {} = {}", r.publisher, r.name, r.seq, r.root);
+                out!("later versions of {} are published as they are added", r.name);
+                out!(
+                    "follow it from another daemon with: shoal follow {}/{}",
+                    r.publisher,
+                    r.name
+                );
+            }
+        }
+        Cmd::Unpublish { name } => {
+            let r: UnpublishResult = client.post("/v1/unpublish", &NameRequest { name }).await?;
+            if json {
+                print_json(&r)?;
+            } else if r.changed {
+                out!(
+                    "stopped publishing {} (peers keep its last record until it expires)",
+                    r.name
+                );
+            } else {
+                out!("{} was not published", r.name);
+            }
+        }
+        Cmd::Follow { target, local, keep } => {
+            let r: FollowInfo = client
+                .post("/v1/follow", &FollowRequest { target, local, keep })
+                .await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                match &r.root {
+                    Some(root) => out!(
+                        "following {}/{} as {}: sequence {} = {}",
+                        r.publisher,
+                        r.name,
+                        r.local,
+                        r.seq,
+                        root
+                    ),
+                    None => out!(
+                        "following {}/{} as {} (no version held yet)",
+                        r.publisher,
+                        r.name,
+                        r.local
+                    ),
+                }
+                if let Some(e) = &r.error {
+                    out!("warning: {e}");
+                }
+            }
+        }
+        Cmd::Follows => {
+            let r: Vec<FollowInfo> = client.get("/v1/follows").await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                output::print_follows(&r)?;
+            }
+        }
+        Cmd::Unfollow { name } => {
+            let r: FollowInfo = client.post("/v1/unfollow", &NameRequest { name }).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                out!(
+                    "stopped following {}/{} into {} (its versions stay: shoal log {})",
+                    r.publisher,
+                    r.name,
+                    r.local,
+                    r.local
+                );
             }
         }
         Cmd::Mount { dir } => {

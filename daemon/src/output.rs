@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::api::{LsResult, PinInfo, Progress, QueryResult, StatsResult};
+use crate::api::{FollowInfo, LsResult, PinInfo, Progress, QueryResult, StatsResult};
 
 /// `println!` that returns the write error instead of panicking, so a
 /// closed pipe (`shoal ls X | head -1`) ends the command quietly.
@@ -150,6 +150,40 @@ pub fn print_pins(r: &[PinInfo]) -> std::io::Result<()> {
             p.keys,
             p.names.join(",")
         );
+    }
+    Ok(())
+}
+
+pub fn print_follows(r: &[FollowInfo]) -> std::io::Result<()> {
+    if r.is_empty() {
+        out!("following nothing (shoal follow PEERID/NAME)");
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    out!("{:<16}  {:>5}  {:<62}  {:>9}  FROM", "LOCAL", "SEQ", "ROOT", "UPDATED");
+    for f in r {
+        let updated = if f.updated == 0 {
+            "never".to_string()
+        } else {
+            format!("{}s ago", now.saturating_sub(f.updated))
+        };
+        out!(
+            "{:<16}  {:>5}  {:<62}  {:>9}  {}/{}",
+            f.local,
+            f.seq,
+            f.root.as_deref().unwrap_or("-"),
+            updated,
+            f.publisher,
+            f.name
+        );
+        if let Some(p) = f.pending {
+            out!("    sequence {p} heard, being fetched");
+        }
+        if let Some(e) = &f.error {
+            out!("    error: {e}");
+        }
     }
     Ok(())
 }

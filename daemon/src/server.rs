@@ -244,6 +244,30 @@ async fn pins(State(d): St) -> ApiResult<Json<Vec<PinInfo>>> {
     Ok(Json(d.node.pins().await?.into_iter().map(PinInfo::from).collect()))
 }
 
+async fn publish(State(d): St, Json(req): Json<NameRequest>) -> ApiResult<Json<PublishResult>> {
+    Ok(Json(d.node.publish(&req.name).await?.into()))
+}
+
+async fn unpublish(State(d): St, Json(req): Json<NameRequest>) -> ApiResult<Json<UnpublishResult>> {
+    let changed = d.node.unpublish(&req.name).await?;
+    Ok(Json(UnpublishResult {
+        name: req.name,
+        changed,
+    }))
+}
+
+async fn follow(State(d): St, Json(req): Json<FollowRequest>) -> ApiResult<Json<FollowInfo>> {
+    Ok(Json(d.node.follow(&req.target, req.local, req.keep).await?.into()))
+}
+
+async fn follows(State(d): St) -> Json<Vec<FollowInfo>> {
+    Json(d.node.follows().into_iter().map(FollowInfo::from).collect())
+}
+
+async fn unfollow(State(d): St, Json(req): Json<NameRequest>) -> ApiResult<Json<FollowInfo>> {
+    Ok(Json(d.node.unfollow(&req.name).await?.into()))
+}
+
 async fn gc(State(d): St) -> ApiResult<Json<shoal_store::GcStats>> {
     Ok(Json(d.node.gc().await?))
 }
@@ -259,6 +283,7 @@ async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
         compute_liars: d.node.compute_liars(),
         provide_failures: d.node.net_stats().provide_failures.load(Ordering::Relaxed),
         handler_panics: d.node.net_stats().handler_panics.load(Ordering::Relaxed),
+        names_rejected: d.node.net_stats().names_rejected.load(Ordering::Relaxed),
         store: d.node.stats().await?,
     }))
 }
@@ -365,6 +390,11 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/unmount", post(unmount))
         .route("/v1/mounts", get(list_mounts))
         .route("/v1/query", post(query))
+        .route("/v1/publish", post(publish))
+        .route("/v1/unpublish", post(unpublish))
+        .route("/v1/follow", post(follow))
+        .route("/v1/follows", get(follows))
+        .route("/v1/unfollow", post(unfollow))
         .route("/v1/gc", post(gc))
         .route("/v1/fsck", post(fsck))
         .route("/v1/stats", get(stats))

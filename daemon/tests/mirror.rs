@@ -25,18 +25,6 @@ fn start(mirror: String) -> Daemon {
     })
 }
 
-/// Polls `f` every 200 ms until it returns Some, failing after `secs`.
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Complete mirrors this daemon holds.
 fn mirrored(d: &Daemon) -> Vec<String> {
     d.json(&["mirrors"])["mirrors"]

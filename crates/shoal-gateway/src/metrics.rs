@@ -158,6 +158,15 @@ impl Collector for NodeCollector {
             "Peers caught returning compute partials that disagree with a check here",
             self.node.compute_liars(),
         )?;
+        counter(
+            &mut e,
+            "shoal_names_rejected",
+            "Name records rejected: forged, malformed, older than the one held, misplaced",
+            self.node
+                .net_stats()
+                .names_rejected
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )?;
         let src = self.node.source_stats();
         counter(
             &mut e,

@@ -6,6 +6,8 @@
 //!   requests live in maps keyed by their ids.
 //! - [`codec`]: the bounded block-exchange protocol.
 //! - [`gossip`]: the bounded popularity report shared over gossipsub.
+//! - [`names`]: signed, sequence-numbered name records (publish/follow),
+//!   on the DHT and on a gossipsub topic per name.
 //! - [`fetch`]: fetching a whole dataset (manifest, then every block) from
 //!   several providers at once, verifying every block, and a [`BlockSource`]
 //!   (local store, then peers) with collapsed concurrent fetches.
@@ -18,6 +20,7 @@
 pub mod codec;
 pub mod fetch;
 pub mod gossip;
+pub mod names;
 pub mod network;
 pub mod providers;
 
@@ -26,7 +29,9 @@ pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::pnet::PreSharedKey;
 pub use libp2p::{Multiaddr, PeerId};
-pub use network::{Client, ComputeFn, EventLoop, GossipFn, NetConfig, NetStats, PeerInfo, ServeFn, SwarmSettings};
+pub use network::{
+    Client, ComputeFn, EventLoop, GossipFn, NameFn, NetConfig, NetStats, PeerInfo, ServeFn, SwarmSettings, Verdict,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

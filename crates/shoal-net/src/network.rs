@@ -65,6 +65,20 @@ pub type ServeFn = Arc<dyn Fn(&PeerId, Option<&Cid>, &[Cid]) -> Vec<Option<bytes
 /// accepts it (it is forwarded to others), false rejects it (dropped, not
 /// forwarded). Called on the event loop: it must be quick and not block.
 pub type GossipFn = Arc<dyn Fn(&PeerId, &[u8]) -> bool + Send + Sync>;
+/// What to do with a verified name record heard over gossip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A newer version: forwarded to others.
+    Accept,
+    /// Known already (a re-announcement): dropped quietly.
+    Ignore,
+    /// Older or conflicting: dropped and counted.
+    Reject,
+}
+/// Judges a verified name record heard on a name's topic (called on the
+/// event loop: quick, non-blocking). Records that fail verification never
+/// reach it.
+pub type NameFn = Arc<dyn Fn(&PeerId, &crate::names::NameRecord, &[u8]) -> Verdict + Send + Sync>;
 /// Answers a compute request (runs on the blocking pool).
 pub type ComputeFn = Arc<dyn Fn(&PeerId, Vec<u8>) -> Vec<u8> + Send + Sync>;
 /// Compute requests served at once; beyond this a peer gets an empty
@@ -122,6 +136,9 @@ pub struct NetConfig {
     /// Subscribes to the popularity topic and hands its messages here;
     /// None = this daemon neither hears nor shares popularity.
     pub gossip: Option<GossipFn>,
+    /// Judges name records heard on the topics this node subscribes to;
+    /// None = every one is rejected.
+    pub names: Option<NameFn>,
     /// Gossipsub heartbeat (mesh upkeep, IHAVE gossip). Each heartbeat
     /// costs every peer a few small messages, so it should be a fraction
     /// of the report interval, not a fixed second.
@@ -199,6 +216,10 @@ enum Command {
     StopProviding(Cid),
     Publish(Vec<u8>),
     DialPeer(PeerId, oneshot::Sender<Result<PeerId>>),
+    PutName(Vec<u8>),
+    GetName(RecordKey, oneshot::Sender<Vec<Vec<u8>>>),
+    Subscribe(String, bool),
+    PublishTo(String, Vec<u8>),
 }
 
 /// A handle to the network task. Cheap to clone.
@@ -229,6 +250,9 @@ pub struct NetStats {
     pub bytes_received: AtomicU64,
     /// Peers banned for sending bytes that fail verification.
     pub peers_banned: AtomicU64,
+    /// Name records rejected (forged, malformed, older, misplaced), from
+    /// the DHT and from gossip.
+    pub names_rejected: AtomicU64,
 }
 
 impl NetStats {
@@ -292,6 +316,38 @@ impl Client {
     pub async fn stop_providing(&self, root: Cid) -> Result<()> {
         self.tx
             .send(Command::StopProviding(root))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Stores a signed name record here and puts it on the DHT (best
+    /// effort: the peers closest to its key keep it).
+    pub async fn put_name(&self, signed: Vec<u8>) -> Result<()> {
+        self.tx.send(Command::PutName(signed)).await.map_err(|_| Error::Stopped)
+    }
+
+    /// The name records found under `key` (this node's and its peers'),
+    /// unverified beyond what was checked when they were stored: callers
+    /// verify and pick the newest. Waits at most `timeout`.
+    pub async fn get_name(&self, key: RecordKey, timeout: Duration) -> Result<Vec<Vec<u8>>> {
+        match tokio::time::timeout(timeout, self.call(|tx| Command::GetName(key, tx))).await {
+            Ok(r) => r,
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Subscribes to (or, with false, leaves) a name's gossip topic.
+    pub async fn subscribe(&self, topic: String, on: bool) -> Result<()> {
+        self.tx
+            .send(Command::Subscribe(topic, on))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Publishes bytes on a gossip topic (best effort).
+    pub async fn publish_to(&self, topic: String, data: Vec<u8>) -> Result<()> {
+        self.tx
+            .send(Command::PublishTo(topic, data))
             .await
             .map_err(|_| Error::Stopped)
     }
@@ -370,6 +426,9 @@ fn request_failed(peer: PeerId, error: request_response::OutboundFailure) -> Err
     }
 }
 
+/// A DHT lookup of a name: the records found so far, and the reply.
+type NameLookup = (Vec<Vec<u8>>, oneshot::Sender<Vec<Vec<u8>>>);
+
 /// A `connect` waiting for its outcome: the address dialled and the reply.
 type DialWaiter = (Multiaddr, oneshot::Sender<Result<PeerId>>);
 
@@ -395,6 +454,8 @@ pub struct EventLoop {
     /// both sides) counts as connected.
     awaiting_identify: HashMap<PeerId, Vec<DialWaiter>>,
     pending_providers: HashMap<QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
+    pending_names: HashMap<QueryId, NameLookup>,
+    names_fn: Option<NameFn>,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<BlockResponse>>>,
     provided: HashSet<Cid>,
     last_reprovide: Instant,
@@ -460,6 +521,9 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
             kcfg.set_query_timeout(Duration::from_secs(30));
             kcfg.set_provider_publication_interval(Some(reprovide));
             kcfg.set_provider_record_ttl(Some(reprovide * 4));
+            // Value records (name records only) are checked before they
+            // are stored: see `EventLoop::store_name`.
+            kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
             let store = ProviderStore::new(peer_id, max_provided, max_remote);
             let mut kad = kad::Behaviour::with_config(peer_id, store, kcfg);
             // Answer DHT queries even before an external address is known
@@ -563,6 +627,8 @@ impl EventLoop {
                 pending_dials: HashMap::new(),
                 awaiting_identify: HashMap::new(),
                 pending_providers: HashMap::new(),
+                pending_names: HashMap::new(),
+                names_fn: cfg.names,
                 pending_requests: HashMap::new(),
                 provided: HashSet::new(),
                 last_reprovide: Instant::now(),
@@ -710,6 +776,39 @@ impl EventLoop {
                     tracing::debug!(error = %e, "popularity report not published");
                 }
             }
+            Command::PutName(signed) => {
+                let Ok(r) = crate::names::verify(&signed) else {
+                    tracing::warn!("refusing to publish an invalid name record");
+                    return;
+                };
+                let key = crate::names::dht_key(&r.publisher(), &r.name);
+                let record = kad::Record::new(key, signed);
+                if let Err(e) = self.swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
+                    tracing::warn!(error = ?e, "cannot store a name record");
+                }
+            }
+            Command::GetName(key, reply) => {
+                let id = self.swarm.behaviour_mut().kad.get_record(key);
+                self.pending_names.insert(id, (Vec::new(), reply));
+            }
+            Command::Subscribe(topic, on) => {
+                let t = IdentTopic::new(topic);
+                let g = &mut self.swarm.behaviour_mut().gossip;
+                let r = if on {
+                    g.subscribe(&t).map(|_| ()).map_err(|e| e.to_string())
+                } else {
+                    g.unsubscribe(&t);
+                    Ok(())
+                };
+                if let Err(e) = r {
+                    tracing::warn!(topic = %t, error = %e, "cannot subscribe");
+                }
+            }
+            Command::PublishTo(topic, data) => {
+                if let Err(e) = self.swarm.behaviour_mut().gossip.publish(IdentTopic::new(topic), data) {
+                    tracing::debug!(error = %e, "name announcement not sent");
+                }
+            }
             Command::DialPeer(peer, reply) => {
                 if self.swarm.is_connected(&peer) {
                     let _ = reply.send(Ok(peer));
@@ -815,14 +914,17 @@ impl EventLoop {
                 message_id,
                 message,
             })) => {
-                let accept = match (&self.gossip_fn, message.source) {
-                    (Some(f), Some(author)) if message.topic == self.topic.hash() => f(&author, &message.data),
-                    _ => false,
-                };
-                let verdict = if accept {
-                    MessageAcceptance::Accept
-                } else {
-                    MessageAcceptance::Reject
+                let names = message.topic.as_str().starts_with(crate::names::TOPIC_PREFIX);
+                let verdict = match (&self.gossip_fn, message.source) {
+                    _ if names => self.judge_name(message.source, message.topic.as_str(), &message.data),
+                    (Some(f), Some(author)) if message.topic == self.topic.hash() => {
+                        if f(&author, &message.data) {
+                            MessageAcceptance::Accept
+                        } else {
+                            MessageAcceptance::Reject
+                        }
+                    }
+                    _ => MessageAcceptance::Reject,
                 };
                 self.swarm.behaviour_mut().gossip.report_message_validation_result(
                     &message_id,
@@ -834,9 +936,114 @@ impl EventLoop {
         }
     }
 
+    /// A name record heard on topic `topic`: verified (signature, the
+    /// topic its own), then judged by the node (newer, known, older).
+    fn judge_name(&mut self, author: Option<PeerId>, topic: &str, data: &[u8]) -> MessageAcceptance {
+        let verdict = match crate::names::verify(data) {
+            Ok(r) if crate::names::topic(&r.publisher(), &r.name) == topic => {
+                let v = match (&self.names_fn, author) {
+                    (Some(f), Some(a)) => f(&a, &r, data),
+                    _ => Verdict::Reject,
+                };
+                if v == Verdict::Accept {
+                    // Kept here too, so this node answers DHT lookups for it.
+                    self.store_name(kad::Record::new(
+                        crate::names::dht_key(&r.publisher(), &r.name),
+                        data.to_vec(),
+                    ));
+                }
+                v
+            }
+            Ok(_) => {
+                tracing::info!(
+                    ?author,
+                    topic,
+                    "dropping a name record announced on another name's topic"
+                );
+                Verdict::Reject
+            }
+            Err(e) => {
+                tracing::info!(?author, topic, error = %e, "dropping an invalid name record");
+                Verdict::Reject
+            }
+        };
+        match verdict {
+            Verdict::Accept => MessageAcceptance::Accept,
+            Verdict::Ignore => MessageAcceptance::Ignore,
+            Verdict::Reject => {
+                self.stats.names_rejected.fetch_add(1, Ordering::Relaxed);
+                MessageAcceptance::Reject
+            }
+        }
+    }
+
+    /// Stores a name record a peer put (or this node accepted over gossip)
+    /// if it is valid, under its own key, and newer than the one held;
+    /// anything else is refused (and counted, unless it is the record held).
+    fn store_name(&mut self, record: kad::Record) -> bool {
+        use libp2p::kad::store::RecordStore;
+        let is_name = record.key.as_ref().starts_with(crate::names::DHT_PREFIX.as_bytes());
+        let r = match crate::names::verify(&record.value) {
+            Ok(r) if is_name && crate::names::belongs_to_key(&r, &record.key) => r,
+            other => {
+                let why = other.err().unwrap_or_else(|| "not under its own name's key".into());
+                tracing::info!(error = %why, "refusing a DHT record");
+                self.stats.names_rejected.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        };
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        if let Some(held) = store.get(&record.key) {
+            if held.value == record.value {
+                return true;
+            }
+            if let Ok(h) = crate::names::verify(&held.value) {
+                if !crate::names::newer(&r, &h) {
+                    tracing::info!(name = %r.name, seq = r.seq, held = h.seq, "refusing an older name record");
+                    self.stats.names_rejected.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+            }
+        }
+        let record = kad::Record {
+            publisher: None,
+            ..record
+        };
+        if let Err(e) = store.put(record) {
+            tracing::warn!(error = ?e, "cannot store a name record");
+            return false;
+        }
+        true
+    }
+
     fn on_kad(&mut self, ev: kad::Event) {
         match ev {
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::PutRecord {
+                    record: Some(record), ..
+                },
+            } => {
+                self.store_name(record);
+            }
             kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+                QueryResult::GetRecord(res) => {
+                    let finished = match res {
+                        Ok(kad::GetRecordOk::FoundRecord(r)) => {
+                            if let Some((acc, _)) = self.pending_names.get_mut(&id) {
+                                if acc.len() < 32 {
+                                    acc.push(r.record.value);
+                                }
+                            }
+                            step.last
+                        }
+                        _ => true,
+                    };
+                    if finished {
+                        if let Some((acc, reply)) = self.pending_names.remove(&id) {
+                            let _ = reply.send(acc);
+                        }
+                    }
+                }
                 QueryResult::GetProviders(res) => {
                     let finished = match res {
                         Ok(GetProvidersOk::FoundProviders { providers, .. }) => {

@@ -29,6 +29,8 @@ pub struct NodeConfig {
     pub mount: MountSettings,
     pub mirror: MirrorSettings,
     pub query: QuerySettings,
+    /// Published names and follows: announce and poll intervals.
+    pub names: crate::names::NameSettings,
     /// Test-only misbehaviour (lying and slow peers). Never set in production.
     pub test: TestSwitches,
 }

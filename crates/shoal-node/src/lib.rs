@@ -16,8 +16,8 @@
 //! policy and the query runner share: manifest loading, block reads,
 //! "make complete here", reachable providers), `serve` (answers to peers),
 //! `query` (distributed execution), [`mirror`] (the policy), `mounts`,
-//! [`metrics`], `keyread` (streaming reads of one key) and `node` (the
-//! API).
+//! [`metrics`], `keyread` (streaming reads of one key), [`names`]
+//! (published names and follows) and `node` (the API).
 
 pub mod config;
 pub mod error;
@@ -25,6 +25,7 @@ mod keyread;
 pub mod metrics;
 pub mod mirror;
 mod mounts;
+pub mod names;
 mod node;
 mod parts;
 pub mod popularity;
@@ -39,6 +40,7 @@ pub use error::{Error, Result};
 pub use keyread::KeyReader;
 pub use metrics::NodeMetrics;
 pub use mirror::{MirrorsView, Reason, Why};
+pub use names::{Follow, NameSettings, PublishReport};
 pub use node::Node;
 pub use shoal_net::SwarmSettings;
 pub use types::*;

@@ -64,6 +64,7 @@ fn config(dir: &Path, mirror: MirrorSettings, test: TestSwitches) -> NodeConfig 
         mount: Default::default(),
         mirror,
         query: shoal_node::QuerySettings::with_memory(1 << 30),
+        names: Default::default(),
         test,
     }
 }

@@ -360,6 +360,18 @@ pub fn wait_within(mut child: Child, secs: u64, what: &str) -> Output {
 }
 
 /// Waits (bounded) until `d` reports `n` providers for `root`.
+/// Polls `f` every 200 ms until it returns Some, failing after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn wait_providers(d: &Daemon, root: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -483,6 +495,7 @@ pub fn raw_peer_with(rt: &tokio::runtime::Runtime, compute: shoal_net::ComputeFn
         serve: std::sync::Arc::new(|_, _, cids| vec![None; cids.len()]),
         compute,
         gossip: Some(std::sync::Arc::new(|_, _| false)),
+        names: None,
         gossip_heartbeat: Duration::from_secs(1),
     };
     let _guard = rt.enter();

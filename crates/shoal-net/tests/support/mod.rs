@@ -21,6 +21,7 @@ pub fn swarm_with(serve: ServeFn, compute: ComputeFn, tweak: impl FnOnce(&mut Sw
         serve,
         compute,
         gossip: None,
+        names: None,
         gossip_heartbeat: Duration::from_secs(1),
     })
     .unwrap();
