@@ -653,6 +653,9 @@ impl Node {
             })
             .await?;
         self.announce(root).await;
+        if let Some(name) = &report.name {
+            self.republish(name).await;
+        }
         Ok(report)
     }
 
@@ -800,7 +803,7 @@ impl Node {
         let key = crate::results::key(root, &specs);
         let file = self.inner.results_dir.join(&key);
         if !no_cache {
-            let (name, file) = (name.to_string(), file.clone());
+            let (nm, file) = (name.to_string(), file.clone());
             let hit = self
                 .blocking(move |n| {
                     let Some(cached) = crate::results::load(&file) else {
@@ -811,13 +814,14 @@ impl Node {
                     }
                     let store = &n.parts.store;
                     store.pin(&cached.result, PinKind::User)?;
-                    let previous = store.resolve_name(&name)?;
-                    store.set_name(&name, &cached.result)?;
-                    n.record_version(&name, previous, cached.result, 0, None)?;
+                    let previous = store.resolve_name(&nm)?;
+                    store.set_name(&nm, &cached.result)?;
+                    n.record_version(&nm, previous, cached.result, 0, None)?;
                     Ok(Some(cached))
                 })
                 .await?;
             if let Some(c) = hit {
+                self.republish(name).await;
                 return Ok((c.reports(root), c.result, true));
             }
         }
