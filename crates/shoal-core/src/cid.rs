@@ -12,10 +12,13 @@ pub use ::cid::Cid;
 pub const RAW: u64 = 0x55;
 /// Multicodec `dag-cbor`: the codec of manifest nodes.
 pub const DAG_CBOR: u64 = 0x71;
+/// Multicodec `dag-pb`: the codec of UnixFS view nodes (directories,
+/// multi-block files, HAMT shards) that IPFS tools walk.
+pub const DAG_PB: u64 = 0x70;
 /// Multihash code of blake3 with a 32-byte digest.
 pub const BLAKE3: u64 = 0x1e;
 
-/// The CID of `data` under `codec` (RAW or DAG_CBOR).
+/// The CID of `data` under `codec` (RAW, DAG_CBOR or DAG_PB).
 pub fn cid_of(codec: u64, data: &[u8]) -> Cid {
     cid_from_digest(codec, blake3::hash(data).as_bytes())
 }
@@ -36,11 +39,11 @@ pub fn check_supported(cid: &Cid) -> Result<()> {
         return Err(Error::UnsupportedHash { cid: *cid, code });
     }
     match cid.codec() {
-        RAW | DAG_CBOR => Ok(()),
+        RAW | DAG_CBOR | DAG_PB => Ok(()),
         codec => Err(Error::UnexpectedCodec {
             cid: *cid,
             codec,
-            expected: "raw (0x55) or dag-cbor (0x71)",
+            expected: "raw (0x55), dag-cbor (0x71) or dag-pb (0x70)",
         }),
     }
 }
