@@ -75,6 +75,9 @@ pub struct AddResult {
     pub reused_bytes: u64,
     /// With a name: the version number this add is.
     pub version: Option<u64>,
+    /// The dataset's UnixFS view: its CID for IPFS tools (ipfs://CID).
+    #[serde(default)]
+    pub unixfs: String,
     pub seconds: f64,
 }
 
@@ -180,6 +183,9 @@ pub struct LsResult {
     pub keys: u64,
     pub bytes: u64,
     pub entries: Vec<LsEntry>,
+    /// The dataset's UnixFS view (held here in full), for IPFS tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unixfs: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -538,6 +544,7 @@ impl From<shoal_node::AddReport> for AddResult {
             reused_files: r.reused_files,
             reused_bytes: r.reused_bytes,
             version: r.version.map(|v| v.number),
+            unixfs: r.unixfs.to_string(),
             seconds: r.elapsed.as_secs_f64(),
         }
     }
@@ -561,6 +568,7 @@ impl From<shoal_node::Listing> for LsResult {
                     key: e.key,
                 })
                 .collect(),
+            unixfs: r.unixfs.map(|c| c.to_string()),
         }
     }
 }

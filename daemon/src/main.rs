@@ -374,6 +374,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         human_bytes(r.reused_bytes)
                     );
                 }
+                if !r.unixfs.is_empty() {
+                    out!("unixfs view (ipfs://CID for IPFS tools): {}", r.unixfs);
+                }
                 out!("{}", r.root);
             }
         }

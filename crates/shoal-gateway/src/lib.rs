@@ -5,6 +5,9 @@
 //!   single byte ranges, ETags, immutable caching under a CID;
 //! - consolidated metadata synthesised for datasets stored without it, and
 //!   directory indexes (HTML links for fsspec's `ls`, `?format=json`);
+//! - `GET`/`HEAD /ipfs/{CID}/{path...}`: the dataset's UnixFS view as an
+//!   IPFS path and trustless gateway (`?format=raw`, `?format=car`; see
+//!   [`ipfs`]);
 //! - `GET /metrics`: the Prometheus text exposition.
 //!
 //! Nothing here writes: add, pin, gc and the rest stay on the daemon's Unix
@@ -12,6 +15,7 @@
 //! (a shard is streamed, never held whole), a deadline to the response
 //! head, path length. The rules are in docs/SEMANTICS.md.
 
+mod ipfs;
 pub mod meta;
 pub mod metrics;
 pub mod range;
@@ -158,10 +162,11 @@ pub fn router(node: Node, settings: Settings) -> Router {
         .route("/zarr", any(zarr_top))
         .route("/zarr/", any(zarr_top))
         .route("/metrics", get(metrics_page))
+        .route("/ipfs/{*path}", any(ipfs::ipfs))
         .fallback(|| async {
             plain(
                 StatusCode::NOT_FOUND,
-                "not found: the gateway serves /zarr/{name-or-CID}/{key} and /metrics\n",
+                "not found: the gateway serves /zarr/{name-or-CID}/{key}, /ipfs/{CID}/{path} and /metrics\n",
             )
         })
         .with_state(gw)

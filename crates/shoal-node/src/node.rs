@@ -138,6 +138,9 @@ impl Node {
         };
         for root in held {
             parts.net.provide(root).await?;
+            if let Ok(Some(view)) = parts.store.view(&root) {
+                parts.net.provide(view).await?;
+            }
         }
         // Access ticks (LRU eviction order) reach the index every minute.
         let store = parts.store.clone();
@@ -250,9 +253,20 @@ impl Node {
             Some((h, p)) => (h.to_string(), Some(p.to_string())),
             None => (target.to_string(), None),
         };
-        // A CID needs no store lookup (and no thread hop).
+        // A CID needs no store lookup (and no thread hop), except a UnixFS
+        // view's, which stands for its dataset.
         if let Ok(root) = cid::parse(&head) {
-            return Ok(Target { root, name: None, path });
+            if root.codec() != cid::DAG_PB {
+                return Ok(Target { root, name: None, path });
+            }
+            return self
+                .blocking(move |n| match n.parts.store.dataset_of_view(&root)? {
+                    Some(ds) => Ok(Target { root: ds, name: None, path }),
+                    None => Err(Error::NotFound(format!(
+                        "{root} is a UnixFS view whose dataset is not known here; use the dataset's CID, or read the view over the gateway's /ipfs/"
+                    ))),
+                })
+                .await;
         }
         if let Some((name, number)) = crate::versions::split_at(&head) {
             let name = name.to_string();
@@ -335,6 +349,7 @@ impl Node {
                     })
                 })?;
                 store.pin(&r.root, PinKind::User)?;
+                let unixfs = n.parts.ensure_view(r.root)?;
                 let mut version = None;
                 if let Some(name) = &name {
                     let previous = store.resolve_name(name)?;
@@ -360,11 +375,13 @@ impl Node {
                     reused_files: r.reused_files,
                     reused_bytes: r.reused_bytes,
                     version,
+                    unixfs,
                     elapsed: Duration::ZERO,
                 })
             })
             .await?;
         self.announce(report.root).await;
+        self.announce(report.unixfs).await;
         if let Some(name) = &report.name {
             self.republish(name).await;
         }
@@ -429,12 +446,18 @@ impl Node {
             if let (Some(p), true) = (&path, entries.is_empty()) {
                 return Err(Error::NotFound(format!("no key {p:?} in dataset {root}")));
             }
+            let unixfs = match n.parts.store.view(&root)? {
+                Some(v) => Some(v),
+                None if n.parts.complete_here(&root) => Some(n.parts.ensure_view(root)?),
+                None => None,
+            };
             Ok(Listing {
                 root,
                 zarr_format: m.zarr_format,
                 keys: m.key_count,
                 bytes: m.total_bytes,
                 entries,
+                unixfs,
             })
         })
         .await
@@ -555,6 +578,28 @@ impl Node {
         })
     }
 
+    /// One block by CID, verified: the local store, else the peers that
+    /// provide `root` (a dataset or a UnixFS view).
+    pub async fn block(&self, cid: Cid, root: Cid) -> Result<Bytes> {
+        self.parts()
+            .source
+            .get(cid, root)
+            .await
+            .map(|b| b.into_data())
+            .map_err(|e| Error::Unavailable(format!("block {cid}: {e}")))
+    }
+
+    /// The UnixFS view of dataset `root` when it is held here in full (built
+    /// now if need be), else None.
+    pub async fn view_of(&self, root: Cid) -> Result<Option<Cid>> {
+        self.blocking(move |n| match n.parts.store.view(&root)? {
+            Some(v) => Ok(Some(v)),
+            None if n.parts.complete_here(&root) => n.parts.ensure_view(root).map(Some),
+            None => Ok(None),
+        })
+        .await
+    }
+
     /// Peers caught returning compute partials that disagree with the same
     /// chunks computed here (asked for no more compute).
     pub fn compute_liars(&self) -> u64 {
@@ -637,22 +682,28 @@ impl Node {
                 let session = store.session();
                 let fetched = n.parts.ensure_local(root, &session, &*progress)?;
                 store.pin(&root, PinKind::User)?;
+                let view = n.parts.ensure_view(root)?;
                 if let Some(name) = &name {
                     store.set_name(name, &root)?;
                 }
                 if let Some(r) = replicas {
                     store.set_replica_target(&root, r, unix_now())?;
                 }
-                Ok(PinReport {
-                    root,
-                    name,
-                    changed: !was,
-                    fetched,
-                    replicas,
-                })
+                Ok((
+                    PinReport {
+                        root,
+                        name,
+                        changed: !was,
+                        fetched,
+                        replicas,
+                    },
+                    view,
+                ))
             })
             .await?;
+        let (report, view) = report;
         self.announce(root).await;
+        self.announce(view).await;
         if let Some(name) = &report.name {
             self.republish(name).await;
         }
@@ -1026,17 +1077,19 @@ impl Node {
                 let session = store.session();
                 let fetched = n.parts.ensure_local(root, &session, &|_| {})?;
                 store.pin(&root, PinKind::User)?;
+                let view = n.parts.ensure_view(root)?;
                 let previous = store.resolve_name(&local)?;
                 store.set_name(&local, &root)?;
                 let bytes = fetched.as_ref().map_or(0, |f| f.bytes_fetched);
                 n.record_version(&local, previous, root, bytes, keep)?;
-                Ok(bytes)
+                Ok((bytes, view))
             })
             .await;
         let mut f = names.get(&key).unwrap_or(f);
         match took {
-            Ok(bytes) => {
+            Ok((bytes, view)) => {
                 self.announce(root).await;
+                self.announce(view).await;
                 tracing::info!(publisher = %key.0, name = %key.1, seq = r.seq, %root, bytes, secs = started.elapsed().as_secs_f64(), "took a followed version");
                 f.seq = r.seq;
                 f.root = Some(root);

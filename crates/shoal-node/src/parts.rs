@@ -167,3 +167,48 @@ pub(crate) fn replace_file(path: &std::path::Path, data: &[u8]) -> std::io::Resu
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
 }
+
+impl Parts {
+    /// The UnixFS view of dataset `root` (held here in full): the recorded
+    /// one, or built now from the manifest (its new blocks stored, the
+    /// view recorded so GC keeps it with the dataset) and provided on the
+    /// DHT by its caller.
+    pub fn ensure_view(&self, root: Cid) -> Result<Cid> {
+        if let Some(v) = self.store.view(&root)? {
+            return Ok(v);
+        }
+        let m = self.manifest(&root)?;
+        let session = self.store.session();
+        let store = &self.store;
+        let mut pending: Vec<shoal_core::Block> = Vec::new();
+        let flush = |pending: &mut Vec<shoal_core::Block>| -> shoal_unixfs::Result<()> {
+            store
+                .put_many(pending, Some(&session))
+                .map_err(|e| shoal_unixfs::Error::Invalid(format!("storing the view: {e}")))?;
+            pending.clear();
+            Ok(())
+        };
+        let view = {
+            let mut put = |cid: Cid, data: Vec<u8>| -> shoal_unixfs::Result<()> {
+                pending.push(shoal_core::Block::verified(cid, data.into())?);
+                if pending.len() >= 256 {
+                    flush(&mut pending)?;
+                }
+                Ok(())
+            };
+            let mut builder = shoal_unixfs::ViewBuilder::new(m.block_size, &mut put);
+            let mut fetch = |c: &Cid| {
+                store
+                    .require(c)
+                    .map_err(|e| shoal_unixfs::Error::Invalid(format!("reading the manifest: {e}")))
+            };
+            m.for_each_entry(&mut fetch, &mut |e| builder.add(e))
+                .and_then(|_| builder.finish())
+                .map_err(|e| Error::Internal(format!("building the UnixFS view of {root}: {e}")))?
+        };
+        flush(&mut pending).map_err(|e| Error::Internal(e.to_string()))?;
+        self.store.set_view(&root, &view)?;
+        tracing::debug!(%root, %view, "built the UnixFS view");
+        Ok(view)
+    }
+}

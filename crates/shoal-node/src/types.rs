@@ -75,6 +75,8 @@ pub struct AddReport {
     /// With a name: the version this add recorded (or the current one,
     /// when nothing changed).
     pub version: Option<crate::versions::Version>,
+    /// The dataset's UnixFS view (what IPFS tools read).
+    pub unixfs: Cid,
     pub elapsed: Duration,
 }
 
@@ -118,6 +120,8 @@ pub struct Listing {
     pub bytes: u64,
     /// The keys listed, sorted.
     pub entries: Vec<Entry>,
+    /// The dataset's UnixFS view, when it is held here in full.
+    pub unixfs: Option<Cid>,
 }
 
 #[derive(Debug, Clone)]

@@ -19,6 +19,9 @@ pub const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names");
 /// Replica targets: root CID -> (copies wanted, set-at unix seconds);
 /// 0 copies = a cancelled target kept while its cancellation spreads.
 pub const REPLICAS: TableDefinition<&[u8], (u8, u64)> = TableDefinition::new("replicas");
+/// UnixFS views: dataset root CID -> view root CID (dag-pb), and back.
+pub const VIEWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("views");
+pub const VIEW_OF: TableDefinition<&[u8], &[u8]> = TableDefinition::new("view_of");
 /// Counters: "clock" (access tick), "live_bytes".
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 

@@ -10,7 +10,7 @@ use shoal_core::manifest::Manifest;
 use shoal_core::{cid, Block, Cid};
 
 use crate::error::{Error, Result};
-use crate::index::{cid_from_key, Loc, BLOCKS, META, NAMES, PINS, REPLICAS, SEGMENTS};
+use crate::index::{cid_from_key, Loc, BLOCKS, META, NAMES, PINS, REPLICAS, SEGMENTS, VIEWS, VIEW_OF};
 use crate::segment::{self, ActiveSegment, Readers, SEGMENT_MAX_BYTES};
 
 /// Why a root is kept.
@@ -169,6 +169,8 @@ impl Store {
             txn.open_table(PINS)?;
             txn.open_table(NAMES)?;
             txn.open_table(REPLICAS)?;
+            txn.open_table(VIEWS)?;
+            txn.open_table(VIEW_OF)?;
             let meta = txn.open_table(META)?;
             let clock = meta.get("clock")?.map(|v| v.value()).unwrap_or(0);
             let segs = txn.open_table(SEGMENTS)?;
@@ -541,6 +543,37 @@ impl Store {
         Ok(out)
     }
 
+    /// Records `view` (a dag-pb root whose nodes are stored) as the UnixFS
+    /// view of dataset `root`: GC and completeness checks then treat the
+    /// view's blocks as the dataset's, and the view's CID resolves to it.
+    pub fn set_view(&self, root: &Cid, view: &Cid) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(VIEWS)?
+            .insert(root.to_bytes().as_slice(), view.to_bytes().as_slice())?;
+        txn.open_table(VIEW_OF)?
+            .insert(view.to_bytes().as_slice(), root.to_bytes().as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The UnixFS view of dataset `root`, if one was built here.
+    pub fn view(&self, root: &Cid) -> Result<Option<Cid>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(VIEWS)?;
+        t.get(root.to_bytes().as_slice())?
+            .map(|v| cid_from_key(v.value()))
+            .transpose()
+    }
+
+    /// The dataset whose UnixFS view is `view`, if known here.
+    pub fn dataset_of_view(&self, view: &Cid) -> Result<Option<Cid>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(VIEW_OF)?;
+        t.get(view.to_bytes().as_slice())?
+            .map(|v| cid_from_key(v.value()))
+            .transpose()
+    }
+
     /// Records a replica target for `root` (see the mirror policy).
     pub fn set_replica_target(&self, root: &Cid, copies: u8, set_at: u64) -> Result<()> {
         let txn = self.db.begin_write()?;
@@ -610,6 +643,30 @@ impl Store {
         for c in links {
             if out.insert(c) && t.get(c.to_bytes().as_slice())?.is_none() {
                 missing.push(c);
+            }
+        }
+        drop((t, txn));
+        // Its UnixFS view: dag-pb nodes (walked) over the dataset's blocks
+        // and a few raw blocks of its own.
+        if let Some(view) = self.view(root)? {
+            let mut todo = vec![view];
+            while let Some(c) = todo.pop() {
+                if !out.insert(c) {
+                    continue;
+                }
+                if c.codec() != cid::DAG_PB {
+                    if !self.has(&c)? {
+                        missing.push(c);
+                    }
+                    continue;
+                }
+                match self.get(&c)? {
+                    None => missing.push(c),
+                    Some(b) => match shoal_unixfs::links(&c, b.data()) {
+                        Ok(l) => todo.extend(l),
+                        Err(e) => tracing::warn!(%c, error = %e, "a view node does not decode"),
+                    },
+                }
             }
         }
         Ok(())

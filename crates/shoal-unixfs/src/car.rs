@@ -142,7 +142,9 @@ impl<R: std::io::Read> Reader<R> {
             .map_err(|_| Error::Malformed("the CAR ends inside its header".into()))?;
         // {version: 2} marks CAR v2, whose v1 payload follows a pragma.
         if h.windows(8).any(|w| w == b"version\x02") {
-            return Err(Error::Invalid("CAR v2 is not supported; convert it with `ipfs-car` or use v1".into()));
+            return Err(Error::Invalid(
+                "CAR v2 is not supported; convert it with `ipfs-car` or use v1".into(),
+            ));
         }
         let roots = header_roots(&h)?;
         Ok(Reader { r, roots })

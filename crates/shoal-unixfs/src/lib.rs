@@ -70,10 +70,18 @@ pub fn murmur3_x64_64(data: &[u8]) -> u64 {
         let mut k2 = u64::from_le_bytes(b[8..].try_into().expect("8 bytes"));
         k1 = k1.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
         h1 ^= k1;
-        h1 = h1.rotate_left(27).wrapping_add(h2).wrapping_mul(5).wrapping_add(0x52dc_e729);
+        h1 = h1
+            .rotate_left(27)
+            .wrapping_add(h2)
+            .wrapping_mul(5)
+            .wrapping_add(0x52dc_e729);
         k2 = k2.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
         h2 ^= k2;
-        h2 = h2.rotate_left(31).wrapping_add(h1).wrapping_mul(5).wrapping_add(0x3849_5ab5);
+        h2 = h2
+            .rotate_left(31)
+            .wrapping_add(h1)
+            .wrapping_mul(5)
+            .wrapping_add(0x3849_5ab5);
     }
     let tail = &data[blocks * 16..];
     let (mut k1, mut k2) = (0u64, 0u64);
@@ -122,10 +130,12 @@ fn file_link(e: &Entry, name: &str, block_size: u64, put: &mut Put) -> Result<Li
         Content::Blocks(bs) if bs.len() == 1 => (bs[0], e.size),
         Content::Blocks(bs) => {
             let n = bs.len() as u64;
-            let last = e.size.checked_sub((n - 1) * block_size).filter(|l| *l > 0 && *l <= block_size);
-            let last = last.ok_or_else(|| {
-                Error::Invalid(format!("{}: {} bytes in {n} blocks of {block_size}", e.key, e.size))
-            })?;
+            let last = e
+                .size
+                .checked_sub((n - 1) * block_size)
+                .filter(|l| *l > 0 && *l <= block_size);
+            let last = last
+                .ok_or_else(|| Error::Invalid(format!("{}: {} bytes in {n} blocks of {block_size}", e.key, e.size)))?;
             let sizes: Vec<u64> = (0..n).map(|i| if i + 1 == n { last } else { block_size }).collect();
             let links: Vec<Link> = bs
                 .iter()
@@ -221,7 +231,10 @@ impl Shard {
 fn store_dir(mut links: Vec<Link>, put: &mut Put) -> Result<(Cid, u64)> {
     links.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     if let Some(w) = links.windows(2).find(|w| w[0].name == w[1].name) {
-        return Err(Error::Invalid(format!("{:?} is both a file and a directory", w[0].name)));
+        return Err(Error::Invalid(format!(
+            "{:?} is both a file and a directory",
+            w[0].name
+        )));
     }
     let weight: usize = links.iter().map(|l| l.name.len() + l.cid.to_bytes().len()).sum();
     if weight <= SHARD_THRESHOLD {
@@ -264,7 +277,11 @@ impl<'a> ViewBuilder<'a> {
         while self.stack.len() > depth {
             let (name, links) = self.stack.pop().expect("deeper than depth");
             let (cid, tsize) = store_dir(links, self.put)?;
-            self.stack.last_mut().expect("the root stays").1.push(Link { cid, name, tsize });
+            self.stack
+                .last_mut()
+                .expect("the root stays")
+                .1
+                .push(Link { cid, name, tsize });
         }
         Ok(())
     }

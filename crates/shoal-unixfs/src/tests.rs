@@ -50,7 +50,11 @@ fn build(entries: &[Entry], block_size: u32) -> (Cid, HashMap<Cid, Vec<u8>>) {
 fn a_view_mirrors_the_keys_with_the_datasets_own_blocks() {
     let (a, b, c) = (raw(b"aaaa"), raw(b"bb"), raw(b"c"));
     let entries = vec![
-        entry(".zgroup", Content::Inline(Bytes::from_static(b"{\"zarr_format\": 2}")), 18),
+        entry(
+            ".zgroup",
+            Content::Inline(Bytes::from_static(b"{\"zarr_format\": 2}")),
+            18,
+        ),
         entry("x/.zarray", Content::Inline(Bytes::from_static(b"{}")), 2),
         entry("x/0.0", Content::Blocks(vec![a, b]), 6),
         entry("x/0.1", Content::Blocks(vec![c]), 1),
@@ -69,13 +73,24 @@ fn a_view_mirrors_the_keys_with_the_datasets_own_blocks() {
     let node = pb::decode_node(&blocks[&f]).unwrap();
     assert_eq!(node.links.iter().map(|l| l.cid).collect::<Vec<_>>(), [a, b]);
     let fs = pb::UnixFs::decode(&node.data).unwrap();
-    assert_eq!((fs.kind, fs.filesize, fs.blocksizes.clone()), (pb::FILE, Some(6), vec![4, 2]));
+    assert_eq!(
+        (fs.kind, fs.filesize, fs.blocksizes.clone()),
+        (pb::FILE, Some(6), vec![4, 2])
+    );
     assert_eq!(resolve(root, &["y", "z", "0"], &mut get).unwrap().len(), 4);
-    assert!(matches!(resolve(root, &["x", "nope"], &mut get), Err(Error::NotFound(_))));
+    assert!(matches!(
+        resolve(root, &["x", "nope"], &mut get),
+        Err(Error::NotFound(_))
+    ));
     // Deterministic: the same entries, the same root.
     assert_eq!(build(&entries, 4).0, root);
     // Links of the root: the sorted children.
-    let names: Vec<String> = pb::decode_node(&blocks[&root]).unwrap().links.into_iter().map(|l| l.name).collect();
+    let names: Vec<String> = pb::decode_node(&blocks[&root])
+        .unwrap()
+        .links
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
     assert_eq!(names, [".zgroup", "x", "y"]);
 }
 
@@ -91,10 +106,19 @@ fn a_large_directory_is_a_hamt_every_name_resolves_through() {
     let x = resolve(root, &["x"], &mut get).unwrap()[1];
     let top = pb::decode_node(&blocks[&x]).unwrap();
     let fs = pb::UnixFs::decode(&top.data).unwrap();
-    assert_eq!((fs.kind, fs.fanout, fs.hash_type), (pb::HAMT_SHARD, Some(256), Some(0x22)));
-    assert!(top.links.iter().all(|l| l.name.len() >= 2 && l.name[..2].chars().all(|c| c.is_ascii_hexdigit())));
+    assert_eq!(
+        (fs.kind, fs.fanout, fs.hash_type),
+        (pb::HAMT_SHARD, Some(256), Some(0x22))
+    );
+    assert!(top
+        .links
+        .iter()
+        .all(|l| l.name.len() >= 2 && l.name[..2].chars().all(|c| c.is_ascii_hexdigit())));
     for i in (0..n).step_by(97) {
-        let got = *resolve(root, &["x", &format!("{i}.0")], &mut get).unwrap().last().unwrap();
+        let got = *resolve(root, &["x", &format!("{i}.0")], &mut get)
+            .unwrap()
+            .last()
+            .unwrap();
         assert_eq!(got, raw(&i.to_le_bytes()));
     }
     assert!(resolve(root, &["x", "nope"], &mut get).is_err());
