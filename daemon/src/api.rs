@@ -84,8 +84,11 @@ pub struct AddResult {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GetRequest {
     pub target: String,
-    /// Absolute output directory.
+    /// Absolute output directory (or CAR file, with `car`).
     pub out: String,
+    /// Write the dataset's UnixFS view as one CAR v1 file instead.
+    #[serde(default)]
+    pub car: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

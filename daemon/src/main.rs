@@ -64,7 +64,8 @@ enum Cmd {
     Providers { cid: String },
     /// What this daemon mirrors and why: popularity, replica targets, budget.
     Mirrors,
-    /// Ingest a Zarr v2/v3 directory; prints the root CID as the last line.
+    /// Ingest a Zarr v2/v3 directory (or a CAR file holding one, as
+    /// `ipfs-car pack` writes it); prints the root CID as the last line.
     Add {
         path: PathBuf,
         /// Name the dataset (like a git ref); names keep data from GC.
@@ -93,8 +94,13 @@ enum Cmd {
     /// Write a dataset out as a Zarr directory.
     Get {
         target: String,
-        #[arg(short, long)]
-        out: PathBuf,
+        /// The directory to write the dataset's files into.
+        #[arg(short, long, required_unless_present = "car", conflicts_with = "car")]
+        out: Option<PathBuf>,
+        /// Write the dataset's UnixFS view as one CAR v1 file instead (what
+        /// `ipfs dag import` and IPFS tools read).
+        #[arg(long, value_name = "FILE.car")]
+        car: Option<PathBuf>,
     },
     /// Pin a dataset so it is never evicted or collected.
     Pin {
@@ -402,11 +408,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .download(&format!("/v1/cat?target={}", output::urlencode(&target)), &mut out)
                 .await?;
         }
-        Cmd::Get { target, out } => {
-            let out = absolute(&out)?;
+        Cmd::Get { target, out, car } => {
+            let is_car = car.is_some();
+            let out = absolute(&car.or(out).expect("clap requires --out or --car"))?;
             let req = GetRequest {
                 target,
                 out: out.display().to_string(),
+                car: is_car,
             };
             let mut bar = Bar::new(json, "writing");
             let r: GetResult = client.stream("/v1/get", &req, &mut |p| bar.update(p)).await?;
@@ -414,8 +422,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 print_json(&r)?;
             } else {
+                let what = if is_car { "blocks" } else { "keys" };
                 out!(
-                    "wrote {} keys, {} to {} in {:.1}s",
+                    "wrote {} {what}, {} to {} in {:.1}s",
                     r.keys,
                     human_bytes(r.bytes),
                     r.out,

@@ -152,18 +152,17 @@ async fn mirrors(State(d): St) -> ApiResult<Json<MirrorsResult>> {
 
 async fn add(State(d): St, Json(req): Json<AddRequest>) -> Response {
     streamed(move |progress| async move {
-        let r = d
-            .node
-            .add_with(
-                PathBuf::from(req.path),
-                req.name,
-                shoal_node::AddOptions {
-                    rehash: req.rehash,
-                    keep: req.keep,
-                },
-                progress,
-            )
-            .await?;
+        let path = PathBuf::from(req.path);
+        let opts = shoal_node::AddOptions {
+            rehash: req.rehash,
+            keep: req.keep,
+        };
+        let car = path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("car"));
+        let r = if car {
+            d.node.add_car(path, req.name, opts, progress).await?
+        } else {
+            d.node.add_with(path, req.name, opts, progress).await?
+        };
         Ok(AddResult::from(r))
     })
 }
@@ -222,7 +221,11 @@ async fn get_dataset(State(d): St, Json(req): Json<GetRequest>) -> Response {
                 "get takes a dataset (CID or NAME), not a key; use `shoal cat` for one key".into(),
             ));
         }
-        let r = d.node.export(&target, PathBuf::from(req.out), progress).await?;
+        let r = if req.car {
+            d.node.export_car(&target, PathBuf::from(req.out), progress).await?
+        } else {
+            d.node.export(&target, PathBuf::from(req.out), progress).await?
+        };
         Ok(GetResult::from(r))
     })
 }

@@ -19,6 +19,7 @@
 //! [`metrics`], `keyread` (streaming reads of one key), [`names`]
 //! (published names and follows) and `node` (the API).
 
+mod car;
 pub mod config;
 pub mod error;
 mod keyread;

@@ -47,6 +47,8 @@ struct Inner {
     results_dir: PathBuf,
     /// Published names and follows.
     names: Arc<crate::names::Names>,
+    /// Scratch space of CAR imports (beside the store: same filesystem).
+    import_dir: PathBuf,
     /// The network event loop and the mirror policy: stopped on shutdown.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -171,6 +173,7 @@ impl Node {
                 ingest_dir: cfg.store_dir.join("ingest"),
                 versions_dir: cfg.store_dir.join("versions"),
                 results_dir: cfg.store_dir.join("results"),
+                import_dir: cfg.store_dir.join("import"),
                 names,
                 tasks: Mutex::new(tasks),
             }),
@@ -576,6 +579,57 @@ impl Node {
             block_size,
             source: self.parts().source.clone(),
         })
+    }
+
+    /// Writes a dataset's UnixFS view as a CAR v1 at `out` (fetching what
+    /// is not held first): what `ipfs dag import` and IPFS tools read.
+    pub async fn export_car(&self, target: &Target, out: PathBuf, progress: ProgressFn) -> Result<ExportReport> {
+        let root = target.dataset("get")?;
+        let start = Instant::now();
+        self.blocking(move |n| {
+            let session = n.parts.store.session();
+            let fetched = n.parts.ensure_local(root, &session, &*progress)?;
+            let view = n.parts.ensure_view(root)?;
+            let store = &n.parts.store;
+            let (keys, bytes) = crate::car::write_car(view, &out, &|c| Ok(store.require(c)?.data().to_vec()))?;
+            drop(session);
+            Ok(ExportReport {
+                fetched,
+                root,
+                out,
+                keys,
+                bytes,
+                elapsed: start.elapsed(),
+            })
+        })
+        .await
+    }
+
+    /// Adds the Zarr hierarchy inside a CAR file (a UnixFS directory, as
+    /// `ipfs-car pack` and `ipfs dag export` write them): every block is
+    /// verified against its CID (blake3 or sha2-256), the tree rebuilt in
+    /// scratch space beside the store, then added as a directory would be.
+    pub async fn add_car(
+        &self,
+        car: PathBuf,
+        name: Option<String>,
+        opts: AddOptions,
+        progress: ProgressFn,
+    ) -> Result<AddReport> {
+        let work = self
+            .inner
+            .import_dir
+            .join(format!("{}-{}", std::process::id(), unix_now_nanos()));
+        let tree = {
+            let (car, work) = (car.clone(), work.clone());
+            self.blocking(move |_| crate::car::unpack(&car, &work)).await
+        };
+        let r = match tree {
+            Ok(tree) => self.add_with(tree, name, opts, progress).await,
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_dir_all(&work);
+        r
     }
 
     /// One block by CID, verified: the local store, else the peers that
@@ -1358,6 +1412,12 @@ impl Inner {
     fn ingest_record(&self, name: &str) -> PathBuf {
         self.ingest_dir.join(blake3::hash(name.as_bytes()).to_hex().as_str())
     }
+}
+
+fn unix_now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// The record an earlier add left (`None` if absent or unreadable: the add

@@ -1,0 +1,211 @@
+//! CAR files in and out (`shoal get --car`, `shoal add FILE.car`).
+//!
+//! Export writes a dataset's UnixFS view as a CAR v1, depth first from the
+//! view's root (what `ipfs dag import` takes). Import reads a CAR holding a
+//! UnixFS directory (as `ipfs-car pack` or `ipfs dag export` write them:
+//! CIDv1 or v0, sha2-256 or blake3, raw or dag-pb leaves): every block is
+//! verified against its CID as it is read and kept in a scratch directory
+//! beside the store; the directory tree is then rebuilt from the root (a
+//! block the CAR lacks is an error naming it) and added like any Zarr
+//! directory, so a CAR with no Zarr inside is refused by the same checks.
+//! Nothing is stored before the whole tree is rebuilt, and the scratch
+//! directory is removed whatever happens.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+use shoal_core::cid::{self, Cid, DAG_PB, RAW};
+use shoal_unixfs::{car, pb};
+
+use crate::error::{Error, Result};
+
+/// Multihash code of sha2-256.
+const SHA2_256: u64 = 0x12;
+/// Deepest directory tree a CAR may hold.
+const MAX_DEPTH: usize = 64;
+
+/// Checks `data` against `c`: blake3 (shoal's) or sha2-256 (IPFS's
+/// default), raw or dag-pb.
+fn verify(c: &Cid, data: &[u8]) -> Result<()> {
+    let bad = |why: String| Error::BadRequest(format!("the CAR's block {c}: {why}"));
+    if !matches!(c.codec(), RAW | DAG_PB) {
+        return Err(bad(format!("codec {:#x} is neither raw nor dag-pb", c.codec())));
+    }
+    let mh = c.hash();
+    let ok = match mh.code() {
+        cid::BLAKE3 => blake3::hash(data).as_bytes()[..] == mh.digest()[..],
+        SHA2_256 => sha2::Sha256::digest(data)[..] == mh.digest()[..],
+        other => return Err(bad(format!("hash function {other:#x} is neither blake3 nor sha2-256"))),
+    };
+    if !ok {
+        return Err(bad(
+            "its bytes do not hash to its CID (a corrupt or tampered CAR)".into()
+        ));
+    }
+    Ok(())
+}
+
+fn block_file(dir: &Path, c: &Cid) -> PathBuf {
+    dir.join(c.to_string())
+}
+
+/// Reads every block of the CAR at `car_path` into `work/blocks` (each
+/// verified), then rebuilds the root's directory tree under `work/tree`.
+/// Returns the tree's path.
+pub(crate) fn unpack(car_path: &Path, work: &Path) -> Result<PathBuf> {
+    let blocks = work.join("blocks");
+    std::fs::create_dir_all(&blocks).map_err(|e| Error::Internal(format!("{}: {e}", blocks.display())))?;
+    let file = std::fs::File::open(car_path)
+        .map_err(|e| Error::BadRequest(format!("cannot read {}: {e}", car_path.display())))?;
+    let bad = |e: shoal_unixfs::Error| Error::BadRequest(format!("{}: {e}", car_path.display()));
+    let mut r = car::Reader::new(BufReader::new(file)).map_err(bad)?;
+    let root = match r.roots[..] {
+        [root] => root,
+        _ => {
+            return Err(Error::BadRequest(format!(
+                "{}: a CAR to add has exactly one root (this one has {})",
+                car_path.display(),
+                r.roots.len()
+            )))
+        }
+    };
+    while let Some((c, data)) = r.next_block().map_err(bad)? {
+        verify(&c, &data)?;
+        std::fs::write(block_file(&blocks, &c), &data).map_err(|e| Error::Internal(format!("scratch block: {e}")))?;
+    }
+    let tree = work.join("tree");
+    let get = |c: &Cid| -> Result<Vec<u8>> {
+        std::fs::read(block_file(&blocks, c))
+            .map_err(|_| Error::BadRequest(format!("{}: the CAR lacks block {c}", car_path.display())))
+    };
+    let node = pb::decode_node(&get(&root)?).map_err(bad)?;
+    let fs = pb::UnixFs::decode(&node.data).map_err(bad)?;
+    if root.codec() != DAG_PB || !matches!(fs.kind, pb::DIRECTORY | pb::HAMT_SHARD) {
+        return Err(Error::BadRequest(format!(
+            "{}: the CAR's root is not a UnixFS directory (a Zarr hierarchy is one)",
+            car_path.display()
+        )));
+    }
+    std::fs::create_dir_all(&tree).map_err(|e| Error::Internal(e.to_string()))?;
+    write_dir(&root, &tree, &get, 0)?;
+    Ok(tree)
+}
+
+/// A directory's entries (a HAMT's leaves, names without their prefix).
+fn dir_entries(c: &Cid, get: &dyn Fn(&Cid) -> Result<Vec<u8>>, out: &mut Vec<pb::Link>) -> Result<()> {
+    let bad = |e: shoal_unixfs::Error| Error::BadRequest(format!("directory {c}: {e}"));
+    let node = pb::decode_node(&get(c)?).map_err(bad)?;
+    let fs = pb::UnixFs::decode(&node.data).map_err(bad)?;
+    match fs.kind {
+        pb::DIRECTORY => out.extend(node.links),
+        pb::HAMT_SHARD => {
+            for l in node.links {
+                if l.name.len() == 2 {
+                    dir_entries(&l.cid, get, out)?;
+                } else if l.name.len() > 2 {
+                    out.push(pb::Link {
+                        name: l.name[2..].to_string(),
+                        ..l
+                    });
+                }
+            }
+        }
+        k => return Err(Error::BadRequest(format!("{c} is UnixFS type {k}, not a directory"))),
+    }
+    Ok(())
+}
+
+fn write_dir(c: &Cid, dir: &Path, get: &dyn Fn(&Cid) -> Result<Vec<u8>>, depth: usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::BadRequest(format!("directories nested deeper than {MAX_DEPTH}")));
+    }
+    let mut entries = Vec::new();
+    dir_entries(c, get, &mut entries)?;
+    for l in entries {
+        if l.name.is_empty() || l.name == "." || l.name == ".." || l.name.contains('/') || l.name.contains('\0') {
+            return Err(Error::BadRequest(format!(
+                "directory {c} holds an unsafe name {:?}",
+                l.name
+            )));
+        }
+        let path = dir.join(&l.name);
+        let is_dir = l.cid.codec() == DAG_PB && {
+            let node = pb::decode_node(&get(&l.cid)?).map_err(|e| Error::BadRequest(e.to_string()))?;
+            pb::UnixFs::decode(&node.data).is_ok_and(|f| matches!(f.kind, pb::DIRECTORY | pb::HAMT_SHARD))
+        };
+        if is_dir {
+            std::fs::create_dir(&path).map_err(|e| Error::BadRequest(format!("{}: {e}", path.display())))?;
+            write_dir(&l.cid, &path, get, depth + 1)?;
+        } else {
+            let f = std::fs::File::create(&path).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+            let mut w = BufWriter::new(f);
+            write_file(&l.cid, &mut w, get, 0)?;
+            w.flush().map_err(|e| Error::Internal(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_file(c: &Cid, w: &mut dyn Write, get: &dyn Fn(&Cid) -> Result<Vec<u8>>, depth: usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::BadRequest("file nodes nested too deep".into()));
+    }
+    let data = get(c)?;
+    let io = |e: std::io::Error| Error::Internal(e.to_string());
+    if c.codec() == RAW {
+        return w.write_all(&data).map_err(io);
+    }
+    let bad = |e: shoal_unixfs::Error| Error::BadRequest(format!("file {c}: {e}"));
+    let node = pb::decode_node(&data).map_err(bad)?;
+    let fs = pb::UnixFs::decode(&node.data).map_err(bad)?;
+    if !matches!(fs.kind, pb::FILE | pb::RAW) {
+        return Err(Error::BadRequest(format!("{c} is UnixFS type {}, not a file", fs.kind)));
+    }
+    w.write_all(&fs.data).map_err(io)?;
+    for l in &node.links {
+        write_file(&l.cid, w, get, depth + 1)?;
+    }
+    Ok(())
+}
+
+/// Writes the view rooted at `view` as a CAR v1 at `out` (written beside it
+/// and renamed into place), blocks read with `get`. Returns blocks and
+/// bytes written.
+pub(crate) fn write_car(view: Cid, out: &Path, get: &dyn Fn(&Cid) -> Result<Vec<u8>>) -> Result<(u64, u64)> {
+    let tmp = out.with_extension("car.partial");
+    let io = |e: std::io::Error| Error::Internal(format!("{}: {e}", out.display()));
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut w = BufWriter::new(file);
+    let r = (|| {
+        w.write_all(&car::header(&[view])).map_err(io)?;
+        let (mut blocks, mut bytes) = (0u64, 0u64);
+        let mut seen = std::collections::HashSet::new();
+        let mut todo = vec![view];
+        while let Some(c) = todo.pop() {
+            if !seen.insert(c) {
+                continue;
+            }
+            let data = get(&c)?;
+            let links = shoal_unixfs::links(&c, &data).map_err(|e| Error::Corrupt(format!("view node {c}: {e}")))?;
+            todo.extend(links.into_iter().rev());
+            let s = car::section(&c, &data);
+            w.write_all(&s).map_err(io)?;
+            blocks += 1;
+            bytes += s.len() as u64;
+        }
+        w.flush().map_err(io)?;
+        w.get_ref().sync_all().map_err(io)?;
+        Ok((blocks, bytes))
+    })();
+    match r {
+        Ok(v) => {
+            std::fs::rename(&tmp, out).map_err(io)?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
