@@ -130,4 +130,11 @@ ds = xr.Dataset(
     coords={"time": steps, "x": np.arange(4.0)},
 )
 ds.chunk({"time": 97, "x": 4}).to_zarr(f"{out}/clim_noleap", zarr_format=3, mode="w")
+# 10,000 chunk files in one directory (v2, "." separator, consolidated):
+# its UnixFS view directory is a HAMT shard.
+g = zarr.open_group(f"{out}/many_v2", mode="w", zarr_format=2)
+a = g.create_array("x", shape=(100, 100), chunks=(1, 1), dtype="i2", fill_value=-1,
+                   attributes={"_ARRAY_DIMENSIONS": ["y", "x"]})
+a[:] = np.arange(10_000, dtype="i2").reshape(100, 100)
+zarr.consolidate_metadata(f"{out}/many_v2")
 print("ok")
