@@ -89,7 +89,34 @@ pub(crate) fn unpack(car_path: &Path, work: &Path) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&tree).map_err(|e| Error::Internal(e.to_string()))?;
     write_dir(&root, &tree, &get, 0)?;
+    let tree = unwrap_single(tree);
+    if !ZARR_TOP.iter().any(|m| tree.join(m).exists()) {
+        return Err(Error::BadRequest(format!(
+            "{}: no Zarr hierarchy inside (no zarr.json, .zgroup or .zarray at its top; note that ipfs-car pack leaves out names starting with '.' unless given --hidden)",
+            car_path.display()
+        )));
+    }
     Ok(tree)
+}
+
+/// Files that mark the top of a Zarr hierarchy.
+const ZARR_TOP: [&str; 3] = ["zarr.json", ".zgroup", ".zarray"];
+
+/// `ipfs-car pack DIR` wraps DIR in a directory of its own: a top without
+/// Zarr metadata whose only entry is a directory stands for that directory.
+fn unwrap_single(mut tree: PathBuf) -> PathBuf {
+    for _ in 0..4 {
+        let zarr = ZARR_TOP.iter().any(|m| tree.join(m).exists());
+        let entries: Vec<PathBuf> = match std::fs::read_dir(&tree) {
+            Ok(d) => d.flatten().map(|e| e.path()).collect(),
+            Err(_) => return tree,
+        };
+        match &entries[..] {
+            [only] if !zarr && only.is_dir() => tree = only.clone(),
+            _ => return tree,
+        }
+    }
+    tree
 }
 
 /// A directory's entries (a HAMT's leaves, names without their prefix).
