@@ -455,6 +455,9 @@ fn car_stream(
         scope: Scope,
         bytes: Option<(u64, Option<i64>)>,
         header: Option<Bytes>,
+        /// A file's raw leaves being fetched, `ahead` at a time.
+        leaves: Option<futures::stream::BoxStream<'static, (Cid, shoal_node::Result<Bytes>)>>,
+        ahead: usize,
         _permit: tokio::sync::OwnedSemaphorePermit,
     }
     let terminal = *roots.last().expect("a root");
@@ -463,6 +466,7 @@ fn car_stream(
     for c in roots[..roots.len() - 1].iter().rev() {
         todo.push((*c, false));
     }
+    let ahead = gw.settings.blocks_ahead.max(1);
     let st = St {
         gw,
         view,
@@ -471,11 +475,29 @@ fn car_stream(
         scope,
         bytes,
         header: Some(Bytes::from(car::header(&[view]))),
+        leaves: None,
+        ahead,
         _permit: permit,
     };
     futures::stream::unfold(st, |mut st| async move {
         if let Some(h) = st.header.take() {
             return Some((Ok(h), st));
+        }
+        // A file's leaves first, fetched ahead in order.
+        if let Some(leaves) = st.leaves.as_mut() {
+            match leaves.next().await {
+                Some((c, Ok(b))) => return Some((Ok(Bytes::from(car::section(&c, &b))), st)),
+                Some((c, Err(e))) => {
+                    tracing::info!(%c, error = %e, "a CAR response ends early: a block could not be had");
+                    let st = St {
+                        todo: Vec::new(),
+                        leaves: None,
+                        ..st
+                    };
+                    return Some((Err(std::io::Error::other(e.to_string())), st));
+                }
+                None => st.leaves = None,
+            }
         }
         loop {
             let (c, expand) = st.todo.pop()?;
@@ -525,7 +547,27 @@ fn car_stream(
                         (Scope::Entity, _) => Vec::new(),
                         _ => node.links.iter().map(|l| (l.cid, true)).collect(),
                     };
-                    st.todo.extend(children.into_iter().rev());
+                    // Raw leaves of a file stream ahead; anything else
+                    // waits its turn on the stack.
+                    if kind == pb::FILE && children.iter().all(|c| c.0.codec() == cid::RAW) {
+                        let fresh: Vec<Cid> = children
+                            .into_iter()
+                            .map(|c| c.0)
+                            .filter(|c| st.seen.insert(*c))
+                            .collect();
+                        let (gw, view) = (st.gw.clone(), st.view);
+                        st.leaves = Some(
+                            futures::stream::iter(fresh)
+                                .map(move |c| {
+                                    let gw = gw.clone();
+                                    async move { (c, get(&gw, c, view).await) }
+                                })
+                                .buffered(st.ahead)
+                                .boxed(),
+                        );
+                    } else {
+                        st.todo.extend(children.into_iter().rev());
+                    }
                 }
             }
             return Some((Ok(Bytes::from(car::section(&c, &b))), st));

@@ -3,13 +3,14 @@
 //! Export writes a dataset's UnixFS view as a CAR v1, depth first from the
 //! view's root (what `ipfs dag import` takes). Import reads a CAR holding a
 //! UnixFS directory (as `ipfs-car pack` or `ipfs dag export` write them:
-//! CIDv1 or v0, sha2-256 or blake3, raw or dag-pb leaves): every block is
-//! verified against its CID as it is read and kept in a scratch directory
-//! beside the store; the directory tree is then rebuilt from the root (a
-//! block the CAR lacks is an error naming it) and added like any Zarr
-//! directory, so a CAR with no Zarr inside is refused by the same checks.
-//! Nothing is stored before the whole tree is rebuilt, and the scratch
-//! directory is removed whatever happens.
+//! CIDv1, sha2-256 or blake3, raw or dag-pb leaves): a first pass reads
+//! every section, verifies the block against its CID and notes where it
+//! lies in the file; the directory tree is then rebuilt from the root in a
+//! scratch directory beside the store, each block read back from the CAR
+//! at its offset (a block the CAR lacks is an error naming it), and added
+//! like any Zarr directory, so a CAR with no Zarr inside is refused by the
+//! same checks. Nothing is stored before the whole tree is rebuilt, and the
+//! scratch directory is removed whatever happens.
 
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -46,18 +47,13 @@ fn verify(c: &Cid, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn block_file(dir: &Path, c: &Cid) -> PathBuf {
-    dir.join(c.to_string())
-}
-
 /// Reads every block of the CAR at `car_path` into `work/blocks` (each
 /// verified), then rebuilds the root's directory tree under `work/tree`.
 /// Returns the tree's path.
 pub(crate) fn unpack(car_path: &Path, work: &Path) -> Result<PathBuf> {
-    let blocks = work.join("blocks");
-    std::fs::create_dir_all(&blocks).map_err(|e| Error::Internal(format!("{}: {e}", blocks.display())))?;
     let file = std::fs::File::open(car_path)
         .map_err(|e| Error::BadRequest(format!("cannot read {}: {e}", car_path.display())))?;
+    let file2 = file.try_clone().map_err(|e| Error::Internal(e.to_string()))?;
     let bad = |e: shoal_unixfs::Error| Error::BadRequest(format!("{}: {e}", car_path.display()));
     let mut r = car::Reader::new(BufReader::new(file)).map_err(bad)?;
     let root = match r.roots[..] {
@@ -70,14 +66,21 @@ pub(crate) fn unpack(car_path: &Path, work: &Path) -> Result<PathBuf> {
             )))
         }
     };
+    // Where each verified block lies in the file.
+    let mut at: std::collections::HashMap<Cid, (u64, usize)> = std::collections::HashMap::new();
     while let Some((c, data)) = r.next_block().map_err(bad)? {
         verify(&c, &data)?;
-        std::fs::write(block_file(&blocks, &c), &data).map_err(|e| Error::Internal(format!("scratch block: {e}")))?;
+        at.insert(c, (r.offset - data.len() as u64, data.len()));
     }
     let tree = work.join("tree");
     let get = |c: &Cid| -> Result<Vec<u8>> {
-        std::fs::read(block_file(&blocks, c))
-            .map_err(|_| Error::BadRequest(format!("{}: the CAR lacks block {c}", car_path.display())))
+        let (off, len) = *at
+            .get(c)
+            .ok_or_else(|| Error::BadRequest(format!("{}: the CAR lacks block {c}", car_path.display())))?;
+        let mut buf = vec![0u8; len];
+        std::os::unix::fs::FileExt::read_exact_at(&file2, &mut buf, off)
+            .map_err(|e| Error::Internal(format!("re-reading {}: {e}", car_path.display())))?;
+        Ok(buf)
     };
     let node = pb::decode_node(&get(&root)?).map_err(bad)?;
     let fs = pb::UnixFs::decode(&node.data).map_err(bad)?;

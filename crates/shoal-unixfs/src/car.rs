@@ -75,14 +75,20 @@ pub fn section(cid: &Cid, data: &[u8]) -> Vec<u8> {
 pub struct Reader<R> {
     r: R,
     pub roots: Vec<Cid>,
+    /// Bytes read so far: the offset of the next section.
+    pub offset: u64,
 }
 
-fn read_varint_io(r: &mut impl std::io::Read) -> Result<Option<u64>> {
+fn read_varint_io(r: &mut impl std::io::Read, count: &mut u64) -> Result<Option<u64>> {
     let mut v = 0u64;
     for (i, shift) in (0..64).step_by(7).enumerate() {
+        *count += 1;
         let mut b = [0u8];
         match r.read(&mut b) {
-            Ok(0) if i == 0 => return Ok(None),
+            Ok(0) if i == 0 => {
+                *count -= 1;
+                return Ok(None);
+            }
             Ok(0) => return Err(Error::Malformed("the CAR ends inside a length".into())),
             Ok(_) => {}
             Err(e) => return Err(Error::Invalid(format!("reading the CAR: {e}"))),
@@ -133,7 +139,9 @@ fn header_roots(h: &[u8]) -> Result<Vec<Cid>> {
 
 impl<R: std::io::Read> Reader<R> {
     pub fn new(mut r: R) -> Result<Self> {
-        let n = read_varint_io(&mut r)?.ok_or_else(|| Error::Malformed("an empty file is not a CAR".into()))? as usize;
+        let mut offset = 0;
+        let n = read_varint_io(&mut r, &mut offset)?
+            .ok_or_else(|| Error::Malformed("an empty file is not a CAR".into()))? as usize;
         if n == 0 || n > MAX_HEADER {
             return Err(Error::Malformed(format!("a CAR header of {n} bytes")));
         }
@@ -147,12 +155,17 @@ impl<R: std::io::Read> Reader<R> {
             ));
         }
         let roots = header_roots(&h)?;
-        Ok(Reader { r, roots })
+        Ok(Reader {
+            r,
+            roots,
+            offset: offset + n as u64,
+        })
     }
 
-    /// The next section, or None at the end.
+    /// The next section, or None at the end. The block's bytes start at
+    /// `self.offset - block.len()` once this returns.
     pub fn next_block(&mut self) -> Result<Option<(Cid, Vec<u8>)>> {
-        let Some(n) = read_varint_io(&mut self.r)? else {
+        let Some(n) = read_varint_io(&mut self.r, &mut self.offset)? else {
             return Ok(None);
         };
         let n = n as usize;
@@ -163,6 +176,7 @@ impl<R: std::io::Read> Reader<R> {
         self.r
             .read_exact(&mut buf)
             .map_err(|_| Error::Malformed("the CAR is truncated inside a block".into()))?;
+        self.offset += n as u64;
         let mut at = 0;
         // CIDv1: version, codec, multihash code, digest length, digest.
         let ver = read_varint(&buf, &mut at)?;
