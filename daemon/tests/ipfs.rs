@@ -73,8 +73,17 @@ fn ipfs_clients_read_a_dataset_through_a_daemon_that_holds_nothing_and_cars_veri
     let root = a.add(&src, Some("sst"));
     let view = view_of(&a, "sst");
     assert!(view.starts_with("bafyb"), "a dag-pb CID: {view}");
-    // The view's CID works as a TARGET, standing for its dataset.
+    // The view's CID works as a TARGET, standing for its dataset: ls,
+    // query, the mount.
     assert_eq!(a.json(&["ls", &view])["root"], root.as_str());
+    assert_eq!(a.json(&["query", &view, "sst", "--op", "count"])["root"], root.as_str());
+    let mnt = tempfile::tempdir().unwrap();
+    let m = mount(&a, mnt.path(), "mnt");
+    assert_eq!(
+        std::fs::read(m.0.join(&view).join("sst/.zarray")).unwrap(),
+        std::fs::read(src.join("sst/.zarray")).unwrap()
+    );
+    drop(m);
     wait_providers(&e, &view, 1);
     let gw = gateway(&e);
     // ipfsspec, through e (which fetches every block from a).

@@ -40,6 +40,11 @@ pub trait Blocks: Send + Sync + 'static {
     /// every open of one of its files (the daemon's popularity accounting).
     /// Must be quick: it runs on a FUSE thread.
     fn opened(&self, _root: Cid) {}
+    /// The dataset whose UnixFS view is `view`, when known (a view's CID
+    /// at the mount root opens its dataset).
+    fn dataset_of_view(&self, _view: &Cid) -> Option<Cid> {
+        None
+    }
 }
 
 /// An error with the errno the kernel will see.
@@ -322,6 +327,9 @@ impl<B: Blocks> MountFs<B> {
         }
         let root = match cid::parse(name) {
             Ok(c) if c.codec() == cid::DAG_CBOR => c,
+            Ok(c) if c.codec() == cid::DAG_PB => {
+                self.blocks.dataset_of_view(&c).ok_or_else(|| FsError::enoent(name))?
+            }
             // A dataset name is a symlink to its current CID directory: a
             // path through the name follows new versions, every CID
             // directory stays immutable.

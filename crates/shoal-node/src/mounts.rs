@@ -33,6 +33,10 @@ impl Blocks for MountBlocks {
         self.source.get(cid, root).await.map_err(|e| e.to_string())
     }
 
+    fn dataset_of_view(&self, view: &Cid) -> Option<Cid> {
+        self.store.dataset_of_view(view).ok().flatten()
+    }
+
     fn names(&self) -> Vec<(String, Cid)> {
         self.store.names().unwrap_or_default()
     }
