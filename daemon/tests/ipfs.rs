@@ -173,6 +173,11 @@ fn a_hamt_directory_resolves_by_path_and_block_and_corrupt_blocks_are_never_serv
     let gw = gateway(&a);
     // The probe IPFS clients send.
     assert_eq!(get(&format!("{gw}/ipfs/bafkqaaa")).0, 200);
+    // A root nobody has: 404, for every format.
+    let unknown = "bafyb4ihdhn4gbjwwmrhbgaugqrd5ohq3qrmyh5jxxkjhmm7rhwb3aibkfm";
+    for q in ["", "?format=raw", "?format=car"] {
+        assert_eq!(get(&format!("{gw}/ipfs/{unknown}{q}")).0, 404, "{q}");
+    }
     // x/ holds 10,000 chunk files: a HAMT shard.
     let want = std::fs::read(src.join("x/57.3")).unwrap();
     assert_eq!(get(&format!("{gw}/ipfs/{view}/x/57.3")), (200, want.clone()));

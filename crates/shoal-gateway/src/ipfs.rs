@@ -99,6 +99,14 @@ async fn get(gw: &Gw, c: Cid, root: Cid) -> shoal_node::Result<Bytes> {
 async fn resolve(gw: &Gw, root: Cid, segs: &[&str]) -> shoal_node::Result<Vec<Cid>> {
     let mut out = vec![root];
     let mut cur = root;
+    // The root first: a root no one can deliver is unknown here (404, as
+    // the trustless-gateway spec asks), not a timeout.
+    if let Err(e) = get(gw, root, root).await {
+        return Err(match e {
+            Error::Unavailable(m) => Error::NotFound(format!("{root} is not known here or to any peer ({m})")),
+            e => e,
+        });
+    }
     for seg in segs {
         if cur.codec() != DAG_PB {
             return Err(Error::NotFound(format!("{seg:?}: {cur} is a file, not a directory")));
