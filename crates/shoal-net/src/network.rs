@@ -1025,6 +1025,17 @@ impl EventLoop {
             } => {
                 self.store_name(record);
             }
+            // Record filtering (on for name records) hands provider records
+            // here too: they go to the provider store as before (its own
+            // bounds apply).
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::AddProvider { record: Some(record) },
+            } => {
+                use libp2p::kad::store::RecordStore;
+                if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
+                    tracing::debug!(error = ?e, "a peer's provider record was not stored");
+                }
+            }
             kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
                 QueryResult::GetRecord(res) => {
                     let finished = match res {

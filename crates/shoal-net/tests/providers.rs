@@ -68,3 +68,36 @@ async fn eleven_hundred_datasets_are_findable_and_a_provider_flood_changes_nothi
     all_found(&b, &a, &new).await;
     assert_eq!(a.stats().provide_failures.load(Ordering::Relaxed), 0);
 }
+
+/// Peers' provider records are kept where the DHT puts them (record
+/// filtering, on for name records, hands them to the node, which must
+/// store them): with the provider gone, a node that knows only the peer
+/// holding its record still finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_record_outlives_it_on_the_peer_that_holds_it() {
+    let (a, b, c) = (swarm(1 << 14), swarm(1 << 14), swarm(1 << 14));
+    let b_addr = listening(&b).await;
+    a.dial(b_addr.clone()).await.unwrap();
+    let r = root(42);
+    let a_id = a.peer_id();
+    a.provide(r).await.unwrap();
+    // Wait (bounded) until B holds A's record: B finds A without asking A.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !b
+        .find_providers(r, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .contains(&a_id)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never heard A's provider record"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.dial(b_addr).await.unwrap();
+    let found = c.find_providers(r, Duration::from_secs(10)).await.unwrap();
+    assert!(found.contains(&a_id), "the record stayed on B: {found:?}");
+}

@@ -230,7 +230,8 @@ impl Names {
     /// Keeps `signed` as the newest record heard for its follow if it is
     /// newer than what the follow holds and has heard: Accept (and wakes the
     /// updater), Ignore when known, Reject when older or not followed.
-    pub fn heard(&self, r: &NameRecord, signed: &[u8]) -> Verdict {
+    /// Runs on the network task: the state is written on the blocking pool.
+    pub fn heard(self: &Arc<Self>, r: &NameRecord, signed: &[u8]) -> Verdict {
         let key = (r.publisher().to_string(), r.name.clone());
         let verdict = {
             let mut g = self.lock();
@@ -249,8 +250,19 @@ impl Names {
             }
         };
         if verdict == Verdict::Accept {
-            if let Some(f) = self.get(&key) {
-                let _ = self.save(&f);
+            let (me, k) = (self.clone(), key.clone());
+            let save = move || {
+                if let Some(f) = me.get(&k) {
+                    if let Err(e) = me.save(&f) {
+                        tracing::warn!(error = %e, "cannot keep a follow's pending record");
+                    }
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn_blocking(save);
+                }
+                Err(_) => save(),
             }
             let _ = self.wake.try_send(key);
         }

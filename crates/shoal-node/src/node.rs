@@ -1139,7 +1139,8 @@ impl Node {
                 Ok((bytes, view))
             })
             .await;
-        let mut f = names.get(&key).unwrap_or(f);
+        // Unfollowed meanwhile: the version stays, the follow is gone.
+        let Some(mut f) = names.get(&key) else { return };
         match took {
             Ok((bytes, view)) => {
                 self.announce(root).await;
