@@ -223,6 +223,28 @@ fn helia_verified_fetch_reads_keys_and_an_ipfs_car_pack_imports() {
     assert!(out.contains("ok 2"), "{out}");
     let out = js("helia_check.mjs", &[&gw, &view_of(&a, "many"), &pair(&many, "x/57.3")]);
     assert!(out.contains("ok 1"), "{out}");
+    // dag-scope: the path's nodes, then the terminal block alone (block),
+    // or the file's node and the leaves entity-bytes covers (entity).
+    let blocks_in = |q: &str| -> Vec<shoal_core::Cid> {
+        let (code, body) = get(&format!("{gw}/ipfs/{}/{chunk}?format=car&{q}", view_of(&a, "dist")));
+        assert_eq!(code, 200, "{q}");
+        let mut r = shoal_unixfs::car::Reader::new(&body[..]).unwrap();
+        let mut out = Vec::new();
+        while let Some((c, data)) = r.next_block().unwrap() {
+            shoal_core::cid::verify(&c, &data).unwrap();
+            out.push(c);
+        }
+        out
+    };
+    let path_len = chunk.split('/').count(); // sst, c, 3, 0 and the root
+    let block = blocks_in("dag-scope=block");
+    assert_eq!(block.len(), path_len + 1, "{block:?}");
+    let first = blocks_in("dag-scope=entity&entity-bytes=0:1000");
+    assert_eq!(first.len(), path_len + 2, "the file node and its first leaf: {first:?}");
+    let all = blocks_in("dag-scope=entity");
+    let leaves = std::fs::metadata(dist.join(chunk)).unwrap().len().div_ceil(256 << 10) as usize;
+    assert_eq!(all.len(), path_len + 1 + leaves, "every leaf: {all:?}");
+    assert_eq!(blocks_in("").len(), all.len());
     // ipfs-car pack (sha2-256, wrapped in a directory) of a zarr-python
     // dataset imports to the dataset shoal makes of the directory, and
     // reads back equal through zarr-python.
