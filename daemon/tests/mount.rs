@@ -194,3 +194,33 @@ fn a_name_is_a_symlink_to_its_current_version() {
         .expect("the name is listed");
     assert!(listed.file_type().unwrap().is_symlink());
 }
+
+/// The kernel forgets a dataset's directory (page cache and dentries
+/// dropped): the daemon drops the dataset's key tables, and the next walk
+/// loads them again and reads the same bytes.
+#[test]
+fn a_dataset_the_kernel_forgets_leaves_the_daemons_tables_and_reads_again() {
+    let d = Daemon::start_opts(Opts {
+        env: vec![("SHOAL_LOG".into(), "info,shoal_fuse=debug".into())],
+        ..Default::default()
+    });
+    let src = datasets().join("xr_v3");
+    d.add(&src, Some("xr"));
+    let tmp = tempfile::tempdir().unwrap();
+    let m = mount(&d, tmp.path(), "mnt");
+    py("check_equal.py", &[&src, &m.0.join("xr")]);
+    let forgot = |d: &Daemon| d.log().matches("the kernel forgot a dataset").count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while forgot(&d) == 0 {
+        // Drop dentries and inodes: the kernel sends FORGET for them.
+        std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kernel never forgot the dataset: {}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    py("check_equal.py", &[&src, &m.0.join("xr")]);
+    drop(m);
+}

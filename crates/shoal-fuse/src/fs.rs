@@ -13,7 +13,7 @@
 //!   `max_inflight_blocks` at once; excess prefetch work is dropped.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -134,6 +134,8 @@ struct Dataset {
     root: Cid,
     manifest: Manifest,
     entries: Vec<Entry>,
+    /// Table memory its keys take (what dropping it gives back).
+    cost: usize,
 }
 
 enum Kind {
@@ -159,6 +161,13 @@ struct Tables {
     links: BTreeMap<String, u64>,
     /// Table memory of the loaded datasets (see [`MountOptions::table_bytes`]).
     used: usize,
+    /// The kernel's lookup count of each loaded dataset's directory: when
+    /// the kernel forgets it (count 0), nothing below it is referenced
+    /// either (a child's dentry pins its parent's), so the dataset's
+    /// tables are dropped and rebuilt on the next lookup. Counted under
+    /// the read lock with the lookup that hands the inode out, so a forget
+    /// (under the write lock) never races a lookup of the same inode.
+    lookups: HashMap<u64, AtomicU64>,
 }
 
 impl Tables {
@@ -270,6 +279,7 @@ impl<B: Blocks> MountFs<B> {
                 top: BTreeMap::new(),
                 links: BTreeMap::new(),
                 used: 0,
+                lookups: HashMap::new(),
             }),
             prefetch: Arc::new(Semaphore::new(opts.max_inflight_blocks.max(1))),
             prefetch_queued: Arc::new(AtomicUsize::new(0)),
@@ -305,7 +315,12 @@ impl<B: Blocks> MountFs<B> {
     pub fn lookup_cached(&self, parent: u64, name: &str) -> Option<FsResult<Attr>> {
         let t = self.read_tables();
         if parent == ROOT_INO {
-            return t.top.get(name).map(|ino| t.attr(*ino));
+            return t.top.get(name).map(|ino| {
+                if let Some(c) = t.lookups.get(ino) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                t.attr(*ino)
+            });
         }
         let Some(node) = t.nodes.get(&parent) else {
             return Some(Err(FsError::enoent(format!("inode {parent}"))));
@@ -409,7 +424,32 @@ impl<B: Blocks> MountFs<B> {
             }
         }
         t.top.insert(name.to_string(), dir);
+        // This lookup hands the new directory out: its first reference.
+        t.lookups.insert(dir, AtomicU64::new(1));
         t.attr(dir)
+    }
+
+    /// The kernel forgot `n` references to `ino` (or a reference counted by
+    /// a lookup never reached it). A dataset directory whose count reaches
+    /// zero takes its whole table with it; lookups at the mount root count
+    /// the references they hand out.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut t = self.tables.write().expect("tables lock");
+        let Some(c) = t.lookups.get_mut(&ino) else { return };
+        let left = c.get_mut().saturating_sub(n);
+        *c.get_mut() = left;
+        if left > 0 {
+            return;
+        }
+        t.lookups.remove(&ino);
+        let Some(ds) = t.nodes.get(&ino).and_then(|n| n.ds.clone()) else {
+            return;
+        };
+        t.nodes
+            .retain(|_, n| !n.ds.as_ref().is_some_and(|d| Arc::ptr_eq(d, &ds)));
+        t.top.retain(|_, i| *i != ino);
+        t.used = t.used.saturating_sub(ds.cost);
+        tracing::debug!(root = %ds.root, freed = ds.cost, "the kernel forgot a dataset: its tables are dropped");
     }
 
     /// Fetches the manifest root and every page (concurrently per level),
@@ -476,6 +516,7 @@ impl<B: Blocks> MountFs<B> {
                     root,
                     manifest,
                     entries,
+                    cost,
                 };
                 return Ok((ds, cost));
             }

@@ -274,6 +274,8 @@ impl<B: Blocks> Filesystem for Adapter<B> {
                         ),
                     };
                     if reply.add(INodeNo(ino), (i + 1) as u64, &e.name, &ROOT_TTL, &attr, Generation(0)) {
+                        // Not sent: the lookup's reference is not the kernel's.
+                        this.fs.forget(ino, 1);
                         break;
                     }
                 }
@@ -292,6 +294,12 @@ impl<B: Blocks> Filesystem for Adapter<B> {
             }
         }
         reply.ok();
+    }
+
+    /// The kernel dropped `nlookup` references to `ino`: a dataset
+    /// directory it no longer references gives its tables back.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
     }
 
     /// A dataset name's target: its current root CID, read on every path

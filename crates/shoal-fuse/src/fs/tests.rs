@@ -315,3 +315,36 @@ async fn a_dataset_whose_key_tables_pass_the_budget_is_refused_while_loading() {
     assert_eq!(&got[..], &files["t/c/0/3"][..]);
     assert!(fs.read_tables().used > 0 && fs.read_tables().used <= 100_000);
 }
+
+#[tokio::test]
+async fn a_dataset_the_kernel_forgets_gives_its_tables_back_and_loads_again() {
+    let (mem, root, files) = dataset(200, 10, 1024, 2048);
+    let fs = Arc::new(MountFs::new(Arc::new(mem), MountOptions::default()));
+    let name = root.to_string();
+    // Two lookups of the dataset directory (the kernel counts both), and
+    // the tree walked below it.
+    let dir = fs.lookup(ROOT_INO, &name).await.unwrap();
+    assert_eq!(fs.lookup(ROOT_INO, &name).await.unwrap().ino, dir.ino);
+    let a = path(&fs, &format!("{name}/t/c/0/3")).await.unwrap();
+    assert_eq!(&fs.read(a.ino, 0, 10).await.unwrap()[..], &files["t/c/0/3"][..]);
+    let loaded = fs.read_tables().used;
+    assert!(loaded > 0);
+    // path() looked the dataset up a third time. Forgetting fewer
+    // references than were handed out keeps everything.
+    fs.forget(dir.ino, 2);
+    assert_eq!(fs.read_tables().used, loaded);
+    assert!(fs.getattr(a.ino).is_ok());
+    // The last one: the dataset's inodes and table memory go.
+    fs.forget(dir.ino, 1);
+    assert_eq!(fs.read_tables().used, 0);
+    assert!(fs.getattr(a.ino).is_err() && fs.getattr(dir.ino).is_err());
+    assert_eq!(fs.read_tables().nodes.len(), 1, "only the mount root is left");
+    // Forgetting inodes that are gone or never counted changes nothing.
+    fs.forget(dir.ino, 5);
+    fs.forget(a.ino, 1);
+    // Looked up again: loaded again under a new inode, same bytes.
+    let again = path(&fs, &format!("{name}/t/c/0/3")).await.unwrap();
+    assert_ne!(again.ino, a.ino);
+    assert_eq!(fs.read_tables().used, loaded);
+    assert_eq!(&fs.read(again.ino, 0, 10).await.unwrap()[..], &files["t/c/0/3"][..]);
+}
