@@ -30,7 +30,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use shoal_core::cid::{self, Cid, DAG_PB};
 use shoal_node::Error;
-use shoal_unixfs::{car, pb};
+use shoal_unixfs::{car, pb, Step};
 
 use crate::{failure, not_allowed, plain, respond, Gw, Pieces};
 
@@ -83,11 +83,7 @@ pub(crate) async fn ipfs(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let started = std::time::Instant::now();
-    let r = serve(&gw, &method, &path, query.as_deref(), &headers).await;
-    gw.metrics.request("ipfs", r.status().as_u16());
-    gw.metrics.request_seconds.observe(started.elapsed().as_secs_f64());
-    r
+    crate::timed(&gw, "ipfs", serve(&gw, &method, &path, query.as_deref(), &headers)).await
 }
 
 /// The block `c` of the view rooted at `root`, fetched if need be.
@@ -108,44 +104,17 @@ async fn resolve(gw: &Gw, root: Cid, segs: &[&str]) -> shoal_node::Result<Vec<Ci
         });
     }
     for seg in segs {
-        if cur.codec() != DAG_PB {
-            return Err(Error::NotFound(format!("{seg:?}: {cur} is a file, not a directory")));
-        }
-        let bytes = get(gw, cur, root).await?;
-        let node = pb::decode_node(&bytes).map_err(|e| Error::Corrupt(e.to_string()))?;
-        let fs = pb::UnixFs::decode(&node.data).map_err(|e| Error::Corrupt(e.to_string()))?;
-        cur = match fs.kind {
-            pb::DIRECTORY => {
-                let i = node
-                    .links
-                    .binary_search_by(|l| l.name.as_bytes().cmp(seg.as_bytes()))
-                    .map_err(|_| Error::NotFound(format!("no {seg:?} under {cur}")))?;
-                node.links[i].cid
+        let (mut node, mut level) = (cur, 0);
+        cur = loop {
+            if node.codec() != DAG_PB {
+                return Err(Error::NotFound(format!("{seg:?}: {cur} is a file, not a directory")));
             }
-            pb::HAMT_SHARD => {
-                // Walk the shard levels: each fetch is async, so the walk
-                // is here rather than in shoal_unixfs::resolve.
-                let hash = shoal_unixfs::murmur3_x64_64(seg.as_bytes()).to_be_bytes();
-                let mut n = node;
-                let mut found = None;
-                for byte in hash {
-                    let prefix = format!("{byte:02X}");
-                    let Some(l) = n.links.iter().find(|l| l.name.starts_with(&prefix)).cloned() else {
-                        break;
-                    };
-                    if l.name.len() == 2 {
-                        let b = get(gw, l.cid, root).await?;
-                        n = pb::decode_node(&b).map_err(|e| Error::Corrupt(e.to_string()))?;
-                        continue;
-                    }
-                    if &l.name[2..] == *seg {
-                        found = Some(l.cid);
-                    }
-                    break;
-                }
-                found.ok_or_else(|| Error::NotFound(format!("no {seg:?} under {cur}")))?
+            let bytes = get(gw, node, root).await?;
+            match shoal_unixfs::step(&bytes, seg, level).map_err(|e| Error::Corrupt(e.to_string()))? {
+                Step::Found(c) => break c,
+                Step::Shard(c) => (node, level) = (c, level + 1),
+                Step::Absent => return Err(Error::NotFound(format!("no {seg:?} under {cur}"))),
             }
-            _ => return Err(Error::NotFound(format!("{seg:?}: {cur} is a file, not a directory"))),
         };
         out.push(cur);
     }
@@ -409,9 +378,10 @@ async fn index(gw: &Arc<Gw>, path: &str, dir: Cid, view: Cid) -> Response {
         };
         let shard = pb::UnixFs::decode(&node.data).is_ok_and(|f| f.kind == pb::HAMT_SHARD);
         for l in node.links {
-            match (shard, l.name.len()) {
-                (true, 2) => todo.push(l.cid),
-                (true, _) => names.push(l.name[2..].to_string()),
+            match (shard, shoal_unixfs::shard_entry(&l)) {
+                (true, _) if l.name.len() == 2 => todo.push(l.cid),
+                (true, Some(n)) => names.push(n.to_string()),
+                (true, None) => {}
                 (false, _) => names.push(l.name),
             }
             if names.len() > gw.settings.dir_limit {

@@ -243,9 +243,14 @@ async fn zarr(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    timed(&gw, "zarr", serve(&gw, &method, &path, query.as_deref(), &headers)).await
+}
+
+/// Runs a route's answer, counting it by route and status and timing it.
+async fn timed(gw: &Gw, route: &str, answer: impl std::future::Future<Output = Response>) -> Response {
     let started = Instant::now();
-    let r = serve(&gw, &method, &path, query.as_deref(), &headers).await;
-    gw.metrics.request("zarr", r.status().as_u16());
+    let r = answer.await;
+    gw.metrics.request(route, r.status().as_u16());
     gw.metrics.request_seconds.observe(started.elapsed().as_secs_f64());
     r
 }

@@ -133,10 +133,10 @@ fn dir_entries(c: &Cid, get: &dyn Fn(&Cid) -> Result<Vec<u8>>, out: &mut Vec<pb:
             for l in node.links {
                 if l.name.len() == 2 {
                     dir_entries(&l.cid, get, out)?;
-                } else if l.name.len() > 2 {
+                } else if let Some(name) = shoal_unixfs::shard_entry(&l) {
                     out.push(pb::Link {
-                        name: l.name[2..].to_string(),
-                        ..l
+                        name: name.to_string(),
+                        ..l.clone()
                     });
                 }
             }

@@ -88,6 +88,11 @@ impl Follow {
         (self.publisher.clone(), self.name.clone())
     }
 
+    /// The publisher and name followed.
+    pub fn source(&self) -> Result<(PeerId, String)> {
+        parse_follow(&format!("{}/{}", self.publisher, self.name))
+    }
+
     /// The sequence of the newest record heard (0 = none pending).
     pub fn pending_seq(&self) -> u64 {
         names::verify(&self.pending).map_or(0, |r| r.seq)

@@ -449,11 +449,7 @@ impl Node {
             if let (Some(p), true) = (&path, entries.is_empty()) {
                 return Err(Error::NotFound(format!("no key {p:?} in dataset {root}")));
             }
-            let unixfs = match n.parts.store.view(&root)? {
-                Some(v) => Some(v),
-                None if n.parts.complete_here(&root) => Some(n.parts.ensure_view(root)?),
-                None => None,
-            };
+            let unixfs = n.parts.view_if_complete(root)?;
             Ok(Listing {
                 root,
                 zarr_format: m.zarr_format,
@@ -584,23 +580,10 @@ impl Node {
     /// Writes a dataset's UnixFS view as a CAR v1 at `out` (fetching what
     /// is not held first): what `ipfs dag import` and IPFS tools read.
     pub async fn export_car(&self, target: &Target, out: PathBuf, progress: ProgressFn) -> Result<ExportReport> {
-        let root = target.dataset("get")?;
-        let start = Instant::now();
-        self.blocking(move |n| {
-            let session = n.parts.store.session();
-            let fetched = n.parts.ensure_local(root, &session, &*progress)?;
+        self.export_with(target, out, progress, |n, root, out, _| {
             let view = n.parts.ensure_view(root)?;
             let store = &n.parts.store;
-            let (keys, bytes) = crate::car::write_car(view, &out, &|c| Ok(store.require(c)?.data().to_vec()))?;
-            drop(session);
-            Ok(ExportReport {
-                fetched,
-                root,
-                out,
-                keys,
-                bytes,
-                elapsed: start.elapsed(),
-            })
+            crate::car::write_car(view, out, &|c| Ok(store.require(c)?.data().to_vec()))
         })
         .await
     }
@@ -646,12 +629,7 @@ impl Node {
     /// The UnixFS view of dataset `root` when it is held here in full (built
     /// now if need be), else None.
     pub async fn view_of(&self, root: Cid) -> Result<Option<Cid>> {
-        self.blocking(move |n| match n.parts.store.view(&root)? {
-            Some(v) => Ok(Some(v)),
-            None if n.parts.complete_here(&root) => n.parts.ensure_view(root).map(Some),
-            None => Ok(None),
-        })
-        .await
+        self.blocking(move |n| n.parts.view_if_complete(root)).await
     }
 
     /// Peers caught returning compute partials that disagree with the same
@@ -674,11 +652,7 @@ impl Node {
     /// Writes a dataset out as a Zarr directory, fetching what is missing
     /// first (kept as unpinned cache data).
     pub async fn export(&self, target: &Target, out: PathBuf, progress: ProgressFn) -> Result<ExportReport> {
-        let root = target.dataset("get")?;
-        let start = Instant::now();
-        self.blocking(move |n| {
-            let session = n.parts.store.session();
-            let fetched = n.parts.ensure_local(root, &session, &*progress)?;
+        self.export_with(target, out, progress, |n, root, out, progress| {
             let m = n.parts.manifest(&root)?;
             let mut p = Progress {
                 items_total: m.key_count,
@@ -686,11 +660,32 @@ impl Node {
                 ..Default::default()
             };
             let reader = n.parts.reader(root);
-            let (keys, bytes) = read::export(&m, &out, &mut reader.fetch(), &mut |e| {
+            let written = read::export(&m, out, &mut reader.fetch(), &mut |e| {
                 p.items_done += 1;
                 p.bytes_done += e.size;
                 progress(p);
             })?;
+            Ok(written)
+        })
+        .await
+    }
+
+    /// Fetches what the dataset of `target` lacks here (kept as unpinned
+    /// cache data while `write` runs), then has `write` write it to `out`;
+    /// `write` returns the items and bytes written.
+    async fn export_with(
+        &self,
+        target: &Target,
+        out: PathBuf,
+        progress: ProgressFn,
+        write: impl FnOnce(&Inner, Cid, &Path, &ProgressFn) -> Result<(u64, u64)> + Send + 'static,
+    ) -> Result<ExportReport> {
+        let root = target.dataset("get")?;
+        let start = Instant::now();
+        self.blocking(move |n| {
+            let session = n.parts.store.session();
+            let fetched = n.parts.ensure_local(root, &session, &*progress)?;
+            let (keys, bytes) = write(n, root, &out, &progress)?;
             drop(session);
             Ok(ExportReport {
                 fetched,
@@ -1086,7 +1081,7 @@ impl Node {
             .blocking(move |_| Ok(names.remove(&l)))
             .await?
             .ok_or_else(|| Error::NotFound(format!("{local} follows nothing (shoal follows lists follows)")))?;
-        if let Ok((peer, name)) = crate::names::parse_follow(&format!("{}/{}", f.publisher, f.name)) {
+        if let Ok((peer, name)) = f.source() {
             self.parts()
                 .net
                 .subscribe(shoal_net::names::topic(&peer, &name), false)
@@ -1186,7 +1181,7 @@ impl Node {
             net.put_name(signed).await?;
         }
         for f in names.follows() {
-            if let Ok((peer, name)) = crate::names::parse_follow(&format!("{}/{}", f.publisher, f.name)) {
+            if let Ok((peer, name)) = f.source() {
                 net.subscribe(shoal_net::names::topic(&peer, &name), true).await?;
             }
         }
@@ -1231,7 +1226,7 @@ impl Node {
                         let Some(inner) = weak.upgrade() else { break };
                         let node = Node { inner };
                         for f in node.follows() {
-                            if let Ok((peer, name)) = crate::names::parse_follow(&format!("{}/{}", f.publisher, f.name)) {
+                            if let Ok((peer, name)) = f.source() {
                                 node.lookup_follow(&peer, &name).await;
                             }
                             node.update_follow(f.key()).await;

@@ -169,6 +169,16 @@ pub(crate) fn replace_file(path: &std::path::Path, data: &[u8]) -> std::io::Resu
 }
 
 impl Parts {
+    /// The UnixFS view of dataset `root` when it is held here in full
+    /// (built now if need be), else None.
+    pub fn view_if_complete(&self, root: Cid) -> Result<Option<Cid>> {
+        match self.store.view(&root)? {
+            Some(v) => Ok(Some(v)),
+            None if self.complete_here(&root) => self.ensure_view(root).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The UnixFS view of dataset `root` (held here in full): the recorded
     /// one, or built now from the manifest (its new blocks stored, the
     /// view recorded so GC keeps it with the dataset) and provided on the

@@ -324,6 +324,49 @@ pub fn links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>> {
     Ok(pb::decode_node(data)?.links.into_iter().map(|l| l.cid).collect())
 }
 
+/// One step of looking a name up in a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The entry's CID.
+    Found(Cid),
+    /// A HAMT shard one level down: read it and step again.
+    Shard(Cid),
+    /// No such entry (or the node is not a directory).
+    Absent,
+}
+
+/// What a link of a HAMT shard holds: the entry's name after the two hex
+/// digits of its slot, or None for a link to a shard one level down.
+pub fn shard_entry(l: &Link) -> Option<&str> {
+    (l.name.len() > 2).then(|| &l.name[2..])
+}
+
+/// Looks `name` up in the directory node `bytes`: a plain directory, or
+/// the HAMT shard at `level` of one (0 = the directory's own node). The
+/// one lookup rule both the blocking and the async walks use.
+pub fn step(bytes: &[u8], name: &str, level: usize) -> Result<Step> {
+    let node = pb::decode_node(bytes)?;
+    let fs = pb::UnixFs::decode(&node.data)?;
+    Ok(match fs.kind {
+        pb::DIRECTORY if level == 0 => node
+            .links
+            .binary_search_by(|l| l.name.as_bytes().cmp(name.as_bytes()))
+            .map_or(Step::Absent, |i| Step::Found(node.links[i].cid)),
+        pb::HAMT_SHARD if level < MAX_HAMT_DEPTH => {
+            let prefix = format!("{:02X}", murmur3_x64_64(name.as_bytes()).to_be_bytes()[level]);
+            match node.links.iter().find(|l| l.name.starts_with(&prefix)) {
+                None => Step::Absent,
+                Some(l) => match shard_entry(l) {
+                    None => Step::Shard(l.cid),
+                    Some(n) if n == name => Step::Found(l.cid),
+                    Some(_) => Step::Absent,
+                },
+            }
+        }
+        _ => Step::Absent,
+    })
+}
+
 /// Resolves `path` (segments) from a view node: the CID of every segment's
 /// node in order (the root's first), as `X-Ipfs-Roots` lists them. `get`
 /// fetches a block's bytes. Plain directories and HAMT shards are walked.
@@ -331,46 +374,20 @@ pub fn resolve(root: Cid, path: &[&str], get: &mut dyn FnMut(&Cid) -> Result<Vec
     let mut out = vec![root];
     let mut cur = root;
     for seg in path {
-        if cur.codec() != DAG_PB {
-            return Err(Error::NotFound(seg.to_string()));
-        }
-        let node = pb::decode_node(&get(&cur)?)?;
-        let fs = pb::UnixFs::decode(&node.data)?;
-        cur = match fs.kind {
-            pb::DIRECTORY => {
-                let i = node
-                    .links
-                    .binary_search_by(|l| l.name.as_bytes().cmp(seg.as_bytes()))
-                    .map_err(|_| Error::NotFound(seg.to_string()))?;
-                node.links[i].cid
+        let (mut node, mut level) = (cur, 0);
+        cur = loop {
+            if node.codec() != DAG_PB {
+                return Err(Error::NotFound(seg.to_string()));
             }
-            pb::HAMT_SHARD => hamt_find(node, seg, get)?,
-            _ => return Err(Error::NotFound(seg.to_string())),
+            match step(&get(&node)?, seg, level)? {
+                Step::Found(c) => break c,
+                Step::Shard(c) => (node, level) = (c, level + 1),
+                Step::Absent => return Err(Error::NotFound(seg.to_string())),
+            }
         };
         out.push(cur);
     }
     Ok(out)
-}
-
-fn hamt_find(mut node: pb::Node, name: &str, get: &mut dyn FnMut(&Cid) -> Result<Vec<u8>>) -> Result<Cid> {
-    let hash = murmur3_x64_64(name.as_bytes()).to_be_bytes();
-    for byte in hash {
-        let prefix = format!("{byte:02X}");
-        let Some(l) = node.links.iter().find(|l| l.name.starts_with(&prefix)) else {
-            return Err(Error::NotFound(name.to_string()));
-        };
-        if l.name.len() == 2 {
-            let next = l.cid;
-            node = pb::decode_node(&get(&next)?)?;
-            continue;
-        }
-        return if &l.name[2..] == name {
-            Ok(l.cid)
-        } else {
-            Err(Error::NotFound(name.to_string()))
-        };
-    }
-    Err(Error::NotFound(name.to_string()))
 }
 
 #[cfg(test)]

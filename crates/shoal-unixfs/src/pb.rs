@@ -59,6 +59,8 @@ pub fn read_varint(b: &[u8], at: &mut usize) -> Result<u64> {
 enum Field<'a> {
     Varint(u64, u64),
     Bytes(u64, &'a [u8]),
+    /// A fixed-width field (wire types 1 and 5): skipped.
+    Fixed,
 }
 
 fn fields(b: &[u8]) -> impl Iterator<Item = Result<Field<'_>>> {
@@ -70,38 +72,30 @@ fn fields(b: &[u8]) -> impl Iterator<Item = Result<Field<'_>>> {
         let r = (|| {
             let k = read_varint(b, &mut at)?;
             let (field, wire) = (k >> 3, k & 7);
-            match wire {
-                0 => Ok(Some(Field::Varint(field, read_varint(b, &mut at)?))),
+            let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
+                let end = at
+                    .checked_add(n)
+                    .filter(|e| *e <= b.len())
+                    .ok_or_else(|| Error::Malformed("field runs past the end".into()))?;
+                let v = &b[*at..end];
+                *at = end;
+                Ok(v)
+            };
+            Ok(match wire {
+                0 => Field::Varint(field, read_varint(b, &mut at)?),
                 2 => {
                     let n = read_varint(b, &mut at)? as usize;
-                    let end = at
-                        .checked_add(n)
-                        .filter(|e| *e <= b.len())
-                        .ok_or_else(|| Error::Malformed("field runs past the end".into()))?;
-                    let v = &b[at..end];
-                    at = end;
-                    Ok(Some(Field::Bytes(field, v)))
+                    Field::Bytes(field, take(&mut at, n)?)
                 }
-                1 => {
-                    at += 8;
-                    Ok(None)
-                }
-                5 => {
-                    at += 4;
-                    Ok(None)
-                }
-                w => Err(Error::Malformed(format!("unknown wire type {w}"))),
-            }
+                1 => take(&mut at, 8).map(|_| Field::Fixed)?,
+                5 => take(&mut at, 4).map(|_| Field::Fixed)?,
+                w => return Err(Error::Malformed(format!("unknown wire type {w}"))),
+            })
         })();
-        match r {
-            Ok(Some(f)) => Some(Ok(f)),
-            Ok(None) if at <= b.len() => Some(Ok(Field::Varint(0, 0))),
-            Ok(None) => Some(Err(Error::Malformed("fixed field runs past the end".into()))),
-            Err(e) => {
-                at = b.len();
-                Some(Err(e))
-            }
+        if r.is_err() {
+            at = b.len();
         }
+        Some(r)
     })
 }
 
