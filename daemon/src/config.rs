@@ -57,10 +57,11 @@ prefetch_inflight = 32
 # Memory for verified blocks per mount (the kernel reads in pieces smaller
 # than a block; prefetched blocks wait here for their reader).
 cache = "64MiB"
-# Memory for the key tables of the datasets a mount has opened (about 300
-# bytes per key plus 64 per block). Opening a dataset that would pass it
-# fails with ENOMEM, named in the daemon log.
-table_memory = "1GiB"
+# Memory for the key tables of the directories a mount has listed (about
+# 300 bytes per key plus 64 per block). Past it the mount asks the kernel
+# to forget the least recently used directories; one directory that alone
+# would pass it fails with ENOMEM, named in the daemon log.
+table_memory = "256MiB"
 
 [mirror]
 # Every daemon counts requests per dataset (blocks served, mount opens,
@@ -414,7 +415,7 @@ impl Default for MountConfig {
             readahead_files: 4,
             prefetch_inflight: 32,
             cache: "64MiB".into(),
-            table_memory: "1GiB".into(),
+            table_memory: "256MiB".into(),
         }
     }
 }

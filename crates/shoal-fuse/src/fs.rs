@@ -1,11 +1,19 @@
-//! The filesystem core: inode tables built from manifests, async reads
-//! through a [`Blocks`] source, bounded prefetch. No fuser types.
+//! The filesystem core: inode tables built lazily from manifests, one
+//! directory at a time; async reads through a [`Blocks`] source; bounded
+//! prefetch. No fuser types.
 //!
 //! Invariants:
-//! - Inode numbers are assigned when a dataset is first looked up and never
-//!   change or get reused for the life of the mount.
-//! - Once a dataset is loaded, `lookup`, `getattr` and `readdir` answer
-//!   from memory; only `read` fetches blocks.
+//! - A directory's table (its children) is built when it is first opened
+//!   or looked into, from the manifest pages whose key range meets its
+//!   prefix; pages wholly inside one subdirectory are not read.
+//! - Once a directory is listed, `lookup`, `getattr` and `readdir` in it
+//!   answer from memory; only `read` fetches blocks.
+//! - Inode numbers are never reused for the life of the mount. While the
+//!   kernel references an inode, it keeps its number; a directory the
+//!   kernel forgets (FUSE `forget`, lookup counts kept per inode) gives its
+//!   table back and is listed again, under new numbers, when next used.
+//! - Table memory past `table_bytes` asks the kernel (inval_entry) to
+//!   forget the least recently used directories.
 //! - Every block handed to a reader was verified by the source and has the
 //!   length the manifest promises; otherwise the read fails with EIO.
 //! - Prefetch never holds data in memory: it asks the source to fetch
@@ -20,7 +28,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures::future::try_join_all;
 use futures::StreamExt;
-use shoal_core::manifest::{Content, Entry, Manifest, Node};
+use shoal_core::manifest::{ChildRef, Content, Entry, Manifest, Node};
 use shoal_core::{chunk, cid, Block, Cid};
 use tokio::sync::Semaphore;
 
@@ -86,10 +94,11 @@ pub struct MountOptions {
     /// smaller than a block (128 KiB to 1 MiB); without this cache every
     /// piece would re-read and re-hash the whole block.
     pub cache_bytes: usize,
-    /// Memory for the key tables of loaded datasets (entries, inodes,
+    /// Memory for the key tables of listed directories (entries, inodes,
     /// directory maps; [`TABLE_BYTES_PER_KEY`] plus the key's length and 64
-    /// bytes per block, per key). A dataset that would pass it is refused
-    /// with ENOMEM while it loads, before its tables are built.
+    /// bytes per block, per key). Past it the least recently used
+    /// directories are handed back to the kernel to forget; a directory
+    /// that alone would pass it is refused with ENOMEM while it is listed.
     pub table_bytes: usize,
 }
 
@@ -108,7 +117,7 @@ impl Default for MountOptions {
             max_inflight_blocks: 32,
             ttl: Duration::from_secs(24 * 3600),
             cache_bytes: 64 << 20,
-            table_bytes: 1 << 30,
+            table_bytes: 256 << 20,
         }
     }
 }
@@ -133,14 +142,28 @@ pub struct DirEntry {
 struct Dataset {
     root: Cid,
     manifest: Manifest,
-    entries: Vec<Entry>,
-    /// Table memory its keys take (what dropping it gives back).
+}
+
+/// A directory's children, built when it is first listed or looked into.
+struct Children {
+    names: BTreeMap<Box<str>, u64>,
+    /// Table memory they take (given back when the kernel forgets the
+    /// directory).
     cost: usize,
 }
 
 enum Kind {
-    Dir(BTreeMap<String, u64>),
-    File(usize),
+    /// A directory of a dataset (`prefix` is its key prefix with a
+    /// trailing slash, empty at the dataset's top) or the mount root.
+    /// `children` is `None` until listed; `name` is its name in its parent
+    /// (what an invalidation names); `tick` when it was last used.
+    Dir {
+        name: Box<str>,
+        prefix: Box<str>,
+        children: Option<Children>,
+        tick: AtomicU64,
+    },
+    File(Arc<Entry>),
     /// A dataset name: a symlink whose target (the name's current root
     /// CID) is read when the kernel follows it.
     Link(String),
@@ -150,6 +173,11 @@ struct Inode {
     parent: u64,
     kind: Kind,
     ds: Option<Arc<Dataset>>,
+    /// The kernel's lookup count (lookups and readdirplus entries handed
+    /// out, minus forgets). Counted under the read lock with the reply
+    /// that hands the inode out, so a forget (under the write lock) never
+    /// races it.
+    lookups: AtomicU64,
 }
 
 struct Tables {
@@ -159,15 +187,23 @@ struct Tables {
     top: BTreeMap<String, u64>,
     /// Mount-root dataset names -> their symlink inode.
     links: BTreeMap<String, u64>,
-    /// Table memory of the loaded datasets (see [`MountOptions::table_bytes`]).
+    /// Table memory of the listed directories (see
+    /// [`MountOptions::table_bytes`]).
     used: usize,
-    /// The kernel's lookup count of each loaded dataset's directory: when
-    /// the kernel forgets it (count 0), nothing below it is referenced
-    /// either (a child's dentry pins its parent's), so the dataset's
-    /// tables are dropped and rebuilt on the next lookup. Counted under
-    /// the read lock with the lookup that hands the inode out, so a forget
-    /// (under the write lock) never races a lookup of the same inode.
-    lookups: HashMap<u64, AtomicU64>,
+}
+
+fn dir_node(parent: u64, name: &str, prefix: &str, ds: Option<Arc<Dataset>>) -> Inode {
+    Inode {
+        parent,
+        kind: Kind::Dir {
+            name: name.into(),
+            prefix: prefix.into(),
+            children: None,
+            tick: AtomicU64::new(0),
+        },
+        ds,
+        lookups: AtomicU64::new(0),
+    }
 }
 
 impl Tables {
@@ -184,15 +220,15 @@ impl Tables {
             .get(&ino)
             .ok_or_else(|| FsError::enoent(format!("inode {ino}")))?;
         Ok(match &n.kind {
-            Kind::Dir(_) => Attr {
+            Kind::Dir { .. } => Attr {
                 ino,
                 size: 0,
                 is_dir: true,
                 is_link: false,
             },
-            Kind::File(i) => Attr {
+            Kind::File(e) => Attr {
                 ino,
-                size: n.ds.as_ref().map(|d| d.entries[*i].size).unwrap_or(0),
+                size: e.size,
                 is_dir: false,
                 is_link: false,
             },
@@ -206,20 +242,118 @@ impl Tables {
             },
         })
     }
+
+    /// Hands `ino` out to the kernel: one more lookup reference.
+    fn counted(&self, ino: u64) -> FsResult<Attr> {
+        if let Some(n) = self.nodes.get(&ino) {
+            n.lookups.fetch_add(1, Ordering::Relaxed);
+        }
+        self.attr(ino)
+    }
+
+    /// Drops the children of directory `ino` (and theirs), giving their
+    /// table memory back.
+    fn unload(&mut self, ino: u64) {
+        let Some(Kind::Dir { children, .. }) = self.nodes.get_mut(&ino).map(|n| &mut n.kind) else {
+            return;
+        };
+        let Some(c) = children.take() else { return };
+        self.used = self.used.saturating_sub(c.cost);
+        let mut stack: Vec<u64> = c.names.into_values().collect();
+        while let Some(d) = stack.pop() {
+            if let Some(Inode {
+                kind: Kind::Dir { children: Some(c), .. },
+                ..
+            }) = self.nodes.remove(&d)
+            {
+                self.used = self.used.saturating_sub(c.cost);
+                stack.extend(c.names.into_values());
+            }
+        }
+    }
+}
+
+/// Asks the kernel to drop its entries `(parent, name)` (and so, once
+/// unused, to forget them and everything below them). Called with the
+/// tables locked: it must not wait for the kernel.
+pub type Invalidate = Box<dyn Fn(Vec<(u64, String)>) + Send + Sync>;
+
+/// Decoded manifest pages kept for directory listings (a parent's listing
+/// and its children's read the same pages).
+const PAGE_CACHE: usize = 8;
+/// Files remembered as prefetched, and directories' last reads (both only
+/// steer prefetch; forgotten past these counts).
+const PREFETCH_MEMORY: usize = 1 << 16;
+
+/// A directory's children as its listing finds them.
+struct Listing<'a> {
+    prefix: &'a str,
+    room: usize,
+    root: Cid,
+    files: Vec<(String, Arc<Entry>)>,
+    dirs: std::collections::BTreeSet<String>,
+    cost: usize,
+}
+
+impl Listing<'_> {
+    /// The subdirectory of the listed one that `key` lies in.
+    fn subdir<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix)?.split_once('/').map(|(d, _)| d)
+    }
+
+    fn entry(&mut self, e: &Entry) -> FsResult<()> {
+        let Some(rest) = e.key.strip_prefix(self.prefix) else {
+            return Ok(());
+        };
+        match rest.split_once('/') {
+            Some((d, _)) => self.dir(d),
+            None => {
+                self.cost += table_cost(e);
+                self.files.push((rest.to_string(), Arc::new(e.clone())));
+                self.check()
+            }
+        }
+    }
+
+    fn dir(&mut self, d: &str) -> FsResult<()> {
+        if !self.dirs.contains(d) {
+            self.cost += TABLE_BYTES_PER_KEY + d.len();
+            self.dirs.insert(d.to_string());
+        }
+        self.check()
+    }
+
+    fn check(&self) -> FsResult<()> {
+        if self.cost <= self.room {
+            return Ok(());
+        }
+        Err(FsError::new(
+            libc::ENOMEM,
+            format!(
+                "dataset {}: directory '{}' needs more than the mount's {} bytes of table memory; raise [mount] table_memory in config.toml",
+                self.root, self.prefix, self.room
+            ),
+        ))
+    }
 }
 
 pub struct MountFs<B> {
     blocks: Arc<B>,
     tables: RwLock<Tables>,
     opts: MountOptions,
-    /// One dataset load at a time per name (two lookups racing on a cold
-    /// name must not build two trees).
+    /// One directory load at a time (two lookups racing on a cold
+    /// directory must not build two tables).
     loading: tokio::sync::Mutex<()>,
     prefetch: Arc<Semaphore>,
     prefetch_queued: Arc<AtomicUsize>,
     prefetched: Mutex<HashSet<u64>>,
     last_read_in_dir: Mutex<HashMap<u64, u64>>,
     cache: Mutex<BlockCache>,
+    pages: Mutex<Vec<(Cid, Arc<Node>)>>,
+    /// Set by the FUSE adapter: how table memory past its budget is given
+    /// back (the kernel forgets what it no longer uses).
+    invalidate: std::sync::OnceLock<Invalidate>,
+    clock: AtomicU64,
     pub started: SystemTime,
 }
 
@@ -263,14 +397,7 @@ impl<B: Blocks> MountFs<B> {
     pub fn new(blocks: Arc<B>, opts: MountOptions) -> Self {
         let cache_bytes = opts.cache_bytes;
         let mut nodes = HashMap::new();
-        nodes.insert(
-            ROOT_INO,
-            Inode {
-                parent: ROOT_INO,
-                kind: Kind::Dir(BTreeMap::new()),
-                ds: None,
-            },
-        );
+        nodes.insert(ROOT_INO, dir_node(ROOT_INO, "", "", None));
         Self {
             blocks,
             tables: RwLock::new(Tables {
@@ -279,7 +406,6 @@ impl<B: Blocks> MountFs<B> {
                 top: BTreeMap::new(),
                 links: BTreeMap::new(),
                 used: 0,
-                lookups: HashMap::new(),
             }),
             prefetch: Arc::new(Semaphore::new(opts.max_inflight_blocks.max(1))),
             prefetch_queued: Arc::new(AtomicUsize::new(0)),
@@ -294,6 +420,9 @@ impl<B: Blocks> MountFs<B> {
                 blocks: HashMap::new(),
                 order: BTreeMap::new(),
             }),
+            pages: Mutex::new(Vec::new()),
+            invalidate: std::sync::OnceLock::new(),
+            clock: AtomicU64::new(0),
             started: SystemTime::now(),
         }
     }
@@ -302,8 +431,22 @@ impl<B: Blocks> MountFs<B> {
         &self.opts
     }
 
+    /// Installs how the mount asks the kernel to drop entries (once).
+    pub fn set_invalidate(&self, f: Invalidate) {
+        let _ = self.invalidate.set(f);
+    }
+
+    /// Table memory of the listed directories.
+    pub fn table_used(&self) -> usize {
+        self.read_tables().used
+    }
+
     fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
         self.tables.read().expect("tables lock")
+    }
+
+    fn write_tables(&self) -> std::sync::RwLockWriteGuard<'_, Tables> {
+        self.tables.write().expect("tables lock")
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
@@ -311,34 +454,46 @@ impl<B: Blocks> MountFs<B> {
     }
 
     /// Answers a lookup from memory when it can (`None`: the name is a
-    /// dataset not loaded yet; call [`Self::lookup`]).
+    /// dataset not loaded yet, or its directory is not listed yet; call
+    /// [`Self::lookup`]). An answer hands the inode out: the kernel's
+    /// lookup count goes up.
     pub fn lookup_cached(&self, parent: u64, name: &str) -> Option<FsResult<Attr>> {
         let t = self.read_tables();
         if parent == ROOT_INO {
-            return t.top.get(name).map(|ino| {
-                if let Some(c) = t.lookups.get(ino) {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-                t.attr(*ino)
-            });
+            return t.top.get(name).map(|ino| t.counted(*ino));
         }
         let Some(node) = t.nodes.get(&parent) else {
             return Some(Err(FsError::enoent(format!("inode {parent}"))));
         };
         Some(match &node.kind {
-            Kind::Dir(children) => match children.get(name) {
-                Some(ino) => t.attr(*ino),
-                None => Err(FsError::enoent(name)),
-            },
+            Kind::Dir { children: None, .. } => return None,
+            Kind::Dir {
+                children: Some(c),
+                tick,
+                ..
+            } => {
+                tick.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                match c.names.get(name) {
+                    Some(ino) => t.counted(*ino),
+                    None => Err(FsError::enoent(name)),
+                }
+            }
             Kind::File(_) | Kind::Link(_) => Err(FsError::new(libc::ENOTDIR, "not a directory")),
         })
     }
 
-    /// Lookup, loading a dataset's manifest (possibly from peers) when
-    /// `name` is a dataset name or CID at the mount root.
+    /// Lookup, loading a dataset's manifest root (possibly from peers) when
+    /// `name` is a dataset name or CID at the mount root, or listing the
+    /// parent directory when it has not been listed yet.
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         if let Some(r) = self.lookup_cached(parent, name) {
             return r;
+        }
+        if parent != ROOT_INO {
+            self.list(parent).await?;
+            return self
+                .lookup_cached(parent, name)
+                .unwrap_or_else(|| Err(FsError::eio("directory table dropped while it was read")));
         }
         let root = match cid::parse(name) {
             Ok(c) if c.codec() == cid::DAG_CBOR => c,
@@ -349,7 +504,7 @@ impl<B: Blocks> MountFs<B> {
             // path through the name follows new versions, every CID
             // directory stays immutable.
             _ if self.blocks.names().iter().any(|(n, _)| n == name) => {
-                let mut t = self.tables.write().expect("tables lock");
+                let mut t = self.write_tables();
                 let ino = match t.links.get(name) {
                     Some(i) => *i,
                     None => {
@@ -357,6 +512,7 @@ impl<B: Blocks> MountFs<B> {
                             parent: ROOT_INO,
                             kind: Kind::Link(name.to_string()),
                             ds: None,
+                            lookups: AtomicU64::new(0),
                         });
                         t.links.insert(name.to_string(), i);
                         i
@@ -370,159 +526,244 @@ impl<B: Blocks> MountFs<B> {
         if let Some(r) = self.lookup_cached(parent, name) {
             return r; // loaded while we waited
         }
-        let room = self.opts.table_bytes.saturating_sub(self.read_tables().used);
-        let (ds, cost) = self.load(root, room).await?;
-        let ds = Arc::new(ds);
+        let rb = self.fetch(root, root).await?;
+        let manifest = Manifest::decode(&rb).map_err(|e| FsError::eio(e.to_string()))?;
+        let ds = Arc::new(Dataset { root, manifest });
         self.blocks.opened(root);
-        let mut t = self.tables.write().expect("tables lock");
-        t.used += cost;
-        let dir = t.alloc(Inode {
-            parent: ROOT_INO,
-            kind: Kind::Dir(BTreeMap::new()),
-            ds: Some(ds.clone()),
-        });
-        for (i, e) in ds.entries.iter().enumerate() {
-            let mut cur = dir;
-            let parts: Vec<&str> = e.key.split('/').collect();
-            let (file, dirs) = parts.split_last().expect("keys are non-empty");
-            let mut ok = true;
-            for p in dirs {
-                let existing = match &t.nodes[&cur].kind {
-                    Kind::Dir(c) => c.get(*p).copied(),
-                    Kind::File(_) | Kind::Link(_) => {
-                        ok = false;
-                        break;
-                    }
-                };
-                cur = match existing {
-                    Some(ino) => ino,
-                    None => {
-                        let ino = t.alloc(Inode {
-                            parent: cur,
-                            kind: Kind::Dir(BTreeMap::new()),
-                            ds: Some(ds.clone()),
-                        });
-                        if let Some(Kind::Dir(c)) = t.nodes.get_mut(&cur).map(|n| &mut n.kind) {
-                            c.insert(p.to_string(), ino);
-                        }
-                        ino
-                    }
-                };
+        let mut t = self.write_tables();
+        let dir = t.alloc(dir_node(ROOT_INO, name, "", Some(ds)));
+        t.top.insert(name.to_string(), dir);
+        t.counted(dir)
+    }
+
+    async fn fetch(&self, c: Cid, root: Cid) -> FsResult<Block> {
+        self.blocks
+            .block(c, root)
+            .await
+            .map_err(|e| FsError::eio(format!("dataset {root}: {e}")))
+    }
+
+    /// A manifest page, decoded (from the small cache when a neighbouring
+    /// directory's listing just read it).
+    async fn page(&self, ds: &Dataset, child: &ChildRef) -> FsResult<Arc<Node>> {
+        if let Some((_, n)) = self
+            .pages
+            .lock()
+            .expect("pages lock")
+            .iter()
+            .find(|(c, _)| *c == child.cid)
+        {
+            return Ok(n.clone());
+        }
+        let block = self.fetch(child.cid, ds.root).await?;
+        let node = Arc::new(
+            ds.manifest
+                .decode_page(&block, child)
+                .map_err(|e| FsError::eio(e.to_string()))?,
+        );
+        let mut pages = self.pages.lock().expect("pages lock");
+        if pages.len() >= PAGE_CACHE {
+            pages.remove(0);
+        }
+        pages.push((child.cid, node.clone()));
+        Ok(node)
+    }
+
+    /// Makes sure directory `ino` is listed: its children built from the
+    /// manifest entries under its prefix, fetching only the pages whose key
+    /// range meets it. Past the table budget, the least recently used
+    /// directories are handed back to the kernel to forget.
+    pub async fn list(&self, ino: u64) -> FsResult<()> {
+        let loaded = |t: &Tables| -> FsResult<Option<(Arc<Dataset>, String)>> {
+            let n = t
+                .nodes
+                .get(&ino)
+                .ok_or_else(|| FsError::enoent(format!("inode {ino}")))?;
+            match (&n.kind, &n.ds) {
+                (Kind::Dir { children: Some(_), .. }, _) => Ok(None),
+                (Kind::Dir { prefix, .. }, Some(ds)) => Ok(Some((ds.clone(), prefix.to_string()))),
+                (Kind::Dir { .. }, None) => Ok(None), // the mount root
+                _ => Err(FsError::new(libc::ENOTDIR, "not a directory")),
             }
-            let clash = matches!(&t.nodes[&cur].kind, Kind::Dir(c) if c.contains_key(*file)) || !ok;
-            if clash || !matches!(t.nodes[&cur].kind, Kind::Dir(_)) {
-                tracing::warn!(root = %root, key = %e.key, "key clashes with a directory of the same name; hidden from the mount");
+        };
+        if loaded(&self.read_tables())?.is_none() {
+            return Ok(());
+        }
+        let _guard = self.loading.lock().await;
+        let Some((ds, prefix)) = loaded(&self.read_tables())? else {
+            return Ok(()); // listed while we waited
+        };
+        let (files, dirs, cost) = self.scan(&ds, &prefix).await?;
+        let mut t = self.write_tables();
+        // Forgotten while we read: nothing to attach the children to.
+        if !matches!(
+            t.nodes.get(&ino).map(|n| &n.kind),
+            Some(Kind::Dir { children: None, .. })
+        ) {
+            return Ok(());
+        }
+        let mut names = BTreeMap::new();
+        for d in dirs {
+            let child = t.alloc(dir_node(ino, &d, &format!("{prefix}{d}/"), Some(ds.clone())));
+            names.insert(d.into_boxed_str(), child);
+        }
+        for (name, e) in files {
+            if names.contains_key(name.as_str()) {
+                tracing::warn!(root = %ds.root, key = %e.key, "key clashes with a directory of the same name; hidden from the mount");
                 continue;
             }
-            let ino = t.alloc(Inode {
-                parent: cur,
-                kind: Kind::File(i),
+            let child = t.alloc(Inode {
+                parent: ino,
+                kind: Kind::File(e),
                 ds: Some(ds.clone()),
+                lookups: AtomicU64::new(0),
             });
-            if let Some(Kind::Dir(c)) = t.nodes.get_mut(&cur).map(|n| &mut n.kind) {
-                c.insert(file.to_string(), ino);
-            }
+            names.insert(name.into_boxed_str(), child);
         }
-        t.top.insert(name.to_string(), dir);
-        // This lookup hands the new directory out: its first reference.
-        t.lookups.insert(dir, AtomicU64::new(1));
-        t.attr(dir)
+        t.used += cost;
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        if let Some(Kind::Dir { children, tick, .. }) = t.nodes.get_mut(&ino).map(|n| &mut n.kind) {
+            *children = Some(Children { names, cost });
+            *tick.get_mut() = now;
+        }
+        if t.used > self.opts.table_bytes {
+            self.shed(&t, ino);
+        }
+        Ok(())
     }
 
-    /// The kernel forgot `n` references to `ino` (or a reference counted by
-    /// a lookup never reached it). A dataset directory whose count reaches
-    /// zero takes its whole table with it; lookups at the mount root count
-    /// the references they hand out.
-    pub fn forget(&self, ino: u64, n: u64) {
-        let mut t = self.tables.write().expect("tables lock");
-        let Some(c) = t.lookups.get_mut(&ino) else { return };
-        let left = c.get_mut().saturating_sub(n);
-        *c.get_mut() = left;
-        if left > 0 {
-            return;
-        }
-        t.lookups.remove(&ino);
-        let Some(ds) = t.nodes.get(&ino).and_then(|n| n.ds.clone()) else {
-            return;
+    /// The entries directly under `prefix`: files (name, entry) and
+    /// subdirectory names, with their table cost. More than the whole
+    /// table budget is ENOMEM (the manifest's counts may lie: counted as
+    /// pages arrive).
+    async fn scan(&self, ds: &Dataset, prefix: &str) -> FsResult<(Vec<(String, Arc<Entry>)>, Vec<String>, usize)> {
+        let mut l = Listing {
+            prefix,
+            room: self.opts.table_bytes,
+            root: ds.root,
+            files: Vec::new(),
+            dirs: Default::default(),
+            cost: 0,
         };
-        t.nodes
-            .retain(|_, n| !n.ds.as_ref().is_some_and(|d| Arc::ptr_eq(d, &ds)));
-        t.top.retain(|_, i| *i != ino);
-        t.used = t.used.saturating_sub(ds.cost);
-        tracing::debug!(root = %ds.root, freed = ds.cost, "the kernel forgot a dataset: its tables are dropped");
+        ds.manifest.metadata.iter().try_for_each(|e| l.entry(e))?;
+        self.walk(ds, &ds.manifest.top, &mut l, 0).await?;
+        Ok((l.files, l.dirs.into_iter().collect(), l.cost))
     }
 
-    /// Fetches the manifest root and every page (concurrently per level),
-    /// counting the table memory its keys will take; more than `room` is
-    /// ENOMEM, found while loading (the root's key count may lie).
-    async fn load(&self, root: Cid, room: usize) -> FsResult<(Dataset, usize)> {
-        let mut cost = 0usize;
-        let mut count = |es: &[Entry]| -> FsResult<()> {
-            cost += es.iter().map(table_cost).sum::<usize>();
-            if cost > room {
-                return Err(FsError::new(
-                    libc::ENOMEM,
-                    format!(
-                        "dataset {root}: its key tables need more than the {room} bytes left of the mount's table memory; raise [mount] table_memory in config.toml or remount"
-                    ),
-                ));
+    /// Feeds the entries under `node` that meet the listing's prefix to
+    /// it, in key order, depth first: a few pages in flight, each leaf
+    /// taken as it arrives (a listing never holds the level's pages).
+    fn walk<'a>(
+        &'a self,
+        ds: &'a Dataset,
+        node: &'a Node,
+        l: &'a mut Listing<'_>,
+        depth: usize,
+    ) -> futures::future::BoxFuture<'a, FsResult<()>> {
+        Box::pin(async move {
+            let children = match node {
+                Node::Leaf(es) => return es.iter().try_for_each(|e| l.entry(e)),
+                Node::Inner(c) => c,
+            };
+            if depth >= shoal_core::manifest::MAX_DEPTH {
+                return Err(FsError::eio(format!(
+                    "dataset {}: manifest deeper than allowed",
+                    ds.root
+                )));
             }
-            Ok(())
-        };
-        let fetch = |c: Cid| {
-            let blocks = self.blocks.clone();
-            async move {
-                blocks
-                    .block(c, root)
-                    .await
-                    .map_err(|e| FsError::eio(format!("dataset {root}: {e}")))
-            }
-        };
-        let rb = fetch(root).await?;
-        let manifest = Manifest::decode(&rb).map_err(|e| FsError::eio(e.to_string()))?;
-        count(&manifest.metadata)?;
-        if let Node::Leaf(es) = &manifest.top {
-            count(es)?;
-        }
-        let mut entries = manifest.metadata.clone();
-        let mut level = vec![manifest.top.clone()];
-        for _depth in 0..=shoal_core::manifest::MAX_DEPTH {
-            let mut next = Vec::new();
-            for node in level {
-                match node {
-                    Node::Leaf(es) => entries.extend(es),
-                    Node::Inner(children) => {
-                        // A few pages in flight, each decoded and counted as
-                        // it arrives: raw pages never pile up in memory.
-                        let futs: Vec<_> = children.iter().map(|c| fetch(c.cid)).collect();
-                        let mut pages = futures::stream::iter(futs).buffered(PAGES_IN_FLIGHT);
-                        let mut children = children.iter();
-                        while let Some(page) = pages.next().await {
-                            let child = children.next().expect("one child per page");
-                            let node = manifest
-                                .decode_page(&page?, child)
-                                .map_err(|e| FsError::eio(e.to_string()))?;
-                            if let Node::Leaf(es) = &node {
-                                count(es)?;
-                            }
-                            next.push(node);
-                        }
+            let prefix = l.prefix;
+            let meets =
+                |c: &ChildRef| c.last.as_str() >= prefix && (c.first.as_str() <= prefix || c.first.starts_with(prefix));
+            let mut futs = Vec::new();
+            for c in children.iter().filter(|c| meets(c)) {
+                // A page whose first and last keys lie in the same
+                // subdirectory holds nothing else: the name is enough, the
+                // page is not read.
+                match (l.subdir(&c.first), l.subdir(&c.last)) {
+                    (Some(a), Some(b)) if a == b => {
+                        let d = a.to_string();
+                        l.dir(&d)?
                     }
+                    _ => futs.push(self.page(ds, c)),
                 }
             }
-            if next.is_empty() {
-                entries.sort_by(|a, b| a.key.cmp(&b.key));
-                let ds = Dataset {
-                    root,
-                    manifest,
-                    entries,
-                    cost,
-                };
-                return Ok((ds, cost));
+            let mut pages = futures::stream::iter(futs).buffered(PAGES_IN_FLIGHT);
+            while let Some(page) = pages.next().await {
+                let page = page?;
+                self.walk(ds, &page, l, depth + 1).await?;
             }
-            level = next;
+            Ok(())
+        })
+    }
+
+    /// Table memory is past its budget: asks the kernel to drop the least
+    /// recently used listed directories (not `keep`, just listed) until
+    /// about half the budget would be left. Their memory comes back when
+    /// the kernel forgets them (a directory still in use stays).
+    fn shed(&self, t: &Tables, keep: u64) {
+        let Some(inval) = self.invalidate.get() else { return };
+        let mut listed: Vec<(u64, usize, u64)> = t
+            .nodes
+            .iter()
+            .filter_map(|(ino, n)| match &n.kind {
+                Kind::Dir {
+                    children: Some(c),
+                    tick,
+                    ..
+                } if *ino != keep && *ino != ROOT_INO => Some((tick.load(Ordering::Relaxed), c.cost, *ino)),
+                _ => None,
+            })
+            .collect();
+        listed.sort_unstable();
+        let mut over = t.used.saturating_sub(self.opts.table_bytes / 2);
+        let mut drop = Vec::new();
+        for (_, cost, ino) in listed {
+            if over == 0 {
+                break;
+            }
+            let n = &t.nodes[&ino];
+            if let Kind::Dir { name, .. } = &n.kind {
+                drop.push((n.parent, name.to_string()));
+            }
+            over = over.saturating_sub(cost);
         }
-        Err(FsError::eio(format!("dataset {root}: manifest deeper than allowed")))
+        tracing::debug!(
+            dirs = drop.len(),
+            used = t.used,
+            "mount tables past their budget: asking the kernel to forget"
+        );
+        inval(drop);
+    }
+
+    /// The kernel forgot `n` references to `ino`. At zero, a directory's
+    /// children go (nothing below it can still be referenced: a child's
+    /// dentry pins its parent's), and a dataset's top directory goes with
+    /// its dataset; the directory is listed again when next used.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut t = self.write_tables();
+        let Some(node) = t.nodes.get_mut(&ino) else { return };
+        let c = node.lookups.get_mut();
+        *c = c.saturating_sub(n);
+        if *c > 0 || ino == ROOT_INO || !matches!(node.kind, Kind::Dir { .. }) {
+            return;
+        }
+        let top = node.parent == ROOT_INO;
+        t.unload(ino);
+        if top {
+            t.nodes.remove(&ino);
+            t.top.retain(|_, i| *i != ino);
+            tracing::debug!(
+                ino,
+                used = t.used,
+                "the kernel forgot a dataset: its tables are dropped"
+            );
+        } else {
+            tracing::trace!(
+                ino,
+                used = t.used,
+                "the kernel forgot a directory: its table is dropped"
+            );
+        }
     }
 
     pub fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
@@ -553,8 +794,9 @@ impl<B: Blocks> MountFs<B> {
             }
             return Ok(out.into_values().collect());
         }
+        drop(t);
         Ok(self
-            .readdir_page(ino, 0, usize::MAX)?
+            .readdir_page(ino, 0, usize::MAX, false)?
             .into_iter()
             .map(|(e, _)| e)
             .collect())
@@ -563,25 +805,41 @@ impl<B: Blocks> MountFs<B> {
     /// Up to `max` entries of directory `ino` starting at index `skip`
     /// (not counting "." and ".."), with their attributes: the readdir and
     /// readdirplus pages. Not for the mount root (see [`Self::readdir`]).
-    pub fn readdir_page(&self, ino: u64, skip: usize, max: usize) -> FsResult<Vec<(DirEntry, Attr)>> {
+    /// The directory must be listed ([`Self::list`], on open). `count`:
+    /// the entries are handed to the kernel with their attributes
+    /// (readdirplus), each a lookup reference; an entry the reply could
+    /// not take is given back with [`Self::forget`].
+    pub fn readdir_page(&self, ino: u64, skip: usize, max: usize, count: bool) -> FsResult<Vec<(DirEntry, Attr)>> {
         let t = self.read_tables();
         let node = t
             .nodes
             .get(&ino)
             .ok_or_else(|| FsError::enoent(format!("inode {ino}")))?;
-        let Kind::Dir(children) = &node.kind else {
-            return Err(FsError::new(libc::ENOTDIR, "not a directory"));
+        let children = match &node.kind {
+            Kind::Dir {
+                children: Some(c),
+                tick,
+                ..
+            } => {
+                tick.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                c
+            }
+            Kind::Dir { children: None, .. } => {
+                return Err(FsError::eio(format!("directory {ino} read before it was opened")))
+            }
+            _ => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
         };
         children
+            .names
             .iter()
             .skip(skip)
             .take(max)
             .map(|(name, c)| {
-                let a = t.attr(*c)?;
+                let a = if count { t.counted(*c)? } else { t.attr(*c)? };
                 Ok((
                     DirEntry {
                         ino: *c,
-                        name: name.clone(),
+                        name: name.to_string(),
                         is_dir: a.is_dir,
                         is_link: a.is_link,
                     },
@@ -611,14 +869,14 @@ impl<B: Blocks> MountFs<B> {
         self.read_tables().nodes.get(&ino).map(|n| n.parent).unwrap_or(ROOT_INO)
     }
 
-    fn file(&self, ino: u64) -> FsResult<(Arc<Dataset>, usize, u64)> {
+    fn file(&self, ino: u64) -> FsResult<(Arc<Dataset>, Arc<Entry>, u64)> {
         let t = self.read_tables();
         let n = t
             .nodes
             .get(&ino)
             .ok_or_else(|| FsError::enoent(format!("inode {ino}")))?;
         match (&n.kind, &n.ds) {
-            (Kind::File(i), Some(ds)) => Ok((ds.clone(), *i, n.parent)),
+            (Kind::File(e), Some(ds)) => Ok((ds.clone(), e.clone(), n.parent)),
             _ => Err(FsError::new(libc::EISDIR, "is a directory")),
         }
     }
@@ -633,8 +891,7 @@ impl<B: Blocks> MountFs<B> {
     /// Reads `size` bytes at `offset` of a file.
     pub async fn read(self: &Arc<Self>, ino: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         tracing::trace!(ino, offset, size, "read");
-        let (ds, idx, dir) = self.file(ino)?;
-        let e = &ds.entries[idx];
+        let (ds, e, dir) = self.file(ino)?;
         let end = (offset + u64::from(size)).min(e.size);
         if offset >= end {
             return Ok(Bytes::new());
@@ -645,7 +902,7 @@ impl<B: Blocks> MountFs<B> {
         };
         let bs = u64::from(ds.manifest.block_size);
         let (first, last) = (offset / bs, (end - 1) / bs);
-        self.maybe_prefetch(ino, &ds, idx, dir, first..=last);
+        self.maybe_prefetch(ino, &ds, &e, dir, first..=last);
         let (size, block_size) = (e.size, ds.manifest.block_size);
         let got = try_join_all((first..=last).map(|bi| {
             let blocks = self.blocks.clone();
@@ -698,16 +955,25 @@ impl<B: Blocks> MountFs<B> {
         self: &Arc<Self>,
         ino: u64,
         ds: &Arc<Dataset>,
-        idx: usize,
+        entry: &Arc<Entry>,
         dir: u64,
         demanded: std::ops::RangeInclusive<u64>,
     ) {
-        if !self.prefetched.lock().expect("prefetch lock").insert(ino) {
-            return;
+        {
+            let mut done = self.prefetched.lock().expect("prefetch lock");
+            if done.len() >= PREFETCH_MEMORY {
+                done.clear(); // at worst a file is prefetched twice (its blocks are local by then)
+            }
+            if !done.insert(ino) {
+                return;
+            }
         }
-        let mut files = vec![idx];
+        let mut files = vec![entry.clone()];
         let sequential = {
             let mut last = self.last_read_in_dir.lock().expect("last-read lock");
+            if last.len() >= PREFETCH_MEMORY {
+                last.clear();
+            }
             let prev = last.insert(dir, ino);
             prev.is_some_and(|p| self.next_file(dir, p) == Some(ino))
         };
@@ -715,15 +981,15 @@ impl<B: Blocks> MountFs<B> {
             let mut cur = ino;
             for _ in 0..self.opts.readahead_files {
                 let Some(n) = self.next_file(dir, cur) else { break };
-                if let Ok((_, i, _)) = self.file(n) {
-                    files.push(i);
+                if let Ok((_, e, _)) = self.file(n) {
+                    files.push(e);
                 }
                 cur = n;
             }
         }
-        for i in files {
-            for (bi, cid) in ds.entries[i].blocks().to_vec().into_iter().enumerate() {
-                if i == idx && demanded.contains(&(bi as u64)) {
+        for (fi, e) in files.iter().enumerate() {
+            for (bi, cid) in e.blocks().iter().enumerate() {
+                if fi == 0 && demanded.contains(&(bi as u64)) {
                     continue; // the demand read is fetching it already
                 }
                 // Bounded: beyond 4x the in-flight budget, prefetch is dropped.
@@ -731,11 +997,12 @@ impl<B: Blocks> MountFs<B> {
                     return;
                 }
                 self.prefetch_queued.fetch_add(1, Ordering::Relaxed);
-                let (sem, queued, blocks, root) = (
+                let (sem, queued, blocks, root, cid) = (
                     self.prefetch.clone(),
                     self.prefetch_queued.clone(),
                     self.blocks.clone(),
                     ds.root,
+                    *cid,
                 );
                 tokio::spawn(async move {
                     if let Ok(_permit) = sem.acquire().await {
@@ -749,10 +1016,14 @@ impl<B: Blocks> MountFs<B> {
 
     fn next_file(&self, dir: u64, after: u64) -> Option<u64> {
         let t = self.read_tables();
-        let Kind::Dir(children) = &t.nodes.get(&dir)?.kind else {
+        let Kind::Dir {
+            children: Some(children),
+            ..
+        } = &t.nodes.get(&dir)?.kind
+        else {
             return None;
         };
-        let mut it = children.values().skip_while(|c| **c != after);
+        let mut it = children.names.values().skip_while(|c| **c != after);
         it.next()?;
         it.copied().find(|c| matches!(t.nodes[c].kind, Kind::File(_)))
     }

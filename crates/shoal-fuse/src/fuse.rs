@@ -41,8 +41,9 @@ fn errno(e: &FsError) -> Errno {
 
 impl<B: Blocks> Adapter<B> {
     /// One page of a directory from `offset`, with "." and ".." first:
-    /// (next offset, entry, attributes).
-    fn dir_page(&self, ino: u64, offset: u64) -> Result<Vec<(u64, crate::fs::DirEntry, Attr)>, FsError> {
+    /// (next offset, entry, attributes). `count`: for readdirplus, each
+    /// entry but the dots is a lookup reference.
+    fn dir_page(&self, ino: u64, offset: u64, count: bool) -> Result<Vec<(u64, crate::fs::DirEntry, Attr)>, FsError> {
         let mut out = Vec::new();
         let dots = [(ino, "."), (self.fs.parent(ino), "..")];
         for (i, (d, name)) in dots.iter().enumerate().skip(offset as usize) {
@@ -76,7 +77,7 @@ impl<B: Blocks> Adapter<B> {
                 })
                 .collect()
         } else {
-            self.fs.readdir_page(ino, skip, DIR_PAGE)?
+            self.fs.readdir_page(ino, skip, DIR_PAGE, count)?
         };
         for (i, (e, a)) in page.into_iter().enumerate() {
             out.push(((skip + i + 3) as u64, e, a));
@@ -216,16 +217,23 @@ impl<B: Blocks> Filesystem for Adapter<B> {
         });
     }
 
+    /// Opening a directory lists it (its children built from the
+    /// manifest pages under its prefix, possibly fetched from peers).
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.getattr(ino.0) {
-            Ok(a) if a.is_dir => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(_) => reply.error(Errno::from_i32(libc::ENOTDIR)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.list(ino.0).await {
+                Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
+                Err(e) => {
+                    tracing::info!(ino = ino.0, error = %e, "mount opendir failed");
+                    reply.error(errno(&e))
+                }
+            }
+        });
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let entries = match self.dir_page(ino.0, offset) {
+        let entries = match self.dir_page(ino.0, offset, false) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
@@ -283,15 +291,23 @@ impl<B: Blocks> Filesystem for Adapter<B> {
             });
             return;
         }
-        let entries = match self.dir_page(ino.0, offset) {
+        let entries = match self.dir_page(ino.0, offset, true) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
         let ttl = self.fs.options().ttl;
-        for (off, e, a) in entries {
+        let mut unsent = entries.into_iter();
+        for (off, e, a) in unsent.by_ref() {
             if reply.add(INodeNo(e.ino), off, &e.name, &ttl, &self.file_attr(a), Generation(0)) {
+                // Not sent: its reference (and every later one) is not the kernel's.
+                if e.name != "." && e.name != ".." {
+                    self.fs.forget(e.ino, 1);
+                }
                 break;
             }
+        }
+        for (_, e, _) in unsent.filter(|(_, e, _)| e.name != "." && e.name != "..") {
+            self.fs.forget(e.ino, 1);
         }
         reply.ok();
     }
@@ -356,7 +372,26 @@ pub fn mount<B: Blocks>(fs: Arc<MountFs<B>>, dir: &Path, rt: tokio::runtime::Han
     cfg.acl = SessionACL::All;
     cfg.n_threads = Some(FUSE_THREADS);
     cfg.clone_fd = true;
-    let session = fuser::spawn_mount(Adapter { fs, rt }, dir, &cfg)?;
+    let session = fuser::spawn_mount(Adapter { fs: fs.clone(), rt }, dir, &cfg)?;
+    // Invalidations go to the kernel from one thread of their own (the
+    // kernel may wait on a request we are answering); one batch waits at
+    // most, later ones are dropped while it does (the next listing past
+    // the budget asks again).
+    let notifier = session.notifier();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, String)>>(1);
+    std::thread::Builder::new()
+        .name("shoal-fuse-inval".into())
+        .spawn(move || {
+            for batch in rx {
+                for (parent, name) in batch {
+                    // ENOENT: the kernel had already dropped it.
+                    let _ = notifier.inval_entry(INodeNo(parent), OsStr::new(&name));
+                }
+            }
+        })?;
+    fs.set_invalidate(Box::new(move |batch| {
+        let _ = tx.try_send(batch);
+    }));
     Ok(MountHandle {
         dir: dir.to_path_buf(),
         session: Some(session),

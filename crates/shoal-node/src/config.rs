@@ -44,7 +44,7 @@ pub struct MountSettings {
     pub prefetch_inflight: usize,
     /// Verified blocks kept in memory.
     pub cache_bytes: usize,
-    /// Memory for the key tables of the datasets a mount has loaded.
+    /// Memory for the key tables of the directories a mount has listed.
     pub table_bytes: usize,
 }
 
@@ -54,7 +54,7 @@ impl Default for MountSettings {
             readahead_files: 4,
             prefetch_inflight: 32,
             cache_bytes: 64 << 20,
-            table_bytes: 1 << 30,
+            table_bytes: 256 << 20,
         }
     }
 }

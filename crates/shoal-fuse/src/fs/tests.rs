@@ -92,6 +92,16 @@ fn dataset(n: usize, size: usize, bs: u32, page_target: usize) -> (MemBlocks, Ci
     )
 }
 
+/// The manifest pages among a source's blocks (DAG-CBOR, not the root).
+fn pages_of(mem: &MemBlocks) -> usize {
+    let blocks = mem.blocks.lock().unwrap();
+    blocks
+        .values()
+        .filter(|b| b.cid().codec() == shoal_core::cid::DAG_CBOR)
+        .count()
+        - 1
+}
+
 /// Walks `p` from the mount root as the kernel does, following a dataset
 /// name's symlink to its CID directory.
 async fn path(fs: &MountFs<MemBlocks>, p: &str) -> FsResult<Attr> {
@@ -108,18 +118,13 @@ async fn path(fs: &MountFs<MemBlocks>, p: &str) -> FsResult<Attr> {
     Ok(attr)
 }
 
-#[tokio::test]
-async fn tree_matches_the_manifest_and_metadata_never_fetches_after_load() {
-    // Small pages so the manifest is a multi-level tree.
-    let (mem, root, files) = dataset(120, 3000, 1024, 1024);
-    let fs = Arc::new(MountFs::new(Arc::new(mem), MountOptions::default()));
-    let ds = path(&fs, "ds").await.unwrap();
-    assert!(ds.is_dir);
-    let after_load = fs.blocks.fetches.load(Ordering::SeqCst);
-    // Walk everything: lookups, getattr, readdir.
+/// Walks every directory under `top` as `find` does (open, read, look
+/// up each entry), checking sizes against `files`; returns the files seen.
+async fn walk(fs: &MountFs<MemBlocks>, top: u64, files: &HashMap<String, Vec<u8>>) -> usize {
     let mut seen = 0;
-    let mut stack = vec![(ds.ino, String::new())];
+    let mut stack = vec![(top, String::new())];
     while let Some((ino, prefix)) = stack.pop() {
+        fs.list(ino).await.unwrap();
         for e in fs.readdir(ino).unwrap() {
             let key = if prefix.is_empty() {
                 e.name.clone()
@@ -137,11 +142,24 @@ async fn tree_matches_the_manifest_and_metadata_never_fetches_after_load() {
             }
         }
     }
-    assert_eq!(seen, files.len());
+    seen
+}
+
+#[tokio::test]
+async fn tree_matches_the_manifest_and_listed_directories_never_fetch_again() {
+    // Small pages so the manifest is a multi-level tree.
+    let (mem, root, files) = dataset(120, 3000, 1024, 1024);
+    let fs = Arc::new(MountFs::new(Arc::new(mem), MountOptions::default()));
+    let ds = path(&fs, "ds").await.unwrap();
+    assert!(ds.is_dir);
+    assert_eq!(walk(&fs, ds.ino, &files).await, files.len());
+    let after_walk = fs.blocks.fetches.load(Ordering::SeqCst);
+    // Walked again: every directory answers from its table.
+    assert_eq!(walk(&fs, ds.ino, &files).await, files.len());
     assert_eq!(
         fs.blocks.fetches.load(Ordering::SeqCst),
-        after_load,
-        "metadata touched the block source"
+        after_walk,
+        "metadata of listed directories touched the block source"
     );
     // The same dataset by CID is a second top-level entry; unknown names fail.
     assert!(path(&fs, &root.to_string()).await.unwrap().is_dir);
@@ -190,8 +208,8 @@ async fn an_unavailable_block_is_eio_and_the_rest_keeps_working() {
     let bad = path(&fs, "ds/t/c/0/2").await.unwrap();
     let good = path(&fs, "ds/t/c/0/3").await.unwrap();
     // Fail the first block of the bad file.
-    let (ds, idx, _) = fs.file(bad.ino).unwrap();
-    fs.blocks.failing.lock().unwrap().insert(ds.entries[idx].blocks()[0]);
+    let (_, e, _) = fs.file(bad.ino).unwrap();
+    fs.blocks.failing.lock().unwrap().insert(e.blocks()[0]);
     let err = fs.read(bad.ino, 0, 100).await.unwrap_err();
     assert_eq!(err.errno, libc::EIO);
     assert!(err.msg.contains("t/c/0/2"), "{err}");
@@ -285,10 +303,12 @@ async fn prefetch_stays_within_its_in_flight_budget() {
 }
 
 #[tokio::test]
-async fn a_dataset_whose_key_tables_pass_the_budget_is_refused_while_loading() {
-    // 2,000 keys in small pages: about 2,000 x (256 + key + 64) bytes.
+async fn a_directory_whose_table_passes_the_budget_is_refused_while_listing() {
+    // 2,000 keys in small pages; t/c holds 200 directories, about 200 x
+    // (256 + 3) bytes of table.
     let (big, big_root, _) = dataset(2000, 10, 1024, 2048);
     let (small, small_root, files) = dataset(5, 10, 1024, 2048);
+    let big_pages = pages_of(&big);
     let mut blocks = big.blocks.into_inner().unwrap();
     blocks.extend(small.blocks.into_inner().unwrap());
     let mem = MemBlocks {
@@ -297,23 +317,98 @@ async fn a_dataset_whose_key_tables_pass_the_budget_is_refused_while_loading() {
         ..Default::default()
     };
     let opts = MountOptions {
-        table_bytes: 100_000,
+        table_bytes: 20_000,
         ..Default::default()
     };
     let fs = Arc::new(MountFs::new(Arc::new(mem), opts));
-    let e = path(&fs, "big").await.unwrap_err();
+    // The dataset and its one-entry directories open; t/c is refused.
+    path(&fs, "big/t").await.unwrap();
+    let e = path(&fs, "big/t/c/7").await.unwrap_err();
     assert_eq!(e.errno, libc::ENOMEM, "{e}");
-    assert!(e.msg.contains("[mount] table_memory"), "{e}");
-    // Refused before all pages were fetched: the loader stopped counting
+    assert!(e.msg.contains("[mount] table_memory") && e.msg.contains("t/c/"), "{e}");
+    // Refused before all pages were fetched: the listing stopped counting
     // at the budget, and nothing of it is in the tables.
     let fetched = fs.blocks.fetches.load(Ordering::SeqCst);
-    assert!(fetched < 2000 / 10, "{fetched} pages fetched");
-    assert_eq!(fs.read_tables().used, 0);
+    assert!(fetched < big_pages, "{fetched} of {big_pages} pages fetched");
+    assert!(fs.table_used() < 1_000, "{}", fs.table_used());
     // A dataset that fits still loads and reads.
     let a = path(&fs, "small/t/c/0/3").await.unwrap();
     let got = fs.read(a.ino, 0, 10).await.unwrap();
     assert_eq!(&got[..], &files["t/c/0/3"][..]);
-    assert!(fs.read_tables().used > 0 && fs.read_tables().used <= 100_000);
+    assert!(fs.table_used() > 0 && fs.table_used() <= 20_000);
+}
+
+#[tokio::test]
+async fn a_lookup_deep_in_a_large_dataset_reads_only_the_pages_on_its_way() {
+    let (mem, _, files) = dataset(2000, 10, 1024, 2048);
+    let pages = pages_of(&mem);
+    let fs = Arc::new(MountFs::new(Arc::new(mem), MountOptions::default()));
+    // The dataset's top and t/ hold one subdirectory each: every page
+    // lies inside it, so their listings read no page at all.
+    path(&fs, "ds/t/c").await.unwrap();
+    assert_eq!(fs.blocks.fetches.load(Ordering::SeqCst), 1, "only the manifest root");
+    // t/c's 200 subdirectories span every page: each is read once.
+    path(&fs, "ds/t/c/150").await.unwrap();
+    let before = fs.blocks.fetches.load(Ordering::SeqCst);
+    assert!(before <= pages + 1, "{before} fetches for {pages} pages");
+    // t/c/150 then needs only the pages of its own keys.
+    let a = path(&fs, "ds/t/c/150/4").await.unwrap();
+    let after = fs.blocks.fetches.load(Ordering::SeqCst);
+    assert!(
+        after - before <= 3,
+        "{} page fetches for one directory of 10 keys",
+        after - before
+    );
+    assert_eq!(&fs.read(a.ino, 0, 10).await.unwrap()[..], &files["t/c/150/4"][..]);
+    // Only the directories on the path are tables: not the 2,000 keys.
+    let t = fs.read_tables();
+    assert!(t.nodes.len() < 250, "{} inodes", t.nodes.len());
+}
+
+#[tokio::test]
+async fn past_the_budget_the_least_recently_used_directories_are_handed_to_the_kernel() {
+    let (mem, _, files) = dataset(400, 10, 1024, 2048);
+    // Each t/c/N holds 10 keys: about 10 x (256 + 8 + 64) = 3.3 KB.
+    let fs = Arc::new(MountFs::new(
+        Arc::new(mem),
+        MountOptions {
+            table_bytes: 30_000,
+            ..Default::default()
+        },
+    ));
+    let asked: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let log = asked.clone();
+    fs.set_invalidate(Box::new(move |batch| log.lock().unwrap().extend(batch)));
+    let c = path(&fs, "ds/t/c").await.unwrap();
+    for n in 0..20 {
+        path(&fs, &format!("ds/t/c/{n}/0")).await.unwrap();
+    }
+    let asked = asked.lock().unwrap().clone();
+    assert!(!asked.is_empty(), "nothing handed back at {} bytes", fs.table_used());
+    // The oldest directories first, never the newest.
+    let names: Vec<&str> = asked.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(!names.contains(&"19"), "{names:?}");
+    assert!(
+        names.contains(&"0") || names.contains(&"ds") || names.contains(&"t"),
+        "{names:?}"
+    );
+    // The kernel forgets what it was asked to (each was looked up once):
+    // the memory comes back, and a forgotten directory lists again.
+    let mut t_ino = None;
+    for (parent, name) in &asked {
+        let ino = fs.lookup_cached(*parent, name).and_then(|r| r.ok()).map(|a| a.ino);
+        if let Some(ino) = ino {
+            if parent == &c.ino {
+                t_ino = Some(ino);
+            }
+            fs.forget(ino, 2); // our lookup just now, and path()'s
+        }
+    }
+    assert!(fs.table_used() <= 30_000, "{} bytes after the forgets", fs.table_used());
+    if t_ino.is_some() {
+        let a = path(&fs, "ds/t/c/0/7").await.unwrap();
+        assert_eq!(&fs.read(a.ino, 0, 10).await.unwrap()[..], &files["t/c/0/7"][..]);
+    }
 }
 
 #[tokio::test]
@@ -336,7 +431,7 @@ async fn a_dataset_the_kernel_forgets_gives_its_tables_back_and_loads_again() {
     assert!(fs.getattr(a.ino).is_ok());
     // The last one: the dataset's inodes and table memory go.
     fs.forget(dir.ino, 1);
-    assert_eq!(fs.read_tables().used, 0);
+    assert_eq!(fs.table_used(), 0);
     assert!(fs.getattr(a.ino).is_err() && fs.getattr(dir.ino).is_err());
     assert_eq!(fs.read_tables().nodes.len(), 1, "only the mount root is left");
     // Forgetting inodes that are gone or never counted changes nothing.
