@@ -110,37 +110,26 @@ fn arrays_of(entries: &[Entry]) -> Vec<String> {
 }
 
 /// The coordinate arrays of an array's dimensions `dims` (the 1-D array
-/// named as the dimension beside it, as xarray stores them), read in one
-/// manifest walk. Dimensions without one are left out.
-fn coordinates<E: From<shoal_core::Error> + std::fmt::Display>(
+/// named as the dimension beside it, as xarray stores them), their keys
+/// looked up in the manifest's pages. Dimensions without one are left out.
+fn coordinates(
     m: &Manifest,
-    entries: &[Entry],
     array: &str,
     dims: &[String],
     fetch: &FetchFn,
-    budget: u64,
-    walk: &mut dyn FnMut(&Cid) -> Result<shoal_core::Block, E>,
 ) -> Result<HashMap<String, Coordinate>, shoal_query::Error> {
     let group = array.rsplit_once('/').map(|(g, _)| format!("{g}/")).unwrap_or_default();
+    let storage = || ManifestStorage::lazy(m.clone(), fetch.clone());
+    let keys = storage();
     let has = |path: &str| {
-        entries
-            .iter()
-            .any(|e| e.key == format!("{path}/.zarray") || e.key == format!("{path}/zarr.json"))
+        keys.entry(&format!("{path}/.zarray")).is_some() || keys.entry(&format!("{path}/zarr.json")).is_some()
     };
-    let paths: Vec<(String, String)> = dims
-        .iter()
-        .map(|d| (d.clone(), format!("{group}{d}")))
-        .filter(|(_, p)| p != array && has(p))
-        .collect();
-    if paths.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let wanted: Vec<&str> = paths.iter().map(|(_, p)| p.as_str()).collect();
-    let all = array_entries(m, &wanted, budget, walk)?;
     let mut out = HashMap::new();
-    for (dim, path) in paths {
-        let storage = ManifestStorage::new(all.clone(), m.block_size, fetch.clone());
-        out.insert(dim, engine::read_coordinate(storage, m.zarr_format, &path)?);
+    for d in dims {
+        let path = format!("{group}{d}");
+        if path != array && has(&path) {
+            out.insert(d.clone(), engine::read_coordinate(storage(), m.zarr_format, &path)?);
+        }
     }
     Ok(out)
 }
@@ -221,14 +210,11 @@ const LATITUDE_NAMES: [&str; 4] = ["lat", "latitude", "nav_lat", "y"];
 /// coordinate's selected positions for a grouping, the latitude
 /// coordinate (`coslat`) or another array (`ARRAY`) for weights.
 #[allow(clippy::too_many_arguments)]
-fn extras<E: From<shoal_core::Error> + std::fmt::Display>(
+fn extras(
     m: &Manifest,
-    entries: &[Entry],
     spec: &QuerySpec,
     info: &engine::ArrayInfo,
     fetch: &FetchFn,
-    budget: u64,
-    walk: &mut dyn FnMut(&Cid) -> Result<shoal_core::Block, E>,
 ) -> Result<(engine::Extras, Option<Coordinate>), shoal_query::Error> {
     let mut out = engine::Extras::default();
     let mut time = None;
@@ -243,15 +229,7 @@ fn extras<E: From<shoal_core::Error> + std::fmt::Display>(
             .iter()
             .position(|d| *d == g.dim)
             .ok_or_else(|| unknown(&g.dim))?;
-        let mut coords = coordinates(
-            m,
-            entries,
-            &spec.array,
-            std::slice::from_ref(&g.dim),
-            fetch,
-            budget,
-            walk,
-        )?;
+        let mut coords = coordinates(m, &spec.array, std::slice::from_ref(&g.dim), fetch)?;
         let c = coords
             .remove(&g.dim)
             .ok_or_else(|| shoal_query::Error::Selection(format!("{}: {} has no coordinate array", g.text(), g.dim)))?;
@@ -286,7 +264,7 @@ fn extras<E: From<shoal_core::Error> + std::fmt::Display>(
                 .cloned()
                 .collect();
             let dims = if named.is_empty() { info.dims.clone() } else { named };
-            let coords = coordinates(m, entries, &spec.array, &dims, fetch, budget, walk)?;
+            let coords = coordinates(m, &spec.array, &dims, fetch)?;
             let is_lat = |d: &String, c: &Coordinate| {
                 let attr = |k: &str| c.attrs.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
                 LATITUDE_NAMES[..2].contains(&d.to_ascii_lowercase().as_str())
@@ -323,16 +301,14 @@ fn extras<E: From<shoal_core::Error> + std::fmt::Display>(
             } else {
                 format!("{group}{name}")
             };
-            let all = array_entries(m, &[&path], budget, walk)?;
-            if !all
-                .iter()
-                .any(|e| e.key == format!("{path}/.zarray") || e.key == format!("{path}/zarr.json"))
+            let storage = ManifestStorage::lazy(m.clone(), fetch.clone());
+            if storage.entry(&format!("{path}/.zarray")).is_none()
+                && storage.entry(&format!("{path}/zarr.json")).is_none()
             {
                 return Err(shoal_query::Error::Selection(format!(
                     "weights {name}: no array {path} in this dataset"
                 )));
             }
-            let storage = ManifestStorage::new(all, m.block_size, fetch.clone());
             let (winfo, _, values) = engine::read_whole(storage, m.zarr_format, &path)?;
             out.weights = Some(engine::Weights::new(info, name, &winfo.dims, &winfo.shape, values)?);
         }
@@ -347,19 +323,18 @@ type GroupLabels = Option<(shoal_query::group::Labels, Coordinate)>;
 /// Opens `spec.array` of dataset `root`, reading blocks through `fetch`
 /// (and manifest pages through `walk`), and plans within `budget` bytes.
 /// Also returns a grouping's labels.
-fn prepare<E: From<shoal_core::Error> + std::fmt::Display>(
+fn prepare(
     manifest: Manifest,
-    entries: Vec<Entry>,
     spec: &QuerySpec,
     fetch: FetchFn,
     budget: u64,
-    walk: &mut dyn FnMut(&Cid) -> Result<shoal_core::Block, E>,
 ) -> Result<(Prepared, GroupLabels), shoal_query::Error> {
-    let arrays = arrays_of(&entries);
-    let storage = ManifestStorage::new(entries.clone(), manifest.block_size, fetch.clone());
+    // The arrays named in an error: those of the inline metadata.
+    let arrays = arrays_of(&manifest.metadata);
+    let storage = ManifestStorage::lazy(manifest.clone(), fetch.clone());
     let info = engine::array_info(&storage, manifest.zarr_format, &spec.array, spec.raw, &arrays)?;
     let (extras, time) = if spec.group.is_some() || spec.weights.is_some() {
-        extras(&manifest, &entries, spec, &info, &fetch, budget, walk)?
+        extras(&manifest, spec, &info, &fetch)?
     } else {
         Default::default()
     };
@@ -404,7 +379,6 @@ pub(crate) fn execute(parts: &Parts, root: Cid, mut spec: QuerySpec) -> Result<Q
     let m = parts.manifest(&root)?;
     let reader = Arc::new(parts.reader(root));
     let budget = parts.query.memory;
-    let entries = array_entries(&m, &[&spec.array], budget, &mut reader.fetch())?;
     // Worker threads read local blocks directly; missing ones come from
     // peers through the block source.
     let fetch: FetchFn = {
@@ -416,19 +390,19 @@ pub(crate) fn execute(parts: &Parts, root: Cid, mut spec: QuerySpec) -> Result<Q
     let (coords, attrs) = if spec.labels.is_empty() && !spec.coords {
         (HashMap::new(), serde_json::Map::new())
     } else {
-        let meta = ManifestStorage::new(entries.clone(), m.block_size, fetch.clone());
-        let info = engine::array_info(&meta, m.zarr_format, &spec.array, true, &arrays_of(&entries))?;
+        let meta = ManifestStorage::lazy(m.clone(), fetch.clone());
+        let info = engine::array_info(&meta, m.zarr_format, &spec.array, true, &arrays_of(&m.metadata))?;
         let mut dims: Vec<String> = spec.labels.iter().map(|l| l.dim.clone()).collect();
         if spec.coords {
             dims.extend(info.dims.iter().cloned());
         }
         dims.dedup();
-        let coords = coordinates(&m, &entries, &spec.array, &dims, &fetch, budget, &mut reader.fetch())?;
+        let coords = coordinates(&m, &spec.array, &dims, &fetch)?;
         let attrs = engine::array_attrs(&meta, m.zarr_format, &spec.array)?;
         spec = resolve_labels(&info, spec, &coords)?;
         (coords, attrs)
     };
-    let (prepared, labels) = prepare(m, entries, &spec, fetch, budget, &mut reader.fetch())?;
+    let (prepared, labels) = prepare(m, &spec, fetch, budget)?;
     // Twice the cores: while one worker waits on a cold disk read, another
     // decodes and reduces.
     let threads = 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -1049,18 +1023,12 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, 
         return all_missing();
     };
     let budget = limits.request_memory;
-    let entries =
-        match array_entries::<shoal_store::Error>(&manifest, &[&req.spec.array], budget, &mut |c| store.require(c)) {
-            Ok(e) => e,
-            Err(shoal_query::Error::TooBig(e)) => return refuse(e),
-            Err(_) => return all_missing(),
-        };
     let local = store.clone();
     let fetch: FetchFn = Arc::new(move |c| match local.get(c) {
         Ok(Some(b)) => Ok(b),
         _ => Err(format!("block {c} is not held here")),
     });
-    let p = match prepare(manifest, entries, &req.spec, fetch, budget, &mut |c| store.require(c)) {
+    let p = match prepare(manifest, &req.spec, fetch, budget) {
         Ok((p, _)) => p,
         Err(shoal_query::Error::TooBig(e)) => return refuse(e),
         Err(e) => return fail(e.to_string()),

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use shoal_core::manifest::{Content, Entry};
+use std::sync::Mutex;
+
+use shoal_core::manifest::{Content, Entry, Manifest, Node};
 use shoal_core::{chunk, Block, Cid};
 use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, StorageError, StoreKey};
@@ -19,7 +21,7 @@ use zarrs::storage::{MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, Stor
 pub type FetchFn = Arc<dyn Fn(&Cid) -> Result<Block, String> + Send + Sync>;
 
 pub struct ManifestStorage {
-    entries: HashMap<String, Entry>,
+    keys: Keys,
     block_size: u32,
     fetch: FetchFn,
     guard: Option<DecodeGuard>,
@@ -133,14 +135,95 @@ impl DecodeGuard {
     }
 }
 
+/// Where a storage finds its keys.
+enum Keys {
+    /// Given up front (small sets: metadata, a coordinate's chunks).
+    Map(HashMap<String, Entry>),
+    /// Looked up in the manifest when asked, through the pages on the
+    /// key's path (fetched like blocks), the last few decoded pages kept:
+    /// a query of a million chunks never holds a million entries.
+    Manifest {
+        manifest: Box<Manifest>,
+        pages: Mutex<Vec<(Cid, Arc<Node>)>>,
+    },
+}
+
+/// Decoded manifest pages a storage keeps (chunks are read roughly in key
+/// order, so neighbouring chunks share pages).
+const PAGES_KEPT: usize = 32;
+
 impl ManifestStorage {
     pub fn new(entries: Vec<Entry>, block_size: u32, fetch: FetchFn) -> Self {
         Self {
-            entries: entries.into_iter().map(|e| (e.key.clone(), e)).collect(),
+            keys: Keys::Map(entries.into_iter().map(|e| (e.key.clone(), e)).collect()),
             block_size,
             fetch,
             guard: None,
         }
+    }
+
+    /// Every key of `manifest`, looked up in its pages when asked.
+    pub fn lazy(manifest: Manifest, fetch: FetchFn) -> Self {
+        Self {
+            block_size: manifest.block_size,
+            keys: Keys::Manifest {
+                manifest: Box::new(manifest),
+                pages: Mutex::new(Vec::new()),
+            },
+            fetch,
+            guard: None,
+        }
+    }
+
+    /// The entry of `key`, if the dataset has it.
+    pub fn lookup(&self, key: &str) -> Result<Option<Entry>, String> {
+        let (manifest, pages) = match &self.keys {
+            Keys::Map(m) => return Ok(m.get(key).cloned()),
+            Keys::Manifest { manifest, pages } => (manifest, pages),
+        };
+        if let Ok(i) = manifest.metadata.binary_search_by(|e| e.key.as_str().cmp(key)) {
+            return Ok(Some(manifest.metadata[i].clone()));
+        }
+        let mut node: Option<Arc<Node>> = None;
+        for _ in 0..=shoal_core::manifest::MAX_DEPTH {
+            let cur = node.as_deref().unwrap_or(&manifest.top);
+            let children = match cur {
+                Node::Leaf(es) => {
+                    return Ok(es
+                        .binary_search_by(|e| e.key.as_str().cmp(key))
+                        .ok()
+                        .map(|i| es[i].clone()))
+                }
+                Node::Inner(c) => c,
+            };
+            let i = children.partition_point(|c| c.last.as_str() < key);
+            let Some(child) = children.get(i).filter(|c| c.first.as_str() <= key) else {
+                return Ok(None);
+            };
+            let cached = {
+                let mut p = pages.lock().expect("pages lock");
+                p.iter().position(|(c, _)| *c == child.cid).map(|at| {
+                    let hit = p.remove(at);
+                    p.push(hit.clone());
+                    hit.1
+                })
+            };
+            let page = match cached {
+                Some(n) => n,
+                None => {
+                    let block = (self.fetch)(&child.cid).map_err(|e| format!("manifest page {}: {e}", child.cid))?;
+                    let n = Arc::new(manifest.decode_page(&block, child).map_err(|e| e.to_string())?);
+                    let mut p = pages.lock().expect("pages lock");
+                    if p.len() >= PAGES_KEPT {
+                        p.remove(0);
+                    }
+                    p.push((child.cid, n.clone()));
+                    n
+                }
+            };
+            node = Some(page);
+        }
+        Err(format!("manifest {} is deeper than allowed", manifest.cid))
     }
 
     /// Checks every chunk read against `guard` from now on.
@@ -151,15 +234,21 @@ impl ManifestStorage {
 
     /// The bytes of `key` in `[start, end)`, fetching only covering blocks.
     pub fn read_range(&self, key: &str, start: u64, end: u64) -> Result<Option<Bytes>, String> {
-        let Some(e) = self.entries.get(key) else {
+        let Some(e) = self.lookup(key)? else {
             return Ok(None);
         };
+        self.read_entry(&e, start, end).map(Some)
+    }
+
+    /// The bytes of entry `e` in `[start, end)`.
+    fn read_entry(&self, e: &Entry, start: u64, end: u64) -> Result<Bytes, String> {
+        let key = &e.key;
         let end = end.min(e.size);
         if start >= end {
-            return Ok(Some(Bytes::new()));
+            return Ok(Bytes::new());
         }
         match &e.content {
-            Content::Inline(d) => Ok(Some(d.slice(start as usize..end as usize))),
+            Content::Inline(d) => Ok(d.slice(start as usize..end as usize)),
             Content::Blocks(cids) => {
                 let bs = u64::from(self.block_size);
                 let mut out = BytesMut::with_capacity((end - start) as usize);
@@ -181,13 +270,15 @@ impl ManifestStorage {
                 if let Some(g) = &self.guard {
                     g.check(key, &out)?;
                 }
-                Ok(Some(out.freeze()))
+                Ok(out.freeze())
             }
         }
     }
 
-    pub fn entry(&self, key: &str) -> Option<&Entry> {
-        self.entries.get(key)
+    /// The entry of `key` (`None` too when its manifest page cannot be
+    /// read: then reading the key fails with the reason).
+    pub fn entry(&self, key: &str) -> Option<Entry> {
+        self.lookup(key).ok().flatten()
     }
 }
 
@@ -197,14 +288,12 @@ impl ReadableStorageTraits for ManifestStorage {
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
-        let Some(size) = self.entries.get(key.as_str()).map(|e| e.size) else {
+        let Some(e) = self.lookup(key.as_str()).map_err(StorageError::Other)? else {
             return Ok(None);
         };
-        let key = key.as_str().to_string();
         let out: Vec<Result<Bytes, StorageError>> = byte_ranges
             .map(|r: ByteRange| {
-                self.read_range(&key, r.start(size), r.end(size))
-                    .map(|b| b.unwrap_or_default())
+                self.read_entry(&e, r.start(e.size), r.end(e.size))
                     .map_err(StorageError::Other)
             })
             .collect();
@@ -212,15 +301,14 @@ impl ReadableStorageTraits for ManifestStorage {
     }
 
     fn get(&self, key: &StoreKey) -> Result<MaybeBytes, StorageError> {
-        let size = match self.entries.get(key.as_str()) {
-            Some(e) => e.size,
-            None => return Ok(None),
-        };
-        self.read_range(key.as_str(), 0, size).map_err(StorageError::Other)
+        match self.lookup(key.as_str()).map_err(StorageError::Other)? {
+            Some(e) => self.read_entry(&e, 0, e.size).map(Some).map_err(StorageError::Other),
+            None => Ok(None),
+        }
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
-        Ok(self.entries.get(key.as_str()).map(|e| e.size))
+        Ok(self.lookup(key.as_str()).map_err(StorageError::Other)?.map(|e| e.size))
     }
 
     fn supports_get_partial(&self) -> bool {
