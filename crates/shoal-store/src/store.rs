@@ -115,6 +115,9 @@ impl Drop for Session {
     }
 }
 
+/// Index pages redb keeps cached.
+pub const INDEX_CACHE_BYTES: usize = 64 << 20;
+
 /// Access ticks kept in memory before a read writes them to the index.
 pub const MAX_PENDING_TICKS: usize = 1 << 16;
 
@@ -157,12 +160,18 @@ impl Store {
         let seg_dir = dir.join("segments");
         std::fs::create_dir_all(&seg_dir).map_err(|e| Error::io(&seg_dir, e))?;
         let db_path = dir.join("index.redb");
-        let db = Database::create(&db_path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
-                path: dir.display().to_string(),
-            },
-            e => Error::Index(format!("opening {}: {e}", db_path.display())),
-        })?;
+        // redb caches index pages up to 1 GiB by default, and keeps what it
+        // cached: a long-running daemon's memory would follow the largest
+        // add it ever did. The index's hot pages fit in far less.
+        let db = redb::Builder::new()
+            .set_cache_size(INDEX_CACHE_BYTES)
+            .create(&db_path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
+                    path: dir.display().to_string(),
+                },
+                e => Error::Index(format!("opening {}: {e}", db_path.display())),
+            })?;
         let txn = db.begin_write()?;
         let (segments, clock) = {
             txn.open_table(BLOCKS)?;

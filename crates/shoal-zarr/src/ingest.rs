@@ -38,6 +38,9 @@ const IN_FLIGHT_BLOCKS: usize = 64;
 /// Bytes per store batch: large enough that one fsync is amortised over
 /// many blocks, small enough that a crash loses little work.
 const BATCH_BYTES: usize = 64 << 20;
+/// ... or this many blocks (tiny chunks: one index transaction holds every
+/// dirty page of its batch in memory).
+const BATCH_BLOCKS: usize = 1 << 16;
 /// Metadata documents larger than this are not parsed as JSON (a 64 MiB
 /// `.zmetadata` is pathological; it is still stored byte for byte).
 const MAX_JSON_VALIDATE: u64 = 64 << 20;
@@ -69,6 +72,12 @@ pub struct Stamp {
     pub mtime_ns: i128,
     pub ino: u64,
     pub dev: u64,
+}
+
+impl ScannedFile {
+    fn path(&self, root: &Path) -> PathBuf {
+        self.real.clone().unwrap_or_else(|| root.join(&self.key))
+    }
 }
 
 impl Stamp {
@@ -116,7 +125,9 @@ pub struct IngestReport {
 
 struct ScannedFile {
     key: String,
-    path: PathBuf,
+    /// Where a symlinked file really is (else `root/key`: not stored, a
+    /// million paths are a lot of memory).
+    real: Option<PathBuf>,
     size: u64,
     stamp: Stamp,
     /// Metadata documents are read during the scan and kept inline.
@@ -133,7 +144,7 @@ pub fn ingest(
     progress: &(dyn Fn(&IngestProgress) + Sync),
 ) -> Result<IngestReport> {
     let block_size = opts.block_size.clamp(1, shoal_core::MAX_BLOCK_SIZE);
-    let (zarr_format, files) = scan(dir)?;
+    let (root, zarr_format, files) = scan(dir)?;
     let mut prog = IngestProgress {
         files_total: files.len() as u64,
         bytes_total: files.iter().map(|f| f.size).sum(),
@@ -144,48 +155,58 @@ pub fn ingest(
     // Unchanged files keep their recorded blocks, if the store still has
     // every one of them (a GC may have taken them since).
     let prior = opts.prior.as_deref().filter(|p| p.block_size == block_size);
-    let reused: Vec<Option<Vec<Cid>>> = files
+    let reused: Vec<bool> = files
         .iter()
         .map(|f| {
-            let (stamp, cids) = prior?.files.get(&f.key)?;
-            let same = f.inline.is_none()
+            let Some((stamp, cids)) = prior.and_then(|p| p.files.get(&f.key)) else {
+                return false;
+            };
+            f.inline.is_none()
                 && *stamp == f.stamp
                 && cids.len() as u64 == chunk::block_count(f.size, block_size)
-                && cids.iter().all(|c| store.has(c).unwrap_or(false));
-            same.then(|| cids.clone())
+                && cids.iter().all(|c| {
+                    c.codec() == shoal_core::cid::RAW
+                        && c.hash().code() == shoal_core::cid::BLAKE3
+                        && c.hash().size() == 32
+                        && store.has(c).unwrap_or(false)
+                })
         })
         .collect();
     let (reused_files, reused_bytes) = files
         .iter()
         .zip(&reused)
-        .filter(|(_, r)| r.is_some())
+        .filter(|(_, r)| **r)
         .fold((0, 0), |(n, b), (f, _)| (n + 1, b + f.size));
     let big: Vec<usize> = (0..files.len())
-        .filter(|i| files[*i].inline.is_none() && reused[*i].is_none())
+        .filter(|i| files[*i].inline.is_none() && !reused[*i])
         .collect();
-    let mut cids: Vec<Vec<Cid>> = files
-        .iter()
-        .map(|f| {
-            vec![
-                Cid::default();
-                if f.inline.is_some() {
-                    0
-                } else {
-                    chunk::block_count(f.size, block_size) as usize
-                }
-            ]
-        })
-        .collect();
+    // Every file's blocks, as the blake3 digests of raw blocks, in one
+    // flat table (`first[i]..first[i + 1]` are file i's): a CID value is
+    // 96 bytes and a vector per file costs an allocation, which at a
+    // million chunk files is most of an add's memory.
+    let mut first = Vec::with_capacity(files.len() + 1);
+    let mut total = 0usize;
+    for f in &files {
+        first.push(total);
+        if f.inline.is_none() {
+            total += chunk::block_count(f.size, block_size) as usize;
+        }
+    }
+    first.push(total);
+    let mut digests = vec![[0u8; 32]; total];
+    for (i, f) in files.iter().enumerate() {
+        if reused[i] {
+            let (_, cids) = &prior.expect("reused from a prior").files[&f.key];
+            for (d, c) in digests[first[i]..first[i + 1]].iter_mut().zip(cids) {
+                *d = digest_of(c);
+            }
+        }
+    }
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
     } else {
         opts.threads
     };
-    for (c, r) in cids.iter_mut().zip(&reused) {
-        if let Some(r) = r {
-            c.clone_from(r);
-        }
-    }
     prog.bytes_done = reused_bytes;
     let mut stats = PutStats::default();
     let next = AtomicUsize::new(0);
@@ -193,11 +214,11 @@ pub fn ingest(
     std::thread::scope(|s| -> Result<()> {
         for _ in 0..threads {
             let tx = tx.clone();
-            let (files, big, next) = (&files, &big, &next);
+            let (files, big, next, root) = (&files, &big, &next, &root);
             s.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&fi) = big.get(i) else { break };
-                if let Err(e) = hash_file(fi, &files[fi], block_size, &tx) {
+                if let Err(e) = hash_file(fi, &files[fi], root, block_size, &tx) {
                     let _ = tx.send(Err(e));
                     break;
                 }
@@ -217,10 +238,10 @@ pub fn ingest(
         let result = (|| {
             for msg in rx.iter() {
                 let (fi, bi, block) = msg?;
-                cids[fi][bi] = *block.cid();
+                digests[first[fi] + bi] = digest_of(block.cid());
                 batch_bytes += block.len();
                 batch.push(block);
-                if batch_bytes >= BATCH_BYTES {
+                if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_BLOCKS {
                     flush(&mut batch, &mut prog)?;
                     batch_bytes = 0;
                 }
@@ -241,7 +262,11 @@ pub fn ingest(
         block_size,
         files: HashMap::new(),
     };
-    for (f, c) in files.into_iter().zip(cids) {
+    for (i, f) in files.into_iter().enumerate() {
+        let c: Vec<Cid> = digests[first[i]..first[i + 1]]
+            .iter()
+            .map(|d| shoal_core::cid::cid_from_digest(shoal_core::cid::RAW, d))
+            .collect();
         let content = match f.inline {
             Some(d) => Content::Inline(d),
             None => {
@@ -271,22 +296,31 @@ pub fn ingest(
     })
 }
 
+/// The blake3 digest of a raw block's CID (every block an add cuts).
+fn digest_of(c: &Cid) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    d.copy_from_slice(&c.hash().digest()[..32]);
+    d
+}
+
 fn hash_file(
     fi: usize,
     f: &ScannedFile,
+    root: &Path,
     block_size: u32,
     tx: &mpsc::SyncSender<Result<(usize, usize, Block)>>,
 ) -> Result<()> {
+    let path = f.path(root);
     let unreadable = |e| Error::Unreadable {
-        path: f.path.clone(),
+        path: path.clone(),
         source: e,
     };
-    let mut file = fs::File::open(&f.path).map_err(unreadable)?;
+    let mut file = fs::File::open(&path).map_err(unreadable)?;
     for (bi, (start, end)) in chunk::block_ranges(f.size, block_size).enumerate() {
         let mut buf = vec![0u8; (end - start) as usize];
         file.read_exact(&mut buf).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => Error::Changed {
-                path: f.path.clone(),
+                path: path.clone(),
                 expected: f.size,
             },
             _ => unreadable(e),
@@ -299,7 +333,7 @@ fn hash_file(
     let mut probe = [0u8; 1];
     if file.read(&mut probe).map_err(unreadable)? != 0 {
         return Err(Error::Changed {
-            path: f.path.clone(),
+            path: path.clone(),
             expected: f.size,
         });
     }
@@ -307,7 +341,7 @@ fn hash_file(
 }
 
 /// Walks `dir`, returning the Zarr format and every file as a key.
-fn scan(dir: &Path) -> Result<(u8, Vec<ScannedFile>)> {
+fn scan(dir: &Path) -> Result<(PathBuf, u8, Vec<ScannedFile>)> {
     let root = fs::canonicalize(dir).map_err(|e| Error::Unreadable {
         path: dir.to_path_buf(),
         source: e,
@@ -334,10 +368,10 @@ fn scan(dir: &Path) -> Result<(u8, Vec<ScannedFile>)> {
     };
     for f in &files {
         if let Some(doc) = &f.inline {
-            validate_metadata(f, doc)?;
+            validate_metadata(&f.path(&root), &f.key, doc)?;
         }
     }
-    Ok((zarr_format, files))
+    Ok((root, zarr_format, files))
 }
 
 fn walk(
@@ -392,8 +426,8 @@ fn walk(
             };
             let size = inline.as_ref().map(|d| d.len() as u64).unwrap_or(meta.len());
             out.push(ScannedFile {
+                real: (real != root.join(&key)).then_some(real),
                 key,
-                path: real,
                 size,
                 stamp: Stamp::of(&meta),
                 inline,
@@ -405,14 +439,14 @@ fn walk(
     Ok(())
 }
 
-fn validate_metadata(f: &ScannedFile, doc: &[u8]) -> Result<()> {
+fn validate_metadata(path: &Path, key: &str, doc: &[u8]) -> Result<()> {
     let bad = |reason: String| Error::BadMetadata {
-        path: f.path.clone(),
+        path: path.to_path_buf(),
         reason,
     };
     let v: serde_json::Value = serde_json::from_slice(doc).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let obj = v.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
-    let name = key::file_name(&f.key);
+    let name = key::file_name(key);
     let fmt = obj.get("zarr_format").and_then(|v| v.as_u64());
     match name {
         "zarr.json" => {
