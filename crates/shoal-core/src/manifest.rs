@@ -563,13 +563,31 @@ pub struct BuiltManifest {
     pub blocks: Vec<Block>,
 }
 
-/// Collects entries and encodes them as a manifest tree.
+/// Collects entries and encodes them as a manifest tree. Entries given in
+/// any order ([`Self::push`]) are kept until [`Self::build`]; entries given
+/// in key order ([`Self::push_sorted`]) are cut into leaf pages as they
+/// come, so a million keys never sit in memory at once (take the pages
+/// made so far with [`Self::take_blocks`]). Both give the same manifest.
 #[derive(Debug)]
 pub struct ManifestBuilder {
     zarr_format: u8,
     block_size: u32,
     page_target: usize,
+    /// Entries pushed unsorted, fed in order at build.
     entries: Vec<Entry>,
+    /// The last key fed (keys must increase).
+    last: Option<String>,
+    metadata: Vec<Entry>,
+    inline_used: usize,
+    /// Tree entries not yet cut into a page, and their estimated size.
+    group: Vec<Entry>,
+    group_size: usize,
+    /// Leaf pages cut so far.
+    leaves: Vec<ChildRef>,
+    /// Blocks made and not yet taken: pages, spilled metadata.
+    blocks: Vec<Block>,
+    key_count: u64,
+    total_bytes: u64,
 }
 
 /// Conservative estimate of an entry's encoded size, used to cut pages.
@@ -592,6 +610,15 @@ impl ManifestBuilder {
             block_size,
             page_target: PAGE_TARGET_BYTES,
             entries: Vec::new(),
+            last: None,
+            metadata: Vec::new(),
+            inline_used: 0,
+            group: Vec::new(),
+            group_size: 0,
+            leaves: Vec::new(),
+            blocks: Vec::new(),
+            key_count: 0,
+            total_bytes: 0,
         }
     }
 
@@ -602,8 +629,8 @@ impl ManifestBuilder {
         self
     }
 
-    /// Adds an entry. The key is validated; sizes must match the content.
-    pub fn push(&mut self, entry: Entry) -> Result<()> {
+    /// The key is valid and the content matches the size.
+    fn check(&self, entry: &Entry) -> Result<()> {
         key::validate(&entry.key)?;
         let ok = match &entry.content {
             Content::Inline(d) => d.len() as u64 == entry.size,
@@ -611,56 +638,112 @@ impl ManifestBuilder {
         };
         if !ok {
             return Err(Error::InvalidKey {
-                key: entry.key,
+                key: entry.key.clone(),
                 reason: "content does not match size",
             });
+        }
+        Ok(())
+    }
+
+    /// Adds an entry. The key is validated; sizes must match the content.
+    pub fn push(&mut self, entry: Entry) -> Result<()> {
+        self.check(&entry)?;
+        if self.last.is_some() {
+            return Err(Error::ManifestEncode("push after push_sorted".into()));
         }
         self.entries.push(entry);
         Ok(())
     }
 
-    pub fn build(mut self) -> Result<BuiltManifest> {
-        self.entries.sort_by(|a, b| a.key.cmp(&b.key));
-        if let Some(w) = self.entries.windows(2).find(|w| w[0].key == w[1].key) {
-            return Err(Error::InvalidKey {
-                key: w[0].key.clone(),
-                reason: "duplicate key",
-            });
+    /// Adds an entry whose key follows every key given before.
+    pub fn push_sorted(&mut self, entry: Entry) -> Result<()> {
+        self.check(&entry)?;
+        if !self.entries.is_empty() {
+            return Err(Error::ManifestEncode("push_sorted after push".into()));
         }
-        let mut blocks = Vec::new();
-        let mut metadata = Vec::new();
-        let mut tree = Vec::new();
-        let mut inline_used = 0usize;
-        let total_bytes = self.entries.iter().map(|e| e.size).sum();
-        let key_count = self.entries.len() as u64;
-        for mut e in std::mem::take(&mut self.entries) {
-            if let Content::Inline(data) = &e.content {
-                if key::is_metadata(&e.key)
-                    && data.len() <= INLINE_MAX_DOC
-                    && inline_used + data.len() <= INLINE_BUDGET_BYTES
-                {
-                    inline_used += data.len();
-                    metadata.push(e);
-                    continue;
-                }
-                // Too large (or not metadata): spill into raw blocks.
-                let mut cids = Vec::new();
-                for (s, end) in chunk::block_ranges(e.size, self.block_size) {
-                    let b = Block::raw(data.slice(s as usize..end as usize));
-                    cids.push(*b.cid());
-                    blocks.push(b);
-                }
-                e.content = Content::Blocks(cids);
-            }
-            tree.push(e);
-        }
+        self.feed(entry)
+    }
 
+    /// The blocks made so far (leaf pages, spilled metadata), to store
+    /// while the rest is pushed.
+    pub fn take_blocks(&mut self) -> Vec<Block> {
+        std::mem::take(&mut self.blocks)
+    }
+
+    fn feed(&mut self, mut e: Entry) -> Result<()> {
+        if let Some(last) = &self.last {
+            if e.key <= *last {
+                let reason = if e.key == *last {
+                    "duplicate key"
+                } else {
+                    "keys out of order"
+                };
+                return Err(Error::InvalidKey { key: e.key, reason });
+            }
+        }
+        self.last = Some(e.key.clone());
+        self.key_count += 1;
+        self.total_bytes += e.size;
+        if let Content::Inline(data) = &e.content {
+            if key::is_metadata(&e.key)
+                && data.len() <= INLINE_MAX_DOC
+                && self.inline_used + data.len() <= INLINE_BUDGET_BYTES
+            {
+                self.inline_used += data.len();
+                self.metadata.push(e);
+                return Ok(());
+            }
+            // Too large (or not metadata): spill into raw blocks.
+            let mut cids = Vec::new();
+            for (s, end) in chunk::block_ranges(e.size, self.block_size) {
+                let b = Block::raw(data.slice(s as usize..end as usize));
+                cids.push(*b.cid());
+                self.blocks.push(b);
+            }
+            e.content = Content::Blocks(cids);
+        }
+        // Consecutive groups of about the page target, at least two
+        // entries each so the tree always shrinks level by level.
+        let s = entry_estimate(&e);
+        if self.group.len() >= 2 && self.group_size + s > self.page_target {
+            self.cut()?;
+        }
+        self.group_size += s;
+        self.group.push(e);
+        Ok(())
+    }
+
+    /// The pending group becomes a leaf page.
+    fn cut(&mut self) -> Result<()> {
+        let g = std::mem::take(&mut self.group);
+        self.group_size = 0;
+        let r = ChildRef {
+            cid: Cid::default(),
+            first: g[0].key.clone(),
+            last: g[g.len() - 1].key.clone(),
+            count: g.len() as u64,
+            bytes: g.iter().map(|e| e.size).sum(),
+        };
+        let r = store_page(r, Node::Leaf(g), &mut self.blocks)?;
+        self.leaves.push(r);
+        Ok(())
+    }
+
+    pub fn build(mut self) -> Result<BuiltManifest> {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        for e in entries {
+            self.feed(e)?;
+        }
         let root_budget = MAX_MANIFEST_BLOCK - INLINE_BUDGET_BYTES - 4096;
-        let tree_size: usize = tree.iter().map(entry_estimate).sum();
-        let top = if tree_size <= self.page_target.min(root_budget) {
-            Node::Leaf(tree)
+        let top = if self.leaves.is_empty() && self.group_size <= self.page_target.min(root_budget) {
+            Node::Leaf(std::mem::take(&mut self.group))
         } else {
-            let mut level = self.pages_from_entries(tree, &mut blocks)?;
+            if !self.group.is_empty() {
+                self.cut()?;
+            }
+            let mut blocks = std::mem::take(&mut self.blocks);
+            let mut level = std::mem::take(&mut self.leaves);
             let mut depth = 1;
             // Each pass at least halves the level (groups hold >= 2 children).
             while level.len() > 1 && level.iter().map(child_estimate).sum::<usize>() > self.page_target.min(root_budget)
@@ -673,36 +756,23 @@ impl ManifestBuilder {
                     "tree of depth {depth} exceeds {MAX_DEPTH}"
                 )));
             }
+            self.blocks = blocks;
             Node::Inner(level)
         };
         let root = WireRoot {
             b: self.block_size,
-            m: metadata.iter().map(to_wire_entry).collect(),
-            n: key_count,
-            s: total_bytes,
+            m: self.metadata.iter().map(to_wire_entry).collect(),
+            n: self.key_count,
+            s: self.total_bytes,
             t: to_wire_node(&top),
             v: FORMAT_VERSION,
             z: self.zarr_format,
         };
         let root = Block::dag_cbor(encode(&root)?);
-        Ok(BuiltManifest { root, blocks })
-    }
-
-    fn pages_from_entries(&self, entries: Vec<Entry>, blocks: &mut Vec<Block>) -> Result<Vec<ChildRef>> {
-        let groups = split_by_size(entries, entry_estimate, self.page_target);
-        groups
-            .into_iter()
-            .map(|g| {
-                let r = ChildRef {
-                    cid: Cid::default(),
-                    first: g[0].key.clone(),
-                    last: g[g.len() - 1].key.clone(),
-                    count: g.len() as u64,
-                    bytes: g.iter().map(|e| e.size).sum(),
-                };
-                store_page(r, Node::Leaf(g), blocks)
-            })
-            .collect()
+        Ok(BuiltManifest {
+            root,
+            blocks: self.blocks,
+        })
     }
 
     fn pages_from_children(&self, children: Vec<ChildRef>, blocks: &mut Vec<Block>) -> Result<Vec<ChildRef>> {

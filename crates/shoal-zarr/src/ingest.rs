@@ -18,7 +18,7 @@
 //! size and the same mtime is the documented limit (as for rsync and git):
 //! `--rehash` reads everything, and fsck verifies every stored block.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -92,12 +92,56 @@ impl Stamp {
     }
 }
 
-/// An add's record of every chunk file: its stamp and block CIDs, with the
-/// block size they were cut at. Kept by the caller between adds.
+/// An add's record of every chunk file: its stamp and block digests (raw
+/// blake3 blocks), with the block size they were cut at. Kept by the
+/// caller between adds. Columns, in key order: a million files cost their
+/// keys, stamps and 32 bytes per block, not a map of CID vectors.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Prior {
     pub block_size: u32,
-    pub files: HashMap<String, (Stamp, Vec<Cid>)>,
+    keys: Vec<String>,
+    stamps: Vec<Stamp>,
+    /// File i's digests are `digests[32 * first[i]..32 * first[i + 1]]`.
+    first: Vec<u64>,
+    #[serde(with = "serde_bytes")]
+    digests: Vec<u8>,
+}
+
+impl Prior {
+    fn new(block_size: u32) -> Self {
+        Self {
+            block_size,
+            first: vec![0],
+            ..Default::default()
+        }
+    }
+
+    /// Chunk files recorded.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Appends a file (keys in increasing order).
+    fn push(&mut self, key: String, stamp: Stamp, digests: &[[u8; 32]]) {
+        self.keys.push(key);
+        self.stamps.push(stamp);
+        digests.iter().for_each(|d| self.digests.extend_from_slice(d));
+        self.first.push((self.digests.len() / 32) as u64);
+    }
+
+    /// The stamp and block digests recorded for `key`; `None` also for a
+    /// record whose columns do not add up (a damaged file).
+    fn find(&self, key: &str) -> Option<(Stamp, impl Iterator<Item = [u8; 32]> + '_)> {
+        let i = self.keys.binary_search_by(|k| k.as_str().cmp(key)).ok()?;
+        let (s, e) = (*self.first.get(i)? as usize, *self.first.get(i + 1)? as usize);
+        let bytes = self.digests.get(32 * s..32 * e)?;
+        let stamp = *self.stamps.get(i)?;
+        Some((stamp, bytes.chunks_exact(32).map(|c| c.try_into().expect("32 bytes"))))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -158,18 +202,19 @@ pub fn ingest(
     let reused: Vec<bool> = files
         .iter()
         .map(|f| {
-            let Some((stamp, cids)) = prior.and_then(|p| p.files.get(&f.key)) else {
+            let Some((stamp, mut digests)) = prior.and_then(|p| p.find(&f.key)) else {
                 return false;
             };
+            let n = chunk::block_count(f.size, block_size) as usize;
             f.inline.is_none()
-                && *stamp == f.stamp
-                && cids.len() as u64 == chunk::block_count(f.size, block_size)
-                && cids.iter().all(|c| {
-                    c.codec() == shoal_core::cid::RAW
-                        && c.hash().code() == shoal_core::cid::BLAKE3
-                        && c.hash().size() == 32
-                        && store.has(c).unwrap_or(false)
-                })
+                && stamp == f.stamp
+                && digests
+                    .by_ref()
+                    .take(n)
+                    .filter(|d| store.has(&raw_cid(d)).unwrap_or(false))
+                    .count()
+                    == n
+                && digests.next().is_none()
         })
         .collect();
     let (reused_files, reused_bytes) = files
@@ -195,10 +240,9 @@ pub fn ingest(
     first.push(total);
     let mut digests = vec![[0u8; 32]; total];
     for (i, f) in files.iter().enumerate() {
-        if reused[i] {
-            let (_, cids) = &prior.expect("reused from a prior").files[&f.key];
-            for (d, c) in digests[first[i]..first[i + 1]].iter_mut().zip(cids) {
-                *d = digest_of(c);
+        if let Some((_, recorded)) = prior.filter(|_| reused[i]).and_then(|p| p.find(&f.key)) {
+            for (d, r) in digests[first[i]..first[i + 1]].iter_mut().zip(recorded) {
+                *d = r;
             }
         }
     }
@@ -256,29 +300,31 @@ pub fn ingest(
         result
     })?;
 
+    // Files are in key order (the scan sorts them): the manifest is cut
+    // into pages as entries come, and its pages are stored as they are cut.
     let mut builder = ManifestBuilder::new(zarr_format, block_size);
     let (keys, bytes) = (files.len() as u64, prog.bytes_total);
-    let mut record = Prior {
-        block_size,
-        files: HashMap::new(),
-    };
+    let mut record = Prior::new(block_size);
     for (i, f) in files.into_iter().enumerate() {
-        let c: Vec<Cid> = digests[first[i]..first[i + 1]]
-            .iter()
-            .map(|d| shoal_core::cid::cid_from_digest(shoal_core::cid::RAW, d))
-            .collect();
+        let d = &digests[first[i]..first[i + 1]];
         let content = match f.inline {
-            Some(d) => Content::Inline(d),
+            Some(data) => Content::Inline(data),
             None => {
-                record.files.insert(f.key.clone(), (f.stamp, c.clone()));
-                Content::Blocks(c)
+                record.push(f.key.clone(), f.stamp, d);
+                Content::Blocks(d.iter().map(raw_cid).collect())
             }
         };
-        builder.push(Entry {
+        builder.push_sorted(Entry {
             key: f.key,
             size: f.size,
             content,
         })?;
+        if i % 4096 == 4095 {
+            let pages = builder.take_blocks();
+            if !pages.is_empty() {
+                stats += store.put_many(&pages, Some(session))?;
+            }
+        }
     }
     let built = builder.build()?;
     let mut blocks = built.blocks;
@@ -294,6 +340,11 @@ pub fn ingest(
         reused_bytes,
         record,
     })
+}
+
+/// The CID of the raw block whose blake3 digest is `d`.
+fn raw_cid(d: &[u8; 32]) -> Cid {
+    shoal_core::cid::cid_from_digest(shoal_core::cid::RAW, d)
 }
 
 /// The blake3 digest of a raw block's CID (every block an add cuts).
@@ -371,6 +422,10 @@ fn scan(dir: &Path) -> Result<(PathBuf, u8, Vec<ScannedFile>)> {
             validate_metadata(&f.path(&root), &f.key, doc)?;
         }
     }
+    // Key order (the walk goes directory by directory: "a/x" before "a.b"),
+    // the order the manifest is built in; no spare capacity kept.
+    files.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    files.shrink_to_fit();
     Ok((root, zarr_format, files))
 }
 

@@ -234,7 +234,7 @@ fn re_adding_reads_only_changed_files_and_builds_the_same_manifest() {
     let store = Store::open(tmp.path().join("store"), Default::default()).unwrap();
     let first = add(&store, &src).unwrap();
     assert_eq!(first.reused_files, 0);
-    let chunks = first.record.files.len() as u64;
+    let chunks = first.record.len() as u64;
     assert!(chunks > 1, "the record holds every chunk file");
     let with = |prior: &shoal_zarr::Prior| IngestOptions {
         prior: Some(std::sync::Arc::new(prior.clone())),

@@ -110,6 +110,13 @@ fn duplicate_and_bad_keys_are_refused() {
     assert!(b.build().is_err());
     let mut b = ManifestBuilder::new(2, 1024);
     assert!(b.push(entry("../etc/passwd", 1, 1024)).is_err());
+    // In key order: a repeat or a step back is refused at once.
+    let mut b = ManifestBuilder::new(2, 1024);
+    b.push_sorted(entry("b", 1, 1024)).unwrap();
+    let e = b.push_sorted(entry("b", 1, 1024)).unwrap_err();
+    assert!(e.to_string().contains("duplicate"), "{e}");
+    let e = b.push_sorted(entry("a", 1, 1024)).unwrap_err();
+    assert!(e.to_string().contains("out of order"), "{e}");
 }
 
 #[test]
@@ -204,6 +211,19 @@ proptest! {
             b.push(e).unwrap();
         }
         let built = b.build().unwrap();
+        // The same entries given in key order, pages taken as they are
+        // cut: the same manifest, block for block.
+        let mut sorted = ManifestBuilder::new(3, bs).with_page_target(page);
+        let mut streamed = Vec::new();
+        for e in &expect {
+            sorted.push_sorted(e.clone()).unwrap();
+            streamed.extend(sorted.take_blocks());
+        }
+        let again = sorted.build().unwrap();
+        streamed.extend(again.blocks);
+        prop_assert_eq!(again.root.cid(), built.root.cid());
+        let cids = |bs: &[Block]| bs.iter().map(|b| *b.cid()).collect::<std::collections::BTreeSet<_>>();
+        prop_assert_eq!(cids(&streamed), cids(&built.blocks));
         let blocks = store(&built);
         let m = Manifest::decode(&built.root).unwrap();
         let got = read_all(&m, &blocks);
