@@ -46,7 +46,7 @@ step "find through the mount" find "$W/mnt/$ROOT"
 step "find on the plain directory" find "$W/many.zarr"
 step "query --op sum (every chunk)" "$BIN" --home "$W/A" query many x --op sum
 sleep 1
-drop; sleep 2
+drop; sleep 12
 printf 'after the kernel forgets:          RSS %s MB\n' "$(mb "$(kib VmRSS)")"
 reset_peak
 for i in $(seq "$TEN"); do
@@ -56,3 +56,5 @@ for i in $(seq "$TEN"); do
   printf 'listed copy %2s through the mount:   RSS %s MB\n' "$i" "$(mb "$(kib VmRSS)")"
 done
 printf 'peak RSS over the %s copies: %s MB\n' "$TEN" "$(mb "$(kib VmHWM)")"
+sleep 15
+printf 'idle 15 s later:                   RSS %s MB\n' "$(mb "$(kib VmRSS)")"

@@ -749,6 +749,12 @@ impl<B: Blocks> MountFs<B> {
         }
         let top = node.parent == ROOT_INO;
         t.unload(ino);
+        // A map keeps its capacity: after a large directory goes, give
+        // the slots back too.
+        let left = t.nodes.len();
+        if t.nodes.capacity() > 4 * left + 1024 {
+            t.nodes.shrink_to(2 * left);
+        }
         if top {
             t.nodes.remove(&ino);
             t.top.retain(|_, i| *i != ino);

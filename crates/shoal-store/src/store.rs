@@ -770,7 +770,7 @@ impl Store {
             Err(_) => false,
         };
         if !flushed && pending >= 2 * MAX_PENDING_TICKS {
-            self.touched.lock().expect("touched lock").clear();
+            *self.touched.lock().expect("touched lock") = HashMap::new();
         }
     }
 
