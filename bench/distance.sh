@@ -49,10 +49,6 @@ nginx_serve "$W/src.zarr" 18090
 (cd "$W/src.zarr" && find . -type f | sed 's|^\./||') > "$W/files.txt"
 
 N=0
-# stop NAME: kills a fetching daemon once measured, so no later run can
-# fetch from it (it holds the dataset and would be found on the DHT).
-# Its repo goes too (every run pins a copy: the disk would fill).
-stop() { pkill -f -- "--home $W/$1 daemon" || true; sleep 0.2; rm -rf "${W:?}/$1"; }
 # pin_via PORTS...: a fresh daemon connects to A (and B) through the given
 # proxy ports and pins; prints seconds; leaves its pin report in $W/pin.json.
 pin_via() {

@@ -24,6 +24,9 @@ start() {
   for _ in $(seq 100); do "$BIN" --home "$W/$1" id >/dev/null 2>&1 && return; sleep 0.1; done
   echo "daemon $1 did not start" >&2; exit 1
 }
+# stop NAME: kills daemon NAME once measured (so no later run can fetch
+# from it) and removes its repo.
+stop() { pkill -f -- "--home $W/$1 daemon" || true; sleep 0.2; rm -rf "${W:?}/$1"; }
 # addr NAME: a dialable address of daemon NAME.
 addr() { "$BIN" --home "$W/$1" id --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["addrs"][0])'; }
 # set NAME KEY VALUE: sets KEY (unique across config.toml sections) in
@@ -48,3 +51,22 @@ CONF
   nginx -c "$W/nginx.conf"
 }
 nginx_stop() { pkill -f "nginx -c $W/nginx.conf" || true; }
+# The physical limits a figure competes with, measured in the same run
+# (each prints seconds; the caller turns them into MB/s with mib):
+# limit_read DIR: every file of DIR read by 8 parallel `cat` after dropping
+# the page cache (the disk's read limit for these files).
+limit_read() {
+  drop; local t0 t1; t0=$(now)
+  (cd "$1" && find . -type f -print0 | xargs -0 -P 8 -n 16 cat >/dev/null)
+  t1=$(now); secs "$t0" "$t1"
+}
+# limit_copy DIR: DIR copied with `cp -r`, then sync, page cache dropped
+# first (the disk's limit for landing these bytes: read + write + fsync).
+limit_copy() {
+  drop; local t0 t1; t0=$(now)
+  cp -r "$1" "$W/limit-copy"; sync
+  t1=$(now); rm -rf "$W/limit-copy"; secs "$t0" "$t1"
+}
+# limit_loopback: seconds one TCP connection over 127.0.0.1 takes to move
+# SIZE bytes (bench/loopback.py; the network limit of a one-peer pin).
+limit_loopback() { python3 bench/loopback.py "$SIZE"; }

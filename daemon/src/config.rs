@@ -58,7 +58,7 @@ prefetch_inflight = 32
 # than a block; prefetched blocks wait here for their reader).
 cache = "64MiB"
 # Memory for the key tables of the directories a mount has listed (about
-# 300 bytes per key plus 64 per block). Past it the mount asks the kernel
+# 400 bytes per key plus 96 per block). Past it the mount asks the kernel
 # to forget the least recently used directories; one directory that alone
 # would pass it fails with ENOMEM, named in the daemon log.
 table_memory = "256MiB"

@@ -95,7 +95,7 @@ pub struct MountOptions {
     /// piece would re-read and re-hash the whole block.
     pub cache_bytes: usize,
     /// Memory for the key tables of listed directories (entries, inodes,
-    /// directory maps; [`TABLE_BYTES_PER_KEY`] plus the key's length and 64
+    /// directory maps; [`TABLE_BYTES_PER_KEY`] plus twice the key and 96
     /// bytes per block, per key). Past it the least recently used
     /// directories are handed back to the kernel to forget; a directory
     /// that alone would pass it is refused with ENOMEM while it is listed.
@@ -104,10 +104,10 @@ pub struct MountOptions {
 
 /// Table memory of one key beyond its name and block list: its entry, its
 /// inode and its slot in a directory map.
-pub const TABLE_BYTES_PER_KEY: usize = 256;
+pub const TABLE_BYTES_PER_KEY: usize = 320;
 
 fn table_cost(e: &Entry) -> usize {
-    TABLE_BYTES_PER_KEY + e.key.len() + 64 * e.blocks().len()
+    TABLE_BYTES_PER_KEY + 2 * e.key.len() + 96 * e.blocks().len()
 }
 
 impl Default for MountOptions {

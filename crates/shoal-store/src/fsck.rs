@@ -88,7 +88,8 @@ impl Store {
         roots.extend(names.iter().map(|n| n.1));
         roots.sort();
         roots.dedup();
-        let mut reachable = self.session_cids();
+        let protected = self.session_keys();
+        let mut reachable = HashSet::new();
         for root in &roots {
             let mut missing = Vec::new();
             let mut seen = HashSet::new();
@@ -111,7 +112,8 @@ impl Store {
         }
         for (cid, loc) in &entries {
             let removed_by_repair = repair && bad_set.contains(cid);
-            if !reachable.contains(cid) && !removed_by_repair {
+            let kept = reachable.contains(cid) || protected.contains(&crate::store::session_key(cid));
+            if !kept && !removed_by_repair {
                 report.unreferenced_blocks += 1;
                 report.unreferenced_bytes += loc.len;
             }

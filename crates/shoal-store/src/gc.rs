@@ -13,7 +13,20 @@ use shoal_core::{cid, Block, Cid};
 use crate::error::{Error, Result};
 use crate::index::{cid_from_key, Loc, BLOCKS, META, SEGMENTS};
 use crate::segment;
-use crate::store::{PinKind, Store, Writer};
+use crate::store::{session_key, PinKind, SessionKey, Store, Writer};
+
+/// What GC keeps: every block reachable from its roots, and every block an
+/// operation in progress protects (by digest).
+struct Marked {
+    cids: HashSet<Cid>,
+    sessions: HashSet<SessionKey>,
+}
+
+impl Marked {
+    fn contains(&self, c: &Cid) -> bool {
+        self.cids.contains(c) || self.sessions.contains(&session_key(c))
+    }
+}
 
 /// Segments whose live fraction falls below this are rewritten by GC. One
 /// half bounds wasted disk at 2x live data while copying each byte at most
@@ -51,8 +64,8 @@ impl Store {
     /// (it is re-fetched by `shoal pin`). It is reported, never a reason to
     /// stop collecting: one broken dataset must not block GC and quota
     /// eviction for all the others.
-    fn mark(&self, roots: &[Cid]) -> Result<(HashSet<Cid>, Vec<Cid>)> {
-        let mut marked = self.session_cids();
+    fn mark(&self, roots: &[Cid]) -> Result<(Marked, Vec<Cid>)> {
+        let mut marked = HashSet::new();
         let mut incomplete = Vec::new();
         for root in roots {
             let mut missing = Vec::new();
@@ -65,6 +78,10 @@ impl Store {
                 incomplete.push(*root);
             }
         }
+        let marked = Marked {
+            cids: marked,
+            sessions: self.session_keys(),
+        };
         Ok((marked, incomplete))
     }
 

@@ -99,13 +99,29 @@ pub(crate) struct Writer {
 /// roots. Dropping the session releases them.
 pub struct Session {
     id: u64,
-    sessions: Arc<Mutex<HashMap<u64, HashSet<Cid>>>>,
+    sessions: Arc<Mutex<HashMap<u64, HashSet<SessionKey>>>>,
+}
+
+/// What a session remembers of a block: its digest (32 bytes, where a
+/// `Cid` value takes 96: an add of a million chunks protects a million
+/// blocks). Two CIDs with one digest (another codec) both count as
+/// protected: GC only ever keeps a little more.
+pub(crate) type SessionKey = [u8; 32];
+
+pub(crate) fn session_key(c: &Cid) -> SessionKey {
+    let mut k = [0u8; 32];
+    let d = c.hash().digest();
+    let n = d.len().min(32);
+    k[..n].copy_from_slice(&d[..n]);
+    k
 }
 
 impl Session {
     pub fn protect(&self, cids: impl IntoIterator<Item = Cid>) {
         let mut s = self.sessions.lock().expect("sessions lock");
-        s.entry(self.id).or_default().extend(cids);
+        s.entry(self.id)
+            .or_default()
+            .extend(cids.into_iter().map(|c| session_key(&c)));
     }
 }
 
@@ -133,7 +149,7 @@ pub struct Store {
     /// minute and at shutdown), and by a read that finds
     /// [`MAX_PENDING_TICKS`] pending.
     pub(crate) touched: Mutex<HashMap<Cid, u64>>,
-    pub(crate) sessions: Arc<Mutex<HashMap<u64, HashSet<Cid>>>>,
+    pub(crate) sessions: Arc<Mutex<HashMap<u64, HashSet<SessionKey>>>>,
     next_session: AtomicU64,
     pub(crate) opts: StoreOptions,
 }
@@ -254,7 +270,7 @@ impl Store {
         }
     }
 
-    pub(crate) fn session_cids(&self) -> HashSet<Cid> {
+    pub(crate) fn session_keys(&self) -> HashSet<SessionKey> {
         let s = self.sessions.lock().expect("sessions lock");
         s.values().flatten().copied().collect()
     }

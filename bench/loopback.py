@@ -1,0 +1,37 @@
+"""Seconds one TCP connection over 127.0.0.1 takes to move N bytes
+(sender and receiver in two processes, 1 MiB writes): the loopback limit
+the benchmarks print beside pin and gateway figures.
+
+usage: loopback.py N
+"""
+import os
+import socket
+import sys
+import time
+
+n = int(sys.argv[1])
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(1)
+port = srv.getsockname()[1]
+buf = b"\0" * (1 << 20)
+pid = os.fork()
+if pid == 0:
+    c = socket.create_connection(("127.0.0.1", port))
+    left = n
+    while left > 0:
+        left -= c.send(buf[: min(left, len(buf))])
+    c.close()
+    os._exit(0)
+conn, _ = srv.accept()
+t = time.time()
+got = 0
+while True:
+    b = conn.recv(1 << 20)
+    if not b:
+        break
+    got += len(b)
+elapsed = time.time() - t
+os.waitpid(pid, 0)
+assert got == n, (got, n)
+print(f"{elapsed:.3f}")
