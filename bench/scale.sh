@@ -44,7 +44,11 @@ step "shoal ls (every key)" "$BIN" --home "$W/A" ls many
 "$BIN" --home "$W/A" mount "$W/mnt" >/dev/null
 step "find through the mount" find "$W/mnt/$ROOT"
 step "find on the plain directory" find "$W/many.zarr"
-step "query --op sum (every chunk)" "$BIN" --home "$W/A" query many x --op sum
+# A query plans at most 4,194,304 chunks (bounded memory); past that the
+# first rows are selected.
+SEL=()
+[ "$KEYS" -le 4194304 ] || SEL=(--isel "dim_0=0:$((4194304 / 1000))")
+step "query --op sum (<= 4,194,304 chunks)" "$BIN" --home "$W/A" query many x --op sum "${SEL[@]}"
 sleep 1
 drop; sleep 12
 printf 'after the kernel forgets:          RSS %s MB\n' "$(mb "$(kib VmRSS)")"

@@ -179,16 +179,29 @@ pub struct LsEntry {
     pub cids: Vec<String>,
 }
 
+/// One line of a streamed listing (`/v1/ls`, NDJSON): the head, then an
+/// entry per key in key order, then the end (or an error).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct LsResult {
+#[serde(rename_all = "lowercase")]
+pub enum LsLine {
+    Head(LsHead),
+    Entry(LsEntry),
+    End,
+    Error(ApiError),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LsHead {
     pub root: String,
     pub zarr_format: u8,
     pub keys: u64,
     pub bytes: u64,
-    pub entries: Vec<LsEntry>,
-    /// The dataset's UnixFS view (held here in full), for IPFS tools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unixfs: Option<String>,
+    /// Keys this listing has (all, or those under the path), and the
+    /// longest one's length (the text columns).
+    pub listed: u64,
+    pub width: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -553,25 +566,14 @@ impl From<shoal_node::AddReport> for AddResult {
     }
 }
 
-impl From<shoal_node::Listing> for LsResult {
-    fn from(r: shoal_node::Listing) -> Self {
-        LsResult {
-            root: r.root.to_string(),
-            zarr_format: r.zarr_format,
-            keys: r.keys,
-            bytes: r.bytes,
-            entries: r
-                .entries
-                .into_iter()
-                .map(|e| LsEntry {
-                    size: e.size,
-                    blocks: e.blocks().len(),
-                    inline: matches!(e.content, shoal_core::manifest::Content::Inline(_)),
-                    cids: e.blocks().iter().map(|c| c.to_string()).collect(),
-                    key: e.key,
-                })
-                .collect(),
-            unixfs: r.unixfs.map(|c| c.to_string()),
+impl From<&shoal_core::manifest::Entry> for LsEntry {
+    fn from(e: &shoal_core::manifest::Entry) -> Self {
+        LsEntry {
+            size: e.size,
+            blocks: e.blocks().len(),
+            inline: matches!(e.content, shoal_core::manifest::Content::Inline(_)),
+            cids: e.blocks().iter().map(|c| c.to_string()).collect(),
+            key: e.key.clone(),
         }
     }
 }

@@ -98,6 +98,31 @@ impl Client {
         Ok(())
     }
 
+    /// A GET whose reply is NDJSON: each line, parsed, goes to `on_line`
+    /// as it arrives (nothing is held but the line being read).
+    pub async fn lines<T: DeserializeOwned>(&self, path: &str, on_line: &mut dyn FnMut(T) -> Result<()>) -> Result<()> {
+        let mut body = self.checked(Method::GET, path, None).await?.into_body();
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| anyhow!("lost the connection to the daemon mid-reply (did it stop?)"))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            let mut start = 0;
+            while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
+                let line = &buf[start..start + nl];
+                start += nl + 1;
+                on_line(serde_json::from_slice(line).context("unexpected reply from the daemon")?)?;
+            }
+            buf.drain(..start);
+        }
+        if !buf.is_empty() {
+            return Err(anyhow!("lost the connection to the daemon mid-reply (did it stop?)"));
+        }
+        Ok(())
+    }
+
     /// A streamed call: progress events go to `on_progress`, the final
     /// `done` value is returned, an `error` event becomes an error.
     pub async fn stream<B: Serialize, T: DeserializeOwned>(

@@ -404,14 +404,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Ls { target } => {
-            let r: LsResult = client
-                .get(&format!("/v1/ls?target={}", output::urlencode(&target)))
+            let mut ls = output::LsPrinter::new(json);
+            client
+                .lines(&format!("/v1/ls?target={}", output::urlencode(&target)), &mut |l| {
+                    ls.line(l)
+                })
                 .await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                output::print_ls(&r)?;
-            }
+            ls.finish()?;
         }
         Cmd::Cat { target } => {
             if json {

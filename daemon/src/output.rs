@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::api::{FollowInfo, LsResult, PinInfo, Progress, QueryResult, StatsResult};
+use crate::api::{FollowInfo, LsHead, LsLine, PinInfo, Progress, QueryResult, StatsResult};
 
 /// `println!` that returns the write error instead of panicking, so a
 /// closed pipe (`shoal ls X | head -1`) ends the command quietly.
@@ -108,26 +108,94 @@ pub fn urlencode(s: &str) -> String {
         .collect()
 }
 
-pub fn print_ls(r: &LsResult) -> std::io::Result<()> {
-    let w = r.entries.iter().map(|e| e.key.len()).max().unwrap_or(3).max(3);
-    out!("{:<w$}  {:>12}  BLOCKS", "KEY", "SIZE");
-    for e in &r.entries {
-        let blocks = if e.inline {
-            "inline".to_string()
-        } else {
-            e.blocks.to_string()
-        };
-        out!("{:<w$}  {:>12}  {blocks}", e.key, e.size);
+/// Prints a streamed listing as its lines arrive: text columns, or the
+/// same JSON document `--json` always printed (root, counts, `entries`).
+pub struct LsPrinter {
+    json: bool,
+    head: Option<LsHead>,
+    printed: u64,
+    ended: bool,
+    pending: Option<String>,
+}
+
+impl LsPrinter {
+    pub fn new(json: bool) -> Self {
+        Self {
+            json,
+            head: None,
+            printed: 0,
+            ended: false,
+            pending: None,
+        }
     }
-    out!(
-        "{} of {} keys; dataset {} (zarr v{}, {})",
-        r.entries.len(),
-        r.keys,
-        r.root,
-        r.zarr_format,
-        human_bytes(r.bytes)
-    );
-    Ok(())
+
+    pub fn line(&mut self, l: LsLine) -> anyhow::Result<()> {
+        match l {
+            LsLine::Head(h) => {
+                if self.json {
+                    let unixfs = match &h.unixfs {
+                        Some(u) => format!("\n  \"unixfs\": {},", serde_json::to_string(u)?),
+                        None => String::new(),
+                    };
+                    out!(
+                        "{{\n  \"root\": {},\n  \"zarr_format\": {},\n  \"keys\": {},\n  \"bytes\": {},{unixfs}\n  \"entries\": [",
+                        serde_json::to_string(&h.root)?,
+                        h.zarr_format,
+                        h.keys,
+                        h.bytes,
+                    );
+                } else {
+                    out!("{:<w$}  {:>12}  BLOCKS", "KEY", "SIZE", w = h.width.max(3));
+                }
+                self.head = Some(h);
+            }
+            LsLine::Entry(e) => {
+                let Some(h) = &self.head else {
+                    anyhow::bail!("unexpected reply from the daemon: a key before the listing's head");
+                };
+                if self.json {
+                    // Each entry is printed when the next arrives: the
+                    // last one takes no comma.
+                    if let Some(prev) = self.pending.replace(serde_json::to_string(&e)?) {
+                        out!("    {prev},");
+                    }
+                } else {
+                    let blocks = if e.inline {
+                        "inline".to_string()
+                    } else {
+                        e.blocks.to_string()
+                    };
+                    out!("{:<w$}  {:>12}  {blocks}", e.key, e.size, w = h.width.max(3));
+                }
+                self.printed += 1;
+            }
+            LsLine::End => self.ended = true,
+            LsLine::Error(e) => return Err(crate::client::Remote(e).into()),
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> anyhow::Result<()> {
+        let (Some(h), true) = (&self.head, self.ended) else {
+            anyhow::bail!("the listing ended early (did the daemon stop?)");
+        };
+        if self.json {
+            if let Some(last) = &self.pending {
+                out!("    {last}");
+            }
+            out!("  ]\n}}");
+        } else {
+            out!(
+                "{} of {} keys; dataset {} (zarr v{}, {})",
+                self.printed,
+                h.keys,
+                h.root,
+                h.zarr_format,
+                human_bytes(h.bytes)
+            );
+        }
+        Ok(())
+    }
 }
 
 pub fn print_pins(r: &[PinInfo]) -> std::io::Result<()> {

@@ -199,9 +199,69 @@ async fn diff(State(d): St, Query(q): Query<DiffQuery>) -> ApiResult<Json<DiffRe
     }))
 }
 
-async fn ls(State(d): St, Query(q): Query<TargetQuery>) -> ApiResult<Json<LsResult>> {
+/// Bytes of listing lines sent to the client at once.
+const LS_CHUNK: usize = 64 << 10;
+
+/// A dataset's keys as NDJSON ([`LsLine`]), streamed from the manifest: a
+/// million keys never sit in the daemon's memory (nor in the CLI's). A
+/// first walk counts them and finds the widest (the head carries both, and
+/// a path that matches nothing is a 404 before anything is sent); the
+/// second sends them, a 64 KiB chunk at a time, as fast as the client
+/// reads.
+async fn ls(State(d): St, Query(q): Query<TargetQuery>) -> ApiResult<Response> {
     let target = d.node.resolve(&q.target).await?;
-    Ok(Json(d.node.ls(&target).await?.into()))
+    let counts = Arc::new(Mutex::new((0u64, 0usize)));
+    let c = counts.clone();
+    let summary = d
+        .node
+        .ls_each(&target, move |e| {
+            let mut c = c.lock().expect("ls lock");
+            c.0 += 1;
+            c.1 = c.1.max(e.key.len());
+            Ok(())
+        })
+        .await?;
+    let (listed, width) = *counts.lock().expect("ls lock");
+    let head = LsLine::Head(LsHead {
+        root: summary.root.to_string(),
+        zarr_format: summary.zarr_format,
+        keys: summary.keys,
+        bytes: summary.bytes,
+        unixfs: summary.unixfs.map(|c| c.to_string()),
+        listed,
+        width,
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        if tx.send(line(&head)).await.is_err() {
+            return;
+        }
+        let buf = Arc::new(Mutex::new(Vec::with_capacity(LS_CHUNK)));
+        let (sink, chunk) = (tx.clone(), buf.clone());
+        let walked = d
+            .node
+            .ls_each(&target, move |e| {
+                let mut b = chunk.lock().expect("ls lock");
+                b.extend_from_slice(&line(&LsLine::Entry(LsEntry::from(e))));
+                if b.len() >= LS_CHUNK {
+                    let full = Bytes::from(std::mem::replace(&mut *b, Vec::with_capacity(LS_CHUNK)));
+                    sink.blocking_send(full)
+                        .map_err(|_| shoal_node::Error::Unavailable("the client stopped reading the listing".into()))?;
+                }
+                Ok(())
+            })
+            .await;
+        let rest = std::mem::take(&mut *buf.lock().expect("ls lock"));
+        let last = match walked {
+            Ok(_) => LsLine::End,
+            Err(e) => LsLine::Error(e.into()),
+        };
+        let _ = tx.send(Bytes::from(rest)).await;
+        let _ = tx.send(line(&last)).await;
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let body = Body::from_stream(tokio_stream::StreamExt::map(stream, Ok::<_, Infallible>));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 async fn cat(State(d): St, Query(q): Query<TargetQuery>) -> ApiResult<Response> {

@@ -431,33 +431,57 @@ impl Node {
     /// Lists a dataset's keys (or those under `target.path`). Reads the
     /// manifest from the store or peers, never the chunks.
     pub async fn ls(&self, target: &Target) -> Result<Listing> {
+        let entries = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = entries.clone();
+        let mut l = self
+            .ls_each(target, move |e| {
+                sink.lock().expect("ls lock").push(e.clone());
+                Ok(())
+            })
+            .await?;
+        l.entries = std::mem::take(&mut *entries.lock().expect("ls lock"));
+        Ok(l)
+    }
+
+    /// Lists `target` without holding its entries: `each` sees every key
+    /// under it in key order (on a blocking thread; `Err` stops the walk).
+    /// Returns the listing's summary (its `entries` empty), or NotFound
+    /// when a path matches no key.
+    pub async fn ls_each(
+        &self,
+        target: &Target,
+        mut each: impl FnMut(&Entry) -> Result<()> + Send + 'static,
+    ) -> Result<Listing> {
         let Target { root, path, .. } = target.clone();
         self.blocking(move |n| {
             let m = n.parts.manifest(&root)?;
             let reader = n.parts.reader(root);
-            let mut entries = Vec::new();
-            m.for_each_entry(&mut reader.fetch(), &mut |e| {
+            let mut found = false;
+            let mut fetch = reader.fetch();
+            m.for_each_entry::<Error>(&mut |c| fetch(c).map_err(Error::from), &mut |e| {
                 let under = match &path {
                     None => true,
                     Some(p) => e.key == *p || e.key.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/')),
                 };
                 if under {
-                    entries.push(e.clone());
+                    found = true;
+                    each(e)?;
                 }
                 Ok(())
             })?;
-            if let (Some(p), true) = (&path, entries.is_empty()) {
+            if let (Some(p), false) = (&path, found) {
                 return Err(Error::NotFound(format!("no key {p:?} in dataset {root}")));
             }
             let unixfs = n.parts.view_if_complete(root)?;
-            Ok(Listing {
+            let listing = Listing {
                 root,
                 zarr_format: m.zarr_format,
                 keys: m.key_count,
                 bytes: m.total_bytes,
-                entries,
+                entries: Vec::new(),
                 unixfs,
-            })
+            };
+            Ok(listing)
         })
         .await
     }
