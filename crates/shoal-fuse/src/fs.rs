@@ -48,6 +48,13 @@ pub trait Blocks: Send + Sync + 'static {
     /// every open of one of its files (the daemon's popularity accounting).
     /// Must be quick: it runs on a FUSE thread.
     fn opened(&self, _root: Cid) {}
+    /// The verified block `cid` if it is held locally, read without
+    /// waiting on anything but the disk (`None`: not held, or unusable:
+    /// then [`Self::block`] decides). Lets a read of local blocks be
+    /// answered on the FUSE thread, with no hop through the runtime.
+    fn local(&self, _cid: &Cid) -> Option<Block> {
+        None
+    }
     /// The dataset whose UnixFS view is `view`, when known (a view's CID
     /// at the mount root opens its dataset).
     fn dataset_of_view(&self, _view: &Cid) -> Option<Cid> {
@@ -894,6 +901,39 @@ impl<B: Blocks> MountFs<B> {
         Ok(())
     }
 
+    /// Reads `size` bytes at `offset` of a file when every block it needs
+    /// is in the cache or the local store, without waiting on the network
+    /// (`None`: some block is not here; use [`Self::read`]). The FUSE
+    /// thread answers such reads itself.
+    pub fn read_now(&self, ino: u64, offset: u64, size: u32) -> Option<FsResult<Bytes>> {
+        let (ds, e, _) = self.file(ino).ok()?;
+        let end = (offset + u64::from(size)).min(e.size);
+        if offset >= end {
+            return Some(Ok(Bytes::new()));
+        }
+        let cids = match &e.content {
+            Content::Inline(d) => return Some(Ok(d.slice(offset as usize..end as usize))),
+            Content::Blocks(c) => c,
+        };
+        let bs = u64::from(ds.manifest.block_size);
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let mut got = Vec::with_capacity((last - first + 1) as usize);
+        for bi in first..=last {
+            let cid = cids[bi as usize];
+            let cached = self.cache.lock().expect("cache lock").get(&cid);
+            let b = match cached {
+                Some(b) => b,
+                None => {
+                    let b = self.blocks.local(&cid)?;
+                    self.cache.lock().expect("cache lock").put(&b);
+                    b
+                }
+            };
+            got.push(b);
+        }
+        Some(assemble(&ds, &e, offset, end, first, got))
+    }
+
     /// Reads `size` bytes at `offset` of a file.
     pub async fn read(self: &Arc<Self>, ino: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         tracing::trace!(ino, offset, size, "read");
@@ -909,50 +949,27 @@ impl<B: Blocks> MountFs<B> {
         let bs = u64::from(ds.manifest.block_size);
         let (first, last) = (offset / bs, (end - 1) / bs);
         self.maybe_prefetch(ino, &ds, &e, dir, first..=last);
-        let (size, block_size) = (e.size, ds.manifest.block_size);
         let got = try_join_all((first..=last).map(|bi| {
             let blocks = self.blocks.clone();
             let (cid, root, key) = (cids[bi as usize], ds.root, e.key.clone());
             let this = self.clone();
             async move {
                 let cached = this.cache.lock().expect("cache lock").get(&cid);
-                let b = match cached {
-                    Some(b) => b,
+                match cached {
+                    Some(b) => Ok(b),
                     None => {
                         let b = blocks
                             .block(cid, root)
                             .await
                             .map_err(|err| FsError::eio(format!("{root}/{key}: block {cid}: {err}")))?;
                         this.cache.lock().expect("cache lock").put(&b);
-                        b
+                        Ok(b)
                     }
-                };
-                let want = chunk::block_len(size, block_size, bi);
-                if b.len() as u64 != want {
-                    return Err(FsError::eio(format!(
-                        "{root}/{key}: block {cid} has {} bytes, manifest says {want}",
-                        b.len()
-                    )));
                 }
-                Ok(b)
             }
         }))
         .await?;
-        if let [b] = got.as_slice() {
-            // Within one block: a zero-copy slice.
-            let block_start = first * bs;
-            return Ok(b
-                .data()
-                .slice((offset - block_start) as usize..((end - block_start) as usize).min(b.len())));
-        }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
-        for (i, b) in got.iter().enumerate() {
-            let block_start = (first + i as u64) * bs;
-            let s = offset.saturating_sub(block_start) as usize;
-            let t = ((end - block_start) as usize).min(b.len());
-            out.extend_from_slice(&b.data()[s..t]);
-        }
-        Ok(out.freeze())
+        assemble(&ds, &e, offset, end, first, got)
     }
 
     /// First read of a file: fetch the rest of it in the background. Reads
@@ -1033,6 +1050,39 @@ impl<B: Blocks> MountFs<B> {
         it.next()?;
         it.copied().find(|c| matches!(t.nodes[c].kind, Kind::File(_)))
     }
+}
+
+/// The bytes `[offset, end)` of file `e` from its blocks `first..` (each
+/// checked to have the length the manifest promises): a zero-copy slice
+/// within one block.
+fn assemble(ds: &Dataset, e: &Entry, offset: u64, end: u64, first: u64, got: Vec<Block>) -> FsResult<Bytes> {
+    let bs = u64::from(ds.manifest.block_size);
+    for (i, b) in got.iter().enumerate() {
+        let want = chunk::block_len(e.size, ds.manifest.block_size, first + i as u64);
+        if b.len() as u64 != want {
+            return Err(FsError::eio(format!(
+                "{}/{}: block {} has {} bytes, manifest says {want}",
+                ds.root,
+                e.key,
+                b.cid(),
+                b.len()
+            )));
+        }
+    }
+    if let [b] = got.as_slice() {
+        let block_start = first * bs;
+        return Ok(b
+            .data()
+            .slice((offset - block_start) as usize..((end - block_start) as usize).min(b.len())));
+    }
+    let mut out = BytesMut::with_capacity((end - offset) as usize);
+    for (i, b) in got.iter().enumerate() {
+        let block_start = (first + i as u64) * bs;
+        let s = offset.saturating_sub(block_start) as usize;
+        let t = ((end - block_start) as usize).min(b.len());
+        out.extend_from_slice(&b.data()[s..t]);
+    }
+    Ok(out.freeze())
 }
 
 #[cfg(test)]

@@ -205,6 +205,17 @@ impl<B: Blocks> Filesystem for Adapter<B> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // Blocks held here: answered on this thread (no hop through the
+        // runtime and back). Anything else waits on a tokio task.
+        if let Some(r) = self.fs.read_now(ino.0, offset, size) {
+            return match r {
+                Ok(data) => reply.data(&data),
+                Err(e) => {
+                    tracing::warn!(ino = ino.0, offset, error = %e, "mount read failed");
+                    reply.error(errno(&e))
+                }
+            };
+        }
         let fs = self.fs.clone();
         self.rt.spawn(async move {
             match fs.read(ino.0, offset, size).await {

@@ -20,6 +20,8 @@ struct MemBlocks {
     delay_ms: u64,
     current: AtomicUsize,
     max_concurrent: AtomicUsize,
+    /// Answer `local` too (blocks "held here").
+    local: bool,
 }
 
 #[async_trait::async_trait]
@@ -44,6 +46,12 @@ impl Blocks for MemBlocks {
     }
     fn names(&self) -> Vec<(String, Cid)> {
         self.names.clone()
+    }
+    fn local(&self, cid: &Cid) -> Option<Block> {
+        if !self.local || self.failing.lock().unwrap().contains(cid) {
+            return None;
+        }
+        self.blocks.lock().unwrap().get(cid).cloned()
     }
 }
 
@@ -199,6 +207,41 @@ async fn reads_at_every_boundary_return_the_right_bytes() {
     }
     let meta = path(&fs, "ds/zarr.json").await.unwrap();
     assert_eq!(&fs.read(meta.ino, 0, 4096).await.unwrap()[..], &files["zarr.json"][..]);
+}
+
+#[tokio::test]
+async fn reads_of_local_blocks_are_answered_at_once_and_the_rest_wait() {
+    let bs = 1024u32;
+    let (mut mem, _, files) = dataset(3, 5000, bs, 1 << 20);
+    mem.local = true;
+    let fs = Arc::new(MountFs::new(Arc::new(mem), MountOptions::default()));
+    let a = path(&fs, "ds/t/c/0/1").await.unwrap();
+    let data = &files["t/c/0/1"];
+    for (off, len) in [
+        (0u64, 10u32),
+        (1000, 100),
+        (1020, 2000),
+        (4090, 100),
+        (0, 5000),
+        (5000, 10),
+    ] {
+        let now = fs.read_now(a.ino, off, len).expect("every block is local").unwrap();
+        let end = (off as usize + len as usize).min(data.len());
+        assert_eq!(&now[..], &data[(off as usize).min(end)..end], "{off}+{len}");
+        assert_eq!(now, fs.read(a.ino, off, len).await.unwrap());
+    }
+    // A block not held here: the read goes the async way (and fails there).
+    let (_, e, _) = fs.file(a.ino).unwrap();
+    fs.blocks.failing.lock().unwrap().insert(e.blocks()[4]);
+    {
+        let mut c = fs.cache.lock().unwrap();
+        c.blocks.clear();
+        c.order.clear();
+        c.used = 0;
+    }
+    assert!(fs.read_now(a.ino, 4096, 10).is_none());
+    assert!(fs.read_now(a.ino, 0, 10).is_some());
+    assert_eq!(fs.read(a.ino, 4096, 10).await.unwrap_err().errno, libc::EIO);
 }
 
 #[tokio::test]
