@@ -101,25 +101,13 @@ impl Client {
     /// A GET whose reply is NDJSON: each line, parsed, goes to `on_line`
     /// as it arrives (nothing is held but the line being read).
     pub async fn lines<T: DeserializeOwned>(&self, path: &str, on_line: &mut dyn FnMut(T) -> Result<()>) -> Result<()> {
-        let mut body = self.checked(Method::GET, path, None).await?.into_body();
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| anyhow!("lost the connection to the daemon mid-reply (did it stop?)"))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            buf.extend_from_slice(&data);
-            let mut start = 0;
-            while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
-                let line = &buf[start..start + nl];
-                start += nl + 1;
-                on_line(serde_json::from_slice(line).context("unexpected reply from the daemon")?)?;
-            }
-            buf.drain(..start);
-        }
-        if !buf.is_empty() {
-            return Err(anyhow!("lost the connection to the daemon mid-reply (did it stop?)"));
-        }
+        let body = self.checked(Method::GET, path, None).await?.into_body();
+        let lost = "lost the connection to the daemon mid-reply (did it stop?)";
+        each_line(body, lost, &mut |line| {
+            on_line(serde_json::from_slice(line).context("unexpected reply from the daemon")?)?;
+            Ok(true)
+        })
+        .await?;
         Ok(())
     }
 
@@ -131,28 +119,48 @@ impl Client {
         body: &B,
         on_progress: &mut dyn FnMut(Progress),
     ) -> Result<T> {
-        let mut body = self
+        let body = self
             .checked(Method::POST, path, Some(serde_json::to_vec(body)?))
             .await?
             .into_body();
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| anyhow!("lost the connection to the daemon mid-operation (did it stop?)"))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            buf.extend_from_slice(&data);
-            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                match serde_json::from_slice::<Event<T>>(&line).context("unexpected reply from the daemon")? {
-                    Event::Progress(p) => on_progress(p),
-                    Event::Done(v) => return Ok(v),
-                    Event::Error(e) => return Err(Remote(e).into()),
-                }
+        let lost = "lost the connection to the daemon mid-operation (did it stop?)";
+        let mut done = None;
+        each_line(body, lost, &mut |line| {
+            match serde_json::from_slice::<Event<T>>(line).context("unexpected reply from the daemon")? {
+                Event::Progress(p) => on_progress(p),
+                Event::Done(v) => done = Some(v),
+                Event::Error(e) => return Err(Remote(e).into()),
+            }
+            Ok(done.is_none())
+        })
+        .await?;
+        done.ok_or_else(|| anyhow!(lost))
+    }
+}
+
+/// Feeds each line of an NDJSON `body` to `on_line` as it arrives, until
+/// the body ends or `on_line` answers `false` (enough). A connection lost,
+/// or a body that ends mid-line, is the error `lost`.
+async fn each_line(mut body: Incoming, lost: &str, on_line: &mut dyn FnMut(&[u8]) -> Result<bool>) -> Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| anyhow!("{lost}"))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        let mut start = 0;
+        while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
+            let line = &buf[start..start + nl];
+            start += nl + 1;
+            if !on_line(line)? {
+                return Ok(());
             }
         }
-        Err(anyhow!(
-            "lost the connection to the daemon mid-operation (did it stop?)"
-        ))
+        buf.drain(..start);
     }
+    if !buf.is_empty() {
+        return Err(anyhow!("{lost}"));
+    }
+    Ok(())
 }

@@ -25,6 +25,7 @@
 //! range and count its parent promised. Traversal depth is capped.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -495,29 +496,41 @@ impl Manifest {
         key: &str,
         fetch: &mut dyn FnMut(&Cid) -> Result<Block, E>,
     ) -> Result<Option<Entry>, E> {
+        self.lookup_in(key, &mut |child| {
+            let block = fetch(&child.cid)?;
+            Ok(Arc::new(self.decode_page(&block, child)?))
+        })
+    }
+
+    /// Finds one key, taking the decoded pages on its path from `page`
+    /// (which may keep them: see [`PageCache`]). Child ranges are sorted
+    /// and disjoint (checked when a page is decoded): one binary search
+    /// per level.
+    pub fn lookup_in<E: From<Error>>(
+        &self,
+        key: &str,
+        page: &mut dyn FnMut(&ChildRef) -> Result<Arc<Node>, E>,
+    ) -> Result<Option<Entry>, E> {
         if let Ok(i) = self.metadata.binary_search_by(|e| e.key.as_str().cmp(key)) {
             return Ok(Some(self.metadata[i].clone()));
         }
-        let mut node = self.top.clone();
+        let mut held: Option<Arc<Node>> = None;
         for _ in 0..=MAX_DEPTH {
-            match node {
+            let children = match held.as_deref().unwrap_or(&self.top) {
                 Node::Leaf(entries) => {
                     return Ok(entries
                         .binary_search_by(|e| e.key.as_str().cmp(key))
                         .ok()
                         .map(|i| entries[i].clone()));
                 }
-                Node::Inner(children) => {
-                    let Some(child) = children
-                        .iter()
-                        .find(|c| c.first.as_str() <= key && key <= c.last.as_str())
-                    else {
-                        return Ok(None);
-                    };
-                    let block = fetch(&child.cid)?;
-                    node = self.decode_page(&block, child)?;
-                }
-            }
+                Node::Inner(children) => children,
+            };
+            let i = children.partition_point(|c| c.last.as_str() < key);
+            let Some(child) = children.get(i).filter(|c| c.first.as_str() <= key) else {
+                return Ok(None);
+            };
+            let next = page(child)?;
+            held = Some(next);
         }
         Err(Error::ManifestInvalid {
             cid: self.cid,
@@ -550,6 +563,43 @@ impl Manifest {
             Ok(())
         })?;
         Ok(out)
+    }
+}
+
+/// The last few decoded manifest pages, by CID: a hit moves to the back,
+/// the least recently used goes first. Shared by readers that walk
+/// neighbouring keys (a query's chunks, a mount's directory listings).
+#[derive(Debug)]
+pub struct PageCache {
+    max: usize,
+    pages: std::sync::Mutex<Vec<(Cid, Arc<Node>)>>,
+}
+
+impl PageCache {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            pages: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn get(&self, cid: &Cid) -> Option<Arc<Node>> {
+        let mut p = self.pages.lock().expect("page cache lock");
+        let at = p.iter().position(|(c, _)| c == cid)?;
+        let hit = p.remove(at);
+        p.push(hit.clone());
+        Some(hit.1)
+    }
+
+    pub fn put(&self, cid: Cid, node: Arc<Node>) {
+        let mut p = self.pages.lock().expect("page cache lock");
+        if p.iter().any(|(c, _)| *c == cid) {
+            return;
+        }
+        if p.len() >= self.max {
+            p.remove(0);
+        }
+        p.push((cid, node));
     }
 }
 

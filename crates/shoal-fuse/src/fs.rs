@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures::future::try_join_all;
 use futures::StreamExt;
-use shoal_core::manifest::{ChildRef, Content, Entry, Manifest, Node};
+use shoal_core::manifest::{ChildRef, Content, Entry, Manifest, Node, PageCache};
 use shoal_core::{chunk, cid, Block, Cid};
 use tokio::sync::Semaphore;
 
@@ -356,7 +356,7 @@ pub struct MountFs<B> {
     prefetched: Mutex<HashSet<u64>>,
     last_read_in_dir: Mutex<HashMap<u64, u64>>,
     cache: Mutex<BlockCache>,
-    pages: Mutex<Vec<(Cid, Arc<Node>)>>,
+    pages: PageCache,
     /// Set by the FUSE adapter: how table memory past its budget is given
     /// back (the kernel forgets what it no longer uses).
     invalidate: std::sync::OnceLock<Invalidate>,
@@ -427,7 +427,7 @@ impl<B: Blocks> MountFs<B> {
                 blocks: HashMap::new(),
                 order: BTreeMap::new(),
             }),
-            pages: Mutex::new(Vec::new()),
+            pages: PageCache::new(PAGE_CACHE),
             invalidate: std::sync::OnceLock::new(),
             clock: AtomicU64::new(0),
             started: SystemTime::now(),
@@ -553,14 +553,8 @@ impl<B: Blocks> MountFs<B> {
     /// A manifest page, decoded (from the small cache when a neighbouring
     /// directory's listing just read it).
     async fn page(&self, ds: &Dataset, child: &ChildRef) -> FsResult<Arc<Node>> {
-        if let Some((_, n)) = self
-            .pages
-            .lock()
-            .expect("pages lock")
-            .iter()
-            .find(|(c, _)| *c == child.cid)
-        {
-            return Ok(n.clone());
+        if let Some(n) = self.pages.get(&child.cid) {
+            return Ok(n);
         }
         let block = self.fetch(child.cid, ds.root).await?;
         let node = Arc::new(
@@ -568,11 +562,7 @@ impl<B: Blocks> MountFs<B> {
                 .decode_page(&block, child)
                 .map_err(|e| FsError::eio(e.to_string()))?,
         );
-        let mut pages = self.pages.lock().expect("pages lock");
-        if pages.len() >= PAGE_CACHE {
-            pages.remove(0);
-        }
-        pages.push((child.cid, node.clone()));
+        self.pages.put(child.cid, node.clone());
         Ok(node)
     }
 

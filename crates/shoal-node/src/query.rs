@@ -48,23 +48,19 @@ pub(crate) struct Prepared {
     pub plan: Plan,
 }
 
-/// Memory an entry kept for planning takes, roughly: its key, its CIDs, the
-/// map slot.
+/// Memory an entry kept takes, roughly: its key, its CIDs, the slot.
 fn entry_bytes(e: &Entry) -> u64 {
     (e.key.len() + 64 * e.blocks().len() + 96) as u64
 }
 
-/// The entries a query of `array` needs: the array's own keys and every
-/// metadata document (to name the arrays in an error). The rest of the
+/// Every metadata document of the dataset, wherever the manifest keeps it
+/// (inline or in its pages: `--all` names every array). The rest of the
 /// manifest is walked, not kept; what is kept counts against `budget`.
-fn array_entries<E: From<shoal_core::Error> + std::fmt::Display>(
+fn metadata_entries<E: From<shoal_core::Error> + std::fmt::Display>(
     m: &Manifest,
-    arrays: &[&str],
     budget: u64,
     fetch: &mut dyn FnMut(&Cid) -> Result<shoal_core::Block, E>,
 ) -> Result<Vec<Entry>, shoal_query::Error> {
-    let prefixes: Vec<String> = arrays.iter().map(|a| format!("{}/", a.trim_matches('/'))).collect();
-    let array = arrays.join(", ");
     let meta = |k: &str| shoal_core::key::METADATA_NAMES.contains(&k.rsplit('/').next().unwrap_or(k));
     /// Why the walk stopped: the budget, or the manifest could not be read.
     enum Stop<E> {
@@ -78,7 +74,7 @@ fn array_entries<E: From<shoal_core::Error> + std::fmt::Display>(
     }
     let (mut out, mut bytes) = (Vec::new(), 0u64);
     m.for_each_entry::<Stop<E>>(&mut |c| fetch(c).map_err(Stop::Read), &mut |e| {
-        if prefixes.iter().any(|p| e.key.starts_with(p.as_str())) || meta(&e.key) {
+        if meta(&e.key) {
             bytes += entry_bytes(e);
             if bytes > budget / 2 {
                 return Err(Stop::OverBudget);
@@ -89,7 +85,7 @@ fn array_entries<E: From<shoal_core::Error> + std::fmt::Display>(
     })
     .map_err(|stop| match stop {
         Stop::OverBudget => shoal_query::Error::TooBig(format!(
-            "array {array} has more chunk keys than the query memory budget ({budget} bytes) can plan over; raise [query] memory in config.toml"
+            "the dataset's metadata documents need more than half the query memory budget ({budget} bytes); raise [query] memory in config.toml"
         )),
         Stop::Read(e) => shoal_query::Error::Read(e.to_string()),
     })?;
@@ -182,7 +178,7 @@ pub(crate) fn data_arrays(parts: &Parts, root: Cid, dims: &[String]) -> Result<V
     let m = parts.manifest(&root)?;
     let reader = Arc::new(parts.reader(root));
     let budget = parts.query.memory;
-    let entries = array_entries(&m, &[], budget, &mut reader.fetch())?;
+    let entries = metadata_entries(&m, budget, &mut reader.fetch())?;
     let fetch: FetchFn = {
         let reader = reader.clone();
         Arc::new(move |c| reader.get(c))

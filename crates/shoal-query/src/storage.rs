@@ -10,9 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use std::sync::Mutex;
-
-use shoal_core::manifest::{Content, Entry, Manifest, Node};
+use shoal_core::manifest::{Content, Entry, Manifest, PageCache};
 use shoal_core::{chunk, Block, Cid};
 use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, StorageError, StoreKey};
@@ -142,10 +140,16 @@ enum Keys {
     /// Looked up in the manifest when asked, through the pages on the
     /// key's path (fetched like blocks), the last few decoded pages kept:
     /// a query of a million chunks never holds a million entries.
-    Manifest {
-        manifest: Box<Manifest>,
-        pages: Mutex<Vec<(Cid, Arc<Node>)>>,
-    },
+    Manifest { manifest: Box<Manifest>, pages: PageCache },
+}
+
+/// A key lookup's failure, as the storage reports it.
+struct LookupError(String);
+
+impl From<shoal_core::Error> for LookupError {
+    fn from(e: shoal_core::Error) -> Self {
+        LookupError(e.to_string())
+    }
 }
 
 /// Decoded manifest pages a storage keeps (chunks are read roughly in key
@@ -168,7 +172,7 @@ impl ManifestStorage {
             block_size: manifest.block_size,
             keys: Keys::Manifest {
                 manifest: Box::new(manifest),
-                pages: Mutex::new(Vec::new()),
+                pages: PageCache::new(PAGES_KEPT),
             },
             fetch,
             guard: None,
@@ -181,49 +185,18 @@ impl ManifestStorage {
             Keys::Map(m) => return Ok(m.get(key).cloned()),
             Keys::Manifest { manifest, pages } => (manifest, pages),
         };
-        if let Ok(i) = manifest.metadata.binary_search_by(|e| e.key.as_str().cmp(key)) {
-            return Ok(Some(manifest.metadata[i].clone()));
-        }
-        let mut node: Option<Arc<Node>> = None;
-        for _ in 0..=shoal_core::manifest::MAX_DEPTH {
-            let cur = node.as_deref().unwrap_or(&manifest.top);
-            let children = match cur {
-                Node::Leaf(es) => {
-                    return Ok(es
-                        .binary_search_by(|e| e.key.as_str().cmp(key))
-                        .ok()
-                        .map(|i| es[i].clone()))
+        manifest
+            .lookup_in::<LookupError>(key, &mut |child| {
+                if let Some(n) = pages.get(&child.cid) {
+                    return Ok(n);
                 }
-                Node::Inner(c) => c,
-            };
-            let i = children.partition_point(|c| c.last.as_str() < key);
-            let Some(child) = children.get(i).filter(|c| c.first.as_str() <= key) else {
-                return Ok(None);
-            };
-            let cached = {
-                let mut p = pages.lock().expect("pages lock");
-                p.iter().position(|(c, _)| *c == child.cid).map(|at| {
-                    let hit = p.remove(at);
-                    p.push(hit.clone());
-                    hit.1
-                })
-            };
-            let page = match cached {
-                Some(n) => n,
-                None => {
-                    let block = (self.fetch)(&child.cid).map_err(|e| format!("manifest page {}: {e}", child.cid))?;
-                    let n = Arc::new(manifest.decode_page(&block, child).map_err(|e| e.to_string())?);
-                    let mut p = pages.lock().expect("pages lock");
-                    if p.len() >= PAGES_KEPT {
-                        p.remove(0);
-                    }
-                    p.push((child.cid, n.clone()));
-                    n
-                }
-            };
-            node = Some(page);
-        }
-        Err(format!("manifest {} is deeper than allowed", manifest.cid))
+                let block =
+                    (self.fetch)(&child.cid).map_err(|e| LookupError(format!("manifest page {}: {e}", child.cid)))?;
+                let n = Arc::new(manifest.decode_page(&block, child)?);
+                pages.put(child.cid, n.clone());
+                Ok(n)
+            })
+            .map_err(|e| e.0)
     }
 
     /// Checks every chunk read against `guard` from now on.
