@@ -5,7 +5,10 @@
 # every chunk file through a mount at 50 ms vs the pin at 50 ms; then two
 # providers behind 20 ms and 100 ms sharing one pin.
 # The proxy (crates/shoal-net/examples/delay_proxy.rs) delays each
-# direction by half the RTT: this kernel has no sch_netem.
+# direction by half the RTT: this kernel has no sch_netem. Beside each RTT,
+# the limit: one TCP connection moving the same bytes through the same
+# kind of proxy (bench/loopback.py), and the disk landing them (cp -r +
+# sync).
 # usage: bench/distance.sh [GIB] [RUNS]   (default 0.22 GiB, 3 runs; as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,22 +77,28 @@ http_via() {
 }
 
 printf 'dataset: %s bytes in %s files; %s interleaved runs per RTT\n' "$SIZE" "$(wc -l < "$W/files.txt")" "$RUNS"
-printf '%-6s %-28s %-28s %s\n' RTT "shoal pin (median, MB/s)" "nginx+8 curl (median, MB/s)" "shoal/http speed"
+printf '%-6s %-28s %-28s %-16s %s\n' RTT "shoal pin (median, MB/s)" "nginx+8 curl (median, MB/s)" "shoal/http speed" "limit: one TCP connection (MB/s)"
 for rtt in 0 20 50 100; do
   pa=$(proxy "$(port_of A)" $((rtt / 2))); ph=$(proxy 18090 $((rtt / 2)))
-  S=(); H=()
+  S=(); H=(); L=()
   for _ in $(seq "$RUNS"); do
     pin_via "$pa"; S+=("$SECS")
     http_via "$ph"; H+=("$SECS")
+    L+=("$(python3 bench/loopback.py "$SIZE" "$PROXY" $((rtt / 2)))")
   done
-  s=$(median "${S[@]}"); h=$(median "${H[@]}")
-  printf '%-6s %-28s %-28s %.2fx   [pin %s] [http %s]\n' "${rtt}ms" \
+  s=$(median "${S[@]}"); h=$(median "${H[@]}"); l=$(median "${L[@]}")
+  printf '%-6s %-28s %-28s %-16s %-32s [pin %s] [http %s]\n' "${rtt}ms" \
     "$(printf '%.2fs (%.0f)' "$s" "$(echo "$SIZE / 1000000 / $s" | bc -l)")" \
     "$(printf '%.2fs (%.0f)' "$h" "$(echo "$SIZE / 1000000 / $h" | bc -l)")" \
-    "$(echo "$h / $s" | bc -l)" "${S[*]}" "${H[*]}"
+    "$(printf '%.2fx' "$(echo "$h / $s" | bc -l)")" \
+    "$(printf '%.2fs (%.0f); pin at %.2fx' "$l" "$(echo "$SIZE / 1000000 / $l" | bc -l)" "$(echo "$l / $s" | bc -l)")" \
+    "${S[*]}" "${H[*]}"
   if [ "$rtt" = 50 ]; then PIN50=$s; PORT50=$pa; fi
   if [ "$rtt" = 0 ]; then PORT0=$pa; fi
 done
+C=(); for _ in $(seq "$RUNS"); do C+=("$(limit_copy "$W/src.zarr")"); done
+c=$(median "${C[@]}")
+printf 'limit: the disk landing the same bytes (cp -r + sync) %.2fs (%.0f MB/s)\n' "$c" "$(echo "$SIZE / 1000000 / $c" | bc -l)"
 
 # Cold read of every chunk file through a mount at 50 ms vs the pin at 50 ms.
 M=()

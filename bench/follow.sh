@@ -6,6 +6,8 @@
 #     `shoal add --name sst` on A): the time from the start of A's add to B
 #     holding the new version (B's `shoal follows` polled every 50 ms), A's
 #     add alone, and the bytes B stored for it against the dataset's size.
+# Beside them the limits: the dataset over one loopback TCP connection and
+# landed on disk (cp -r + sync).
 # usage: bench/follow.sh [DAYS] [APPENDS]   (DAYS of 720 x 1440 float32,
 # 4.1 MB each; 250 days ~ 1 GB)
 set -euo pipefail
@@ -59,5 +61,7 @@ printf 'dataset: %s bytes (%s days of 720 x 1440 float32, one chunk per day)\n' 
 printf 'first follow (whole dataset): %.2fs (%s MiB/s)\n' "$FIRST" "$(mib "$FIRST")"
 printf 'daily append -> follower holds it (median of %s): %.2fs [%s]  of which the publisher'"'"'s add %.2fs [%s]\n' \
   "$RUNS" "$(median "${LAT[@]}")" "${LAT[*]}" "$(median "${ADD[@]}")" "${ADD[*]}"
+printf 'limits: the whole dataset over one loopback TCP connection %.2fs, landed on disk (cp -r + sync) %.2fs\n' \
+  "$(limit_loopback)" "$(limit_copy "$W/sst.zarr")"
 printf 'bytes the follower stored per append: median %s [%s] = %.4f of the dataset\n' \
   "$(median "${BYTES[@]}")" "${BYTES[*]}" "$(echo "$(median "${BYTES[@]}") / $SIZE" | bc -l)"

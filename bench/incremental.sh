@@ -39,4 +39,4 @@ f=$(median "${FIRST[@]}"); n=$(median "${INC[@]}"); r=$(median "${RE[@]}"); s=$(
 printf 'dataset: %s bytes in %s files; median of %s runs, cold page cache\n' "$SIZE" "$(find "$W/src.zarr" -type f | wc -l)" "$RUNS"
 printf 'first add %.2fs  re-add after one chunk changed %.2fs (%.3fx the first; target <= 0.15x)  --rehash %.2fs (%.2fx)\n' \
   "$f" "$n" "$(echo "$n / $f" | bc -l)" "$r" "$(echo "$r / $f" | bc -l)"
-printf 'floor: stat of every file %.3fs  [first %s] [re-add %s] [rehash %s]\n' "$s" "${FIRST[*]}" "${INC[*]}" "${RE[*]}"
+printf 'limit: stat of every file (an unchanged re-add can do no less) %.3fs  [first %s] [re-add %s] [rehash %s]\n' "$s" "${FIRST[*]}" "${INC[*]}" "${RE[*]}"

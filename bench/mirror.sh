@@ -76,6 +76,9 @@ T4=$(now)
 READ=$(secs "$T0" "$T1"); AUTO=$(secs "$T1" "$T2"); PIN=$(secs "$T3" "$T4")
 printf 'readers took %.1f s; popular -> complete mirror %.1f s; plain `shoal pin` of the same dataset %.1f s; ratio %.2fx\n' \
   "$READ" "$AUTO" "$PIN" "$(echo "$AUTO / $PIN" | bc -l)"
+SIZE=$(du -sb "$W/src.zarr" | cut -f1)
+printf 'limits: one loopback TCP connection moving the dataset %.2fs, the disk landing it (cp -r + sync) %.2fs; the mirror waits on gossip_interval + policy interval on top\n' \
+  "$(limit_loopback)" "$(limit_copy "$W/src.zarr")"
 cleanup; PIDS=()
 fi
 [ "$PART" = 1 ] && exit 0

@@ -6,6 +6,8 @@
 # On loopback all daemons share this machine's cores, so without shaping
 # the CPU, not the network, is the bottleneck and extra providers add
 # nothing; shaping models the real constraint. Needs root (ip netns, tc).
+# The limit beside them: the shaped links themselves (SIZE at RATE on one
+# link, at twice RATE on two) and the disk landing the bytes (cp -r + sync).
 # usage: bench/providers.sh [GIB] [RATE]   (default 0.25, 400mbit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,3 +61,8 @@ for n in 1 2; do echo "provider $n link: $(ip netns exec shoalp$n tc -s qdisc sh
 printf 'dataset: %s bytes; each provider link shaped to %s\n' "$SIZE" "$RATE"
 printf 'one provider:  %.2fs (%s MiB/s, %s peers used)\ntwo providers: %.2fs (%s MiB/s, %s peers used)  speed-up = %.2fx\n' \
   "$ONE" "$(mib "$ONE")" "$USED1" "$TWO" "$(mib "$TWO")" "$USED" "$(echo "$ONE / $TWO" | bc -l)"
+MBIT=${RATE%mbit}
+L1=$(echo "$SIZE * 8 / ($MBIT * 1000000)" | bc -l); L2=$(echo "$L1 / 2" | bc -l)
+CP=$(limit_copy "$W/src.zarr")
+printf 'limits: the links, one at %s %.2fs (pin at %.2fx), two %.2fs (pin at %.2fx); disk cp -r + sync %.2fs\n' \
+  "$RATE" "$L1" "$(echo "$L1 / $ONE" | bc -l)" "$L2" "$(echo "$L2 / $TWO" | bc -l)" "$CP"

@@ -23,6 +23,7 @@ pub mod gossip;
 pub mod names;
 pub mod network;
 pub mod providers;
+mod tls;
 
 pub use fetch::{BlockSource, FetchOptions, FetchProgress, FetchReport, Fetcher, LinkReport, SourceStats};
 pub use libp2p::identity::Keypair;

@@ -25,7 +25,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    allow_block_list, connection_limits, identify, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+    allow_block_list, connection_limits, identify, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 use shoal_core::Cid;
 use tokio::sync::{mpsc, oneshot};
@@ -487,7 +487,7 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
                 };
                 Ok(base
                     .upgrade(Version::V1Lazy)
-                    .authenticate(noise::Config::new(key)?)
+                    .authenticate(crate::tls::Security::new(key)?)
                     .multiplex(muxer())
                     .timeout(Duration::from_secs(20)))
             },
