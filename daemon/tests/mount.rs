@@ -62,6 +62,18 @@ fn sixteen_concurrent_readers_get_the_right_bytes() {
     wait_providers(&b, &root, 1);
     let out = py_within("concurrent_read.py", &[&src, &mnt.0.join(&root)], 300);
     assert!(out.starts_with("ok"), "{out}");
+    // The daemon runs as root here: it raised the mount's readahead from
+    // the kernel's 128 KiB to one block, so a sequential reader sends one
+    // request per block.
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(&mnt.0).unwrap().dev();
+    // Linux's dev_t split into major and minor.
+    let (major, minor) = (
+        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
+        (dev & 0xff) | ((dev >> 12) & !0xff),
+    );
+    let ra = std::fs::read_to_string(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"));
+    assert_eq!(ra.unwrap().trim(), "1024");
 }
 
 fn short_timeouts() -> Opts {

@@ -369,6 +369,64 @@ impl Drop for MountHandle {
     }
 }
 
+/// The kernel keeps a FUSE mount's readahead at the default 128 KiB
+/// whatever `max_readahead` the daemon offers (it only ever lowers it). At
+/// 128 KiB a sequential reader costs eight requests per 1 MiB block, and
+/// two threads answering neighbouring requests may both read and verify
+/// the same block before either caches it (measured: 6,444 replies and
+/// 1,200 block reads for 1,040 blocks; at 1 MiB, 3,625 and 1,026). Where
+/// the daemon may (root), it raises this mount's readahead to [`MAX_READ`]
+/// through sysfs; elsewhere the mount works as before.
+fn raise_readahead(dir: &Path) {
+    let Some(dev) = mount_device(dir) else {
+        tracing::debug!(dir = %dir.display(), "mount not found in /proc/self/mountinfo");
+        return;
+    };
+    let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match std::fs::write(&path, (MAX_READ / 1024).to_string()) {
+        Ok(()) => tracing::debug!(%path, kib = MAX_READ / 1024, "mount readahead raised"),
+        Err(e) => tracing::debug!(%path, error = %e, "mount readahead left at the kernel default"),
+    }
+}
+
+/// The `major:minor` of the filesystem mounted last on `dir`, from
+/// /proc/self/mountinfo (no stat through the mount itself).
+fn mount_device(dir: &Path) -> Option<String> {
+    let dir = dir.canonicalize().ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((*f.get(2)?, unescape_mount_path(f.get(4)?)))
+        })
+        .filter(|(_, at)| Path::new(at) == dir)
+        .last()
+        .map(|(dev, _)| dev.to_string())
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` octal.
+fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|o| b[i] == b'\\' && o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(o) => {
+                out.push(o.iter().fold(0u8, |v, c| v.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Mounts `fs` read-only on `dir` (created if missing).
 pub fn mount<B: Blocks>(fs: Arc<MountFs<B>>, dir: &Path, rt: tokio::runtime::Handle) -> std::io::Result<MountHandle> {
     std::fs::create_dir_all(dir)?;
@@ -384,6 +442,7 @@ pub fn mount<B: Blocks>(fs: Arc<MountFs<B>>, dir: &Path, rt: tokio::runtime::Han
     cfg.n_threads = Some(FUSE_THREADS);
     cfg.clone_fd = true;
     let session = fuser::spawn_mount(Adapter { fs: fs.clone(), rt }, dir, &cfg)?;
+    raise_readahead(dir);
     // Invalidations go to the kernel from one thread of their own (the
     // kernel may wait on a request we are answering); one batch waits at
     // most, later ones are dropped while it does (the next listing past
@@ -407,4 +466,25 @@ pub fn mount<B: Blocks>(fs: Arc<MountFs<B>>, dir: &Path, rt: tokio::runtime::Han
         dir: dir.to_path_buf(),
         session: Some(session),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_paths_unescape() {
+        assert_eq!(unescape_mount_path("/mnt/a\\040b\\134c"), "/mnt/a b\\c");
+        assert_eq!(unescape_mount_path("/plain"), "/plain");
+        // A backslash not followed by three octal digits stays as it is.
+        assert_eq!(unescape_mount_path("/x\\9y\\04"), "/x\\9y\\04");
+    }
+
+    #[test]
+    fn the_device_of_a_mount_point_is_found() {
+        let dev = mount_device(Path::new("/proc")).expect("/proc is a mount point");
+        let (major, minor) = dev.split_once(':').expect("major:minor");
+        assert!(major.parse::<u32>().is_ok() && minor.parse::<u32>().is_ok(), "{dev}");
+        assert_eq!(mount_device(Path::new("/proc/self")), None, "not a mount point");
+    }
 }
