@@ -395,12 +395,12 @@ fn mount_device(dir: &Path) -> Option<String> {
     let dir = dir.canonicalize().ok()?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines()
+        .rev()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             Some((*f.get(2)?, unescape_mount_path(f.get(4)?)))
         })
-        .filter(|(_, at)| Path::new(at) == dir)
-        .last()
+        .find(|(_, at)| Path::new(at) == dir)
         .map(|(dev, _)| dev.to_string())
 }
 
