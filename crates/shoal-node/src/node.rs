@@ -1306,7 +1306,10 @@ impl Node {
         self.blocking(move |n| Ok(n.parts.store.fsck(repair)?)).await
     }
 
+    /// Store totals, counting the blocks fetched for readers that are
+    /// still on their way into the store (waits up to 5 s for them).
     pub async fn stats(&self) -> Result<StatsReport> {
+        self.parts().source.settle(Duration::from_secs(5)).await;
         self.blocking(|n| Ok(n.parts.store.stats()?)).await
     }
 
