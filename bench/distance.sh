@@ -19,7 +19,7 @@ scripts/setup-venv.sh
 cargo build --release -q -p shoal-net --example delay_proxy
 BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
 PROXY=$PWD/target/release/examples/delay_proxy
-pkill -f "nginx -c $W/nginx.conf" || true
+pkill -f "nginx -c $W/nginx-" || true
 umount -l "$W/mnt" 2>/dev/null || true
 rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
@@ -31,7 +31,7 @@ cleanup() {
   kill "${PIDS[@]}" 2>/dev/null || true
   pkill -f "$W/" || true
   pkill -f "$PROXY" || true
-  pkill -f "nginx -c $W/nginx.conf" || true
+  pkill -f "nginx -c $W/nginx-" || true
 }
 trap cleanup EXIT
 # proxy TARGET_PORT ONE_WAY_MS [RATE_MBIT] -> prints the proxy's port

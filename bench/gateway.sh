@@ -17,7 +17,7 @@ scripts/setup-venv.sh
 [ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
 BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
 PY=$PWD/.venv/bin/python
-pkill -f "nginx -c $W/nginx.conf" || true
+pkill -f "nginx -c $W/nginx-" || true
 umount -l "$W/mnt" 2>/dev/null || true
 rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
@@ -29,7 +29,7 @@ SIZE=$(du -sb "$W/src.zarr" | cut -f1)
 cleanup() {
   umount -l "$W/mnt" 2>/dev/null || true
   kill "${PIDS[@]}" 2>/dev/null || true
-  pkill -f "nginx -c $W/nginx.conf" || true
+  pkill -f "nginx -c $W/nginx-" || true
 }
 trap cleanup EXIT
 start A

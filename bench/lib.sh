@@ -38,19 +38,23 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1
 need_nginx() {
   command -v nginx >/dev/null || apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null
 }
-# nginx_serve ROOT PORT: nginx (sendfile, no access log) serving directory
-# ROOT on 127.0.0.1:PORT, config in $W/nginx.conf; stop with nginx_stop.
+# nginx_serve ROOT PORT [HOST [NETNS]]: nginx (sendfile, no access log)
+# serving directory ROOT on HOST:PORT (default 127.0.0.1), optionally
+# inside a network namespace; config in $W/nginx-HOST-PORT.conf; stop them
+# all with nginx_stop.
 nginx_serve() {
-  cat > "$W/nginx.conf" <<CONF
+  local host=${3:-127.0.0.1} conf
+  conf="$W/nginx-$host-$2.conf"
+  cat > "$conf" <<CONF
 worker_processes 2;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log;
+pid $conf.pid;
+error_log $conf.error.log;
 events { worker_connections 512; }
-http { access_log off; sendfile on; keepalive_requests 100000; server { listen 127.0.0.1:$2; root $1; } }
+http { access_log off; sendfile on; keepalive_requests 100000; server { listen $host:$2; root $1; } }
 CONF
-  nginx -c "$W/nginx.conf"
+  if [ -n "${4:-}" ]; then ip netns exec "$4" nginx -c "$conf"; else nginx -c "$conf"; fi
 }
-nginx_stop() { pkill -f "nginx -c $W/nginx.conf" || true; }
+nginx_stop() { pkill -f "nginx -c $W/nginx-" || true; }
 # The physical limits a figure competes with, measured in the same run
 # (each prints seconds; the caller turns them into MB/s with mib):
 # limit_read DIR: every file of DIR read by 8 parallel `cat` after dropping

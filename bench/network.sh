@@ -18,13 +18,13 @@ scripts/setup-venv.sh
 # SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
 [ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
 BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-pkill -f "nginx -c $W/nginx.conf" || true  # a previous run's, if any
+pkill -f "nginx -c $W/nginx-" || true  # a previous run's, if any
 rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
 need_nginx
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
-trap 'kill ${PIDS[@]} 2>/dev/null || true; pkill -f "nginx -c $W/nginx.conf" || true' EXIT
+trap 'kill ${PIDS[@]} 2>/dev/null || true; pkill -f "nginx -c $W/nginx-" || true' EXIT
 
 start A
 ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
