@@ -426,11 +426,14 @@ impl Fetcher {
                 let size = peers[&peer].link.batch(self.opts.batch, block);
                 let request_bytes = size as u64 * block;
                 let window = peers[&peer].link.window(request_bytes, self.opts.per_peer_inflight);
-                // Endgame: nothing left to hand out and this provider idle,
-                // so it also asks for what slower providers still owe (each
-                // block of at most two at once; the first answer wins). A
-                // slow provider then costs at most its share, not the tail.
-                let hedge = queue.is_empty() && peers[&peer].inflight == 0;
+                // Endgame: nothing left to hand out and this provider has
+                // room, so it also asks for what other providers still owe
+                // (each block of at most two at once; the first answer
+                // wins), newest asks first: those are the ones the other
+                // link would deliver last. A slow provider then costs at
+                // most its share, not the tail, and the link that finished
+                // first does not idle for a round trip before it helps.
+                let hedge = queue.is_empty();
                 while peers[&peer].inflight < window
                     && (!queue.is_empty() || hedge)
                     && peers.values().map(|p| p.link.inflight_bytes).sum::<u64>() + request_bytes <= MAX_INFLIGHT_BYTES
@@ -445,7 +448,7 @@ impl Fetcher {
                                     && !lacking.get(*c).is_some_and(|l| l.contains(&peer))
                             })
                             .collect();
-                        owed.sort_by_key(|(_, p)| p.since);
+                        owed.sort_by_key(|(_, p)| std::cmp::Reverse(p.since));
                         batch.extend(owed.into_iter().take(size).map(|(c, _)| *c));
                     } else {
                         let mut skipped = Vec::new();
