@@ -488,12 +488,22 @@ fn run(
             remote_chunks.push(c);
         }
     }
+    let cells = p.plan.full_region().cells();
+    let full = p.plan.full_region();
     // Only when some chunks are not held here: who may hold them? The
-    // dataset's providers and every connected peer.
-    let candidates = if remote_chunks.is_empty() {
+    // dataset's providers and every connected peer, except peers caught
+    // lying; peers' partials are kept apart until the end (one grid per
+    // peer), so no more than the memory budget has grids for.
+    let per_grid = (cells as u64).saturating_mul(engine::CELL_BYTES).max(1);
+    let fit = ((parts.query.memory / 2) / per_grid).max(1) as usize;
+    let candidates: Vec<PeerId> = if remote_chunks.is_empty() {
         Vec::new()
     } else {
         rt.block_on(candidates(net, root, parts.provider_timeout))
+            .into_iter()
+            .filter(|c| !parts.liars.contains(c))
+            .take(fit)
+            .collect()
     };
     let mut fetched_here = 0;
     if candidates.is_empty() {
@@ -501,17 +511,6 @@ fn run(
         fetched_here = remote_chunks.len() as u64;
         local.append(&mut remote_chunks);
     }
-    let cells = p.plan.full_region().cells();
-    let full = p.plan.full_region();
-    // Peers' partials are kept apart until the end (one grid per peer):
-    // ask no more peers than the memory budget has grids for.
-    let per_grid = (cells as u64).saturating_mul(engine::CELL_BYTES).max(1);
-    let fit = ((parts.query.memory / 2) / per_grid).max(1) as usize;
-    let candidates: Vec<PeerId> = candidates
-        .into_iter()
-        .filter(|c| !parts.liars.contains(c))
-        .take(fit)
-        .collect();
     let (check_tx, check_rx) = std::sync::mpsc::channel::<Check>();
     let check_rx = std::sync::Mutex::new(check_rx);
     let (local_grid, local_failed, remote) = std::thread::scope(|s| {
@@ -709,6 +708,11 @@ async fn remote_loop(
         checked: 0,
     };
     if chunks.is_empty() {
+        return out;
+    }
+    if candidates.is_empty() {
+        // Nobody to ask (the caller computes these here).
+        out.leftover = chunks;
         return out;
     }
     // Audit mode checks every chunk, so every request holds one chunk.
