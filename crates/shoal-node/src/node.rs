@@ -1301,8 +1301,9 @@ impl Node {
         self.blocking(|n| Ok(n.parts.store.gc()?)).await
     }
 
-    /// Verifies every stored block and dataset (after the blocks fetched for readers are in it:
-    /// a corrupt copy a read replaced is then gone; waits up to 5 s).
+    /// Verifies every stored block and dataset, once the blocks fetched for
+    /// readers are in the store (a corrupt copy a read replaced is then
+    /// gone; waits up to 5 s).
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport> {
         self.parts().source.settle(Duration::from_secs(5)).await;
         self.blocking(move |n| Ok(n.parts.store.fsck(repair)?)).await
