@@ -10,6 +10,9 @@
 # nothing; shaping models the real constraint. RUNS interleaved runs,
 # medians, with the limit beside them: the shaped links themselves (SIZE at
 # RATE on one link, at twice RATE on two). Needs root (ip netns, tc).
+# TRACE=1: afterwards, one more two-provider pin and one more HTTP run
+# with both links' send rate printed every 50 ms (MB/s, link 1 / link 2),
+# to see where a transfer leaves a link idle.
 # usage: bench/providers.sh [GIB] [RATE] [RUNS]   (default 0.25, 400mbit, 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,3 +95,25 @@ printf 'HTTP, nginx on both + 8 curl alternating + sync: %.2fs (%s MiB/s)  shoal
   "$http" "$(mib "$http")" "$(echo "$http / $two" | bc -l)" "${HTTP[*]}"
 printf 'limits: the links, one at %s %.2fs (one provider at %.2fx of it), two %.2fs (two providers at %.2fx)\n' \
   "$RATE" "$L1" "$(echo "$L1 / $one" | bc -l)" "$L2" "$(echo "$L2 / $two" | bc -l)"
+
+[ "${TRACE:-}" = 1 ] || exit 0
+# sample T0: every 50 ms, ms since T0 and both links' sent bytes (until killed).
+sample() {
+  while true; do
+    echo "$(echo "($(now) - $1) * 1000" | bc -l | cut -d. -f1) $(ip netns exec shoalp1 cat /sys/class/net/eth0/statistics/tx_bytes) $(ip netns exec shoalp2 cat /sys/class/net/eth0/statistics/tx_bytes)"
+    sleep 0.05
+  done
+}
+for who in pin http; do
+  start T; for p in "$P1" "$P2"; do "$BIN" --home "$W/T" connect "$p" >/dev/null; done
+  drop; t0=$(now); sample "$t0" > "$W/trace-$who.txt" & S=$!
+  if [ $who = pin ]; then "$BIN" --home "$W/T" pin "$ROOT" >/dev/null; else http_two >/dev/null; fi
+  t1=$(now); sleep 0.1; kill $S; stop T
+  printf 'trace, %s (%.2fs), ms: MB/s link 1 / link 2\n' "$who" "$(secs "$t0" "$t1")"
+  python3 - "$W/trace-$who.txt" <<'PY'
+import sys
+rows = [list(map(int, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 3]
+print(" ".join("%d:%d/%d" % (b[0], (b[1] - a[1]) / max(b[0] - a[0], 1) / 1e3, (b[2] - a[2]) / max(b[0] - a[0], 1) / 1e3)
+               for a, b in zip(rows, rows[1:])))
+PY
+done
