@@ -76,12 +76,19 @@ impl Security {
         // lists ChaCha20 first (libp2p's own TLS config does).
         server.ignore_client_order = true;
         server.alpn_protocols = vec![ALPN.to_vec()];
+        // No session resumption: every peer has the same (absent) server
+        // name, so a client would offer one peer's ticket to the next, and
+        // each connection is long-lived anyway. Every handshake checks the
+        // peer's certificate.
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
         let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PeerCert))
             .with_client_cert_resolver(own);
         client.alpn_protocols = vec![ALPN.to_vec()];
+        client.resumption = rustls::client::Resumption::disabled();
         Ok(Self {
             server: Arc::new(server),
             client: Arc::new(client),
@@ -375,6 +382,25 @@ mod tests {
         assert_eq!(&echoed, b"hello");
         assert_eq!(suite_a, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
         assert_eq!(suite_b, suite_a);
+    }
+
+    #[tokio::test]
+    async fn every_connection_between_the_same_peers_handshakes_in_full() {
+        let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let (sa, sb) = (Security::new(&ka).unwrap(), Security::new(&kb).unwrap());
+        for _ in 0..2 {
+            let (a, b) = pair().await;
+            let (inbound, outbound) = bounded(async {
+                tokio::join!(sb.clone().upgrade_inbound(b, TLS), sa.clone().upgrade_outbound(a, TLS))
+            })
+            .await;
+            let ((saw_a, si), (saw_b, so)) = (inbound.unwrap(), outbound.unwrap());
+            assert_eq!((saw_a, saw_b), (ka.public().to_peer_id(), kb.public().to_peer_id()));
+            for s in [&si, &so] {
+                let Either::Left(t) = s else { panic!("not TLS") };
+                assert_eq!(t.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Full));
+            }
+        }
     }
 
     #[tokio::test]
