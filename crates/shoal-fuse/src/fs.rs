@@ -891,25 +891,48 @@ impl<B: Blocks> MountFs<B> {
         Ok(())
     }
 
+    /// What a read of `size` bytes at `offset` of file `ino` needs: the
+    /// answer itself (past the end, inline content), or the range of the
+    /// file's blocks `first..=last` to read, ending at byte `end`.
+    fn span(&self, ino: u64, offset: u64, size: u32) -> FsResult<Span> {
+        let (ds, e, dir) = self.file(ino)?;
+        let end = (offset + u64::from(size)).min(e.size);
+        if offset >= end {
+            return Ok(Span::Done(Bytes::new()));
+        }
+        if let Content::Inline(d) = &e.content {
+            return Ok(Span::Done(d.slice(offset as usize..end as usize)));
+        }
+        let bs = u64::from(ds.manifest.block_size);
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        Ok(Span::Blocks(Want {
+            ds,
+            e,
+            dir,
+            end,
+            first,
+            last,
+        }))
+    }
+
     /// Reads `size` bytes at `offset` of a file when every block it needs
     /// is in the cache or the local store, without waiting on the network
     /// (`None`: some block is not here; use [`Self::read`]). The FUSE
     /// thread answers such reads itself.
     pub fn read_now(&self, ino: u64, offset: u64, size: u32) -> Option<FsResult<Bytes>> {
-        let (ds, e, _) = self.file(ino).ok()?;
-        let end = (offset + u64::from(size)).min(e.size);
-        if offset >= end {
-            return Some(Ok(Bytes::new()));
-        }
-        let cids = match &e.content {
-            Content::Inline(d) => return Some(Ok(d.slice(offset as usize..end as usize))),
-            Content::Blocks(c) => c,
+        let Want {
+            ds,
+            e,
+            end,
+            first,
+            last,
+            ..
+        } = match self.span(ino, offset, size).ok()? {
+            Span::Done(b) => return Some(Ok(b)),
+            Span::Blocks(w) => w,
         };
-        let bs = u64::from(ds.manifest.block_size);
-        let (first, last) = (offset / bs, (end - 1) / bs);
         let mut got = Vec::with_capacity((last - first + 1) as usize);
-        for bi in first..=last {
-            let cid = cids[bi as usize];
+        for &cid in &e.blocks()[first as usize..=last as usize] {
             let cached = self.cache.lock().expect("cache lock").get(&cid);
             let b = match cached {
                 Some(b) => b,
@@ -927,21 +950,21 @@ impl<B: Blocks> MountFs<B> {
     /// Reads `size` bytes at `offset` of a file.
     pub async fn read(self: &Arc<Self>, ino: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         tracing::trace!(ino, offset, size, "read");
-        let (ds, e, dir) = self.file(ino)?;
-        let end = (offset + u64::from(size)).min(e.size);
-        if offset >= end {
-            return Ok(Bytes::new());
-        }
-        let cids = match &e.content {
-            Content::Inline(d) => return Ok(d.slice(offset as usize..end as usize)),
-            Content::Blocks(c) => c,
+        let Want {
+            ds,
+            e,
+            dir,
+            end,
+            first,
+            last,
+        } = match self.span(ino, offset, size)? {
+            Span::Done(b) => return Ok(b),
+            Span::Blocks(w) => w,
         };
-        let bs = u64::from(ds.manifest.block_size);
-        let (first, last) = (offset / bs, (end - 1) / bs);
         self.maybe_prefetch(ino, &ds, &e, dir, first..=last);
-        let got = try_join_all((first..=last).map(|bi| {
+        let got = try_join_all(e.blocks()[first as usize..=last as usize].iter().map(|&cid| {
             let blocks = self.blocks.clone();
-            let (cid, root, key) = (cids[bi as usize], ds.root, e.key.clone());
+            let (root, key) = (ds.root, e.key.clone());
             let this = self.clone();
             async move {
                 let cached = this.cache.lock().expect("cache lock").get(&cid);
@@ -1040,6 +1063,23 @@ impl<B: Blocks> MountFs<B> {
         it.next()?;
         it.copied().find(|c| matches!(t.nodes[c].kind, Kind::File(_)))
     }
+}
+
+/// What [`MountFs::span`] found a read needs: its answer, or blocks.
+enum Span {
+    Done(Bytes),
+    Blocks(Want),
+}
+
+/// The blocks `first..=last` of file `e` (in directory `dir`) a read
+/// ending at byte `end` needs.
+struct Want {
+    ds: Arc<Dataset>,
+    e: Arc<Entry>,
+    dir: u64,
+    end: u64,
+    first: u64,
+    last: u64,
 }
 
 /// The bytes `[offset, end)` of file `e` from its blocks `first..` (each
