@@ -117,6 +117,19 @@ blocks_ahead = 8
 # this often, in case an announcement was missed.
 announce_interval = "10s"
 poll_interval = "60s"
+
+[limits]
+# Bounds on what untrusted input (a CAR, a gateway path, a peer's request)
+# may make this daemon do; docs/decisions/0015-hostile-input.md lists every
+# input and its bounds. A walk of a DAG from outside may expand this many
+# node references, stand for this many bytes, and nest this deep.
+walk_nodes = 10000000
+walk_bytes = "1TiB"
+walk_depth = 64
+# A CAR's files may stand for at most this many times the bytes of its
+# distinct blocks (a block linked many times is how a 1 MB CAR asks for
+# terabytes).
+car_expansion = 16
 "#;
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -136,6 +149,45 @@ pub struct Config {
     pub gateway: GatewayConfig,
     #[serde(default)]
     pub names: NamesConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub walk_nodes: u64,
+    pub walk_bytes: String,
+    pub walk_depth: usize,
+    pub car_expansion: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = shoal_node::Limits::default();
+        Self {
+            walk_nodes: d.walk.nodes,
+            walk_bytes: "1TiB".into(),
+            walk_depth: d.walk.depth,
+            car_expansion: d.car_expansion,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn settings(&self) -> Result<shoal_node::Limits> {
+        if self.walk_nodes == 0 || self.walk_depth == 0 || self.car_expansion == 0 {
+            bail!("[limits] walk_nodes, walk_depth and car_expansion must be at least 1");
+        }
+        Ok(shoal_node::Limits {
+            walk: shoal_node::WalkLimits {
+                nodes: self.walk_nodes,
+                bytes: parse_size(&self.walk_bytes).context("[limits] walk_bytes")?,
+                depth: self.walk_depth,
+            },
+            car_expansion: self.car_expansion,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -380,6 +432,7 @@ impl Config {
             mirror: self.mirror.settings().context("[mirror]")?,
             query: self.query.settings()?,
             names: self.names.settings()?,
+            limits: self.limits.settings()?,
             test: test_switches(),
         })
     }
@@ -397,6 +450,7 @@ fn test_switches() -> shoal_node::TestSwitches {
                 .unwrap_or(0),
         ),
         wrong_partials: std::env::var_os("SHOAL_TEST_WRONG_PARTIALS").is_some(),
+        withhold_chunk_blocks: false,
     }
 }
 

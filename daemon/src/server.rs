@@ -482,6 +482,11 @@ pub async fn run(repo: Repo) -> Result<()> {
     }
     let config = repo.load_config()?;
     let gateway_settings = config.gateway.settings()?;
+    let show = |l: Option<u64>| l.map_or("unlimited".to_string(), |n| n.to_string());
+    match shoal_node::raise_open_files_limit() {
+        Ok((before, after)) => tracing::info!("open files limit: {} (soft limit was {})", show(after), show(before)),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     let node = Node::start(config.node_config(&repo)?).await?;
     let gateway = match gateway_settings {
         Some((addr, settings)) => Some(shoal_gateway::start(node.clone(), addr, settings).await.with_context(

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use shoal_core::cid::{self, Cid, DAG_PB};
 use shoal_node::Error;
-use shoal_unixfs::{car, pb, Step};
+use shoal_unixfs::{car, pb, DirLink, Step, Walk, WalkLimits};
 
 use crate::{failure, not_allowed, plain, respond, Gw, Pieces};
 
@@ -121,40 +121,65 @@ async fn resolve(gw: &Gw, root: Cid, segs: &[&str]) -> shoal_node::Result<Vec<Ci
     Ok(out)
 }
 
+/// The walk one `/ipfs/` answer may make: the node's limits, at most
+/// `max_leaves` references.
+fn walk(gw: &Gw) -> Walk {
+    let l = gw.node.limits().walk;
+    Walk::new(WalkLimits {
+        nodes: l.nodes.min(gw.settings.max_leaves),
+        ..l
+    })
+}
+
+fn too_large(e: shoal_unixfs::Error) -> Error {
+    match e {
+        shoal_unixfs::Error::Budget(m) => Error::BadRequest(format!("this DAG is too large to answer: {m}")),
+        e => Error::Corrupt(e.to_string()),
+    }
+}
+
 /// A UnixFS file's leaves (CID, size) and total size: a raw block is its
 /// own leaf; a File node lists them (nested File nodes are followed).
+/// Every reference counts against one walk: a node linked many times can
+/// not make the answer larger than the walk's limits.
 async fn leaves(gw: &Gw, c: Cid, root: Cid) -> shoal_node::Result<Option<(Vec<(Cid, u64)>, u64)>> {
-    if c.codec() == cid::RAW {
-        let b = get(gw, c, root).await?;
-        return Ok(Some((vec![(c, b.len() as u64)], b.len() as u64)));
-    }
-    let bytes = get(gw, c, root).await?;
-    let node = pb::decode_node(&bytes).map_err(|e| Error::Corrupt(e.to_string()))?;
-    let fs = pb::UnixFs::decode(&node.data).map_err(|e| Error::Corrupt(e.to_string()))?;
-    if !matches!(fs.kind, pb::FILE | pb::RAW) {
-        return Ok(None);
-    }
-    if node.links.is_empty() {
-        // A file whose bytes are inside the node: not what shoal makes,
-        // but valid UnixFS; served from the node itself.
-        return Ok(Some((Vec::new(), fs.data.len() as u64)));
-    }
-    if fs.blocksizes.len() != node.links.len() {
-        return Err(Error::Corrupt(format!(
-            "{c}: {} links, {} block sizes",
-            node.links.len(),
-            fs.blocksizes.len()
-        )));
-    }
-    let mut out = Vec::with_capacity(node.links.len());
-    for (l, s) in node.links.iter().zip(&fs.blocksizes) {
-        if l.cid.codec() == DAG_PB {
-            match Box::pin(leaves(gw, l.cid, root)).await? {
-                Some((sub, _)) => out.extend(sub),
-                None => return Err(Error::Corrupt(format!("{c}: a file links a directory"))),
+    let mut walk = walk(gw);
+    let mut out = Vec::new();
+    // Nodes still to expand, the next on top: (cid, size, depth).
+    let mut todo = vec![(c, None::<u64>, 0usize)];
+    while let Some((c, size, depth)) = todo.pop() {
+        walk.enter(depth).map_err(too_large)?;
+        if c.codec() != DAG_PB {
+            let size = match size {
+                Some(s) => s,
+                None => get(gw, c, root).await?.len() as u64,
+            };
+            walk.spend(size).map_err(too_large)?;
+            out.push((c, size));
+            continue;
+        }
+        let bytes = get(gw, c, root).await?;
+        let Some(node) = shoal_unixfs::file_node(&c, &bytes).map_err(too_large)? else {
+            return if depth == 0 {
+                Ok(None)
+            } else {
+                Err(Error::Corrupt(format!("{c}: a file links a directory")))
+            };
+        };
+        if node.links.is_empty() {
+            if depth == 0 {
+                // A file whose bytes are inside the node (an empty file, or
+                // small files IPFS tools write): served from the node.
+                return Ok(Some((Vec::new(), node.data.len() as u64)));
             }
-        } else {
-            out.push((l.cid, *s));
+            // kubo without --raw-leaves: leaves are dag-pb nodes holding
+            // their bytes. Refused rather than served short.
+            return Err(Error::BadRequest(format!(
+                "{c}: a file whose leaves are dag-pb nodes is not served here (IPFS tools add with --raw-leaves)"
+            )));
+        }
+        for (l, s) in node.links.into_iter().rev() {
+            todo.push((l, (l.codec() != DAG_PB).then_some(s), depth + 1));
         }
     }
     let total = out.iter().map(|x| x.1).sum();
@@ -279,8 +304,7 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
                 Err(_) => return plain(StatusCode::GATEWAY_TIMEOUT, "no peer delivered in time\n"),
             };
             let Some((leaves, size)) = files else {
-                drop(permit);
-                return index(gw, path, terminal, view).await;
+                return index(gw, path, terminal, view, permit).await;
             };
             let etag = format!("\"{terminal}\"");
             let (gw2, ahead) = (gw.clone(), gw.settings.blocks_ahead);
@@ -366,29 +390,18 @@ fn file_stream(
 }
 
 /// An HTML index of a directory's links (sharded directories: their
-/// shard nodes' links, names without the slot prefix).
-async fn index(gw: &Arc<Gw>, path: &str, dir: Cid, view: Cid) -> Response {
-    let mut names = Vec::new();
-    let mut todo = vec![dir];
-    while let Some(c) = todo.pop() {
-        let node = match get(gw, c, view).await.map(|b| pb::decode_node(&b)) {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return plain(StatusCode::BAD_GATEWAY, format!("{e}\n")),
-            Err(e) => return failure(&e),
-        };
-        let shard = pb::UnixFs::decode(&node.data).is_ok_and(|f| f.kind == pb::HAMT_SHARD);
-        for l in node.links {
-            match (shard, shoal_unixfs::shard_entry(&l)) {
-                (true, _) if l.name.len() == 2 => todo.push(l.cid),
-                (true, Some(n)) => names.push(n.to_string()),
-                (true, None) => {}
-                (false, _) => names.push(l.name),
-            }
-            if names.len() > gw.settings.dir_limit {
-                return plain(StatusCode::INSUFFICIENT_STORAGE, "directory too large to index\n");
-            }
-        }
-    }
+/// shard nodes' links, names without the slot prefix). Each shard is read
+/// once, under the request's deadline and permit.
+async fn index(gw: &Arc<Gw>, path: &str, dir: Cid, view: Cid, permit: tokio::sync::OwnedSemaphorePermit) -> Response {
+    let names = match tokio::time::timeout(gw.settings.request_timeout, dir_names(gw, dir, view)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => return failure(&e),
+        Err(_) => return plain(StatusCode::GATEWAY_TIMEOUT, "no peer delivered the directory in time\n"),
+    };
+    drop(permit);
+    let Some(mut names) = names else {
+        return plain(StatusCode::INSUFFICIENT_STORAGE, "directory too large to index\n");
+    };
     names.sort();
     let base = format!("/ipfs/{}/", path.trim_end_matches('/'));
     let mut html = format!(
@@ -411,6 +424,28 @@ async fn index(gw: &Arc<Gw>, path: &str, dir: Cid, view: Cid) -> Response {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     (StatusCode::OK, h, html).into_response()
+}
+
+/// A directory's entry names, or None past `dir_limit`.
+async fn dir_names(gw: &Gw, dir: Cid, view: Cid) -> shoal_node::Result<Option<Vec<String>>> {
+    let mut walk = walk(gw);
+    let mut names = Vec::new();
+    let mut todo = vec![(dir, 0usize)];
+    while let Some((c, depth)) = todo.pop() {
+        walk.enter(depth).map_err(too_large)?;
+        let bytes = get(gw, c, view).await?;
+        for l in shoal_unixfs::dir_links(&bytes).map_err(too_large)?.unwrap_or_default() {
+            match l {
+                DirLink::Entry(l) => names.push(l.name),
+                DirLink::Shard(s) if walk.first(&s) => todo.push((s, depth + 1)),
+                DirLink::Shard(s) => return Err(Error::Corrupt(format!("directory {dir} links shard {s} twice"))),
+            }
+            if names.len() > gw.settings.dir_limit {
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(names))
 }
 
 /// The CAR body: header, the path's blocks, then the terminal's by scope,

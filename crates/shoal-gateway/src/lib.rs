@@ -56,6 +56,11 @@ pub struct Settings {
     pub max_path: usize,
     /// Most children a directory index lists.
     pub dir_limit: usize,
+    /// Most leaves one `/ipfs/` file answer may list (a 1 MiB-leaf file of
+    /// a million leaves is 1 TiB; a file node that links one node 20,000
+    /// times asks for more and is refused). The node's walk limits bound
+    /// it further.
+    pub max_leaves: u64,
 }
 
 impl Default for Settings {
@@ -66,6 +71,7 @@ impl Default for Settings {
             blocks_ahead: 8,
             max_path: 4096,
             dir_limit: 10_000,
+            max_leaves: 1 << 20,
         }
     }
 }

@@ -17,14 +17,13 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 use shoal_core::cid::{self, Cid, DAG_PB, RAW};
-use shoal_unixfs::{car, pb};
+use shoal_unixfs::{car, pb, DirLink, Walk, WalkLimits};
 
+use crate::config::Limits;
 use crate::error::{Error, Result};
 
 /// Multihash code of sha2-256.
 const SHA2_256: u64 = 0x12;
-/// Deepest directory tree a CAR may hold.
-const MAX_DEPTH: usize = 64;
 
 /// Checks `data` against `c`: blake3 (shoal's) or sha2-256 (IPFS's
 /// default), raw or dag-pb.
@@ -50,7 +49,7 @@ fn verify(c: &Cid, data: &[u8]) -> Result<()> {
 /// Reads every block of the CAR at `car_path` into `work/blocks` (each
 /// verified), then rebuilds the root's directory tree under `work/tree`.
 /// Returns the tree's path.
-pub(crate) fn unpack(car_path: &Path, work: &Path) -> Result<PathBuf> {
+pub(crate) fn unpack(car_path: &Path, work: &Path, limits: &Limits) -> Result<PathBuf> {
     let file = std::fs::File::open(car_path)
         .map_err(|e| Error::BadRequest(format!("cannot read {}: {e}", car_path.display())))?;
     let file2 = file.try_clone().map_err(|e| Error::Internal(e.to_string()))?;
@@ -91,7 +90,15 @@ pub(crate) fn unpack(car_path: &Path, work: &Path) -> Result<PathBuf> {
         )));
     }
     std::fs::create_dir_all(&tree).map_err(|e| Error::Internal(e.to_string()))?;
-    write_dir(&root, &tree, &get, 0)?;
+    // The rebuilt tree may stand for at most `expansion` times the bytes
+    // the CAR holds (identical chunks are linked, not repeated, so a real
+    // dataset expands a little; a bomb expands by its fan-out).
+    let distinct: u64 = at.values().map(|(_, len)| *len as u64).sum();
+    let mut walk = Walk::new(WalkLimits {
+        bytes: limits.walk.bytes.min(distinct.saturating_mul(limits.car_expansion)),
+        ..limits.walk
+    });
+    write_dir(&root, &tree, &get, &mut walk, 0)?;
     let tree = unwrap_single(tree);
     if !ZARR_TOP.iter().any(|m| tree.join(m).exists()) {
         return Err(Error::BadRequest(format!(
@@ -123,36 +130,33 @@ fn unwrap_single(mut tree: PathBuf) -> PathBuf {
 }
 
 /// A directory's entries (a HAMT's leaves, names without their prefix).
-fn dir_entries(c: &Cid, get: &dyn Fn(&Cid) -> Result<Vec<u8>>, out: &mut Vec<pb::Link>) -> Result<()> {
+/// A shard linked twice within one directory is refused (a loop or a
+/// bomb); every shard counts against the walk.
+fn dir_entries(c: &Cid, get: Get, walk: &mut Walk, depth: usize) -> Result<Vec<pb::Link>> {
     let bad = |e: shoal_unixfs::Error| Error::BadRequest(format!("directory {c}: {e}"));
-    let node = pb::decode_node(&get(c)?).map_err(bad)?;
-    let fs = pb::UnixFs::decode(&node.data).map_err(bad)?;
-    match fs.kind {
-        pb::DIRECTORY => out.extend(node.links),
-        pb::HAMT_SHARD => {
-            for l in node.links {
-                if l.name.len() == 2 {
-                    dir_entries(&l.cid, get, out)?;
-                } else if let Some(name) = shoal_unixfs::shard_entry(&l) {
-                    out.push(pb::Link {
-                        name: name.to_string(),
-                        ..l.clone()
-                    });
-                }
+    let mut out = Vec::new();
+    let mut shards = std::collections::HashSet::new();
+    let mut todo = vec![(*c, depth)];
+    while let Some((node, d)) = todo.pop() {
+        walk.enter(d).map_err(bad)?;
+        let links = shoal_unixfs::dir_links(&get(&node)?)
+            .map_err(bad)?
+            .ok_or_else(|| Error::BadRequest(format!("{node} is not a UnixFS directory")))?;
+        for l in links {
+            match l {
+                DirLink::Entry(l) => out.push(l),
+                DirLink::Shard(s) if shards.insert(s) => todo.push((s, d + 1)),
+                DirLink::Shard(s) => return Err(Error::BadRequest(format!("directory {c} links shard {s} twice"))),
             }
         }
-        k => return Err(Error::BadRequest(format!("{c} is UnixFS type {k}, not a directory"))),
     }
-    Ok(())
+    Ok(out)
 }
 
-fn write_dir(c: &Cid, dir: &Path, get: &dyn Fn(&Cid) -> Result<Vec<u8>>, depth: usize) -> Result<()> {
-    if depth > MAX_DEPTH {
-        return Err(Error::BadRequest(format!("directories nested deeper than {MAX_DEPTH}")));
-    }
-    let mut entries = Vec::new();
-    dir_entries(c, get, &mut entries)?;
-    for l in entries {
+type Get<'a> = &'a dyn Fn(&Cid) -> Result<Vec<u8>>;
+
+fn write_dir(c: &Cid, dir: &Path, get: Get, walk: &mut Walk, depth: usize) -> Result<()> {
+    for l in dir_entries(c, get, walk, depth)? {
         if l.name.is_empty() || l.name == "." || l.name == ".." || l.name.contains('/') || l.name.contains('\0') {
             return Err(Error::BadRequest(format!(
                 "directory {c} holds an unsafe name {:?}",
@@ -160,41 +164,45 @@ fn write_dir(c: &Cid, dir: &Path, get: &dyn Fn(&Cid) -> Result<Vec<u8>>, depth: 
             )));
         }
         let path = dir.join(&l.name);
-        let is_dir = l.cid.codec() == DAG_PB && {
-            let node = pb::decode_node(&get(&l.cid)?).map_err(|e| Error::BadRequest(e.to_string()))?;
-            pb::UnixFs::decode(&node.data).is_ok_and(|f| matches!(f.kind, pb::DIRECTORY | pb::HAMT_SHARD))
-        };
+        let is_dir = l.cid.codec() == DAG_PB
+            && shoal_unixfs::dir_links(&get(&l.cid)?)
+                .map_err(|e| Error::BadRequest(format!("{}: {e}", l.cid)))?
+                .is_some();
         if is_dir {
             std::fs::create_dir(&path).map_err(|e| Error::BadRequest(format!("{}: {e}", path.display())))?;
-            write_dir(&l.cid, &path, get, depth + 1)?;
+            write_dir(&l.cid, &path, get, walk, depth + 1)?;
         } else {
             let f = std::fs::File::create(&path).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
             let mut w = BufWriter::new(f);
-            write_file(&l.cid, &mut w, get, 0)?;
+            write_file(&l.cid, &mut w, get, walk, depth + 1)?;
             w.flush().map_err(|e| Error::Internal(e.to_string()))?;
         }
     }
     Ok(())
 }
 
-fn write_file(c: &Cid, w: &mut dyn Write, get: &dyn Fn(&Cid) -> Result<Vec<u8>>, depth: usize) -> Result<()> {
-    if depth > MAX_DEPTH {
-        return Err(Error::BadRequest("file nodes nested too deep".into()));
-    }
+/// Writes the file under `c`; every node reference and every byte is
+/// counted against the walk before it is written.
+fn write_file(c: &Cid, w: &mut dyn Write, get: Get, walk: &mut Walk, depth: usize) -> Result<()> {
+    let budget = |e: shoal_unixfs::Error| {
+        Error::BadRequest(format!(
+            "the CAR's tree expands past its budget ({e}); a CAR's files may stand for at most `[limits] car_expansion` times the bytes of its distinct blocks, nothing was added"
+        ))
+    };
+    walk.enter(depth).map_err(budget)?;
     let data = get(c)?;
     let io = |e: std::io::Error| Error::Internal(e.to_string());
     if c.codec() == RAW {
+        walk.spend(data.len() as u64).map_err(budget)?;
         return w.write_all(&data).map_err(io);
     }
-    let bad = |e: shoal_unixfs::Error| Error::BadRequest(format!("file {c}: {e}"));
-    let node = pb::decode_node(&data).map_err(bad)?;
-    let fs = pb::UnixFs::decode(&node.data).map_err(bad)?;
-    if !matches!(fs.kind, pb::FILE | pb::RAW) {
-        return Err(Error::BadRequest(format!("{c} is UnixFS type {}, not a file", fs.kind)));
-    }
-    w.write_all(&fs.data).map_err(io)?;
-    for l in &node.links {
-        write_file(&l.cid, w, get, depth + 1)?;
+    let node = shoal_unixfs::file_node(c, &data)
+        .map_err(|e| Error::BadRequest(format!("file {c}: {e}")))?
+        .ok_or_else(|| Error::BadRequest(format!("{c} is a UnixFS node that is not a file")))?;
+    walk.spend(node.data.len() as u64).map_err(budget)?;
+    w.write_all(&node.data).map_err(io)?;
+    for (l, _) in &node.links {
+        write_file(l, w, get, walk, depth + 1)?;
     }
     Ok(())
 }

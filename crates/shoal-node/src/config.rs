@@ -31,8 +31,35 @@ pub struct NodeConfig {
     pub query: QuerySettings,
     /// Published names and follows: announce and poll intervals.
     pub names: crate::names::NameSettings,
+    /// Bounds on what untrusted input may make this node do.
+    pub limits: Limits,
     /// Test-only misbehaviour (lying and slow peers). Never set in production.
     pub test: TestSwitches,
+}
+
+/// Bounds on what untrusted input (a CAR, a peer's request, a path a
+/// gateway client asks for, a dataset's chunks) may make the node do. The
+/// list of inputs and where each bound is enforced is in
+/// docs/decisions/0015-hostile-input.md.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Every walk of a DAG from outside: references, bytes, depth.
+    pub walk: shoal_unixfs::WalkLimits,
+    /// A CAR's rebuilt tree may stand for at most this many times the
+    /// bytes of the CAR's distinct blocks (identical chunks linked many
+    /// times are the only reason to expand at all).
+    pub car_expansion: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            walk: Default::default(),
+            // Zarr writers skip chunks of only the fill value, so real
+            // trees repeat few blocks; a 64 x 64 bomb is refused by 256x.
+            car_expansion: 16,
+        }
+    }
 }
 
 /// Mount behaviour (per mount).
@@ -149,4 +176,25 @@ pub struct TestSwitches {
     pub serve_delay: Duration,
     /// Answer compute requests with the first cell's sum off by one.
     pub wrong_partials: bool,
+    /// Answer "not here" for raw (chunk) blocks, serving manifests only:
+    /// a peer that computes but will not let its answers be checked.
+    pub withhold_chunk_blocks: bool,
+}
+
+/// Raises this process's soft limit of open descriptors to its hard limit
+/// (systemd's default soft limit is 1,024, which a store, a swarm and a
+/// few exports pass). Returns (before, after); `None` is unlimited.
+pub fn raise_open_files_limit() -> std::io::Result<(Option<u64>, Option<u64>)> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let before = getrlimit(Resource::Nofile);
+    if before.current != before.maximum {
+        setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: before.maximum,
+                maximum: before.maximum,
+            },
+        )?;
+    }
+    Ok((before.current, getrlimit(Resource::Nofile).current))
 }

@@ -36,7 +36,10 @@ mod serve;
 pub mod types;
 pub mod versions;
 
-pub use config::{Budget, MirrorSettings, MountSettings, NodeConfig, QuerySettings, TestSwitches, AUTO_BUDGET_MAX};
+pub use config::{
+    raise_open_files_limit, Budget, Limits, MirrorSettings, MountSettings, NodeConfig, QuerySettings, TestSwitches,
+    AUTO_BUDGET_MAX,
+};
 pub use error::{Error, Result};
 pub use keyread::KeyReader;
 pub use metrics::NodeMetrics;
@@ -44,5 +47,6 @@ pub use mirror::{MirrorsView, Reason, Why};
 pub use names::{Follow, NameSettings, PublishReport};
 pub use node::Node;
 pub use shoal_net::SwarmSettings;
+pub use shoal_unixfs::WalkLimits;
 pub use types::*;
 pub use versions::{Diff, Version};

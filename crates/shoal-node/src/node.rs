@@ -124,6 +124,7 @@ impl Node {
             query: cfg.query,
             serve_limits,
             liars: Default::default(),
+            limits: cfg.limits,
         });
         let mounts = Mounts::recover(&cfg.mounts_record);
         // Announce every complete dataset held.
@@ -210,6 +211,11 @@ impl Node {
 
     fn parts(&self) -> &Arc<Parts> {
         &self.inner.parts
+    }
+
+    /// The bounds on untrusted input this node runs under.
+    pub fn limits(&self) -> crate::config::Limits {
+        self.parts().limits
     }
 
     /// The local block store (for tools that read it directly).
@@ -629,7 +635,8 @@ impl Node {
             .join(format!("{}-{}", std::process::id(), unix_now_nanos()));
         let tree = {
             let (car, work) = (car.clone(), work.clone());
-            self.blocking(move |_| crate::car::unpack(&car, &work)).await
+            self.blocking(move |n| crate::car::unpack(&car, &work, &n.parts.limits))
+                .await
         };
         let r = match tree {
             Ok(tree) => self.add_with(tree, name, opts, progress).await,

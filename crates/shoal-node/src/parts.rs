@@ -32,6 +32,8 @@ pub(crate) struct Parts {
     pub serve_limits: Arc<crate::query::ServeLimits>,
     /// Peers caught returning wrong partials.
     pub liars: crate::query::Liars,
+    /// Bounds on untrusted input.
+    pub limits: crate::config::Limits,
 }
 
 impl Parts {

@@ -113,6 +113,7 @@ fn coordinates(
     array: &str,
     dims: &[String],
     fetch: &FetchFn,
+    budget: u64,
 ) -> Result<HashMap<String, Coordinate>, shoal_query::Error> {
     let group = array.rsplit_once('/').map(|(g, _)| format!("{g}/")).unwrap_or_default();
     let storage = || ManifestStorage::lazy(m.clone(), fetch.clone());
@@ -124,7 +125,10 @@ fn coordinates(
     for d in dims {
         let path = format!("{group}{d}");
         if path != array && has(&path) {
-            out.insert(d.clone(), engine::read_coordinate(storage(), m.zarr_format, &path)?);
+            out.insert(
+                d.clone(),
+                engine::read_coordinate(storage(), m.zarr_format, &path, budget)?,
+            );
         }
     }
     Ok(out)
@@ -186,7 +190,7 @@ pub(crate) fn data_arrays(parts: &Parts, root: Cid, dims: &[String]) -> Result<V
     let storage = ManifestStorage::new(entries.clone(), m.block_size, fetch);
     let mut out = Vec::new();
     for path in arrays_of(&entries) {
-        let Ok(info) = engine::array_info(&storage, m.zarr_format, &path, true, &[]) else {
+        let Ok(info) = engine::array_info(&storage, m.zarr_format, &path, true, &[], budget) else {
             continue; // a group, or a type queries do not reduce
         };
         let name = path.rsplit('/').next().unwrap_or(&path);
@@ -211,6 +215,7 @@ fn extras(
     spec: &QuerySpec,
     info: &engine::ArrayInfo,
     fetch: &FetchFn,
+    budget: u64,
 ) -> Result<(engine::Extras, Option<Coordinate>), shoal_query::Error> {
     let mut out = engine::Extras::default();
     let mut time = None;
@@ -225,7 +230,7 @@ fn extras(
             .iter()
             .position(|d| *d == g.dim)
             .ok_or_else(|| unknown(&g.dim))?;
-        let mut coords = coordinates(m, &spec.array, std::slice::from_ref(&g.dim), fetch)?;
+        let mut coords = coordinates(m, &spec.array, std::slice::from_ref(&g.dim), fetch, budget)?;
         let c = coords
             .remove(&g.dim)
             .ok_or_else(|| shoal_query::Error::Selection(format!("{}: {} has no coordinate array", g.text(), g.dim)))?;
@@ -260,7 +265,7 @@ fn extras(
                 .cloned()
                 .collect();
             let dims = if named.is_empty() { info.dims.clone() } else { named };
-            let coords = coordinates(m, &spec.array, &dims, fetch)?;
+            let coords = coordinates(m, &spec.array, &dims, fetch, budget)?;
             let is_lat = |d: &String, c: &Coordinate| {
                 let attr = |k: &str| c.attrs.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
                 LATITUDE_NAMES[..2].contains(&d.to_ascii_lowercase().as_str())
@@ -305,7 +310,7 @@ fn extras(
                     "weights {name}: no array {path} in this dataset"
                 )));
             }
-            let (winfo, _, values) = engine::read_whole(storage, m.zarr_format, &path)?;
+            let (winfo, _, values) = engine::read_whole(storage, m.zarr_format, &path, budget)?;
             out.weights = Some(engine::Weights::new(info, name, &winfo.dims, &winfo.shape, values)?);
         }
     }
@@ -328,9 +333,9 @@ fn prepare(
     // The arrays named in an error: those of the inline metadata.
     let arrays = arrays_of(&manifest.metadata);
     let storage = ManifestStorage::lazy(manifest.clone(), fetch.clone());
-    let info = engine::array_info(&storage, manifest.zarr_format, &spec.array, spec.raw, &arrays)?;
+    let info = engine::array_info(&storage, manifest.zarr_format, &spec.array, spec.raw, &arrays, budget)?;
     let (extras, time) = if spec.group.is_some() || spec.weights.is_some() {
-        extras(&manifest, spec, &info, &fetch)?
+        extras(&manifest, spec, &info, &fetch, budget)?
     } else {
         Default::default()
     };
@@ -387,13 +392,13 @@ pub(crate) fn execute(parts: &Parts, root: Cid, mut spec: QuerySpec) -> Result<Q
         (HashMap::new(), serde_json::Map::new())
     } else {
         let meta = ManifestStorage::lazy(m.clone(), fetch.clone());
-        let info = engine::array_info(&meta, m.zarr_format, &spec.array, true, &arrays_of(&m.metadata))?;
+        let info = engine::array_info(&meta, m.zarr_format, &spec.array, true, &arrays_of(&m.metadata), budget)?;
         let mut dims: Vec<String> = spec.labels.iter().map(|l| l.dim.clone()).collect();
         if spec.coords {
             dims.extend(info.dims.iter().cloned());
         }
         dims.dedup();
-        let coords = coordinates(&m, &spec.array, &dims, &fetch)?;
+        let coords = coordinates(&m, &spec.array, &dims, &fetch, budget)?;
         let attrs = engine::array_attrs(&meta, m.zarr_format, &spec.array)?;
         spec = resolve_labels(&info, spec, &coords)?;
         (coords, attrs)
@@ -551,8 +556,12 @@ fn run(
         leftover,
         bytes,
         liars,
+        unverified,
         checked,
     } = remote;
+    if !unverified.is_empty() {
+        tracing::info!(peers = ?unverified, "answers that could not be checked here were not used");
+    }
     shoal_query::partial::merge_into(&mut grid, &local_grid);
     drop(local_grid);
     out.chunks_remote = per_peer;
@@ -668,6 +677,8 @@ struct RemoteResult {
     leftover: Vec<Vec<u64>>,
     bytes: u64,
     liars: Vec<PeerId>,
+    /// Peers whose answers could not be checked here (none of them used).
+    unverified: Vec<PeerId>,
     /// Chunks computed here to check a peer's answer.
     checked: u64,
 }
@@ -705,6 +716,7 @@ async fn remote_loop(
         leftover: Vec::new(),
         bytes: 0,
         liars: Vec::new(),
+        unverified: Vec::new(),
         checked: 0,
     };
     if chunks.is_empty() {
@@ -837,21 +849,26 @@ async fn remote_loop(
                 answer,
                 here,
             } => {
-                if liars.contains(&peer) {
-                    // Caught meanwhile: its chunks are already requeued.
+                if liars.contains(&peer) || out.unverified.contains(&peer) {
+                    // Caught (or found uncheckable) meanwhile: its chunks
+                    // are already requeued.
                     queue.push_back(Batch {
                         chunks: vec![chunk],
                         tried: HashSet::from([peer]),
                     });
                     continue;
                 }
+                // A check that cannot run here (the chunk's blocks could not
+                // be had, or do not decode) proves nothing: the peer's
+                // answers are unverified, so none of them count (fail
+                // closed). It is not called a liar, but it is asked nothing
+                // more in this query; its chunks go to other holders, or
+                // are computed here.
                 let verdict = match &here {
-                    Ok(here) => remote::partials_agree(&answer, here),
-                    // Not computable here either: nothing to hold against
-                    // the peer; its answer is kept.
+                    Ok(here) => remote::partials_agree(&answer, here).map_err(|why| (why, true)),
                     Err(e) => {
-                        tracing::info!(%peer, error = %e, "could not check a peer's chunk here");
-                        Ok(())
+                        tracing::info!(%peer, error = %e, "could not check a peer's chunk here; its answers are not used");
+                        Err((format!("its answer could not be checked here: {e}"), false))
                     }
                 };
                 match verdict {
@@ -863,9 +880,14 @@ async fn remote_loop(
                         done.entry(peer).or_default().push(chunk);
                         *out.per_peer.entry(peer).or_default() += 1;
                     }
-                    Err(why) => {
-                        liars.catch(peer, &why);
-                        out.liars.push(peer);
+                    Err((why, lied)) => {
+                        if lied {
+                            liars.catch(peer, &why);
+                            out.liars.push(peer);
+                        } else {
+                            struck.insert(peer);
+                            out.unverified.push(peer);
+                        }
                         grids.remove(&peer);
                         out.per_peer.remove(&peer);
                         let mut redo = done.remove(&peer).unwrap_or_default();
@@ -889,7 +911,7 @@ async fn remote_loop(
         };
         *load.entry(peer).or_default() -= 1;
         b.tried.insert(peer);
-        if liars.contains(&peer) {
+        if liars.contains(&peer) || out.unverified.contains(&peer) {
             queue.push_back(b);
             continue;
         }

@@ -20,6 +20,7 @@ pub(crate) fn blocks(store: Arc<Store>, pop: Arc<Popularity>, test: TestSwitches
         let out: Vec<Option<Bytes>> = cids
             .iter()
             .map(|c| match store.get(c) {
+                _ if test.withhold_chunk_blocks && c.codec() == shoal_core::cid::RAW => None,
                 Ok(Some(b)) => {
                     let data = b.into_data();
                     if test.corrupt_served_blocks && !data.is_empty() {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use shoal_node::{Budget, Error, MirrorSettings, Node, NodeConfig, SwarmSettings, TestSwitches};
+use shoal_node::{Budget, Error, MirrorSettings, Node, TestSwitches};
 
 /// Rows x cols of the test array, its chunk shape, and its block size
 /// (small, so a chunk spans several blocks).
@@ -49,37 +49,13 @@ fn dataset(dir: &Path) -> PathBuf {
     root
 }
 
-fn config(dir: &Path, mirror: MirrorSettings, test: TestSwitches) -> NodeConfig {
-    let listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    let mut net = SwarmSettings::new(shoal_net::Keypair::generate_ed25519(), listen);
-    net.request_timeout = Duration::from_secs(5);
-    NodeConfig {
-        provider_timeout: Duration::from_secs(5),
-        block_timeout: Duration::from_secs(5),
-        store_dir: dir.join("store"),
-        quota: None,
-        block_size: BLOCK,
-        mounts_record: dir.join("mounts"),
-        net,
-        mount: Default::default(),
-        mirror,
-        query: shoal_node::QuerySettings::with_memory(1 << 30),
-        names: Default::default(),
-        test,
-    }
+mod support;
+use support::{connect, quiet};
+
+fn config(dir: &Path, mirror: MirrorSettings, test: TestSwitches) -> shoal_node::NodeConfig {
+    support::config(dir, BLOCK, mirror, test)
 }
 
-/// No mirroring, no gossip: tests not about the policy see none of it.
-fn quiet() -> MirrorSettings {
-    MirrorSettings {
-        budget: Budget::Fixed(0),
-        every: None,
-        ..Default::default()
-    }
-}
-
-/// A policy that reports every second and acts at once, with `budget`
-/// bytes for mirrors.
 fn eager(budget: u64) -> MirrorSettings {
     MirrorSettings {
         budget: Budget::Fixed(budget),
@@ -95,11 +71,6 @@ async fn start_with(dir: &Path, mirror: MirrorSettings) -> Node {
 
 async fn start(dir: &Path) -> Node {
     start_with(dir, quiet()).await
-}
-
-async fn connect(a: &Node, b: &Node) {
-    let addr = a.info().await.unwrap().addrs[0].clone();
-    assert_eq!(b.connect(addr).await.unwrap(), a.peer_id());
 }
 
 fn f64s(b: &[u8]) -> Vec<f64> {

@@ -191,6 +191,7 @@ fn chunking(
     meta: &Map<String, Value>,
     shape: &[u64],
     elem: u64,
+    budget: u64,
 ) -> Result<(Vec<u64>, u64, Option<crate::storage::DecodeGuard>)> {
     let bad = |why: String| Error::Metadata(format!("{array}: {why}"));
     if shape.len() > MAX_DIMS {
@@ -242,11 +243,31 @@ fn chunking(
     let bytes = |c: &[u64]| checked_product(c).and_then(|n| n.checked_mul(elem));
     let chunk_bytes = bytes(&chunk).ok_or_else(|| bad(format!("chunk shape {chunk:?} overflows")))?;
     let unit_bytes = bytes(unit).ok_or_else(|| bad(format!("chunk shape {unit:?} overflows")))?;
+    // One stored chunk decodes to `unit_bytes`: past the request's budget
+    // it is refused before anything is read (a chunk shape of 2^40 on an
+    // array of 10 values is valid metadata and 8 TiB of decode buffer).
+    if unit_bytes > budget {
+        return Err(Error::TooBig(format!(
+            "{array}: one chunk of shape {unit:?} decodes to {}, more than this request's memory budget of {}; refusing to decode it",
+            human(unit_bytes),
+            human(budget)
+        )));
+    }
+    // Every compressor's output is checked against `unit_bytes` before
+    // zarrs allocates for it; one whose size cannot be checked is refused
+    // (fail closed), not decoded on trust.
     let codec = match last_codec.as_deref() {
         Some("zstd") => Some(crate::storage::Codec::Zstd),
         Some("blosc") => Some(crate::storage::Codec::Blosc),
         Some("gzip") => Some(crate::storage::Codec::Gzip),
-        _ => None,
+        Some("zlib") => Some(crate::storage::Codec::Zlib),
+        // No compressor: what is decoded is what is stored.
+        None | Some("bytes") => None,
+        Some(other) => {
+            return Err(Error::Unsupported(format!(
+                "{array}: compressor {other:?}: its decoded size cannot be checked before decoding, so queries do not decode it (zstd, blosc, gzip, zlib or none are)"
+            )))
+        }
     };
     let guard = codec.map(|codec| crate::storage::DecodeGuard {
         prefix: format!("{array}/"),
@@ -314,6 +335,7 @@ pub fn array_info(
     array: &str,
     raw: bool,
     arrays: &[String],
+    budget: u64,
 ) -> Result<ArrayInfo> {
     let unknown = || Error::UnknownArray {
         array: array.to_string(),
@@ -344,7 +366,7 @@ pub fn array_info(
             "array {array} has dtype {dtype}; shoal query supports int8..int64, uint8..uint64, float32 and float64"
         ))
     })?;
-    let (chunk_shape, chunk_bytes, guard) = chunking(array, zarr_format, &meta, &shape, dt.size())?;
+    let (chunk_shape, chunk_bytes, guard) = chunking(array, zarr_format, &meta, &shape, dt.size(), budget)?;
     let dims: Vec<String> = if zarr_format == 3 {
         meta.get("dimension_names")
     } else {
@@ -1313,9 +1335,15 @@ fn all_values<T: Num>(array: &Array<ManifestStorage>, shape: &[u64]) -> Result<V
 
 /// An array read whole: its metadata, the stored values as float64 and the
 /// CF-decoded ones (fill values NaN, scale and offset applied). At most
-/// [`MAX_COORD_VALUES`] values; `storage` must hold its metadata and chunks.
-pub fn read_whole(storage: ManifestStorage, zarr_format: u8, path: &str) -> Result<(ArrayInfo, Vec<f64>, Vec<f64>)> {
-    let info = array_info(&storage, zarr_format, path, false, &[])?;
+/// [`MAX_COORD_VALUES`] values, each chunk decoded within `budget` bytes;
+/// `storage` must hold its metadata and chunks.
+pub fn read_whole(
+    storage: ManifestStorage,
+    zarr_format: u8,
+    path: &str,
+    budget: u64,
+) -> Result<(ArrayInfo, Vec<f64>, Vec<f64>)> {
+    let info = array_info(&storage, zarr_format, path, false, &[], budget)?;
     let n = checked_product(&info.shape).unwrap_or(u64::MAX);
     if n > MAX_COORD_VALUES {
         return Err(Error::TooBig(format!(
@@ -1365,9 +1393,14 @@ pub fn array_attrs(storage: &ManifestStorage, zarr_format: u8, array: &str) -> R
 /// Reads a 1-D coordinate array whole, CF-decoded (fill values are NaN,
 /// scale and offset applied), with its time units and calendar when it
 /// is a CF time axis. `storage` must hold the array's metadata and chunks.
-pub fn read_coordinate(storage: ManifestStorage, zarr_format: u8, path: &str) -> Result<crate::label::Coordinate> {
+pub fn read_coordinate(
+    storage: ManifestStorage,
+    zarr_format: u8,
+    path: &str,
+    budget: u64,
+) -> Result<crate::label::Coordinate> {
     let attrs = array_attrs(&storage, zarr_format, path)?;
-    let (info, raw, values) = read_whole(storage, zarr_format, path)?;
+    let (info, raw, values) = read_whole(storage, zarr_format, path, budget)?;
     if info.shape.len() != 1 {
         return Err(Error::Selection(format!(
             "{path} has {} dimensions; a coordinate has one",

@@ -35,6 +35,8 @@ pub enum Codec {
     /// one byte past the limit, before zarrs decodes it (gzip chunks are
     /// inflated twice; zarr-python writes zstd or blosc by default).
     Gzip,
+    /// zlib (numcodecs `Zlib`): inflated into a sink like gzip.
+    Zlib,
 }
 
 /// What a chunk of one array may decode to. zarrs sizes its decode buffer
@@ -82,19 +84,29 @@ impl DecodeGuard {
             }
             Codec::Blosc => Ok(()),
             Codec::Gzip if data.starts_with(&[0x1f, 0x8b]) => {
-                let mut inflated = std::io::Read::take(flate2::read::GzDecoder::new(data), self.max_decoded + 1);
-                let n = std::io::copy(&mut inflated, &mut std::io::sink())
-                    .map_err(|e| format!("chunk {key}: invalid gzip stream: {e}"))?;
-                if n > self.max_decoded {
-                    return Err(format!(
-                        "chunk {key} inflates to more than the {} bytes the array metadata allows per chunk; refusing to decode it (corrupt or hostile data)",
-                        self.max_decoded
-                    ));
-                }
-                Ok(())
+                self.check_inflated(key, flate2::read::GzDecoder::new(data))
             }
             Codec::Gzip => Ok(()),
+            // A zlib stream starts with CMF 0x78 (deflate, 32 KiB window).
+            Codec::Zlib if data.first() == Some(&0x78) => {
+                self.check_inflated(key, flate2::read::ZlibDecoder::new(data))
+            }
+            Codec::Zlib => Ok(()),
         }
+    }
+
+    /// Inflates a stream into a sink, at most one byte past the limit.
+    fn check_inflated(&self, key: &str, stream: impl std::io::Read) -> Result<(), String> {
+        let mut inflated = std::io::Read::take(stream, self.max_decoded + 1);
+        let n = std::io::copy(&mut inflated, &mut std::io::sink())
+            .map_err(|e| format!("chunk {key}: invalid {:?} stream: {e}", self.codec))?;
+        if n > self.max_decoded {
+            return Err(format!(
+                "chunk {key} inflates to more than the {} bytes the array metadata allows per chunk; refusing to decode it (corrupt or hostile data)",
+                self.max_decoded
+            ));
+        }
+        Ok(())
     }
 
     /// Walks the zstd frames at the start of `data` (one per chunk; a whole

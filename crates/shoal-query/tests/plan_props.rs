@@ -90,7 +90,7 @@ fn storage(v3: bool, shape: &[u64], chunks: &[u64], dtype: &str, dims: &[String]
 fn a_real_array_plans_and_absurd_ones_are_refused() {
     let dims: Vec<String> = vec!["time".into(), "lat".into(), "lon".into()];
     let st = storage(false, &[2, 40_000, 40_000], &[1, 4000, 4000], "<f4", &dims, "zstd");
-    let info = engine::array_info(&st, 2, "a", false, &["a".into()]).unwrap();
+    let info = engine::array_info(&st, 2, "a", false, &["a".into()], u64::MAX).unwrap();
     assert_eq!(info.chunk_bytes, 4000 * 4000 * 4);
     let spec = |sel: Vec<(String, u64, u64)>| QuerySpec {
         dims: vec!["time".into()],
@@ -118,7 +118,7 @@ fn a_real_array_plans_and_absurd_ones_are_refused() {
         let d: Vec<String> = (0..shape.len()).map(|i| format!("d{i}")).collect();
         let st = storage(true, &shape, &chunks, "float64", &d, "zstd");
         assert!(
-            engine::array_info(&st, 3, "a", false, &[]).is_err(),
+            engine::array_info(&st, 3, "a", false, &[], u64::MAX).is_err(),
             "{shape:?} / {chunks:?}"
         );
     }
@@ -145,7 +145,7 @@ proptest! {
         let dims: Vec<String> = (0..ndim).map(|i| format!("d{i}")).collect();
         let dtype = if v3 { dtype_v3 } else { dtype_v2 };
         let st = storage(v3, shape, chunks, &dtype, &dims, codec);
-        let Ok(info) = engine::array_info(&st, if v3 { 3 } else { 2 }, "a", false, &["a".into()]) else {
+        let Ok(info) = engine::array_info(&st, if v3 { 3 } else { 2 }, "a", false, &["a".into()], u64::MAX) else {
             return Ok(());
         };
         // What array_info accepts is a real array's metadata, and zarrs

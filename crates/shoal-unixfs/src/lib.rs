@@ -20,11 +20,13 @@
 
 pub mod car;
 pub mod pb;
+pub mod walk;
 
 use shoal_core::cid::{self, Cid, DAG_PB, RAW};
 use shoal_core::manifest::{Content, Entry};
 
 pub use pb::Link;
+pub use walk::{Walk, WalkLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,6 +38,10 @@ pub enum Error {
     NotFound(String),
     #[error("block {0} is not available")]
     Missing(Cid),
+    /// A walk passed one of its [`WalkLimits`] (a DAG that expands past
+    /// what it may stand for).
+    #[error("the DAG is too large to walk: {0}")]
+    Budget(String),
     #[error(transparent)]
     Core(#[from] shoal_core::Error),
 }
@@ -126,6 +132,16 @@ fn file_link(e: &Entry, name: &str, block_size: u64, put: &mut Put) -> Result<Li
             let cid = cid::cid_of(RAW, b);
             put(cid, b.to_vec())?;
             (cid, b.len() as u64)
+        }
+        // An empty file (a `.done` marker, an empty README): a File node
+        // with no links and no data, as kubo writes one.
+        Content::Blocks(bs) if bs.is_empty() && e.size == 0 => {
+            let data = pb::UnixFs {
+                kind: pb::FILE,
+                filesize: Some(0),
+                ..Default::default()
+            };
+            put_node(put, &[], &data)?
         }
         Content::Blocks(bs) if bs.len() == 1 => (bs[0], e.size),
         Content::Blocks(bs) => {
@@ -336,9 +352,83 @@ pub enum Step {
 }
 
 /// What a link of a HAMT shard holds: the entry's name after the two hex
-/// digits of its slot, or None for a link to a shard one level down.
-pub fn shard_entry(l: &Link) -> Option<&str> {
-    (l.name.len() > 2).then(|| &l.name[2..])
+/// digits of its slot, or None for a link to a shard one level down. A
+/// name that does not start with two hex digits is malformed (names come
+/// from untrusted nodes: no slicing inside a character).
+pub fn shard_entry(l: &Link) -> Result<Option<&str>> {
+    let b = l.name.as_bytes();
+    if b.len() < 2 || !b[..2].iter().all(u8::is_ascii_hexdigit) {
+        return Err(Error::Malformed(format!(
+            "a HAMT link named {:?} has no slot prefix",
+            l.name
+        )));
+    }
+    // The two ASCII digits end on a character boundary.
+    Ok((b.len() > 2).then(|| &l.name[2..]))
+}
+
+/// One link of a directory node, as walks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirLink {
+    /// An entry (a HAMT leaf's name without its slot prefix).
+    Entry(Link),
+    /// A HAMT shard one level down, whose links are entries of the same
+    /// directory.
+    Shard(Cid),
+}
+
+/// The links of a directory node (a plain directory or one HAMT shard), or
+/// None when the node is not a directory. The one reading of directories
+/// that listings, CAR import and the gateway share.
+pub fn dir_links(bytes: &[u8]) -> Result<Option<Vec<DirLink>>> {
+    let node = pb::decode_node(bytes)?;
+    let fs = pb::UnixFs::decode(&node.data)?;
+    match fs.kind {
+        pb::DIRECTORY => Ok(Some(node.links.into_iter().map(DirLink::Entry).collect())),
+        pb::HAMT_SHARD => {
+            let mut out = Vec::with_capacity(node.links.len());
+            for l in node.links {
+                out.push(match shard_entry(&l)? {
+                    None => DirLink::Shard(l.cid),
+                    Some(name) => DirLink::Entry(Link {
+                        name: name.to_string(),
+                        ..l
+                    }),
+                });
+            }
+            Ok(Some(out))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// What a UnixFS file node holds: bytes inside the node, then its links
+/// with the size each stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileNode {
+    pub data: Vec<u8>,
+    pub links: Vec<(Cid, u64)>,
+}
+
+/// Reads a file node (File or Raw UnixFS type), or None when the node is
+/// not a file. Checks that every link has its block size.
+pub fn file_node(c: &Cid, bytes: &[u8]) -> Result<Option<FileNode>> {
+    let node = pb::decode_node(bytes)?;
+    let fs = pb::UnixFs::decode(&node.data)?;
+    if !matches!(fs.kind, pb::FILE | pb::RAW) {
+        return Ok(None);
+    }
+    if !node.links.is_empty() && fs.blocksizes.len() != node.links.len() {
+        return Err(Error::Malformed(format!(
+            "{c}: {} links, {} block sizes",
+            node.links.len(),
+            fs.blocksizes.len()
+        )));
+    }
+    Ok(Some(FileNode {
+        data: fs.data,
+        links: node.links.iter().map(|l| l.cid).zip(fs.blocksizes).collect(),
+    }))
 }
 
 /// Looks `name` up in the directory node `bytes`: a plain directory, or
@@ -356,7 +446,7 @@ pub fn step(bytes: &[u8], name: &str, level: usize) -> Result<Step> {
             let prefix = format!("{:02X}", murmur3_x64_64(name.as_bytes()).to_be_bytes()[level]);
             match node.links.iter().find(|l| l.name.starts_with(&prefix)) {
                 None => Step::Absent,
-                Some(l) => match shard_entry(l) {
+                Some(l) => match shard_entry(l)? {
                     None => Step::Shard(l.cid),
                     Some(n) if n == name => Step::Found(l.cid),
                     Some(_) => Step::Absent,

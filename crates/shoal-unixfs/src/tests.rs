@@ -172,3 +172,55 @@ fn a_car_round_trips_and_truncation_is_an_error() {
     assert!(car::Reader::new(&b"garbage"[..]).is_err());
     assert!(car::Reader::new(&b""[..]).is_err());
 }
+
+/// Issue 24: a 0-byte file (a `.done` marker) made the view fail with
+/// "0 bytes in 0 blocks", and with it the whole add.
+#[test]
+fn regression_24_an_empty_file_has_an_empty_file_node() {
+    let entries = vec![
+        entry(".done", Content::Blocks(Vec::new()), 0),
+        entry("zarr.json", Content::Inline(Bytes::from_static(b"{}")), 2),
+    ];
+    let (root, blocks) = build(&entries, 4);
+    let mut get = |c: &Cid| blocks.get(c).cloned().ok_or(Error::Missing(*c));
+    let path = resolve(root, &[".done"], &mut get).unwrap();
+    let file = path[1];
+    let node = file_node(&file, &blocks[&file]).unwrap().expect("a file node");
+    assert!(node.data.is_empty() && node.links.is_empty());
+}
+
+/// Issue 24 finding 8: `&name[2..]` on an untrusted shard link name that
+/// has a multi-byte character at byte 1 panicked.
+#[test]
+fn regression_24_a_shard_link_name_split_inside_a_character_is_malformed_not_a_panic() {
+    let c = raw(b"x");
+    for name in ["é", "aé", "\u{1F600}x", "zz"] {
+        let l = Link {
+            cid: c,
+            name: name.into(),
+            tsize: 1,
+        };
+        assert!(shard_entry(&l).is_err(), "{name:?}");
+    }
+    let node = pb::encode_node(
+        &[Link {
+            cid: c,
+            name: "é".into(),
+            tsize: 1,
+        }],
+        &pb::UnixFs {
+            kind: pb::HAMT_SHARD,
+            fanout: Some(256),
+            ..Default::default()
+        }
+        .encode(),
+    );
+    assert!(dir_links(&node).is_err());
+    assert!(step(&node, "anything", 0).is_err() || step(&node, "anything", 0).unwrap() == Step::Absent);
+    let ok = Link {
+        cid: c,
+        name: "0Aname".into(),
+        tsize: 1,
+    };
+    assert_eq!(shard_entry(&ok).unwrap(), Some("name"));
+}

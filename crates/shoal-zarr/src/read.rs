@@ -96,39 +96,37 @@ pub fn export(m: &Manifest, out: &Path, fetch: &mut Fetch<'_>, on_key: &mut dyn 
     std::fs::create_dir_all(out).map_err(werr(out.to_path_buf()))?;
     let dir_flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC;
     let top = rustix::fs::open(out, dir_flags, Mode::empty()).map_err(|e| werr(out.to_path_buf())(e.into()))?;
-    // Open directory descriptors by relative path ("" = `out`).
-    let mut dirs: std::collections::HashMap<String, rustix::fd::OwnedFd> = std::collections::HashMap::new();
+    // The open descriptors of the directories on the current key's path
+    // (component, fd), outermost first. Keys come sorted, so the keys under
+    // one directory are contiguous: a directory left is never needed again
+    // and its descriptor is closed, so an export holds O(depth) of them.
+    let mut stack: Vec<(String, rustix::fd::OwnedFd)> = Vec::new();
     let entries = m.entries(fetch)?;
     let (mut keys, mut bytes) = (0, 0);
     for e in entries {
         // Keys were validated when the manifest was decoded: relative, no
         // '..' or empty components.
         let (parent, name) = e.key.rsplit_once('/').unwrap_or(("", e.key.as_str()));
-        let mut at = String::new();
-        for comp in parent.split('/').filter(|c| !c.is_empty()) {
-            let next = if at.is_empty() {
-                comp.to_string()
-            } else {
-                format!("{at}/{comp}")
-            };
-            if !dirs.contains_key(&next) {
-                let base = dirs.get(&at).map(|f| f.as_fd()).unwrap_or(top.as_fd());
-                match rustix::fs::mkdirat(base, comp, Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(err) => return Err(werr(out.join(&next))(err.into())),
-                }
-                let fd = rustix::fs::openat(base, comp, dir_flags, Mode::empty())
-                    .map_err(|err| werr(out.join(&next))(err.into()))?;
-                dirs.insert(next.clone(), fd);
+        let comps: Vec<&str> = parent.split('/').filter(|c| !c.is_empty()).collect();
+        let keep = stack.iter().zip(&comps).take_while(|(s, c)| s.0 == **c).count();
+        stack.truncate(keep);
+        for (i, comp) in comps.iter().enumerate().skip(keep) {
+            let base = stack.last().map(|f| f.1.as_fd()).unwrap_or(top.as_fd());
+            let here = || out.join(comps[..=i].join("/"));
+            match rustix::fs::mkdirat(base, *comp, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(err) => return Err(werr(here())(err.into())),
             }
-            at = next;
+            let fd =
+                rustix::fs::openat(base, *comp, dir_flags, Mode::empty()).map_err(|err| werr(here())(err.into()))?;
+            stack.push((comp.to_string(), fd));
         }
         let path = out.join(&e.key);
         let data = entry_bytes(m, &e, fetch).map_err(|source| Error::Key {
             key: e.key.clone(),
             source: Box::new(source),
         })?;
-        let base = dirs.get(&at).map(|f| f.as_fd()).unwrap_or(top.as_fd());
+        let base = stack.last().map(|f| f.1.as_fd()).unwrap_or(top.as_fd());
         let fd = rustix::fs::openat(
             base,
             name,
