@@ -12,23 +12,119 @@
 //!   `max_per_key` providers each; a new key beyond the bound evicts the
 //!   oldest (first inserted), so a flood costs bounded memory and only
 //!   displaces other peers' records, which their providers republish;
-//! - value records (unused by shoal) go to a default `MemoryStore`.
+//! - value records are signed name records ([`crate::names`]); they live in
+//!   [`NameValues`], bounded per publisher and in all, this node's own
+//!   names apart (libp2p's default store kept any 1,024 values, so one
+//!   throwaway key signing 1,024 names stopped a node from putting its
+//!   own).
 
 use std::borrow::Cow;
 use std::collections::hash_map::{self, HashMap};
 use std::collections::VecDeque;
 use std::iter;
 
-use libp2p::kad::store::{Error, MemoryStore, RecordStore, Result};
+use libp2p::kad::store::{Error, RecordStore, Result};
 use libp2p::kad::{ProviderRecord, Record, RecordKey as Key};
 use libp2p::PeerId;
 
 /// Providers kept per key for peers' records (Kademlia's replication factor).
 pub const MAX_PROVIDERS_PER_KEY: usize = 20;
 
+/// Name records one publisher other than this node may have kept here.
+pub const MAX_NAMES_PER_PUBLISHER: usize = 64;
+/// Name records of other publishers kept here in all.
+pub const MAX_NAME_RECORDS: usize = 16_384;
+/// Names of this node's own kept here (far above any real use).
+pub const MAX_OWN_NAMES: usize = 65_536;
+
+/// DHT value records: name records by key, each publisher's keys in the
+/// order they came. A publisher past its share loses its oldest record; a
+/// full table loses the oldest record of the publisher holding most. Own
+/// records are bounded apart and never evicted by others'.
+pub struct NameValues {
+    me: PeerId,
+    records: HashMap<Key, (PeerId, Record)>,
+    by_publisher: HashMap<PeerId, VecDeque<Key>>,
+    /// Records held for other publishers.
+    others: usize,
+}
+
+impl NameValues {
+    pub fn new(me: PeerId) -> Self {
+        Self {
+            me,
+            records: HashMap::new(),
+            by_publisher: HashMap::new(),
+            others: 0,
+        }
+    }
+
+    /// Records held: (own, others').
+    pub fn counts(&self) -> (usize, usize) {
+        (self.records.len() - self.others, self.others)
+    }
+
+    fn remove(&mut self, k: &Key) {
+        if let Some((p, _)) = self.records.remove(k) {
+            if p != self.me {
+                self.others -= 1;
+            }
+            if let hash_map::Entry::Occupied(mut e) = self.by_publisher.entry(p) {
+                e.get_mut().retain(|x| x != k);
+                if e.get().is_empty() {
+                    e.remove();
+                }
+            }
+        }
+    }
+
+    fn evict_oldest_of(&mut self, p: PeerId) {
+        if let Some(k) = self.by_publisher.get(&p).and_then(|q| q.front().cloned()) {
+            self.remove(&k);
+        }
+    }
+
+    fn put(&mut self, r: Record) -> Result<()> {
+        // The publisher signed it (the caller verified the signature and
+        // that it sits under its own name's key).
+        let publisher = crate::names::verify(&r.value)
+            .map_err(|_| Error::ValueTooLarge)?
+            .publisher();
+        if self.records.contains_key(&r.key) {
+            self.records.insert(r.key.clone(), (publisher, r));
+            return Ok(());
+        }
+        if publisher == self.me {
+            if self.records.len() - self.others >= MAX_OWN_NAMES {
+                return Err(Error::MaxRecords);
+            }
+        } else {
+            if self.by_publisher.get(&publisher).map_or(0, |q| q.len()) >= MAX_NAMES_PER_PUBLISHER {
+                self.evict_oldest_of(publisher);
+            }
+            if self.others >= MAX_NAME_RECORDS {
+                let me = self.me;
+                let largest = self
+                    .by_publisher
+                    .iter()
+                    .filter(|(p, _)| **p != me)
+                    .max_by_key(|(_, q)| q.len())
+                    .map(|(p, _)| *p);
+                if let Some(p) = largest {
+                    self.evict_oldest_of(p);
+                }
+            }
+            self.others += 1;
+        }
+        self.by_publisher.entry(publisher).or_default().push_back(r.key.clone());
+        self.records.insert(r.key.clone(), (publisher, r));
+        Ok(())
+    }
+}
+
 pub struct ProviderStore {
     me: PeerId,
-    values: MemoryStore,
+    values: NameValues,
     mine: HashMap<Key, ProviderRecord>,
     max_local: usize,
     others: HashMap<Key, Vec<ProviderRecord>>,
@@ -41,13 +137,18 @@ impl ProviderStore {
     pub fn new(me: PeerId, max_local: usize, max_remote_keys: usize) -> Self {
         Self {
             me,
-            values: MemoryStore::new(me),
+            values: NameValues::new(me),
             mine: HashMap::new(),
             max_local,
             others: HashMap::new(),
             order: VecDeque::new(),
             max_remote_keys: max_remote_keys.max(1),
         }
+    }
+
+    /// Name records held: (own, others').
+    pub fn name_records(&self) -> (usize, usize) {
+        self.values.counts()
     }
 
     /// Keys with peers' provider records held now.
@@ -64,13 +165,15 @@ impl ProviderStore {
     }
 }
 
+type RecordRef<'a> = fn(&'a (PeerId, Record)) -> Cow<'a, Record>;
+
 impl RecordStore for ProviderStore {
-    type RecordsIter<'a> = <MemoryStore as RecordStore>::RecordsIter<'a>;
+    type RecordsIter<'a> = iter::Map<hash_map::Values<'a, Key, (PeerId, Record)>, RecordRef<'a>>;
     type ProvidedIter<'a> =
         iter::Map<hash_map::Values<'a, Key, ProviderRecord>, fn(&'a ProviderRecord) -> Cow<'a, ProviderRecord>>;
 
     fn get(&self, k: &Key) -> Option<Cow<'_, Record>> {
-        self.values.get(k)
+        self.values.records.get(k).map(|(_, r)| Cow::Borrowed(r))
     }
 
     fn put(&mut self, r: Record) -> Result<()> {
@@ -82,7 +185,7 @@ impl RecordStore for ProviderStore {
     }
 
     fn records(&self) -> Self::RecordsIter<'_> {
-        self.values.records()
+        self.values.records.values().map(|(_, r)| Cow::Borrowed(r))
     }
 
     fn add_provider(&mut self, record: ProviderRecord) -> Result<()> {
@@ -145,6 +248,40 @@ impl RecordStore for ProviderStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn name_record(kp: &libp2p::identity::Keypair, name: &str) -> Record {
+        let root = shoal_core::cid::cid_of(shoal_core::cid::DAG_CBOR, name.as_bytes());
+        let r = crate::names::NameRecord::new(kp.public().to_peer_id(), name, root, 1, 0);
+        Record::new(crate::names::dht_key(&r.publisher(), name), r.sign(kp).unwrap())
+    }
+
+    /// Issue 24 finding 5: the DHT value store kept libp2p's default 1,024
+    /// records, so one key signing 1,024 names stopped a node from putting
+    /// its own.
+    #[test]
+    fn regression_24_a_publisher_flooding_names_keeps_its_share_and_ours_stay() {
+        let me = libp2p::identity::Keypair::generate_ed25519();
+        let mut s = ProviderStore::new(me.public().to_peer_id(), 10, 10);
+        let evil = libp2p::identity::Keypair::generate_ed25519();
+        for i in 0..2000 {
+            s.put(name_record(&evil, &format!("junk{i}"))).unwrap();
+        }
+        assert_eq!(s.name_records(), (0, MAX_NAMES_PER_PUBLISHER));
+        // The newest are kept.
+        assert!(s.get(&name_record(&evil, "junk1999").key).is_some());
+        assert!(s.get(&name_record(&evil, "junk0").key).is_none());
+        for i in 0..1100 {
+            s.put(name_record(&me, &format!("mine{i}"))).unwrap();
+        }
+        assert_eq!(s.name_records(), (1100, MAX_NAMES_PER_PUBLISHER));
+        // An honest publisher still has room.
+        let other = libp2p::identity::Keypair::generate_ed25519();
+        s.put(name_record(&other, "sst")).unwrap();
+        assert!(s.get(&name_record(&other, "sst").key).is_some());
+        assert_eq!(s.records().count(), 1100 + MAX_NAMES_PER_PUBLISHER + 1);
+        s.remove(&name_record(&other, "sst").key);
+        assert_eq!(s.name_records(), (1100, MAX_NAMES_PER_PUBLISHER));
+    }
 
     fn key(i: u32) -> Key {
         Key::new(&i.to_be_bytes())

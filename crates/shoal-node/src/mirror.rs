@@ -4,10 +4,14 @@
 //! report (its counts, the replica targets it carries, its spare budget, the
 //! mirrors it is fetching). Every `check_interval` it runs [`Mirror::check`]:
 //!
-//! 1. Targets: those recorded here (`shoal pin --replicas`, or carried
-//!    because this daemon holds a copy for one) merge with those heard in
-//!    reports, newest `set_at` winning; a newer target for a dataset held
-//!    here is recorded so this daemon carries it on.
+//! 1. Targets: a target is an author's claim. One the local user set here
+//!    (`shoal pin --replicas`) is what this daemon acts on for that
+//!    dataset, whatever peers claim. Otherwise the highest claim counts:
+//!    the claims heard in fresh reports (each peer's own, replaced by its
+//!    next report) and the one this daemon carries for a copy it holds,
+//!    recorded with the author it was heard from and updated only by that
+//!    author, so a peer's cancellation cancels nothing but its own claim
+//!    ([`merge_targets`]).
 //! 2. Wants: datasets whose score reaches the threshold want
 //!    `min(max_popular_replicas, 1 + score / threshold)` copies; a target
 //!    wants its copies; the larger counts.
@@ -38,7 +42,7 @@ use shoal_store::{PinKind, Store};
 use crate::config::{Budget, MirrorSettings, AUTO_BUDGET_MAX};
 use crate::error::{Error, Result};
 use crate::parts::Parts;
-use crate::popularity::{unix_now, GossipStats, Popularity, Score};
+use crate::popularity::{unix_now, Claim, GossipStats, Popularity, Score};
 
 /// Wants whose providers are checked per policy run (each costs a DHT
 /// lookup and a dial per provider).
@@ -110,7 +114,67 @@ struct Holdings {
     held: HashSet<Cid>,
     /// Mirror-only pins (no user pin, no name): (root, bytes).
     mirrors: Vec<(Cid, u64)>,
-    targets: HashMap<Cid, (u8, u64)>,
+    targets: HashMap<Cid, Recorded>,
+}
+
+/// A replica target recorded in this daemon's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    pub copies: u8,
+    pub set_at: u64,
+    /// The peer it was heard from; None: the local user set it.
+    pub author: Option<PeerId>,
+}
+
+/// Merges the targets recorded here with the claims heard (see the module
+/// docs, step 1): the target this daemon acts on for each dataset, and the
+/// carried records to write (a first claim for a dataset held here, or its
+/// author's newer claim).
+pub(crate) fn merge_targets(
+    recorded: &HashMap<Cid, Recorded>,
+    held: &HashSet<Cid>,
+    claims: &[Claim],
+) -> (HashMap<Cid, Recorded>, Vec<(Cid, Recorded)>) {
+    let mut carried: HashMap<Cid, Recorded> = recorded.clone();
+    let mut writes = Vec::new();
+    // Highest copies first, then newest: the claim a new record takes.
+    let mut claims: Vec<&Claim> = claims.iter().collect();
+    claims.sort_by(|a, b| b.copies.cmp(&a.copies).then(b.set_at.cmp(&a.set_at)));
+    for c in &claims {
+        let claim = Recorded {
+            copies: c.copies,
+            set_at: c.set_at,
+            author: Some(c.author),
+        };
+        let update = match carried.get(&c.root) {
+            None => held.contains(&c.root) && c.copies > 0,
+            Some(r) => r.author == Some(c.author) && c.set_at > r.set_at,
+        };
+        if update {
+            carried.insert(c.root, claim);
+            writes.push((c.root, claim));
+        }
+    }
+    let mut out = carried.clone();
+    for c in claims {
+        if carried.get(&c.root).is_some_and(|r| r.author.is_none()) {
+            continue; // the local user's target stands
+        }
+        let better = out
+            .get(&c.root)
+            .is_none_or(|t| (c.copies, c.set_at) > (t.copies, t.set_at));
+        if better {
+            out.insert(
+                c.root,
+                Recorded {
+                    copies: c.copies,
+                    set_at: c.set_at,
+                    author: Some(c.author),
+                },
+            );
+        }
+    }
+    (out, writes)
 }
 
 fn holdings(store: &Store) -> shoal_store::Result<Holdings> {
@@ -128,9 +192,23 @@ fn holdings(store: &Store) -> shoal_store::Result<Holdings> {
         }
     }
     let targets = store
-        .replica_targets()?
+        .authored_replica_targets()?
         .into_iter()
-        .map(|(r, n, at)| (r, (n, at)))
+        .filter_map(|t| {
+            let author = match t.author {
+                None => None,
+                // An author that no longer parses cannot update it: dropped.
+                Some(a) => Some(PeerId::from_bytes(&a).ok()?),
+            };
+            Some((
+                t.root,
+                Recorded {
+                    copies: t.copies,
+                    set_at: t.set_at,
+                    author,
+                },
+            ))
+        })
         .collect();
     Ok(Holdings { held, mirrors, targets })
 }
@@ -276,8 +354,8 @@ impl Mirror {
         let targets = h
             .targets
             .iter()
-            .filter(|(r, t)| h.held.contains(r) || t.0 == 0)
-            .map(|(r, t)| (*r, t.0, t.1))
+            .filter(|(r, t)| h.held.contains(r) || t.copies == 0)
+            .map(|(r, t)| (*r, t.copies, t.set_at))
             .collect();
         let every = self.settings.every.unwrap_or(Duration::from_secs(60));
         let report = self.pop.report(every, spare, targets, fetching);
@@ -292,18 +370,11 @@ impl Mirror {
         let now = unix_now();
         // 1. Targets: merge, carry newer ones for what we hold, expire
         //    announced cancellations.
-        let mut targets = h.targets.clone();
-        let mut record = Vec::new();
-        for (root, t) in self.pop.heard_targets() {
-            if targets.get(&root).is_none_or(|mine| mine.1 < t.set_at) {
-                targets.insert(root, (t.copies, t.set_at));
-                if h.held.contains(&root) {
-                    record.push((root, Some((t.copies, t.set_at))));
-                }
-            }
-        }
-        for (root, (n, at)) in &h.targets {
-            if *n == 0 && at + TOMBSTONE_SECS < now {
+        let claims = self.pop.claims();
+        let (targets, writes) = merge_targets(&h.targets, &h.held, &claims);
+        let mut record: Vec<(Cid, Option<Recorded>)> = writes.into_iter().map(|(r, t)| (r, Some(t))).collect();
+        for (root, t) in &h.targets {
+            if t.copies == 0 && t.set_at + TOMBSTONE_SECS < now {
                 record.push((*root, None));
             }
         }
@@ -312,7 +383,7 @@ impl Mirror {
             tokio::task::spawn_blocking(move || -> shoal_store::Result<()> {
                 for (root, t) in record {
                     match t {
-                        Some((n, at)) => store.set_replica_target(&root, n, at)?,
+                        Some(t) => record_target(&store, &root, t)?,
                         None => store.remove_replica_target(&root)?,
                     }
                 }
@@ -327,7 +398,7 @@ impl Mirror {
             .map(|s| (s.root, (s.score, s.sources)))
             .collect();
         let score = |r: &Cid| scores.get(r).map_or(0, |s| s.0);
-        let target_of = |r: &Cid| targets.get(r).map(|t| t.0).unwrap_or(0);
+        let target_of = |r: &Cid| targets.get(r).map(|t| t.copies).unwrap_or(0);
 
         // Over budget (it shrank, or mirrors grew): least requested first,
         // those held for a target last.
@@ -520,7 +591,7 @@ impl Mirror {
                 sources: scores.get(&root).map_or(0, |s| s.1),
                 copies_wanted: copies,
             };
-            let target = targets.get(&root).copied().filter(|t| t.0 > 0);
+            let target = targets.get(&root).copied().filter(|t| t.copies > 0);
             self.lock().fetching.insert(root, (size, why.clone()));
             tracing::info!(%root, size, score = sc, copies, have, reason = ?why.reason, "mirroring");
             let (this, d2) = (self.clone(), d.clone());
@@ -546,7 +617,7 @@ impl Mirror {
         Ok(())
     }
 
-    async fn fetch(&self, d: &Arc<Parts>, root: Cid, size: u64, target: Option<(u8, u64)>) -> Result<()> {
+    async fn fetch(&self, d: &Arc<Parts>, root: Cid, size: u64, target: Option<Recorded>) -> Result<()> {
         let d2 = d.clone();
         // At most what room was made for (the manifest's size, which its
         // pages must add up to as they arrive), plus the manifest itself.
@@ -578,8 +649,8 @@ impl Mirror {
                 return Err(e.into());
             }
             d2.store.pin(&root, PinKind::Mirror)?;
-            if let Some((n, at)) = target {
-                d2.store.set_replica_target(&root, n, at)?;
+            if let Some(t) = target {
+                record_target(&d2.store, &root, t)?;
             }
             Ok(())
         })
@@ -616,7 +687,7 @@ impl Mirror {
         let budget = self.budget(&d.store, used);
         let scores: Vec<Score> = self.pop.scores();
         let score_of = |r: &Cid| scores.iter().find(|s| s.root == *r).map(|s| s.score).unwrap_or(0);
-        let heard = self.pop.heard_targets();
+        let (merged, _) = merge_targets(&h.targets, &h.held, &self.pop.claims());
         let s = self.lock();
         let mut mirrors: Vec<MirrorEntry> = h
             .mirrors
@@ -636,12 +707,10 @@ impl Mirror {
             why: Some(why.clone()),
             complete: false,
         }));
-        let mut all: HashMap<Cid, (u8, u64, bool)> = h.targets.iter().map(|(r, t)| (*r, (t.0, t.1, true))).collect();
-        for (r, t) in heard {
-            if all.get(&r).is_none_or(|m| m.1 < t.set_at) {
-                all.insert(r, (t.copies, t.set_at, false));
-            }
-        }
+        let all: HashMap<Cid, (u8, u64, bool)> = merged
+            .into_iter()
+            .map(|(r, t)| (r, (t.copies, t.set_at, h.targets.contains_key(&r))))
+            .collect();
         let mut targets: Vec<TargetEntry> = all
             .into_iter()
             .map(|(r, (copies, set_at, recorded))| TargetEntry {
@@ -677,6 +746,14 @@ impl Mirror {
             last_error: s.last_error.clone(),
             runs: s.runs,
         })
+    }
+}
+
+/// Writes a target record: the local user's, or one carried for its author.
+fn record_target(store: &Store, root: &Cid, t: Recorded) -> shoal_store::Result<()> {
+    match t.author {
+        None => store.set_replica_target(root, t.copies, t.set_at),
+        Some(a) => store.set_carried_target(root, t.copies, t.set_at, &a.to_bytes()),
     }
 }
 
@@ -735,4 +812,86 @@ pub struct TargetEntry {
     /// Reachable providers at the last check.
     pub providers: Option<usize>,
     pub checked_secs_ago: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(i: u32) -> Cid {
+        *shoal_core::Block::dag_cbor(i.to_be_bytes().to_vec()).cid()
+    }
+
+    fn claim(root: Cid, author: PeerId, copies: u8, set_at: u64) -> Claim {
+        Claim {
+            root,
+            author,
+            copies,
+            set_at,
+        }
+    }
+
+    fn rec(copies: u8, set_at: u64, author: Option<PeerId>) -> Recorded {
+        Recorded { copies, set_at, author }
+    }
+
+    /// Issue 24 finding 2: one report `(root, 0, now + 86399)` cancelled the
+    /// replication of any dataset for a day (newest `set_at` won).
+    #[test]
+    fn regression_24_a_peers_cancellation_cancels_only_its_own_claim() {
+        let (a, evil) = (PeerId::random(), PeerId::random());
+        let (mine, carried, heard) = (root(1), root(2), root(3));
+        let recorded = HashMap::from([(mine, rec(3, 100, None)), (carried, rec(2, 100, Some(a)))]);
+        let held = HashSet::from([mine, carried]);
+        let claims = vec![
+            claim(mine, evil, 0, 186_499),
+            claim(carried, evil, 0, 186_499),
+            claim(heard, a, 4, 100),
+            claim(heard, evil, 0, 186_499),
+        ];
+        let (out, writes) = merge_targets(&recorded, &held, &claims);
+        assert_eq!(out[&mine], rec(3, 100, None), "the local target stands");
+        assert_eq!(
+            out[&carried],
+            rec(2, 100, Some(a)),
+            "only a updates what is carried for a"
+        );
+        assert_eq!(out[&heard].copies, 4, "the highest claim counts");
+        assert!(writes.is_empty(), "{writes:?}");
+    }
+
+    #[test]
+    fn a_local_target_is_not_raised_by_a_peer_and_a_carried_one_follows_its_author() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let (mine, carried, new) = (root(1), root(2), root(3));
+        let recorded = HashMap::from([(mine, rec(2, 100, None)), (carried, rec(3, 100, Some(a)))]);
+        let held = HashSet::from([mine, carried, new]);
+        let claims = vec![
+            claim(mine, b, 9, 200),
+            // a cancels what it asked for: the carried record follows.
+            claim(carried, a, 0, 300),
+            // b carried a's earlier claim; it is b's until b hears a.
+            claim(carried, b, 3, 100),
+            claim(new, b, 2, 50),
+        ];
+        let (out, writes) = merge_targets(&recorded, &held, &claims);
+        assert_eq!(out[&mine].copies, 2);
+        let written: HashMap<Cid, Recorded> = writes.into_iter().collect();
+        assert_eq!(written[&carried], rec(0, 300, Some(a)));
+        assert_eq!(
+            written[&new],
+            rec(2, 50, Some(b)),
+            "a first claim for a held copy is carried"
+        );
+        assert!(!written.contains_key(&mine));
+        // b's stale claim still asks for 3 until b's next report: the highest
+        // claim counts, and converges when b follows a.
+        assert_eq!(out[&carried].copies, 3);
+        let (out, _) = merge_targets(
+            &HashMap::from([(carried, rec(0, 300, Some(a)))]),
+            &held,
+            &[claim(carried, a, 0, 300), claim(carried, b, 0, 300)],
+        );
+        assert_eq!(out[&carried].copies, 0);
+    }
 }

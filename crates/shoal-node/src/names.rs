@@ -177,23 +177,52 @@ impl Names {
             return Vec::new();
         };
         dir.flatten()
+            .filter(|e| e.path().extension().is_none())
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter(|b| names::verify(b).is_ok())
             .collect()
     }
 
     /// Signs the next record of `name` (pointing at `root`) and keeps it.
-    pub fn sign_next(&self, name: &str, root: Cid) -> Result<(NameRecord, Vec<u8>)> {
+    /// Its sequence is above every record of the name this node has signed
+    /// or seen (`seen`: the highest found elsewhere, e.g. on the DHT), so
+    /// followers take it and no older record can be replayed over it, also
+    /// after `unpublish` or a lost record file.
+    pub fn sign_next(&self, name: &str, root: Cid, seen: u64) -> Result<(NameRecord, Vec<u8>)> {
         names::check_name(name).map_err(Error::BadRequest)?;
-        let seq = self.published(name).map_or(0, |(r, _)| r.seq) + 1;
+        let last = self.published(name).map_or(0, |(r, _)| r.seq);
+        let seq = last.max(self.high_water(name)).max(seen) + 1;
         let r = NameRecord::new(self.me(), name, root, seq, unix_now());
         let signed = r.sign(&self.keypair).map_err(Error::Internal)?;
+        self.note_seq(name, seq)?;
         crate::parts::replace_file(&file(&self.published_dir, name), &signed)
             .map_err(|e| Error::Internal(format!("keeping the published record: {e}")))?;
         Ok((r, signed))
     }
 
-    /// Stops publishing `name`; false if it was not published.
+    /// The highest sequence this node signed or saw for its own `name`
+    /// (kept apart from the record, so it outlives `unpublish`).
+    pub fn high_water(&self, name: &str) -> u64 {
+        std::fs::read_to_string(file(&self.published_dir, name).with_extension("seq"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Raises the high-water mark of `name` to `seq` (durably).
+    pub fn note_seq(&self, name: &str, seq: u64) -> Result<()> {
+        if seq <= self.high_water(name) {
+            return Ok(());
+        }
+        crate::parts::replace_file(
+            &file(&self.published_dir, name).with_extension("seq"),
+            seq.to_string().as_bytes(),
+        )
+        .map_err(|e| Error::Internal(format!("keeping the name's sequence: {e}")))
+    }
+
+    /// Stops publishing `name`; false if it was not published. Its
+    /// sequence high-water mark stays.
     pub fn unpublish(&self, name: &str) -> Result<bool> {
         match std::fs::remove_file(file(&self.published_dir, name)) {
             Ok(()) => Ok(true),

@@ -993,6 +993,20 @@ impl Node {
     pub async fn publish(&self, name: &str) -> Result<crate::names::PublishReport> {
         let names = self.inner.names.clone();
         let name = name.to_string();
+        // The highest record of this name on the DHT: after a lost record
+        // file the next sequence must still pass it. A lookup that finds
+        // nothing (no peers yet) leaves what this node knows.
+        let seen = {
+            let key = shoal_net::names::dht_key(&self.peer_id(), &name);
+            let lookup = self.inner.names.settings.lookup;
+            match self.parts().net.get_name(key, lookup).await {
+                Ok(found) => crate::names::newest(found, &self.peer_id(), &name).map_or(0, |(r, _)| r.seq),
+                Err(e) => {
+                    tracing::debug!(name, error = %e, "no record of this name found on the DHT");
+                    0
+                }
+            }
+        };
         let (r, signed, new) = self
             .blocking(move |n| {
                 let root = n
@@ -1001,8 +1015,8 @@ impl Node {
                     .resolve_name(&name)?
                     .ok_or_else(|| Error::NotFound(format!("no name {name:?} here (shoal pins lists names)")))?;
                 match names.published(&name) {
-                    Some((r, b)) if r.root == root => Ok((r, b, false)),
-                    _ => names.sign_next(&name, root).map(|(r, b)| (r, b, true)),
+                    Some((r, b)) if r.root == root && r.seq >= seen => Ok((r, b, false)),
+                    _ => names.sign_next(&name, root, seen).map(|(r, b)| (r, b, true)),
                 }
             })
             .await?;

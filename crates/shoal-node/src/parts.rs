@@ -160,14 +160,22 @@ impl Reader {
     }
 }
 
-/// Replaces `path` with `data` as a whole: written to a temporary name
-/// beside it (its directory created if needed), then renamed over it, so a
-/// reader sees the old file or the new one, never part of one.
+/// Replaces `path` with `data` as a whole and durably: written to a
+/// temporary name beside it (its directory created if needed), synced,
+/// renamed over it, and the directory synced, so a reader (or the node
+/// after a crash) sees the old file or the new one, never an empty or
+/// partial one, and a replacement that returned survives a power cut.
 pub(crate) fn replace_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
+    use std::io::Write;
+    let dir = path.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl Parts {

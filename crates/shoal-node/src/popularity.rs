@@ -13,9 +13,12 @@
 //! - A dataset's score is the sum over sources (this daemon and each fresh
 //!   peer) of `min(that source's requests, peer_cap)`: one source, however
 //!   loud, moves a score by at most `peer_cap`.
-//! - Replica targets heard in reports merge last-writer-wins on their
-//!   set-at time; at most [`MAX_TARGETS`] are remembered, and each expires
-//!   when no fresh report carries it.
+//! - Replica targets heard in reports are claims of their reporter (the
+//!   gossip author, whose signature gossipsub checks): each peer's claims are
+//!   the targets of its latest fresh report (at most `gossip::MAX_TARGETS`),
+//!   so only a claim's author can lower or cancel it, and claims are bounded
+//!   by [`MAX_PEERS`] times that. The mirror policy merges them (decision
+//!   0015).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -30,8 +33,6 @@ use shoal_net::PeerId;
 pub const MAX_PEERS: usize = 512;
 /// Distinct datasets counted per local time bucket.
 pub const MAX_LOCAL_ROOTS: usize = 4096;
-/// Replica targets heard from peers that are remembered.
-pub const MAX_TARGETS: usize = 4096;
 /// Buckets per window.
 const BUCKETS: u32 = 10;
 /// A target set more than this far in the future is refused (a peer cannot
@@ -86,11 +87,14 @@ pub struct GossipStats {
     pub targets_known: usize,
 }
 
+/// A replica target as one peer claims it in its latest report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeardTarget {
+pub struct Claim {
+    pub root: Cid,
+    /// The peer whose report carries it.
+    pub author: PeerId,
     pub copies: u8,
     pub set_at: u64,
-    expires: Instant,
 }
 
 struct PeerEntry {
@@ -113,7 +117,6 @@ struct Inner {
     dirty: bool,
     buckets: VecDeque<(Instant, HashMap<Cid, Counts>)>,
     peers: HashMap<PeerId, PeerEntry>,
-    targets: HashMap<Cid, HeardTarget>,
     stats: GossipStats,
 }
 
@@ -146,7 +149,6 @@ impl Popularity {
                 dirty: false,
                 buckets: VecDeque::new(),
                 peers: HashMap::new(),
-                targets: HashMap::new(),
                 stats: GossipStats::default(),
             }),
         }
@@ -243,35 +245,12 @@ impl Popularity {
                 }
             }
         }
-        let expires = now + Duration::from_secs(3 * u64::from(report.every));
-        let mut news = false;
-        for &(root, copies, set_at) in &report.targets {
-            let known = g.targets.len();
-            match g.targets.get_mut(&root) {
-                Some(t) if set_at > t.set_at => {
-                    news = true;
-                    *t = HeardTarget {
-                        copies,
-                        set_at,
-                        expires,
-                    }
-                }
-                Some(t) if set_at == t.set_at => t.expires = t.expires.max(expires),
-                Some(_) => {}
-                None if known < MAX_TARGETS => {
-                    news = true;
-                    g.targets.insert(
-                        root,
-                        HeardTarget {
-                            copies,
-                            set_at,
-                            expires,
-                        },
-                    );
-                }
-                None => {}
-            }
-        }
+        // News for the policy: a claim this author did not make before.
+        let before = g.peers.get(author).filter(|p| p.fresh(now));
+        let news = report
+            .targets
+            .iter()
+            .any(|t| before.is_none_or(|p| !p.report.targets.contains(t)));
         g.peers.insert(*author, PeerEntry { at: now, report });
         g.stats.accepted += 1;
         // Scores are not recomputed here (this runs on the network task
@@ -358,12 +337,22 @@ impl Popularity {
         out
     }
 
-    /// Replica targets heard in fresh reports.
-    pub fn heard_targets(&self) -> HashMap<Cid, HeardTarget> {
+    /// The replica targets fresh reports claim, one per (root, author).
+    pub fn claims(&self) -> Vec<Claim> {
         let now = Instant::now();
-        let mut g = self.lock();
-        g.targets.retain(|_, t| t.expires >= now);
-        g.targets.clone()
+        let g = self.lock();
+        g.peers
+            .iter()
+            .filter(|p| p.1.fresh(now))
+            .flat_map(|(author, p)| {
+                p.report.targets.iter().map(|&(root, copies, set_at)| Claim {
+                    root,
+                    author: *author,
+                    copies,
+                    set_at,
+                })
+            })
+            .collect()
     }
 
     /// Peers with a fresh report: (peer, spare mirror bytes, roots it is fetching).
@@ -382,7 +371,12 @@ impl Popularity {
         let g = self.lock();
         GossipStats {
             peers: g.peers.values().filter(|p| p.fresh(now)).count(),
-            targets_known: g.targets.len(),
+            targets_known: g
+                .peers
+                .values()
+                .filter(|p| p.fresh(now))
+                .map(|p| p.report.targets.len())
+                .sum(),
             ..g.stats
         }
     }
@@ -498,7 +492,6 @@ mod tests {
         }
         let g = p.lock();
         assert_eq!(g.peers.len(), MAX_PEERS);
-        assert!(g.targets.len() <= MAX_TARGETS);
         // The 51 beyond the table were refused, and the first peer (fresh)
         // kept its place.
         assert_eq!(g.stats.rejected, 2 + 51);
@@ -510,26 +503,33 @@ mod tests {
     }
 
     #[test]
-    fn targets_merge_by_newest_and_refuse_the_future() {
+    fn claims_are_per_author_replaced_by_its_next_report_and_refuse_the_future() {
         let p = Popularity::new(Duration::from_secs(60), 10, 15);
         let now = Instant::now();
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         p.receive_at(&a, &report(vec![], vec![(root(1), 3, 100)]), now, 1000);
+        // b's cancellation is b's claim: it does not touch a's.
         p.receive_at(&b, &report(vec![], vec![(root(1), 0, 200)]), now, 1000);
+        let mut claims = p.claims();
+        claims.sort_by_key(|c| c.copies);
+        let got: Vec<(PeerId, u8)> = claims.iter().map(|c| (c.author, c.copies)).collect();
+        assert_eq!(got, vec![(b, 0), (a, 3)]);
+        // a's next report replaces a's claims.
         p.receive_at(
             &a,
             &report(vec![], vec![(root(1), 5, 150)]),
             now + Duration::from_secs(1),
             1000,
         );
-        assert_eq!(p.heard_targets()[&root(1)].copies, 0);
+        let of_a: Vec<u8> = p.claims().iter().filter(|c| c.author == a).map(|c| c.copies).collect();
+        assert_eq!(of_a, vec![5]);
         assert!(!p.receive_at(
             &c,
             &report(vec![], vec![(root(1), 9, 1000 + 2 * MAX_CLOCK_SKEW_SECS)]),
             now,
             1000
         ));
-        assert_eq!(p.heard_targets()[&root(1)].set_at, 200);
+        assert_eq!(p.claims().len(), 2);
     }
 
     #[test]

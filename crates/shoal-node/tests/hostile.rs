@@ -347,3 +347,46 @@ async fn regression_24_a_peer_whose_answer_cannot_be_checked_is_not_believed() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// Issue 24 finding 4: a name's sequence restarted at 1 after `unpublish`
+/// or a lost record file, so followers refused the new records while
+/// anyone could replay the old higher one. The next sequence is above
+/// every record of the name this node signed or the DHT holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_24_a_names_sequence_never_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("n.zarr");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("zarr.json"), GROUP).unwrap();
+    let a = start(&tmp.path().join("a")).await;
+    let b = start(&tmp.path().join("b")).await;
+    connect(&a, &b).await;
+    a.add(src.clone(), Some("sst".into()), shoal_node::no_progress())
+        .await
+        .unwrap();
+    assert_eq!(a.publish("sst").await.unwrap().seq, 1);
+    std::fs::write(src.join("new"), b"v2").unwrap();
+    a.add(src.clone(), Some("sst".into()), shoal_node::no_progress())
+        .await
+        .unwrap();
+    let s2 = a.publish("sst").await.unwrap().seq;
+    assert_eq!(s2, 2);
+    assert!(a.unpublish("sst").await.unwrap());
+    let s3 = a.publish("sst").await.unwrap().seq;
+    assert!(s3 > s2, "after unpublish: {s3} <= {s2}");
+    // The published records and their marks lost (a restored backup): the
+    // DHT still holds sequence s3, and the next record passes it.
+    let dir = tmp.path().join("a/store/published");
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    std::fs::write(src.join("new"), b"v3").unwrap();
+    a.add(src.clone(), Some("sst".into()), shoal_node::no_progress())
+        .await
+        .unwrap();
+    let s4 = a.publish("sst").await.unwrap().seq;
+    assert!(s4 > s3, "after a lost record: {s4} <= {s3}");
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}

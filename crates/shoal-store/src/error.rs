@@ -40,6 +40,8 @@ pub enum Error {
     },
     #[error("store index error: {0}")]
     Index(String),
+    #[error("the store at {path} has format {found}, newer than this shoal reads ({supported}); run the shoal version that wrote it, or a newer one")]
+    NewerFormat { path: String, found: u64, supported: u64 },
 }
 
 impl Error {

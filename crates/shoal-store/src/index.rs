@@ -19,10 +19,14 @@ pub const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names");
 /// Replica targets: root CID -> (copies wanted, set-at unix seconds);
 /// 0 copies = a cancelled target kept while its cancellation spreads.
 pub const REPLICAS: TableDefinition<&[u8], (u8, u64)> = TableDefinition::new("replicas");
+/// Who set a replica target this daemon carries: root CID -> the peer id
+/// bytes of the author it was heard from. No row: the local user set it.
+pub const REPLICA_AUTHORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("replica_authors");
 /// UnixFS views: dataset root CID -> view root CID (dag-pb), and back.
 pub const VIEWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("views");
 pub const VIEW_OF: TableDefinition<&[u8], &[u8]> = TableDefinition::new("view_of");
-/// Counters: "clock" (access tick), "live_bytes".
+/// Counters: "clock" (access tick), "live_bytes", "format" (the repo
+/// format version, [`crate::FORMAT`]).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

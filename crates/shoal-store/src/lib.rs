@@ -32,5 +32,12 @@ pub use error::{Error, Result};
 pub use fsck::{BadBlock, FsckReport, IncompleteDataset};
 pub use gc::GcStats;
 pub use store::{
-    validate_name, PinKind, PinKinds, PutStats, Session, StatsReport, Store, StoreOptions, MAX_PENDING_TICKS,
+    validate_name, PinKind, PinKinds, PutStats, ReplicaTarget, Session, StatsReport, Store, StoreOptions,
+    MAX_PENDING_TICKS,
 };
+
+/// The store's format version, kept in the index (`meta.format`) and
+/// checked at open: 1 = stores made before the version was recorded; 2
+/// adds who set each carried replica target. An older store is migrated
+/// (new tables are created empty), a newer one refused untouched.
+pub const FORMAT: u64 = 2;

@@ -10,7 +10,7 @@ use shoal_core::manifest::Manifest;
 use shoal_core::{cid, Block, Cid};
 
 use crate::error::{Error, Result};
-use crate::index::{cid_from_key, Loc, BLOCKS, META, NAMES, PINS, REPLICAS, SEGMENTS, VIEWS, VIEW_OF};
+use crate::index::{cid_from_key, Loc, BLOCKS, META, NAMES, PINS, REPLICAS, REPLICA_AUTHORS, SEGMENTS, VIEWS, VIEW_OF};
 use crate::segment::{self, ActiveSegment, Readers, SEGMENT_MAX_BYTES};
 
 /// Why a root is kept.
@@ -167,6 +167,18 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// A recorded replica target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaTarget {
+    pub root: Cid,
+    pub copies: u8,
+    /// Unix seconds.
+    pub set_at: u64,
+    /// Peer id bytes of the peer it was heard from; None when the local
+    /// user set it.
+    pub author: Option<Vec<u8>>,
+}
+
 impl Store {
     /// Opens or creates a store in `dir`, recovering from an unclean stop:
     /// segment bytes past their committed length are cut off and segment
@@ -194,10 +206,26 @@ impl Store {
             txn.open_table(PINS)?;
             txn.open_table(NAMES)?;
             txn.open_table(REPLICAS)?;
+            txn.open_table(REPLICA_AUTHORS)?;
             txn.open_table(VIEWS)?;
             txn.open_table(VIEW_OF)?;
-            let meta = txn.open_table(META)?;
+            let mut meta = txn.open_table(META)?;
             let clock = meta.get("clock")?.map(|v| v.value()).unwrap_or(0);
+            // The format version: a store without one predates it (format
+            // 1, whose tables are all still read; the new ones were just
+            // created), one newer than this code is refused untouched.
+            let found = meta.get("format")?.map(|v| v.value()).unwrap_or(1);
+            if found > crate::FORMAT {
+                return Err(Error::NewerFormat {
+                    path: dir.display().to_string(),
+                    found,
+                    supported: crate::FORMAT,
+                });
+            }
+            if found < crate::FORMAT {
+                tracing::info!(from = found, to = crate::FORMAT, "store format migrated");
+                meta.insert("format", crate::FORMAT)?;
+            }
             let segs = txn.open_table(SEGMENTS)?;
             let mut segments = Vec::new();
             for row in segs.iter()? {
@@ -599,20 +627,59 @@ impl Store {
             .transpose()
     }
 
-    /// Records a replica target for `root` (see the mirror policy).
+    /// Records the local user's replica target for `root` (see the mirror
+    /// policy): no peer's claim replaces it.
     pub fn set_replica_target(&self, root: &Cid, copies: u8, set_at: u64) -> Result<()> {
+        self.put_replica_target(root, copies, set_at, None)
+    }
+
+    /// Records a replica target heard from `author` (peer id bytes), which
+    /// this daemon carries for a copy it holds.
+    pub fn set_carried_target(&self, root: &Cid, copies: u8, set_at: u64, author: &[u8]) -> Result<()> {
+        self.put_replica_target(root, copies, set_at, Some(author))
+    }
+
+    fn put_replica_target(&self, root: &Cid, copies: u8, set_at: u64, author: Option<&[u8]>) -> Result<()> {
+        let key = root.to_bytes();
         let txn = self.db.begin_write()?;
-        txn.open_table(REPLICAS)?
-            .insert(root.to_bytes().as_slice(), (copies, set_at))?;
+        txn.open_table(REPLICAS)?.insert(key.as_slice(), (copies, set_at))?;
+        {
+            let mut authors = txn.open_table(REPLICA_AUTHORS)?;
+            match author {
+                Some(a) => authors.insert(key.as_slice(), a).map(drop)?,
+                None => authors.remove(key.as_slice()).map(drop)?,
+            }
+        }
         txn.commit()?;
         Ok(())
     }
 
     pub fn remove_replica_target(&self, root: &Cid) -> Result<()> {
+        let key = root.to_bytes();
         let txn = self.db.begin_write()?;
-        txn.open_table(REPLICAS)?.remove(root.to_bytes().as_slice())?;
+        txn.open_table(REPLICAS)?.remove(key.as_slice())?;
+        txn.open_table(REPLICA_AUTHORS)?.remove(key.as_slice())?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Every recorded replica target with its author (None: the local user).
+    pub fn authored_replica_targets(&self) -> Result<Vec<ReplicaTarget>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(REPLICAS)?;
+        let authors = txn.open_table(REPLICA_AUTHORS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let (copies, set_at) = v.value();
+            out.push(ReplicaTarget {
+                root: cid_from_key(k.value())?,
+                copies,
+                set_at,
+                author: authors.get(k.value())?.map(|a| a.value().to_vec()),
+            });
+        }
+        Ok(out)
     }
 
     /// Every recorded replica target: (root, copies, set-at unix seconds).

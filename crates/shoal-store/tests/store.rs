@@ -412,3 +412,43 @@ fn access_ticks_of_many_reads_stay_bounded() {
     store.flush().unwrap();
     assert_eq!(store.pending_ticks(), 0);
 }
+
+/// Issue 24: a repo format version, written at open and checked: a store
+/// from before the version is migrated, one from a newer shoal refused
+/// untouched with a message saying so.
+#[test]
+fn the_format_version_is_recorded_and_a_newer_store_is_refused() {
+    const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+    let dir = tempfile::tempdir().unwrap();
+    let format = |dir: &std::path::Path| {
+        let db = redb::Database::open(dir.join("index.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(META).unwrap();
+        t.get("format").unwrap().map(|v| v.value())
+    };
+    let set = |dir: &std::path::Path, v: Option<u64>| {
+        let db = redb::Database::open(dir.join("index.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(META).unwrap();
+            match v {
+                Some(v) => t.insert("format", v).map(drop).unwrap(),
+                None => t.remove("format").map(drop).unwrap(),
+            }
+        }
+        txn.commit().unwrap();
+    };
+    drop(open(dir.path()));
+    assert_eq!(format(dir.path()), Some(shoal_store::FORMAT));
+    // A store from before the marker is migrated.
+    set(dir.path(), None);
+    drop(open(dir.path()));
+    assert_eq!(format(dir.path()), Some(shoal_store::FORMAT));
+    // A newer one is refused and left as it is.
+    set(dir.path(), Some(shoal_store::FORMAT + 1));
+    match Store::open(dir.path(), StoreOptions::default()) {
+        Err(e @ Error::NewerFormat { .. }) => assert!(e.to_string().contains("newer"), "{e}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert_eq!(format(dir.path()), Some(shoal_store::FORMAT + 1));
+}
