@@ -22,6 +22,12 @@ const DEFAULT_CONFIG: &str = r#"# shoal repo configuration.
 # a user pin or a name is evicted, least recently used first; a pin or add
 # that cannot fit fails with a clear error. "0" means no limit.
 quota = "0"
+# Maximum bytes of read-through cache: blocks fetched for mount, gateway and
+# `cat` readers that no pin or name holds, evicted least recently read
+# first, so readers cannot fill the disk whatever the quota says. "auto" =
+# 10% of the free space on the repo's disk at start, at most 50GiB; "0"
+# keeps none.
+cache = "auto"
 # Maximum block size for `shoal add` (chunks larger than this are split).
 block_size = "1MiB"
 
@@ -110,6 +116,11 @@ request_timeout = "60s"
 # Blocks fetched ahead of the client per response (memory per response is
 # this many blocks, whatever the key's size).
 blocks_ahead = 8
+# A connection that moves no byte either way for this long is closed (a
+# client that stops reading gives its request slot back), and at most this
+# many connections are open at once.
+idle_timeout = "60s"
+max_connections = 1024
 
 [names]
 # Published names (`shoal publish`) are announced to followers again this
@@ -228,6 +239,8 @@ pub struct GatewayConfig {
     pub max_requests: usize,
     pub request_timeout: String,
     pub blocks_ahead: usize,
+    pub idle_timeout: String,
+    pub max_connections: usize,
 }
 
 impl Default for GatewayConfig {
@@ -238,6 +251,8 @@ impl Default for GatewayConfig {
             max_requests: d.max_requests,
             request_timeout: "60s".into(),
             blocks_ahead: d.blocks_ahead,
+            idle_timeout: "60s".into(),
+            max_connections: d.max_connections,
         }
     }
 }
@@ -255,12 +270,17 @@ impl GatewayConfig {
         if self.max_requests == 0 || self.blocks_ahead == 0 {
             bail!("[gateway] max_requests and blocks_ahead must be at least 1");
         }
+        if parse_duration(&self.idle_timeout)?.is_zero() {
+            bail!("[gateway] idle_timeout must be above zero");
+        }
         Ok(Some((
             addr,
             shoal_gateway::Settings {
                 max_requests: self.max_requests,
                 request_timeout: parse_duration(&self.request_timeout).context("[gateway] request_timeout")?,
                 blocks_ahead: self.blocks_ahead,
+                idle_timeout: parse_duration(&self.idle_timeout).context("[gateway] idle_timeout")?,
+                max_connections: self.max_connections.max(1),
                 ..Default::default()
             },
         )))
@@ -418,6 +438,7 @@ impl Config {
         Ok(NodeConfig {
             store_dir: repo.store_path(),
             quota: self.store.quota_bytes()?,
+            cache: self.store.cache()?,
             block_size: self.store.block_size_bytes()?,
             mounts_record: repo.home.join("mounts"),
             net,
@@ -529,8 +550,13 @@ pub struct StoreConfig {
     pub quota: String,
     #[serde(default = "one_mib")]
     pub block_size: String,
+    #[serde(default = "auto")]
+    pub cache: String,
 }
 
+fn auto() -> String {
+    "auto".into()
+}
 fn zero() -> String {
     "0".into()
 }
@@ -543,11 +569,20 @@ impl Default for StoreConfig {
         Self {
             quota: zero(),
             block_size: one_mib(),
+            cache: auto(),
         }
     }
 }
 
 impl StoreConfig {
+    /// The read-through cache bound.
+    pub fn cache(&self) -> Result<Budget> {
+        if self.cache.trim().eq_ignore_ascii_case("auto") {
+            return Ok(Budget::Auto);
+        }
+        Ok(Budget::Fixed(parse_size(&self.cache).context("store.cache")?))
+    }
+
     pub fn quota_bytes(&self) -> Result<Option<u64>> {
         let q = parse_size(&self.quota).context("store.quota")?;
         Ok((q > 0).then_some(q))

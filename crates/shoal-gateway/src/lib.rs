@@ -15,6 +15,7 @@
 //! (a shard is streamed, never held whole), a deadline to the response
 //! head, path length. The rules are in docs/SEMANTICS.md.
 
+mod idle;
 mod ipfs;
 pub mod meta;
 pub mod metrics;
@@ -56,6 +57,12 @@ pub struct Settings {
     pub max_path: usize,
     /// Most children a directory index lists.
     pub dir_limit: usize,
+    /// A connection none of whose reads or writes moved a byte for this long
+    /// is closed (a client that stops reading gives its request slot back;
+    /// an idle keep-alive connection goes).
+    pub idle_timeout: Duration,
+    /// Connections open at once; more wait to be accepted.
+    pub max_connections: usize,
     /// Most leaves one `/ipfs/` file answer may list (a 1 MiB-leaf file of
     /// a million leaves is 1 TiB; a file node that links one node 20,000
     /// times asks for more and is refused). The node's walk limits bound
@@ -71,6 +78,8 @@ impl Default for Settings {
             blocks_ahead: 8,
             max_path: 4096,
             dir_limit: 10_000,
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
             max_leaves: 1 << 20,
         }
     }
@@ -134,6 +143,7 @@ impl Drop for Gateway {
 pub async fn start(node: Node, listen: SocketAddr, settings: Settings) -> std::io::Result<Gateway> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    let listener = idle::Listener::new(listener, settings.idle_timeout, settings.max_connections);
     let app = router(node, settings);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

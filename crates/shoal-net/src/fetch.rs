@@ -930,7 +930,7 @@ async fn write_behind(behind: Arc<WriteBehind>, store: Arc<Store>) {
             for b in &batch {
                 s.drop_if_corrupt(b.cid())?;
             }
-            Ok(s.put_many(&batch, None).map(|_| batch)?)
+            Ok(s.put_cache(&batch).map(|_| batch)?)
         })
         .await;
         let batch = match stored {

@@ -45,7 +45,16 @@ async fn source(blocks: &[Block], quota: Option<u64>) -> Setup {
     let net = swarm(serves_nothing());
     net.dial(listening(&provider).await).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path(), StoreOptions { quota }).unwrap());
+    let store = Arc::new(
+        Store::open(
+            dir.path(),
+            StoreOptions {
+                quota,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
     let fetcher = Fetcher {
         net,
         store: store.clone(),

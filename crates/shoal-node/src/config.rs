@@ -16,6 +16,10 @@ pub struct NodeConfig {
     pub store_dir: PathBuf,
     /// Max bytes of block data; `None` = unlimited.
     pub quota: Option<u64>,
+    /// Max bytes of read-through cache (blocks fetched for readers that no
+    /// pin or name holds): `Auto` is 10% of the free disk at start, at most
+    /// [`AUTO_BUDGET_MAX`]; `Fixed(0)` keeps none.
+    pub cache: Budget,
     /// Max block size for [`crate::Node::add`].
     pub block_size: u32,
     /// Where the node records its live mounts (for cleanup after a crash).
@@ -156,6 +160,28 @@ impl QuerySettings {
 impl Default for QuerySettings {
     fn default() -> Self {
         Self::auto()
+    }
+}
+
+/// Bytes free for unprivileged use on the filesystem holding `path` (or
+/// its nearest existing ancestor).
+pub fn free_disk(path: &std::path::Path) -> Option<u64> {
+    let mut p = path;
+    loop {
+        if let Ok(s) = rustix::fs::statvfs(p) {
+            return Some(s.f_bavail.saturating_mul(s.f_frsize));
+        }
+        p = p.parent()?;
+    }
+}
+
+impl Budget {
+    /// The bytes this budget stands for now, for a store at `dir`.
+    pub fn bytes_at(self, dir: &std::path::Path) -> u64 {
+        match self {
+            Budget::Fixed(n) => n,
+            Budget::Auto => (free_disk(dir).unwrap_or(0) / 10).min(AUTO_BUDGET_MAX),
+        }
     }
 }
 

@@ -213,13 +213,6 @@ fn holdings(store: &Store) -> shoal_store::Result<Holdings> {
     Ok(Holdings { held, mirrors, targets })
 }
 
-fn free_disk(path: &std::path::Path) -> u64 {
-    match rustix::fs::statvfs(path) {
-        Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
-        Err(_) => 0,
-    }
-}
-
 /// The rendezvous rank of `peer` for `root`: lower volunteers first.
 fn rank(root: &Cid, peer: &PeerId) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
@@ -260,7 +253,7 @@ impl Mirror {
             Budget::Fixed(b) => b,
             // The budget counts what mirrors already use as free, or it
             // would shrink as they fill the disk and evict them again.
-            Budget::Auto => ((free_disk(store.dir()) + mirrored) / 10).min(AUTO_BUDGET_MAX),
+            Budget::Auto => ((crate::config::free_disk(store.dir()).unwrap_or(0) + mirrored) / 10).min(AUTO_BUDGET_MAX),
         }
     }
 

@@ -53,6 +53,24 @@ struct Inner {
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
+/// Set when the request that started some blocking work is gone.
+#[derive(Clone, Default)]
+struct Cancel(Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0 .0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node").field("peer_id", &self.peer_id()).finish()
@@ -66,7 +84,12 @@ impl Node {
     /// announces every complete dataset held.
     pub async fn start(cfg: NodeConfig) -> Result<Node> {
         let store_dir = cfg.store_dir.clone();
-        let opts = StoreOptions { quota: cfg.quota };
+        let cache_max = cfg.cache.bytes_at(&store_dir);
+        tracing::info!(cache_max, "read-through cache bounded");
+        let opts = StoreOptions {
+            quota: cfg.quota,
+            cache_max: Some(cache_max),
+        };
         let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&store_dir, opts)).await??);
         let m = &cfg.mirror;
         let pop = Arc::new(Popularity::new(m.window, m.peer_cap, m.threshold));
@@ -207,6 +230,19 @@ impl Node {
     async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner)).await?
+    }
+
+    /// Blocking work for a request: when the request's future is dropped
+    /// (its deadline passed, its client went), `cancel` is set and the work
+    /// stops at its next check instead of running on unseen.
+    async fn blocking_for_request<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner, &Cancel) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let cancel = Cancel::default();
+        let _on_drop = CancelOnDrop(cancel.clone());
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner, &cancel)).await?
     }
 
     fn parts(&self) -> &Arc<Parts> {
@@ -506,7 +542,7 @@ impl Node {
             "" => String::new(),
             d => format!("{d}/"),
         };
-        self.blocking(move |n| {
+        self.blocking_for_request(move |n, cancel| {
             let m = n.parts.manifest(&root)?;
             let mut out = Dir {
                 zarr_format: m.zarr_format,
@@ -514,8 +550,19 @@ impl Node {
                 truncated: false,
             };
             let mut any = false;
-            m.for_each_entry(&mut n.parts.reader(root).fetch(), &mut |e| {
+            // The walk stops early: past the prefix's keys (they are
+            // adjacent), past the limit, or when the request is gone.
+            let mut stopped = false;
+            let stop = || shoal_zarr::Error::Fetch("stopped".into());
+            let walked = m.for_each_entry(&mut n.parts.reader(root).fetch(), &mut |e| {
+                if cancel.is_set() {
+                    return Err(stop());
+                }
                 let Some(rest) = e.key.strip_prefix(prefix.as_str()) else {
+                    if any {
+                        stopped = true;
+                        return Err(stop());
+                    }
                     return Ok(());
                 };
                 any = true;
@@ -529,7 +576,8 @@ impl Node {
                 }
                 if out.children.len() == limit {
                     out.truncated = true;
-                    return Ok(());
+                    stopped = true;
+                    return Err(stop());
                 }
                 out.children.push(Child {
                     name: name.to_string(),
@@ -537,7 +585,13 @@ impl Node {
                     size: if dir { 0 } else { e.size },
                 });
                 Ok(())
-            })?;
+            });
+            match walked {
+                Ok(()) => {}
+                Err(_) if stopped => {}
+                Err(_) if cancel.is_set() => return Err(Error::Unavailable("the request was dropped".into())),
+                Err(e) => return Err(e.into()),
+            }
             Ok(any.then_some(out))
         })
         .await

@@ -12,24 +12,7 @@ use shoal_node::Node;
 async fn regression_24_get_of_1643_directories_under_1024_descriptors() {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("many.zarr");
-    std::fs::create_dir_all(src.join("t")).unwrap();
-    std::fs::write(
-        src.join("zarr.json"),
-        r#"{"zarr_format":3,"node_type":"group","attributes":{}}"#,
-    )
-    .unwrap();
-    let meta = support::array_meta(&[40, 40, 2], &[1, 1, 1], support::plain_bytes(), &["a", "b", "c"]);
-    std::fs::write(src.join("t/zarr.json"), meta).unwrap();
-    for i in 0..40 {
-        for j in 0..40 {
-            let d = src.join(format!("t/c/{i}/{j}"));
-            std::fs::create_dir_all(&d).unwrap();
-            for k in 0..2 {
-                std::fs::write(d.join(k.to_string()), ((i * 80 + j * 2 + k) as f64).to_le_bytes()).unwrap();
-            }
-        }
-    }
+    let src = support::many_directories(tmp.path());
     let cfg = support::config(&tmp.path().join("n"), 1 << 20, support::quiet(), Default::default());
     let n = Node::start(cfg).await.unwrap();
     let added = n

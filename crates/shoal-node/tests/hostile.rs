@@ -2,7 +2,7 @@
 //! regression test through the node's typed API (real nodes on loopback,
 //! no subprocess). Every wait is bounded.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use shoal_core::cid::{self, Cid, DAG_PB, RAW};
@@ -10,7 +10,7 @@ use shoal_node::{Error, Node, TestSwitches};
 use shoal_unixfs::{car, pb, Link};
 
 mod support;
-use support::{array_meta, connect, plain_bytes, raw_peer, GROUP};
+use support::{array_meta, connect, hostile_weights, plain_bytes, raw_peer, GROUP};
 
 fn config(dir: &Path, test: TestSwitches) -> shoal_node::NodeConfig {
     support::config(dir, 1 << 20, support::quiet(), test)
@@ -211,41 +211,6 @@ async fn regression_24_a_tree_with_an_empty_file_adds_and_reads_back() {
     n.shutdown().await.unwrap();
 }
 
-/// A dataset with a data array `v` (shape [10]) and a weights array `w`
-/// whose metadata declares `chunk_shape [2^40]` and whose one chunk is a
-/// zstd frame declaring 2^38 decoded bytes.
-fn hostile_weights(dir: &Path) -> PathBuf {
-    let root = dir.join("zb.zarr");
-    std::fs::create_dir_all(root.join("v/c")).unwrap();
-    std::fs::create_dir_all(root.join("w/c")).unwrap();
-    std::fs::write(root.join("zarr.json"), GROUP).unwrap();
-    std::fs::write(
-        root.join("v/zarr.json"),
-        array_meta(&[10], &[10], plain_bytes(), &["x"]),
-    )
-    .unwrap();
-    let v: Vec<u8> = (0..10).flat_map(|i| (i as f64).to_le_bytes()).collect();
-    std::fs::write(root.join("v/c/0"), v).unwrap();
-    let zstd = serde_json::json!([
-        {"name": "bytes", "configuration": {"endian": "little"}},
-        {"name": "zstd", "configuration": {"level": 0, "checksum": false}}
-    ]);
-    std::fs::write(root.join("w/zarr.json"), array_meta(&[10], &[1 << 40], zstd, &["x"])).unwrap();
-    // Magic, single-segment with an 8-byte content size of 2^38, then RLE
-    // blocks of 128 KiB - 1 each (the last one marked last).
-    let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0xe0];
-    frame.extend_from_slice(&(1u64 << 38).to_le_bytes());
-    let rle = |last: bool| -> [u8; 4] {
-        let h = (((128 << 10) - 1) << 3) | (1 << 1) | u32::from(last);
-        [h as u8, (h >> 8) as u8, (h >> 16) as u8, 0]
-    };
-    for i in 0..(8 << 20) / 4 - 4 {
-        frame.extend_from_slice(&rle(i == (8 << 20) / 4 - 5));
-    }
-    std::fs::write(root.join("w/c/0"), frame).unwrap();
-    root
-}
-
 fn weighted_mean() -> shoal_query::QuerySpec {
     shoal_query::QuerySpec {
         dims: vec!["x".into()],
@@ -387,6 +352,52 @@ async fn regression_24_a_names_sequence_never_restarts() {
     let s4 = a.publish("sst").await.unwrap().seq;
     assert!(s4 > s3, "after a lost record: {s4} <= {s3}");
     for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// Issue 24 finding 7: blocks a reader fetched were stored behind it as
+/// cache without limit when no quota was set. A node whose cache is 1 MiB
+/// reads 8 MiB of a peer's dataset and keeps at most its cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_24_readers_cannot_fill_the_disk_with_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.zarr");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("zarr.json"), GROUP).unwrap();
+    for i in 0..8u8 {
+        let data: Vec<u8> = (0..1u32 << 20)
+            .map(|j| (j.wrapping_mul(2654435761) >> 24) as u8 ^ i)
+            .collect();
+        std::fs::write(src.join(format!("k{i}")), data).unwrap();
+    }
+    let holder = start(&tmp.path().join("holder")).await;
+    let mut cfg = config(&tmp.path().join("reader"), TestSwitches::default());
+    cfg.cache = shoal_node::Budget::Fixed(1 << 20);
+    let reader = Node::start(cfg).await.unwrap();
+    let root = holder
+        .add(src.clone(), None, shoal_node::no_progress())
+        .await
+        .unwrap()
+        .root;
+    connect(&holder, &reader).await;
+    for i in 0..8u8 {
+        let got = reader.read(root, &format!("k{i}"), None).await.unwrap();
+        assert_eq!(got.as_ref(), std::fs::read(src.join(format!("k{i}"))).unwrap());
+    }
+    // The write-behind settles within a bounded time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut held;
+    loop {
+        held = reader.stats().await.unwrap().live_bytes;
+        if held > 0 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(held > 0, "some cache was kept");
+    assert!(held <= (1 << 20) + (64 << 10), "{held} bytes kept under a 1 MiB cache");
+    for n in [holder, reader] {
         n.shutdown().await.unwrap();
     }
 }

@@ -107,6 +107,8 @@ impl Store {
             ..Default::default()
         };
         self.remove_entries(&dead)?;
+        // What was cache is gone (sessions may hold some: count again).
+        *self.cache_bytes.lock().expect("cache lock") = None;
         let (n, bytes) = self.compact(&mut w)?;
         stats.compacted_segments = n;
         stats.reclaimed_disk_bytes = bytes;
@@ -319,6 +321,52 @@ impl Store {
         self.drop_broken_soft_pins()?;
         self.compact(w)?;
         Ok(evict.len() as u64)
+    }
+
+    /// Evicts read-through cache (blocks no pin, name or session holds),
+    /// least recently used first, until `needed` more bytes fit under `max`
+    /// (5% below, so a stream of reads does not rescan the index on every
+    /// batch). Returns (blocks evicted, cache bytes left).
+    pub(crate) fn trim_cache(&self, w: &mut Writer, needed: u64, max: u64) -> Result<(u64, u64)> {
+        let (held, _) = self.mark(&self.gc_roots(false)?)?;
+        let touched = self.touched.lock().expect("touched lock").clone();
+        let mut cache = Vec::new();
+        {
+            let txn = self.db.begin_read()?;
+            for row in txn.open_table(BLOCKS)?.iter()? {
+                let (k, v) = row?;
+                let cid = cid_from_key(k.value())?;
+                if !held.contains(&cid) {
+                    let mut loc = Loc::from_tuple(v.value());
+                    if let Some(t) = touched.get(&cid) {
+                        loc.tick = loc.tick.max(*t);
+                    }
+                    cache.push((cid, loc));
+                }
+            }
+        }
+        let mut bytes: u64 = cache.iter().map(|c| c.1.len).sum();
+        if bytes + needed <= max {
+            return Ok((0, bytes));
+        }
+        let target = max.saturating_sub(needed).saturating_sub(max / 20);
+        cache.sort_by_key(|c| c.1.tick);
+        let mut evict = Vec::new();
+        for c in cache {
+            if bytes <= target {
+                break;
+            }
+            bytes -= c.1.len;
+            evict.push(c);
+        }
+        tracing::info!(
+            blocks = evict.len(),
+            cache_max = max,
+            "evicting least recently read cache"
+        );
+        self.remove_entries(&evict)?;
+        self.compact(w)?;
+        Ok((evict.len() as u64, bytes))
     }
 
     /// Removes mirror/cache pins whose datasets are no longer complete.

@@ -56,6 +56,9 @@ impl PinKinds {
 pub struct StoreOptions {
     /// Maximum bytes of block data; `None` = unlimited.
     pub quota: Option<u64>,
+    /// Maximum bytes of read-through cache ([`Store::put_cache`]: blocks no
+    /// pin, name or session holds); `None` = bounded by the quota only.
+    pub cache_max: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -152,6 +155,9 @@ pub struct Store {
     pub(crate) sessions: Arc<Mutex<HashMap<u64, HashSet<SessionKey>>>>,
     next_session: AtomicU64,
     pub(crate) opts: StoreOptions,
+    /// Read-through cache bytes, an upper estimate (None: not yet counted);
+    /// made exact by every trim.
+    pub(crate) cache_bytes: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -279,6 +285,7 @@ impl Store {
             sessions: Arc::new(Mutex::new(HashMap::new())),
             next_session: AtomicU64::new(1),
             opts,
+            cache_bytes: Mutex::new(None),
         })
     }
 
@@ -378,6 +385,34 @@ impl Store {
             .read(&self.seg_dir, loc.segment, loc.offset, loc.len as usize)
             .map_err(|e| corrupt(format!("read failed: {e}")))?;
         Block::verified(*cid, data.into()).map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// Stores blocks fetched for readers as evictable cache, within
+    /// `cache_max` (least recently used cache evicted first); a batch larger
+    /// than the whole cap is not stored. What readers read through the
+    /// mount or the gateway can therefore never fill the disk, whatever the
+    /// quota says.
+    pub fn put_cache(&self, blocks: &[Block]) -> Result<PutStats> {
+        let mut stats = PutStats::default();
+        if let Some(max) = self.opts.cache_max {
+            let needed: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+            if needed > max {
+                return Ok(stats);
+            }
+            let mut w = self.writer.lock().expect("writer lock");
+            let mut known = self.cache_bytes.lock().expect("cache lock");
+            if known.is_none_or(|c| c + needed > max) {
+                let (evicted, left) = self.trim_cache(&mut w, needed, max)?;
+                stats.evicted_blocks = evicted;
+                *known = Some(left);
+            }
+        }
+        let put = self.put_many(blocks, None)?;
+        if let Some(c) = self.cache_bytes.lock().expect("cache lock").as_mut() {
+            *c += put.new_bytes;
+        }
+        stats += put;
+        Ok(stats)
     }
 
     /// Stores blocks (already verified by construction). Blocks already

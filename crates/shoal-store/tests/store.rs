@@ -212,7 +212,14 @@ fn quota_evicts_least_recently_used_unpinned_data_first() {
         dataset(3, &[10_000; 10], 10_000),
     );
     let quota = a.bytes() * 2 + a.bytes() / 2;
-    let store = Store::open(dir.path(), StoreOptions { quota: Some(quota) }).unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            quota: Some(quota),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     put(&store, &a, None);
     store.pin(&a.root(), PinKind::Cache).unwrap();
     put(&store, &b, None);
@@ -245,6 +252,7 @@ fn quota_never_evicts_user_pins_and_refuses_what_cannot_fit() {
         dir.path(),
         StoreOptions {
             quota: Some(a.bytes() * 2),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -451,4 +459,46 @@ fn the_format_version_is_recorded_and_a_newer_store_is_refused() {
         other => panic!("{:?}", other.map(|_| ())),
     }
     assert_eq!(format(dir.path()), Some(shoal_store::FORMAT + 1));
+}
+
+/// Issue 24 finding 7: with no quota (the default), blocks fetched for
+/// readers were stored as cache without limit, so readers could fill the
+/// disk. Read-through cache stays under `cache_max`, least recently read
+/// evicted first; pinned data is never touched.
+#[test]
+fn regression_24_read_through_cache_stays_under_its_cap_and_pins_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            quota: None,
+            cache_max: Some(1 << 20),
+        },
+    )
+    .unwrap();
+    let pinned = dataset(9, &[300_000, 300_000], 1 << 20);
+    put(&store, &pinned, None);
+    store.pin(&pinned.root(), PinKind::User).unwrap();
+    let block = |i: u32| {
+        Block::raw(
+            (0..200_000u32)
+                .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+                .collect::<Vec<u8>>(),
+        )
+    };
+    for i in 0..40 {
+        store.put_cache(&[block(i)]).unwrap();
+    }
+    let stats = store.stats().unwrap();
+    let cache = stats.live_bytes - pinned.bytes();
+    assert!(cache <= 1 << 20, "{cache} bytes of cache");
+    assert!(cache >= 600_000, "the cap is used, not emptied: {cache}");
+    // The newest are kept, the oldest went; the pinned dataset is whole.
+    assert!(store.get(block(39).cid()).unwrap().is_some());
+    assert!(store.get(block(0).cid()).unwrap().is_none());
+    assert!(store.fsck(false).unwrap().is_clean());
+    // A batch larger than the whole cap is not stored at all.
+    let huge = Block::raw(vec![7u8; 2 << 20]);
+    store.put_cache(std::slice::from_ref(&huge)).unwrap();
+    assert!(store.get(huge.cid()).unwrap().is_none());
 }

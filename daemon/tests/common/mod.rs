@@ -64,12 +64,16 @@ pub struct Opts {
     /// TOML lines for `[gateway]` (listen is 127.0.0.1, port 0, unless
     /// given here).
     pub gateway: String,
+    /// Shell `ulimit` commands the daemon process starts under (e.g.
+    /// `ulimit -v 8388608`), for tests of resource limits.
+    pub ulimits: String,
 }
 
 pub struct Daemon {
     pub home: PathBuf,
     child: Option<Child>,
     env: Vec<(String, String)>,
+    ulimits: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -100,6 +104,7 @@ impl Daemon {
             home: home.to_path_buf(),
             child: None,
             env: opts.env.clone(),
+            ulimits: opts.ulimits.clone(),
             _dir: None,
         };
         d.cli_ok(&["init"]);
@@ -150,7 +155,18 @@ impl Daemon {
             .append(true)
             .open(self.home.join("daemon.log"))
             .unwrap();
-        let child = Command::new(BIN)
+        // Under limits: a shell sets them, then becomes the daemon (same
+        // pid, so kill and wait reach the daemon itself).
+        let mut cmd = if self.ulimits.is_empty() {
+            Command::new(BIN)
+        } else {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("{}; exec \"$0\" \"$@\"", self.ulimits))
+                .arg(BIN);
+            c
+        };
+        let child = cmd
             .arg("--home")
             .arg(&self.home)
             .arg("daemon")
