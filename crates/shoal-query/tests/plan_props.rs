@@ -178,3 +178,32 @@ proptest! {
         prop_assert!(plan.chunk_region(&vec![u64::MAX; ndim]).is_err() || ndim == 0);
     }
 }
+
+// Fuzzing of the compute wire format (issue 24): a peer's answer, arbitrary
+// or a valid one mutated, is checked whole before any partial is used.
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compute_answers_from_arbitrary_or_mutated_bytes_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        cells in 1usize..64,
+    ) {
+        use shoal_query::remote;
+        let spec = shoal_query::QuerySpec::new("a", shoal_query::Op::Std);
+        let f = remote::Fields::of(&spec);
+        let _ = remote::response_partials(&bytes, cells, 3, f);
+        let grid = vec![shoal_query::Partial::EMPTY; cells];
+        let header = remote::ComputeHeader { computed: vec![0, 1, 2], ..Default::default() };
+        let mut good = remote::encode_response(&header, &grid, f);
+        for &(at, v) in &edits {
+            if good.is_empty() { break; }
+            let i = at % good.len();
+            good[i] ^= v.max(1);
+        }
+        if let Ok((_, pairs)) = remote::response_partials(&good, cells, 3, f) {
+            prop_assert!(pairs.iter().all(|(c, _)| *c < cells));
+        }
+    }
+}

@@ -68,7 +68,7 @@ impl Walk {
     }
 
     /// Counts one reference to a node at `depth`; fails past the node or
-    /// depth limit.
+    /// depth limit (a refused reference counts nothing).
     pub fn enter(&mut self, depth: usize) -> Result<()> {
         if depth > self.limits.depth {
             return Err(Error::Budget(format!(
@@ -76,13 +76,13 @@ impl Walk {
                 self.limits.depth
             )));
         }
-        self.nodes += 1;
-        if self.nodes > self.limits.nodes {
+        if self.nodes >= self.limits.nodes {
             return Err(Error::Budget(format!(
                 "more than {} node references",
                 self.limits.nodes
             )));
         }
+        self.nodes += 1;
         Ok(())
     }
 
