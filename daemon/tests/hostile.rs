@@ -139,3 +139,53 @@ fn regression_24_get_of_1643_directories_under_ulimit_n_1024() {
     d.cli_ok(&["get", "many", "-o", out.to_str().unwrap()]);
     assert_same_tree(&src, &out);
 }
+
+/// Issue 24 finding 1: `/ipfs/` answers re-expanded shared sub-DAGs: a file
+/// node of 20,000 links to one node of 20,000 leaves asked for 4 x 10^8
+/// entries, outside any timeout. A peer that is not a shoal daemon serves
+/// such a DAG; one GET through the daemon's gateway is refused within the
+/// walk's limits, and the daemon answers the next request.
+#[test]
+fn regression_24_an_ipfs_file_over_a_shared_sub_dag_is_refused_not_expanded() {
+    use shoal_unixfs::{pb, Link};
+    let leaf = bytes::Bytes::from_static(b"x");
+    let leaf_cid = shoal_core::cid::cid_of(shoal_core::cid::RAW, &leaf);
+    let fan = |child: shoal_core::Cid, size: u64| {
+        let n = 20_000;
+        let links: Vec<Link> = (0..n)
+            .map(|_| Link {
+                cid: child,
+                name: String::new(),
+                tsize: size,
+            })
+            .collect();
+        let data = pb::UnixFs {
+            kind: pb::FILE,
+            filesize: Some(size * n as u64),
+            blocksizes: vec![size; n],
+            ..Default::default()
+        };
+        let b = pb::encode_node(&links, &data.encode());
+        (shoal_core::cid::cid_of(shoal_core::cid::DAG_PB, &b), bytes::Bytes::from(b))
+    };
+    let mid = fan(leaf_cid, 1);
+    let top = fan(mid.0, 20_000);
+    assert!(top.1.len() < 1 << 20 && mid.1.len() < 1 << 20);
+    let blocks: std::collections::HashMap<shoal_core::Cid, bytes::Bytes> =
+        [(leaf_cid, leaf), mid.clone(), top.clone()].into_iter().collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let serve: shoal_net::ServeFn = std::sync::Arc::new(move |_, _, cids| cids.iter().map(|c| blocks.get(c).cloned()).collect());
+    let evil = raw_peer_serving(&rt, serve, std::sync::Arc::new(|_, _| Vec::new()));
+    let d = Daemon::start();
+    rt.block_on(evil.dial(d.addr().parse().unwrap())).unwrap();
+    rt.block_on(evil.provide(top.0)).unwrap();
+    let gw = gateway(&d);
+    let started = Instant::now();
+    let (status, body) = http_get(&format!("{gw}/ipfs/{}", top.0));
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("too large"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    assert_eq!(http_get(&format!("{gw}/ipfs/bafkqaaa")).0, 200);
+    assert!(d.cli(&["id"]).status.success());
+}

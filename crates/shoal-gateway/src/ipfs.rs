@@ -471,7 +471,23 @@ fn car_stream(
         /// A file's raw leaves being fetched, `ahead` at a time.
         leaves: Option<futures::stream::BoxStream<'static, (Cid, shoal_node::Result<Bytes>)>>,
         ahead: usize,
+        /// Blocks and bytes sent, under the node's walk limits.
+        walk: Walk,
         _permit: tokio::sync::OwnedSemaphorePermit,
+    }
+    impl St {
+        /// The next section, counted against the walk: past its limits the
+        /// CAR ends with an error (and nothing more is fetched).
+        fn section(&mut self, c: &Cid, b: &Bytes) -> Result<Bytes, std::io::Error> {
+            let counted = self.walk.enter(0).and_then(|()| self.walk.spend(b.len() as u64));
+            if let Err(e) = counted {
+                tracing::info!(%c, error = %e, "a CAR response ends early: past the walk's limits");
+                self.todo.clear();
+                self.leaves = None;
+                return Err(std::io::Error::other(e.to_string()));
+            }
+            Ok(Bytes::from(car::section(c, b)))
+        }
     }
     let terminal = *roots.last().expect("a root");
     // The path's blocks (not expanded), then the terminal (expanded by scope).
@@ -481,6 +497,7 @@ fn car_stream(
     }
     let ahead = gw.settings.blocks_ahead.max(1);
     let st = St {
+        walk: Walk::new(gw.node.limits().walk),
         gw,
         view,
         todo,
@@ -499,7 +516,7 @@ fn car_stream(
         // A file's leaves first, fetched ahead in order.
         if let Some(leaves) = st.leaves.as_mut() {
             match leaves.next().await {
-                Some((c, Ok(b))) => return Some((Ok(Bytes::from(car::section(&c, &b))), st)),
+                Some((c, Ok(b))) => return Some((st.section(&c, &b), st)),
                 Some((c, Err(e))) => {
                     tracing::info!(%c, error = %e, "a CAR response ends early: a block could not be had");
                     let st = St {
@@ -583,7 +600,7 @@ fn car_stream(
                     }
                 }
             }
-            return Some((Ok(Bytes::from(car::section(&c, &b))), st));
+            return Some((st.section(&c, &b), st));
         }
     })
     .boxed()

@@ -500,6 +500,16 @@ pub fn raw_peer(rt: &tokio::runtime::Runtime) -> shoal_net::Client {
 
 /// A raw peer whose compute requests are answered by `compute`.
 pub fn raw_peer_with(rt: &tokio::runtime::Runtime, compute: shoal_net::ComputeFn) -> shoal_net::Client {
+    raw_peer_serving(rt, std::sync::Arc::new(|_, _, cids| vec![None; cids.len()]), compute)
+}
+
+/// A raw peer that answers block requests with `serve` and compute
+/// requests with `compute`.
+pub fn raw_peer_serving(
+    rt: &tokio::runtime::Runtime,
+    serve: shoal_net::ServeFn,
+    compute: shoal_net::ComputeFn,
+) -> shoal_net::Client {
     let mut swarm = shoal_net::SwarmSettings::new(
         shoal_net::Keypair::generate_ed25519(),
         vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
@@ -508,7 +518,7 @@ pub fn raw_peer_with(rt: &tokio::runtime::Runtime, compute: shoal_net::ComputeFn
     swarm.max_connections = 16;
     let cfg = shoal_net::NetConfig {
         swarm,
-        serve: std::sync::Arc::new(|_, _, cids| vec![None; cids.len()]),
+        serve,
         compute,
         gossip: Some(std::sync::Arc::new(|_, _| false)),
         names: None,
