@@ -8,5 +8,6 @@ cd "$(dirname "$0")/.."
 scripts/setup-venv.sh
 scripts/setup-js.sh
 cargo fmt --all -- --check
+python3 scripts/check-module-cycles.py
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --test-threads=2

@@ -166,7 +166,10 @@ fn regression_24_an_ipfs_file_over_a_shared_sub_dag_is_refused_not_expanded() {
             ..Default::default()
         };
         let b = pb::encode_node(&links, &data.encode());
-        (shoal_core::cid::cid_of(shoal_core::cid::DAG_PB, &b), bytes::Bytes::from(b))
+        (
+            shoal_core::cid::cid_of(shoal_core::cid::DAG_PB, &b),
+            bytes::Bytes::from(b),
+        )
     };
     let mid = fan(leaf_cid, 1);
     let top = fan(mid.0, 20_000);
@@ -174,7 +177,8 @@ fn regression_24_an_ipfs_file_over_a_shared_sub_dag_is_refused_not_expanded() {
     let blocks: std::collections::HashMap<shoal_core::Cid, bytes::Bytes> =
         [(leaf_cid, leaf), mid.clone(), top.clone()].into_iter().collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let serve: shoal_net::ServeFn = std::sync::Arc::new(move |_, _, cids| cids.iter().map(|c| blocks.get(c).cloned()).collect());
+    let serve: shoal_net::ServeFn =
+        std::sync::Arc::new(move |_, _, cids| cids.iter().map(|c| blocks.get(c).cloned()).collect());
     let evil = raw_peer_serving(&rt, serve, std::sync::Arc::new(|_, _| Vec::new()));
     let d = Daemon::start();
     rt.block_on(evil.dial(d.addr().parse().unwrap())).unwrap();

@@ -34,7 +34,7 @@ pub struct NodeConfig {
     pub mirror: MirrorSettings,
     pub query: QuerySettings,
     /// Published names and follows: announce and poll intervals.
-    pub names: crate::names::NameSettings,
+    pub names: NameSettings,
     /// Bounds on what untrusted input may make this node do.
     pub limits: Limits,
     /// Test-only misbehaviour (lying and slow peers). Never set in production.
@@ -62,6 +62,26 @@ impl Default for Limits {
             // Zarr writers skip chunks of only the fill value, so real
             // trees repeat few blocks; a 64 x 64 bomb is refused by 256x.
             car_expansion: 16,
+        }
+    }
+}
+
+/// How often published records are announced again, and followed names
+/// looked up on the DHT.
+#[derive(Debug, Clone, Copy)]
+pub struct NameSettings {
+    pub announce: Duration,
+    pub poll: Duration,
+    /// Deadline of one DHT lookup of a name.
+    pub lookup: Duration,
+}
+
+impl Default for NameSettings {
+    fn default() -> Self {
+        NameSettings {
+            announce: Duration::from_secs(10),
+            poll: Duration::from_secs(60),
+            lookup: Duration::from_secs(10),
         }
     }
 }

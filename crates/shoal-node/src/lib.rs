@@ -31,8 +31,10 @@ mod node;
 mod parts;
 pub mod popularity;
 mod query;
+mod records;
 mod results;
 mod serve;
+mod trust;
 pub mod types;
 pub mod versions;
 

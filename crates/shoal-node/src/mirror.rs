@@ -42,7 +42,8 @@ use shoal_store::{PinKind, Store};
 use crate::config::{Budget, MirrorSettings, AUTO_BUDGET_MAX};
 use crate::error::{Error, Result};
 use crate::parts::Parts;
-use crate::popularity::{unix_now, Claim, GossipStats, Popularity, Score};
+use crate::popularity::{Claim, GossipStats, Popularity, Score};
+use crate::records::unix_now;
 
 /// Wants whose providers are checked per policy run (each costs a DHT
 /// lookup and a dial per provider).

@@ -22,7 +22,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_core::Cid;
@@ -30,27 +29,9 @@ use shoal_net::names::{self, NameRecord};
 use shoal_net::{Keypair, PeerId, Verdict};
 
 use crate::error::{Error, Result};
-use crate::popularity::unix_now;
+use crate::records::unix_now;
 
-/// How often published records are announced again, and followed names
-/// looked up on the DHT.
-#[derive(Debug, Clone, Copy)]
-pub struct NameSettings {
-    pub announce: Duration,
-    pub poll: Duration,
-    /// Deadline of one DHT lookup of a name.
-    pub lookup: Duration,
-}
-
-impl Default for NameSettings {
-    fn default() -> Self {
-        NameSettings {
-            announce: Duration::from_secs(10),
-            poll: Duration::from_secs(60),
-            lookup: Duration::from_secs(10),
-        }
-    }
-}
+pub use crate::config::NameSettings;
 
 /// DHT puts of published records, besides each new version: every this
 /// many announcements.
@@ -119,7 +100,7 @@ pub(crate) struct Names {
 }
 
 fn file(dir: &Path, name: &str) -> PathBuf {
-    dir.join(blake3::hash(name.as_bytes()).to_hex().as_str())
+    crate::records::path(dir, name)
 }
 
 impl Names {
@@ -195,7 +176,7 @@ impl Names {
         let r = NameRecord::new(self.me(), name, root, seq, unix_now());
         let signed = r.sign(&self.keypair).map_err(Error::Internal)?;
         self.note_seq(name, seq)?;
-        crate::parts::replace_file(&file(&self.published_dir, name), &signed)
+        crate::records::replace_file(&file(&self.published_dir, name), &signed)
             .map_err(|e| Error::Internal(format!("keeping the published record: {e}")))?;
         Ok((r, signed))
     }
@@ -214,7 +195,7 @@ impl Names {
         if seq <= self.high_water(name) {
             return Ok(());
         }
-        crate::parts::replace_file(
+        crate::records::replace_file(
             &file(&self.published_dir, name).with_extension("seq"),
             seq.to_string().as_bytes(),
         )
@@ -248,7 +229,7 @@ impl Names {
     /// Records a follow's state (memory and disk).
     pub fn save(&self, f: &Follow) -> Result<()> {
         let data = serde_json::to_vec_pretty(f).map_err(|e| Error::Internal(e.to_string()))?;
-        crate::parts::replace_file(&file(&self.follows_dir, &f.local), &data)
+        crate::records::replace_file(&file(&self.follows_dir, &f.local), &data)
             .map_err(|e| Error::Internal(format!("keeping the follow record: {e}")))?;
         self.lock().insert(f.key(), f.clone());
         Ok(())

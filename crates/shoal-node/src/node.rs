@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::mirror::{Mirror, MirrorsView};
 use crate::mounts::{MountBlocks, Mounts};
 use crate::parts::Parts;
-use crate::popularity::{unix_now, Kind, Popularity};
+use crate::popularity::{Kind, Popularity};
+use crate::records::{unix_now, unix_now_nanos};
 use crate::types::*;
 
 /// How often pending access ticks are written to the store's index.
@@ -403,7 +404,7 @@ impl Node {
                 }
                 if let Some(rec) = &record {
                     // Best effort: without it the next add reads everything.
-                    if let Err(e) = write_record(rec, &r.record) {
+                    if let Err(e) = crate::records::write_cbor(rec, &r.record) {
                         tracing::warn!(error = %e, path = %rec.display(), "cannot keep the add's file record");
                     }
                 }
@@ -1242,7 +1243,7 @@ impl Node {
                 tracing::info!(publisher = %key.0, name = %key.1, seq = r.seq, %root, bytes, secs = started.elapsed().as_secs_f64(), "took a followed version");
                 f.seq = r.seq;
                 f.root = Some(root);
-                f.updated = crate::popularity::unix_now();
+                f.updated = unix_now();
                 f.error = None;
                 f.failures = 0;
                 if f.pending_seq_is(r.seq) {
@@ -1511,31 +1512,15 @@ impl Inner {
 
     /// The file holding the last add's record for `name`.
     fn ingest_record(&self, name: &str) -> PathBuf {
-        self.ingest_dir.join(blake3::hash(name.as_bytes()).to_hex().as_str())
+        crate::records::path(&self.ingest_dir, name)
     }
-}
-
-fn unix_now_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
 }
 
 /// The record an earlier add left (`None` if absent or unreadable: the add
 /// then reads every file).
 fn read_record(path: &Path) -> Option<shoal_zarr::Prior> {
-    let data = std::fs::read(path).ok()?;
-    match serde_ipld_dagcbor::from_slice(&data) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::warn!(error = %e, path = %path.display(), "ignoring an unreadable add record");
-            None
-        }
-    }
-}
-
-/// Writes an add's record atomically (temporary file, then rename).
-fn write_record(path: &Path, record: &shoal_zarr::Prior) -> std::io::Result<()> {
-    let data = serde_ipld_dagcbor::to_vec(record).map_err(std::io::Error::other)?;
-    crate::parts::replace_file(path, &data)
+    crate::records::read_cbor(path).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, path = %path.display(), "ignoring an unreadable add record");
+        None
+    })
 }

@@ -29,9 +29,9 @@ pub(crate) struct Parts {
     pub provider_timeout: Duration,
     pub query: crate::config::QuerySettings,
     /// Bounds and counters of the compute requests served.
-    pub serve_limits: Arc<crate::query::ServeLimits>,
+    pub serve_limits: Arc<crate::trust::ServeLimits>,
     /// Peers caught returning wrong partials.
-    pub liars: crate::query::Liars,
+    pub liars: crate::trust::Liars,
     /// Bounds on untrusted input.
     pub limits: crate::config::Limits,
 }
@@ -160,24 +160,6 @@ impl Reader {
     }
 }
 
-/// Replaces `path` with `data` as a whole and durably: written to a
-/// temporary name beside it (its directory created if needed), synced,
-/// renamed over it, and the directory synced, so a reader (or the node
-/// after a crash) sees the old file or the new one, never an empty or
-/// partial one, and a replacement that returned survives a power cut.
-pub(crate) fn replace_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().expect("a file in a directory");
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 impl Parts {
     /// The UnixFS view of dataset `root` when it is held here in full
     /// (built now if need be), else None.
@@ -230,28 +212,5 @@ impl Parts {
         self.store.set_view(&root, &view)?;
         tracing::debug!(%root, %view, "built the UnixFS view");
         Ok(view)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// Issue 24 finding 4: records were written and renamed without fsync,
-    /// so a crash could leave an empty record. The replacement is whole:
-    /// old or new content, no temporary left, the directory made if need be.
-    #[test]
-    fn replace_file_replaces_whole_and_leaves_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("records/abc");
-        super::replace_file(&p, b"one").unwrap();
-        super::replace_file(&p, b"two, longer").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two, longer");
-        // A temporary left by a crash before the rename is replaced, and the
-        // record it would have replaced is intact meanwhile.
-        std::fs::write(p.with_extension("tmp"), b"").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two, longer");
-        super::replace_file(&p, b"three").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"three");
-        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("abc")]);
     }
 }

@@ -22,12 +22,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shoal_core::Cid;
 use shoal_net::gossip::{self, Report};
 use shoal_net::PeerId;
+
+use crate::records::unix_now;
 
 /// Peers whose latest report is kept.
 pub const MAX_PEERS: usize = 512;
@@ -128,13 +130,6 @@ pub struct Popularity {
     /// Fires when a new replica target is heard (and, through the mirror
     /// task's poll of [`Self::newly_popular`], when a dataset becomes popular).
     pub changed: tokio::sync::Notify,
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Popularity {

@@ -13,7 +13,7 @@
 //! network layer bounds concurrent requests.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use zarrs::array::Array;
 use crate::error::Result;
 use crate::parts::Parts;
 use crate::popularity::{Kind, Popularity};
+pub(crate) use crate::trust::{Liars, ServeLimits};
 use crate::types::QueryReport;
 
 /// Deadline of one compute request to a peer.
@@ -597,27 +598,6 @@ async fn candidates(net: &shoal_net::Client, root: Cid, timeout: Duration) -> Ve
     out
 }
 
-/// Peers caught returning partials that disagree with the same chunks
-/// computed here: asked for no more compute, for the daemon's lifetime.
-#[derive(Debug, Default)]
-pub(crate) struct Liars {
-    peers: std::sync::Mutex<HashSet<PeerId>>,
-    pub caught: AtomicU64,
-}
-
-impl Liars {
-    pub fn contains(&self, p: &PeerId) -> bool {
-        self.peers.lock().expect("liars lock").contains(p)
-    }
-
-    fn catch(&self, p: PeerId, why: &str) {
-        if self.peers.lock().expect("liars lock").insert(p) {
-            self.caught.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %p, reason = why, "a peer's compute answer disagrees with the same chunk computed here: no more compute requests to it; its partials are discarded and recomputed");
-        }
-    }
-}
-
 /// A chunk to compute here, to check a peer's answer for it; the partials
 /// (or why they could not be computed) come back on the oneshot.
 type Check = (
@@ -1109,13 +1089,4 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, 
         missing,
         error: None,
     })
-}
-
-/// What one compute request may cost a serving node.
-#[derive(Debug)]
-pub(crate) struct ServeLimits {
-    /// Bytes one request may use (grids, decode buffers, answer).
-    pub request_memory: u64,
-    /// Requests refused for their size.
-    pub refused: AtomicU64,
 }

@@ -115,7 +115,7 @@ pub(crate) fn save(file: &Path, result: Cid, reports: &[QueryReport]) {
         reports: reports.iter().map(KeptReport::of).collect(),
     };
     let data = serde_json::to_vec(&kept).expect("the record serialises");
-    if let Err(e) = crate::parts::replace_file(file, &data) {
+    if let Err(e) = crate::records::replace_file(file, &data) {
         tracing::warn!(error = %e, path = %file.display(), "cannot keep the query result record");
     }
 }

@@ -6,13 +6,14 @@
 //! between the two loses the history entry, never a pin).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use shoal_core::manifest::{Content, Entry, Manifest};
 use shoal_core::Cid;
 
 use crate::error::{Error, Result};
+use crate::records;
 
 /// Versions a name keeps unless told otherwise.
 pub const DEFAULT_KEEP: u32 = 10;
@@ -57,27 +58,23 @@ pub struct History {
     pub versions: Vec<Version>,
 }
 
-pub(crate) fn path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(blake3::hash(name.as_bytes()).to_hex().as_str())
-}
-
 pub(crate) fn load(dir: &Path, name: &str) -> Result<History> {
-    match std::fs::read(path(dir, name)) {
-        Ok(data) => serde_ipld_dagcbor::from_slice(&data)
-            .map_err(|e| Error::Corrupt(format!("the version history of {name:?} is unreadable: {e}"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(History::default()),
+    match records::read_cbor(&records::path(dir, name)) {
+        Ok(h) => Ok(h.unwrap_or_default()),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(Error::Corrupt(format!(
+            "the version history of {name:?} is unreadable: {e}"
+        ))),
         Err(e) => Err(Error::Internal(format!("reading the version history of {name:?}: {e}"))),
     }
 }
 
 pub(crate) fn save(dir: &Path, name: &str, h: &History) -> Result<()> {
-    let data = serde_ipld_dagcbor::to_vec(h).map_err(|e| Error::Internal(e.to_string()))?;
-    crate::parts::replace_file(&path(dir, name), &data)
+    records::write_cbor(&records::path(dir, name), h)
         .map_err(|e| Error::Internal(format!("writing the version history of {name:?}: {e}")))
 }
 
 pub(crate) fn remove(dir: &Path, name: &str) {
-    let _ = std::fs::remove_file(path(dir, name));
+    let _ = std::fs::remove_file(records::path(dir, name));
 }
 
 /// Keys added, changed and removed between two versions, with sizes.
@@ -164,7 +161,7 @@ mod tests {
         };
         save(dir.path(), "a", &h).unwrap();
         assert_eq!(load(dir.path(), "a").unwrap().versions, h.versions);
-        std::fs::write(path(dir.path(), "a"), b"junk").unwrap();
+        std::fs::write(crate::records::path(dir.path(), "a"), b"junk").unwrap();
         assert!(load(dir.path(), "a").is_err());
     }
 }

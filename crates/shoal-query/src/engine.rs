@@ -15,6 +15,7 @@ use ndarray::ArrayD;
 use serde_json::{Map, Value};
 use zarrs::array::{Array, ArraySubset};
 
+pub use crate::grid::Region;
 use crate::grid::SharedGrid;
 use crate::partial::{Op, Partial};
 use crate::storage::ManifestStorage;
@@ -493,33 +494,6 @@ pub struct Extras {
     pub weights: Option<Weights>,
 }
 
-/// A box of output cells: `origin` and `shape` over the kept dimensions,
-/// relative to the start of the selection. A worker's grid covers one
-/// region, so a compute request allocates only the cells its chunks touch.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Region {
-    pub origin: Vec<u64>,
-    pub shape: Vec<usize>,
-}
-
-impl Region {
-    pub fn cells(&self) -> usize {
-        self.shape.iter().product::<usize>().max(1)
-    }
-
-    /// The smallest region holding both.
-    pub fn union(&self, o: &Region) -> Region {
-        let (mut origin, mut shape) = (Vec::new(), Vec::new());
-        for ((a, n), (b, m)) in self.origin.iter().zip(&self.shape).zip(o.origin.iter().zip(&o.shape)) {
-            let lo = *a.min(b);
-            let hi = (a + *n as u64).max(b + *m as u64);
-            origin.push(lo);
-            shape.push((hi - lo) as usize);
-        }
-        Region { origin, shape }
-    }
-}
-
 fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let (mut v, mut u) = (n as f64, 0);
@@ -545,14 +519,6 @@ impl Plan {
     /// Whether values are weighted.
     pub fn weighted(&self) -> bool {
         self.weights.is_some()
-    }
-
-    /// What the partials of this plan carry on the wire.
-    pub fn fields(&self) -> crate::remote::Fields {
-        crate::remote::Fields {
-            op: self.op,
-            weighted: self.weighted(),
-        }
     }
 
     /// Memory a local run on `threads` workers needs: the output grid the

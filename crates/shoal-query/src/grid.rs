@@ -100,6 +100,33 @@ impl SharedGrid {
     }
 }
 
+/// A box of output cells: `origin` and `shape` over the kept dimensions,
+/// relative to the start of the selection. A worker's grid covers one
+/// region, so a compute request allocates only the cells its chunks touch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Region {
+    pub origin: Vec<u64>,
+    pub shape: Vec<usize>,
+}
+
+impl Region {
+    pub fn cells(&self) -> usize {
+        self.shape.iter().product::<usize>().max(1)
+    }
+
+    /// The smallest region holding both.
+    pub fn union(&self, o: &Region) -> Region {
+        let (mut origin, mut shape) = (Vec::new(), Vec::new());
+        for ((a, n), (b, m)) in self.origin.iter().zip(&self.shape).zip(o.origin.iter().zip(&o.shape)) {
+            let lo = *a.min(b);
+            let hi = (a + *n as u64).max(b + *m as u64);
+            origin.push(lo);
+            shape.push((hi - lo) as usize);
+        }
+        Region { origin, shape }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

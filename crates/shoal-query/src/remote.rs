@@ -16,7 +16,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Region;
+use crate::engine::Plan;
+use crate::grid::Region;
 use crate::partial::{Op, Partial};
 use crate::QuerySpec;
 
@@ -52,6 +53,16 @@ impl Fields {
     fn cell_bytes(self) -> usize {
         let (mm, m2, w) = self.which();
         4 + 8 + 8 + if mm { 16 } else { 0 } + if m2 { 8 } else { 0 } + if w { 8 } else { 0 }
+    }
+}
+
+impl Plan {
+    /// What the partials of this plan carry on the wire.
+    pub fn fields(&self) -> Fields {
+        Fields {
+            op: self.op,
+            weighted: self.weighted(),
+        }
     }
 }
 
