@@ -9,5 +9,12 @@ scripts/setup-venv.sh
 scripts/setup-js.sh
 cargo fmt --all -- --check
 python3 scripts/check-module-cycles.py
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked -- --test-threads=2
+# The tests build with the test-only faults (lying, slow, withholding
+# peers); the shipped build must not carry them.
+cargo clippy --workspace --all-targets --locked --features shoal/test-faults -- -D warnings
+cargo build -p shoal --locked
+if grep -q SHOAL_TEST_ target/debug/shoal; then
+  echo "test.sh: the shipped build of shoal carries test faults (SHOAL_TEST_)" >&2
+  exit 1
+fi
+cargo test --workspace --locked --features shoal/test-faults -- --test-threads=2

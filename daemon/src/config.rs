@@ -459,8 +459,10 @@ impl Config {
     }
 }
 
-/// Test-only misbehaviour, for the lying-peer and slow-peer tests; the
-/// node logs a warning when they are on. Never set these in production.
+/// Test-only misbehaviour, for the lying-peer and slow-peer tests, from
+/// the environment: only in a build with the `test-faults` feature (the
+/// shipped binary holds neither the code nor the variables' names).
+#[cfg(feature = "test-faults")]
 fn test_switches() -> shoal_node::TestSwitches {
     shoal_node::TestSwitches {
         corrupt_served_blocks: std::env::var_os("SHOAL_TEST_CORRUPT_SERVED_BLOCKS").is_some(),
@@ -473,6 +475,11 @@ fn test_switches() -> shoal_node::TestSwitches {
         wrong_partials: std::env::var_os("SHOAL_TEST_WRONG_PARTIALS").is_some(),
         withhold_chunk_blocks: false,
     }
+}
+
+#[cfg(not(feature = "test-faults"))]
+fn test_switches() -> shoal_node::TestSwitches {
+    shoal_node::TestSwitches::default()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -16,10 +16,12 @@ pub mod cid;
 pub mod error;
 pub mod key;
 pub mod manifest;
+pub mod progress;
 
 pub use block::Block;
 pub use cid::Cid;
 pub use error::Error;
+pub use progress::Progress;
 
 /// Default maximum block size: 1 MiB. Large enough that hashing and I/O
 /// amortise per-block overhead, small enough that one block is a cheap unit

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use libp2p::PeerId;
+use shoal_core::Progress;
 use shoal_core::{Block, Cid};
 use shoal_store::{Session, Store};
 use tokio::sync::oneshot;
@@ -72,14 +73,6 @@ impl Default for FetchOptions {
             max_bytes: None,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct FetchProgress {
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-    pub blocks_done: u64,
-    pub peers: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -266,7 +259,7 @@ impl Fetcher {
         &self,
         root: Cid,
         session: &Session,
-        progress: &(dyn Fn(FetchProgress) + Send + Sync),
+        progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<FetchReport> {
         let mut report = FetchReport {
             root: root.to_string(),
@@ -306,7 +299,7 @@ impl Fetcher {
             connected
         };
         tracing::info!(%root, providers = providers.len(), "fetching dataset");
-        let mut prog = FetchProgress::default();
+        let mut prog = Progress::default();
         let mut used = HashSet::new();
         let mut banned = HashSet::new();
         let mut links = HashMap::new();
@@ -345,7 +338,7 @@ impl Fetcher {
                 first: *first,
             });
         }
-        report.blocks_fetched = prog.blocks_done;
+        report.blocks_fetched = prog.items_done;
         report.bytes_fetched = prog.bytes_done;
         report.peers_used = used.iter().map(|p: &PeerId| p.to_string()).collect();
         report.banned = banned.iter().map(|p: &PeerId| p.to_string()).collect();
@@ -371,10 +364,10 @@ impl Fetcher {
         cids: Vec<Cid>,
         providers: &mut Vec<PeerId>,
         session: &Session,
-        prog: &mut FetchProgress,
+        prog: &mut Progress,
         used: &mut HashSet<PeerId>,
         banned: &mut HashSet<PeerId>,
-        progress: &(dyn Fn(FetchProgress) + Send + Sync),
+        progress: &(dyn Fn(Progress) + Send + Sync),
         links: &mut HashMap<PeerId, Link>,
         lookup: &mut Option<Lookup>,
     ) -> Result<()> {
@@ -511,7 +504,7 @@ impl Fetcher {
                         Ok(found) => add_providers(found, &mut peers, providers, banned),
                         // Nobody provides it and the guesses had nothing:
                         // that is the error to report.
-                        Err(e) if prog.blocks_done == 0 => {
+                        Err(e) if prog.items_done == 0 => {
                             w.finish(session).await?;
                             return Err(e);
                         }
@@ -536,7 +529,7 @@ impl Fetcher {
                 if peers.len() == before {
                     // Nothing came from anyone and the DHT knows no
                     // provider: that is the error to report.
-                    if let Some(e) = lookup_err.take().filter(|_| prog.blocks_done == 0) {
+                    if let Some(e) = lookup_err.take().filter(|_| prog.items_done == 0) {
                         w.finish(session).await?;
                         return Err(e);
                     }
@@ -649,7 +642,7 @@ impl Fetcher {
                                         w.finish(session).await?;
                                         return Err(Error::OverBudget { root, max });
                                     }
-                                    prog.blocks_done += 1;
+                                    prog.items_done += 1;
                                     w.push(b);
                                     if used.insert(peer) {
                                         prog.peers = used.len() as u64;

@@ -213,8 +213,11 @@ pub fn total_ram() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Misbehaviour for the lying-peer and slow-peer tests.
-#[derive(Debug, Clone, Copy, Default)]
+/// Misbehaviour for the lying-peer and slow-peer tests. Acted on only in a
+/// build with the `test-faults` feature (the tests'); the shipped build
+/// refuses to start with any switch set.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TestSwitches {
     /// Serve every block with its first byte flipped.
     pub corrupt_served_blocks: bool,
@@ -243,4 +246,21 @@ pub fn raise_open_files_limit() -> std::io::Result<(Option<u64>, Option<u64>)> {
         )?;
     }
     Ok((before.current, getrlimit(Resource::Nofile).current))
+}
+
+impl TestSwitches {
+    /// Warns about each switch that is on, or refuses them all in a build
+    /// without test faults.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        if *self == TestSwitches::default() {
+            return Ok(());
+        }
+        if !cfg!(feature = "test-faults") {
+            return Err(crate::Error::BadRequest(
+                "test switches are set but this build has no test faults (the test-faults feature)".into(),
+            ));
+        }
+        tracing::warn!(switches = ?self, "this node misbehaves on purpose (test switches)");
+        Ok(())
+    }
 }

@@ -118,15 +118,7 @@ impl Node {
             gossip_heartbeat: (m.every.unwrap_or(Duration::from_secs(15)) / 3)
                 .clamp(Duration::from_secs(1), Duration::from_secs(5)),
         };
-        if cfg.test.corrupt_served_blocks {
-            tracing::warn!("this node serves corrupted blocks (test switch)");
-        }
-        if cfg.test.wrong_partials {
-            tracing::warn!("compute answers are falsified (test switch)");
-        }
-        if !cfg.test.serve_delay.is_zero() {
-            tracing::warn!(delay = ?cfg.test.serve_delay, "serving is slowed down (test switch)");
-        }
+        cfg.test.check()?;
         let (net, event_loop) = shoal_net::EventLoop::new(net_cfg)?;
         let mut tasks = vec![tokio::spawn(event_loop.run()).abort_handle()];
         let fetcher = Fetcher {
@@ -386,14 +378,7 @@ impl Node {
                     prior: prior.map(Arc::new),
                 };
                 let session = store.session();
-                let r = shoal_zarr::ingest(store, &path, &opts, &session, &|p| {
-                    progress(Progress {
-                        bytes_done: p.bytes_done,
-                        bytes_total: p.bytes_total,
-                        items_done: p.blocks_done,
-                        ..Default::default()
-                    })
-                })?;
+                let r = shoal_zarr::ingest(store, &path, &opts, &session, &|p| progress(*p))?;
                 store.pin(&r.root, PinKind::User)?;
                 let unixfs = n.parts.ensure_view(r.root)?;
                 let mut version = None;

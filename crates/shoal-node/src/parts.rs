@@ -72,15 +72,7 @@ impl Parts {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Option<FetchReport>> {
         let report = tokio::runtime::Handle::current()
-            .block_on(self.fetcher.fetch_dataset(root, session, &|p| {
-                progress(Progress {
-                    bytes_done: p.bytes_done,
-                    bytes_total: p.bytes_total,
-                    items_done: p.blocks_done,
-                    items_total: 0,
-                    peers: p.peers,
-                })
-            }))
+            .block_on(self.fetcher.fetch_dataset(root, session, &|p| progress(p)))
             .map_err(|e| {
                 let e = Error::from(e);
                 match self.store.missing_blocks(&root) {

@@ -14,23 +14,11 @@ use crate::popularity::{Kind, Popularity};
 /// answered "not here" (never wrong bytes, unless the test switch says so).
 pub(crate) fn blocks(store: Arc<Store>, pop: Arc<Popularity>, test: TestSwitches) -> shoal_net::ServeFn {
     Arc::new(move |_peer, root, cids| {
-        if !test.serve_delay.is_zero() {
-            std::thread::sleep(test.serve_delay);
-        }
+        faults::delay(&test);
         let out: Vec<Option<Bytes>> = cids
             .iter()
             .map(|c| match store.get(c) {
-                _ if test.withhold_chunk_blocks && c.codec() == shoal_core::cid::RAW => None,
-                Ok(Some(b)) => {
-                    let data = b.into_data();
-                    if test.corrupt_served_blocks && !data.is_empty() {
-                        let mut v = data.to_vec();
-                        v[0] ^= 0xff;
-                        Some(Bytes::from(v))
-                    } else {
-                        Some(data)
-                    }
-                }
+                Ok(Some(b)) => faults::served_block(&test, c, b.into_data()),
                 _ => None,
             })
             .collect();
@@ -55,34 +43,76 @@ pub(crate) fn compute(
 ) -> shoal_net::ComputeFn {
     Arc::new(move |peer, body| {
         tracing::debug!(%peer, bytes = body.len(), "compute request");
-        if !test.serve_delay.is_zero() {
-            std::thread::sleep(test.serve_delay);
-        }
+        faults::delay(&test);
         let mut answer = crate::query::serve(&store, &pop, &limits, &body);
-        if test.wrong_partials {
-            lie(&mut answer);
-        }
+        faults::answer(&test, &mut answer);
         answer
     })
 }
 
-/// The wrong-partials test switch: adds one to the sum of the answer's
-/// first cell (header length, header, cell count, then cells of a u32
-/// index, a u64 count and an f64 sum first).
-fn lie(answer: &mut [u8]) {
-    let Some(h) = answer
-        .get(..4)
-        .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
-    else {
-        return;
-    };
-    let n_at = 4 + h;
-    let has_cells = answer
-        .get(n_at..n_at + 4)
-        .is_some_and(|b| u32::from_le_bytes(b.try_into().expect("4")) > 0);
-    let sum_at = n_at + 4 + 4 + 8;
-    if let (true, Some(b)) = (has_cells, answer.get_mut(sum_at..sum_at + 8)) {
-        let v = f64::from_le_bytes((&*b).try_into().expect("8")) + 1.0;
-        b.copy_from_slice(&v.to_le_bytes());
+/// The test faults ([`TestSwitches`]), compiled in only with the
+/// `test-faults` feature: without it every hook is the honest identity and
+/// the node refuses to start with a switch set.
+#[cfg(not(feature = "test-faults"))]
+mod faults {
+    use super::*;
+
+    pub(super) fn delay(_: &TestSwitches) {}
+
+    pub(super) fn served_block(_: &TestSwitches, _: &shoal_core::Cid, data: Bytes) -> Option<Bytes> {
+        Some(data)
+    }
+
+    pub(super) fn answer(_: &TestSwitches, _: &mut [u8]) {}
+}
+
+#[cfg(feature = "test-faults")]
+mod faults {
+    use super::*;
+
+    pub(super) fn delay(test: &TestSwitches) {
+        if !test.serve_delay.is_zero() {
+            std::thread::sleep(test.serve_delay);
+        }
+    }
+
+    /// Withheld (chunks), corrupted (first byte flipped) or as stored.
+    pub(super) fn served_block(test: &TestSwitches, c: &shoal_core::Cid, data: Bytes) -> Option<Bytes> {
+        if test.withhold_chunk_blocks && c.codec() == shoal_core::cid::RAW {
+            return None;
+        }
+        if test.corrupt_served_blocks && !data.is_empty() {
+            let mut v = data.to_vec();
+            v[0] ^= 0xff;
+            return Some(Bytes::from(v));
+        }
+        Some(data)
+    }
+
+    pub(super) fn answer(test: &TestSwitches, answer: &mut [u8]) {
+        if test.wrong_partials {
+            lie(answer);
+        }
+    }
+
+    /// The wrong-partials test switch: adds one to the sum of the answer's
+    /// first cell (header length, header, cell count, then cells of a u32
+    /// index, a u64 count and an f64 sum first).
+    fn lie(answer: &mut [u8]) {
+        let Some(h) = answer
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
+        else {
+            return;
+        };
+        let n_at = 4 + h;
+        let has_cells = answer
+            .get(n_at..n_at + 4)
+            .is_some_and(|b| u32::from_le_bytes(b.try_into().expect("4")) > 0);
+        let sum_at = n_at + 4 + 4 + 8;
+        if let (true, Some(b)) = (has_cells, answer.get_mut(sum_at..sum_at + 8)) {
+            let v = f64::from_le_bytes((&*b).try_into().expect("8")) + 1.0;
+            b.copy_from_slice(&v.to_le_bytes());
+        }
     }
 }

@@ -9,16 +9,7 @@ use shoal_core::Cid;
 use shoal_net::{FetchReport, Multiaddr, PeerId};
 use shoal_store::PinKind;
 
-/// Progress of a long operation (add, pin, export).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-    pub items_done: u64,
-    pub items_total: u64,
-    /// Peers that delivered data (network fetches).
-    pub peers: u64,
-}
+pub use shoal_core::Progress;
 
 /// Where progress goes; called from worker threads, so it must be cheap
 /// (the caller throttles if it needs to).

@@ -27,6 +27,7 @@ use std::sync::mpsc;
 
 use bytes::Bytes;
 use shoal_core::manifest::{Content, Entry, ManifestBuilder};
+use shoal_core::Progress;
 use shoal_core::{chunk, key, Block, Cid};
 use shoal_store::{PutStats, Session, Store};
 
@@ -144,14 +145,6 @@ impl Prior {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct IngestProgress {
-    pub files_total: u64,
-    pub bytes_total: u64,
-    pub bytes_done: u64,
-    pub blocks_done: u64,
-}
-
 #[derive(Debug, Clone)]
 pub struct IngestReport {
     pub root: Cid,
@@ -185,12 +178,11 @@ pub fn ingest(
     dir: &Path,
     opts: &IngestOptions,
     session: &Session,
-    progress: &(dyn Fn(&IngestProgress) + Sync),
+    progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<IngestReport> {
     let block_size = opts.block_size.clamp(1, shoal_core::MAX_BLOCK_SIZE);
     let (root, zarr_format, files) = scan(dir)?;
-    let mut prog = IngestProgress {
-        files_total: files.len() as u64,
+    let mut prog = Progress {
         bytes_total: files.iter().map(|f| f.size).sum(),
         ..Default::default()
     };
@@ -271,10 +263,10 @@ pub fn ingest(
         drop(tx);
         let mut batch: Vec<Block> = Vec::new();
         let mut batch_bytes = 0;
-        let mut flush = |batch: &mut Vec<Block>, prog: &mut IngestProgress| -> Result<()> {
+        let mut flush = |batch: &mut Vec<Block>, prog: &mut Progress| -> Result<()> {
             stats += store.put_many(batch, Some(session))?;
             prog.bytes_done += batch.iter().map(|b| b.len() as u64).sum::<u64>();
-            prog.blocks_done += batch.len() as u64;
+            prog.items_done += batch.len() as u64;
             batch.clear();
             progress(prog);
             Ok(())
