@@ -26,6 +26,7 @@ mod api;
 mod client;
 mod config;
 mod output;
+mod render;
 mod server;
 
 use std::path::PathBuf;
@@ -37,7 +38,8 @@ use clap::{Parser, Subcommand};
 use crate::api::*;
 use crate::client::Client;
 use crate::config::Repo;
-use crate::output::{human_bytes, out, print_json, Bar};
+use crate::output::{out, print_json, Bar};
+use crate::render::show;
 
 #[derive(Parser)]
 #[command(
@@ -227,135 +229,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         home: repo.home.clone(),
         socket: repo.socket_path(),
     };
+    let q = output::urlencode;
     match cli.cmd {
         Cmd::Daemon => server::run(repo).await?,
-        Cmd::Init { listen, gateway } => {
-            if let Some(g) = gateway.as_deref().filter(|g| !g.is_empty()) {
-                g.parse::<std::net::SocketAddr>()
-                    .map_err(|_| anyhow::anyhow!("--gateway {g:?}: expected HOST:PORT, e.g. 127.0.0.1:8080 (port 0: any free port), or \"\" for none"))?;
-            }
-            let created = repo.init(&listen, gateway.as_deref())?;
-            if json {
-                print_json(&serde_json::json!({"repo": repo.home, "created": created}))?;
-            } else if created {
-                out!(
-                    "created repo at {}\nstart the daemon with: shoal --home {} daemon",
-                    repo.home.display(),
-                    repo.home.display()
-                );
-            } else {
-                out!("repo already exists at {}", repo.home.display());
-            }
-        }
-        Cmd::Id => {
-            let info: IdInfo = client.get("/v1/id").await?;
-            if json {
-                print_json(&info)?;
-            } else {
-                out!("peer id: {}", info.peer_id);
-                for a in &info.addrs {
-                    out!("address: {a}");
-                }
-                match &info.gateway {
-                    Some(g) => out!("gateway: {g}/zarr/"),
-                    None => out!("gateway: off"),
-                }
-                out!(
-                    "repo:    {}\napi:     {}\nversion: {}",
-                    info.repo,
-                    info.api_socket,
-                    info.version
-                );
-            }
-        }
+        Cmd::Init { listen, gateway } => init(&repo, json, &listen, gateway.as_deref())?,
+        Cmd::Id => show(json, &client.get::<IdInfo>("/v1/id").await?)?,
         Cmd::Connect { addr } => {
             let r: ConnectResult = client.post("/v1/connect", &ConnectRequest { addr }).await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                out!("connected to {}", r.peer_id);
-            }
+            show(json, &r)?
         }
-        Cmd::Peers => {
-            let r: Vec<shoal_net::PeerInfo> = client.get("/v1/peers").await?;
-            if json {
-                print_json(&r)?;
-            } else if r.is_empty() {
-                out!("no connected peers (use `shoal connect MULTIADDR` or [network] bootstrap in config.toml)");
-            } else {
-                for p in &r {
-                    out!("{}  {}", p.peer_id, p.addrs.join(" "));
-                }
-            }
-        }
+        Cmd::Peers => show(json, &client.get::<Vec<shoal_net::PeerInfo>>("/v1/peers").await?)?,
         Cmd::Providers { cid } => {
-            let r: ProvidersResult = client
-                .get(&format!("/v1/providers?cid={}", output::urlencode(&cid)))
-                .await?;
-            if json {
-                print_json(&r)?;
-            } else if r.providers.is_empty() {
-                out!("no provider found for {}", r.root);
-            } else {
-                for p in &r.providers {
-                    out!("{p}");
-                }
-            }
+            let r: ProvidersResult = client.get(&format!("/v1/providers?cid={}", q(&cid))).await?;
+            show(json, &r)?
         }
         Cmd::Log { name } => {
-            let r: Vec<VersionInfo> = client
-                .get(&format!("/v1/log?name={}", output::urlencode(&name)))
-                .await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                for v in &r {
-                    let when = if v.time == 0 {
-                        "time unknown".to_string()
-                    } else {
-                        output::utc(v.time)
-                    };
-                    out!(
-                        "{name}@{}  {}  {when}  +{} ~{} -{} keys, {} new",
-                        v.version,
-                        v.root,
-                        v.added,
-                        v.changed,
-                        v.removed,
-                        human_bytes(v.new_bytes)
-                    );
-                }
-            }
+            let versions = client.get(&format!("/v1/log?name={}", q(&name))).await?;
+            show(json, &render::Log { name, versions })?
         }
         Cmd::Diff { a, b } => {
-            let r: DiffResult = client
-                .get(&format!(
-                    "/v1/diff?a={}&b={}",
-                    output::urlencode(&a),
-                    output::urlencode(&b)
-                ))
-                .await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                for (k, s) in &r.added {
-                    out!("+ {k}  {}", human_bytes(*s));
-                }
-                for (k, o, n) in &r.changed {
-                    out!("~ {k}  {} -> {}", human_bytes(*o), human_bytes(*n));
-                }
-                for (k, s) in &r.removed {
-                    out!("- {k}  {}", human_bytes(*s));
-                }
-                out!(
-                    "{} added, {} changed, {} removed ({} -> {})",
-                    r.added.len(),
-                    r.changed.len(),
-                    r.removed.len(),
-                    r.from,
-                    r.to
-                );
-            }
+            let r: DiffResult = client.get(&format!("/v1/diff?a={}&b={}", q(&a), q(&b))).await?;
+            show(json, &r)?
         }
         Cmd::Add {
             path,
@@ -370,45 +264,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 rehash,
                 keep,
             };
-            let mut bar = Bar::new(json, "adding");
-            let r: AddResult = client.stream("/v1/add", &req, &mut |p| bar.update(p)).await?;
-            bar.finish();
-            if json {
-                print_json(&r)?;
-            } else {
-                let label = r.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default();
-                out!(
-                    "added{label}: zarr v{}, {} keys, {} ({} new blocks, {} written, {} already stored) in {:.1}s",
-                    r.zarr_format,
-                    r.keys,
-                    human_bytes(r.bytes),
-                    r.new_blocks,
-                    human_bytes(r.new_bytes),
-                    r.dup_blocks,
-                    r.seconds
-                );
-                if let (Some(v), Some(n)) = (r.version, &r.name) {
-                    out!("version: {n}@{v} (see `shoal log {n}`)");
-                }
-                if r.reused_files > 0 {
-                    out!(
-                        "unchanged since the last add of this name: {} files ({}), not read",
-                        r.reused_files,
-                        human_bytes(r.reused_bytes)
-                    );
-                }
-                if !r.unixfs.is_empty() {
-                    out!("unixfs view (ipfs://CID for IPFS tools): {}", r.unixfs);
-                }
-                out!("{}", r.root);
-            }
+            let r: AddResult = streamed(&client, json, "adding", "/v1/add", &req).await?;
+            show(json, &r)?
         }
         Cmd::Ls { target } => {
             let mut ls = output::LsPrinter::new(json);
             client
-                .lines(&format!("/v1/ls?target={}", output::urlencode(&target)), &mut |l| {
-                    ls.line(l)
-                })
+                .lines(&format!("/v1/ls?target={}", q(&target)), &mut |l| ls.line(l))
                 .await?;
             ls.finish()?;
         }
@@ -421,7 +283,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let mut out = std::io::stdout();
             client
-                .download(&format!("/v1/cat?target={}", output::urlencode(&target)), &mut out)
+                .download(&format!("/v1/cat?target={}", q(&target)), &mut out)
                 .await?;
         }
         Cmd::Get { target, out, car } => {
@@ -432,52 +294,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 out: out.display().to_string(),
                 car: is_car,
             };
-            let mut bar = Bar::new(json, "writing");
-            let r: GetResult = client.stream("/v1/get", &req, &mut |p| bar.update(p)).await?;
-            bar.finish();
-            if json {
-                print_json(&r)?;
-            } else {
-                let what = if is_car { "blocks" } else { "keys" };
-                out!(
-                    "wrote {} {what}, {} to {} in {:.1}s",
-                    r.keys,
-                    human_bytes(r.bytes),
-                    r.out,
-                    r.seconds
-                );
-            }
+            let result = streamed(&client, json, "writing", "/v1/get", &req).await?;
+            show(json, &render::Got { car: is_car, result })?
         }
         Cmd::Pin { target, name, replicas } => {
-            let mut bar = Bar::new(json, "fetching");
             let req = PinRequest { target, name, replicas };
-            let r: PinResult = client.stream("/v1/pin", &req, &mut |p| bar.update(p)).await?;
-            bar.finish();
-            if json {
-                print_json(&r)?;
-            } else {
-                if let Some(f) = &r.fetched {
-                    out!(
-                        "fetched {} blocks ({}) from {} peers{}",
-                        f.blocks_fetched,
-                        human_bytes(f.bytes_fetched),
-                        f.peers_used.len(),
-                        if f.banned.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; banned {} lying peers", f.banned.len())
-                        }
-                    );
-                }
-                let how = if r.changed { "pinned" } else { "already pinned" };
-                let named = r.name.map(|n| format!(" as {n}")).unwrap_or_default();
-                out!("{how} {}{named}", r.root);
-                if let Some(n) = r.replicas {
-                    out!(
-                        "replica target: {n} copies; daemons with mirror budget volunteer (watch with `shoal mirrors`)"
-                    );
-                }
-            }
+            let result = streamed(&client, json, "fetching", "/v1/pin", &req).await?;
+            show(json, &render::Pinned { unpin: false, result })?
         }
         Cmd::Unpin { target } => {
             let req = PinRequest {
@@ -485,228 +308,133 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 name: None,
                 replicas: None,
             };
-            let r: PinResult = client.post("/v1/unpin", &req).await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                out!("{} {}", if r.changed { "unpinned" } else { "was not pinned:" }, r.root);
-                if r.replicas == Some(0) {
-                    out!("replica target cancelled; volunteers keep their copies as ordinary evictable mirrors");
-                }
-                if !r.still_named.is_empty() {
-                    out!(
-                        "note: still named {}; the data is kept until those names are removed (shoal unpin NAME)",
-                        r.still_named.join(", ")
-                    );
-                }
-            }
+            let result = client.post("/v1/unpin", &req).await?;
+            show(json, &render::Pinned { unpin: true, result })?
         }
-        Cmd::Pins => {
-            let r: Vec<PinInfo> = client.get("/v1/pins").await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                output::print_pins(&r)?;
-            }
-        }
-        Cmd::Query { mut req, out } => {
-            let zarr = out.as_ref().is_some_and(|p| p.extension().is_some_and(|e| e == "zarr"));
-            if zarr && req.name.is_some() {
-                eprintln!(
-                    "error: --name keeps the result as a dataset; write it out with `shoal get NAME -o PATH.zarr`"
-                );
-                return Ok(ExitCode::from(2));
-            }
-            let several = req.all || req.array.as_deref().is_some_and(|a| a.contains(','));
-            if several && out.is_some() && !zarr {
-                eprintln!("error: several arrays make one dataset: write it with --out PATH.zarr");
-                return Ok(ExitCode::from(2));
-            }
-            req.coords = zarr;
-            let rs: Vec<QueryResult> = client.post("/v1/query", &req).await?;
-            if let Some(path) = &out {
-                if zarr {
-                    write_result_dataset(&req, &rs, path)?;
-                } else if let Some(r) = rs.first() {
-                    let values: Vec<f64> = r.values.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
-                    std::fs::write(path, shoal_query::npy::encode_f64(&r.shape, &values))
-                        .with_context(|| format!("writing {}", path.display()))?;
-                }
-            }
-            if json {
-                match &rs[..] {
-                    [one] if !several => print_json(one)?,
-                    all => print_json(&all)?,
-                }
-            } else {
-                let mut how = String::new();
-                if let Some(g) = req.groupby.as_ref().or(req.resample.as_ref()) {
-                    how += &format!(", {}", g.text());
-                }
-                if let Some(w) = &req.weights {
-                    how += &format!(", weighted by {w}");
-                }
-                for (i, r) in rs.iter().enumerate() {
-                    // "wrote PATH" once, after the last.
-                    let wrote = out.as_deref().filter(|_| i + 1 == rs.len());
-                    output::print_query(r, wrote, !req.sel.is_empty() || !req.isel.is_empty(), &how)?;
-                }
-            }
-        }
+        Cmd::Pins => show(json, &client.get::<Vec<PinInfo>>("/v1/pins").await?)?,
+        Cmd::Query { req, out } => return query(&client, json, *req, out).await,
         Cmd::Publish { name } => {
             let r: PublishResult = client.post("/v1/publish", &NameRequest { name }).await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                let how = if r.new {
-                    "published"
-                } else {
-                    "announced again (unchanged)"
-                };
-                out!("{how} {}/{}: sequence {} = {}", r.publisher, r.name, r.seq, r.root);
-                out!("later versions of {} are published as they are added", r.name);
-                out!(
-                    "follow it from another daemon with: shoal follow {}/{}",
-                    r.publisher,
-                    r.name
-                );
-            }
+            show(json, &r)?
         }
         Cmd::Unpublish { name } => {
             let r: UnpublishResult = client.post("/v1/unpublish", &NameRequest { name }).await?;
-            if json {
-                print_json(&r)?;
-            } else if r.changed {
-                out!(
-                    "stopped publishing {} (peers keep its last record until it expires)",
-                    r.name
-                );
-            } else {
-                out!("{} was not published", r.name);
-            }
+            show(json, &r)?
         }
         Cmd::Follow { target, local, keep } => {
-            let r: FollowInfo = client
+            let follow = client
                 .post("/v1/follow", &FollowRequest { target, local, keep })
                 .await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                match &r.root {
-                    Some(root) => out!(
-                        "following {}/{} as {}: sequence {} = {}",
-                        r.publisher,
-                        r.name,
-                        r.local,
-                        r.seq,
-                        root
-                    ),
-                    None => out!(
-                        "following {}/{} as {} (no version held yet)",
-                        r.publisher,
-                        r.name,
-                        r.local
-                    ),
-                }
-                if let Some(e) = &r.error {
-                    out!("warning: {e}");
-                }
-            }
+            show(json, &render::Followed { stopped: false, follow })?
         }
-        Cmd::Follows => {
-            let r: Vec<FollowInfo> = client.get("/v1/follows").await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                output::print_follows(&r)?;
-            }
-        }
+        Cmd::Follows => show(json, &client.get::<Vec<FollowInfo>>("/v1/follows").await?)?,
         Cmd::Unfollow { name } => {
-            let r: FollowInfo = client.post("/v1/unfollow", &NameRequest { name }).await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                out!(
-                    "stopped following {}/{} into {} (its versions stay: shoal log {})",
-                    r.publisher,
-                    r.name,
-                    r.local,
-                    r.local
-                );
-            }
+            let follow = client.post("/v1/unfollow", &NameRequest { name }).await?;
+            show(json, &render::Followed { stopped: true, follow })?
         }
         Cmd::Mount { dir } => {
-            let r = mount_call(&client, "/v1/mount", &dir).await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                out!("mounted on {}: datasets appear as {}/<name or CID>", r.dir, r.dir);
-            }
+            let result = mount_call(&client, "/v1/mount", &dir).await?;
+            show(json, &render::Mounted { unmount: false, result })?
         }
         Cmd::Unmount { dir } => {
-            let r = mount_call(&client, "/v1/unmount", &dir).await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                out!("unmounted {}", r.dir);
-            }
+            let result = mount_call(&client, "/v1/unmount", &dir).await?;
+            show(json, &render::Mounted { unmount: true, result })?
         }
-        Cmd::Mounts => {
-            let r: Vec<String> = client.get("/v1/mounts").await?;
-            if json {
-                print_json(&r)?;
-            } else if r.is_empty() {
-                out!("no mounts");
-            } else {
-                for m in &r {
-                    out!("{m}");
-                }
-            }
-        }
-        Cmd::Gc => {
-            let r: shoal_store::GcStats = client.post("/v1/gc", &()).await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                out!(
-                    "removed {} blocks ({}); compacted {} segments, reclaimed {} on disk",
-                    r.removed_blocks,
-                    human_bytes(r.removed_bytes),
-                    r.compacted_segments,
-                    human_bytes(r.reclaimed_disk_bytes)
-                );
-                for root in &r.incomplete {
-                    out!("note: dataset {root} is missing part of its manifest and was collected around; `shoal pin {root}` restores it");
-                }
-            }
-        }
+        Cmd::Mounts => show(json, &render::Mounts(client.get("/v1/mounts").await?))?,
+        Cmd::Gc => show(json, &client.post::<_, shoal_store::GcStats>("/v1/gc", &()).await?)?,
         Cmd::Fsck { repair } => {
             let r: shoal_store::FsckReport = client.post("/v1/fsck", &FsckRequest { repair }).await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                output::print_fsck(&r)?;
-            }
+            show(json, &r)?;
             if !r.is_clean() {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Cmd::Mirrors => {
-            let r: MirrorsResult = client.get("/v1/mirrors").await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                output::print_mirrors(&r)?;
-            }
+        Cmd::Mirrors => show(json, &client.get::<MirrorsResult>("/v1/mirrors").await?)?,
+        Cmd::Stats => show(json, &client.get::<StatsResult>("/v1/stats").await?)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shoal init`: creates the repo (the daemon would on first run).
+fn init(repo: &Repo, json: bool, listen: &[String], gateway: Option<&str>) -> Result<()> {
+    if let Some(g) = gateway.filter(|g| !g.is_empty()) {
+        g.parse::<std::net::SocketAddr>().map_err(|_| {
+            anyhow::anyhow!(
+                "--gateway {g:?}: expected HOST:PORT, e.g. 127.0.0.1:8080 (port 0: any free port), or \"\" for none"
+            )
+        })?;
+    }
+    let created = repo.init(listen, gateway)?;
+    if json {
+        print_json(&serde_json::json!({"repo": repo.home, "created": created}))?;
+    } else if created {
+        out!(
+            "created repo at {}\nstart the daemon with: shoal --home {} daemon",
+            repo.home.display(),
+            repo.home.display()
+        );
+    } else {
+        out!("repo already exists at {}", repo.home.display());
+    }
+    Ok(())
+}
+
+/// A long operation: progress on stderr as it streams, then its result.
+async fn streamed<T: serde::de::DeserializeOwned, B: serde::Serialize>(
+    client: &Client,
+    json: bool,
+    label: &'static str,
+    path: &str,
+    req: &B,
+) -> Result<T> {
+    let mut bar = Bar::new(json, label);
+    let r = client.stream(path, req, &mut |p| bar.update(p)).await;
+    bar.finish();
+    r
+}
+
+/// `shoal query`: the results printed, and written to `--out` (NPY, or a
+/// Zarr dataset for `.zarr` with coordinates and CF attributes).
+async fn query(client: &Client, json: bool, mut req: QueryRequest, out: Option<PathBuf>) -> Result<ExitCode> {
+    let zarr = out.as_ref().is_some_and(|p| p.extension().is_some_and(|e| e == "zarr"));
+    if zarr && req.name.is_some() {
+        eprintln!("error: --name keeps the result as a dataset; write it out with `shoal get NAME -o PATH.zarr`");
+        return Ok(ExitCode::from(2));
+    }
+    let several = req.all || req.array.as_deref().is_some_and(|a| a.contains(','));
+    if several && out.is_some() && !zarr {
+        eprintln!("error: several arrays make one dataset: write it with --out PATH.zarr");
+        return Ok(ExitCode::from(2));
+    }
+    req.coords = zarr;
+    let rs: Vec<QueryResult> = client.post("/v1/query", &req).await?;
+    if let Some(path) = &out {
+        if zarr {
+            write_result_dataset(&req, &rs, path)?;
+        } else if let Some(r) = rs.first() {
+            let values: Vec<f64> = r.values.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+            std::fs::write(path, shoal_query::npy::encode_f64(&r.shape, &values))
+                .with_context(|| format!("writing {}", path.display()))?;
         }
-        Cmd::Stats => {
-            let r: StatsResult = client.get("/v1/stats").await?;
-            if json {
-                print_json(&r)?;
-            } else {
-                output::print_stats(&r)?;
-            }
+    }
+    if json {
+        match &rs[..] {
+            [one] if !several => print_json(one)?,
+            all => print_json(&all)?,
         }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut how = String::new();
+    if let Some(g) = req.groupby.as_ref().or(req.resample.as_ref()) {
+        how += &format!(", {}", g.text());
+    }
+    if let Some(w) = &req.weights {
+        how += &format!(", weighted by {w}");
+    }
+    for (i, r) in rs.iter().enumerate() {
+        // "wrote PATH" once, after the last.
+        let wrote = out.as_deref().filter(|_| i + 1 == rs.len());
+        output::print_query(r, wrote, !req.sel.is_empty() || !req.isel.is_empty(), &how)?;
     }
     Ok(ExitCode::SUCCESS)
 }

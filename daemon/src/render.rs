@@ -1,0 +1,403 @@
+//! Every result the CLI prints, as text for people or as JSON for scripts:
+//! one [`Render`] per result type (ripgrep's printers are the model), so a
+//! command is "ask the daemon, show the answer" and no command forks on
+//! `--json` itself. Results whose text needs what the command asked carry
+//! it in a small wrapper that serialises as the result alone.
+
+use std::io;
+
+use serde::Serialize;
+
+use crate::api::*;
+use crate::output::{self, human_bytes, out};
+
+/// A result the CLI prints.
+pub trait Render: Serialize {
+    /// The text for people (stdout).
+    fn text(&self) -> io::Result<()>;
+}
+
+/// Prints `r` as pretty JSON or as its text.
+pub fn show<T: Render>(json: bool, r: &T) -> io::Result<()> {
+    if json {
+        output::print_json(r)
+    } else {
+        r.text()
+    }
+}
+
+impl Render for IdInfo {
+    fn text(&self) -> io::Result<()> {
+        out!("peer id: {}", self.peer_id);
+        for a in &self.addrs {
+            out!("address: {a}");
+        }
+        match &self.gateway {
+            Some(g) => out!("gateway: {g}/zarr/"),
+            None => out!("gateway: off"),
+        }
+        out!(
+            "repo:    {}\napi:     {}\nversion: {}",
+            self.repo,
+            self.api_socket,
+            self.version
+        );
+        Ok(())
+    }
+}
+
+impl Render for ConnectResult {
+    fn text(&self) -> io::Result<()> {
+        out!("connected to {}", self.peer_id);
+        Ok(())
+    }
+}
+
+impl Render for Vec<shoal_net::PeerInfo> {
+    fn text(&self) -> io::Result<()> {
+        if self.is_empty() {
+            out!("no connected peers (use `shoal connect MULTIADDR` or [network] bootstrap in config.toml)");
+        }
+        for p in self {
+            out!("{}  {}", p.peer_id, p.addrs.join(" "));
+        }
+        Ok(())
+    }
+}
+
+impl Render for ProvidersResult {
+    fn text(&self) -> io::Result<()> {
+        if self.providers.is_empty() {
+            out!("no provider found for {}", self.root);
+        }
+        for p in &self.providers {
+            out!("{p}");
+        }
+        Ok(())
+    }
+}
+
+/// `shoal log NAME`: the versions, printed with their name.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Log {
+    #[serde(skip)]
+    pub name: String,
+    pub versions: Vec<VersionInfo>,
+}
+
+impl Render for Log {
+    fn text(&self) -> io::Result<()> {
+        for v in &self.versions {
+            let when = if v.time == 0 {
+                "time unknown".to_string()
+            } else {
+                output::utc(v.time)
+            };
+            out!(
+                "{}@{}  {}  {when}  +{} ~{} -{} keys, {} new",
+                self.name,
+                v.version,
+                v.root,
+                v.added,
+                v.changed,
+                v.removed,
+                human_bytes(v.new_bytes)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Render for DiffResult {
+    fn text(&self) -> io::Result<()> {
+        for (k, s) in &self.added {
+            out!("+ {k}  {}", human_bytes(*s));
+        }
+        for (k, o, n) in &self.changed {
+            out!("~ {k}  {} -> {}", human_bytes(*o), human_bytes(*n));
+        }
+        for (k, s) in &self.removed {
+            out!("- {k}  {}", human_bytes(*s));
+        }
+        out!(
+            "{} added, {} changed, {} removed ({} -> {})",
+            self.added.len(),
+            self.changed.len(),
+            self.removed.len(),
+            self.from,
+            self.to
+        );
+        Ok(())
+    }
+}
+
+impl Render for AddResult {
+    fn text(&self) -> io::Result<()> {
+        let label = self.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default();
+        out!(
+            "added{label}: zarr v{}, {} keys, {} ({} new blocks, {} written, {} already stored) in {:.1}s",
+            self.zarr_format,
+            self.keys,
+            human_bytes(self.bytes),
+            self.new_blocks,
+            human_bytes(self.new_bytes),
+            self.dup_blocks,
+            self.seconds
+        );
+        if let (Some(v), Some(n)) = (self.version, &self.name) {
+            out!("version: {n}@{v} (see `shoal log {n}`)");
+        }
+        if self.reused_files > 0 {
+            out!(
+                "unchanged since the last add of this name: {} files ({}), not read",
+                self.reused_files,
+                human_bytes(self.reused_bytes)
+            );
+        }
+        if !self.unixfs.is_empty() {
+            out!("unixfs view (ipfs://CID for IPFS tools): {}", self.unixfs);
+        }
+        out!("{}", self.root);
+        Ok(())
+    }
+}
+
+/// `shoal get`: what was written, keys or (a CAR) blocks.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Got {
+    #[serde(skip)]
+    pub car: bool,
+    pub result: GetResult,
+}
+
+impl Render for Got {
+    fn text(&self) -> io::Result<()> {
+        let r = &self.result;
+        let what = if self.car { "blocks" } else { "keys" };
+        out!(
+            "wrote {} {what}, {} to {} in {:.1}s",
+            r.keys,
+            human_bytes(r.bytes),
+            r.out,
+            r.seconds
+        );
+        Ok(())
+    }
+}
+
+/// `shoal pin` and `shoal unpin` answer the same result, told differently.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Pinned {
+    #[serde(skip)]
+    pub unpin: bool,
+    pub result: PinResult,
+}
+
+impl Render for Pinned {
+    fn text(&self) -> io::Result<()> {
+        let r = &self.result;
+        if self.unpin {
+            out!("{} {}", if r.changed { "unpinned" } else { "was not pinned:" }, r.root);
+            if r.replicas == Some(0) {
+                out!("replica target cancelled; volunteers keep their copies as ordinary evictable mirrors");
+            }
+            if !r.still_named.is_empty() {
+                out!(
+                    "note: still named {}; the data is kept until those names are removed (shoal unpin NAME)",
+                    r.still_named.join(", ")
+                );
+            }
+            return Ok(());
+        }
+        if let Some(f) = &r.fetched {
+            out!(
+                "fetched {} blocks ({}) from {} peers{}",
+                f.blocks_fetched,
+                human_bytes(f.bytes_fetched),
+                f.peers_used.len(),
+                if f.banned.is_empty() {
+                    String::new()
+                } else {
+                    format!("; banned {} lying peers", f.banned.len())
+                }
+            );
+        }
+        let how = if r.changed { "pinned" } else { "already pinned" };
+        let named = r.name.as_ref().map(|n| format!(" as {n}")).unwrap_or_default();
+        out!("{how} {}{named}", r.root);
+        if let Some(n) = r.replicas {
+            out!("replica target: {n} copies; daemons with mirror budget volunteer (watch with `shoal mirrors`)");
+        }
+        Ok(())
+    }
+}
+
+impl Render for Vec<PinInfo> {
+    fn text(&self) -> io::Result<()> {
+        output::print_pins(self)
+    }
+}
+
+impl Render for PublishResult {
+    fn text(&self) -> io::Result<()> {
+        let how = if self.new {
+            "published"
+        } else {
+            "announced again (unchanged)"
+        };
+        out!(
+            "{how} {}/{}: sequence {} = {}",
+            self.publisher,
+            self.name,
+            self.seq,
+            self.root
+        );
+        out!("later versions of {} are published as they are added", self.name);
+        out!(
+            "follow it from another daemon with: shoal follow {}/{}",
+            self.publisher,
+            self.name
+        );
+        Ok(())
+    }
+}
+
+impl Render for UnpublishResult {
+    fn text(&self) -> io::Result<()> {
+        if self.changed {
+            out!(
+                "stopped publishing {} (peers keep its last record until it expires)",
+                self.name
+            );
+        } else {
+            out!("{} was not published", self.name);
+        }
+        Ok(())
+    }
+}
+
+/// `shoal follow` and `shoal unfollow` answer the follow, told differently.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Followed {
+    #[serde(skip)]
+    pub stopped: bool,
+    pub follow: FollowInfo,
+}
+
+impl Render for Followed {
+    fn text(&self) -> io::Result<()> {
+        let r = &self.follow;
+        if self.stopped {
+            out!(
+                "stopped following {}/{} into {} (its versions stay: shoal log {})",
+                r.publisher,
+                r.name,
+                r.local,
+                r.local
+            );
+            return Ok(());
+        }
+        match &r.root {
+            Some(root) => out!(
+                "following {}/{} as {}: sequence {} = {}",
+                r.publisher,
+                r.name,
+                r.local,
+                r.seq,
+                root
+            ),
+            None => out!(
+                "following {}/{} as {} (no version held yet)",
+                r.publisher,
+                r.name,
+                r.local
+            ),
+        }
+        if let Some(e) = &r.error {
+            out!("warning: {e}");
+        }
+        Ok(())
+    }
+}
+
+impl Render for Vec<FollowInfo> {
+    fn text(&self) -> io::Result<()> {
+        output::print_follows(self)
+    }
+}
+
+/// `shoal mount` and `shoal unmount` answer the directory.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Mounted {
+    #[serde(skip)]
+    pub unmount: bool,
+    pub result: MountResult,
+}
+
+impl Render for Mounted {
+    fn text(&self) -> io::Result<()> {
+        let d = &self.result.dir;
+        if self.unmount {
+            out!("unmounted {d}");
+        } else {
+            out!("mounted on {d}: datasets appear as {d}/<name or CID>");
+        }
+        Ok(())
+    }
+}
+
+/// `shoal mounts`.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Mounts(pub Vec<String>);
+
+impl Render for Mounts {
+    fn text(&self) -> io::Result<()> {
+        if self.0.is_empty() {
+            out!("no mounts");
+        }
+        for m in &self.0 {
+            out!("{m}");
+        }
+        Ok(())
+    }
+}
+
+impl Render for shoal_store::GcStats {
+    fn text(&self) -> io::Result<()> {
+        out!(
+            "removed {} blocks ({}); compacted {} segments, reclaimed {} on disk",
+            self.removed_blocks,
+            human_bytes(self.removed_bytes),
+            self.compacted_segments,
+            human_bytes(self.reclaimed_disk_bytes)
+        );
+        for root in &self.incomplete {
+            out!("note: dataset {root} is missing part of its manifest and was collected around; `shoal pin {root}` restores it");
+        }
+        Ok(())
+    }
+}
+
+impl Render for shoal_store::FsckReport {
+    fn text(&self) -> io::Result<()> {
+        output::print_fsck(self)
+    }
+}
+
+impl Render for MirrorsResult {
+    fn text(&self) -> io::Result<()> {
+        output::print_mirrors(self)
+    }
+}
+
+impl Render for StatsResult {
+    fn text(&self) -> io::Result<()> {
+        output::print_stats(self)
+    }
+}
