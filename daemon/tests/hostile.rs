@@ -35,7 +35,8 @@ fn http_get(url: &str) -> (u16, Vec<u8>) {
 /// Issue 24: a chunk declaring 2^38 bytes behind `chunk_shape [2^40]` made
 /// `shoal query zb v --op mean --dim x --weights w` grow the daemon to 24 GB
 /// until the OOM killer came. Under an 8 GiB address-space limit the query
-/// is refused with a clear error and the daemon answers the next one.
+/// is refused with a clear error, locally and as a peer's compute request,
+/// and the daemon answers the next one.
 #[test]
 fn regression_24_a_crafted_weights_chunk_is_refused_and_the_daemon_lives_in_8_gib() {
     let d = Daemon::start_opts(Opts {
@@ -51,6 +52,28 @@ fn regression_24_a_crafted_weights_chunk_is_refused_and_the_daemon_lives_in_8_gi
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("memory budget"), "{err}");
+    // The same as a peer's compute request (a mirror of a hostile dataset
+    // is enough to be asked): refused in the answer's header.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let raw = raw_peer(&rt);
+    let peer = rt.block_on(raw.dial(d.addr().parse().unwrap())).unwrap();
+    let root = d.json(&["ls", "zb"])["root"].as_str().unwrap().to_string();
+    let spec = shoal_query::QuerySpec {
+        dims: vec!["x".into()],
+        weights: Some("w".into()),
+        ..shoal_query::QuerySpec::new("v", shoal_query::Op::Mean)
+    };
+    let fields = shoal_query::remote::Fields::of(&spec);
+    let body = serde_json::to_vec(&shoal_query::remote::ComputeRequest {
+        root,
+        spec,
+        chunks: vec![vec![0]],
+    })
+    .unwrap();
+    let answer = rt.block_on(raw.compute(peer, body, Duration::from_secs(60))).unwrap();
+    let (header, _) = shoal_query::remote::response_partials(&answer, 1, 1, fields).unwrap();
+    let why = header.error.expect("refused");
+    assert!(why.contains("memory budget"), "{why}");
     let plain = d.json(&["query", "zb", "v", "--op", "mean", "--dim", "x"]);
     assert_eq!(plain["values"][0].as_f64(), Some(4.5), "{plain}");
 }
