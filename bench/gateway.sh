@@ -13,14 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-1.0}; RUNS=${2:-3}
 W=${BENCH_DIR:-/tmp/shoal-gwbench}
-scripts/setup-venv.sh
-[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
-BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-PY=$PWD/.venv/bin/python
-pkill -f "nginx -c $W/nginx-" || true
 umount -l "$W/mnt" 2>/dev/null || true
-rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
+bench_init
 need_nginx
 $PY bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 cp -a "$W/src.zarr" "$W/consolidated.zarr"
@@ -28,8 +23,7 @@ $PY -c 'import sys, zarr; zarr.consolidate_metadata(sys.argv[1])' "$W/consolidat
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
 cleanup() {
   umount -l "$W/mnt" 2>/dev/null || true
-  kill "${PIDS[@]}" 2>/dev/null || true
-  pkill -f "nginx -c $W/nginx-" || true
+  bench_cleanup
 }
 trap cleanup EXIT
 start A

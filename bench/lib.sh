@@ -1,6 +1,23 @@
-# Helpers shared by the benchmark scripts. Source after setting BIN (the
-# shoal binary) and W (the work directory); SIZE (bytes) for mib().
+# Helpers shared by the benchmark scripts. Source after setting W (the work
+# directory), then call bench_init (or set BIN, the shoal binary); SIZE
+# (bytes) for mib(). Processes are ended by their own pids (daemons) and
+# pid files (nginx), never by matching command lines.
 PIDS=()
+declare -A PID_OF=()
+# bench_init: the set-up every script needs: the pinned venv (PY), the
+# release binary (BIN; SHOAL_BIN measures another build), a fresh $W (a
+# previous run's nginx stopped first).
+bench_init() {
+  scripts/setup-venv.sh
+  [ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
+  BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
+  PY=$PWD/.venv/bin/python
+  nginx_stop
+  rm -rf "$W" && mkdir -p "$W"
+}
+# bench_cleanup: ends this script's daemons and nginx (scripts add their
+# unmounts before calling it).
+bench_cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; nginx_stop; }
 # Drops the page cache so the next step reads from disk (needs root).
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
@@ -21,12 +38,17 @@ start() {
     "$BIN" --home "$W/$1" daemon 2>"$W/$1.log" &
   fi
   PIDS+=($!)
+  PID_OF[$1]=$!
   for _ in $(seq 100); do "$BIN" --home "$W/$1" id >/dev/null 2>&1 && return; sleep 0.1; done
   echo "daemon $1 did not start" >&2; exit 1
 }
 # stop NAME: kills daemon NAME once measured (so no later run can fetch
 # from it) and removes its repo.
-stop() { pkill -f -- "--home $W/$1 daemon" || true; sleep 0.2; rm -rf "${W:?}/$1"; }
+stop() {
+  local p=${PID_OF[$1]:-}
+  if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
+  rm -rf "${W:?}/$1"
+}
 # addr NAME: a dialable address of daemon NAME.
 addr() { "$BIN" --home "$W/$1" id --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["addrs"][0])'; }
 # set NAME KEY VALUE: sets KEY (unique across config.toml sections) in
@@ -54,7 +76,13 @@ http { access_log off; sendfile on; keepalive_requests 100000; server { listen $
 CONF
   if [ -n "${4:-}" ]; then ip netns exec "$4" nginx -c "$conf"; else nginx -c "$conf"; fi
 }
-nginx_stop() { pkill -f "nginx -c $W/nginx-" || true; }
+nginx_stop() {
+  local f
+  for f in "$W"/nginx-*.conf.pid; do
+    [ -f "$f" ] && { kill "$(cat "$f")" 2>/dev/null || true; }
+  done
+  return 0
+}
 # The physical limits a figure competes with, measured in the same run
 # (each prints seconds; the caller turns them into MB/s with mib):
 # limit_read DIR: every file of DIR read by 8 parallel `cat` after dropping

@@ -20,20 +20,16 @@ KEYS=${2:-100000}
 RUNS=${3:-3}
 W=${BENCH_DIR:-/tmp/shoal-mountbench}
 command -v bindfs >/dev/null || apt-get install -y -q bindfs >/dev/null
-scripts/setup-venv.sh
-# SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
-[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
-BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-PY=$PWD/.venv/bin/python
 for m in "$W"/mnt-* "$W"/bind; do umount -l "$m" 2>/dev/null || true; done
-rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
+# SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
+bench_init
 $PY bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 $PY bench/make_many_keys.py "$W/many.zarr" "$KEYS" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
 cleanup() {
   for m in "$W"/mnt-* "$W"/bind; do umount -l "$m" 2>/dev/null || true; done
-  kill "${PIDS[@]}" 2>/dev/null || true
+  bench_cleanup
 }
 trap cleanup EXIT
 readall() { (cd "$1" && find . -type f -print0 | xargs -0 -P 8 -n 16 cat > /dev/null); }

@@ -67,6 +67,36 @@ fn bad_request(msg: impl std::fmt::Display) -> AppError {
 
 type ApiResult<T> = Result<T, AppError>;
 
+/// A JSON request body whose rejection (malformed JSON, a missing field)
+/// answers like every other error: `{error, kind: "bad_request"}`, so the
+/// CLI says what was wrong instead of "daemon answered 400".
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AppError> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| JsonBody(v))
+            .map_err(|e| bad_request(format!("malformed request: {}", e.body_text())))
+    }
+}
+
+/// Query parameters with the same typed rejection.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, AppError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Params(v))
+            .map_err(|e| bad_request(format!("malformed request: {}", e.body_text())))
+    }
+}
+
 /// A long call: its progress and its one result streamed as NDJSON lines.
 fn streamed<T, F, Fut>(f: F) -> Response
 where
@@ -117,7 +147,7 @@ async fn id(State(d): St) -> ApiResult<Json<IdInfo>> {
     }))
 }
 
-async fn connect(State(d): St, Json(req): Json<ConnectRequest>) -> ApiResult<Json<ConnectResult>> {
+async fn connect(State(d): St, JsonBody(req): JsonBody<ConnectRequest>) -> ApiResult<Json<ConnectResult>> {
     let addr = req
         .addr
         .parse()
@@ -137,7 +167,7 @@ struct CidQuery {
     cid: String,
 }
 
-async fn providers(State(d): St, Query(q): Query<CidQuery>) -> ApiResult<Json<ProvidersResult>> {
+async fn providers(State(d): St, Params(q): Params<CidQuery>) -> ApiResult<Json<ProvidersResult>> {
     let root = shoal_core::cid::parse(&q.cid).map_err(bad_request)?;
     let found = d.node.providers(root).await?;
     Ok(Json(ProvidersResult {
@@ -150,7 +180,7 @@ async fn mirrors(State(d): St) -> ApiResult<Json<MirrorsResult>> {
     Ok(Json(d.node.mirrors().await?.into()))
 }
 
-async fn add(State(d): St, Json(req): Json<AddRequest>) -> Response {
+async fn add(State(d): St, JsonBody(req): JsonBody<AddRequest>) -> Response {
     streamed(move |progress| async move {
         let path = PathBuf::from(req.path);
         let opts = shoal_node::AddOptions {
@@ -177,7 +207,7 @@ struct NameQuery {
     name: String,
 }
 
-async fn log(State(d): St, Query(q): Query<NameQuery>) -> ApiResult<Json<Vec<VersionInfo>>> {
+async fn log(State(d): St, Params(q): Params<NameQuery>) -> ApiResult<Json<Vec<VersionInfo>>> {
     Ok(Json(d.node.log(&q.name).await?.into_iter().map(Into::into).collect()))
 }
 
@@ -187,7 +217,7 @@ struct DiffQuery {
     b: String,
 }
 
-async fn diff(State(d): St, Query(q): Query<DiffQuery>) -> ApiResult<Json<DiffResult>> {
+async fn diff(State(d): St, Params(q): Params<DiffQuery>) -> ApiResult<Json<DiffResult>> {
     let (a, b) = (d.node.resolve(&q.a).await?, d.node.resolve(&q.b).await?);
     let r = d.node.diff(&a, &b).await?;
     Ok(Json(DiffResult {
@@ -208,7 +238,7 @@ const LS_CHUNK: usize = 64 << 10;
 /// a path that matches nothing is a 404 before anything is sent); the
 /// second sends them, a 64 KiB chunk at a time, as fast as the client
 /// reads.
-async fn ls(State(d): St, Query(q): Query<TargetQuery>) -> ApiResult<Response> {
+async fn ls(State(d): St, Params(q): Params<TargetQuery>) -> ApiResult<Response> {
     let target = d.node.resolve(&q.target).await?;
     let counts = Arc::new(Mutex::new((0u64, 0usize)));
     let c = counts.clone();
@@ -264,7 +294,7 @@ async fn ls(State(d): St, Query(q): Query<TargetQuery>) -> ApiResult<Response> {
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-async fn cat(State(d): St, Query(q): Query<TargetQuery>) -> ApiResult<Response> {
+async fn cat(State(d): St, Params(q): Params<TargetQuery>) -> ApiResult<Response> {
     let target = d.node.resolve(&q.target).await?;
     let Some(key) = target.path else {
         return Err(bad_request("cat needs TARGET/KEY, e.g. mydata/temp/.zarray"));
@@ -273,7 +303,7 @@ async fn cat(State(d): St, Query(q): Query<TargetQuery>) -> ApiResult<Response> 
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
 }
 
-async fn get_dataset(State(d): St, Json(req): Json<GetRequest>) -> Response {
+async fn get_dataset(State(d): St, JsonBody(req): JsonBody<GetRequest>) -> Response {
     streamed(move |progress| async move {
         let target = d.node.resolve(&req.target).await?;
         if target.path.is_some() {
@@ -290,7 +320,7 @@ async fn get_dataset(State(d): St, Json(req): Json<GetRequest>) -> Response {
     })
 }
 
-async fn pin(State(d): St, Json(req): Json<PinRequest>) -> Response {
+async fn pin(State(d): St, JsonBody(req): JsonBody<PinRequest>) -> Response {
     streamed(move |progress| async move {
         let target = d.node.resolve(&req.target).await?;
         let r = d.node.pin(&target, req.name, req.replicas, progress).await?;
@@ -298,7 +328,7 @@ async fn pin(State(d): St, Json(req): Json<PinRequest>) -> Response {
     })
 }
 
-async fn unpin(State(d): St, Json(req): Json<PinRequest>) -> ApiResult<Json<PinResult>> {
+async fn unpin(State(d): St, JsonBody(req): JsonBody<PinRequest>) -> ApiResult<Json<PinResult>> {
     let target = d.node.resolve(&req.target).await?;
     Ok(Json(d.node.unpin(&target).await?.into()))
 }
@@ -307,11 +337,11 @@ async fn pins(State(d): St) -> ApiResult<Json<Vec<PinInfo>>> {
     Ok(Json(d.node.pins().await?.into_iter().map(PinInfo::from).collect()))
 }
 
-async fn publish(State(d): St, Json(req): Json<NameRequest>) -> ApiResult<Json<PublishResult>> {
+async fn publish(State(d): St, JsonBody(req): JsonBody<NameRequest>) -> ApiResult<Json<PublishResult>> {
     Ok(Json(d.node.publish(&req.name).await?.into()))
 }
 
-async fn unpublish(State(d): St, Json(req): Json<NameRequest>) -> ApiResult<Json<UnpublishResult>> {
+async fn unpublish(State(d): St, JsonBody(req): JsonBody<NameRequest>) -> ApiResult<Json<UnpublishResult>> {
     let changed = d.node.unpublish(&req.name).await?;
     Ok(Json(UnpublishResult {
         name: req.name,
@@ -319,7 +349,7 @@ async fn unpublish(State(d): St, Json(req): Json<NameRequest>) -> ApiResult<Json
     }))
 }
 
-async fn follow(State(d): St, Json(req): Json<FollowRequest>) -> ApiResult<Json<FollowInfo>> {
+async fn follow(State(d): St, JsonBody(req): JsonBody<FollowRequest>) -> ApiResult<Json<FollowInfo>> {
     Ok(Json(d.node.follow(&req.target, req.local, req.keep).await?.into()))
 }
 
@@ -327,7 +357,7 @@ async fn follows(State(d): St) -> Json<Vec<FollowInfo>> {
     Json(d.node.follows().into_iter().map(FollowInfo::from).collect())
 }
 
-async fn unfollow(State(d): St, Json(req): Json<NameRequest>) -> ApiResult<Json<FollowInfo>> {
+async fn unfollow(State(d): St, JsonBody(req): JsonBody<NameRequest>) -> ApiResult<Json<FollowInfo>> {
     Ok(Json(d.node.unfollow(&req.name).await?.into()))
 }
 
@@ -335,7 +365,7 @@ async fn gc(State(d): St) -> ApiResult<Json<shoal_store::GcStats>> {
     Ok(Json(d.node.gc().await?))
 }
 
-async fn fsck(State(d): St, Json(req): Json<FsckRequest>) -> ApiResult<Json<shoal_store::FsckReport>> {
+async fn fsck(State(d): St, JsonBody(req): JsonBody<FsckRequest>) -> ApiResult<Json<shoal_store::FsckReport>> {
     Ok(Json(d.node.fsck(req.repair).await?))
 }
 
@@ -351,14 +381,14 @@ async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
     }))
 }
 
-async fn mount(State(d): St, Json(req): Json<MountRequest>) -> ApiResult<Json<MountResult>> {
+async fn mount(State(d): St, JsonBody(req): JsonBody<MountRequest>) -> ApiResult<Json<MountResult>> {
     let dir = d.node.mount(PathBuf::from(req.dir)).await?;
     Ok(Json(MountResult {
         dir: dir.display().to_string(),
     }))
 }
 
-async fn unmount(State(d): St, Json(req): Json<MountRequest>) -> ApiResult<Json<MountResult>> {
+async fn unmount(State(d): St, JsonBody(req): JsonBody<MountRequest>) -> ApiResult<Json<MountResult>> {
     let dir = d.node.unmount(PathBuf::from(req.dir)).await?;
     Ok(Json(MountResult {
         dir: dir.display().to_string(),
@@ -369,7 +399,7 @@ async fn list_mounts(State(d): St) -> Json<Vec<String>> {
     Json(d.node.mounts().iter().map(|p| p.display().to_string()).collect())
 }
 
-async fn query(State(d): St, Json(req): Json<QueryRequest>) -> ApiResult<Json<Vec<QueryResult>>> {
+async fn query(State(d): St, JsonBody(req): JsonBody<QueryRequest>) -> ApiResult<Json<Vec<QueryResult>>> {
     let target = d.node.resolve(&req.target).await?;
     let group = req.groupby.or(req.resample);
     let arrays: Vec<String> = if req.all {

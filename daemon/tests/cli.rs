@@ -313,3 +313,40 @@ fn a_full_disk_fails_the_add_clearly_and_loses_nothing() {
     assert!(d.cli(&["fsck"]).status.success());
     d.add(&datasets().join("v3_zstd"), Some("fits"));
 }
+
+/// Issue 25: axum's default rejections answered malformed API requests in
+/// plain text, which the CLI could only report as "daemon answered 400".
+/// Every rejection carries `{error, kind}` like the node's own errors.
+#[test]
+fn a_malformed_api_request_is_answered_with_a_kind() {
+    let d = Daemon::start();
+    let sock = d.home.join("api.sock");
+    let call = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--unix-socket", sock.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (
+            code.to_string(),
+            serde_json::from_str::<serde_json::Value>(body).unwrap_or_default(),
+        )
+    };
+    let (code, body) = call(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        "{not json",
+        "http://shoal/v1/connect",
+    ]);
+    assert_eq!(code, "400");
+    assert_eq!(body["kind"], "bad_request", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("malformed request"), "{body}");
+    let (code, body) = call(&["http://shoal/v1/providers?nocid=1"]);
+    assert_eq!(code, "400");
+    assert_eq!(body["kind"], "bad_request", "{body}");
+}
