@@ -2,7 +2,7 @@
 //! the typed API (no socket, no subprocess, no HTTP). Every wait is bounded.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use shoal_node::{Budget, Error, MirrorSettings, Node, TestSwitches};
@@ -50,7 +50,7 @@ fn dataset(dir: &Path) -> PathBuf {
 }
 
 mod support;
-use support::{connect, quiet};
+use support::{connect, quiet, wait_for};
 
 fn config(dir: &Path, mirror: MirrorSettings, test: TestSwitches) -> shoal_node::NodeConfig {
     support::config(dir, BLOCK, mirror, test)
@@ -258,12 +258,12 @@ async fn a_peer_reads_pins_and_queries_what_another_holds() {
     assert!(pinned.changed);
     // Now complete on b: a provider that answers (once its announcement
     // has reached the DHT: bounded wait).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut providers = c.providers(root).await.unwrap();
-    while !providers.contains(&b.peer_id()) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        providers = c.providers(root).await.unwrap();
-    }
+    let (cr, bid) = (&c, b.peer_id());
+    let providers = wait_for(15, "b to be found as a provider", || async move {
+        let p = cr.providers(root).await.unwrap();
+        p.contains(&bid).then_some(p)
+    })
+    .await;
     assert!(
         providers.contains(&a.peer_id()) && providers.contains(&b.peer_id()),
         "{providers:?}: a {}, b {}, c {}",
@@ -385,15 +385,12 @@ async fn the_mirror_policy_fills_a_replica_target_and_unpin_cancels_it() {
     assert_eq!(pinned.replicas, Some(2));
 
     // b hears the target and volunteers (a has no budget).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mirrored = loop {
-        let view = b.mirrors().await.unwrap();
-        if let Some(m) = view.mirrors.iter().find(|m| m.root == root && m.complete) {
-            break m.clone();
-        }
-        assert!(Instant::now() < deadline, "b never mirrored: {view:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let br = &b;
+    let mirrored = wait_for(60, "b to mirror the dataset", || async move {
+        let view = br.mirrors().await.unwrap();
+        view.mirrors.iter().find(|m| m.root == root && m.complete).cloned()
+    })
+    .await;
     assert_eq!(
         mirrored.why.map(|w| (w.reason, w.copies_wanted)),
         Some((shoal_node::Reason::Replicas, 2))
@@ -412,15 +409,14 @@ async fn the_mirror_policy_fills_a_replica_target_and_unpin_cancels_it() {
     // keeps its copy as an ordinary (evictable) mirror.
     let un = a.unpin(&target).await.unwrap();
     assert!(un.target_cancelled);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let view = b.mirrors().await.unwrap();
-        if view.targets.iter().any(|t| t.root == root && t.copies == 0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "b never heard the cancellation: {view:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_for(30, "b to hear the cancellation", || async move {
+        let view = br.mirrors().await.unwrap();
+        view.targets
+            .iter()
+            .any(|t| t.root == root && t.copies == 0)
+            .then_some(())
+    })
+    .await;
     for n in [a, b] {
         n.shutdown().await.unwrap();
     }
@@ -466,15 +462,12 @@ async fn a_mirror_of_a_dataset_larger_than_its_manifest_says_is_stopped_and_roll
 
     // b volunteers, fetches past what the manifest promised, stops, rolls
     // back and reports it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let failed = loop {
-        let view = b.mirrors().await.unwrap();
-        if let Some(f) = view.failed.iter().find(|f| f.root == root) {
-            break f.error.clone();
-        }
-        assert!(Instant::now() < deadline, "b never gave up: {view:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let br = &b;
+    let failed = wait_for(60, "b to give up the mirror", || async move {
+        let view = br.mirrors().await.unwrap();
+        view.failed.iter().find(|f| f.root == root).map(|f| f.error.clone())
+    })
+    .await;
     assert!(failed.contains("larger than its manifest said"), "{failed}");
     assert!(b.pins().await.unwrap().is_empty());
     let held = b.stats().await.unwrap().live_bytes;

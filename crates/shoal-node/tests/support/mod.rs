@@ -40,6 +40,26 @@ pub fn quiet() -> MirrorSettings {
     }
 }
 
+/// Polls `f` every 250 ms until it gives a value; fails the test after
+/// `secs` seconds, naming `what`. The one bounded wait of the node tests.
+pub async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// `b` dials `a`.
 pub async fn connect(a: &Node, b: &Node) {
     let addr = a.info().await.unwrap().addrs[0].clone();
