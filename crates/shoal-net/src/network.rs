@@ -204,22 +204,69 @@ pub struct PeerInfo {
 }
 
 enum Command {
-    Dial(Multiaddr, oneshot::Sender<Result<PeerId>>),
-    Peers(oneshot::Sender<Vec<PeerInfo>>),
-    Listening(oneshot::Sender<Vec<Multiaddr>>),
-    Provide(Cid),
-    FindProviders(Cid, oneshot::Sender<HashSet<PeerId>>),
-    Request(PeerId, Option<Cid>, Vec<Cid>, oneshot::Sender<Result<BlockResponse>>),
-    Ban(PeerId),
-    Compute(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>>>),
-    IsConnected(PeerId, oneshot::Sender<bool>),
-    StopProviding(Cid),
-    Publish(Vec<u8>),
-    DialPeer(PeerId, oneshot::Sender<Result<PeerId>>),
-    PutName(Vec<u8>),
-    GetName(RecordKey, oneshot::Sender<Vec<Vec<u8>>>),
-    Subscribe(String, bool),
-    PublishTo(String, Vec<u8>),
+    /// Dial an address; the reply names the peer that answered.
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Listening {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Provide {
+        root: Cid,
+    },
+    FindProviders {
+        root: Cid,
+        reply: oneshot::Sender<HashSet<PeerId>>,
+    },
+    /// Ask `peer` for `cids` (of dataset `root`, as the request says).
+    Request {
+        peer: PeerId,
+        root: Option<Cid>,
+        cids: Vec<Cid>,
+        reply: oneshot::Sender<Result<BlockResponse>>,
+    },
+    Ban {
+        peer: PeerId,
+    },
+    Compute {
+        peer: PeerId,
+        body: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>>>,
+    },
+    IsConnected {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
+    StopProviding {
+        root: Cid,
+    },
+    /// A popularity report on the gossip topic.
+    Publish {
+        data: Vec<u8>,
+    },
+    DialPeer {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<PeerId>>,
+    },
+    PutName {
+        signed: Vec<u8>,
+    },
+    GetName {
+        key: RecordKey,
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
+    Subscribe {
+        topic: String,
+        on: bool,
+    },
+    PublishTo {
+        topic: String,
+        data: Vec<u8>,
+    },
 }
 
 /// A handle to the network task. Cheap to clone.
@@ -282,7 +329,12 @@ impl Client {
     /// peer once connected. Bounded by the transport timeout.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId> {
         let shown = addr.to_string();
-        match tokio::time::timeout(Duration::from_secs(30), self.call(|tx| Command::Dial(addr, tx))).await {
+        match tokio::time::timeout(
+            Duration::from_secs(30),
+            self.call(|reply| Command::Dial { addr, reply }),
+        )
+        .await
+        {
             Ok(r) => r?,
             Err(_) => Err(Error::Dial {
                 addr: shown,
@@ -292,21 +344,24 @@ impl Client {
     }
 
     pub async fn peers(&self) -> Result<Vec<PeerInfo>> {
-        self.call(Command::Peers).await
+        self.call(|reply| Command::Peers { reply }).await
     }
 
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
-        self.call(Command::Listening).await
+        self.call(|reply| Command::Listening { reply }).await
     }
 
     /// Announces that we hold `root` (a dataset manifest root).
     pub async fn provide(&self, root: Cid) -> Result<()> {
-        self.tx.send(Command::Provide(root)).await.map_err(|_| Error::Stopped)
+        self.tx
+            .send(Command::Provide { root })
+            .await
+            .map_err(|_| Error::Stopped)
     }
 
     /// Providers of `root` found on the DHT within `timeout`.
     pub async fn find_providers(&self, root: Cid, timeout: Duration) -> Result<HashSet<PeerId>> {
-        match tokio::time::timeout(timeout, self.call(|tx| Command::FindProviders(root, tx))).await {
+        match tokio::time::timeout(timeout, self.call(|reply| Command::FindProviders { root, reply })).await {
             Ok(r) => r,
             Err(_) => Ok(HashSet::new()),
         }
@@ -315,7 +370,7 @@ impl Client {
     /// Stops announcing `root` (a mirror this daemon dropped).
     pub async fn stop_providing(&self, root: Cid) -> Result<()> {
         self.tx
-            .send(Command::StopProviding(root))
+            .send(Command::StopProviding { root })
             .await
             .map_err(|_| Error::Stopped)
     }
@@ -323,14 +378,17 @@ impl Client {
     /// Stores a signed name record here and puts it on the DHT (best
     /// effort: the peers closest to its key keep it).
     pub async fn put_name(&self, signed: Vec<u8>) -> Result<()> {
-        self.tx.send(Command::PutName(signed)).await.map_err(|_| Error::Stopped)
+        self.tx
+            .send(Command::PutName { signed })
+            .await
+            .map_err(|_| Error::Stopped)
     }
 
     /// The name records found under `key` (this node's and its peers'),
     /// unverified beyond what was checked when they were stored: callers
     /// verify and pick the newest. Waits at most `timeout`.
     pub async fn get_name(&self, key: RecordKey, timeout: Duration) -> Result<Vec<Vec<u8>>> {
-        match tokio::time::timeout(timeout, self.call(|tx| Command::GetName(key, tx))).await {
+        match tokio::time::timeout(timeout, self.call(|reply| Command::GetName { key, reply })).await {
             Ok(r) => r,
             Err(_) => Ok(Vec::new()),
         }
@@ -339,7 +397,7 @@ impl Client {
     /// Subscribes to (or, with false, leaves) a name's gossip topic.
     pub async fn subscribe(&self, topic: String, on: bool) -> Result<()> {
         self.tx
-            .send(Command::Subscribe(topic, on))
+            .send(Command::Subscribe { topic, on })
             .await
             .map_err(|_| Error::Stopped)
     }
@@ -347,7 +405,7 @@ impl Client {
     /// Publishes bytes on a gossip topic (best effort).
     pub async fn publish_to(&self, topic: String, data: Vec<u8>) -> Result<()> {
         self.tx
-            .send(Command::PublishTo(topic, data))
+            .send(Command::PublishTo { topic, data })
             .await
             .map_err(|_| Error::Stopped)
     }
@@ -355,7 +413,10 @@ impl Client {
     /// Publishes a popularity report on the gossip topic. Best effort: with
     /// no subscribed peer yet the message is dropped (logged at debug).
     pub async fn publish(&self, data: Vec<u8>) -> Result<()> {
-        self.tx.send(Command::Publish(data)).await.map_err(|_| Error::Stopped)
+        self.tx
+            .send(Command::Publish { data })
+            .await
+            .map_err(|_| Error::Stopped)
     }
 
     /// Whether `peer` can be reached now: connected already, or a dial to
@@ -367,7 +428,7 @@ impl Client {
             return true;
         }
         matches!(
-            tokio::time::timeout(timeout, self.call(|tx| Command::DialPeer(peer, tx))).await,
+            tokio::time::timeout(timeout, self.call(|reply| Command::DialPeer { peer, reply })).await,
             Ok(Ok(Ok(_)))
         )
     }
@@ -377,7 +438,12 @@ impl Client {
         let secs = self.request_timeout.as_secs();
         match tokio::time::timeout(
             self.request_timeout + Duration::from_secs(1),
-            self.call(|tx| Command::Request(peer, root, cids, tx)),
+            self.call(|reply| Command::Request {
+                peer,
+                root,
+                cids,
+                reply,
+            }),
         )
         .await
         {
@@ -388,7 +454,7 @@ impl Client {
 
     /// Sends a compute request; the answer is bounded in size and time.
     pub async fn compute(&self, peer: PeerId, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
-        match tokio::time::timeout(timeout, self.call(|tx| Command::Compute(peer, body, tx))).await {
+        match tokio::time::timeout(timeout, self.call(|reply| Command::Compute { peer, body, reply })).await {
             Ok(r) => r?,
             Err(_) => Err(Error::Timeout {
                 peer,
@@ -400,11 +466,11 @@ impl Client {
     /// Disconnects and refuses `peer` from now on (it lied to us).
     pub async fn ban(&self, peer: PeerId) -> Result<()> {
         self.stats.peers_banned.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(Command::Ban(peer)).await.map_err(|_| Error::Stopped)
+        self.tx.send(Command::Ban { peer }).await.map_err(|_| Error::Stopped)
     }
 
     pub async fn is_connected(&self, peer: PeerId) -> Result<bool> {
-        self.call(|tx| Command::IsConnected(peer, tx)).await
+        self.call(|reply| Command::IsConnected { peer, reply }).await
     }
 }
 
@@ -686,7 +752,7 @@ impl EventLoop {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Dial(addr, reply) => {
+            Command::Dial { addr, reply } => {
                 let known = addr.iter().find_map(|p| match p {
                     libp2p::multiaddr::Protocol::P2p(id) => Some(id),
                     _ => None,
@@ -709,7 +775,7 @@ impl EventLoop {
                     }
                 }
             }
-            Command::Peers(reply) => {
+            Command::Peers { reply } => {
                 let mut out: HashMap<PeerId, Vec<String>> = HashMap::new();
                 for p in self.swarm.connected_peers() {
                     let addrs = self
@@ -728,14 +794,14 @@ impl EventLoop {
                         .collect(),
                 );
             }
-            Command::Listening(reply) => {
+            Command::Listening { reply } => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
-            Command::Provide(root) => {
+            Command::Provide { root } => {
                 self.provided.insert(root);
                 self.start_providing(root);
             }
-            Command::FindProviders(root, reply) => {
+            Command::FindProviders { root, reply } => {
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -743,7 +809,12 @@ impl EventLoop {
                     .get_providers(RecordKey::new(&root.to_bytes()));
                 self.pending_providers.insert(id, (HashSet::new(), reply));
             }
-            Command::Request(peer, root, cids, reply) => {
+            Command::Request {
+                peer,
+                root,
+                cids,
+                reply,
+            } => {
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -751,32 +822,32 @@ impl EventLoop {
                     .send_request(&peer, BlockRequest { root, cids });
                 self.pending_requests.insert(id, reply);
             }
-            Command::Ban(peer) => {
+            Command::Ban { peer } => {
                 tracing::warn!(%peer, "banning peer: it sent bytes that do not match their CID");
                 self.swarm.behaviour_mut().banned.block_peer(peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
-            Command::Compute(peer, body, reply) => {
+            Command::Compute { peer, body, reply } => {
                 let id = self.swarm.behaviour_mut().compute.send_request(&peer, body);
                 self.pending_compute.insert(id, reply);
             }
-            Command::IsConnected(peer, reply) => {
+            Command::IsConnected { peer, reply } => {
                 let _ = reply.send(self.swarm.is_connected(&peer));
             }
-            Command::StopProviding(root) => {
+            Command::StopProviding { root } => {
                 self.provided.remove(&root);
                 self.swarm
                     .behaviour_mut()
                     .kad
                     .stop_providing(&RecordKey::new(&root.to_bytes()));
             }
-            Command::Publish(data) => {
+            Command::Publish { data } => {
                 let topic = self.topic.clone();
                 if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, data) {
                     tracing::debug!(error = %e, "popularity report not published");
                 }
             }
-            Command::PutName(signed) => {
+            Command::PutName { signed } => {
                 let Ok(r) = crate::names::verify(&signed) else {
                     tracing::warn!("refusing to publish an invalid name record");
                     return;
@@ -787,11 +858,11 @@ impl EventLoop {
                     tracing::warn!(error = ?e, "cannot store a name record");
                 }
             }
-            Command::GetName(key, reply) => {
+            Command::GetName { key, reply } => {
                 let id = self.swarm.behaviour_mut().kad.get_record(key);
                 self.pending_names.insert(id, (Vec::new(), reply));
             }
-            Command::Subscribe(topic, on) => {
+            Command::Subscribe { topic, on } => {
                 let t = IdentTopic::new(topic);
                 let g = &mut self.swarm.behaviour_mut().gossip;
                 let r = if on {
@@ -804,12 +875,12 @@ impl EventLoop {
                     tracing::warn!(topic = %t, error = %e, "cannot subscribe");
                 }
             }
-            Command::PublishTo(topic, data) => {
+            Command::PublishTo { topic, data } => {
                 if let Err(e) = self.swarm.behaviour_mut().gossip.publish(IdentTopic::new(topic), data) {
                     tracing::debug!(error = %e, "name announcement not sent");
                 }
             }
-            Command::DialPeer(peer, reply) => {
+            Command::DialPeer { peer, reply } => {
                 if self.swarm.is_connected(&peer) {
                     let _ = reply.send(Ok(peer));
                     return;
