@@ -164,6 +164,40 @@ pub fn newer(a: &NameRecord, b: &NameRecord) -> bool {
     a.seq > b.seq
 }
 
+/// The name policy for a record heard on gossip topic `topic`: valid
+/// (size, signature, publisher's key, name, root) and announced on its own
+/// name's topic. The node then judges it against what it holds.
+pub fn check_heard(topic: &str, data: &[u8]) -> Result<NameRecord, String> {
+    let r = verify(data)?;
+    if self::topic(&r.publisher(), &r.name) != topic {
+        return Err("a name record announced on another name's topic".into());
+    }
+    Ok(r)
+}
+
+/// The name policy for a DHT value `record` (put by a peer, or accepted
+/// over gossip) beside the record `held` under its key: it must be a valid
+/// name record under its own name's key and newer than the held one.
+/// `Ok(true)`: store it; `Ok(false)`: it is the record held.
+pub fn admit(record: &libp2p::kad::Record, held: Option<&libp2p::kad::Record>) -> Result<bool, String> {
+    let is_name = record.key.as_ref().starts_with(DHT_PREFIX.as_bytes());
+    let r = verify(&record.value)?;
+    if !is_name || !belongs_to_key(&r, &record.key) {
+        return Err("not under its own name's key".into());
+    }
+    let Some(held) = held else { return Ok(true) };
+    if held.value == record.value {
+        return Ok(false);
+    }
+    match verify(&held.value) {
+        Ok(h) if !newer(&r, &h) => Err(format!(
+            "an older record of {:?} (sequence {}, {} held)",
+            r.name, r.seq, h.seq
+        )),
+        _ => Ok(true),
+    }
+}
+
 /// The DHT key of PEER's NAME.
 pub fn dht_key(publisher: &PeerId, name: &str) -> RecordKey {
     RecordKey::new(&format!("{DHT_PREFIX}{publisher}/{name}"))
@@ -186,6 +220,22 @@ mod tests {
 
     fn root() -> Cid {
         cid::cid_of(cid::DAG_CBOR, b"a dataset")
+    }
+
+    #[test]
+    fn the_policy_takes_records_on_their_own_topic_and_key_and_only_newer_ones() {
+        let k = Keypair::generate_ed25519();
+        let me = k.public().to_peer_id();
+        let signed = |seq| NameRecord::new(me, "sst", root(), seq, 1_700_000_000).sign(&k).unwrap();
+        assert!(check_heard(&topic(&me, "sst"), &signed(1)).is_ok());
+        assert!(check_heard(&topic(&me, "other"), &signed(1)).is_err());
+        let rec = |seq| libp2p::kad::Record::new(dht_key(&me, "sst"), signed(seq));
+        assert_eq!(admit(&rec(2), None), Ok(true));
+        assert_eq!(admit(&rec(2), Some(&rec(2))), Ok(false), "the record held");
+        assert_eq!(admit(&rec(3), Some(&rec(2))), Ok(true), "newer");
+        assert!(admit(&rec(1), Some(&rec(2))).is_err(), "older");
+        let elsewhere = libp2p::kad::Record::new(dht_key(&me, "other"), signed(5));
+        assert!(admit(&elsewhere, None).is_err(), "under another name's key");
     }
 
     #[test]

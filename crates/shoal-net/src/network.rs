@@ -1007,11 +1007,11 @@ impl EventLoop {
         }
     }
 
-    /// A name record heard on topic `topic`: verified (signature, the
-    /// topic its own), then judged by the node (newer, known, older).
+    /// A name record heard on topic `topic`: checked by the name policy
+    /// (`names::check_heard`), then judged by the node (newer, known, older).
     fn judge_name(&mut self, author: Option<PeerId>, topic: &str, data: &[u8]) -> MessageAcceptance {
-        let verdict = match crate::names::verify(data) {
-            Ok(r) if crate::names::topic(&r.publisher(), &r.name) == topic => {
+        let verdict = match crate::names::check_heard(topic, data) {
+            Ok(r) => {
                 let v = match (&self.names_fn, author) {
                     (Some(f), Some(a)) => f(&a, &r, data),
                     _ => Verdict::Reject,
@@ -1025,16 +1025,8 @@ impl EventLoop {
                 }
                 v
             }
-            Ok(_) => {
-                tracing::info!(
-                    ?author,
-                    topic,
-                    "dropping a name record announced on another name's topic"
-                );
-                Verdict::Reject
-            }
-            Err(e) => {
-                tracing::info!(?author, topic, error = %e, "dropping an invalid name record");
+            Err(why) => {
+                tracing::info!(?author, topic, error = %why, "dropping a name record");
                 Verdict::Reject
             }
         };
@@ -1049,42 +1041,31 @@ impl EventLoop {
     }
 
     /// Stores a name record a peer put (or this node accepted over gossip)
-    /// if it is valid, under its own key, and newer than the one held;
-    /// anything else is refused (and counted, unless it is the record held).
+    /// if the name policy admits it (`names::admit`); anything else is
+    /// refused and counted, unless it is the record held.
     fn store_name(&mut self, record: kad::Record) -> bool {
         use libp2p::kad::store::RecordStore;
-        let is_name = record.key.as_ref().starts_with(crate::names::DHT_PREFIX.as_bytes());
-        let r = match crate::names::verify(&record.value) {
-            Ok(r) if is_name && crate::names::belongs_to_key(&r, &record.key) => r,
-            other => {
-                let why = other.err().unwrap_or_else(|| "not under its own name's key".into());
-                tracing::info!(error = %why, "refusing a DHT record");
-                self.stats.names_rejected.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
-        };
         let store = self.swarm.behaviour_mut().kad.store_mut();
-        if let Some(held) = store.get(&record.key) {
-            if held.value == record.value {
-                return true;
-            }
-            if let Ok(h) = crate::names::verify(&held.value) {
-                if !crate::names::newer(&r, &h) {
-                    tracing::info!(name = %r.name, seq = r.seq, held = h.seq, "refusing an older name record");
-                    self.stats.names_rejected.fetch_add(1, Ordering::Relaxed);
+        let admitted = crate::names::admit(&record, store.get(&record.key).as_deref());
+        match admitted {
+            Ok(false) => true,
+            Ok(true) => {
+                let record = kad::Record {
+                    publisher: None,
+                    ..record
+                };
+                if let Err(e) = store.put(record) {
+                    tracing::warn!(error = ?e, "cannot store a name record");
                     return false;
                 }
+                true
+            }
+            Err(why) => {
+                tracing::info!(error = %why, "refusing a DHT record");
+                self.stats.names_rejected.fetch_add(1, Ordering::Relaxed);
+                false
             }
         }
-        let record = kad::Record {
-            publisher: None,
-            ..record
-        };
-        if let Err(e) = store.put(record) {
-            tracing::warn!(error = ?e, "cannot store a name record");
-            return false;
-        }
-        true
     }
 
     fn on_kad(&mut self, ev: kad::Event) {
