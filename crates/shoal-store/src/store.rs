@@ -401,6 +401,19 @@ impl Store {
             }
             let mut w = self.writer.lock().expect("writer lock");
             let mut known = self.cache_bytes.lock().expect("cache lock");
+            if known.is_none() {
+                // Every stored byte is an upper bound of the cache: while
+                // the whole store fits under the cap, no mark is needed
+                // (the first read after a start does not walk every pin).
+                let live = {
+                    let txn = self.db.begin_read()?;
+                    let v = txn.open_table(META)?.get("live_bytes")?.map(|v| v.value()).unwrap_or(0);
+                    v
+                };
+                if live + needed <= max {
+                    *known = Some(live);
+                }
+            }
             if known.is_none_or(|c| c + needed > max) {
                 let (evicted, left) = self.trim_cache(&mut w, needed, max)?;
                 stats.evicted_blocks = evicted;
