@@ -20,11 +20,17 @@ impl Node {
         let names = self.inner.names.clone();
         let name = name.to_string();
         // The highest record of this name on the DHT: after a lost record
-        // file the next sequence must still pass it. A lookup that finds
-        // nothing (no peers yet) leaves what this node knows.
+        // file, an unpublish or a restored backup the next sequence must
+        // still pass it. A lookup that finds nothing (no peers yet) leaves
+        // what this node knows. With the record kept here (the usual
+        // republish after an add) the lookup gets at most 2 s, so a slow
+        // DHT does not hold the add's answer for the full lookup deadline.
         let seen = {
             let key = shoal_net::names::dht_key(&self.peer_id(), &name);
-            let lookup = self.inner.names.settings.lookup;
+            let mut lookup = self.inner.names.settings.lookup;
+            if self.inner.names.published(&name).is_some() {
+                lookup = lookup.min(Duration::from_secs(2));
+            }
             match self.parts().net.get_name(key, lookup).await {
                 Ok(found) => crate::names::newest(found, &self.peer_id(), &name).map_or(0, |(r, _)| r.seq),
                 Err(e) => {
