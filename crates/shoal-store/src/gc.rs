@@ -89,17 +89,7 @@ impl Store {
     pub fn gc(&self) -> Result<GcStats> {
         let mut w = self.writer.lock().expect("writer lock");
         let (marked, incomplete) = self.mark(&self.gc_roots(false)?)?;
-        let mut dead = Vec::new();
-        {
-            let txn = self.db.begin_read()?;
-            for row in txn.open_table(BLOCKS)?.iter()? {
-                let (k, v) = row?;
-                let cid = cid_from_key(k.value())?;
-                if !marked.contains(&cid) {
-                    dead.push((cid, Loc::from_tuple(v.value())));
-                }
-            }
-        }
+        let dead = self.unmarked(&marked)?;
         let mut stats = GcStats {
             incomplete: incomplete.iter().map(|r| r.to_string()).collect(),
             removed_blocks: dead.len() as u64,
@@ -265,31 +255,12 @@ impl Store {
     /// reachable from user pins, names or sessions, least recently used
     /// first. Fails without evicting anything if that cannot be enough.
     pub(crate) fn make_room(&self, w: &mut Writer, needed: u64, quota: u64) -> Result<u64> {
-        let live = {
-            let txn = self.db.begin_read()?;
-            let v = txn.open_table(META)?.get("live_bytes")?.map(|v| v.value()).unwrap_or(0);
-            v
-        };
+        let live = self.live_bytes()?;
         if live + needed <= quota {
             return Ok(0);
         }
         let (protected, _) = self.mark(&self.gc_roots(true)?)?;
-        let touched = self.touched.lock().expect("touched lock").clone();
-        let mut candidates = Vec::new();
-        {
-            let txn = self.db.begin_read()?;
-            for row in txn.open_table(BLOCKS)?.iter()? {
-                let (k, v) = row?;
-                let cid = cid_from_key(k.value())?;
-                if !protected.contains(&cid) {
-                    let mut loc = Loc::from_tuple(v.value());
-                    if let Some(t) = touched.get(&cid) {
-                        loc.tick = loc.tick.max(*t);
-                    }
-                    candidates.push((cid, loc));
-                }
-            }
-        }
+        let candidates = self.unmarked(&protected)?;
         let available: u64 = candidates.iter().map(|c| c.1.len).sum();
         if live - available + needed > quota {
             return Err(Error::QuotaExceeded {
@@ -302,16 +273,7 @@ impl Store {
         // Evict a little beyond the need (5% of quota) so a stream of small
         // writes does not rescan the index on every batch.
         let target = quota.saturating_sub(needed).saturating_sub(quota / 20);
-        candidates.sort_by_key(|c| c.1.tick);
-        let mut cur = live;
-        let mut evict = Vec::new();
-        for c in candidates {
-            if cur <= target {
-                break;
-            }
-            cur -= c.1.len;
-            evict.push(c);
-        }
+        let (evict, cur) = oldest_until(candidates, live, target);
         tracing::info!(
             blocks = evict.len(),
             bytes = live - cur,
@@ -329,36 +291,13 @@ impl Store {
     /// batch). Returns (blocks evicted, cache bytes left).
     pub(crate) fn trim_cache(&self, w: &mut Writer, needed: u64, max: u64) -> Result<(u64, u64)> {
         let (held, _) = self.mark(&self.gc_roots(false)?)?;
-        let touched = self.touched.lock().expect("touched lock").clone();
-        let mut cache = Vec::new();
-        {
-            let txn = self.db.begin_read()?;
-            for row in txn.open_table(BLOCKS)?.iter()? {
-                let (k, v) = row?;
-                let cid = cid_from_key(k.value())?;
-                if !held.contains(&cid) {
-                    let mut loc = Loc::from_tuple(v.value());
-                    if let Some(t) = touched.get(&cid) {
-                        loc.tick = loc.tick.max(*t);
-                    }
-                    cache.push((cid, loc));
-                }
-            }
-        }
-        let mut bytes: u64 = cache.iter().map(|c| c.1.len).sum();
+        let cache = self.unmarked(&held)?;
+        let bytes: u64 = cache.iter().map(|c| c.1.len).sum();
         if bytes + needed <= max {
             return Ok((0, bytes));
         }
         let target = max.saturating_sub(needed).saturating_sub(max / 20);
-        cache.sort_by_key(|c| c.1.tick);
-        let mut evict = Vec::new();
-        for c in cache {
-            if bytes <= target {
-                break;
-            }
-            bytes -= c.1.len;
-            evict.push(c);
-        }
+        let (evict, bytes) = oldest_until(cache, bytes, target);
         tracing::info!(
             blocks = evict.len(),
             cache_max = max,
@@ -367,6 +306,26 @@ impl Store {
         self.remove_entries(&evict)?;
         self.compact(w)?;
         Ok((evict.len() as u64, bytes))
+    }
+
+    /// Every indexed block `marked` does not hold, with its latest access
+    /// tick (the pending ones included): what eviction chooses from.
+    fn unmarked(&self, marked: &Marked) -> Result<Vec<(Cid, Loc)>> {
+        let touched = self.touched.lock().expect("touched lock").clone();
+        let mut out = Vec::new();
+        let txn = self.db.begin_read()?;
+        for row in txn.open_table(BLOCKS)?.iter()? {
+            let (k, v) = row?;
+            let cid = cid_from_key(k.value())?;
+            if !marked.contains(&cid) {
+                let mut loc = Loc::from_tuple(v.value());
+                if let Some(t) = touched.get(&cid) {
+                    loc.tick = loc.tick.max(*t);
+                }
+                out.push((cid, loc));
+            }
+        }
+        Ok(out)
     }
 
     /// Removes mirror/cache pins whose datasets are no longer complete.
@@ -381,4 +340,20 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The least recently used of `candidates`, in that order, until `bytes`
+/// (which they count towards) is at most `target`: those to evict, and the
+/// bytes left.
+fn oldest_until(mut candidates: Vec<(Cid, Loc)>, mut bytes: u64, target: u64) -> (Vec<(Cid, Loc)>, u64) {
+    candidates.sort_by_key(|c| c.1.tick);
+    let mut evict = Vec::new();
+    for c in candidates {
+        if bytes <= target {
+            break;
+        }
+        bytes -= c.1.len;
+        evict.push(c);
+    }
+    (evict, bytes)
 }

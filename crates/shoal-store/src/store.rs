@@ -387,6 +387,13 @@ impl Store {
         Block::verified(*cid, data.into()).map_err(|e| corrupt(e.to_string()))
     }
 
+    /// Bytes of block data the index counts as stored.
+    pub(crate) fn live_bytes(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let v = txn.open_table(META)?.get("live_bytes")?.map(|v| v.value()).unwrap_or(0);
+        Ok(v)
+    }
+
     /// Stores blocks fetched for readers as evictable cache, within
     /// `cache_max` (least recently used cache evicted first); a batch larger
     /// than the whole cap is not stored. What readers read through the
@@ -405,11 +412,7 @@ impl Store {
                 // Every stored byte is an upper bound of the cache: while
                 // the whole store fits under the cap, no mark is needed
                 // (the first read after a start does not walk every pin).
-                let live = {
-                    let txn = self.db.begin_read()?;
-                    let v = txn.open_table(META)?.get("live_bytes")?.map(|v| v.value()).unwrap_or(0);
-                    v
-                };
+                let live = self.live_bytes()?;
                 if live + needed <= max {
                     *known = Some(live);
                 }
