@@ -8,16 +8,13 @@
 use futures::executor::block_on;
 use futures::io::Cursor;
 use libp2p::request_response::Codec;
+#[path = "../../shoal-unixfs/tests/support/fuzzing.rs"]
+mod fuzzing;
+
+use fuzzing::{cases, mutate};
 use proptest::prelude::*;
 use shoal_net::codec::{Answer, BlockCodec, BlockRequest, BlockResponse, ComputeCodec, PROTOCOL};
 use shoal_net::{gossip, names};
-
-fn cases() -> u32 {
-    std::env::var("SHOAL_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000)
-}
 
 fn cid(i: u8) -> shoal_core::Cid {
     shoal_core::cid::cid_of(shoal_core::cid::RAW, &[i])
@@ -40,22 +37,6 @@ fn valid_block_messages() -> (Vec<u8>, Vec<u8>) {
     ];
     block_on(c.write_response(&PROTOCOL, &mut resp, BlockResponse { answers })).unwrap();
     (req.into_inner(), resp.into_inner())
-}
-
-/// Applies `edits` (position, byte; position past the end truncates there).
-fn mutate(mut b: Vec<u8>, edits: &[(usize, u8)]) -> Vec<u8> {
-    for &(at, v) in edits {
-        if b.is_empty() {
-            break;
-        }
-        let i = at % (b.len() + 1);
-        if i == b.len() {
-            b.truncate(at % b.len());
-        } else {
-            b[i] ^= v.max(1);
-        }
-    }
-    b
 }
 
 fn valid_record() -> Vec<u8> {

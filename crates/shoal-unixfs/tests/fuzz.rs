@@ -4,31 +4,13 @@
 //! within its budget. Bounded case counts in CI; `SHOAL_FUZZ_CASES` raises
 //! them.
 
+#[path = "support/fuzzing.rs"]
+mod fuzzing;
+
+use fuzzing::{cases, mutate};
 use proptest::prelude::*;
 use shoal_core::cid::{self, Cid, DAG_PB, RAW};
 use shoal_unixfs::{car, dir_links, file_node, pb, step, Link, Walk, WalkLimits};
-
-fn cases() -> u32 {
-    std::env::var("SHOAL_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000)
-}
-
-fn mutate(mut b: Vec<u8>, edits: &[(usize, u8)]) -> Vec<u8> {
-    for &(at, v) in edits {
-        if b.is_empty() {
-            break;
-        }
-        let i = at % (b.len() + 1);
-        if i == b.len() {
-            b.truncate(at % b.len());
-        } else {
-            b[i] ^= v.max(1);
-        }
-    }
-    b
-}
 
 fn link(cid: Cid, name: &str, tsize: u64) -> Link {
     Link {
