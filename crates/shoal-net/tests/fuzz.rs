@@ -5,13 +5,13 @@
 //! (`cargo test`) with a bounded case count; `SHOAL_FUZZ_CASES` raises it
 //! for a longer local run.
 
-use futures::executor::block_on;
-use futures::io::Cursor;
-use libp2p::request_response::Codec;
 #[path = "../../shoal-unixfs/tests/support/fuzzing.rs"]
 mod fuzzing;
 
+use futures::executor::block_on;
+use futures::io::Cursor;
 use fuzzing::{cases, mutate};
+use libp2p::request_response::Codec;
 use proptest::prelude::*;
 use shoal_net::codec::{Answer, BlockCodec, BlockRequest, BlockResponse, ComputeCodec, PROTOCOL};
 use shoal_net::{gossip, names};
