@@ -177,7 +177,7 @@ async fn providers(State(d): St, Params(q): Params<CidQuery>) -> ApiResult<Json<
 }
 
 async fn mirrors(State(d): St) -> ApiResult<Json<MirrorsResult>> {
-    Ok(Json(d.node.mirrors().await?.into()))
+    Ok(Json(d.node.mirrors().view().await?.into()))
 }
 
 async fn add(State(d): St, JsonBody(req): JsonBody<AddRequest>) -> Response {
@@ -189,9 +189,9 @@ async fn add(State(d): St, JsonBody(req): JsonBody<AddRequest>) -> Response {
         };
         let car = path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("car"));
         let r = if car {
-            d.node.add_car(path, req.name, opts, progress).await?
+            d.node.datasets().add_car(path, req.name, opts, progress).await?
         } else {
-            d.node.add_with(path, req.name, opts, progress).await?
+            d.node.datasets().add_with(path, req.name, opts, progress).await?
         };
         Ok(AddResult::from(r))
     })
@@ -208,7 +208,15 @@ struct NameQuery {
 }
 
 async fn log(State(d): St, Params(q): Params<NameQuery>) -> ApiResult<Json<Vec<VersionInfo>>> {
-    Ok(Json(d.node.log(&q.name).await?.into_iter().map(Into::into).collect()))
+    Ok(Json(
+        d.node
+            .datasets()
+            .log(&q.name)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -218,8 +226,11 @@ struct DiffQuery {
 }
 
 async fn diff(State(d): St, Params(q): Params<DiffQuery>) -> ApiResult<Json<DiffResult>> {
-    let (a, b) = (d.node.resolve(&q.a).await?, d.node.resolve(&q.b).await?);
-    let r = d.node.diff(&a, &b).await?;
+    let (a, b) = (
+        d.node.datasets().resolve(&q.a).await?,
+        d.node.datasets().resolve(&q.b).await?,
+    );
+    let r = d.node.datasets().diff(&a, &b).await?;
     Ok(Json(DiffResult {
         from: a.root.to_string(),
         to: b.root.to_string(),
@@ -239,11 +250,12 @@ const LS_CHUNK: usize = 64 << 10;
 /// second sends them, a 64 KiB chunk at a time, as fast as the client
 /// reads.
 async fn ls(State(d): St, Params(q): Params<TargetQuery>) -> ApiResult<Response> {
-    let target = d.node.resolve(&q.target).await?;
+    let target = d.node.datasets().resolve(&q.target).await?;
     let counts = Arc::new(Mutex::new((0u64, 0usize)));
     let c = counts.clone();
     let summary = d
         .node
+        .datasets()
         .ls_each(&target, move |e| {
             let mut c = c.lock().expect("ls lock");
             c.0 += 1;
@@ -270,6 +282,7 @@ async fn ls(State(d): St, Params(q): Params<TargetQuery>) -> ApiResult<Response>
         let (sink, chunk) = (tx.clone(), buf.clone());
         let walked = d
             .node
+            .datasets()
             .ls_each(&target, move |e| {
                 let mut b = chunk.lock().expect("ls lock");
                 b.extend_from_slice(&line(&LsLine::Entry(LsEntry::from(e))));
@@ -295,26 +308,32 @@ async fn ls(State(d): St, Params(q): Params<TargetQuery>) -> ApiResult<Response>
 }
 
 async fn cat(State(d): St, Params(q): Params<TargetQuery>) -> ApiResult<Response> {
-    let target = d.node.resolve(&q.target).await?;
+    let target = d.node.datasets().resolve(&q.target).await?;
     let Some(key) = target.path else {
         return Err(bad_request("cat needs TARGET/KEY, e.g. mydata/temp/.zarray"));
     };
-    let data = d.node.read(target.root, &key, None).await?;
+    let data = d.node.datasets().read(target.root, &key, None).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
 }
 
 async fn get_dataset(State(d): St, JsonBody(req): JsonBody<GetRequest>) -> Response {
     streamed(move |progress| async move {
-        let target = d.node.resolve(&req.target).await?;
+        let target = d.node.datasets().resolve(&req.target).await?;
         if target.path.is_some() {
             return Err(shoal_node::Error::BadRequest(
                 "get takes a dataset (CID or NAME), not a key; use `shoal cat` for one key".into(),
             ));
         }
         let r = if req.car {
-            d.node.export_car(&target, PathBuf::from(req.out), progress).await?
+            d.node
+                .datasets()
+                .export_car(&target, PathBuf::from(req.out), progress)
+                .await?
         } else {
-            d.node.export(&target, PathBuf::from(req.out), progress).await?
+            d.node
+                .datasets()
+                .export(&target, PathBuf::from(req.out), progress)
+                .await?
         };
         Ok(GetResult::from(r))
     })
@@ -322,27 +341,29 @@ async fn get_dataset(State(d): St, JsonBody(req): JsonBody<GetRequest>) -> Respo
 
 async fn pin(State(d): St, JsonBody(req): JsonBody<PinRequest>) -> Response {
     streamed(move |progress| async move {
-        let target = d.node.resolve(&req.target).await?;
-        let r = d.node.pin(&target, req.name, req.replicas, progress).await?;
+        let target = d.node.datasets().resolve(&req.target).await?;
+        let r = d.node.pins().pin(&target, req.name, req.replicas, progress).await?;
         Ok(PinResult::from(r))
     })
 }
 
 async fn unpin(State(d): St, JsonBody(req): JsonBody<PinRequest>) -> ApiResult<Json<PinResult>> {
-    let target = d.node.resolve(&req.target).await?;
-    Ok(Json(d.node.unpin(&target).await?.into()))
+    let target = d.node.datasets().resolve(&req.target).await?;
+    Ok(Json(d.node.pins().unpin(&target).await?.into()))
 }
 
 async fn pins(State(d): St) -> ApiResult<Json<Vec<PinInfo>>> {
-    Ok(Json(d.node.pins().await?.into_iter().map(PinInfo::from).collect()))
+    Ok(Json(
+        d.node.pins().list().await?.into_iter().map(PinInfo::from).collect(),
+    ))
 }
 
 async fn publish(State(d): St, JsonBody(req): JsonBody<NameRequest>) -> ApiResult<Json<PublishResult>> {
-    Ok(Json(d.node.publish(&req.name).await?.into()))
+    Ok(Json(d.node.names().publish(&req.name).await?.into()))
 }
 
 async fn unpublish(State(d): St, JsonBody(req): JsonBody<NameRequest>) -> ApiResult<Json<UnpublishResult>> {
-    let changed = d.node.unpublish(&req.name).await?;
+    let changed = d.node.names().unpublish(&req.name).await?;
     Ok(Json(UnpublishResult {
         name: req.name,
         changed,
@@ -350,15 +371,17 @@ async fn unpublish(State(d): St, JsonBody(req): JsonBody<NameRequest>) -> ApiRes
 }
 
 async fn follow(State(d): St, JsonBody(req): JsonBody<FollowRequest>) -> ApiResult<Json<FollowInfo>> {
-    Ok(Json(d.node.follow(&req.target, req.local, req.keep).await?.into()))
+    Ok(Json(
+        d.node.names().follow(&req.target, req.local, req.keep).await?.into(),
+    ))
 }
 
 async fn follows(State(d): St) -> Json<Vec<FollowInfo>> {
-    Json(d.node.follows().into_iter().map(FollowInfo::from).collect())
+    Json(d.node.names().follows().into_iter().map(FollowInfo::from).collect())
 }
 
 async fn unfollow(State(d): St, JsonBody(req): JsonBody<NameRequest>) -> ApiResult<Json<FollowInfo>> {
-    Ok(Json(d.node.unfollow(&req.name).await?.into()))
+    Ok(Json(d.node.names().unfollow(&req.name).await?.into()))
 }
 
 async fn gc(State(d): St) -> ApiResult<Json<shoal_store::GcStats>> {
@@ -382,30 +405,30 @@ async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
 }
 
 async fn mount(State(d): St, JsonBody(req): JsonBody<MountRequest>) -> ApiResult<Json<MountResult>> {
-    let dir = d.node.mount(PathBuf::from(req.dir)).await?;
+    let dir = d.node.mounts().mount(PathBuf::from(req.dir)).await?;
     Ok(Json(MountResult {
         dir: dir.display().to_string(),
     }))
 }
 
 async fn unmount(State(d): St, JsonBody(req): JsonBody<MountRequest>) -> ApiResult<Json<MountResult>> {
-    let dir = d.node.unmount(PathBuf::from(req.dir)).await?;
+    let dir = d.node.mounts().unmount(PathBuf::from(req.dir)).await?;
     Ok(Json(MountResult {
         dir: dir.display().to_string(),
     }))
 }
 
 async fn list_mounts(State(d): St) -> Json<Vec<String>> {
-    Json(d.node.mounts().iter().map(|p| p.display().to_string()).collect())
+    Json(d.node.mounts().list().iter().map(|p| p.display().to_string()).collect())
 }
 
 async fn query(State(d): St, JsonBody(req): JsonBody<QueryRequest>) -> ApiResult<Json<Vec<QueryResult>>> {
-    let target = d.node.resolve(&req.target).await?;
+    let target = d.node.datasets().resolve(&req.target).await?;
     let group = req.groupby.or(req.resample);
     let arrays: Vec<String> = if req.all {
         let mut dims = req.dims.clone();
         dims.extend(group.as_ref().map(|g| g.dim.clone()));
-        let found = d.node.data_arrays(&target, dims.clone()).await?;
+        let found = d.node.queries().data_arrays(&target, dims.clone()).await?;
         if found.is_empty() {
             return Err(shoal_node::Error::BadRequest(format!(
                 "no data variable of {} has the dimensions ({})",
@@ -445,7 +468,7 @@ async fn query(State(d): St, JsonBody(req): JsonBody<QueryRequest>) -> ApiResult
         })
         .collect();
     if let Some(name) = &req.name {
-        let (reports, result, cached) = d.node.query_into(&target, specs, name, req.no_cache).await?;
+        let (reports, result, cached) = d.node.queries().query_into(&target, specs, name, req.no_cache).await?;
         let out = reports
             .into_iter()
             .map(|report| {
@@ -459,7 +482,7 @@ async fn query(State(d): St, JsonBody(req): JsonBody<QueryRequest>) -> ApiResult
     }
     let mut out = Vec::with_capacity(specs.len());
     for spec in specs {
-        out.push(d.node.query(&target, spec).await?.into());
+        out.push(d.node.queries().query(&target, spec).await?.into());
     }
     Ok(Json(out))
 }
@@ -556,7 +579,7 @@ pub async fn run(repo: Repo) -> Result<()> {
         g.stop(SHUTDOWN_GRACE).await;
     }
     // Unmount first: readers get their answers or errors now, not a hang.
-    d.node.unmount_all().await;
+    d.node.mounts().unmount_all().await;
     if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
         tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; exiting anyway (the store is crash-safe)");
     }

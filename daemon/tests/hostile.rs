@@ -63,15 +63,15 @@ fn regression_24_a_crafted_weights_chunk_is_refused_and_the_daemon_lives_in_8_gi
         weights: Some("w".into()),
         ..shoal_query::QuerySpec::new("v", shoal_query::Op::Mean)
     };
-    let fields = shoal_query::remote::Fields::of(&spec);
-    let body = serde_json::to_vec(&shoal_query::remote::ComputeRequest {
+    let fields = shoal_query::wire::Fields::of(&spec);
+    let body = serde_json::to_vec(&shoal_query::wire::ComputeRequest {
         root,
         spec,
         chunks: vec![vec![0]],
     })
     .unwrap();
     let answer = rt.block_on(raw.compute(peer, body, Duration::from_secs(60))).unwrap();
-    let (header, _) = shoal_query::remote::response_partials(&answer, 1, 1, fields).unwrap();
+    let (header, _) = shoal_query::wire::response_partials(&answer, 1, 1, fields).unwrap();
     let why = header.error.expect("refused");
     assert!(why.contains("memory budget"), "{why}");
     let plain = d.json(&["query", "zb", "v", "--op", "mean", "--dim", "x"]);

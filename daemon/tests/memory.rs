@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use shoal_query::remote::{ComputeHeader, ComputeRequest};
+use shoal_query::wire::{ComputeHeader, ComputeRequest};
 use shoal_query::{Op, QuerySpec};
 
 const MIB: u64 = 1 << 20;

@@ -311,7 +311,7 @@ fn a_greedy_peer_gets_skipped_and_busy_answers_beyond_the_inbound_bounds() {
     // 6 compute requests at once: 2 run (MAX_COMPUTE_INFLIGHT), the rest
     // get the empty "busy" answer and would be reassigned.
     // Real requests (sum of chunk 0), each held 500 ms by the serve delay.
-    let body = serde_json::to_vec(&shoal_query::remote::ComputeRequest {
+    let body = serde_json::to_vec(&shoal_query::wire::ComputeRequest {
         root: root.clone(),
         spec: shoal_query::QuerySpec::new("x", shoal_query::Op::Sum),
         chunks: vec![vec![0]],
@@ -330,7 +330,7 @@ fn a_greedy_peer_gets_skipped_and_busy_answers_beyond_the_inbound_bounds() {
     );
     for a in answers.iter().filter(|r| !r.is_empty()) {
         let n = u32::from_le_bytes(a[..4].try_into().unwrap()) as usize;
-        let h: shoal_query::remote::ComputeHeader = serde_json::from_slice(&a[4..4 + n]).unwrap();
+        let h: shoal_query::wire::ComputeHeader = serde_json::from_slice(&a[4..4 + n]).unwrap();
         assert_eq!(
             (h.error, h.computed),
             (None, vec![0]),

@@ -568,7 +568,7 @@ fn liar(
     rt: &tokio::runtime::Runtime,
     omit: bool,
 ) -> (shoal_net::Client, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use shoal_query::remote::{encode_response, ComputeHeader, ComputeRequest};
+    use shoal_query::wire::{encode_response, ComputeHeader, ComputeRequest};
     let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = asked.clone();
     let peer = raw_peer_with(
@@ -589,7 +589,7 @@ fn liar(
                     error: None,
                 }
             };
-            encode_response(&h, &[], shoal_query::remote::Fields::of(&req.spec))
+            encode_response(&h, &[], shoal_query::wire::Fields::of(&req.spec))
         }),
     );
     (peer, asked)

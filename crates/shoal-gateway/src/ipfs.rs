@@ -88,7 +88,7 @@ pub(crate) async fn ipfs(
 
 /// The block `c` of the view rooted at `root`, fetched if need be.
 async fn get(gw: &Gw, c: Cid, root: Cid) -> shoal_node::Result<Bytes> {
-    gw.node.block(c, root).await
+    gw.node.datasets().block(c, root).await
 }
 
 /// Resolves `segs` from `root`: every segment's CID, the root's first.
@@ -225,7 +225,7 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
     // A dataset root stands for its view (when held here in full).
     let work = async {
         let view = if root.codec() == cid::DAG_CBOR {
-            gw.node.view_of(root).await?.ok_or_else(|| {
+            gw.node.datasets().view_of(root).await?.ok_or_else(|| {
                 Error::NotFound(format!(
                     "{root} is a dataset not held here in full; ask for its UnixFS view's CID"
                 ))

@@ -296,7 +296,7 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
     };
     let (head, rest) = path.split_once('/').unwrap_or((path, ""));
     let work = async {
-        let target = gw.node.resolve(head).await?;
+        let target = gw.node.datasets().resolve(head).await?;
         let cache = if target.name.is_some() { MOVABLE } else { IMMUTABLE };
         let want_dir = rest.is_empty() || rest.ends_with('/');
         let key = rest.trim_matches('/');
@@ -304,11 +304,11 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
             return Ok(Reply::Bytes(doc, cache));
         }
         if !want_dir {
-            match gw.node.open(target.root, key).await {
+            match gw.node.datasets().open(target.root, key).await {
                 Ok(r) => return Ok(Reply::Key(r, cache)),
                 Err(Error::NotFound(m)) => {
                     // Not a key; perhaps a directory, else absent.
-                    return match gw.node.dir(target.root, key, gw.settings.dir_limit).await? {
+                    return match gw.node.datasets().dir(target.root, key, gw.settings.dir_limit).await? {
                         Some(d) => Ok(Reply::Dir(target.root, head.to_string(), key.to_string(), d, cache)),
                         None => Err(Error::NotFound(m)),
                     };
@@ -316,7 +316,7 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
                 Err(e) => return Err(e),
             }
         }
-        match gw.node.dir(target.root, key, gw.settings.dir_limit).await? {
+        match gw.node.datasets().dir(target.root, key, gw.settings.dir_limit).await? {
             Some(d) => Ok(Reply::Dir(target.root, head.to_string(), key.to_string(), d, cache)),
             None => Err(Error::NotFound(format!(
                 "no key or directory {key:?} in dataset {}",
@@ -491,7 +491,7 @@ async fn consolidated(gw: &Arc<Gw>, root: Cid, key: &str) -> shoal_node::Result<
     if let Some((format, doc)) = gw.consolidated.lock().expect("cache lock").0.get(&root) {
         return Ok(doc.clone().filter(|_| answers(*format, key)));
     }
-    let (format, docs) = gw.node.metadata(root).await?;
+    let (format, docs) = gw.node.datasets().metadata(root).await?;
     let built = match format {
         2 if !docs.iter().any(|(k, _)| k == ".zmetadata") => Some(meta::v2_consolidated(&docs)),
         3 => meta::v3_consolidated(&docs).transpose(),

@@ -41,9 +41,9 @@ use shoal_store::{PinKind, Store};
 
 use crate::config::{Budget, MirrorSettings, AUTO_BUDGET_MAX};
 use crate::error::{Error, Result};
-use crate::parts::Parts;
 use crate::popularity::{Claim, GossipStats, Popularity, Score};
 use crate::records::unix_now;
+use crate::services::Services;
 
 /// Wants whose providers are checked per policy run (each costs a DHT
 /// lookup and a dial per provider).
@@ -268,7 +268,7 @@ impl Mirror {
     /// Runs the policy until the process ends. Reports go out from their
     /// own task: a slow policy run (DHT lookups, dials) must not make this
     /// daemon's reports late, or peers would take it for gone.
-    pub(crate) async fn run(self: Arc<Self>, d: Arc<Parts>) {
+    pub(crate) async fn run(self: Arc<Self>, d: Arc<Services>) {
         if let Some(every) = self.settings.every {
             let (this, d) = (self.clone(), d.clone());
             tokio::spawn(async move {
@@ -316,14 +316,14 @@ impl Mirror {
         }
     }
 
-    async fn holdings(&self, d: &Arc<Parts>) -> Result<(Holdings, u64)> {
+    async fn holdings(&self, d: &Arc<Services>) -> Result<(Holdings, u64)> {
         let store = d.store.clone();
         let h = tokio::task::spawn_blocking(move || holdings(&store)).await??;
         let used: u64 = h.mirrors.iter().map(|m| m.1).sum();
         Ok((h, used))
     }
 
-    async fn publish(&self, d: &Arc<Parts>) -> Result<()> {
+    async fn publish(&self, d: &Arc<Services>) -> Result<()> {
         let (h, used) = self.holdings(d).await?;
         let budget = self.budget(&d.store, used);
         let (fetching, fetch_bytes): (Vec<Cid>, u64) = {
@@ -359,7 +359,7 @@ impl Mirror {
     }
 
     /// One policy run (see the module docs).
-    pub(crate) async fn check(self: &Arc<Self>, d: &Arc<Parts>) -> Result<()> {
+    pub(crate) async fn check(self: &Arc<Self>, d: &Arc<Services>) -> Result<()> {
         let (mut h, mut used) = self.holdings(d).await?;
         let now = unix_now();
         // 1. Targets: merge, carry newer ones for what we hold, expire
@@ -611,7 +611,7 @@ impl Mirror {
         Ok(())
     }
 
-    async fn fetch(&self, d: &Arc<Parts>, root: Cid, size: u64, target: Option<Recorded>) -> Result<()> {
+    async fn fetch(&self, d: &Arc<Services>, root: Cid, size: u64, target: Option<Recorded>) -> Result<()> {
         let d2 = d.clone();
         // At most what room was made for (the manifest's size, which its
         // pages must add up to as they arrive), plus the manifest itself.
@@ -653,7 +653,7 @@ impl Mirror {
         Ok(())
     }
 
-    async fn evict(&self, d: &Arc<Parts>, roots: &[Cid], why: &str) -> Result<()> {
+    async fn evict(&self, d: &Arc<Services>, roots: &[Cid], why: &str) -> Result<()> {
         if roots.is_empty() {
             return Ok(());
         }
@@ -676,7 +676,7 @@ impl Mirror {
     }
 
     /// What this daemon mirrors and why (`shoal mirrors`).
-    pub(crate) async fn view(&self, d: &Arc<Parts>) -> Result<MirrorsView> {
+    pub(crate) async fn view(&self, d: &Arc<Services>) -> Result<MirrorsView> {
         let (h, used) = self.holdings(d).await?;
         let budget = self.budget(&d.store, used);
         let scores: Vec<Score> = self.pop.scores();

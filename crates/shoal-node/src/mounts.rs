@@ -54,12 +54,12 @@ impl Blocks for MountBlocks {
     }
 }
 
-pub struct Mounts {
+pub struct MountTable {
     record: PathBuf,
     live: Mutex<HashMap<PathBuf, MountHandle>>,
 }
 
-impl Mounts {
+impl MountTable {
     /// Unmounts what a previous daemon left mounted, then starts empty.
     pub fn recover(record: &Path) -> Self {
         let record = record.to_path_buf();

@@ -86,7 +86,7 @@ impl Follow {
 
 /// Published names and follows, shared by the node, its updater task and
 /// the network's gossip judge.
-pub(crate) struct Names {
+pub(crate) struct NameRegistry {
     published_dir: PathBuf,
     follows_dir: PathBuf,
     pub keypair: Keypair,
@@ -103,10 +103,10 @@ fn file(dir: &Path, name: &str) -> PathBuf {
     crate::records::path(dir, name)
 }
 
-impl Names {
+impl NameRegistry {
     /// Loads the follows (a follow whose file is unreadable is skipped,
     /// with a warning). Returns the receiving end of the updater's wake-ups.
-    pub fn open(store_dir: &Path, keypair: Keypair, settings: NameSettings) -> Result<(Arc<Names>, Wakes)> {
+    pub fn open(store_dir: &Path, keypair: Keypair, settings: NameSettings) -> Result<(Arc<NameRegistry>, Wakes)> {
         let (published_dir, follows_dir) = (store_dir.join("published"), store_dir.join("follows"));
         for d in [&published_dir, &follows_dir] {
             std::fs::create_dir_all(d).map_err(|e| Error::Internal(format!("{}: {e}", d.display())))?;
@@ -125,7 +125,7 @@ impl Names {
         }
         let (wake, rx) = tokio::sync::mpsc::channel(64);
         Ok((
-            Arc::new(Names {
+            Arc::new(NameRegistry {
                 published_dir,
                 follows_dir,
                 keypair,

@@ -2,7 +2,7 @@
 //! operation. Store work runs on tokio's blocking pool; network waits are
 //! bounded by the configured deadlines.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,30 +12,45 @@ use shoal_store::{FsckReport, GcStats, StatsReport, Store, StoreOptions};
 
 use crate::config::{MountSettings, NodeConfig};
 use crate::error::Result;
-use crate::mirror::{Mirror, MirrorsView};
-use crate::mounts::{MountBlocks, Mounts};
-use crate::parts::Parts;
+use crate::mirror::Mirror;
+use crate::mounts::MountTable;
 use crate::popularity::Popularity;
+use crate::services::Services;
 use crate::types::*;
 
 mod datasets;
+mod mirrors;
+mod mounts;
 mod names;
 mod pins;
 mod queries;
 
+pub use datasets::Datasets;
+pub use mirrors::Mirrors;
+pub use mounts::Mounts;
+pub use names::Names;
+pub use pins::Pins;
+pub use queries::Queries;
+
 /// How often pending access ticks are written to the store's index.
 const TICK_FLUSH_EVERY: Duration = Duration::from_secs(60);
 
-/// A running node. Cheap to clone; every clone is the same node.
+/// A running node. Cheap to clone; every clone is the same node. Its
+/// operations are grouped in handles, each in its own file under `node/`:
+/// [`Node::datasets`] (add, resolve, ls, read, export, versions),
+/// [`Node::pins`], [`Node::queries`], [`Node::names`] (publish, follow),
+/// [`Node::mounts`] and [`Node::mirrors`]. What stays here is the node
+/// itself: start and shutdown, its peers, store maintenance and counters.
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<Inner>,
+    ctx: Arc<NodeCtx>,
 }
 
-struct Inner {
-    parts: Arc<Parts>,
+/// What every handle and background task of one node shares.
+pub(crate) struct NodeCtx {
+    services: Arc<Services>,
     mirror: Arc<Mirror>,
-    mounts: Mounts,
+    mounts: MountTable,
     block_size: u32,
     mount: MountSettings,
     metrics: Arc<crate::metrics::NodeMetrics>,
@@ -46,10 +61,12 @@ struct Inner {
     /// Kept query results by normalised query.
     results_dir: PathBuf,
     /// Published names and follows.
-    names: Arc<crate::names::Names>,
+    names: Arc<crate::names::NameRegistry>,
+    /// The follow updater's wake-ups, until its task takes them.
+    wakes: Mutex<Option<crate::names::Wakes>>,
     /// Scratch space of CAR imports (beside the store: same filesystem).
     import_dir: PathBuf,
-    /// The network event loop and the mirror policy: stopped on shutdown.
+    /// The background tasks: stopped on shutdown.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -70,6 +87,19 @@ impl Drop for CancelOnDrop {
         self.0 .0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// A background task of the node: started once by [`Node::start`] from
+/// [`BACKGROUND`], aborted on shutdown.
+type Spawn = fn(&Arc<NodeCtx>) -> tokio::task::JoinHandle<()>;
+
+/// Every background task besides the network's event loop: the tick
+/// flusher, the mirror policy, the names' announcer and follow updater.
+const BACKGROUND: [Spawn; 4] = [
+    spawn_tick_flusher,
+    mirrors::spawn_policy,
+    names::spawn_announcer,
+    names::spawn_updater,
+];
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,7 +129,7 @@ impl Node {
         });
         let (names, wakes) = {
             let (dir, key, settings) = (cfg.store_dir.clone(), cfg.net.keypair.clone(), cfg.names);
-            tokio::task::spawn_blocking(move || crate::names::Names::open(&dir, key, settings)).await??
+            tokio::task::spawn_blocking(move || crate::names::NameRegistry::open(&dir, key, settings)).await??
         };
         let net_cfg = shoal_net::NetConfig {
             names: Some({
@@ -119,7 +149,7 @@ impl Node {
         };
         cfg.test.check()?;
         let (net, event_loop) = shoal_net::EventLoop::new(net_cfg)?;
-        let mut tasks = vec![tokio::spawn(event_loop.run()).abort_handle()];
+        let event_loop = tokio::spawn(event_loop.run()).abort_handle();
         let fetcher = Fetcher {
             net: net.clone(),
             store: store.clone(),
@@ -129,7 +159,7 @@ impl Node {
                 ..Default::default()
             },
         };
-        let parts = Arc::new(Parts {
+        let services = Arc::new(Services {
             source: Arc::new(BlockSource::new(fetcher.clone())),
             store,
             net,
@@ -141,112 +171,90 @@ impl Node {
             liars: Default::default(),
             limits: cfg.limits,
         });
-        let mounts = Mounts::recover(&cfg.mounts_record);
-        // Announce every complete dataset held.
-        let held = {
-            let parts = parts.clone();
-            tokio::task::spawn_blocking(move || -> Result<Vec<Cid>> {
-                let mut roots: Vec<Cid> = parts.store.pins()?.into_iter().map(|p| p.0).collect();
-                roots.extend(parts.store.names()?.into_iter().map(|n| n.1));
-                roots.sort();
-                roots.dedup();
-                Ok(roots.into_iter().filter(|r| parts.complete_here(r)).collect())
-            })
-            .await??
-        };
-        for root in held {
-            parts.net.provide(root).await?;
-            if let Ok(Some(view)) = parts.store.view(&root) {
-                parts.net.provide(view).await?;
-            }
-        }
-        // The background tasks: the network's event loop (above), the tick
-        // flusher, the mirror policy, and (below) the names' announcer and
-        // follow updater; all stopped on shutdown.
-        let mirror = Arc::new(Mirror::new(pop, cfg.mirror.clone()));
-        tasks.push(tokio::spawn(flush_ticks(parts.store.clone())).abort_handle());
-        tasks.push(tokio::spawn(mirror.clone().run(parts.clone())).abort_handle());
-        let node = Node {
-            inner: Arc::new(Inner {
-                parts,
-                mirror,
-                mounts,
-                block_size: cfg.block_size,
-                mount: cfg.mount,
-                metrics: Arc::default(),
-                ingest_dir: cfg.store_dir.join("ingest"),
-                versions_dir: cfg.store_dir.join("versions"),
-                results_dir: cfg.store_dir.join("results"),
-                import_dir: cfg.store_dir.join("import"),
-                names,
-                tasks: Mutex::new(tasks),
-            }),
-        };
-        node.start_names(wakes).await?;
-        Ok(node)
+        let ctx = Arc::new(NodeCtx {
+            services,
+            mirror: Arc::new(Mirror::new(pop, cfg.mirror.clone())),
+            mounts: MountTable::recover(&cfg.mounts_record),
+            block_size: cfg.block_size,
+            mount: cfg.mount,
+            metrics: Arc::default(),
+            ingest_dir: cfg.store_dir.join("ingest"),
+            versions_dir: cfg.store_dir.join("versions"),
+            results_dir: cfg.store_dir.join("results"),
+            import_dir: cfg.store_dir.join("import"),
+            names,
+            wakes: Mutex::new(Some(wakes)),
+            tasks: Mutex::new(vec![event_loop]),
+        });
+        ctx.announce_held().await?;
+        ctx.names_online().await?;
+        let started: Vec<_> = BACKGROUND.iter().map(|spawn| spawn(&ctx).abort_handle()).collect();
+        ctx.tasks.lock().expect("tasks lock").extend(started);
+        Ok(Node { ctx })
     }
 
-    /// Unmounts every mount: readers get their answers or errors now.
-    pub async fn unmount_all(&self) {
-        let _ = self
-            .blocking(|n| {
-                n.mounts.unmount_all();
-                Ok(())
-            })
-            .await;
+    /// The datasets: add, resolve, list, read, export, versions.
+    pub fn datasets(&self) -> Datasets {
+        self.ctx.datasets()
     }
 
-    /// Unmounts every mount, stops the network and the policy, and
-    /// persists access ticks. Operations still running then fail.
+    /// Pins and unpins (fetching what is missing), the pin list.
+    pub fn pins(&self) -> Pins {
+        Pins { ctx: self.ctx.clone() }
+    }
+
+    /// Distributed reductions and kept results.
+    pub fn queries(&self) -> Queries {
+        Queries { ctx: self.ctx.clone() }
+    }
+
+    /// Published names and follows.
+    pub fn names(&self) -> Names {
+        self.ctx.names()
+    }
+
+    /// The FUSE mounts of this node.
+    pub fn mounts(&self) -> Mounts {
+        Mounts { ctx: self.ctx.clone() }
+    }
+
+    /// What the mirror policy carries for the swarm, and why.
+    pub fn mirrors(&self) -> Mirrors {
+        Mirrors { ctx: self.ctx.clone() }
+    }
+
+    /// Unmounts every mount, stops the network and the background tasks,
+    /// and persists access ticks. Operations still running then fail.
     pub async fn shutdown(&self) -> Result<()> {
-        self.unmount_all().await;
-        for t in self.inner.tasks.lock().expect("tasks lock").drain(..) {
+        self.mounts().unmount_all().await;
+        for t in self.ctx.tasks.lock().expect("tasks lock").drain(..) {
             t.abort();
         }
-        self.blocking(|n| Ok(n.parts.store.flush()?)).await
+        self.ctx.blocking(|n| Ok(n.services.store.flush()?)).await
     }
 
-    /// Runs `f` on the blocking pool (store calls are synchronous).
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner)).await?
-    }
-
-    /// Blocking work for a request: when the request's future is dropped
-    /// (its deadline passed, its client went), `cancel` is set and the work
-    /// stops at its next check instead of running on unseen.
-    async fn blocking_for_request<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Inner, &Cancel) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let cancel = Cancel::default();
-        let _on_drop = CancelOnDrop(cancel.clone());
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner, &cancel)).await?
-    }
-
-    fn parts(&self) -> &Arc<Parts> {
-        &self.inner.parts
+    fn services(&self) -> &Arc<Services> {
+        &self.ctx.services
     }
 
     /// The bounds on untrusted input this node runs under.
     pub fn limits(&self) -> crate::config::Limits {
-        self.parts().limits
+        self.services().limits
     }
 
     /// The local block store (for tools that read it directly).
     pub fn store(&self) -> &Arc<Store> {
-        &self.parts().store
+        &self.services().store
     }
 
     pub fn peer_id(&self) -> PeerId {
-        self.parts().net.peer_id()
+        self.services().net.peer_id()
     }
 
     /// Peer id and dialable listen addresses.
     pub async fn info(&self) -> Result<NodeInfo> {
         let peer_id = self.peer_id();
-        let addrs = self.parts().net.listen_addrs().await?;
+        let addrs = self.services().net.listen_addrs().await?;
         Ok(NodeInfo {
             peer_id,
             addrs: addrs
@@ -258,131 +266,149 @@ impl Node {
 
     /// Connects to a peer; returns its id.
     pub async fn connect(&self, addr: Multiaddr) -> Result<PeerId> {
-        Ok(self.parts().net.dial(addr).await?)
+        Ok(self.services().net.dial(addr).await?)
     }
 
     pub async fn peers(&self) -> Result<Vec<PeerInfo>> {
-        Ok(self.parts().net.peers().await?)
+        Ok(self.services().net.peers().await?)
     }
 
     /// Providers of a dataset that answer now (this node included when it
     /// holds the dataset in full); stale DHT records are left out.
     pub async fn providers(&self, root: Cid) -> Result<Vec<PeerId>> {
-        Ok(self.parts().providers(root).await.0)
-    }
-
-    /// Peers caught returning compute partials that disagree with the same
-    /// chunks computed here (asked for no more compute).
-    pub fn compute_liars(&self) -> u64 {
-        self.parts().liars.caught.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// The node's own counters (queries, mount reads).
-    pub fn metrics(&self) -> &crate::metrics::NodeMetrics {
-        &self.inner.metrics
-    }
-
-    /// The block source's counters (local hits, peer fetches and their
-    /// latency).
-    pub fn source_stats(&self) -> &shoal_net::SourceStats {
-        self.parts().source.stats()
-    }
-
-    /// Mounts every dataset read-only under `dir` (`dir/<name or CID>/...`).
-    pub async fn mount(&self, dir: PathBuf) -> Result<PathBuf> {
-        let rt = tokio::runtime::Handle::current();
-        self.blocking(move |n| {
-            let blocks = MountBlocks {
-                source: n.parts.source.clone(),
-                store: n.parts.store.clone(),
-                pop: n.parts.pop.clone(),
-                metrics: n.metrics.clone(),
-            };
-            let opts = shoal_fuse::MountOptions {
-                readahead_files: n.mount.readahead_files,
-                max_inflight_blocks: n.mount.prefetch_inflight.max(1),
-                cache_bytes: n.mount.cache_bytes,
-                table_bytes: n.mount.table_bytes,
-                ..Default::default()
-            };
-            n.mounts.mount(&dir, blocks, opts, rt)
-        })
-        .await
-    }
-
-    pub async fn unmount(&self, dir: PathBuf) -> Result<PathBuf> {
-        self.blocking(move |n| n.mounts.unmount(&dir)).await
-    }
-
-    /// This node's live mounts.
-    pub fn mounts(&self) -> Vec<PathBuf> {
-        self.inner.mounts.list()
+        Ok(self.services().providers(root).await.0)
     }
 
     /// Removes what no pin or name needs; compacts pack segments.
     pub async fn gc(&self) -> Result<GcStats> {
-        self.blocking(|n| Ok(n.parts.store.gc()?)).await
+        self.ctx.blocking(|n| Ok(n.services.store.gc()?)).await
     }
 
     /// Verifies every stored block and dataset, once the blocks fetched for
     /// readers are in the store (a corrupt copy a read replaced is then
     /// gone; waits up to 5 s).
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport> {
-        self.parts().source.settle(Duration::from_secs(5)).await;
-        self.blocking(move |n| Ok(n.parts.store.fsck(repair)?)).await
+        self.services().source.settle(Duration::from_secs(5)).await;
+        self.ctx.blocking(move |n| Ok(n.services.store.fsck(repair)?)).await
     }
 
     /// Store totals, counting the blocks fetched for readers that are
     /// still on their way into the store (waits up to 5 s for them).
     pub async fn stats(&self) -> Result<StatsReport> {
-        self.parts().source.settle(Duration::from_secs(5)).await;
-        self.blocking(|n| Ok(n.parts.store.stats()?)).await
+        self.services().source.settle(Duration::from_secs(5)).await;
+        self.ctx.blocking(|n| Ok(n.services.store.stats()?)).await
     }
 
-    /// What this node mirrors and why.
-    pub async fn mirrors(&self) -> Result<MirrorsView> {
-        self.inner.mirror.view(self.parts()).await
-    }
-
-    /// Runs the mirror policy once now (it also runs on its schedule).
-    pub async fn check_mirrors(&self) -> Result<()> {
-        self.inner.mirror.check(self.parts()).await
-    }
-
-    /// The network's counters (handler panics, skipped requests, provide
-    /// failures).
-    pub fn net_stats(&self) -> &shoal_net::NetStats {
-        self.parts().net.stats()
+    /// Peers caught returning compute partials that disagree with the same
+    /// chunks computed here (asked for no more compute).
+    pub fn compute_liars(&self) -> u64 {
+        self.services().liars.caught.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Compute requests from peers refused for their size.
     pub fn compute_refused(&self) -> u64 {
-        self.parts()
+        self.services()
             .serve_limits
             .refused
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The request accounting (what this node counts and hears).
-    pub fn popularity(&self) -> &Arc<Popularity> {
-        &self.parts().pop
+    /// The node's own counters (queries, mount reads).
+    pub fn metrics(&self) -> &crate::metrics::NodeMetrics {
+        &self.ctx.metrics
     }
 
-    /// Whether `dir` is a mount point now.
-    pub fn is_mounted(dir: &Path) -> bool {
-        crate::mounts::is_mounted(dir)
+    /// The block source's counters (local hits, peer fetches and their
+    /// latency).
+    pub fn source_stats(&self) -> &shoal_net::SourceStats {
+        self.services().source.stats()
+    }
+
+    /// The network's counters (handler panics, skipped requests, provide
+    /// failures).
+    pub fn net_stats(&self) -> &shoal_net::NetStats {
+        self.services().net.stats()
+    }
+
+    /// The request accounting (what this node counts and hears).
+    pub fn popularity(&self) -> &Arc<Popularity> {
+        &self.services().pop
+    }
+}
+
+impl NodeCtx {
+    fn datasets(self: &Arc<Self>) -> Datasets {
+        Datasets { ctx: self.clone() }
+    }
+
+    fn names(self: &Arc<Self>) -> Names {
+        Names { ctx: self.clone() }
+    }
+
+    /// Runs `f` on the blocking pool (store calls are synchronous).
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&NodeCtx) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let ctx = self.clone();
+        tokio::task::spawn_blocking(move || f(&ctx)).await?
+    }
+
+    /// Blocking work for a request: when the request's future is dropped
+    /// (its deadline passed, its client went), `cancel` is set and the work
+    /// stops at its next check instead of running on unseen.
+    async fn blocking_for_request<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&NodeCtx, &Cancel) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let cancel = Cancel::default();
+        let _on_drop = CancelOnDrop(cancel.clone());
+        let ctx = self.clone();
+        tokio::task::spawn_blocking(move || f(&ctx, &cancel)).await?
+    }
+
+    /// Provides `root` on the DHT; a failure is logged, not fatal (the
+    /// periodic reprovide retries).
+    async fn announce(&self, root: Cid) {
+        if let Err(e) = self.services.net.provide(root).await {
+            tracing::warn!(%root, error = %e, "announcing the dataset failed");
+        }
+    }
+
+    /// Announces every complete dataset held, and its UnixFS view.
+    async fn announce_held(self: &Arc<Self>) -> Result<()> {
+        let held = self
+            .blocking(|n| {
+                let s = &n.services;
+                let mut roots: Vec<Cid> = s.store.pins()?.into_iter().map(|p| p.0).collect();
+                roots.extend(s.store.names()?.into_iter().map(|n| n.1));
+                roots.sort();
+                roots.dedup();
+                Ok(roots.into_iter().filter(|r| s.complete_here(r)).collect::<Vec<_>>())
+            })
+            .await?;
+        for root in held {
+            self.services.net.provide(root).await?;
+            if let Ok(Some(view)) = self.services.store.view(&root) {
+                self.services.net.provide(view).await?;
+            }
+        }
+        Ok(())
     }
 }
 
 /// Access ticks (the LRU eviction order) reach the index every minute.
-async fn flush_ticks(store: Arc<Store>) {
-    let mut tick = tokio::time::interval(TICK_FLUSH_EVERY);
-    tick.tick().await;
-    loop {
+fn spawn_tick_flusher(ctx: &Arc<NodeCtx>) -> tokio::task::JoinHandle<()> {
+    let store = ctx.services.store.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK_FLUSH_EVERY);
         tick.tick().await;
-        let store = store.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
-            tracing::warn!(error = %e, "writing access ticks failed");
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
+                tracing::warn!(error = %e, "writing access ticks failed");
+            }
         }
-    }
+    })
 }

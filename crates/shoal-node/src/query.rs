@@ -22,17 +22,18 @@ use shoal_core::manifest::{Entry, Manifest};
 use shoal_core::{cid, Cid};
 use shoal_net::codec::MAX_COMPUTE_RESPONSE;
 use shoal_net::PeerId;
-use shoal_query::engine::{self, Plan};
 use shoal_query::label::Coordinate;
-use shoal_query::remote::{self, ComputeHeader, ComputeRequest, MAX_CHUNKS_PER_REQUEST};
+use shoal_query::plan::{self, Plan};
 use shoal_query::storage::{FetchFn, ManifestStorage};
+use shoal_query::wire::{self, ComputeHeader, ComputeRequest, MAX_CHUNKS_PER_REQUEST};
+use shoal_query::{exec, grid, kernel, meta};
 use shoal_query::{Partial, QuerySpec};
 use shoal_store::Store;
 use zarrs::array::Array;
 
 use crate::error::Result;
-use crate::parts::Parts;
 use crate::popularity::{Kind, Popularity};
+use crate::services::Services;
 pub(crate) use crate::trust::{Liars, ServeLimits};
 use crate::types::QueryReport;
 
@@ -128,7 +129,7 @@ fn coordinates(
         if path != array && has(&path) {
             out.insert(
                 d.clone(),
-                engine::read_coordinate(storage(), m.zarr_format, &path, budget)?,
+                meta::read_coordinate(storage(), m.zarr_format, &path, budget)?,
             );
         }
     }
@@ -139,7 +140,7 @@ fn coordinates(
 /// labels up in the dimensions' coordinates. What is planned, run and sent
 /// to peers carries index ranges only.
 fn resolve_labels(
-    info: &engine::ArrayInfo,
+    info: &meta::ArrayInfo,
     mut spec: QuerySpec,
     coords: &HashMap<String, Coordinate>,
 ) -> Result<QuerySpec, shoal_query::Error> {
@@ -179,7 +180,7 @@ fn resolve_labels(
 /// The data variables of dataset `root` that have every dimension in
 /// `dims`: arrays that are not coordinates (a 1-D array named as its
 /// dimension), of a type queries reduce, in path order.
-pub(crate) fn data_arrays(parts: &Parts, root: Cid, dims: &[String]) -> Result<Vec<String>> {
+pub(crate) fn data_arrays(parts: &Services, root: Cid, dims: &[String]) -> Result<Vec<String>> {
     let m = parts.manifest(&root)?;
     let reader = Arc::new(parts.reader(root));
     let budget = parts.query.memory;
@@ -191,7 +192,7 @@ pub(crate) fn data_arrays(parts: &Parts, root: Cid, dims: &[String]) -> Result<V
     let storage = ManifestStorage::new(entries.clone(), m.block_size, fetch);
     let mut out = Vec::new();
     for path in arrays_of(&entries) {
-        let Ok(info) = engine::array_info(&storage, m.zarr_format, &path, true, &[], budget) else {
+        let Ok(info) = meta::array_info(&storage, m.zarr_format, &path, true, &[], budget) else {
             continue; // a group, or a type queries do not reduce
         };
         let name = path.rsplit('/').next().unwrap_or(&path);
@@ -214,11 +215,11 @@ const LATITUDE_NAMES: [&str; 4] = ["lat", "latitude", "nav_lat", "y"];
 fn extras(
     m: &Manifest,
     spec: &QuerySpec,
-    info: &engine::ArrayInfo,
+    info: &meta::ArrayInfo,
     fetch: &FetchFn,
     budget: u64,
-) -> Result<(engine::Extras, Option<Coordinate>), shoal_query::Error> {
-    let mut out = engine::Extras::default();
+) -> Result<(plan::Extras, Option<Coordinate>), shoal_query::Error> {
+    let mut out = plan::Extras::default();
     let mut time = None;
     let unknown = |dim: &str| shoal_query::Error::UnknownDim {
         dim: dim.to_string(),
@@ -284,7 +285,7 @@ fn extras(
                 })?;
             let values = c.values.iter().map(|v| v.to_radians().cos()).collect();
             let n = c.values.len() as u64;
-            out.weights = Some(engine::Weights::new(
+            out.weights = Some(plan::Weights::new(
                 info,
                 "coslat",
                 std::slice::from_ref(dim),
@@ -311,8 +312,8 @@ fn extras(
                     "weights {name}: no array {path} in this dataset"
                 )));
             }
-            let (winfo, _, values) = engine::read_whole(storage, m.zarr_format, &path, budget)?;
-            out.weights = Some(engine::Weights::new(info, name, &winfo.dims, &winfo.shape, values)?);
+            let (winfo, _, values) = meta::read_whole(storage, m.zarr_format, &path, budget)?;
+            out.weights = Some(plan::Weights::new(info, name, &winfo.dims, &winfo.shape, values)?);
         }
     }
     Ok((out, time))
@@ -334,7 +335,7 @@ fn prepare(
     // The arrays named in an error: those of the inline metadata.
     let arrays = arrays_of(&manifest.metadata);
     let storage = ManifestStorage::lazy(manifest.clone(), fetch.clone());
-    let info = engine::array_info(&storage, manifest.zarr_format, &spec.array, spec.raw, &arrays, budget)?;
+    let info = meta::array_info(&storage, manifest.zarr_format, &spec.array, spec.raw, &arrays, budget)?;
     let (extras, time) = if spec.group.is_some() || spec.weights.is_some() {
         extras(&manifest, spec, &info, &fetch, budget)?
     } else {
@@ -346,7 +347,7 @@ fn prepare(
     let array = Array::open(Arc::new(storage), &format!("/{}", spec.array))
         .map_err(|e| shoal_query::Error::Metadata(format!("cannot open array {}: {e}", spec.array)))?;
     let labels = extras.group.as_ref().map(|g| g.labels.clone()).zip(time);
-    let plan = engine::plan_with(info, spec, budget, extras)?;
+    let plan = plan::plan_with(info, spec, budget, extras)?;
     Ok((
         Prepared {
             array: Arc::new(array),
@@ -376,7 +377,7 @@ struct Batch {
 
 /// Answers a query of dataset `root` (blocking: run it on the blocking
 /// pool): loads the manifest, plans, runs, finishes the values.
-pub(crate) fn execute(parts: &Parts, root: Cid, mut spec: QuerySpec) -> Result<QueryReport> {
+pub(crate) fn execute(parts: &Services, root: Cid, mut spec: QuerySpec) -> Result<QueryReport> {
     let start = Instant::now();
     let m = parts.manifest(&root)?;
     let reader = Arc::new(parts.reader(root));
@@ -393,14 +394,14 @@ pub(crate) fn execute(parts: &Parts, root: Cid, mut spec: QuerySpec) -> Result<Q
         (HashMap::new(), serde_json::Map::new())
     } else {
         let meta = ManifestStorage::lazy(m.clone(), fetch.clone());
-        let info = engine::array_info(&meta, m.zarr_format, &spec.array, true, &arrays_of(&m.metadata), budget)?;
+        let info = meta::array_info(&meta, m.zarr_format, &spec.array, true, &arrays_of(&m.metadata), budget)?;
         let mut dims: Vec<String> = spec.labels.iter().map(|l| l.dim.clone()).collect();
         if spec.coords {
             dims.extend(info.dims.iter().cloned());
         }
         dims.dedup();
         let coords = coordinates(&m, &spec.array, &dims, &fetch, budget)?;
-        let attrs = engine::array_attrs(&meta, m.zarr_format, &spec.array)?;
+        let attrs = meta::array_attrs(&meta, m.zarr_format, &spec.array)?;
         spec = resolve_labels(&info, spec, &coords)?;
         (coords, attrs)
     };
@@ -471,7 +472,7 @@ pub(crate) fn execute(parts: &Parts, root: Cid, mut spec: QuerySpec) -> Result<Q
 
 /// Runs a prepared query: local chunks here, the rest on peers.
 fn run(
-    parts: &Parts,
+    parts: &Services,
     root: Cid,
     spec: &QuerySpec,
     p: &Prepared,
@@ -483,7 +484,7 @@ fn run(
     let mut out = Outcome::default();
     let (mut local, mut remote_chunks) = (Vec::new(), Vec::new());
     for c in p.plan.chunks() {
-        let key = engine::chunk_key(&p.array, &c);
+        let key = exec::chunk_key(&p.array, &c);
         let here = match p.array.storage().entry(&key) {
             None => true, // absent chunk: the fill value, no data needed
             Some(e) => e.blocks().iter().all(|b| store.has(b).unwrap_or(false)),
@@ -500,7 +501,7 @@ fn run(
     // dataset's providers and every connected peer, except peers caught
     // lying; peers' partials are kept apart until the end (one grid per
     // peer), so no more than the memory budget has grids for.
-    let per_grid = (cells as u64).saturating_mul(engine::CELL_BYTES).max(1);
+    let per_grid = (cells as u64).saturating_mul(plan::CELL_BYTES).max(1);
     let fit = ((parts.query.memory / 2) / per_grid).max(1) as usize;
     let candidates: Vec<PeerId> = if remote_chunks.is_empty() {
         Vec::new()
@@ -520,7 +521,7 @@ fn run(
     let (check_tx, check_rx) = std::sync::mpsc::channel::<Check>();
     let check_rx = std::sync::Mutex::new(check_rx);
     let (local_grid, local_failed, remote) = std::thread::scope(|s| {
-        let h = s.spawn(|| engine::compute_chunks(&p.array, &p.plan, &local, threads, &full));
+        let h = s.spawn(|| exec::compute_chunks(&p.array, &p.plan, &local, threads, &full));
         // Checks of peers' answers run here, CHECK_THREADS at a time; each
         // first fetches the chunk's missing blocks together (one round
         // trip, not one per block).
@@ -571,7 +572,7 @@ fn run(
     out.chunks_checked = checked;
     if !leftover.is_empty() {
         // Nobody computed these: fetch their blocks and compute here.
-        let (g, failed) = engine::compute_chunks(&p.array, &p.plan, &leftover, threads, &full);
+        let (g, failed) = exec::compute_chunks(&p.array, &p.plan, &leftover, threads, &full);
         if let Some((_, e)) = failed.into_iter().next() {
             return Err(e);
         }
@@ -611,8 +612,8 @@ const CHECK_THREADS: usize = 4;
 /// Fetches the blocks of `chunk` this node lacks, all at once (verified
 /// and kept as cache by the block source), so computing it here reads
 /// local blocks instead of one network round trip per block.
-fn prefetch_chunk(rt: &tokio::runtime::Handle, parts: &Parts, root: Cid, p: &Prepared, chunk: &[u64]) {
-    let key = engine::chunk_key(&p.array, chunk);
+fn prefetch_chunk(rt: &tokio::runtime::Handle, parts: &Services, root: Cid, p: &Prepared, chunk: &[u64]) {
+    let key = exec::chunk_key(&p.array, chunk);
     let storage = p.array.storage();
     let Some(e) = storage.entry(&key) else { return };
     let missing: Vec<Cid> = e
@@ -637,15 +638,15 @@ fn compute_here(p: &Prepared, chunk: &[u64]) -> Result<Vec<(usize, Partial)>, St
     let plan = &p.plan;
     let region = plan.chunk_region(chunk).map_err(|e| e.to_string())?;
     let grid = shoal_query::grid::SharedGrid::new(region.cells());
-    engine::reduce_chunk_into(&p.array, plan, chunk, &region, &grid, 0).map_err(|e| e.to_string())?;
+    kernel::reduce_chunk_into(&p.array, plan, chunk, &region, &grid, 0).map_err(|e| e.to_string())?;
     let g = grid.into_vec();
-    let mut enc = remote::Encoder::new(plan.fields());
+    let mut enc = wire::Encoder::new(plan.fields());
     enc.add(&region, &plan.out_shape, &g);
     let bytes = enc.finish(&ComputeHeader {
         computed: vec![0],
         ..Default::default()
     });
-    Ok(remote::response_partials(&bytes, plan.full_region().cells(), 1, plan.fields())?.1)
+    Ok(wire::response_partials(&bytes, plan.full_region().cells(), 1, plan.fields())?.1)
 }
 
 /// What the remote part of a query produced: the merged partials of the
@@ -845,7 +846,7 @@ async fn remote_loop(
                 // more in this query; its chunks go to other holders, or
                 // are computed here.
                 let verdict = match &here {
-                    Ok(here) => remote::partials_agree(&answer, here).map_err(|why| (why, true)),
+                    Ok(here) => wire::partials_agree(&answer, here).map_err(|why| (why, true)),
                     Err(e) => {
                         tracing::info!(%peer, error = %e, "could not check a peer's chunk here; its answers are not used");
                         Err((format!("its answer could not be checked here: {e}"), false))
@@ -901,7 +902,7 @@ async fn remote_loop(
                 out.bytes += r.len() as u64;
                 // Checked whole; a malformed answer strikes the peer for
                 // this query.
-                remote::response_partials(&r, cells, b.chunks.len(), remote::Fields::of(spec)).inspect_err(|e| {
+                wire::response_partials(&r, cells, b.chunks.len(), wire::Fields::of(spec)).inspect_err(|e| {
                     tracing::warn!(%peer, error = %e, "malformed compute answer; not asking this peer again");
                     struck.insert(peer);
                 })
@@ -984,13 +985,13 @@ async fn remote_loop(
 /// (and counted), never allocated.
 pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, body: &[u8]) -> Vec<u8> {
     let fail = |e: String| {
-        remote::encode_response(
+        wire::encode_response(
             &ComputeHeader {
                 error: Some(e),
                 ..Default::default()
             },
             &[],
-            remote::Fields::plain(shoal_query::Op::Count),
+            wire::Fields::plain(shoal_query::Op::Count),
         )
     };
     let refuse = |e: String| {
@@ -1006,13 +1007,13 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, 
         return fail(format!("more than {MAX_CHUNKS_PER_REQUEST} chunks in one request"));
     }
     let all_missing = || {
-        remote::encode_response(
+        wire::encode_response(
             &ComputeHeader {
                 missing: (0..req.chunks.len()).collect(),
                 ..Default::default()
             },
             &[],
-            remote::Fields::of(&req.spec),
+            wire::Fields::of(&req.spec),
         )
     };
     let Ok(root) = cid::parse(&req.root) else {
@@ -1039,7 +1040,7 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, 
     // two chunks' regions are equal or disjoint; with one, chunks in
     // different years share month bins, so their regions may overlap:
     // then one region bounds them all and every cell is sent once.
-    let mut regions: BTreeMap<engine::Region, Vec<usize>> = BTreeMap::new();
+    let mut regions: BTreeMap<grid::Region, Vec<usize>> = BTreeMap::new();
     for (i, c) in req.chunks.iter().enumerate() {
         match p.plan.chunk_region(c) {
             Ok(r) => regions.entry(r).or_default().push(i),
@@ -1054,9 +1055,9 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, 
     }
     let largest = regions.keys().map(|r| r.cells() as u64).max().unwrap_or(0);
     let answer_cells: u64 = regions.keys().map(|r| r.cells() as u64).sum();
-    let answer = remote::response_bytes(answer_cells, p.plan.fields());
+    let answer = wire::response_bytes(answer_cells, p.plan.fields());
     let cost = largest
-        .saturating_mul(engine::CELL_BYTES)
+        .saturating_mul(plan::CELL_BYTES)
         .saturating_add(p.plan.info.chunk_bytes.saturating_mul(3))
         .saturating_add(answer);
     if cost > budget || answer > (MAX_COMPUTE_RESPONSE / 2) as u64 {
@@ -1065,11 +1066,11 @@ pub(crate) fn serve(store: &Arc<Store>, pop: &Popularity, limits: &ServeLimits, 
         ));
     }
     let started = Instant::now();
-    let mut enc = remote::Encoder::new(p.plan.fields());
+    let mut enc = wire::Encoder::new(p.plan.fields());
     let mut missing = Vec::new();
     for (region, idx) in &regions {
         let chunks: Vec<Vec<u64>> = idx.iter().map(|i| req.chunks[*i].clone()).collect();
-        let (grid, failed) = engine::compute_chunks(&p.array, &p.plan, &chunks, 1, region);
+        let (grid, failed) = exec::compute_chunks(&p.array, &p.plan, &chunks, 1, region);
         missing.extend(failed.iter().map(|f| idx[f.0]));
         enc.add(region, &p.plan.out_shape, &grid);
     }

@@ -16,6 +16,7 @@ async fn regression_24_get_of_1643_directories_under_1024_descriptors() {
     let cfg = support::config(&tmp.path().join("n"), 1 << 20, support::quiet(), Default::default());
     let n = Node::start(cfg).await.unwrap();
     let added = n
+        .datasets()
         .add(src.clone(), Some("many".into()), shoal_node::no_progress())
         .await
         .unwrap();
@@ -30,8 +31,11 @@ async fn regression_24_get_of_1643_directories_under_1024_descriptors() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let target = n.resolve("many").await.unwrap();
-    let r = n.export(&target, out.clone(), shoal_node::no_progress()).await;
+    let target = n.datasets().resolve("many").await.unwrap();
+    let r = n
+        .datasets()
+        .export(&target, out.clone(), shoal_node::no_progress())
+        .await;
     setrlimit(Resource::Nofile, before).unwrap();
     let r = r.unwrap();
     assert_eq!(r.keys, 3202);

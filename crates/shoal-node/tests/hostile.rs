@@ -10,7 +10,7 @@ use shoal_node::{Error, Node, TestSwitches};
 use shoal_unixfs::{car, pb, Link};
 
 mod support;
-use support::{array_meta, connect, hostile_weights, plain_bytes, raw_peer, GROUP};
+use support::{add, array_meta, connect, hostile_weights, plain_bytes, raw_peer, GROUP};
 
 fn config(dir: &Path, test: TestSwitches) -> shoal_node::NodeConfig {
     support::config(dir, 1 << 20, support::quiet(), test)
@@ -94,13 +94,18 @@ async fn regression_24_a_car_bomb_is_refused_before_it_writes_past_its_budget() 
     let car_len = std::fs::metadata(&bomb).unwrap().len();
     assert!(car_len < 1 << 20, "a small CAR: {car_len}");
     let e = n
+        .datasets()
         .add_car(bomb, None, Default::default(), shoal_node::no_progress())
         .await
         .unwrap_err();
     assert!(matches!(e, Error::BadRequest(_)), "{e}");
     assert!(e.to_string().contains("budget"), "{e}");
     let stats = n.stats().await.unwrap();
-    assert_eq!((stats.blocks, n.pins().await.unwrap().len()), (0, 0), "nothing stored");
+    assert_eq!(
+        (stats.blocks, n.pins().list().await.unwrap().len()),
+        (0, 0),
+        "nothing stored"
+    );
     let import = tmp.path().join("n/store/import");
     let left: Vec<_> = std::fs::read_dir(&import)
         .map(|d| d.flatten().collect())
@@ -116,10 +121,11 @@ async fn regression_24_a_car_bomb_is_refused_before_it_writes_past_its_budget() 
         &[(leaf_cid, leaf.clone()), small.clone()],
     );
     let added = n
+        .datasets()
         .add_car(ok, Some("ok".into()), Default::default(), shoal_node::no_progress())
         .await
         .unwrap();
-    let data = n.read(added.root, "data", None).await.unwrap();
+    let data = n.datasets().read(added.root, "data", None).await.unwrap();
     assert_eq!(data.len(), 4 * leaf.len());
     assert!(data.iter().all(|b| *b == 7));
     n.shutdown().await.unwrap();
@@ -152,6 +158,7 @@ async fn regression_24_a_deep_shard_chain_is_refused_not_a_stack_overflow() {
     let path = tmp.path().join("deep.car");
     write_car(&path, vec![link(cur.0, "deep", 1)], &blocks);
     let e = n
+        .datasets()
         .add_car(path, None, Default::default(), shoal_node::no_progress())
         .await
         .unwrap_err();
@@ -174,14 +181,18 @@ async fn regression_24_a_tree_with_an_empty_file_adds_and_reads_back() {
     std::fs::write(src.join("sub/README"), b"").unwrap();
     let n = start(&tmp.path().join("n")).await;
     let added = n
+        .datasets()
         .add(src.clone(), Some("e".into()), shoal_node::no_progress())
         .await
         .unwrap();
     assert_eq!(added.keys, 3);
-    assert!(n.read(added.root, ".done", None).await.unwrap().is_empty());
-    let target = n.resolve("e").await.unwrap();
+    assert!(n.datasets().read(added.root, ".done", None).await.unwrap().is_empty());
+    let target = n.datasets().resolve("e").await.unwrap();
     let out = tmp.path().join("out");
-    n.export(&target, out.clone(), shoal_node::no_progress()).await.unwrap();
+    n.datasets()
+        .export(&target, out.clone(), shoal_node::no_progress())
+        .await
+        .unwrap();
     for k in [".done", "sub/README", "zarr.json"] {
         assert_eq!(
             std::fs::read(out.join(k)).unwrap(),
@@ -190,7 +201,7 @@ async fn regression_24_a_tree_with_an_empty_file_adds_and_reads_back() {
         );
     }
     // The view: the empty file is a File node of no bytes.
-    let view = n.view_of(added.root).await.unwrap().expect("a view");
+    let view = n.datasets().view_of(added.root).await.unwrap().expect("a view");
     let mut get =
         |c: &Cid| -> shoal_unixfs::Result<Vec<u8>> { Ok(n.store().get(c).unwrap().expect("held").data().to_vec()) };
     let path = shoal_unixfs::resolve(view, &[".done"], &mut get).unwrap();
@@ -200,10 +211,12 @@ async fn regression_24_a_tree_with_an_empty_file_adds_and_reads_back() {
     assert!(file.data.is_empty() && file.links.is_empty());
     // And back in through a CAR of the view.
     let car = tmp.path().join("e.car");
-    n.export_car(&target, car.clone(), shoal_node::no_progress())
+    n.datasets()
+        .export_car(&target, car.clone(), shoal_node::no_progress())
         .await
         .unwrap();
     let again = n
+        .datasets()
         .add_car(car, None, Default::default(), shoal_node::no_progress())
         .await
         .unwrap();
@@ -230,30 +243,30 @@ async fn regression_24_a_crafted_weights_chunk_is_refused_locally_and_as_a_compu
     let src = hostile_weights(tmp.path());
     let a = start(&tmp.path().join("a")).await;
     let b = start(&tmp.path().join("b")).await;
-    let root = a.add(src, None, shoal_node::no_progress()).await.unwrap().root;
+    let root = add(&a, src).await;
     connect(&a, &b).await;
-    let here = a.resolve(&root.to_string()).await.unwrap();
-    let e = a.query(&here, weighted_mean()).await.unwrap_err();
+    let here = a.datasets().resolve(&root.to_string()).await.unwrap();
+    let e = a.queries().query(&here, weighted_mean()).await.unwrap_err();
     assert!(e.to_string().contains("memory budget"), "{e}");
     // From b, which holds nothing: a is asked to compute (and refuses),
     // then b plans it itself and refuses as well.
-    let there = b.resolve(&root.to_string()).await.unwrap();
-    let e = b.query(&there, weighted_mean()).await.unwrap_err();
+    let there = b.datasets().resolve(&root.to_string()).await.unwrap();
+    let e = b.queries().query(&there, weighted_mean()).await.unwrap_err();
     assert!(e.to_string().contains("memory budget"), "{e}");
     // As a compute request straight from a peer that is not a shoal node:
     // refused in the answer's header, a still alive.
     let raw = raw_peer();
     let addr = a.info().await.unwrap().addrs[0].clone();
     assert_eq!(raw.dial(addr).await.unwrap(), a.peer_id());
-    let body = serde_json::to_vec(&shoal_query::remote::ComputeRequest {
+    let body = serde_json::to_vec(&shoal_query::wire::ComputeRequest {
         root: root.to_string(),
         spec: weighted_mean(),
         chunks: vec![vec![0]],
     })
     .unwrap();
     let answer = raw.compute(a.peer_id(), body, Duration::from_secs(30)).await.unwrap();
-    let fields = shoal_query::remote::Fields::of(&weighted_mean());
-    let (header, _) = shoal_query::remote::response_partials(&answer, 1, 1, fields).unwrap();
+    let fields = shoal_query::wire::Fields::of(&weighted_mean());
+    let (header, _) = shoal_query::wire::response_partials(&answer, 1, 1, fields).unwrap();
     let why = header.error.expect("refused");
     assert!(why.contains("memory budget"), "{why}");
     // Both still answer.
@@ -261,8 +274,8 @@ async fn regression_24_a_crafted_weights_chunk_is_refused_locally_and_as_a_compu
         dims: vec!["x".into()],
         ..shoal_query::QuerySpec::new("v", shoal_query::Op::Mean)
     };
-    assert_eq!(a.query(&here, plain.clone()).await.unwrap().values, vec![4.5]);
-    assert_eq!(b.query(&there, plain).await.unwrap().values, vec![4.5]);
+    assert_eq!(a.queries().query(&here, plain.clone()).await.unwrap().values, vec![4.5]);
+    assert_eq!(b.queries().query(&there, plain).await.unwrap().values, vec![4.5]);
     for n in [a, b] {
         n.shutdown().await.unwrap();
     }
@@ -295,14 +308,14 @@ async fn regression_24_a_peer_whose_answer_cannot_be_checked_is_not_believed() {
     .await
     .unwrap();
     let reader = start(&tmp.path().join("reader")).await;
-    let root = liar.add(src, None, shoal_node::no_progress()).await.unwrap().root;
+    let root = add(&liar, src).await;
     connect(&liar, &reader).await;
-    let target = reader.resolve(&root.to_string()).await.unwrap();
+    let target = reader.datasets().resolve(&root.to_string()).await.unwrap();
     let spec = shoal_query::QuerySpec {
         dims: vec!["x".into()],
         ..shoal_query::QuerySpec::new("t", shoal_query::Op::Sum)
     };
-    match tokio::time::timeout(Duration::from_secs(60), reader.query(&target, spec)).await {
+    match tokio::time::timeout(Duration::from_secs(60), reader.queries().query(&target, spec)).await {
         Ok(Ok(r)) => assert_eq!(r.values, vec![28.0], "a wrong answer was believed: {r:?}"),
         // Computed here instead, which needs the blocks nobody gives.
         Ok(Err(e)) => assert!(e.to_string().contains("unavailable"), "{e}"),
@@ -326,18 +339,20 @@ async fn regression_24_a_names_sequence_never_restarts() {
     let a = start(&tmp.path().join("a")).await;
     let b = start(&tmp.path().join("b")).await;
     connect(&a, &b).await;
-    a.add(src.clone(), Some("sst".into()), shoal_node::no_progress())
+    a.datasets()
+        .add(src.clone(), Some("sst".into()), shoal_node::no_progress())
         .await
         .unwrap();
-    assert_eq!(a.publish("sst").await.unwrap().seq, 1);
+    assert_eq!(a.names().publish("sst").await.unwrap().seq, 1);
     std::fs::write(src.join("new"), b"v2").unwrap();
-    a.add(src.clone(), Some("sst".into()), shoal_node::no_progress())
+    a.datasets()
+        .add(src.clone(), Some("sst".into()), shoal_node::no_progress())
         .await
         .unwrap();
-    let s2 = a.publish("sst").await.unwrap().seq;
+    let s2 = a.names().publish("sst").await.unwrap().seq;
     assert_eq!(s2, 2);
-    assert!(a.unpublish("sst").await.unwrap());
-    let s3 = a.publish("sst").await.unwrap().seq;
+    assert!(a.names().unpublish("sst").await.unwrap());
+    let s3 = a.names().publish("sst").await.unwrap().seq;
     assert!(s3 > s2, "after unpublish: {s3} <= {s2}");
     // The published records and their marks lost (a restored backup): the
     // DHT still holds sequence s3, and the next record passes it.
@@ -346,10 +361,11 @@ async fn regression_24_a_names_sequence_never_restarts() {
         std::fs::remove_file(e.path()).unwrap();
     }
     std::fs::write(src.join("new"), b"v3").unwrap();
-    a.add(src.clone(), Some("sst".into()), shoal_node::no_progress())
+    a.datasets()
+        .add(src.clone(), Some("sst".into()), shoal_node::no_progress())
         .await
         .unwrap();
-    let s4 = a.publish("sst").await.unwrap().seq;
+    let s4 = a.names().publish("sst").await.unwrap().seq;
     assert!(s4 > s3, "after a lost record: {s4} <= {s3}");
     for n in [a, b] {
         n.shutdown().await.unwrap();
@@ -376,13 +392,14 @@ async fn regression_24_readers_cannot_fill_the_disk_with_cache() {
     cfg.cache = shoal_node::Budget::Fixed(1 << 20);
     let reader = Node::start(cfg).await.unwrap();
     let root = holder
+        .datasets()
         .add(src.clone(), None, shoal_node::no_progress())
         .await
         .unwrap()
         .root;
     connect(&holder, &reader).await;
     for i in 0..8u8 {
-        let got = reader.read(root, &format!("k{i}"), None).await.unwrap();
+        let got = reader.datasets().read(root, &format!("k{i}"), None).await.unwrap();
         assert_eq!(got.as_ref(), std::fs::read(src.join(format!("k{i}"))).unwrap());
     }
     // `stats` waits for the write-behind to settle first.

@@ -50,7 +50,7 @@ fn dataset(dir: &Path) -> PathBuf {
 }
 
 mod support;
-use support::{connect, quiet, wait_for};
+use support::{add, connect, quiet, wait_for};
 
 fn config(dir: &Path, mirror: MirrorSettings, test: TestSwitches) -> shoal_node::NodeConfig {
     support::config(dir, BLOCK, mirror, test)
@@ -90,6 +90,7 @@ async fn add_ls_read_ranges_export_and_bad_input() {
     let src = dataset(tmp.path());
     let node = start(&tmp.path().join("a")).await;
     let added = node
+        .datasets()
         .add(src.clone(), Some("grid".into()), shoal_node::no_progress())
         .await
         .unwrap();
@@ -105,30 +106,38 @@ async fn add_ls_read_ranges_export_and_bad_input() {
         "four 96-byte chunks in 40-byte blocks, and the manifest"
     );
     // Adding again stores nothing new.
-    let again = node.add(src.clone(), None, shoal_node::no_progress()).await.unwrap();
+    let again = node
+        .datasets()
+        .add(src.clone(), None, shoal_node::no_progress())
+        .await
+        .unwrap();
     assert_eq!((again.root, again.new_blocks), (added.root, 0));
 
-    let target = node.resolve("grid").await.unwrap();
+    let target = node.datasets().resolve("grid").await.unwrap();
     assert_eq!((target.root, target.name.as_deref()), (added.root, Some("grid")));
-    let all = node.ls(&target).await.unwrap();
+    let all = node.datasets().ls(&target).await.unwrap();
     let keys: Vec<&str> = all.entries.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(
         keys,
         ["t/c/0/0", "t/c/0/1", "t/c/1/0", "t/c/1/1", "t/zarr.json", "zarr.json"]
     );
-    let under = node.ls(&node.resolve("grid/t/c/1").await.unwrap()).await.unwrap();
+    let under = node
+        .datasets()
+        .ls(&node.datasets().resolve("grid/t/c/1").await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(under.entries.len(), 2);
 
     // A chunk of 96 bytes spans three 40-byte blocks: whole, inside one
     // block, across blocks, clamped past the end, empty.
     let chunk = std::fs::read(src.join("t/c/1/0")).unwrap();
-    let whole = node.read(added.root, "t/c/1/0", None).await.unwrap();
+    let whole = node.datasets().read(added.root, "t/c/1/0", None).await.unwrap();
     assert_eq!(&whole[..], &chunk[..]);
     assert_eq!(f64s(&whole)[..3], [24.0, 25.0, 26.0]);
-    let opened = node.open(added.root, "t/c/1/0").await.unwrap();
+    let opened = node.datasets().open(added.root, "t/c/1/0").await.unwrap();
     assert_eq!(opened.size(), 96);
     for (s, e) in [(0, 8), (3, 39), (35, 85), (41, 80), (80, 500), (96, 200), (10, 10)] {
-        let got = node.read(added.root, "t/c/1/0", Some(s..e)).await.unwrap();
+        let got = node.datasets().read(added.root, "t/c/1/0", Some(s..e)).await.unwrap();
         // The streaming reader (the gateway's): the same bytes, one piece
         // per covered block, whatever the read-ahead.
         for ahead in [1, 2, 8] {
@@ -139,30 +148,42 @@ async fn add_ls_read_ranges_export_and_bad_input() {
         let (s, e) = (s.min(96) as usize, e.min(96) as usize);
         assert_eq!(&got[..], &chunk[s.min(e)..e], "range {s}..{e}");
     }
-    assert!(matches!(node.open(added.root, "t/c").await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        node.datasets().open(added.root, "t/c").await,
+        Err(Error::NotFound(_))
+    ));
     // Directories of the key tree: immediate children, bounded.
-    let top = node.dir(added.root, "", 100).await.unwrap().unwrap();
+    let top = node.datasets().dir(added.root, "", 100).await.unwrap().unwrap();
     let names: Vec<(&str, bool)> = top.children.iter().map(|c| (c.name.as_str(), c.dir)).collect();
     assert_eq!(names, [("t", true), ("zarr.json", false)]);
-    let c = node.dir(added.root, "t/c", 1).await.unwrap().unwrap();
+    let c = node.datasets().dir(added.root, "t/c", 1).await.unwrap().unwrap();
     assert_eq!(
         (c.children.len(), c.truncated, c.children[0].name.as_str()),
         (1, true, "0")
     );
     assert!(
-        node.dir(added.root, "t/c/0/0", 10).await.unwrap().is_none(),
+        node.datasets().dir(added.root, "t/c/0/0", 10).await.unwrap().is_none(),
         "a key is not a directory"
     );
-    assert!(node.dir(added.root, "nope", 10).await.unwrap().is_none());
+    assert!(node.datasets().dir(added.root, "nope", 10).await.unwrap().is_none());
     // The metadata documents, from the manifest root alone.
-    let (format, docs) = node.metadata(added.root).await.unwrap();
+    let (format, docs) = node.datasets().metadata(added.root).await.unwrap();
     let doc_keys: Vec<&str> = docs.iter().map(|d| d.0.as_str()).collect();
     assert_eq!((format, doc_keys), (3, vec!["t/zarr.json", "zarr.json"]));
     assert_eq!(docs[1].1, std::fs::read(src.join("zarr.json")).unwrap());
-    assert_eq!(node.entry(added.root, "t/c/1/0").await.unwrap().blocks().len(), 3);
+    assert_eq!(
+        node.datasets()
+            .entry(added.root, "t/c/1/0")
+            .await
+            .unwrap()
+            .blocks()
+            .len(),
+        3
+    );
 
     let out = tmp.path().join("out.zarr");
     let exported = node
+        .datasets()
         .export(&target, out.clone(), shoal_node::no_progress())
         .await
         .unwrap();
@@ -176,21 +197,23 @@ async fn add_ls_read_ranges_export_and_bad_input() {
     }
 
     // Bad input: clear errors by kind, nothing changed.
-    let e = node.resolve("nope").await.unwrap_err();
+    let e = node.datasets().resolve("nope").await.unwrap_err();
     assert!(
         matches!(&e, Error::NotFound(m) if m.contains("neither a CID nor a dataset name")),
         "{e}"
     );
-    let e = node.read(added.root, "t/c/9/9", None).await.unwrap_err();
+    let e = node.datasets().read(added.root, "t/c/9/9", None).await.unwrap_err();
     assert!(matches!(e, Error::NotFound(_)), "{e}");
     let e = node
+        .datasets()
         .add(tmp.path().join("a"), None, shoal_node::no_progress())
         .await
         .unwrap_err();
     assert!(matches!(e, Error::BadRequest(_)), "{e}");
     let e = node
+        .pins()
         .pin(
-            &node.resolve("grid/t").await.unwrap(),
+            &node.datasets().resolve("grid/t").await.unwrap(),
             None,
             None,
             shoal_node::no_progress(),
@@ -198,15 +221,19 @@ async fn add_ls_read_ranges_export_and_bad_input() {
         .await
         .unwrap_err();
     assert!(matches!(&e, Error::BadRequest(m) if m.contains("not a key")), "{e}");
-    let e = node.export(&target, out, shoal_node::no_progress()).await.unwrap_err();
+    let e = node
+        .datasets()
+        .export(&target, out, shoal_node::no_progress())
+        .await
+        .unwrap_err();
     assert!(matches!(&e, Error::Conflict(m) if m.contains("not empty")), "{e}");
-    assert_eq!(node.pins().await.unwrap().len(), 1);
+    assert_eq!(node.pins().list().await.unwrap().len(), 1);
     assert!(node.fsck(false).await.unwrap().is_clean());
 
     // Unpin by name drops the name too; gc then frees everything.
-    let un = node.unpin(&target).await.unwrap();
+    let un = node.pins().unpin(&target).await.unwrap();
     assert!(un.changed && un.still_named.is_empty());
-    assert!(node.pins().await.unwrap().is_empty());
+    assert!(node.pins().list().await.unwrap().is_empty());
     assert!(node.gc().await.unwrap().removed_blocks > 0);
     assert_eq!(node.stats().await.unwrap().blocks, 0);
     node.shutdown().await.unwrap();
@@ -219,13 +246,17 @@ async fn a_peer_reads_pins_and_queries_what_another_holds() {
     let a = start(&tmp.path().join("a")).await;
     let b = start(&tmp.path().join("b")).await;
     let c = start(&tmp.path().join("c")).await;
-    let root = a.add(src, None, shoal_node::no_progress()).await.unwrap().root;
+    let root = add(&a, src).await;
     connect(&a, &b).await;
     connect(&a, &c).await;
 
     // Local query: mean over time of r*6+c is 21+c.
     let here = a
-        .query(&a.resolve(&root.to_string()).await.unwrap(), mean_over_time())
+        .queries()
+        .query(
+            &a.datasets().resolve(&root.to_string()).await.unwrap(),
+            mean_over_time(),
+        )
         .await
         .unwrap();
     let want: Vec<f64> = (0..COLS).map(|c| 21.0 + c as f64).collect();
@@ -235,8 +266,8 @@ async fn a_peer_reads_pins_and_queries_what_another_holds() {
     );
 
     // c holds nothing: a computes, only partials cross.
-    let target = c.resolve(&root.to_string()).await.unwrap();
-    let remote = c.query(&target, mean_over_time()).await.unwrap();
+    let target = c.datasets().resolve(&root.to_string()).await.unwrap();
+    let remote = c.queries().query(&target, mean_over_time()).await.unwrap();
     assert_eq!(remote.values, want);
     assert_eq!(remote.chunks_remote, vec![(a.peer_id(), 4)]);
     assert_eq!(remote.chunks_local + remote.chunks_fetched, 0);
@@ -244,11 +275,12 @@ async fn a_peer_reads_pins_and_queries_what_another_holds() {
     assert_eq!(remote.chunks_checked, 1);
 
     // b lists and reads from a without pinning, then pins everything.
-    let target = b.resolve(&root.to_string()).await.unwrap();
-    assert_eq!(b.ls(&target).await.unwrap().keys, 6);
-    let bytes = b.read(root, "t/c/0/1", Some(8..16)).await.unwrap();
+    let target = b.datasets().resolve(&root.to_string()).await.unwrap();
+    assert_eq!(b.datasets().ls(&target).await.unwrap().keys, 6);
+    let bytes = b.datasets().read(root, "t/c/0/1", Some(8..16)).await.unwrap();
     assert_eq!(f64s(&bytes), [4.0]);
     let pinned = b
+        .pins()
         .pin(&target, Some("copy".into()), None, shoal_node::no_progress())
         .await
         .unwrap();
@@ -283,9 +315,9 @@ async fn liar_and_reader(dir: &Path, liar: TestSwitches) -> (Node, Node, shoal_c
     let src = dataset(dir);
     let a = Node::start(config(&dir.join("a"), quiet(), liar)).await.unwrap();
     let b = start(&dir.join("b")).await;
-    let root = a.add(src, None, shoal_node::no_progress()).await.unwrap().root;
+    let root = add(&a, src).await;
     connect(&a, &b).await;
-    let target = b.resolve(&root.to_string()).await.unwrap();
+    let target = b.datasets().resolve(&root.to_string()).await.unwrap();
     (a, b, root, target)
 }
 
@@ -302,7 +334,7 @@ async fn a_peer_answering_wrong_partials_is_caught_by_the_spot_check_and_the_ans
     .await;
     // b holds nothing: a is asked to compute; one chunk of every request
     // is also computed at b from verified blocks, a's answer disagrees.
-    let r = b.query(&target, mean_over_time()).await.unwrap();
+    let r = b.queries().query(&target, mean_over_time()).await.unwrap();
     let want: Vec<f64> = (0..COLS).map(|c| 21.0 + c as f64).collect();
     assert_eq!(r.values, want, "the answer is right despite the liar");
     assert_eq!(r.liars, vec![a.peer_id()]);
@@ -314,7 +346,7 @@ async fn a_peer_answering_wrong_partials_is_caught_by_the_spot_check_and_the_ans
     assert_eq!(b.compute_liars(), 1);
     // The next query asks a for nothing more (its blocks, which are
     // verified by CID, may still be fetched).
-    let again = b.query(&target, mean_over_time()).await.unwrap();
+    let again = b.queries().query(&target, mean_over_time()).await.unwrap();
     assert_eq!(
         (again.values, again.liars.len(), again.chunks_remote.len()),
         (want.clone(), 0, 0)
@@ -324,6 +356,7 @@ async fn a_peer_answering_wrong_partials_is_caught_by_the_spot_check_and_the_ans
     let c = start(&tmp.path().join("c")).await;
     let honest = start(&tmp.path().join("d")).await;
     honest
+        .datasets()
         .add(dataset(&tmp.path().join("d-src")), None, shoal_node::no_progress())
         .await
         .unwrap();
@@ -333,7 +366,8 @@ async fn a_peer_answering_wrong_partials_is_caught_by_the_spot_check_and_the_ans
         ..mean_over_time()
     };
     let r = c
-        .query(&c.resolve(&root.to_string()).await.unwrap(), audit)
+        .queries()
+        .query(&c.datasets().resolve(&root.to_string()).await.unwrap(), audit)
         .await
         .unwrap();
     assert_eq!((r.values, r.liars.len()), (want, 0));
@@ -359,9 +393,13 @@ async fn a_lying_peer_is_never_believed_and_nothing_is_pinned() {
         },
     )
     .await;
-    let e = b.pin(&target, None, None, shoal_node::no_progress()).await.unwrap_err();
+    let e = b
+        .pins()
+        .pin(&target, None, None, shoal_node::no_progress())
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::NotFound(_) | Error::Unavailable(_)), "{e}");
-    assert!(b.pins().await.unwrap().is_empty());
+    assert!(b.pins().list().await.unwrap().is_empty());
     assert_eq!(b.stats().await.unwrap().blocks, 0, "no unverified byte was stored");
     for n in [a, b] {
         n.shutdown().await.unwrap();
@@ -375,19 +413,24 @@ async fn the_mirror_policy_fills_a_replica_target_and_unpin_cancels_it() {
     let a = start_with(&tmp.path().join("a"), eager(0)).await;
     let b = start_with(&tmp.path().join("b"), eager(1 << 20)).await;
     let root = a
+        .datasets()
         .add(src, Some("grid".into()), shoal_node::no_progress())
         .await
         .unwrap()
         .root;
     connect(&a, &b).await;
-    let target = a.resolve("grid").await.unwrap();
-    let pinned = a.pin(&target, None, Some(2), shoal_node::no_progress()).await.unwrap();
+    let target = a.datasets().resolve("grid").await.unwrap();
+    let pinned = a
+        .pins()
+        .pin(&target, None, Some(2), shoal_node::no_progress())
+        .await
+        .unwrap();
     assert_eq!(pinned.replicas, Some(2));
 
     // b hears the target and volunteers (a has no budget).
     let br = &b;
     let mirrored = wait_for(60, "b to mirror the dataset", || async move {
-        let view = br.mirrors().await.unwrap();
+        let view = br.mirrors().view().await.unwrap();
         view.mirrors.iter().find(|m| m.root == root && m.complete).cloned()
     })
     .await;
@@ -395,10 +438,11 @@ async fn the_mirror_policy_fills_a_replica_target_and_unpin_cancels_it() {
         mirrored.why.map(|w| (w.reason, w.copies_wanted)),
         Some((shoal_node::Reason::Replicas, 2))
     );
-    let pins = b.pins().await.unwrap();
+    let pins = b.pins().list().await.unwrap();
     assert_eq!(pins[0].kinds, vec![shoal_store::PinKind::Mirror]);
     assert!(a
         .mirrors()
+        .view()
         .await
         .unwrap()
         .targets
@@ -407,10 +451,10 @@ async fn the_mirror_policy_fills_a_replica_target_and_unpin_cancels_it() {
 
     // Unpinning where the user pin was cancels the target everywhere; b
     // keeps its copy as an ordinary (evictable) mirror.
-    let un = a.unpin(&target).await.unwrap();
+    let un = a.pins().unpin(&target).await.unwrap();
     assert!(un.target_cancelled);
     wait_for(30, "b to hear the cancellation", || async move {
-        let view = br.mirrors().await.unwrap();
+        let view = br.mirrors().view().await.unwrap();
         view.targets
             .iter()
             .any(|t| t.root == root && t.copies == 0)
@@ -457,19 +501,22 @@ async fn a_mirror_of_a_dataset_larger_than_its_manifest_says_is_stopped_and_roll
     let root = *built.root.cid();
     a.store().put_many(&blocks, None).unwrap();
     connect(&a, &b).await;
-    let target = a.resolve(&root.to_string()).await.unwrap();
-    a.pin(&target, None, Some(2), shoal_node::no_progress()).await.unwrap();
+    let target = a.datasets().resolve(&root.to_string()).await.unwrap();
+    a.pins()
+        .pin(&target, None, Some(2), shoal_node::no_progress())
+        .await
+        .unwrap();
 
     // b volunteers, fetches past what the manifest promised, stops, rolls
     // back and reports it.
     let br = &b;
     let failed = wait_for(60, "b to give up the mirror", || async move {
-        let view = br.mirrors().await.unwrap();
+        let view = br.mirrors().view().await.unwrap();
         view.failed.iter().find(|f| f.root == root).map(|f| f.error.clone())
     })
     .await;
     assert!(failed.contains("larger than its manifest said"), "{failed}");
-    assert!(b.pins().await.unwrap().is_empty());
+    assert!(b.pins().list().await.unwrap().is_empty());
     let held = b.stats().await.unwrap().live_bytes;
     assert!(held < 1 << 20, "b kept {held} bytes of the failed mirror");
     for n in [a, b] {
@@ -486,7 +533,8 @@ async fn re_adding_a_name_reads_only_changed_files() {
         let (node, src) = (node.clone(), src.clone());
         async move {
             let opts = shoal_node::AddOptions { rehash, keep: None };
-            node.add_with(src, Some("grid".into()), opts, shoal_node::no_progress())
+            node.datasets()
+                .add_with(src, Some("grid".into()), opts, shoal_node::no_progress())
                 .await
                 .unwrap()
         }
@@ -505,6 +553,6 @@ async fn re_adding_a_name_reads_only_changed_files() {
     let changed = add(&node, false).await;
     assert_eq!(changed.reused_files, 3);
     assert_ne!(changed.root, first.root);
-    assert_eq!(node.read(changed.root, "t/c/1/1", None).await.unwrap(), data);
+    assert_eq!(node.datasets().read(changed.root, "t/c/1/1", None).await.unwrap(), data);
     node.shutdown().await.unwrap();
 }

@@ -4,9 +4,14 @@
 //!   order-independent merge; finishing them into sum, mean, min, max,
 //!   count, var, std.
 //! - [`storage`]: a zarrs storage adapter over a manifest and a block fetch.
-//! - [`engine`]: planning (array metadata, CF decoding, selection, chunks
-//!   in the selection) and local execution on all cores.
-//! - [`remote`]: the compute-request wire format (what peers exchange:
+//! - [`meta`]: array metadata as the engine needs it (element type, chunk
+//!   grid, CF decoding) and whole reads of coordinates and weights.
+//! - [`plan`]: a [`QuerySpec`] turned into a [`plan::Plan`]: selection,
+//!   reduced dimensions, groups, weights, the chunks in the selection,
+//!   checked against the memory budget.
+//! - [`kernel`]: one decoded chunk reduced into per-cell partials.
+//! - [`exec`]: a plan's chunks on all cores into one shared grid.
+//! - [`wire`]: the compute-request wire format (what peers exchange:
 //!   a spec and chunk list one way, partials the other).
 //! - [`npy`]: writing results as `.npy`; [`dataset`]: as a Zarr dataset
 //!   with coordinates, attributes and provenance.
@@ -17,17 +22,23 @@
 //!   cftime calendars) turned into index ranges.
 
 pub mod dataset;
-pub mod engine;
+pub mod exec;
 pub mod grid;
 pub mod group;
+pub mod kernel;
 pub mod label;
+pub mod meta;
 pub mod npy;
 pub mod partial;
-pub mod remote;
+pub mod plan;
 pub mod storage;
+pub mod wire;
 
-pub use engine::QuerySpec;
+#[cfg(test)]
+mod testing;
+
 pub use partial::{Op, Partial};
+pub use plan::QuerySpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

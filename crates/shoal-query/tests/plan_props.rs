@@ -8,9 +8,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proptest::prelude::*;
 use shoal_core::manifest::{Content, Entry};
-use shoal_query::engine::{self, QuerySpec};
 use shoal_query::storage::ManifestStorage;
 use shoal_query::Op;
+use shoal_query::{meta, plan, QuerySpec};
 
 /// Interesting sizes: 0, 1, small, around chunk-ish sizes, huge, 2^63.
 fn size() -> impl Strategy<Value = u64> {
@@ -90,7 +90,7 @@ fn storage(v3: bool, shape: &[u64], chunks: &[u64], dtype: &str, dims: &[String]
 fn a_real_array_plans_and_absurd_ones_are_refused() {
     let dims: Vec<String> = vec!["time".into(), "lat".into(), "lon".into()];
     let st = storage(false, &[2, 40_000, 40_000], &[1, 4000, 4000], "<f4", &dims, "zstd");
-    let info = engine::array_info(&st, 2, "a", false, &["a".into()], u64::MAX).unwrap();
+    let info = meta::array_info(&st, 2, "a", false, &["a".into()], u64::MAX).unwrap();
     assert_eq!(info.chunk_bytes, 4000 * 4000 * 4);
     let spec = |sel: Vec<(String, u64, u64)>| QuerySpec {
         dims: vec!["time".into()],
@@ -98,14 +98,14 @@ fn a_real_array_plans_and_absurd_ones_are_refused() {
         ..QuerySpec::new("a", Op::Mean)
     };
     // The whole (40000, 40000) result: 1.6e9 cells, 64 GB a worker.
-    let plan = engine::plan(info.clone(), &spec(vec![]), 2 << 30).unwrap();
+    let plan = plan::plan(info.clone(), &spec(vec![]), 2 << 30).unwrap();
     let e = plan.threads_within(4).unwrap_err().to_string();
     assert!(
         e.contains("query memory budget is 2.0 GiB") && e.contains("--sel"),
         "{e}"
     );
     let sel = vec![("lat".into(), 0, 1000), ("lon".into(), 0, 1000)];
-    let plan = engine::plan(info, &spec(sel), 2 << 30).unwrap();
+    let plan = plan::plan(info, &spec(sel), 2 << 30).unwrap();
     assert!(plan.threads_within(4).unwrap() >= 1);
     assert_eq!(plan.chunks().collect::<Vec<_>>(), vec![vec![0, 0, 0], vec![1, 0, 0]]);
     for (shape, chunks) in [
@@ -118,7 +118,7 @@ fn a_real_array_plans_and_absurd_ones_are_refused() {
         let d: Vec<String> = (0..shape.len()).map(|i| format!("d{i}")).collect();
         let st = storage(true, &shape, &chunks, "float64", &d, "zstd");
         assert!(
-            engine::array_info(&st, 3, "a", false, &[], u64::MAX).is_err(),
+            meta::array_info(&st, 3, "a", false, &[], u64::MAX).is_err(),
             "{shape:?} / {chunks:?}"
         );
     }
@@ -145,12 +145,12 @@ proptest! {
         let dims: Vec<String> = (0..ndim).map(|i| format!("d{i}")).collect();
         let dtype = if v3 { dtype_v3 } else { dtype_v2 };
         let st = storage(v3, shape, chunks, &dtype, &dims, codec);
-        let Ok(info) = engine::array_info(&st, if v3 { 3 } else { 2 }, "a", false, &["a".into()], u64::MAX) else {
+        let Ok(info) = meta::array_info(&st, if v3 { 3 } else { 2 }, "a", false, &["a".into()], u64::MAX) else {
             return Ok(());
         };
         // What array_info accepts is a real array's metadata, and zarrs
         // opens it without panicking (an error is fine).
-        prop_assert!(info.shape.len() <= engine::MAX_DIMS);
+        prop_assert!(info.shape.len() <= meta::MAX_DIMS);
         prop_assert!(info.chunk_shape.iter().all(|c| *c > 0));
         let _ = zarrs::array::Array::open(Arc::new(st), "/a");
         let spec = QuerySpec {
@@ -158,11 +158,11 @@ proptest! {
             sel: sel.iter().filter(|s| s.0 < ndim).map(|(i, a, b)| (dims[*i].clone(), *a, *b)).collect(),
             ..QuerySpec::new("a", op)
         };
-        let Ok(plan) = engine::plan(info, &spec, budget) else {
+        let Ok(plan) = plan::plan(info, &spec, budget) else {
             return Ok(());
         };
         prop_assert!(plan.cells <= u64::from(u32::MAX));
-        prop_assert!(plan.chunk_count <= engine::MAX_PLAN_CHUNKS);
+        prop_assert!(plan.chunk_count <= plan::MAX_PLAN_CHUNKS);
         if let Ok(t) = plan.threads_within(8) {
             prop_assert!(plan.memory(t) <= budget, "{} > {budget}", plan.memory(t));
             // The first few chunks have regions inside the result.
@@ -190,19 +190,19 @@ proptest! {
         edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
         cells in 1usize..64,
     ) {
-        use shoal_query::remote;
+        use shoal_query::wire;
         let spec = shoal_query::QuerySpec::new("a", shoal_query::Op::Std);
-        let f = remote::Fields::of(&spec);
-        let _ = remote::response_partials(&bytes, cells, 3, f);
+        let f = wire::Fields::of(&spec);
+        let _ = wire::response_partials(&bytes, cells, 3, f);
         let grid = vec![shoal_query::Partial::EMPTY; cells];
-        let header = remote::ComputeHeader { computed: vec![0, 1, 2], ..Default::default() };
-        let mut good = remote::encode_response(&header, &grid, f);
+        let header = wire::ComputeHeader { computed: vec![0, 1, 2], ..Default::default() };
+        let mut good = wire::encode_response(&header, &grid, f);
         for &(at, v) in &edits {
             if good.is_empty() { break; }
             let i = at % good.len();
             good[i] ^= v.max(1);
         }
-        if let Ok((_, pairs)) = remote::response_partials(&good, cells, 3, f) {
+        if let Ok((_, pairs)) = wire::response_partials(&good, cells, 3, f) {
             prop_assert!(pairs.iter().all(|(c, _)| *c < cells));
         }
     }

@@ -1,4 +1,4 @@
-//! `Node`'s datasets: resolving targets, adding (directories and CARs,
+//! [`Datasets`]: the datasets: resolving targets, adding (directories and CARs,
 //! incremental, with versions), listing, reading keys and ranges, blocks
 //! and views, exporting.
 
@@ -14,12 +14,18 @@ use shoal_core::{cid, Cid};
 use shoal_store::PinKind;
 use shoal_zarr::{read, IngestOptions};
 
-use super::{Inner, Node};
+use super::NodeCtx;
 use crate::error::{Error, Result};
 use crate::records::{unix_now, unix_now_nanos};
 use crate::types::*;
 
-impl Node {
+/// The datasets of the node (from [`super::Node::datasets`]).
+#[derive(Clone)]
+pub struct Datasets {
+    pub(super) ctx: Arc<NodeCtx>,
+}
+
+impl Datasets {
     /// Resolves a TARGET: `CID`, `NAME`, `CID/key/path` or `NAME/key/path`.
     pub async fn resolve(&self, target: &str) -> Result<Target> {
         let target = target.trim_end_matches('/');
@@ -34,7 +40,8 @@ impl Node {
                 return Ok(Target { root, name: None, path });
             }
             return self
-                .blocking(move |n| match n.parts.store.dataset_of_view(&root)? {
+                .ctx
+                .blocking(move |n| match n.services.store.dataset_of_view(&root)? {
                     Some(ds) => Ok(Target { root: ds, name: None, path }),
                     None => Err(Error::NotFound(format!(
                         "{root} is a UnixFS view whose dataset is not known here; use the dataset's CID, or read the view over the gateway's /ipfs/"
@@ -45,6 +52,7 @@ impl Node {
         if let Some((name, number)) = crate::versions::split_at(&head) {
             let name = name.to_string();
             return self
+                .ctx
                 .blocking(move |n| {
                     let root = n
                         .history(&name)?
@@ -59,17 +67,18 @@ impl Node {
                 })
                 .await;
         }
-        self.blocking(move |n| match n.parts.store.resolve_name(&head)? {
-            Some(root) => Ok(Target {
-                root,
-                name: Some(head),
-                path,
-            }),
-            None => Err(Error::NotFound(format!(
-                "{head:?} is neither a CID nor a dataset name here (see `shoal pins`)"
-            ))),
-        })
-        .await
+        self.ctx
+            .blocking(move |n| match n.services.store.resolve_name(&head)? {
+                Some(root) => Ok(Target {
+                    root,
+                    name: Some(head),
+                    path,
+                }),
+                None => Err(Error::NotFound(format!(
+                    "{head:?} is neither a CID nor a dataset name here (see `shoal pins`)"
+                ))),
+            })
+            .await
     }
 
     /// Ingests a Zarr v2/v3 directory, pins it (user) and names it.
@@ -77,7 +86,7 @@ impl Node {
         self.add_with(path, name, AddOptions::default(), progress).await
     }
 
-    /// [`Node::add`]. Re-adding under a name records a new version (its
+    /// [`Datasets::add`]. Re-adding under a name records a new version (its
     /// parent, time, keys added/changed/removed; older versions beyond the
     /// name's `keep` are unpinned) and reads only the files whose size,
     /// mtime, inode or device changed since that name's last add (the
@@ -96,8 +105,9 @@ impl Node {
             ));
         }
         let start = Instant::now();
-        let block_size = self.inner.block_size;
+        let block_size = self.ctx.block_size;
         let report = self
+            .ctx
             .blocking(move |n| {
                 if let Some(name) = &name {
                     shoal_store::validate_name(name)?;
@@ -107,7 +117,7 @@ impl Node {
                     (Some(r), false) => read_record(r),
                     _ => None,
                 };
-                let store = &n.parts.store;
+                let store = &n.services.store;
                 let opts = IngestOptions {
                     block_size,
                     threads: 0,
@@ -116,7 +126,7 @@ impl Node {
                 let session = store.session();
                 let r = shoal_zarr::ingest(store, &path, &opts, &session, &|p| progress(*p))?;
                 store.pin(&r.root, PinKind::User)?;
-                let unixfs = n.parts.ensure_view(r.root)?;
+                let unixfs = n.services.ensure_view(r.root)?;
                 let mut version = None;
                 if let Some(name) = &name {
                     let previous = store.resolve_name(name)?;
@@ -147,10 +157,10 @@ impl Node {
                 })
             })
             .await?;
-        self.announce(report.root).await;
-        self.announce(report.unixfs).await;
+        self.ctx.announce(report.root).await;
+        self.ctx.announce(report.unixfs).await;
         if let Some(name) = &report.name {
-            self.republish(name).await;
+            self.ctx.names().republish(name).await;
         }
         Ok(AddReport {
             elapsed: start.elapsed(),
@@ -161,35 +171,29 @@ impl Node {
     /// A name's versions, newest first.
     pub async fn log(&self, name: &str) -> Result<Vec<crate::versions::Version>> {
         let name = name.to_string();
-        self.blocking(move |n| {
-            let mut v = n.history(&name)?.versions;
-            v.reverse();
-            Ok(v)
-        })
-        .await
+        self.ctx
+            .blocking(move |n| {
+                let mut v = n.history(&name)?.versions;
+                v.reverse();
+                Ok(v)
+            })
+            .await
     }
 
     /// The keys added, changed and removed from dataset `a` to dataset `b`
     /// (fetching their manifests from peers if needed).
     pub async fn diff(&self, a: &Target, b: &Target) -> Result<crate::versions::Diff> {
         let (a, b) = (a.dataset("diff")?, b.dataset("diff")?);
-        self.blocking(move |n| {
-            let (ma, mb) = (n.parts.manifest(&a)?, n.parts.manifest(&b)?);
-            let (ra, rb) = (n.parts.reader(a), n.parts.reader(b));
-            let (mut fa, mut fb) = (ra.fetch(), rb.fetch());
-            // Pages of either manifest, from whichever dataset they are in.
-            let mut fetch = |c: &Cid| fa(c).or_else(|_| fb(c));
-            Ok(crate::versions::diff(&ma, &mb, &mut fetch)?)
-        })
-        .await
-    }
-
-    /// Provides `root` on the DHT; a failure is logged, not fatal (the
-    /// periodic reprovide retries).
-    pub(super) async fn announce(&self, root: Cid) {
-        if let Err(e) = self.parts().net.provide(root).await {
-            tracing::warn!(%root, error = %e, "announcing the dataset failed");
-        }
+        self.ctx
+            .blocking(move |n| {
+                let (ma, mb) = (n.services.manifest(&a)?, n.services.manifest(&b)?);
+                let (ra, rb) = (n.services.reader(a), n.services.reader(b));
+                let (mut fa, mut fb) = (ra.fetch(), rb.fetch());
+                // Pages of either manifest, from whichever dataset they are in.
+                let mut fetch = |c: &Cid| fa(c).or_else(|_| fb(c));
+                Ok(crate::versions::diff(&ma, &mb, &mut fetch)?)
+            })
+            .await
     }
 
     /// Lists a dataset's keys (or those under `target.path`). Reads the
@@ -217,37 +221,38 @@ impl Node {
         mut each: impl FnMut(&Entry) -> Result<()> + Send + 'static,
     ) -> Result<Listing> {
         let Target { root, path, .. } = target.clone();
-        self.blocking(move |n| {
-            let m = n.parts.manifest(&root)?;
-            let reader = n.parts.reader(root);
-            let mut found = false;
-            let mut fetch = reader.fetch();
-            m.for_each_entry::<Error>(&mut |c| fetch(c).map_err(Error::from), &mut |e| {
-                let under = match &path {
-                    None => true,
-                    Some(p) => e.key == *p || e.key.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/')),
-                };
-                if under {
-                    found = true;
-                    each(e)?;
+        self.ctx
+            .blocking(move |n| {
+                let m = n.services.manifest(&root)?;
+                let reader = n.services.reader(root);
+                let mut found = false;
+                let mut fetch = reader.fetch();
+                m.for_each_entry::<Error>(&mut |c| fetch(c).map_err(Error::from), &mut |e| {
+                    let under = match &path {
+                        None => true,
+                        Some(p) => e.key == *p || e.key.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/')),
+                    };
+                    if under {
+                        found = true;
+                        each(e)?;
+                    }
+                    Ok(())
+                })?;
+                if let (Some(p), false) = (&path, found) {
+                    return Err(Error::NotFound(format!("no key {p:?} in dataset {root}")));
                 }
-                Ok(())
-            })?;
-            if let (Some(p), false) = (&path, found) {
-                return Err(Error::NotFound(format!("no key {p:?} in dataset {root}")));
-            }
-            let unixfs = n.parts.view_if_complete(root)?;
-            let listing = Listing {
-                root,
-                zarr_format: m.zarr_format,
-                keys: m.key_count,
-                bytes: m.total_bytes,
-                entries: Vec::new(),
-                unixfs,
-            };
-            Ok(listing)
-        })
-        .await
+                let unixfs = n.services.view_if_complete(root)?;
+                let listing = Listing {
+                    root,
+                    zarr_format: m.zarr_format,
+                    keys: m.key_count,
+                    bytes: m.total_bytes,
+                    entries: Vec::new(),
+                    unixfs,
+                };
+                Ok(listing)
+            })
+            .await
     }
 
     /// One key's manifest entry (its size and blocks).
@@ -264,59 +269,60 @@ impl Node {
             "" => String::new(),
             d => format!("{d}/"),
         };
-        self.blocking_for_request(move |n, cancel| {
-            let m = n.parts.manifest(&root)?;
-            let mut out = Dir {
-                zarr_format: m.zarr_format,
-                children: Vec::new(),
-                truncated: false,
-            };
-            let mut any = false;
-            // The walk stops early: past the prefix's keys (they are
-            // adjacent), past the limit, or when the request is gone.
-            let mut stopped = false;
-            let stop = || shoal_zarr::Error::Fetch("stopped".into());
-            let walked = m.for_each_entry(&mut n.parts.reader(root).fetch(), &mut |e| {
-                if cancel.is_set() {
-                    return Err(stop());
-                }
-                let Some(rest) = e.key.strip_prefix(prefix.as_str()) else {
-                    if any {
+        self.ctx
+            .blocking_for_request(move |n, cancel| {
+                let m = n.services.manifest(&root)?;
+                let mut out = Dir {
+                    zarr_format: m.zarr_format,
+                    children: Vec::new(),
+                    truncated: false,
+                };
+                let mut any = false;
+                // The walk stops early: past the prefix's keys (they are
+                // adjacent), past the limit, or when the request is gone.
+                let mut stopped = false;
+                let stop = || shoal_zarr::Error::Fetch("stopped".into());
+                let walked = m.for_each_entry(&mut n.services.reader(root).fetch(), &mut |e| {
+                    if cancel.is_set() {
+                        return Err(stop());
+                    }
+                    let Some(rest) = e.key.strip_prefix(prefix.as_str()) else {
+                        if any {
+                            stopped = true;
+                            return Err(stop());
+                        }
+                        return Ok(());
+                    };
+                    any = true;
+                    let (name, dir) = match rest.split_once('/') {
+                        Some((d, _)) => (d, true),
+                        None => (rest, false),
+                    };
+                    // Keys come in order, so a directory's keys are adjacent.
+                    if out.children.last().is_some_and(|c| c.name == name && c.dir == dir) {
+                        return Ok(());
+                    }
+                    if out.children.len() == limit {
+                        out.truncated = true;
                         stopped = true;
                         return Err(stop());
                     }
-                    return Ok(());
-                };
-                any = true;
-                let (name, dir) = match rest.split_once('/') {
-                    Some((d, _)) => (d, true),
-                    None => (rest, false),
-                };
-                // Keys come in order, so a directory's keys are adjacent.
-                if out.children.last().is_some_and(|c| c.name == name && c.dir == dir) {
-                    return Ok(());
-                }
-                if out.children.len() == limit {
-                    out.truncated = true;
-                    stopped = true;
-                    return Err(stop());
-                }
-                out.children.push(Child {
-                    name: name.to_string(),
-                    dir,
-                    size: if dir { 0 } else { e.size },
+                    out.children.push(Child {
+                        name: name.to_string(),
+                        dir,
+                        size: if dir { 0 } else { e.size },
+                    });
+                    Ok(())
                 });
-                Ok(())
-            });
-            match walked {
-                Ok(()) => {}
-                Err(_) if stopped => {}
-                Err(_) if cancel.is_set() => return Err(Error::Unavailable("the request was dropped".into())),
-                Err(e) => return Err(e.into()),
-            }
-            Ok(any.then_some(out))
-        })
-        .await
+                match walked {
+                    Ok(()) => {}
+                    Err(_) if stopped => {}
+                    Err(_) if cancel.is_set() => return Err(Error::Unavailable("the request was dropped".into())),
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(any.then_some(out))
+            })
+            .await
     }
 
     /// The dataset's metadata documents (`.zarray`, `.zgroup`, `.zattrs`,
@@ -324,31 +330,33 @@ impl Node {
     /// manifest keeps them inline in its root, so this reads no page and no
     /// chunk.
     pub async fn metadata(&self, root: Cid) -> Result<(u8, Vec<(String, Bytes)>)> {
-        self.blocking(move |n| {
-            let m = n.parts.manifest(&root)?;
-            let reader = n.parts.reader(root);
-            let mut fetch = reader.fetch();
-            let mut docs = Vec::with_capacity(m.metadata.len());
-            for e in &m.metadata {
-                let data = read::entry_range(&m, e, 0, e.size, &mut fetch)?;
-                docs.push((e.key.clone(), data));
-            }
-            Ok((m.zarr_format, docs))
-        })
-        .await
+        self.ctx
+            .blocking(move |n| {
+                let m = n.services.manifest(&root)?;
+                let reader = n.services.reader(root);
+                let mut fetch = reader.fetch();
+                let mut docs = Vec::with_capacity(m.metadata.len());
+                for e in &m.metadata {
+                    let data = read::entry_range(&m, e, 0, e.size, &mut fetch)?;
+                    docs.push((e.key.clone(), data));
+                }
+                Ok((m.zarr_format, docs))
+            })
+            .await
     }
 
     /// One key's entry and the dataset's block size.
     pub(super) async fn lookup(&self, root: Cid, key: &str) -> Result<(Entry, u32)> {
         let key = key.to_string();
-        self.blocking(move |n| {
-            let m = n.parts.manifest(&root)?;
-            let e = m
-                .lookup(&key, &mut n.parts.reader(root).fetch())?
-                .ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))?;
-            Ok((e, m.block_size))
-        })
-        .await
+        self.ctx
+            .blocking(move |n| {
+                let m = n.services.manifest(&root)?;
+                let e = m
+                    .lookup(&key, &mut n.services.reader(root).fetch())?
+                    .ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))?;
+                Ok((e, m.block_size))
+            })
+            .await
     }
 
     /// The bytes of one key, or of `range` of it (clamped to its size),
@@ -356,18 +364,19 @@ impl Node {
     /// every block verified and its length checked against the manifest.
     pub async fn read(&self, root: Cid, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         let key = key.to_string();
-        self.blocking(move |n| {
-            let m = n.parts.manifest(&root)?;
-            let reader = n.parts.reader(root);
-            let mut fetch = reader.fetch();
-            let entry = m
-                .lookup(&key, &mut fetch)?
-                .ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))?;
-            let range = range.unwrap_or(0..entry.size);
-            read::entry_range(&m, &entry, range.start, range.end, &mut fetch)
-                .map_err(|e| Error::from(e).context(format!("cannot read key {key:?} of dataset {root}")))
-        })
-        .await
+        self.ctx
+            .blocking(move |n| {
+                let m = n.services.manifest(&root)?;
+                let reader = n.services.reader(root);
+                let mut fetch = reader.fetch();
+                let entry = m
+                    .lookup(&key, &mut fetch)?
+                    .ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))?;
+                let range = range.unwrap_or(0..entry.size);
+                read::entry_range(&m, &entry, range.start, range.end, &mut fetch)
+                    .map_err(|e| Error::from(e).context(format!("cannot read key {key:?} of dataset {root}")))
+            })
+            .await
     }
 
     /// Opens one key for streaming reads (see [`KeyReader`]): resolves its
@@ -379,7 +388,7 @@ impl Node {
             root,
             entry: Arc::new(entry),
             block_size,
-            source: self.parts().source.clone(),
+            source: self.ctx.services.source.clone(),
         })
     }
 
@@ -387,8 +396,8 @@ impl Node {
     /// is not held first): what `ipfs dag import` and IPFS tools read.
     pub async fn export_car(&self, target: &Target, out: PathBuf, progress: ProgressFn) -> Result<ExportReport> {
         self.export_with(target, out, progress, |n, root, out, _| {
-            let view = n.parts.ensure_view(root)?;
-            let store = &n.parts.store;
+            let view = n.services.ensure_view(root)?;
+            let store = &n.services.store;
             crate::car::write_car(view, out, &|c| Ok(store.require(c)?.data().to_vec()))
         })
         .await
@@ -406,12 +415,13 @@ impl Node {
         progress: ProgressFn,
     ) -> Result<AddReport> {
         let work = self
-            .inner
+            .ctx
             .import_dir
             .join(format!("{}-{}", std::process::id(), unix_now_nanos()));
         let tree = {
             let (car, work) = (car.clone(), work.clone());
-            self.blocking(move |n| crate::car::unpack(&car, &work, &n.parts.limits))
+            self.ctx
+                .blocking(move |n| crate::car::unpack(&car, &work, &n.services.limits))
                 .await
         };
         let r = match tree {
@@ -425,7 +435,8 @@ impl Node {
     /// One block by CID, verified: the local store, else the peers that
     /// provide `root` (a dataset or a UnixFS view).
     pub async fn block(&self, cid: Cid, root: Cid) -> Result<Bytes> {
-        self.parts()
+        self.ctx
+            .services
             .source
             .get(cid, root)
             .await
@@ -436,20 +447,20 @@ impl Node {
     /// The UnixFS view of dataset `root` when it is held here in full (built
     /// now if need be), else None.
     pub async fn view_of(&self, root: Cid) -> Result<Option<Cid>> {
-        self.blocking(move |n| n.parts.view_if_complete(root)).await
+        self.ctx.blocking(move |n| n.services.view_if_complete(root)).await
     }
 
     /// Writes a dataset out as a Zarr directory, fetching what is missing
     /// first (kept as unpinned cache data).
     pub async fn export(&self, target: &Target, out: PathBuf, progress: ProgressFn) -> Result<ExportReport> {
         self.export_with(target, out, progress, |n, root, out, progress| {
-            let m = n.parts.manifest(&root)?;
+            let m = n.services.manifest(&root)?;
             let mut p = Progress {
                 items_total: m.key_count,
                 bytes_total: m.total_bytes,
                 ..Default::default()
             };
-            let reader = n.parts.reader(root);
+            let reader = n.services.reader(root);
             let written = read::export(&m, out, &mut reader.fetch(), &mut |e| {
                 p.items_done += 1;
                 p.bytes_done += e.size;
@@ -468,35 +479,36 @@ impl Node {
         target: &Target,
         out: PathBuf,
         progress: ProgressFn,
-        write: impl FnOnce(&Inner, Cid, &Path, &ProgressFn) -> Result<(u64, u64)> + Send + 'static,
+        write: impl FnOnce(&NodeCtx, Cid, &Path, &ProgressFn) -> Result<(u64, u64)> + Send + 'static,
     ) -> Result<ExportReport> {
         let root = target.dataset("get")?;
         let start = Instant::now();
-        self.blocking(move |n| {
-            let session = n.parts.store.session();
-            let fetched = n.parts.ensure_local(root, &session, &*progress)?;
-            let (keys, bytes) = write(n, root, &out, &progress)?;
-            drop(session);
-            Ok(ExportReport {
-                fetched,
-                root,
-                out,
-                keys,
-                bytes,
-                elapsed: start.elapsed(),
+        self.ctx
+            .blocking(move |n| {
+                let session = n.services.store.session();
+                let fetched = n.services.ensure_local(root, &session, &*progress)?;
+                let (keys, bytes) = write(n, root, &out, &progress)?;
+                drop(session);
+                Ok(ExportReport {
+                    fetched,
+                    root,
+                    out,
+                    keys,
+                    bytes,
+                    elapsed: start.elapsed(),
+                })
             })
-        })
-        .await
+            .await
     }
 }
 
-impl Inner {
+impl NodeCtx {
     /// A name's history; a name added before histories were kept shows its
     /// current root as version 1 (time unknown: 0).
     pub(super) fn history(&self, name: &str) -> Result<crate::versions::History> {
         let mut h = crate::versions::load(&self.versions_dir, name)?;
         if h.versions.is_empty() {
-            match self.parts.store.resolve_name(name)? {
+            match self.services.store.resolve_name(name)? {
                 Some(root) => h.versions.push(crate::versions::Version::untracked(root)),
                 None => {
                     return Err(Error::NotFound(format!(
@@ -521,7 +533,7 @@ impl Inner {
         new_bytes: u64,
         keep: Option<u32>,
     ) -> Result<Option<crate::versions::Version>> {
-        let store = &self.parts.store;
+        let store = &self.services.store;
         let mut h = crate::versions::load(&self.versions_dir, name)?;
         if h.versions.is_empty() {
             if let Some(p) = previous.filter(|p| *p != root) {
@@ -541,12 +553,12 @@ impl Inner {
         let parent = last.as_ref().map(|v| v.root);
         let (added, changed, removed) = match parent {
             Some(p) => {
-                let reader = self.parts.reader(root);
-                let (a, b) = (self.parts.manifest(&p)?, self.parts.manifest(&root)?);
+                let reader = self.services.reader(root);
+                let (a, b) = (self.services.manifest(&p)?, self.services.manifest(&root)?);
                 let d = crate::versions::diff(&a, &b, &mut reader.fetch())?;
                 (d.added.len() as u64, d.changed.len() as u64, d.removed.len() as u64)
             }
-            None => (self.parts.manifest(&root)?.key_count, 0, 0),
+            None => (self.services.manifest(&root)?.key_count, 0, 0),
         };
         let v = crate::versions::Version {
             number: last.map_or(1, |v| v.number + 1),

@@ -1,4 +1,4 @@
-//! `Node`'s published names and follows: publishing, following, and the
+//! [`Names`]: the published names and follows: publishing, following, and the
 //! announcer and follow-updater tasks started with the node.
 
 use std::sync::Arc;
@@ -7,17 +7,23 @@ use std::time::{Duration, Instant};
 use shoal_net::PeerId;
 use shoal_store::PinKind;
 
-use super::Node;
+use super::NodeCtx;
 use crate::error::{Error, Result};
 use crate::records::unix_now;
 
-impl Node {
+/// The names this node publishes and follows (from [`super::Node::names`]).
+#[derive(Clone)]
+pub struct Names {
+    pub(super) ctx: Arc<NodeCtx>,
+}
+
+impl Names {
     /// Publishes `name`: signs a record pointing at its current root (the
     /// next sequence number, or the held record again when the name has
     /// not moved), puts it on the DHT and announces it on its topic. Later
     /// versions of the name are published automatically.
     pub async fn publish(&self, name: &str) -> Result<crate::names::PublishReport> {
-        let names = self.inner.names.clone();
+        let names = self.ctx.names.clone();
         let name = name.to_string();
         // The highest record of this name on the DHT: after a lost record
         // file, an unpublish or a restored backup the next sequence must
@@ -26,33 +32,35 @@ impl Node {
         // republish after an add) the lookup gets at most 2 s, so a slow
         // DHT does not hold the add's answer for the full lookup deadline.
         let seen = {
-            let key = shoal_net::names::dht_key(&self.peer_id(), &name);
-            let mut lookup = self.inner.names.settings.lookup;
-            if self.inner.names.published(&name).is_some() {
+            let key = shoal_net::names::dht_key(&self.ctx.services.net.peer_id(), &name);
+            let mut lookup = self.ctx.names.settings.lookup;
+            if self.ctx.names.published(&name).is_some() {
                 lookup = lookup.min(Duration::from_secs(2));
             }
-            match self.parts().net.get_name(key, lookup).await {
-                Ok(found) => crate::names::newest(found, &self.peer_id(), &name).map_or(0, |(r, _)| r.seq),
+            match self.ctx.services.net.get_name(key, lookup).await {
+                Ok(found) => {
+                    crate::names::newest(found, &self.ctx.services.net.peer_id(), &name).map_or(0, |(r, _)| r.seq)
+                }
                 Err(e) => {
                     tracing::debug!(name, error = %e, "no record of this name found on the DHT");
                     0
                 }
             }
         };
-        let (r, signed, new) = self
-            .blocking(move |n| {
-                let root = n
-                    .parts
-                    .store
-                    .resolve_name(&name)?
-                    .ok_or_else(|| Error::NotFound(format!("no name {name:?} here (shoal pins lists names)")))?;
-                match names.published(&name) {
-                    Some((r, b)) if r.root == root && r.seq >= seen => Ok((r, b, false)),
-                    _ => names.sign_next(&name, root, seen).map(|(r, b)| (r, b, true)),
-                }
-            })
-            .await?;
-        let net = &self.parts().net;
+        let (r, signed, new) =
+            self.ctx
+                .blocking(move |n| {
+                    let root =
+                        n.services.store.resolve_name(&name)?.ok_or_else(|| {
+                            Error::NotFound(format!("no name {name:?} here (shoal pins lists names)"))
+                        })?;
+                    match names.published(&name) {
+                        Some((r, b)) if r.root == root && r.seq >= seen => Ok((r, b, false)),
+                        _ => names.sign_next(&name, root, seen).map(|(r, b)| (r, b, true)),
+                    }
+                })
+                .await?;
+        let net = &self.ctx.services.net;
         net.put_name(signed.clone()).await?;
         net.publish_to(shoal_net::names::topic(&r.publisher(), &r.name), signed)
             .await?;
@@ -69,13 +77,13 @@ impl Node {
     /// Stops publishing `name` (peers keep the last record until it
     /// expires); false if it was not published.
     pub async fn unpublish(&self, name: &str) -> Result<bool> {
-        let (names, name) = (self.inner.names.clone(), name.to_string());
-        self.blocking(move |_| names.unpublish(&name)).await
+        let (names, name) = (self.ctx.names.clone(), name.to_string());
+        self.ctx.blocking(move |_| names.unpublish(&name)).await
     }
 
     /// Publishes `name` again if it is published (after it moved).
     pub(super) async fn republish(&self, name: &str) {
-        if self.inner.names.published(name).is_some() {
+        if self.ctx.names.published(name).is_some() {
             if let Err(e) = self.publish(name).await {
                 tracing::warn!(name, error = %e, "publishing the new version failed");
             }
@@ -87,7 +95,7 @@ impl Node {
     /// takes that version before returning; keeps following afterwards.
     pub async fn follow(&self, spec: &str, local: Option<String>, keep: Option<u32>) -> Result<crate::names::Follow> {
         let (peer, name) = crate::names::parse_follow(spec)?;
-        if peer == self.peer_id() {
+        if peer == self.ctx.services.net.peer_id() {
             return Err(Error::BadRequest("that is this daemon's own name".into()));
         }
         if keep == Some(0) {
@@ -95,7 +103,7 @@ impl Node {
         }
         let local = local.unwrap_or_else(|| name.clone());
         shoal_store::validate_name(&local)?;
-        let names = self.inner.names.clone();
+        let names = self.ctx.names.clone();
         let key = (peer.to_string(), name.clone());
         if let Some(other) = names
             .by_local(&local)
@@ -127,9 +135,9 @@ impl Node {
         };
         {
             let (names, f) = (names.clone(), f.clone());
-            self.blocking(move |_| names.save(&f)).await?;
+            self.ctx.blocking(move |_| names.save(&f)).await?;
         }
-        let net = &self.parts().net;
+        let net = &self.ctx.services.net;
         net.subscribe(shoal_net::names::topic(&peer, &name), true).await?;
         self.lookup_follow(&peer, &name).await;
         self.update_follow(key.clone()).await;
@@ -148,18 +156,20 @@ impl Node {
 
     /// Every follow.
     pub fn follows(&self) -> Vec<crate::names::Follow> {
-        self.inner.names.follows()
+        self.ctx.names.follows()
     }
 
     /// Stops following into the local name `local` (its versions stay).
     pub async fn unfollow(&self, local: &str) -> Result<crate::names::Follow> {
-        let (names, l) = (self.inner.names.clone(), local.to_string());
+        let (names, l) = (self.ctx.names.clone(), local.to_string());
         let f = self
+            .ctx
             .blocking(move |_| Ok(names.remove(&l)))
             .await?
             .ok_or_else(|| Error::NotFound(format!("{local} follows nothing (shoal follows lists follows)")))?;
         if let Ok((peer, name)) = f.source() {
-            self.parts()
+            self.ctx
+                .services
                 .net
                 .subscribe(shoal_net::names::topic(&peer, &name), false)
                 .await?;
@@ -169,11 +179,12 @@ impl Node {
 
     /// Looks the followed name up on the DHT; a newer record than the
     /// follow knows is kept as pending (and wakes the updater).
-    pub(super) async fn lookup_follow(&self, peer: &PeerId, name: &str) {
-        let names = &self.inner.names;
+    async fn lookup_follow(&self, peer: &PeerId, name: &str) {
+        let names = &self.ctx.names;
         let key = shoal_net::names::dht_key(peer, name);
         let found = self
-            .parts()
+            .ctx
+            .services
             .net
             .get_name(key, names.settings.lookup)
             .await
@@ -185,8 +196,8 @@ impl Node {
 
     /// Takes the pending version of a follow, if newer than the one held:
     /// fetches what is missing, pins it, points the local name at it.
-    pub(super) async fn update_follow(&self, key: (String, String)) {
-        let names = self.inner.names.clone();
+    async fn update_follow(&self, key: (String, String)) {
+        let names = self.ctx.names.clone();
         let _one = names.updating.lock().await;
         let Some(f) = names.get(&key) else { return };
         let Ok(r) = shoal_net::names::verify(&f.pending) else {
@@ -198,12 +209,13 @@ impl Node {
         let (local, keep, root) = (f.local.clone(), f.keep, r.root);
         let started = Instant::now();
         let took = self
+            .ctx
             .blocking(move |n| {
-                let store = &n.parts.store;
+                let store = &n.services.store;
                 let session = store.session();
-                let fetched = n.parts.ensure_local(root, &session, &|_| {})?;
+                let fetched = n.services.ensure_local(root, &session, &|_| {})?;
                 store.pin(&root, PinKind::User)?;
-                let view = n.parts.ensure_view(root)?;
+                let view = n.services.ensure_view(root)?;
                 let previous = store.resolve_name(&local)?;
                 store.set_name(&local, &root)?;
                 let bytes = fetched.as_ref().map_or(0, |f| f.bytes_fetched);
@@ -215,8 +227,8 @@ impl Node {
         let Some(mut f) = names.get(&key) else { return };
         match took {
             Ok((bytes, view)) => {
-                self.announce(root).await;
-                self.announce(view).await;
+                self.ctx.announce(root).await;
+                self.ctx.announce(view).await;
                 tracing::info!(publisher = %key.0, name = %key.1, seq = r.seq, %root, bytes, secs = started.elapsed().as_secs_f64(), "took a followed version");
                 f.seq = r.seq;
                 f.root = Some(root);
@@ -243,78 +255,86 @@ impl Node {
             }
         }
         let newer = !f.pending.is_empty();
-        let _ = self.blocking(move |n| n.names.save(&f)).await;
+        let _ = self.ctx.blocking(move |n| n.names.save(&f)).await;
         if newer {
             names.wake(key);
         }
     }
+}
 
-    /// Puts published records back on the DHT, subscribes to followed
-    /// names, and starts the announcer and the follow updater.
-    pub(super) async fn start_names(&self, mut wakes: crate::names::Wakes) -> Result<()> {
-        let names = self.inner.names.clone();
-        let net = self.parts().net.clone();
-        for signed in names.all_published() {
+impl NodeCtx {
+    /// Puts published records back on the DHT and subscribes to followed
+    /// names (at start).
+    pub(super) async fn names_online(&self) -> Result<()> {
+        let net = &self.services.net;
+        for signed in self.names.all_published() {
             net.put_name(signed).await?;
         }
-        for f in names.follows() {
+        for f in self.names.follows() {
             if let Ok((peer, name)) = f.source() {
                 net.subscribe(shoal_net::names::topic(&peer, &name), true).await?;
             }
         }
-        let settings = names.settings;
-        // The announcer: current records again (followers ignore what they
-        // hold), and on the DHT every PUT_EVERY rounds.
-        let announcer = {
-            let (names, net) = (names.clone(), net.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(settings.announce);
-                let mut round = 0u32;
-                loop {
-                    tick.tick().await;
-                    round = round.wrapping_add(1);
-                    for signed in names.all_published() {
-                        let Ok(r) = shoal_net::names::verify(&signed) else {
-                            continue;
-                        };
-                        if round.is_multiple_of(crate::names::PUT_EVERY) {
-                            let _ = net.put_name(signed.clone()).await;
-                        }
-                        let _ = net
-                            .publish_to(shoal_net::names::topic(&r.publisher(), &r.name), signed)
-                            .await;
-                    }
+        Ok(())
+    }
+}
+
+/// The announcer: current records again (followers ignore what they
+/// hold), and on the DHT every PUT_EVERY rounds.
+pub(super) fn spawn_announcer(ctx: &Arc<NodeCtx>) -> tokio::task::JoinHandle<()> {
+    let (names, net) = (ctx.names.clone(), ctx.services.net.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(names.settings.announce);
+        let mut round = 0u32;
+        loop {
+            tick.tick().await;
+            round = round.wrapping_add(1);
+            for signed in names.all_published() {
+                let Ok(r) = shoal_net::names::verify(&signed) else {
+                    continue;
+                };
+                if round.is_multiple_of(crate::names::PUT_EVERY) {
+                    let _ = net.put_name(signed.clone()).await;
                 }
-            })
-        };
-        // The updater: wake-ups from gossip (and follow), a DHT lookup of
-        // every follow each poll (the first at once: an update a restart
-        // cut short completes).
-        let weak = Arc::downgrade(&self.inner);
-        let updater = tokio::spawn(async move {
-            let mut poll = tokio::time::interval(settings.poll);
-            loop {
-                tokio::select! {
-                    key = wakes.recv() => {
-                        let (Some(key), Some(inner)) = (key, weak.upgrade()) else { break };
-                        Node { inner }.update_follow(key).await;
-                    }
-                    _ = poll.tick() => {
-                        let Some(inner) = weak.upgrade() else { break };
-                        let node = Node { inner };
-                        for f in node.follows() {
-                            if let Ok((peer, name)) = f.source() {
-                                node.lookup_follow(&peer, &name).await;
-                            }
-                            node.update_follow(f.key()).await;
+                let _ = net
+                    .publish_to(shoal_net::names::topic(&r.publisher(), &r.name), signed)
+                    .await;
+            }
+        }
+    })
+}
+
+/// The follow updater: wake-ups from gossip (and follow), a DHT lookup of
+/// every follow each poll (the first at once: an update a restart cut
+/// short completes). Holds the node weakly: it ends with the node.
+pub(super) fn spawn_updater(ctx: &Arc<NodeCtx>) -> tokio::task::JoinHandle<()> {
+    let mut wakes = ctx
+        .wakes
+        .lock()
+        .expect("wakes lock")
+        .take()
+        .expect("the updater starts once");
+    let poll_every = ctx.names.settings.poll;
+    let weak = Arc::downgrade(ctx);
+    tokio::spawn(async move {
+        let mut poll = tokio::time::interval(poll_every);
+        loop {
+            tokio::select! {
+                key = wakes.recv() => {
+                    let (Some(key), Some(ctx)) = (key, weak.upgrade()) else { break };
+                    Names { ctx }.update_follow(key).await;
+                }
+                _ = poll.tick() => {
+                    let Some(ctx) = weak.upgrade() else { break };
+                    let names = Names { ctx };
+                    for f in names.follows() {
+                        if let Ok((peer, name)) = f.source() {
+                            names.lookup_follow(&peer, &name).await;
                         }
+                        names.update_follow(f.key()).await;
                     }
                 }
             }
-        });
-        let mut tasks = self.inner.tasks.lock().expect("tasks lock");
-        tasks.push(announcer.abort_handle());
-        tasks.push(updater.abort_handle());
-        Ok(())
-    }
+        }
+    })
 }

@@ -1,17 +1,25 @@
-//! `Node`'s queries: distributed reductions, the data variables a query
+//! [`Queries`]: the queries: distributed reductions, the data variables a query
 //! of several arrays covers, results kept as named datasets.
+
+use std::sync::Arc;
 
 use std::time::Instant;
 
 use shoal_core::Cid;
 use shoal_store::PinKind;
 
-use super::Node;
+use super::NodeCtx;
 use crate::error::{Error, Result};
 use crate::popularity::Kind;
 use crate::types::*;
 
-impl Node {
+/// Queries run from the node (from [`super::Node::queries`]).
+#[derive(Clone)]
+pub struct Queries {
+    pub(super) ctx: Arc<NodeCtx>,
+}
+
+impl Queries {
     /// Reduces one array of a dataset: chunks held here run on all cores,
     /// the rest run on peers that hold them (only partials come back), and
     /// what nobody computes is fetched and computed here.
@@ -19,16 +27,17 @@ impl Node {
         let root = target.dataset("query").map_err(|_| {
             Error::BadRequest("query takes a dataset (CID or NAME) and the array path separately".into())
         })?;
-        self.parts().pop.record(root, Kind::Query, 1);
+        self.ctx.services.pop.record(root, Kind::Query, 1);
         let spec = shoal_query::QuerySpec {
             array: spec.array.trim_matches('/').to_string(),
             ..spec
         };
-        let m = self.inner.metrics.clone();
+        let m = self.ctx.metrics.clone();
         m.queries.inc();
         let started = Instant::now();
         let r = self
-            .blocking(move |n| crate::query::execute(&n.parts, root, spec))
+            .ctx
+            .blocking(move |n| crate::query::execute(&n.services, root, spec))
             .await;
         m.query_seconds.observe(started.elapsed().as_secs_f64());
         if r.is_err() {
@@ -41,7 +50,8 @@ impl Node {
     /// `dims` (what `shoal query --all` reduces).
     pub async fn data_arrays(&self, target: &Target, dims: Vec<String>) -> Result<Vec<String>> {
         let root = target.dataset("query")?;
-        self.blocking(move |n| crate::query::data_arrays(&n.parts, root, &dims))
+        self.ctx
+            .blocking(move |n| crate::query::data_arrays(&n.services, root, &dims))
             .await
     }
 
@@ -74,18 +84,19 @@ impl Node {
             })
             .collect();
         let key = crate::results::key(root, &specs);
-        let file = self.inner.results_dir.join(&key);
+        let file = self.ctx.results_dir.join(&key);
         if !no_cache {
             let (nm, file) = (name.to_string(), file.clone());
             let hit = self
+                .ctx
                 .blocking(move |n| {
                     let Some(cached) = crate::results::load(&file) else {
                         return Ok(None);
                     };
-                    if !n.parts.complete_here(&cached.result) {
+                    if !n.services.complete_here(&cached.result) {
                         return Ok(None);
                     }
-                    let store = &n.parts.store;
+                    let store = &n.services.store;
                     store.pin(&cached.result, PinKind::User)?;
                     let previous = store.resolve_name(&nm)?;
                     store.set_name(&nm, &cached.result)?;
@@ -94,7 +105,7 @@ impl Node {
                 })
                 .await?;
             if let Some(c) = hit {
-                self.republish(name).await;
+                self.ctx.names().republish(name).await;
                 return Ok((c.reports(root), c.result, true));
             }
         }
@@ -102,7 +113,7 @@ impl Node {
         for spec in &specs {
             reports.push(self.query(target, spec.clone()).await?);
         }
-        let tmp = self.inner.results_dir.join(format!("{key}.partial"));
+        let tmp = self.ctx.results_dir.join(format!("{key}.partial"));
         let out = tmp.join("result.zarr");
         {
             let (reports, tmp, out) = (reports.clone(), tmp.clone(), out.clone());
@@ -112,14 +123,17 @@ impl Node {
                 serde_json::to_value(&specs)
             }
             .map_err(|e| Error::Internal(e.to_string()))?;
-            self.blocking(move |_| {
-                let _ = std::fs::remove_dir_all(&tmp);
-                std::fs::create_dir_all(&tmp).map_err(|e| Error::Internal(format!("{}: {e}", tmp.display())))?;
-                crate::results::write(&reports, query, &out)
-            })
-            .await?;
+            self.ctx
+                .blocking(move |_| {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    std::fs::create_dir_all(&tmp).map_err(|e| Error::Internal(format!("{}: {e}", tmp.display())))?;
+                    crate::results::write(&reports, query, &out)
+                })
+                .await?;
         }
         let added = self
+            .ctx
+            .datasets()
             .add_with(out, Some(name.to_string()), AddOptions::default(), no_progress())
             .await;
         let _ = std::fs::remove_dir_all(&tmp);

@@ -60,6 +60,16 @@ where
     }
 }
 
+/// Adds the Zarr directory `src` to `node` unnamed; its root.
+#[allow(dead_code)] // not every suite adds
+pub async fn add(node: &Node, src: std::path::PathBuf) -> shoal_core::Cid {
+    node.datasets()
+        .add(src, None, shoal_node::no_progress())
+        .await
+        .unwrap()
+        .root
+}
+
 /// `b` dials `a`.
 pub async fn connect(a: &Node, b: &Node) {
     let addr = a.info().await.unwrap().addrs[0].clone();

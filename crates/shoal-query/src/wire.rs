@@ -16,9 +16,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Plan;
 use crate::grid::Region;
 use crate::partial::{Op, Partial};
+use crate::plan::Plan;
 use crate::QuerySpec;
 
 /// Chunks per compute request: large enough to amortise a round trip, small

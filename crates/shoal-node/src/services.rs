@@ -1,5 +1,6 @@
-//! The parts of a running node that the policy, the query runner and the
-//! operations share, and the read helpers over them: a dataset's manifest
+//! [`Services`]: the store, the network and the block source of a running
+//! node, shared by its handles, the mirror policy, the query runner and the
+//! serve handlers, and the read helpers over them: a dataset's manifest
 //! from the store or peers, block reads for code on a blocking thread, and
 //! "make this dataset complete here".
 
@@ -20,7 +21,7 @@ use crate::types::Progress;
 /// Deadline of one reachability dial.
 const REACH_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) struct Parts {
+pub(crate) struct Services {
     pub store: Arc<Store>,
     pub net: shoal_net::Client,
     pub fetcher: Fetcher,
@@ -36,7 +37,7 @@ pub(crate) struct Parts {
     pub limits: crate::config::Limits,
 }
 
-impl Parts {
+impl Services {
     /// Loads a dataset's manifest: from the store, else from peers.
     /// Blocking: call from the blocking pool inside the node's runtime.
     pub fn manifest(&self, root: &Cid) -> Result<Manifest> {
@@ -152,7 +153,7 @@ impl Reader {
     }
 }
 
-impl Parts {
+impl Services {
     /// The UnixFS view of dataset `root` when it is held here in full
     /// (built now if need be), else None.
     pub fn view_if_complete(&self, root: Cid) -> Result<Option<Cid>> {
