@@ -8,8 +8,8 @@ use std::io;
 
 use serde::Serialize;
 
-use crate::api::*;
 use crate::output::{self, human_bytes, out};
+use shoal_api::*;
 
 /// A result the CLI prints.
 pub trait Render: Serialize {
@@ -53,7 +53,7 @@ impl Render for ConnectResult {
     }
 }
 
-impl Render for Vec<shoal_net::PeerInfo> {
+impl Render for Vec<PeerEntry> {
     fn text(&self) -> io::Result<()> {
         if self.is_empty() {
             out!("no connected peers (use `shoal connect MULTIADDR` or [network] bootstrap in config.toml)");
@@ -237,7 +237,27 @@ impl Render for Pinned {
 
 impl Render for Vec<PinInfo> {
     fn text(&self) -> io::Result<()> {
-        output::print_pins(self)
+        if self.is_empty() {
+            out!("no pinned or named datasets (add one with `shoal add PATH --name NAME`)");
+            return Ok(());
+        }
+        out!("{:<62}  {:<12}  {:>10}  {:>8}  NAMES", "ROOT", "KINDS", "SIZE", "KEYS");
+        for p in self {
+            let kinds = if p.kinds.is_empty() {
+                "named".to_string()
+            } else {
+                p.kinds.join(",")
+            };
+            out!(
+                "{:<62}  {:<12}  {:>10}  {:>8}  {}",
+                p.root,
+                kinds,
+                human_bytes(p.bytes),
+                p.keys,
+                p.names.join(",")
+            );
+        }
+        Ok(())
     }
 }
 
@@ -326,7 +346,37 @@ impl Render for Followed {
 
 impl Render for Vec<FollowInfo> {
     fn text(&self) -> io::Result<()> {
-        output::print_follows(self)
+        if self.is_empty() {
+            out!("following nothing (shoal follow PEERID/NAME)");
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        out!("{:<16}  {:>5}  {:<62}  {:>9}  FROM", "LOCAL", "SEQ", "ROOT", "UPDATED");
+        for f in self {
+            let updated = if f.updated == 0 {
+                "never".to_string()
+            } else {
+                format!("{}s ago", now.saturating_sub(f.updated))
+            };
+            out!(
+                "{:<16}  {:>5}  {:<62}  {:>9}  {}/{}",
+                f.local,
+                f.seq,
+                f.root.as_deref().unwrap_or("-"),
+                updated,
+                f.publisher,
+                f.name
+            );
+            if let Some(p) = f.pending {
+                out!("    sequence {p} heard, being fetched");
+            }
+            if let Some(e) = &f.error {
+                out!("    error: {e}");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -368,7 +418,7 @@ impl Render for Mounts {
     }
 }
 
-impl Render for shoal_store::GcStats {
+impl Render for GcResult {
     fn text(&self) -> io::Result<()> {
         out!(
             "removed {} blocks ({}); compacted {} segments, reclaimed {} on disk",
@@ -384,20 +434,187 @@ impl Render for shoal_store::GcStats {
     }
 }
 
-impl Render for shoal_store::FsckReport {
+impl Render for FsckResult {
     fn text(&self) -> io::Result<()> {
-        output::print_fsck(self)
+        out!(
+            "checked {} blocks ({})",
+            self.blocks_checked,
+            human_bytes(self.bytes_checked)
+        );
+        for b in &self.corrupt {
+            out!(
+                "corrupt: block {} (segment {}, offset {}): {}",
+                b.cid,
+                b.segment,
+                b.offset,
+                b.reason
+            );
+        }
+        if self.repaired {
+            out!("repair: removed {} corrupt blocks", self.removed_blocks);
+        }
+        for d in &self.incomplete {
+            let names = if d.names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", d.names.join(", "))
+            };
+            out!(
+                "incomplete: dataset {}{names} is missing {} blocks; re-add or re-pin it to restore",
+                d.root,
+                d.missing_blocks
+            );
+        }
+        if self.unreferenced_blocks > 0 {
+            out!(
+                "unreferenced: {} blocks ({}) no pin or name needs; `shoal gc` removes them",
+                self.unreferenced_blocks,
+                human_bytes(self.unreferenced_bytes)
+            );
+        }
+        if self.is_clean() {
+            out!("store is clean");
+        } else if !self.repaired && !self.corrupt.is_empty() {
+            out!("run `shoal fsck --repair` to drop corrupt blocks");
+        }
+        Ok(())
     }
 }
 
 impl Render for MirrorsResult {
     fn text(&self) -> io::Result<()> {
-        output::print_mirrors(self)
+        if self.budget == 0 {
+            out!("mirror budget: 0 (this daemon does not mirror; [mirror] budget in config.toml)");
+        } else {
+            out!(
+                "mirror budget: {} ({} used by {} mirrors)",
+                human_bytes(self.budget),
+                human_bytes(self.used),
+                self.mirrors.iter().filter(|m| m.complete).count()
+            );
+        }
+        out!(
+            "popularity: threshold {}, at most {} per source; {}",
+            self.threshold,
+            self.peer_cap,
+            if self.gossip {
+                format!(
+                    "{} peers reporting ({} reports accepted, {} rejected)",
+                    self.peers.peers, self.peers.accepted, self.peers.rejected
+                )
+            } else {
+                "gossip off".into()
+            }
+        );
+        if let Some(e) = &self.last_error {
+            out!("last policy run failed: {e}");
+        }
+        if !self.mirrors.is_empty() {
+            out!("\nMIRRORS");
+            for m in &self.mirrors {
+                let why = match &m.why {
+                    Some(w) => format!(
+                        "{} (score {} when chosen, {} copies wanted)",
+                        w.reason, w.score, w.copies_wanted
+                    ),
+                    None => "chosen before the last restart".into(),
+                };
+                let state = if m.complete { "" } else { "  [fetching]" };
+                out!(
+                    "{}  {:>10}  score {:>5}  {why}{state}",
+                    m.root,
+                    human_bytes(m.bytes),
+                    m.score
+                );
+            }
+        }
+        if !self.failed.is_empty() {
+            out!("\nFAILED HERE (not retried here for a while; other daemons step in)");
+            for f in &self.failed {
+                out!("{}  {}s ago: {}", f.root, f.secs_ago, f.error);
+            }
+        }
+        if !self.targets.is_empty() {
+            out!("\nREPLICA TARGETS");
+            for t in &self.targets {
+                let have = match (t.providers, t.checked_secs_ago) {
+                    (Some(p), Some(ago)) => format!("{p} reachable providers ({ago}s ago)"),
+                    _ => "providers not checked yet".into(),
+                };
+                let here = if t.held_here { ", held here" } else { "" };
+                if t.copies == 0 {
+                    out!("{}  cancelled{here}", t.root);
+                } else {
+                    out!("{}  {} copies wanted, {have}{here}", t.root, t.copies);
+                }
+            }
+        }
+        if !self.popular.is_empty() {
+            out!("\nMOST REQUESTED (window counts: blocks served / mount opens / queries)");
+            for p in &self.popular {
+                out!(
+                    "{}  score {:>5}  from {} sources  {} / {} / {}  (here: {} / {} / {})",
+                    p.root,
+                    p.score,
+                    p.sources,
+                    p.counts.blocks,
+                    p.counts.mounts,
+                    p.counts.queries,
+                    p.local.blocks,
+                    p.local.mounts,
+                    p.local.queries
+                );
+            }
+        }
+        Ok(())
     }
 }
 
 impl Render for StatsResult {
     fn text(&self) -> io::Result<()> {
-        output::print_stats(self)
+        let r = &self.store;
+        out!("repo:       {}", self.repo);
+        out!("blocks:     {}", r.blocks);
+        out!("live data:  {}", human_bytes(r.live_bytes));
+        out!(
+            "on disk:    {} in {} segments",
+            human_bytes(r.segment_bytes),
+            r.segments
+        );
+        out!("pins:       {}", r.pins);
+        out!("names:      {}", r.names);
+        if self.provide_failures > 0 {
+            out!(
+                "provides:   {} datasets could not be announced ([network] max_provided reached; see the daemon log)",
+                self.provide_failures
+            );
+        }
+        if self.handler_panics > 0 {
+            out!(
+                "panics:     {} peer requests hit a handler bug (answered; see the daemon log)",
+                self.handler_panics
+            );
+        }
+        if self.compute_refused > 0 {
+            out!(
+                "refused:    {} compute requests over the per-request memory bound",
+                self.compute_refused
+            );
+        }
+        if self.compute_liars > 0 {
+            out!(
+                "liars:      {} peers answered wrong compute partials (asked for no more compute)",
+                self.compute_liars
+            );
+        }
+        match r.quota {
+            Some(q) => out!(
+                "quota:      {} ({:.1}% used)",
+                human_bytes(q),
+                100.0 * r.live_bytes as f64 / q.max(1) as f64
+            ),
+            None => out!("quota:      none"),
+        }
+        Ok(())
     }
 }

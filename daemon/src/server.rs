@@ -25,8 +25,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shoal_node::{Node, ProgressFn};
 
-use crate::api::*;
-use crate::config::Repo;
+use shoal_api::*;
+use shoal_repo::Repo;
 
 /// How long shutdown waits for in-flight requests before exiting anyway.
 /// The store is crash-safe, so cutting a long add short loses no data.
@@ -158,8 +158,8 @@ async fn connect(State(d): St, JsonBody(req): JsonBody<ConnectRequest>) -> ApiRe
     }))
 }
 
-async fn peers(State(d): St) -> ApiResult<Json<Vec<shoal_net::PeerInfo>>> {
-    Ok(Json(d.node.peers().await?))
+async fn peers(State(d): St) -> ApiResult<Json<Vec<PeerEntry>>> {
+    Ok(Json(d.node.peers().await?.into_iter().map(Into::into).collect()))
 }
 
 #[derive(Deserialize)]
@@ -384,12 +384,12 @@ async fn unfollow(State(d): St, JsonBody(req): JsonBody<NameRequest>) -> ApiResu
     Ok(Json(d.node.names().unfollow(&req.name).await?.into()))
 }
 
-async fn gc(State(d): St) -> ApiResult<Json<shoal_store::GcStats>> {
-    Ok(Json(d.node.gc().await?))
+async fn gc(State(d): St) -> ApiResult<Json<GcResult>> {
+    Ok(Json(d.node.gc().await?.into()))
 }
 
-async fn fsck(State(d): St, JsonBody(req): JsonBody<FsckRequest>) -> ApiResult<Json<shoal_store::FsckReport>> {
-    Ok(Json(d.node.fsck(req.repair).await?))
+async fn fsck(State(d): St, JsonBody(req): JsonBody<FsckRequest>) -> ApiResult<Json<FsckResult>> {
+    Ok(Json(d.node.fsck(req.repair).await?.into()))
 }
 
 async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
@@ -400,7 +400,7 @@ async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
         provide_failures: d.node.net_stats().provide_failures.load(Ordering::Relaxed),
         handler_panics: d.node.net_stats().handler_panics.load(Ordering::Relaxed),
         names_rejected: d.node.net_stats().names_rejected.load(Ordering::Relaxed),
-        store: d.node.stats().await?,
+        store: d.node.stats().await?.into(),
     }))
 }
 
@@ -424,67 +424,33 @@ async fn list_mounts(State(d): St) -> Json<Vec<String>> {
 
 async fn query(State(d): St, JsonBody(req): JsonBody<QueryRequest>) -> ApiResult<Json<Vec<QueryResult>>> {
     let target = d.node.datasets().resolve(&req.target).await?;
-    let group = req.groupby.or(req.resample);
-    let arrays: Vec<String> = if req.all {
-        let mut dims = req.dims.clone();
-        dims.extend(group.as_ref().map(|g| g.dim.clone()));
-        let found = d.node.queries().data_arrays(&target, dims.clone()).await?;
-        if found.is_empty() {
-            return Err(shoal_node::Error::BadRequest(format!(
-                "no data variable of {} has the dimensions ({})",
-                req.target,
-                dims.join(", ")
-            ))
-            .into());
-        }
-        found
-    } else {
-        let list = req.array.as_deref().unwrap_or("");
-        let arrays: Vec<String> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(String::from)
-            .collect();
-        if arrays.is_empty() {
-            return Err(shoal_node::Error::BadRequest("name an array (or several: a,b), or --all".into()).into());
-        }
-        arrays
+    let arrays = match req.all {
+        true => shoal_node::Arrays::All,
+        false => shoal_node::Arrays::Listed(req.array.clone().unwrap_or_default()),
     };
-    let specs: Vec<shoal_query::QuerySpec> = arrays
-        .into_iter()
-        .map(|array| shoal_query::QuerySpec {
-            array,
-            op: req.op,
-            dims: req.dims.clone(),
-            sel: req.isel.clone(),
-            labels: req.sel.clone(),
-            coords: req.coords,
-            verify_all: req.verify.as_deref() == Some("all"),
-            group: group.clone(),
-            weights: req.weights.clone(),
-            ddof: req.ddof,
-            raw: req.raw,
-        })
-        .collect();
-    if let Some(name) = &req.name {
-        let (reports, result, cached) = d.node.queries().query_into(&target, specs, name, req.no_cache).await?;
-        let out = reports
-            .into_iter()
-            .map(|report| {
-                let mut r = QueryResult::from(report);
-                r.result = Some(result.to_string());
-                r.cached = cached;
-                r
-            })
-            .collect();
-        return Ok(Json(out));
-    }
-    let mut out = Vec::with_capacity(specs.len());
-    for spec in specs {
-        out.push(d.node.queries().query(&target, spec).await?.into());
-    }
-    Ok(Json(out))
+    let spec = shoal_query::QuerySpec {
+        array: String::new(),
+        op: req.op,
+        dims: req.dims,
+        sel: req.isel,
+        labels: req.sel,
+        coords: req.coords,
+        verify_all: req.verify.as_deref() == Some("all"),
+        group: req.groupby.or(req.resample),
+        weights: req.weights,
+        ddof: req.ddof,
+        raw: req.raw,
+    };
+    let keep = req.name.as_deref().map(|n| (n, req.no_cache));
+    let run = d.node.queries().run(&target, arrays, spec, keep).await?;
+    let out = run.reports.into_iter().map(|report| {
+        let mut r = QueryResult::from(report);
+        if let Some((root, cached)) = run.kept {
+            (r.result, r.cached) = (Some(root.to_string()), cached);
+        }
+        r
+    });
+    Ok(Json(out.collect()))
 }
 
 fn router(d: Arc<Daemon>) -> Router {

@@ -53,7 +53,7 @@ pub use keyread::KeyReader;
 pub use metrics::NodeMetrics;
 pub use mirror::{MirrorsView, Reason, Why};
 pub use names::{Follow, NameSettings, PublishReport};
-pub use node::{Datasets, Mirrors, Mounts, Names, Node, Pins, Queries};
+pub use node::{Arrays, Datasets, Mirrors, Mounts, Names, Node, Pins, Queries, QueryRun};
 pub use shoal_net::SwarmSettings;
 pub use shoal_unixfs::WalkLimits;
 pub use types::*;

@@ -30,7 +30,7 @@ pub use mirrors::Mirrors;
 pub use mounts::Mounts;
 pub use names::Names;
 pub use pins::Pins;
-pub use queries::Queries;
+pub use queries::{Arrays, Queries, QueryRun};
 
 /// How often pending access ticks are written to the store's index.
 const TICK_FLUSH_EVERY: Duration = Duration::from_secs(60);

@@ -19,7 +19,77 @@ pub struct Queries {
     pub(super) ctx: Arc<NodeCtx>,
 }
 
+/// The arrays a query reduces.
+pub enum Arrays {
+    /// Named: one, or several comma-separated (`sst,tas`).
+    Listed(String),
+    /// Every data variable that has the reduced (and grouped) dimensions.
+    All,
+}
+
+/// What [`Queries::run`] did: a report per array and, when the result was
+/// kept under a name, its root and whether it came from the cache.
+pub struct QueryRun {
+    pub reports: Vec<QueryReport>,
+    pub kept: Option<(Cid, bool)>,
+}
+
 impl Queries {
+    /// Runs `spec` over each of `arrays` of the target (`spec.array` is
+    /// set per array), or, with `keep = (NAME, no_cache)`, keeps the
+    /// result as the dataset NAME (see [`Queries::query_into`]).
+    pub async fn run(
+        &self,
+        target: &Target,
+        arrays: Arrays,
+        spec: shoal_query::QuerySpec,
+        keep: Option<(&str, bool)>,
+    ) -> Result<QueryRun> {
+        let arrays: Vec<String> = match arrays {
+            Arrays::All => {
+                let mut dims = spec.dims.clone();
+                dims.extend(spec.group.as_ref().map(|g| g.dim.clone()));
+                let found = self.data_arrays(target, dims.clone()).await?;
+                if found.is_empty() {
+                    let of = target.name.clone().unwrap_or_else(|| target.root.to_string());
+                    return Err(Error::BadRequest(format!(
+                        "no data variable of {of} has the dimensions ({})",
+                        dims.join(", ")
+                    )));
+                }
+                found
+            }
+            Arrays::Listed(list) => {
+                let arrays: Vec<String> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(String::from)
+                    .collect();
+                if arrays.is_empty() {
+                    return Err(Error::BadRequest("name an array (or several: a,b), or --all".into()));
+                }
+                arrays
+            }
+        };
+        let specs: Vec<shoal_query::QuerySpec> = arrays
+            .into_iter()
+            .map(|array| shoal_query::QuerySpec { array, ..spec.clone() })
+            .collect();
+        if let Some((name, no_cache)) = keep {
+            let (reports, root, cached) = self.query_into(target, specs, name, no_cache).await?;
+            return Ok(QueryRun {
+                reports,
+                kept: Some((root, cached)),
+            });
+        }
+        let mut reports = Vec::with_capacity(specs.len());
+        for spec in specs {
+            reports.push(self.query(target, spec).await?);
+        }
+        Ok(QueryRun { reports, kept: None })
+    }
+
     /// Reduces one array of a dataset: chunks held here run on all cores,
     /// the rest run on peers that hold them (only partials come back), and
     /// what nobody computes is fetched and computed here.

@@ -1,12 +1,6 @@
-//! The local API: request and reply types shared by the daemon and the CLI.
-//!
-//! HTTP/1.1 over the repo's Unix socket. Plain calls answer one JSON value.
-//! Long calls (`add`, `get`) answer newline-delimited JSON: zero or more
-//! [`Event::Progress`] lines, then exactly one `Done` or `Error` line. Errors
-//! are `{"error": "...", "kind": "..."}` with a matching HTTP status.
+//! The wire types, request and reply per call.
 
 use serde::{Deserialize, Serialize};
-use shoal_node::popularity::{Counts, GossipStats};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AddRequest {
@@ -33,21 +27,6 @@ pub struct VersionInfo {
     pub changed: u64,
     pub removed: u64,
     pub new_bytes: u64,
-}
-
-impl From<shoal_node::Version> for VersionInfo {
-    fn from(v: shoal_node::Version) -> Self {
-        VersionInfo {
-            version: v.number,
-            root: v.root.to_string(),
-            parent: v.parent.map(|p| p.to_string()),
-            time: v.time,
-            added: v.added,
-            changed: v.changed,
-            removed: v.removed,
-            new_bytes: v.new_bytes,
-        }
-    }
 }
 
 /// `shoal diff A B`.
@@ -94,7 +73,7 @@ pub struct GetRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GetResult {
     #[serde(default)]
-    pub fetched: Option<shoal_net::FetchReport>,
+    pub fetched: Option<FetchResult>,
     pub root: String,
     pub out: String,
     pub keys: u64,
@@ -223,7 +202,7 @@ pub struct PinResult {
     pub changed: bool,
     /// Set when the pin fetched data from peers.
     #[serde(default)]
-    pub fetched: Option<shoal_net::FetchReport>,
+    pub fetched: Option<FetchResult>,
     /// The replica target recorded (0 = a target cancelled by unpin).
     #[serde(default)]
     pub replicas: Option<u8>,
@@ -244,7 +223,7 @@ pub struct MirrorsResult {
     pub targets: Vec<TargetEntry>,
     /// The most requested datasets, highest score first.
     pub popular: Vec<PopularEntry>,
-    pub peers: GossipStats,
+    pub peers: GossipInfo,
     pub last_error: Option<String>,
     /// Mirrors that failed here recently (this daemon backs off from them).
     pub failed: Vec<FailedMirror>,
@@ -293,9 +272,9 @@ pub struct PopularEntry {
     /// Sources (this daemon, peers) reporting requests for it.
     pub sources: usize,
     /// Uncapped sums over all sources.
-    pub counts: Counts,
+    pub counts: CountsInfo,
     /// This daemon's own counts.
-    pub local: Counts,
+    pub local: CountsInfo,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -360,7 +339,7 @@ pub struct StatsResult {
     #[serde(default)]
     pub names_rejected: u64,
     #[serde(flatten)]
-    pub store: shoal_store::StatsReport,
+    pub store: StoreStats,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -513,218 +492,6 @@ fn parse_sel(s: &str) -> Result<(String, u64, u64), String> {
     Ok((dim.to_string(), a, b))
 }
 
-// From the node's typed results to these wire shapes.
-
-impl From<shoal_node::Error> for ApiError {
-    fn from(e: shoal_node::Error) -> Self {
-        use shoal_node::Error as E;
-        let kind = match &e {
-            E::NotFound(_) => ErrorKind::NotFound,
-            E::BadRequest(_) => ErrorKind::BadRequest,
-            E::Corrupt(_) => ErrorKind::Corrupt,
-            E::Full(_) => ErrorKind::Quota,
-            E::Unavailable(_) => ErrorKind::Unavailable,
-            E::Conflict(_) => ErrorKind::Conflict,
-            E::Internal(_) => ErrorKind::Internal,
-        };
-        ApiError {
-            error: e.message().to_string(),
-            kind,
-        }
-    }
-}
-
-impl From<shoal_node::Progress> for Progress {
-    fn from(p: shoal_node::Progress) -> Self {
-        Progress {
-            bytes_done: p.bytes_done,
-            bytes_total: p.bytes_total,
-            items_done: p.items_done,
-            items_total: p.items_total,
-            peers: p.peers,
-        }
-    }
-}
-
-impl From<shoal_node::AddReport> for AddResult {
-    fn from(r: shoal_node::AddReport) -> Self {
-        AddResult {
-            root: r.root.to_string(),
-            name: r.name,
-            zarr_format: r.zarr_format,
-            keys: r.keys,
-            bytes: r.bytes,
-            new_blocks: r.new_blocks,
-            new_bytes: r.new_bytes,
-            dup_blocks: r.dup_blocks,
-            reused_files: r.reused_files,
-            reused_bytes: r.reused_bytes,
-            version: r.version.map(|v| v.number),
-            unixfs: r.unixfs.to_string(),
-            seconds: r.elapsed.as_secs_f64(),
-        }
-    }
-}
-
-impl From<&shoal_core::manifest::Entry> for LsEntry {
-    fn from(e: &shoal_core::manifest::Entry) -> Self {
-        LsEntry {
-            size: e.size,
-            blocks: e.blocks().len(),
-            inline: matches!(e.content, shoal_core::manifest::Content::Inline(_)),
-            cids: e.blocks().iter().map(|c| c.to_string()).collect(),
-            key: e.key.clone(),
-        }
-    }
-}
-
-impl From<shoal_node::ExportReport> for GetResult {
-    fn from(r: shoal_node::ExportReport) -> Self {
-        GetResult {
-            fetched: r.fetched,
-            root: r.root.to_string(),
-            out: r.out.display().to_string(),
-            keys: r.keys,
-            bytes: r.bytes,
-            seconds: r.elapsed.as_secs_f64(),
-        }
-    }
-}
-
-impl From<shoal_node::PinReport> for PinResult {
-    fn from(r: shoal_node::PinReport) -> Self {
-        PinResult {
-            root: r.root.to_string(),
-            name: r.name,
-            still_named: Vec::new(),
-            changed: r.changed,
-            fetched: r.fetched,
-            replicas: r.replicas,
-        }
-    }
-}
-
-impl From<shoal_node::UnpinReport> for PinResult {
-    fn from(r: shoal_node::UnpinReport) -> Self {
-        PinResult {
-            root: r.root.to_string(),
-            name: None,
-            still_named: r.still_named,
-            changed: r.changed,
-            fetched: None,
-            replicas: r.target_cancelled.then_some(0),
-        }
-    }
-}
-
-impl From<shoal_node::PinEntry> for PinInfo {
-    fn from(p: shoal_node::PinEntry) -> Self {
-        PinInfo {
-            root: p.root.to_string(),
-            kinds: p.kinds.iter().map(|k| format!("{k:?}").to_lowercase()).collect(),
-            names: p.names,
-            bytes: p.bytes,
-            keys: p.keys,
-        }
-    }
-}
-
-impl From<shoal_node::QueryReport> for QueryResult {
-    fn from(r: shoal_node::QueryReport) -> Self {
-        QueryResult {
-            root: r.root.to_string(),
-            array: r.array,
-            op: r.op,
-            dims: r.dims,
-            reduced: r.reduced,
-            shape: r.shape,
-            values: r.values.into_iter().map(|v| (!v.is_nan()).then_some(v)).collect(),
-            source_dtype: r.source_dtype,
-            chunks: r.chunks,
-            chunks_local: r.chunks_local,
-            chunks_remote: r.chunks_remote.into_iter().map(|(p, n)| (p.to_string(), n)).collect(),
-            chunks_fetched: r.chunks_fetched,
-            network_bytes: r.network_bytes,
-            seconds: r.elapsed.as_secs_f64(),
-            selection: r.selection,
-            liars: r.liars.iter().map(|p| p.to_string()).collect(),
-            chunks_checked: r.chunks_checked,
-            result: None,
-            cached: false,
-            coords: r.coords,
-            attrs: r.attrs,
-        }
-    }
-}
-
-impl From<shoal_node::MirrorsView> for MirrorsResult {
-    fn from(v: shoal_node::MirrorsView) -> Self {
-        let why = |w: shoal_node::Why| MirrorWhy {
-            reason: match w.reason {
-                shoal_node::Reason::Popular => "popular".into(),
-                shoal_node::Reason::Replicas => "replicas".into(),
-            },
-            score: w.score,
-            sources: w.sources,
-            copies_wanted: w.copies_wanted,
-        };
-        MirrorsResult {
-            budget: v.budget,
-            used: v.used,
-            threshold: v.threshold,
-            peer_cap: v.peer_cap,
-            gossip: v.gossip,
-            mirrors: v
-                .mirrors
-                .into_iter()
-                .map(|m| MirrorEntry {
-                    root: m.root.to_string(),
-                    bytes: m.bytes,
-                    score: m.score,
-                    why: m.why.map(why),
-                    complete: m.complete,
-                })
-                .collect(),
-            targets: v
-                .targets
-                .into_iter()
-                .map(|t| TargetEntry {
-                    root: t.root.to_string(),
-                    copies: t.copies,
-                    set_at: t.set_at,
-                    recorded_here: t.recorded_here,
-                    held_here: t.held_here,
-                    providers: t.providers,
-                    checked_secs_ago: t.checked_secs_ago,
-                })
-                .collect(),
-            popular: v
-                .popular
-                .into_iter()
-                .map(|s| PopularEntry {
-                    root: s.root.to_string(),
-                    score: s.score,
-                    sources: s.sources,
-                    counts: s.counts,
-                    local: s.local,
-                })
-                .collect(),
-            peers: v.peers,
-            last_error: v.last_error,
-            runs: v.runs,
-            failed: v
-                .failed
-                .into_iter()
-                .map(|f| FailedMirror {
-                    root: f.root.to_string(),
-                    error: f.error,
-                    secs_ago: f.ago.as_secs(),
-                })
-                .collect(),
-        }
-    }
-}
-
 #[derive(Debug, Serialize, Deserialize)]
 pub struct NameRequest {
     pub name: String,
@@ -739,18 +506,6 @@ pub struct PublishResult {
     pub seq: u64,
     /// False when the name had not moved (its record was announced again).
     pub new: bool,
-}
-
-impl From<shoal_node::PublishReport> for PublishResult {
-    fn from(r: shoal_node::PublishReport) -> Self {
-        PublishResult {
-            publisher: r.publisher,
-            name: r.name,
-            root: r.root.to_string(),
-            seq: r.seq,
-            new: r.new,
-        }
-    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -787,18 +542,113 @@ pub struct FollowInfo {
     pub error: Option<String>,
 }
 
-impl From<shoal_node::Follow> for FollowInfo {
-    fn from(f: shoal_node::Follow) -> Self {
-        let pending = Some(f.pending_seq()).filter(|p| *p > f.seq);
-        FollowInfo {
-            publisher: f.publisher,
-            name: f.name,
-            local: f.local,
-            seq: f.seq,
-            root: f.root.map(|r| r.to_string()),
-            updated: f.updated,
-            pending,
-            error: f.error,
-        }
+/// Blocks and segments removed and reclaimed by `shoal gc`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct GcResult {
+    pub removed_blocks: u64,
+    pub removed_bytes: u64,
+    pub compacted_segments: u64,
+    pub reclaimed_disk_bytes: u64,
+    /// Pinned or named datasets missing part of their manifest.
+    #[serde(default)]
+    pub incomplete: Vec<String>,
+}
+
+/// What `shoal fsck` found (and, with `--repair`, did).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct FsckResult {
+    pub blocks_checked: u64,
+    pub bytes_checked: u64,
+    pub corrupt: Vec<CorruptBlock>,
+    pub incomplete: Vec<IncompleteDataset>,
+    pub unreferenced_blocks: u64,
+    pub unreferenced_bytes: u64,
+    pub repaired: bool,
+    pub removed_blocks: u64,
+}
+
+impl FsckResult {
+    /// Nothing corrupt and every pinned or named dataset complete.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty() && self.incomplete.is_empty()
     }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CorruptBlock {
+    pub cid: String,
+    pub segment: u64,
+    pub offset: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IncompleteDataset {
+    pub root: String,
+    pub names: Vec<String>,
+    pub missing_blocks: usize,
+}
+
+/// Store totals (flattened into [`StatsResult`]).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StoreStats {
+    pub blocks: u64,
+    pub live_bytes: u64,
+    pub segment_bytes: u64,
+    pub segments: u64,
+    pub pins: u64,
+    pub names: u64,
+    pub quota: Option<u64>,
+}
+
+/// What a pin or get fetched from peers.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct FetchResult {
+    pub root: String,
+    pub blocks_fetched: u64,
+    pub bytes_fetched: u64,
+    /// True when the dataset was already complete here.
+    pub already_local: bool,
+    /// Providers that delivered blocks.
+    pub peers_used: Vec<String>,
+    /// Providers banned for sending wrong bytes.
+    pub banned: Vec<String>,
+    /// Per provider: its share and its measured link.
+    #[serde(default)]
+    pub links: Vec<LinkInfo>,
+}
+
+/// One provider's share of a fetch and what was measured of its link.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct LinkInfo {
+    pub peer: String,
+    pub bytes: u64,
+    pub peak_inflight: u64,
+    pub bdp: Option<u64>,
+    pub min_rtt_ms: Option<f64>,
+    pub max_rate: f64,
+}
+
+/// A connected peer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerEntry {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+}
+
+/// Popularity reports heard from peers.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct GossipInfo {
+    pub peers: usize,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub targets_known: usize,
+}
+
+/// Requests in the popularity window: blocks served, mount opens, queries.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub struct CountsInfo {
+    pub blocks: u64,
+    pub mounts: u64,
+    pub queries: u64,
 }

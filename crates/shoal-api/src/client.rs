@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::api::{ApiError, Event, Progress};
+use crate::{ApiError, Event, Progress};
 
 /// The daemon is not running: exit code 3 so scripts can tell.
 #[derive(Debug, thiserror::Error)]

@@ -1,147 +1,14 @@
-//! The repo: its location, layout and `config.toml`.
-//!
-//! ```text
-//! $SHOAL_HOME/            (mode 0700)
-//!   config.toml           settings, documented below
-//!   api.sock              the local API (mode 0600), present while running
-//!   store/                the block store (shoal-store)
-//! ```
-
-use std::path::{Path, PathBuf};
+//! `config.toml`: its schema (one section per part: store, network, mount,
+//! mirror, query, gateway, names, limits), defaults and checks, and how it
+//! becomes the settings the node and the gateway start with.
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use shoal_node::{Budget, MirrorSettings, NodeConfig};
 
-/// The commented config written by `shoal init` / first `shoal daemon`.
-const DEFAULT_CONFIG: &str = r#"# shoal repo configuration.
-# Sizes accept plain bytes or units: "500MiB", "20GiB", "1TB".
-
-[store]
-# Maximum bytes of block data kept. When exceeded, data not reachable from
-# a user pin or a name is evicted, least recently used first; a pin or add
-# that cannot fit fails with a clear error. "0" means no limit.
-quota = "0"
-# Maximum bytes of read-through cache: blocks fetched for mount, gateway and
-# `cat` readers that no pin or name holds, evicted least recently read
-# first, so readers cannot fill the disk whatever the quota says. "auto" =
-# 10% of the free space on the repo's disk at start, at most 50GiB; "0"
-# keeps none.
-cache = "auto"
-# Maximum block size for `shoal add` (chunks larger than this are split).
-block_size = "1MiB"
-
-[network]
-# Multiaddrs to listen on (4801 is shoal's default port).
-listen = ["/ip4/0.0.0.0/tcp/4801"]
-# Peers to connect to at start, e.g. "/ip4/10.0.0.5/tcp/4801/p2p/12D3KooW...".
-bootstrap = []
-# Private swarm: path (relative to the repo) of a libp2p pre-shared
-# swarm.key file. Peers without the same key cannot connect. TCP only.
-swarm_key = ""
-# If non-empty, only these peer IDs may connect to this daemon or be dialled.
-allow_peers = []
-# How often this daemon re-announces the datasets it holds on the DHT.
-reprovide_interval = "1h"
-# Deadline of one block request to a peer.
-request_timeout = "20s"
-# How long to search the DHT for the providers of a dataset.
-provider_timeout = "20s"
-# Deadline of one block read through the network (mount, cat of a remote key).
-block_timeout = "30s"
-# DHT provider records: datasets this daemon may announce, and keys of
-# other peers' records it keeps (the oldest go first; a flood of made-up
-# announcements never displaces this daemon's own).
-max_provided = 1048576
-provider_records = 16384
-
-[mount]
-# Chunk files fetched ahead when a directory is read in order.
-readahead_files = 4
-# Blocks prefetched at once per mount (the prefetch bandwidth budget).
-prefetch_inflight = 32
-# Memory for verified blocks per mount (the kernel reads in pieces smaller
-# than a block; prefetched blocks wait here for their reader).
-cache = "64MiB"
-# Memory for the key tables of the directories a mount has listed (about
-# 400 bytes per key plus 96 per block). Past it the mount asks the kernel
-# to forget the least recently used directories; one directory that alone
-# would pass it fails with ENOMEM, named in the daemon log.
-table_memory = "256MiB"
-
-[mirror]
-# Every daemon counts requests per dataset (blocks served, mount opens,
-# queries) over a sliding window and shares the counts with its peers.
-# Bytes of popular datasets, and of datasets other daemons asked to be
-# replicated (`shoal pin --replicas N`), this daemon may keep as evictable
-# mirrors. "auto" = 10% of the free space on the repo's disk, at most 50GiB.
-# "0" opts out: this daemon never mirrors (it still shares its counts).
-budget = "auto"
-# A dataset is popular when its score reaches this: requests in the window,
-# summed over the daemons that report them.
-threshold = 64
-# The most one source (this daemon or one peer) adds to a dataset's score.
-# Below the threshold, so no single peer can make a dataset popular alone.
-peer_cap = 48
-# The sliding window requests are counted over.
-window = "10m"
-# How often counts are shared on the gossip topic /shoal/popularity/1.
-# "0" = never: this daemon neither shares nor hears popularity.
-gossip_interval = "15s"
-# How often the policy runs: mirror, evict, check replica targets.
-check_interval = "30s"
-# Copies popularity alone asks for at most (1 + score / threshold, capped
-# here); replica targets may ask for more.
-max_popular_replicas = 4
-
-[query]
-# Memory one query may use here: result grids (48 bytes per result cell,
-# one grid the workers share, two more for peers' answers), decode buffers
-# per worker, the chunk list. Fewer workers are used
-# before a query is refused with a message saying what to select less of.
-# A peer's compute request may use an eighth of it. "auto" = a quarter of
-# this machine's RAM.
-memory = "auto"
-
-[gateway]
-# The read-only HTTP gateway (Zarr over HTTP for xarray/fsspec, and
-# /metrics): HOST:PORT to serve on; port 0 picks a free port (see `shoal
-# id`). "" turns it off. A non-loopback address serves every dataset this
-# daemon can reach to whoever can connect: that is the operator's choice.
-listen = "127.0.0.1:8080"
-# Requests served at once (more wait, then get 503), and the deadline to a
-# response's first byte (resolving the dataset, the key, its first block).
-max_requests = 256
-request_timeout = "60s"
-# Blocks fetched ahead of the client per response (memory per response is
-# this many blocks, whatever the key's size).
-blocks_ahead = 8
-# A connection that moves no byte either way for this long is closed (a
-# client that stops reading gives its request slot back), and at most this
-# many connections are open at once.
-idle_timeout = "60s"
-max_connections = 1024
-
-[names]
-# Published names (`shoal publish`) are announced to followers again this
-# often (each new version at once); followed names are looked up on the DHT
-# this often, in case an announcement was missed.
-announce_interval = "10s"
-poll_interval = "60s"
-
-[limits]
-# Bounds on what untrusted input (a CAR, a gateway path, a peer's request)
-# may make this daemon do; docs/decisions/0015-hostile-input.md lists every
-# input and its bounds. A walk of a DAG from outside may expand this many
-# node references, stand for this many bytes, and nest this deep.
-walk_nodes = 10000000
-walk_bytes = "1TiB"
-walk_depth = 64
-# A CAR's files may stand for at most this many times the bytes of its
-# distinct blocks (a block linked many times is how a 1 MB CAR asks for
-# terabytes).
-car_expansion = 16
-"#;
+/// The commented config written by `shoal init` / first `shoal daemon`
+/// (every setting, its default and what it does: `config.default.toml`).
+pub(crate) const DEFAULT_CONFIG: &str = include_str!("../config.default.toml");
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -397,7 +264,7 @@ impl MirrorConfig {
 impl Config {
     /// What the node is started with: every setting parsed and checked,
     /// the identity and swarm key read from the repo.
-    pub fn node_config(&self, repo: &Repo) -> Result<NodeConfig> {
+    pub fn node_config(&self, repo: &crate::Repo) -> Result<NodeConfig> {
         let n = &self.network;
         let parse_addrs = |v: &[String], what: &str| -> Result<Vec<shoal_net::Multiaddr>> {
             v.iter()
@@ -628,120 +495,6 @@ pub fn parse_size(s: &str) -> Result<u64> {
     Ok((n * mult as f64) as u64)
 }
 
-/// A resolved repo directory.
-#[derive(Debug, Clone)]
-pub struct Repo {
-    pub home: PathBuf,
-}
-
-impl Repo {
-    /// `--home`, else `SHOAL_HOME` (clap fills both), else `~/.shoal`.
-    pub fn locate(home: Option<PathBuf>) -> Result<Self> {
-        let home = match home {
-            Some(h) => h,
-            None => {
-                let base = std::env::var_os("HOME").context("neither --home, SHOAL_HOME nor HOME is set")?;
-                PathBuf::from(base).join(".shoal")
-            }
-        };
-        Ok(Self { home })
-    }
-
-    pub fn config_path(&self) -> PathBuf {
-        self.home.join("config.toml")
-    }
-    pub fn socket_path(&self) -> PathBuf {
-        self.home.join("api.sock")
-    }
-    pub fn store_path(&self) -> PathBuf {
-        self.home.join("store")
-    }
-    pub fn identity_path(&self) -> PathBuf {
-        self.home.join("identity.key")
-    }
-
-    /// The daemon's persistent ed25519 identity (created by `init`).
-    pub fn load_identity(&self) -> Result<shoal_net::Keypair> {
-        let path = self.identity_path();
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        shoal_net::Keypair::from_protobuf_encoding(&bytes)
-            .with_context(|| format!("{} is not a valid identity key", path.display()))
-    }
-
-    pub fn exists(&self) -> bool {
-        self.config_path().exists()
-    }
-
-    /// Creates the repo (0700 directory + identity + default config).
-    /// Returns false if it already existed. Each file is written to a
-    /// temporary name, synced and renamed, config.toml last: an init cut
-    /// short (a crash, a full disk) leaves no config, and the next `init`
-    /// or `daemon` finishes it, keeping an identity that was completed.
-    pub fn init(&self, listen: &[String], gateway: Option<&str>) -> Result<bool> {
-        if self.exists() {
-            return Ok(false);
-        }
-        create_private_dir(&self.home)?;
-        if self.load_identity().is_err() {
-            let key = shoal_net::Keypair::generate_ed25519().to_protobuf_encoding()?;
-            install_private(&self.identity_path(), &key)?;
-        }
-        let mut text = DEFAULT_CONFIG.to_string();
-        if !listen.is_empty() {
-            let list: Vec<String> = listen.iter().map(|a| format!("{a:?}")).collect();
-            text = text.replace(
-                r#"listen = ["/ip4/0.0.0.0/tcp/4801"]"#,
-                &format!("listen = [{}]", list.join(", ")),
-            );
-        }
-        if let Some(g) = gateway {
-            text = text.replace(r#"listen = "127.0.0.1:8080""#, &format!("listen = {g:?}"));
-        }
-        install_private(&self.config_path(), text.as_bytes())?;
-        Ok(true)
-    }
-
-    pub fn load_config(&self) -> Result<Config> {
-        let path = self.config_path();
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        // Values are checked when they become the node's settings
-        // (`Config::node_config`), before anything starts.
-        toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))
-    }
-}
-
-/// Writes `p` atomically (mode 0600): a temporary file, synced, renamed,
-/// then the directory synced.
-fn install_private(p: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = p.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp); // left by an earlier attempt
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(data)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, p).with_context(|| format!("installing {}", p.display()))?;
-    if let Some(dir) = p.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
-    }
-    Ok(())
-}
-
-fn create_private_dir(p: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(p)
-        .with_context(|| format!("creating repo directory {}", p.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,32 +506,6 @@ mod tests {
         assert_eq!(parse_size("2 GiB").unwrap(), 2 << 30);
         assert_eq!(parse_size("1.5KB").unwrap(), 1500);
         assert!(parse_size("12 parsecs").is_err());
-    }
-
-    /// Regression (hardening 11): an init cut short anywhere can be
-    /// repeated; a completed identity survives it.
-    #[test]
-    fn an_interrupted_init_is_finished_by_the_next() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = Repo {
-            home: dir.path().join("repo"),
-        };
-        // Cut after the identity: no config yet.
-        assert!(repo.init(&[], None).unwrap());
-        let id = std::fs::read(repo.identity_path()).unwrap();
-        std::fs::remove_file(repo.config_path()).unwrap();
-        std::fs::write(repo.home.join("config.tmp"), "half a con").unwrap();
-        assert!(repo.init(&["/ip4/127.0.0.1/tcp/0".into()], None).unwrap());
-        assert_eq!(std::fs::read(repo.identity_path()).unwrap(), id, "the identity changed");
-        assert!(repo.load_config().unwrap().network.listen[0].contains("127.0.0.1"));
-        // Cut while writing the identity: a truncated key is replaced.
-        std::fs::remove_file(repo.config_path()).unwrap();
-        std::fs::write(repo.identity_path(), b"\x08\x01").unwrap();
-        std::fs::write(repo.home.join("identity.tmp"), b"junk").unwrap();
-        assert!(repo.init(&[], None).unwrap());
-        repo.load_identity().unwrap();
-        repo.load_config().unwrap();
-        assert!(!repo.init(&[], None).unwrap(), "a complete repo is left alone");
     }
 
     #[test]
