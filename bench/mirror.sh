@@ -23,17 +23,13 @@ GIB=${1:-0.25}
 MEASURE=${2:-60}
 PART=${3:-all}
 W=${BENCH_DIR:-/tmp/shoal-mirrorbench}
-scripts/setup-venv.sh
-# SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
-[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
-BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-for m in "$W"/mnt*; do umount -l "$m" 2>/dev/null || true; done
-rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
+for m in "$W"/mnt*; do umount -l "$m" 2>/dev/null || true; done
+bench_init
 NS=shoalgossip
 cleanup() {
   for m in "$W"/mnt*; do umount -l "$m" 2>/dev/null || true; done
-  kill "${PIDS[@]}" 2>/dev/null || true
+  bench_cleanup
   ip netns del $NS 2>/dev/null || true
 }
 trap cleanup EXIT

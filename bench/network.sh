@@ -14,17 +14,12 @@ cd "$(dirname "$0")/.."
 GIB=${1:-1.1}
 RUNS=${2:-3}
 W=${BENCH_DIR:-/tmp/shoal-netbench}
-scripts/setup-venv.sh
-# SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
-[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
-BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-pkill -f "nginx -c $W/nginx-" || true  # a previous run's, if any
-rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
+bench_init
 need_nginx
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
-trap 'kill ${PIDS[@]} 2>/dev/null || true; pkill -f "nginx -c $W/nginx-" || true' EXIT
+trap bench_cleanup EXIT
 
 start A
 ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)

@@ -20,18 +20,13 @@ GIB=${1:-0.25}
 RATE=${2:-400mbit}
 RUNS=${3:-3}
 W=${BENCH_DIR:-/tmp/shoal-provbench}
-scripts/setup-venv.sh
-# SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
-[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
-BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-pkill -f "nginx -c $W/nginx-" || true
-rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
+bench_init
 need_nginx
 .venv/bin/python bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
 cleanup() {
-  kill "${PIDS[@]}" 2>/dev/null || true
+  bench_cleanup
   nginx_stop
   for n in 1 2; do ip netns del shoalp$n 2>/dev/null || true; ip link del shoalv$n 2>/dev/null || true; done
 }

@@ -18,19 +18,14 @@ cd "$(dirname "$0")/.."
 GIB=${1:-1.1}
 RUNS=${2:-3}
 W=${BENCH_DIR:-/tmp/shoal-querybench}
-scripts/setup-venv.sh
-# SHOAL_BIN: measure another build (e.g. the previous commit's) instead.
-[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
+source bench/lib.sh
+umount -l "$W/mnt" 2>/dev/null || true
+bench_init
 cargo build --release -q -p shoal-query --example query_limit
 LIMIT=$PWD/target/release/examples/query_limit
-BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-PY=$PWD/.venv/bin/python
-umount -l "$W/mnt" 2>/dev/null || true
-rm -rf "$W" && mkdir -p "$W"
-source bench/lib.sh
 $PY bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
-trap 'umount -l "$W/mnt" 2>/dev/null || true; kill "${PIDS[@]}" 2>/dev/null || true; sleep 1; rm -rf "$W"' EXIT
+trap 'umount -l "$W/mnt" 2>/dev/null || true; bench_cleanup; sleep 1; rm -rf "$W"' EXIT
 start A; start C; start M
 ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" --name big | tail -1)
 "$BIN" --home "$W/C" connect "$(addr A)" >/dev/null

@@ -14,14 +14,10 @@ cd "$(dirname "$0")/.."
 KEYS=${1:-1000000}
 TEN=${2:-10}
 W=${BENCH_DIR:-/tmp/shoal-scalebench}
-scripts/setup-venv.sh
-[ -n "${SHOAL_BIN:-}" ] || cargo build --release -q -p shoal
-BIN=${SHOAL_BIN:-$PWD/target/release/shoal}
-PY=$PWD/.venv/bin/python
-umount -l "$W/mnt" 2>/dev/null || true
-rm -rf "$W" && mkdir -p "$W"
 source bench/lib.sh
-trap 'umount -l "$W/mnt" 2>/dev/null || true; kill "${PIDS[@]}" 2>/dev/null || true; sleep 1; rm -rf "$W"' EXIT
+umount -l "$W/mnt" 2>/dev/null || true
+bench_init
+trap 'umount -l "$W/mnt" 2>/dev/null || true; bench_cleanup; sleep 1; rm -rf "$W"' EXIT
 t0=$(now); $PY bench/make_many_keys.py "$W/many.zarr" "$KEYS" >/dev/null; t1=$(now)
 printf 'made %s keys in %.1fs\n' "$KEYS" "$(secs "$t0" "$t1")"
 start A

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 
 const DATASETS: &[&str] = &["v2_blosc", "v3_zstd", "v3_sharded", "ints_v2", "xr_v2", "xr_v3"];
@@ -73,8 +71,10 @@ fn same_tree_twice_stores_nothing_new_and_one_changed_chunk_stores_one_chunk() {
     assert_eq!(d.json(&["stats"])["blocks"].as_u64().unwrap(), blocks_after_first + 4);
 }
 
-#[test]
-fn kill9_during_a_large_add_then_restart_fsck_readd_gc() {
+/// A daemon killed (SIGKILL) once a 400-chunk add has stored 20 blocks,
+/// and restarted: the daemon, the work directory, the source, and what the
+/// CLI running the add printed and exited with.
+fn killed_mid_add() -> (Daemon, tempfile::TempDir, std::path::PathBuf, std::process::Output) {
     let mut d = Daemon::start();
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("big");
@@ -87,26 +87,34 @@ fn kill9_during_a_large_add_then_restart_fsck_readd_gc() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Kill the daemon once part of the data is in (bounded wait).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let blocks = d.json(&["stats"])["blocks"].as_u64().unwrap();
-        if blocks >= 20 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "add made no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_every(60, 20, "the add to store 20 blocks", || {
+        (d.json(&["stats"])["blocks"].as_u64().unwrap() >= 20).then_some(())
+    });
     d.kill9();
     let add_out = add.wait_with_output().unwrap();
-    assert!(!add_out.status.success(), "add should fail when the daemon dies");
-    let msg = String::from_utf8_lossy(&add_out.stderr);
-    assert!(msg.contains("daemon"), "{msg}");
-
     d.restart();
+    (d, work, src, add_out)
+}
+
+#[test]
+fn an_add_whose_daemon_is_killed_fails_saying_so() {
+    let (_d, _work, _src, add) = killed_mid_add();
+    assert!(!add.status.success(), "add should fail when the daemon dies");
+    let msg = String::from_utf8_lossy(&add.stderr);
+    assert!(msg.contains("daemon"), "{msg}");
+}
+
+#[test]
+fn after_a_kill_mid_add_the_restarted_store_is_clean() {
+    let (d, _work, _src, _) = killed_mid_add();
     let report = d.json(&["fsck"]);
     assert!(report["corrupt"].as_array().unwrap().is_empty(), "{report}");
     assert!(report["incomplete"].as_array().unwrap().is_empty(), "{report}");
+}
+
+#[test]
+fn after_a_kill_mid_add_the_add_completes_and_gc_keeps_exactly_it() {
+    let (d, work, src, _) = killed_mid_add();
     let root = d.add(&src, Some("big"));
     d.cli_ok(&["gc"]);
     let report = d.json(&["fsck"]);

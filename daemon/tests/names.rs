@@ -199,17 +199,20 @@ fn a_follower_killed_in_the_middle_of_an_update_completes_it_after_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, target) = publish_growing(&a, tmp.path(), 10);
     b.cli_ok(&["follow", &target]);
+    let blocks = |d: &Daemon| d.json(&["stats"])["blocks"].as_u64().unwrap();
+    let held_v1 = blocks(&b);
     grow("append", &src, 30);
     let v2 = a.add(&src, Some("sst"));
     wait_for(30, "the follower to hear of version 2", || {
         follow_of(&b, "sst")["pending"].as_u64().filter(|p| *p == 2)
     });
-    std::thread::sleep(Duration::from_millis(500));
-    let done_before = seq_of(&b, "sst") == 2;
+    // Each of A's answers takes 1.5 s and version 2 needs three rounds
+    // (root, manifest pages, chunks): kill B once the first has landed.
+    wait_for_every(30, 20, "the follower to store part of version 2", || {
+        (blocks(&b) > held_v1).then_some(())
+    });
+    assert_ne!(seq_of(&b, "sst"), 2, "the update finished before the kill");
     b.kill9();
-    if done_before {
-        eprintln!("note: the update finished before the kill");
-    }
     b.restart();
     b.connect(&a);
     wait_for(60, "the restarted follower to take version 2", || {

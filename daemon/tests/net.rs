@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -83,15 +83,13 @@ fn provider_killed_mid_transfer_the_pin_completes_from_the_other() {
     let mut pin = c.spawn_cli(&["pin", &root, "--json"]);
     // Kill A once it has served part of the dataset (its own count of
     // blocks served), while the pin is still running.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while served(&a, &root) == 0 {
+    wait_for_every(30, 50, "A to serve part of the dataset", || {
         assert!(
             pin.try_wait().unwrap().is_none(),
             "pin finished before A served anything"
         );
-        assert!(Instant::now() < deadline, "A served nothing in 30s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (served(&a, &root) > 0).then_some(())
+    });
     assert!(
         pin.try_wait().unwrap().is_none(),
         "pin finished before the provider was killed; slow the providers down"
@@ -212,15 +210,13 @@ fn the_fetching_daemon_killed_mid_pin_resumes_with_only_what_is_missing() {
     wait_providers(&c, &root, 1);
     let mut pin = c.spawn_cli(&["pin", &root]);
     // Kill C once some blocks have been written (bounded wait).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.json(&["stats"])["blocks"].as_u64().unwrap() < 30 {
-        assert!(Instant::now() < deadline, "no progress fetching");
+    wait_for_every(60, 50, "the pin to store 30 blocks", || {
         assert!(
             pin.try_wait().unwrap().is_none(),
             "pin finished before it could be interrupted"
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (c.json(&["stats"])["blocks"].as_u64().unwrap() >= 30).then_some(())
+    });
     c.kill9();
     let _ = pin.wait();
     c.restart();

@@ -300,6 +300,9 @@ pub struct NetStats {
     /// Name records rejected (forged, malformed, older, misplaced), from
     /// the DHT and from gossip.
     pub names_rejected: AtomicU64,
+    /// Provider records of other peers stored here (the DHT load others
+    /// put on this node).
+    pub provider_records_stored: AtomicU64,
 }
 
 impl NetStats {
@@ -1084,8 +1087,11 @@ impl EventLoop {
                 request: kad::InboundRequest::AddProvider { record: Some(record) },
             } => {
                 use libp2p::kad::store::RecordStore;
-                if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
-                    tracing::debug!(error = ?e, "a peer's provider record was not stored");
+                match self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
+                    Ok(()) => {
+                        self.stats.provider_records_stored.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::debug!(error = ?e, "a peer's provider record was not stored"),
                 }
             }
             kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {

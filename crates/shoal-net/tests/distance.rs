@@ -108,10 +108,12 @@ async fn at_50_ms_the_fetcher_keeps_the_bandwidth_delay_product_in_flight() {
 async fn a_provider_that_stops_answering_never_gets_more_than_the_window() {
     let (root, blocks) = dataset(200);
     let root_block = blocks[&root].clone();
-    // Answers the manifest root, then holds every request (6 s, past the
-    // fetch's 3 s deadline),
-    // counting how many it holds at once.
+    // Answers the manifest root, then holds every request until the test
+    // has seen the fetch give up (its 3 s deadline; at most 30 s, so the
+    // handlers end by themselves), counting how many it holds at once.
     let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = Arc::new(std::sync::Mutex::new(held));
     let serve: ServeFn = {
         let (now, peak) = (now.clone(), peak.clone());
         Arc::new(move |_, _, cids| {
@@ -120,7 +122,8 @@ async fn a_provider_that_stops_answering_never_gets_more_than_the_window() {
             }
             let n = now.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(n, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_secs(6));
+            // Released (or the sender dropped) when the test has its answer.
+            let _ = held.lock().unwrap().recv_timeout(Duration::from_secs(30));
             now.fetch_sub(1, Ordering::SeqCst);
             vec![None; cids.len()]
         })
@@ -139,6 +142,7 @@ async fn a_provider_that_stops_answering_never_gets_more_than_the_window() {
     // 200 blocks were wanted (25 requests); the provider never held more
     // than the fetcher's starting window, and was never pushed past its
     // own bound (nothing answered "skipped").
+    drop(release);
     let held = peak.load(Ordering::SeqCst);
     assert!((1..=start).contains(&held), "{held} requests outstanding at once");
     assert_eq!(provider.stats().skipped_requests.load(Ordering::Relaxed), 0);

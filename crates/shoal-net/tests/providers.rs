@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shoal_net::Client;
-use support::{busy, listening, serves_nothing, swarm_with};
+use support::{busy, listening, serves_nothing, swarm_with, wait_for};
 
 fn swarm(max_remote: usize) -> Client {
     swarm_with(serves_nothing(), busy(), |s| s.max_remote_provider_keys = max_remote)
@@ -49,16 +49,11 @@ async fn eleven_hundred_datasets_are_findable_and_a_provider_flood_changes_nothi
     // Wait (bounded) until A has heard the flood: it finds the evil peer
     // as provider of the last made-up key.
     let last = root(1_000_000 + 2999);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !a
-        .find_providers(last, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .contains(&evil.peer_id())
-    {
-        assert!(std::time::Instant::now() < deadline, "A never heard the flood");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(60, "A to hear the flood", || async {
+        let found = a.find_providers(last, Duration::from_secs(5)).await.unwrap();
+        found.contains(&evil.peer_id()).then_some(())
+    })
+    .await;
     // A still provides everything it held, and new datasets too.
     let new: Vec<shoal_core::Cid> = (5000..5100).map(root).collect();
     for r in &new {
@@ -81,36 +76,23 @@ async fn a_providers_record_outlives_it_on_the_peer_that_holds_it() {
     let r = root(42);
     let a_id = a.peer_id();
     a.provide(r).await.unwrap();
-    // Wait (bounded) until B holds A's record: B finds A without asking A.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !b
-        .find_providers(r, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .contains(&a_id)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "B never heard A's provider record"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // B may have found A by asking A itself: give A's ADD_PROVIDER (sent
-    // right after its closest-peers query) time to land before A goes.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Wait until B has stored A's record (the event: B counts every
+    // peer's provider record it stores), not merely found A by asking A.
+    let stored = || b.stats().provider_records_stored.load(Ordering::Relaxed);
+    wait_for(30, "B to store A's provider record", || async {
+        (stored() > 0).then_some(())
+    })
+    .await;
     drop(a);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for(20, "A's connection to B to close", || async {
+        (!b.is_connected(a_id).await.unwrap()).then_some(())
+    })
+    .await;
     c.dial(b_addr).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    let found = wait_for(20, "C to find A's record on B", || async {
         let found = c.find_providers(r, Duration::from_secs(5)).await.unwrap();
-        if found.contains(&a_id) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the record did not stay on B: {found:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        found.contains(&a_id).then_some(found)
+    })
+    .await;
+    assert!(found.contains(&a_id));
 }

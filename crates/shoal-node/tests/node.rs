@@ -84,16 +84,26 @@ fn mean_over_time() -> shoal_query::QuerySpec {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn add_ls_read_ranges_export_and_bad_input() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = dataset(tmp.path());
-    let node = start(&tmp.path().join("a")).await;
+/// A node holding the test dataset as "grid": the node, the add's report,
+/// the source directory (in `tmp`).
+async fn grid(tmp: &Path) -> (Node, shoal_node::AddReport, PathBuf) {
+    let src = dataset(tmp);
+    let node = start(&tmp.join("a")).await;
     let added = node
         .datasets()
         .add(src.clone(), Some("grid".into()), shoal_node::no_progress())
         .await
         .unwrap();
+    (node, added, src)
+}
+
+const GRID_KEYS: [&str; 6] = ["t/c/0/0", "t/c/0/1", "t/c/1/0", "t/c/1/1", "t/zarr.json", "zarr.json"];
+
+/// The add reports the keys, bytes and blocks of the tree; adding it again stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_counts_its_keys_and_blocks_and_a_second_stores_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, added, src) = grid(tmp.path()).await;
     assert_eq!((added.zarr_format, added.keys), (3, 6));
     let on_disk: u64 = ["zarr.json", "t/zarr.json", "t/c/0/0", "t/c/0/1", "t/c/1/0", "t/c/1/1"]
         .iter()
@@ -112,22 +122,33 @@ async fn add_ls_read_ranges_export_and_bad_input() {
         .await
         .unwrap();
     assert_eq!((again.root, again.new_blocks), (added.root, 0));
+    node.shutdown().await.unwrap();
+}
 
+/// Listing a dataset, whole or under a path, reads the manifest only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_lists_every_key_or_those_under_a_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, added, _) = grid(tmp.path()).await;
     let target = node.datasets().resolve("grid").await.unwrap();
     assert_eq!((target.root, target.name.as_deref()), (added.root, Some("grid")));
     let all = node.datasets().ls(&target).await.unwrap();
     let keys: Vec<&str> = all.entries.iter().map(|e| e.key.as_str()).collect();
-    assert_eq!(
-        keys,
-        ["t/c/0/0", "t/c/0/1", "t/c/1/0", "t/c/1/1", "t/zarr.json", "zarr.json"]
-    );
+    assert_eq!(keys, GRID_KEYS);
     let under = node
         .datasets()
         .ls(&node.datasets().resolve("grid/t/c/1").await.unwrap())
         .await
         .unwrap();
     assert_eq!(under.entries.len(), 2);
+    node.shutdown().await.unwrap();
+}
 
+/// A key reads whole or by byte range, as one buffer or streamed per block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reads_whole_or_by_any_range_whole_or_streamed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, added, src) = grid(tmp.path()).await;
     // A chunk of 96 bytes spans three 40-byte blocks: whole, inside one
     // block, across blocks, clamped past the end, empty.
     let chunk = std::fs::read(src.join("t/c/1/0")).unwrap();
@@ -152,6 +173,14 @@ async fn add_ls_read_ranges_export_and_bad_input() {
         node.datasets().open(added.root, "t/c").await,
         Err(Error::NotFound(_))
     ));
+    node.shutdown().await.unwrap();
+}
+
+/// The key tree's directories, the metadata documents and a key's blocks, from the manifest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_and_metadata_come_from_the_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, added, src) = grid(tmp.path()).await;
     // Directories of the key tree: immediate children, bounded.
     let top = node.datasets().dir(added.root, "", 100).await.unwrap().unwrap();
     let names: Vec<(&str, bool)> = top.children.iter().map(|c| (c.name.as_str(), c.dir)).collect();
@@ -180,7 +209,15 @@ async fn add_ls_read_ranges_export_and_bad_input() {
             .len(),
         3
     );
+    node.shutdown().await.unwrap();
+}
 
+/// An export writes every key back as it was added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_writes_every_key_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, _, src) = grid(tmp.path()).await;
+    let target = node.datasets().resolve("grid").await.unwrap();
     let out = tmp.path().join("out.zarr");
     let exported = node
         .datasets()
@@ -188,14 +225,22 @@ async fn add_ls_read_ranges_export_and_bad_input() {
         .await
         .unwrap();
     assert_eq!((exported.keys, exported.fetched.is_none()), (6, true));
-    for k in keys {
+    for k in GRID_KEYS {
         assert_eq!(
             std::fs::read(out.join(k)).unwrap(),
             std::fs::read(src.join(k)).unwrap(),
             "{k}"
         );
     }
+    node.shutdown().await.unwrap();
+}
 
+/// Bad input: clear errors by kind, nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_an_error_by_kind_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, added, _) = grid(tmp.path()).await;
+    let target = node.datasets().resolve("grid").await.unwrap();
     // Bad input: clear errors by kind, nothing changed.
     let e = node.datasets().resolve("nope").await.unwrap_err();
     assert!(
@@ -223,13 +268,21 @@ async fn add_ls_read_ranges_export_and_bad_input() {
     assert!(matches!(&e, Error::BadRequest(m) if m.contains("not a key")), "{e}");
     let e = node
         .datasets()
-        .export(&target, out, shoal_node::no_progress())
+        .export(&target, tmp.path().join("a"), shoal_node::no_progress())
         .await
         .unwrap_err();
     assert!(matches!(&e, Error::Conflict(m) if m.contains("not empty")), "{e}");
     assert_eq!(node.pins().list().await.unwrap().len(), 1);
     assert!(node.fsck(false).await.unwrap().is_clean());
+    node.shutdown().await.unwrap();
+}
 
+/// Unpinning by name drops the name; gc then frees everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpin_by_name_drops_the_name_and_gc_then_frees_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, _, _) = grid(tmp.path()).await;
+    let target = node.datasets().resolve("grid").await.unwrap();
     // Unpin by name drops the name too; gc then frees everything.
     let un = node.pins().unpin(&target).await.unwrap();
     assert!(un.changed && un.still_named.is_empty());

@@ -375,29 +375,32 @@ pub fn wait_within(mut child: Child, secs: u64, what: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Waits (bounded) until `d` reports `n` providers for `root`.
 /// Polls `f` every 200 ms until it returns Some, failing after `secs`.
-pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+/// The one bounded wait of the end-to-end tests.
+pub fn wait_for<T>(secs: u64, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_every(secs, 200, what, f)
+}
+
+/// [`wait_for`], polling every `every_ms` (for an event a test must catch
+/// soon after it happens, such as killing a process mid-operation).
+pub fn wait_for_every<T>(secs: u64, every_ms: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {
             return v;
         }
         assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(every_ms));
     }
 }
 
+/// Waits (bounded) until `d` reports `n` providers for `root`.
 pub fn wait_providers(d: &Daemon, root: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("{n} providers of {root}");
+    wait_for(30, &what, || {
         let got = d.json(&["providers", root])["providers"].as_array().unwrap().len();
-        if got >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "only {got} providers of {root} after 30s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (got >= n).then_some(())
+    })
 }
 
 /// Flips one byte of `chunk`'s bytes inside `d`'s pack segments.

@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use shoal_net::{Client, ComputeFn, EventLoop, NetConfig, ServeFn, SwarmSettings};
 
+#[path = "../../../shoal-node/tests/support/wait.rs"]
+mod wait;
+#[allow(unused_imports)] // not every suite waits
+pub use wait::wait_for;
+
 /// A swarm on loopback (any port) answering blocks with `serve`, compute
 /// requests with `compute`, gossip off; `tweak` adjusts its settings.
 pub fn swarm_with(serve: ServeFn, compute: ComputeFn, tweak: impl FnOnce(&mut SwarmSettings)) -> Client {
