@@ -187,12 +187,7 @@ async fn add(State(d): St, JsonBody(req): JsonBody<AddRequest>) -> Response {
             rehash: req.rehash,
             keep: req.keep,
         };
-        let car = path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("car"));
-        let r = if car {
-            d.node.datasets().add_car(path, req.name, opts, progress).await?
-        } else {
-            d.node.datasets().add_with(path, req.name, opts, progress).await?
-        };
+        let r = d.node.datasets().add_path(path, req.name, opts, progress).await?;
         Ok(AddResult::from(r))
     })
 }

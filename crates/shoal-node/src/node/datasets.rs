@@ -81,6 +81,22 @@ impl Datasets {
             .await
     }
 
+    /// Adds what `path` holds: a CAR file (by its `.car` extension, as
+    /// `ipfs-car pack` and `ipfs dag export` name them) or a Zarr directory.
+    pub async fn add_path(
+        &self,
+        path: PathBuf,
+        name: Option<String>,
+        opts: AddOptions,
+        progress: ProgressFn,
+    ) -> Result<AddReport> {
+        let car = path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("car"));
+        match car {
+            true => self.add_car(path, name, opts, progress).await,
+            false => self.add_with(path, name, opts, progress).await,
+        }
+    }
+
     /// Ingests a Zarr v2/v3 directory, pins it (user) and names it.
     pub async fn add(&self, path: PathBuf, name: Option<String>, progress: ProgressFn) -> Result<AddReport> {
         self.add_with(path, name, AddOptions::default(), progress).await
