@@ -504,33 +504,46 @@ type DialWaiter = (Multiaddr, oneshot::Sender<Result<PeerId>>);
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
-    served_tx: mpsc::Sender<(PeerId, ResponseChannel<BlockResponse>, BlockResponse)>,
     stats: Arc<NetStats>,
-    served_rx: mpsc::Receiver<(PeerId, ResponseChannel<BlockResponse>, BlockResponse)>,
-    inbound_per_peer: HashMap<PeerId, usize>,
     /// Remote addresses of established connections, for `peers`.
     peer_addrs: HashMap<PeerId, Vec<Multiaddr>>,
-    serve: ServeFn,
-    inbound_inflight: usize,
-    compute_fn: ComputeFn,
-    compute_inflight: usize,
-    computed_tx: mpsc::Sender<(ResponseChannel<Vec<u8>>, Vec<u8>)>,
-    computed_rx: mpsc::Receiver<(ResponseChannel<Vec<u8>>, Vec<u8>)>,
-    pending_compute: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>>>>,
-    pending_dials: HashMap<ConnectionId, DialWaiter>,
-    /// Dials whose connection is up, waiting for the peer's identify: only a
-    /// peer that runs protocols with us (swarm key, allow-list passed on
-    /// both sides) counts as connected.
-    awaiting_identify: HashMap<PeerId, Vec<DialWaiter>>,
-    pending_providers: HashMap<QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
-    pending_names: HashMap<QueryId, NameLookup>,
-    names_fn: Option<NameFn>,
-    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<BlockResponse>>>,
+    inbound: Inbound,
+    owed: Owed,
     provided: HashSet<Cid>,
     last_reprovide: Instant,
     bootstrap: Vec<Multiaddr>,
+    names_fn: Option<NameFn>,
     gossip_fn: Option<GossipFn>,
     topic: IdentTopic,
+}
+
+/// Peers' requests being served: the handlers, their bounds (in all and
+/// per peer), and the channels their answers come back on.
+struct Inbound {
+    serve: ServeFn,
+    compute: ComputeFn,
+    blocks_inflight: usize,
+    per_peer: HashMap<PeerId, usize>,
+    compute_inflight: usize,
+    served_tx: mpsc::Sender<(PeerId, ResponseChannel<BlockResponse>, BlockResponse)>,
+    served_rx: mpsc::Receiver<(PeerId, ResponseChannel<BlockResponse>, BlockResponse)>,
+    computed_tx: mpsc::Sender<(ResponseChannel<Vec<u8>>, Vec<u8>)>,
+    computed_rx: mpsc::Receiver<(ResponseChannel<Vec<u8>>, Vec<u8>)>,
+}
+
+/// Answers owed to this node's clients, by the request, connection or
+/// query they wait on.
+#[derive(Default)]
+struct Owed {
+    requests: HashMap<OutboundRequestId, oneshot::Sender<Result<BlockResponse>>>,
+    compute: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>>>>,
+    dials: HashMap<ConnectionId, DialWaiter>,
+    /// Dials whose connection is up, waiting for the peer's identify: only
+    /// a peer that runs protocols with us (swarm key, allow-list passed on
+    /// both sides) counts as connected.
+    identify: HashMap<PeerId, Vec<DialWaiter>>,
+    providers: HashMap<QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
+    names: HashMap<QueryId, NameLookup>,
 }
 
 fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
@@ -681,27 +694,24 @@ impl EventLoop {
             EventLoop {
                 swarm,
                 commands: rx,
-                served_tx,
-                served_rx,
                 stats,
-                serve: cfg.serve,
-                inbound_inflight: 0,
-                inbound_per_peer: HashMap::new(),
                 peer_addrs: HashMap::new(),
-                compute_fn: cfg.compute,
-                compute_inflight: 0,
-                computed_tx,
-                computed_rx,
-                pending_compute: HashMap::new(),
-                pending_dials: HashMap::new(),
-                awaiting_identify: HashMap::new(),
-                pending_providers: HashMap::new(),
-                pending_names: HashMap::new(),
-                names_fn: cfg.names,
-                pending_requests: HashMap::new(),
+                inbound: Inbound {
+                    serve: cfg.serve,
+                    compute: cfg.compute,
+                    blocks_inflight: 0,
+                    per_peer: HashMap::new(),
+                    compute_inflight: 0,
+                    served_tx,
+                    served_rx,
+                    computed_tx,
+                    computed_rx,
+                },
+                owed: Owed::default(),
                 provided: HashSet::new(),
                 last_reprovide: Instant::now(),
                 bootstrap: cfg.swarm.bootstrap,
+                names_fn: cfg.names,
                 gossip_fn: cfg.gossip,
                 topic,
             },
@@ -722,19 +732,19 @@ impl EventLoop {
                     Some(c) => self.on_command(c),
                     None => return,
                 },
-                Some((peer, channel, resp)) = self.served_rx.recv() => {
+                Some((peer, channel, resp)) = self.inbound.served_rx.recv() => {
                     let w = request_weight(resp.answers.len());
-                    self.inbound_inflight -= w;
-                    if let Some(n) = self.inbound_per_peer.get_mut(&peer) {
+                    self.inbound.blocks_inflight -= w;
+                    if let Some(n) = self.inbound.per_peer.get_mut(&peer) {
                         *n -= w;
                         if *n == 0 {
-                            self.inbound_per_peer.remove(&peer);
+                            self.inbound.per_peer.remove(&peer);
                         }
                     }
                     let _ = self.swarm.behaviour_mut().blocks.send_response(channel, resp);
                 }
-                Some((channel, resp)) = self.computed_rx.recv() => {
-                    self.compute_inflight -= 1;
+                Some((channel, resp)) = self.inbound.computed_rx.recv() => {
+                    self.inbound.compute_inflight -= 1;
                     let _ = self.swarm.behaviour_mut().compute.send_response(channel, resp);
                 }
             }
@@ -768,7 +778,7 @@ impl EventLoop {
                 let id = opts.connection_id();
                 match self.swarm.dial(opts) {
                     Ok(()) => {
-                        self.pending_dials.insert(id, (addr, reply));
+                        self.owed.dials.insert(id, (addr, reply));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(Error::Dial {
@@ -810,7 +820,7 @@ impl EventLoop {
                     .behaviour_mut()
                     .kad
                     .get_providers(RecordKey::new(&root.to_bytes()));
-                self.pending_providers.insert(id, (HashSet::new(), reply));
+                self.owed.providers.insert(id, (HashSet::new(), reply));
             }
             Command::Request {
                 peer,
@@ -823,7 +833,7 @@ impl EventLoop {
                     .behaviour_mut()
                     .blocks
                     .send_request(&peer, BlockRequest { root, cids });
-                self.pending_requests.insert(id, reply);
+                self.owed.requests.insert(id, reply);
             }
             Command::Ban { peer } => {
                 tracing::warn!(%peer, "banning peer: it sent bytes that do not match their CID");
@@ -832,7 +842,7 @@ impl EventLoop {
             }
             Command::Compute { peer, body, reply } => {
                 let id = self.swarm.behaviour_mut().compute.send_request(&peer, body);
-                self.pending_compute.insert(id, reply);
+                self.owed.compute.insert(id, reply);
             }
             Command::IsConnected { peer, reply } => {
                 let _ = reply.send(self.swarm.is_connected(&peer));
@@ -863,7 +873,7 @@ impl EventLoop {
             }
             Command::GetName { key, reply } => {
                 let id = self.swarm.behaviour_mut().kad.get_record(key);
-                self.pending_names.insert(id, (Vec::new(), reply));
+                self.owed.names.insert(id, (Vec::new(), reply));
             }
             Command::Subscribe { topic, on } => {
                 let t = IdentTopic::new(topic);
@@ -897,7 +907,7 @@ impl EventLoop {
                 let addr = Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer));
                 match self.swarm.dial(opts) {
                     Ok(()) => {
-                        self.pending_dials.insert(id, (addr, reply));
+                        self.owed.dials.insert(id, (addr, reply));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(Error::Dial {
@@ -932,8 +942,8 @@ impl EventLoop {
                         .kad
                         .add_address(&peer_id, endpoint.get_remote_address().clone());
                 }
-                if let Some(waiter) = self.pending_dials.remove(&connection_id) {
-                    self.awaiting_identify.entry(peer_id).or_default().push(waiter);
+                if let Some(waiter) = self.owed.dials.remove(&connection_id) {
+                    self.owed.identify.entry(peer_id).or_default().push(waiter);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -942,7 +952,7 @@ impl EventLoop {
                 peer_id,
             } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
-                if let Some((addr, reply)) = self.pending_dials.remove(&connection_id) {
+                if let Some((addr, reply)) = self.owed.dials.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Dial {
                         addr: addr.to_string(),
                         reason: error.to_string(),
@@ -956,7 +966,7 @@ impl EventLoop {
                 ..
             } => {
                 self.peer_addrs.remove(&peer_id);
-                for (addr, reply) in self.awaiting_identify.remove(&peer_id).unwrap_or_default() {
+                for (addr, reply) in self.owed.identify.remove(&peer_id).unwrap_or_default() {
                     let why = cause
                         .as_ref()
                         .map(|c| c.to_string())
@@ -972,7 +982,7 @@ impl EventLoop {
                 for addr in info.listen_addrs {
                     kad.add_address(&peer_id, addr);
                 }
-                let waiters = self.awaiting_identify.remove(&peer_id).unwrap_or_default();
+                let waiters = self.owed.identify.remove(&peer_id).unwrap_or_default();
                 if !waiters.is_empty() {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
@@ -1098,7 +1108,7 @@ impl EventLoop {
                 QueryResult::GetRecord(res) => {
                     let finished = match res {
                         Ok(kad::GetRecordOk::FoundRecord(r)) => {
-                            if let Some((acc, _)) = self.pending_names.get_mut(&id) {
+                            if let Some((acc, _)) = self.owed.names.get_mut(&id) {
                                 if acc.len() < 32 {
                                     acc.push(r.record.value);
                                 }
@@ -1108,7 +1118,7 @@ impl EventLoop {
                         _ => true,
                     };
                     if finished {
-                        if let Some((acc, reply)) = self.pending_names.remove(&id) {
+                        if let Some((acc, reply)) = self.owed.names.remove(&id) {
                             let _ = reply.send(acc);
                         }
                     }
@@ -1116,7 +1126,7 @@ impl EventLoop {
                 QueryResult::GetProviders(res) => {
                     let finished = match res {
                         Ok(GetProvidersOk::FoundProviders { providers, .. }) => {
-                            if let Some((acc, _)) = self.pending_providers.get_mut(&id) {
+                            if let Some((acc, _)) = self.owed.providers.get_mut(&id) {
                                 acc.extend(providers);
                             }
                             step.last
@@ -1124,7 +1134,7 @@ impl EventLoop {
                         _ => true,
                     };
                     if finished {
-                        if let Some((mut acc, reply)) = self.pending_providers.remove(&id) {
+                        if let Some((mut acc, reply)) = self.owed.providers.remove(&id) {
                             acc.remove(self.swarm.local_peer_id());
                             let _ = reply.send(acc);
                         }
@@ -1153,13 +1163,13 @@ impl EventLoop {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    if self.compute_inflight >= MAX_COMPUTE_INFLIGHT {
+                    if self.inbound.compute_inflight >= MAX_COMPUTE_INFLIGHT {
                         // Empty answer = busy: the requester reassigns.
                         let _ = self.swarm.behaviour_mut().compute.send_response(channel, Vec::new());
                         return;
                     }
-                    self.compute_inflight += 1;
-                    let (f, tx) = (self.compute_fn.clone(), self.computed_tx.clone());
+                    self.inbound.compute_inflight += 1;
+                    let (f, tx) = (self.inbound.compute.clone(), self.inbound.computed_tx.clone());
                     let stats = self.stats.clone();
                     tokio::task::spawn_blocking(move || {
                         // Whatever the handler does, the answer (and with it
@@ -1170,7 +1180,7 @@ impl EventLoop {
                     });
                 }
                 request_response::Message::Response { request_id, response } => {
-                    complete(&mut self.pending_compute, request_id, Ok(response));
+                    complete(&mut self.owed.compute, request_id, Ok(response));
                 }
             },
             request_response::Event::OutboundFailure {
@@ -1178,7 +1188,7 @@ impl EventLoop {
                 request_id,
                 error,
                 ..
-            } => complete(&mut self.pending_compute, request_id, Err(request_failed(peer, error))),
+            } => complete(&mut self.owed.compute, request_id, Err(request_failed(peer, error))),
             _ => {}
         }
     }
@@ -1187,9 +1197,9 @@ impl EventLoop {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    let mine = self.inbound_per_peer.get(&peer).copied().unwrap_or(0);
+                    let mine = self.inbound.per_peer.get(&peer).copied().unwrap_or(0);
                     let w = request_weight(request.cids.len().min(MAX_CIDS_PER_REQUEST));
-                    if self.inbound_inflight + w > MAX_INBOUND_INFLIGHT || mine + w > MAX_INBOUND_PER_PEER {
+                    if self.inbound.blocks_inflight + w > MAX_INBOUND_INFLIGHT || mine + w > MAX_INBOUND_PER_PEER {
                         self.stats.skipped_requests.fetch_add(1, Ordering::Relaxed);
                         let answers = request.cids.into_iter().map(|c| (c, Answer::Skipped)).collect();
                         let _ = self
@@ -1199,10 +1209,10 @@ impl EventLoop {
                             .send_response(channel, BlockResponse { answers });
                         return;
                     }
-                    self.inbound_inflight += w;
-                    *self.inbound_per_peer.entry(peer).or_default() += w;
-                    let serve = self.serve.clone();
-                    let tx = self.served_tx.clone();
+                    self.inbound.blocks_inflight += w;
+                    *self.inbound.per_peer.entry(peer).or_default() += w;
+                    let serve = self.inbound.serve.clone();
+                    let tx = self.inbound.served_tx.clone();
                     let stats = self.stats.clone();
                     tokio::task::spawn_blocking(move || {
                         let cids: Vec<Cid> = request.cids.into_iter().take(MAX_CIDS_PER_REQUEST).collect();
@@ -1228,7 +1238,7 @@ impl EventLoop {
                     });
                 }
                 request_response::Message::Response { request_id, response } => {
-                    complete(&mut self.pending_requests, request_id, Ok(response));
+                    complete(&mut self.owed.requests, request_id, Ok(response));
                 }
             },
             request_response::Event::OutboundFailure {
@@ -1236,7 +1246,7 @@ impl EventLoop {
                 request_id,
                 error,
                 ..
-            } => complete(&mut self.pending_requests, request_id, Err(request_failed(peer, error))),
+            } => complete(&mut self.owed.requests, request_id, Err(request_failed(peer, error))),
             _ => {}
         }
     }
