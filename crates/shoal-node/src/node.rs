@@ -186,8 +186,15 @@ impl Node {
             wakes: Mutex::new(Some(wakes)),
             tasks: Mutex::new(vec![event_loop]),
         });
-        ctx.announce_held().await?;
-        ctx.names_online().await?;
+        // A start that fails here stops the network it started.
+        let online = async {
+            ctx.announce_held().await?;
+            ctx.names_online().await
+        };
+        if let Err(e) = online.await {
+            ctx.tasks.lock().expect("tasks lock").drain(..).for_each(|t| t.abort());
+            return Err(e);
+        }
         let started: Vec<_> = BACKGROUND.iter().map(|spawn| spawn(&ctx).abort_handle()).collect();
         ctx.tasks.lock().expect("tasks lock").extend(started);
         Ok(Node { ctx })
