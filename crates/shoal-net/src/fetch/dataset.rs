@@ -272,15 +272,17 @@ impl DatasetFetch {
             .min()
     }
 
-    /// Adds providers not banned and not known yet; how many are known now.
-    pub fn add_providers(&mut self, found: Vec<PeerId>) -> usize {
+    /// Adds providers not banned and not known yet; whether any was new to
+    /// this round.
+    pub fn add_providers(&mut self, found: Vec<PeerId>) -> bool {
+        let before = self.peers.len();
         for p in found.into_iter().filter(|p| !self.banned.contains(p)) {
             self.peers.entry(p).or_default();
             if !self.providers.contains(&p) {
                 self.providers.push(p);
             }
         }
-        self.peers.len()
+        self.peers.len() > before
     }
 
     /// The DHT lookup answered with `found`: guesses it does not confirm

@@ -287,8 +287,7 @@ impl Fetcher {
                 } else {
                     Vec::new()
                 };
-                let before = fetch.add_providers(Vec::new());
-                if fetch.add_providers(fresh) == before {
+                if !fetch.add_providers(fresh) {
                     // Nothing came from anyone and the DHT knows no
                     // provider: that is the error to report.
                     w.finish(session).await?;
