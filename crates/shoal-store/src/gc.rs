@@ -198,7 +198,12 @@ impl Store {
             txn.commit()?;
             self.readers.forget(id);
             let p = segment::segment_path(&self.seg_dir, id);
-            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            if self.backups.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                // A backup may still be copying it.
+                self.deferred.lock().expect("deferred lock").push(p);
+            } else {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
             removed += 1;
             reclaimed += len - live;
         }
@@ -214,7 +219,7 @@ impl Store {
             if w.active.len > 0 && w.active.len + b.len() as u64 > segment::SEGMENT_MAX_BYTES {
                 self.roll_segment(w, &mut seg_updates)?;
             }
-            let offset = w.active.append(&self.seg_dir, b.data())?;
+            let offset = w.active.append(&self.seg_dir, b)?;
             moves.push((*b.cid(), w.active.id, offset, b.len() as u64));
             seg_updates.push((w.active.id, w.active.len, b.len() as u64));
         }

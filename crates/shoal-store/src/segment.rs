@@ -1,8 +1,19 @@
-//! Pack segment files: append-only files of concatenated block bytes.
+//! Pack segment files: append-only files of framed blocks.
 //!
 //! A segment is only ever appended to while it is the active one, and is
 //! deleted whole by compaction. Readers use positional reads (`pread`) on a
 //! shared handle, so reads never contend with the writer.
+//!
+//! Each block is framed so a segment describes itself (format 3 on): the
+//! index can be rebuilt from the segments alone ([`scan`]).
+//!
+//! ```text
+//! "SHB" 0x01 | CID length (u8) | CID bytes | data length (u32 LE) | data
+//! ```
+//!
+//! The index points at the data, so reads do not look at frames; a frame
+//! is only trusted once its data hashes to its CID. Segments written before
+//! format 3 (ids below the index's `framed_from`) hold bare bytes.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -10,7 +21,23 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use shoal_core::{Block, Cid};
+
 use crate::error::{Error, Result};
+
+/// The first bytes of every frame.
+pub const FRAME_MAGIC: [u8; 4] = *b"SHB\x01";
+
+/// A frame's header for `cid` and `len` bytes of data.
+pub fn frame_header(cid: &Cid, len: usize) -> Vec<u8> {
+    let c = cid.to_bytes();
+    let mut h = Vec::with_capacity(4 + 1 + c.len() + 4);
+    h.extend_from_slice(&FRAME_MAGIC);
+    h.push(u8::try_from(c.len()).expect("a CID is shorter than 256 bytes"));
+    h.extend_from_slice(&c);
+    h.extend_from_slice(&u32::try_from(len).expect("blocks are below 4 GiB").to_le_bytes());
+    h
+}
 
 /// A segment is closed and a new one started past this size. 1 GiB keeps the
 /// file count low (millions of chunks -> hundreds of files) while letting
@@ -61,16 +88,22 @@ impl ActiveSegment {
         })
     }
 
-    /// Appends bytes; returns their offset. Not durable until [`Self::sync`].
-    pub fn append(&mut self, dir: &Path, data: &[u8]) -> Result<u64> {
-        let offset = self.len;
-        if let Err(e) = self.file.write_all(data) {
+    /// Appends a block in its frame; returns the offset of its data. Not
+    /// durable until [`Self::sync`].
+    pub fn append(&mut self, dir: &Path, block: &Block) -> Result<u64> {
+        let header = frame_header(block.cid(), block.len());
+        let written = self
+            .file
+            .write_all(&header)
+            .and_then(|()| self.file.write_all(block.data()));
+        if let Err(e) = written {
             // Put the file back at its known length so a partial write does
             // not shift later appends.
             let _ = self.file.set_len(self.len);
             return Err(Error::io(segment_path(dir, self.id), e));
         }
-        self.len += data.len() as u64;
+        let offset = self.len + header.len() as u64;
+        self.len = offset + block.len() as u64;
         self.dirty = true;
         Ok(offset)
     }
@@ -140,4 +173,121 @@ impl Readers {
     pub fn forget(&self, id: u64) {
         self.files.write().expect("readers lock").remove(&id);
     }
+}
+
+/// A block found by [`scan`]: verified against its CID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub cid: Cid,
+    /// Offset of the data (what the index records).
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// What [`scan`] saw in one segment.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub found: Vec<Found>,
+    /// Frames whose data does not hash to their CID, or that end early.
+    pub bad_frames: u64,
+    /// Bytes skipped looking for the next frame after damage.
+    pub skipped_bytes: u64,
+    /// Offset just past the last whole frame.
+    pub end: u64,
+}
+
+/// Bytes [`scan`] holds at once: a window slid along the file.
+const SCAN_WINDOW: usize = 64 << 20;
+/// The longest frame: header with the longest CID, and the largest block.
+const MAX_FRAME: usize = 9 + 255 + shoal_core::MAX_BLOCK_SIZE as usize;
+
+/// Reads a framed segment from start to end, verifying every block. After
+/// damage (a bad header, data that fails its CID) it looks for the next
+/// frame byte by byte, so one flipped bit loses one block, not the rest of
+/// the segment. Holds at most [`SCAN_WINDOW`] bytes in memory.
+pub fn scan(path: &Path) -> Result<Scan> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let read = |base: u64| -> Result<Vec<u8>> {
+        let want = (size - base).min(SCAN_WINDOW.max(2 * MAX_FRAME) as u64) as usize;
+        let mut v = vec![0u8; want];
+        let n = rustix::io::pread(&file, &mut v, base).map_err(|e| Error::io(path, e.into()))?;
+        v.truncate(n);
+        Ok(v)
+    };
+    let mut out = Scan::default();
+    let mut base = 0u64;
+    let mut buf = read(0)?;
+    let mut at = 0usize;
+    loop {
+        let more = base + (buf.len() as u64) < size;
+        if more && at + MAX_FRAME > buf.len() {
+            base += at as u64;
+            buf = read(base)?;
+            at = 0;
+            continue;
+        }
+        if at + FRAME_MAGIC.len() > buf.len() {
+            break;
+        }
+        let from = match frame_at(&buf, at) {
+            Some(Ok((mut found, next))) => {
+                found.offset += base;
+                out.found.push(found);
+                out.end = base + next as u64;
+                at = next;
+                continue;
+            }
+            Some(Err(())) => {
+                out.bad_frames += 1;
+                at + 1
+            }
+            None => at + 1,
+        };
+        // Look for the next frame; without one in this window, keep its
+        // last bytes (a magic may straddle the edge) and slide.
+        let next = match resync(&buf, from) {
+            Some(n) => n,
+            None if more => buf.len() - (FRAME_MAGIC.len() - 1),
+            None => buf.len(),
+        };
+        out.skipped_bytes += (next.max(at) - at) as u64;
+        at = next.max(at + 1);
+    }
+    Ok(out)
+}
+
+/// The frame at `at`: None if no frame starts there, Err if one does but
+/// its data is short or does not hash to its CID.
+fn frame_at(data: &[u8], at: usize) -> Option<Result<(Found, usize), ()>> {
+    if data.get(at..at + 4)? != FRAME_MAGIC {
+        return None;
+    }
+    let clen = *data.get(at + 4)? as usize;
+    let cid = Cid::try_from(data.get(at + 5..at + 5 + clen)?).ok()?;
+    let lb = data.get(at + 5 + clen..at + 9 + clen)?;
+    let len = u32::from_le_bytes(lb.try_into().ok()?) as usize;
+    let start = at + 9 + clen;
+    let Some(bytes) = data.get(start..start + len) else {
+        return Some(Err(()));
+    };
+    match Block::verified(cid, bytes.to_vec().into()) {
+        Ok(_) => Some(Ok((
+            Found {
+                cid,
+                offset: start as u64,
+                len: len as u64,
+            },
+            start + len,
+        ))),
+        Err(_) => Some(Err(())),
+    }
+}
+
+/// The next offset from `from` where a frame's magic starts.
+fn resync(data: &[u8], from: usize) -> Option<usize> {
+    data.get(from..)?
+        .windows(FRAME_MAGIC.len())
+        .position(|w| w == FRAME_MAGIC)
+        .map(|p| from + p)
 }

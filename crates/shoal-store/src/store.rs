@@ -11,6 +11,8 @@ use shoal_core::{cid, Block, Cid};
 
 use crate::error::{Error, Result};
 use crate::index::{cid_from_key, Loc, BLOCKS, META, NAMES, PINS, REPLICAS, REPLICA_AUTHORS, SEGMENTS, VIEWS, VIEW_OF};
+use crate::journal::{Entry, Journal};
+use crate::recover::{self, Recovery};
 use crate::segment::{self, ActiveSegment, Readers, SEGMENT_MAX_BYTES};
 
 /// Why a root is kept.
@@ -27,7 +29,7 @@ pub enum PinKind {
 
 impl PinKind {
     pub const ALL: [PinKind; 3] = [PinKind::User, PinKind::Mirror, PinKind::Cache];
-    fn bit(self) -> u8 {
+    pub(crate) fn bit(self) -> u8 {
         match self {
             PinKind::User => 1,
             PinKind::Mirror => 2,
@@ -158,6 +160,15 @@ pub struct Store {
     /// Read-through cache bytes, an upper estimate (None: not yet counted);
     /// made exact by every trim.
     pub(crate) cache_bytes: Mutex<Option<u64>>,
+    /// The roots journal (what survives losing the index).
+    pub(crate) journal: Mutex<Journal>,
+    /// What opening had to recover from.
+    recovery: Recovery,
+    /// Backups in progress: compaction leaves old segment files in place
+    /// while one runs (the next open removes them).
+    pub(crate) backups: AtomicU64,
+    /// Segment files compaction left for a running backup.
+    pub(crate) deferred: Mutex<Vec<PathBuf>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -166,7 +177,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -188,12 +199,16 @@ pub struct ReplicaTarget {
 impl Store {
     /// Opens or creates a store in `dir`, recovering from an unclean stop:
     /// segment bytes past their committed length are cut off and segment
-    /// files the index does not know are deleted.
+    /// files the index does not know are deleted. A missing index is
+    /// rebuilt from the segments and the roots journal; the blocks of a
+    /// segment file that is gone are dropped from the index (they read as
+    /// missing, to be fetched again). [`Store::recovery`] says what was done.
     pub fn open(dir: impl AsRef<Path>, opts: StoreOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let seg_dir = dir.join("segments");
         std::fs::create_dir_all(&seg_dir).map_err(|e| Error::io(&seg_dir, e))?;
         let db_path = dir.join("index.redb");
+        let rebuild = recover::needs_rebuild(&dir, &seg_dir)?;
         // redb caches index pages up to 1 GiB by default, and keeps what it
         // cached: a long-running daemon's memory would follow the largest
         // add it ever did. The index's hot pages fit in far less.
@@ -206,8 +221,12 @@ impl Store {
                 },
                 e => Error::Index(format!("opening {}: {e}", db_path.display())),
             })?;
+        let mut recovery = Recovery::default();
+        if rebuild {
+            recovery.index_rebuilt = Some(recover::rebuild(&db, &dir, &seg_dir)?);
+        }
         let txn = db.begin_write()?;
-        let (segments, clock) = {
+        let (mut segments, clock) = {
             txn.open_table(BLOCKS)?;
             txn.open_table(PINS)?;
             txn.open_table(NAMES)?;
@@ -232,11 +251,25 @@ impl Store {
                 tracing::info!(from = found, to = crate::FORMAT, "store format migrated");
                 meta.insert("format", crate::FORMAT)?;
             }
-            let segs = txn.open_table(SEGMENTS)?;
+            let mut segs = txn.open_table(SEGMENTS)?;
             let mut segments = Vec::new();
             for row in segs.iter()? {
                 let (k, v) = row?;
                 segments.push((k.value(), v.value().0));
+            }
+            // Segments from before format 3 hold bare bytes: appends go to
+            // a new segment, framed from its first byte.
+            if meta.get("framed_from")?.is_none() {
+                let last = segments.iter().map(|s| s.0).max();
+                let first_framed = match last {
+                    Some(id) if segments.iter().any(|s| s.1 > 0) => {
+                        segs.insert(id + 1, (0, 0))?;
+                        segments.push((id + 1, 0));
+                        id + 1
+                    }
+                    _ => 0,
+                };
+                meta.insert("framed_from", first_framed)?;
             }
             (segments, clock)
         };
@@ -255,7 +288,18 @@ impl Store {
                 }
             }
         }
-        let (active_id, active_len) = segments.iter().max_by_key(|s| s.0).copied().unwrap_or((1, 0));
+        let active_id = segments.iter().map(|s| s.0).max().unwrap_or(1);
+        recovery.lost_segments = recover::drop_lost_segments(&db, &seg_dir, active_id)?;
+        if !recovery.lost_segments.is_empty() {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(SEGMENTS)?;
+            segments.clear();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                segments.push((k.value(), v.value().0));
+            }
+        }
+        let active_len = segments.iter().find(|s| s.0 == active_id).map(|s| s.1).unwrap_or(0);
         // Older segments may also carry an uncommitted tail if a crash hit
         // while they were active; trim them all to their committed lengths.
         for (id, len) in &segments {
@@ -269,11 +313,23 @@ impl Store {
                             .map_err(|e| Error::io(&p, e))?;
                         f.set_len(*len).map_err(|e| Error::io(&p, e))?;
                     }
-                    _ => {} // missing or short: fsck reports it
+                    _ => {} // short ones were handled above
                 }
             }
         }
         let active = ActiveSegment::open(&seg_dir, active_id, active_len)?;
+        let mut journal = Journal::open(&dir)?;
+        // The journal is rewritten from the index when it has grown past
+        // twice what the index holds, or when it is new beside an index
+        // that holds something (a store from before the journal).
+        {
+            let txn = db.begin_read()?;
+            let held = recover::snapshot(&txn)?;
+            let kept = held.iter().filter(|e| e.journaled()).count() as u64;
+            if journal.lines > 2 * kept + 1024 || (journal.lines <= 1 && kept > 0) {
+                journal.rewrite(&held)?;
+            }
+        }
         Ok(Self {
             dir,
             seg_dir,
@@ -286,7 +342,23 @@ impl Store {
             next_session: AtomicU64::new(1),
             opts,
             cache_bytes: Mutex::new(None),
+            journal: Mutex::new(journal),
+            recovery,
+            backups: AtomicU64::new(0),
+            deferred: Mutex::new(Vec::new()),
         })
+    }
+
+    /// What opening the store had to recover from (empty after a clean
+    /// stop or an ordinary crash).
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Records changes to what the store keeps in the roots journal; call
+    /// before the index transaction that makes them.
+    pub(crate) fn journal(&self, entries: &[Entry]) -> Result<()> {
+        self.journal.lock().expect("journal lock").append(entries)
     }
 
     pub fn dir(&self) -> &Path {
@@ -488,7 +560,7 @@ impl Store {
             if w.active.len > 0 && w.active.len + b.len() as u64 > SEGMENT_MAX_BYTES {
                 self.roll_segment(w, &mut seg_updates)?;
             }
-            let offset = w.active.append(&self.seg_dir, b.data())?;
+            let offset = w.active.append(&self.seg_dir, b)?;
             locs.push((
                 *b.cid(),
                 Loc {
@@ -555,6 +627,7 @@ impl Store {
                 first: *first,
             });
         }
+        self.journal(&[Entry::Pin(kind, *root)])?;
         let txn = self.db.begin_write()?;
         {
             let mut t = txn.open_table(PINS)?;
@@ -568,6 +641,10 @@ impl Store {
 
     /// Removes `kind` from `root`'s pins; returns whether it was pinned so.
     pub fn unpin(&self, root: &Cid, kind: PinKind) -> Result<bool> {
+        if !self.pin_kinds(root)?.contains(kind) {
+            return Ok(false);
+        }
+        self.journal(&[Entry::Unpin(kind, *root)])?;
         let txn = self.db.begin_write()?;
         let was = {
             let mut t = txn.open_table(PINS)?;
@@ -613,6 +690,7 @@ impl Store {
 
     pub fn set_name(&self, name: &str, root: &Cid) -> Result<()> {
         validate_name(name)?;
+        self.journal(&[Entry::Name(name.to_string(), *root)])?;
         let txn = self.db.begin_write()?;
         txn.open_table(NAMES)?.insert(name, root.to_bytes().as_slice())?;
         txn.commit()?;
@@ -620,6 +698,10 @@ impl Store {
     }
 
     pub fn remove_name(&self, name: &str) -> Result<Option<Cid>> {
+        if self.resolve_name(name)?.is_none() {
+            return Ok(None);
+        }
+        self.journal(&[Entry::Unname(name.to_string())])?;
         let txn = self.db.begin_write()?;
         let old = {
             let mut t = txn.open_table(NAMES)?;
@@ -651,6 +733,10 @@ impl Store {
     /// view of dataset `root`: GC and completeness checks then treat the
     /// view's blocks as the dataset's, and the view's CID resolves to it.
     pub fn set_view(&self, root: &Cid, view: &Cid) -> Result<()> {
+        if self.view(root)? == Some(*view) {
+            return Ok(());
+        }
+        self.journal(&[Entry::View(*root, *view)])?;
         let txn = self.db.begin_write()?;
         txn.open_table(VIEWS)?
             .insert(root.to_bytes().as_slice(), view.to_bytes().as_slice())?;
@@ -692,6 +778,12 @@ impl Store {
 
     fn put_replica_target(&self, root: &Cid, copies: u8, set_at: u64, author: Option<&[u8]>) -> Result<()> {
         let key = root.to_bytes();
+        self.journal(&[Entry::Replica {
+            root: *root,
+            copies,
+            set_at,
+            author: author.map(<[u8]>::to_vec),
+        }])?;
         let txn = self.db.begin_write()?;
         txn.open_table(REPLICAS)?.insert(key.as_slice(), (copies, set_at))?;
         {
@@ -707,6 +799,7 @@ impl Store {
 
     pub fn remove_replica_target(&self, root: &Cid) -> Result<()> {
         let key = root.to_bytes();
+        self.journal(&[Entry::Unreplica(*root)])?;
         let txn = self.db.begin_write()?;
         txn.open_table(REPLICAS)?.remove(key.as_slice())?;
         txn.open_table(REPLICA_AUTHORS)?.remove(key.as_slice())?;
