@@ -2,7 +2,7 @@
 barely compresses), zstd level 1, 4 MiB chunks -> ~1 MiB..4 MiB objects,
 and a daily CF time coordinate (days since 2000-01-01) for climatologies.
 
-usage: make_big.py OUTDIR [GIB]
+usage: make_big.py OUTDIR [GIB] [SEED]  (datasets of different seeds share no chunk)
 """
 import sys
 import warnings
@@ -18,7 +18,7 @@ nt = int(gib * (1 << 30) / (4 * 512 * 512))
 g = zarr.open_group(out, mode="w", zarr_format=3)
 a = g.create_array("sst", shape=(nt, 512, 512), chunks=(4, 512, 512), dtype="f4",
                    compressors=ZstdCodec(level=1), fill_value=np.nan, dimension_names=["time", "y", "x"])
-rng = np.random.default_rng(0)
+rng = np.random.default_rng(int(sys.argv[3]) if len(sys.argv) > 3 else 0)
 for t in range(0, nt, 64):
     n = min(64, nt - t)
     a[t:t + n] = rng.standard_normal((n, 512, 512), dtype="f4")

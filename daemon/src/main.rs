@@ -174,8 +174,21 @@ enum Cmd {
         #[arg(long)]
         repair: bool,
     },
-    /// Store statistics.
+    /// Store statistics, the scrub and repairs.
     Stats,
+    /// Write a copy of this repo (config, identity, store, names and
+    /// versions) into DEST, consistent while the daemon runs; a daemon
+    /// starts on DEST as it is (`shoal --home DEST daemon`).
+    ExportRepo {
+        /// A new (or empty) directory.
+        dest: PathBuf,
+    },
+    /// Make this repo (which must hold no store yet) a copy of an exported
+    /// one. Run it with no daemon on this repo.
+    ImportRepo {
+        /// A directory written by `shoal export-repo`.
+        src: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {

@@ -98,6 +98,20 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// How long ago unix second `t` was, roughly: "40s ago", "3h ago", "2d ago".
+pub fn ago(t: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let d = now.saturating_sub(t);
+    match d {
+        0..120 => format!("{d}s ago"),
+        120..7200 => format!("{}m ago", d / 60),
+        7200..172_800 => format!("{}h ago", d / 3600),
+        _ => format!("{}d ago", d / 86400),
+    }
+}
+
 /// Percent-encodes a query value.
 pub fn urlencode(s: &str) -> String {
     s.bytes()

@@ -350,15 +350,12 @@ impl Render for Vec<FollowInfo> {
             out!("following nothing (shoal follow PEERID/NAME)");
             return Ok(());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         out!("{:<16}  {:>5}  {:<62}  {:>9}  FROM", "LOCAL", "SEQ", "ROOT", "UPDATED");
         for f in self {
             let updated = if f.updated == 0 {
                 "never".to_string()
             } else {
-                format!("{}s ago", now.saturating_sub(f.updated))
+                output::ago(f.updated)
             };
             out!(
                 "{:<16}  {:>5}  {:<62}  {:>9}  {}/{}",
@@ -453,17 +450,34 @@ impl Render for FsckResult {
         if self.repaired {
             out!("repair: removed {} corrupt blocks", self.removed_blocks);
         }
+        if !self.repaired_datasets.is_empty() {
+            out!(
+                "repair: fetched {} blocks again from providers; {} datasets whole again",
+                self.refetched_blocks,
+                self.repaired_datasets.len()
+            );
+            for r in &self.repaired_datasets {
+                out!("repaired: dataset {r}");
+            }
+        }
         for d in &self.incomplete {
             let names = if d.names.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", d.names.join(", "))
             };
-            out!(
-                "incomplete: dataset {}{names} is missing {} blocks; re-add or re-pin it to restore",
-                d.root,
-                d.missing_blocks
-            );
+            match &d.reason {
+                Some(why) => out!(
+                    "incomplete: dataset {}{names} is missing {} blocks and could not be repaired: {why}",
+                    d.root,
+                    d.missing_blocks
+                ),
+                None => out!(
+                    "incomplete: dataset {}{names} is missing {} blocks; `shoal fsck --repair` fetches them from providers, or re-add or re-pin it",
+                    d.root,
+                    d.missing_blocks
+                ),
+            }
         }
         if self.unreferenced_blocks > 0 {
             out!(
@@ -615,6 +629,86 @@ impl Render for StatsResult {
             ),
             None => out!("quota:      none"),
         }
+        durability_text(&self.durability, r.live_bytes)
+    }
+}
+
+/// The scrub, repairs and recovery lines of `shoal stats`.
+fn durability_text(s: &DurabilityInfo, live_bytes: u64) -> io::Result<()> {
+    if s.scrub_rate == 0 {
+        out!("scrub:      off ([scrub] rate = \"0\")");
+    } else {
+        let last = match s.scrub_last_pass_done {
+            0 => "no full pass yet".to_string(),
+            t => format!("last full pass ended {}", output::ago(t)),
+        };
+        let now = if s.scrub_in_pass {
+            format!(
+                "; this pass {:.0}% ({} of {})",
+                100.0 * (s.scrub_pass_bytes as f64 / live_bytes.max(1) as f64).min(1.0),
+                human_bytes(s.scrub_pass_bytes),
+                human_bytes(live_bytes)
+            )
+        } else {
+            String::new()
+        };
+        out!(
+            "scrub:      {}/s, {} passes, {last}{now}",
+            human_bytes(s.scrub_rate),
+            s.scrub_passes
+        );
+    }
+    if s.scrub_corrupt_total > 0 || s.repaired_blocks > 0 || s.repair_failures > 0 {
+        out!(
+                "repairs:    {} corrupt blocks found by the scrub; {} blocks fetched again ({} datasets whole); {} repairs failed (retried)",
+                s.scrub_corrupt_total,
+                s.repaired_blocks,
+                s.repaired_datasets,
+                s.repair_failures
+            );
+    }
+    if let Some(rec) = &s.recovery {
+        if let Some(r) = &rec.index_rebuilt {
+            out!(
+                "recovered:  the index was rebuilt at start: {} blocks ({}) from {} segments, {} pins, {} names{}",
+                r.blocks_found,
+                human_bytes(r.bytes_found),
+                r.segments_scanned,
+                r.pins,
+                r.names,
+                if r.bad_frames > 0 {
+                    format!("; {} damaged blocks dropped", r.bad_frames)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        for l in &rec.lost_segments {
+            out!(
+                "recovered:  segment {} {}: {} blocks ({}) dropped, fetched again from providers",
+                l.segment,
+                if l.missing { "was gone" } else { "was cut short" },
+                l.blocks,
+                human_bytes(l.bytes)
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Render for ExportRepoResult {
+    fn text(&self) -> io::Result<()> {
+        out!(
+            "exported {} blocks in {} segments ({}), {} pins, {} names, {} record files to {}",
+            self.blocks,
+            self.segments,
+            human_bytes(self.segment_bytes),
+            self.pins,
+            self.names,
+            self.files,
+            self.dest
+        );
+        out!("start a daemon on it with: shoal --home {} daemon", self.dest);
         Ok(())
     }
 }

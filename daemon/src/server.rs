@@ -395,8 +395,36 @@ async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
         provide_failures: d.node.net_stats().provide_failures.load(Ordering::Relaxed),
         handler_panics: d.node.net_stats().handler_panics.load(Ordering::Relaxed),
         names_rejected: d.node.net_stats().names_rejected.load(Ordering::Relaxed),
+        durability: DurabilityInfo::new(
+            &d.node.scrub_state().await?,
+            d.node.scrub_settings().rate,
+            d.node.durability_stats(),
+            d.node.recovery(),
+        ),
         store: d.node.stats().await?.into(),
     }))
+}
+
+/// A consistent copy of the repo (config, identity, store and the node's
+/// records) written while the daemon runs. Only over the local socket.
+async fn export_repo(State(d): St, JsonBody(req): JsonBody<ExportRepoRequest>) -> ApiResult<Json<ExportRepoResult>> {
+    let dest = PathBuf::from(&req.dest);
+    if !dest.is_absolute() {
+        return Err(bad_request(format!(
+            "export-repo: {:?} is not an absolute path",
+            req.dest
+        )));
+    }
+    let (repo, store) = (d.repo.clone(), d.node.store().clone());
+    let done = tokio::task::spawn_blocking(move || {
+        repo.export(&dest, |to| Ok(store.backup(to, shoal_node::KEPT_BESIDE_THE_STORE)?))
+    })
+    .await
+    .map_err(|e| bad_request(format!("export-repo: {e}")))?;
+    match done {
+        Ok(r) => Ok(Json(ExportRepoResult::new(req.dest, &r))),
+        Err(e) => Err(bad_request(format!("export-repo: {e:#}"))),
+    }
 }
 
 async fn mount(State(d): St, JsonBody(req): JsonBody<MountRequest>) -> ApiResult<Json<MountResult>> {
@@ -475,6 +503,7 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/gc", post(gc))
         .route("/v1/fsck", post(fsck))
         .route("/v1/stats", get(stats))
+        .route("/v1/export-repo", post(export_repo))
         .route("/v1/mirrors", get(mirrors))
         .with_state(d)
 }

@@ -5,7 +5,7 @@ mod common;
 #[path = "../../crates/shoal-node/tests/support/mod.rs"]
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,21 +15,6 @@ fn gateway(d: &Daemon) -> String {
         .as_str()
         .expect("the gateway is on")
         .to_string()
-}
-
-/// One GET over a fresh connection: (status, body).
-fn http_get(url: &str) -> (u16, Vec<u8>) {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let head_end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
-    let head = String::from_utf8_lossy(&out[..head_end]).to_string();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, out[head_end + 4..].to_vec())
 }
 
 /// Issue 24: a chunk declaring 2^38 bytes behind `chunk_shape [2^40]` made

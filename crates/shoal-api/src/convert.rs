@@ -290,12 +290,76 @@ impl From<shoal_store::FsckReport> for FsckResult {
                     root: d.root,
                     names: d.names,
                     missing_blocks: d.missing_blocks,
+                    reason: d.reason,
                 })
                 .collect(),
             unreferenced_blocks: r.unreferenced_blocks,
             unreferenced_bytes: r.unreferenced_bytes,
             repaired: r.repaired,
             removed_blocks: r.removed_blocks,
+            refetched_blocks: r.refetched_blocks,
+            repaired_datasets: r.repaired_datasets,
+        }
+    }
+}
+
+impl DurabilityInfo {
+    /// From the scrub's kept state, its rate, the node's counters and the
+    /// store's recovery at open.
+    pub fn new(
+        scrub: &shoal_store::ScrubState,
+        rate: u64,
+        counters: &shoal_node::DurabilityStats,
+        recovery: &shoal_store::Recovery,
+    ) -> Self {
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        DurabilityInfo {
+            scrub_rate: rate,
+            scrub_passes: scrub.passes,
+            scrub_in_pass: scrub.in_pass,
+            scrub_pass_bytes: scrub.pass_bytes,
+            scrub_pass_blocks: scrub.pass_blocks,
+            scrub_last_pass_done: scrub.last_pass_done,
+            scrub_corrupt_total: scrub.corrupt_total,
+            scrub_paused: get(&counters.scrub_paused),
+            repaired_blocks: get(&counters.repaired_blocks),
+            repaired_datasets: get(&counters.repaired_datasets),
+            repair_failures: get(&counters.repair_failures),
+            recovery: (!recovery.is_empty()).then(|| RecoveryInfo {
+                index_rebuilt: recovery.index_rebuilt.as_ref().map(|r| RebuiltIndex {
+                    segments_scanned: r.segments_scanned,
+                    blocks_found: r.blocks_found,
+                    bytes_found: r.bytes_found,
+                    bad_frames: r.bad_frames,
+                    unframed_segments: r.unframed_segments.clone(),
+                    pins: r.pins,
+                    names: r.names,
+                }),
+                lost_segments: recovery
+                    .lost_segments
+                    .iter()
+                    .map(|l| LostSegmentInfo {
+                        segment: l.segment,
+                        missing: l.missing,
+                        blocks: l.blocks,
+                        bytes: l.bytes,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+}
+
+impl ExportRepoResult {
+    pub fn new(dest: String, r: &shoal_store::BackupReport) -> Self {
+        ExportRepoResult {
+            dest,
+            segments: r.segments,
+            segment_bytes: r.segment_bytes,
+            blocks: r.blocks,
+            pins: r.pins,
+            names: r.names,
+            files: r.files,
         }
     }
 }

@@ -338,6 +338,8 @@ pub struct StatsResult {
     /// or under another name's key or topic.
     #[serde(default)]
     pub names_rejected: u64,
+    #[serde(default)]
+    pub durability: DurabilityInfo,
     #[serde(flatten)]
     pub store: StoreStats,
 }
@@ -565,6 +567,12 @@ pub struct FsckResult {
     pub unreferenced_bytes: u64,
     pub repaired: bool,
     pub removed_blocks: u64,
+    /// Blocks fetched again from providers by `--repair`.
+    #[serde(default)]
+    pub refetched_blocks: u64,
+    /// Datasets `--repair` made whole again (their roots).
+    #[serde(default)]
+    pub repaired_datasets: Vec<String>,
 }
 
 impl FsckResult {
@@ -587,6 +595,82 @@ pub struct IncompleteDataset {
     pub root: String,
     pub names: Vec<String>,
     pub missing_blocks: usize,
+    /// Why `--repair` could not make it whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The scrub, the repairs, and what the store recovered from at start
+/// (part of [`StatsResult`]).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct DurabilityInfo {
+    /// Scrub budget, bytes per second (0: off).
+    pub scrub_rate: u64,
+    /// Full passes completed (over the store's life).
+    pub scrub_passes: u64,
+    pub scrub_in_pass: bool,
+    /// Bytes and blocks verified in the current pass.
+    pub scrub_pass_bytes: u64,
+    pub scrub_pass_blocks: u64,
+    /// Unix seconds the last full pass ended (0: none yet).
+    pub scrub_last_pass_done: u64,
+    /// Corrupt blocks the scrub found, over the store's life.
+    pub scrub_corrupt_total: u64,
+    /// Since the start: slices put off while busy, blocks fetched again by
+    /// repairs, datasets made whole, repairs that failed (retried).
+    pub scrub_paused: u64,
+    pub repaired_blocks: u64,
+    pub repaired_datasets: u64,
+    pub repair_failures: u64,
+    /// What opening the store recovered from (none after a clean start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryInfo>,
+}
+
+/// A rebuilt index and lost segment files, found when the store opened.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RecoveryInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_rebuilt: Option<RebuiltIndex>,
+    #[serde(default)]
+    pub lost_segments: Vec<LostSegmentInfo>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RebuiltIndex {
+    pub segments_scanned: u64,
+    pub blocks_found: u64,
+    pub bytes_found: u64,
+    pub bad_frames: u64,
+    pub unframed_segments: Vec<u64>,
+    pub pins: u64,
+    pub names: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct LostSegmentInfo {
+    pub segment: u64,
+    pub missing: bool,
+    pub blocks: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExportRepoRequest {
+    /// Absolute path of the new directory (absent or empty).
+    pub dest: String,
+}
+
+/// What `shoal export-repo` copied.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ExportRepoResult {
+    pub dest: String,
+    pub segments: u64,
+    pub segment_bytes: u64,
+    pub blocks: u64,
+    pub pins: u64,
+    pub names: u64,
+    pub files: u64,
 }
 
 /// Store totals (flattened into [`StatsResult`]).

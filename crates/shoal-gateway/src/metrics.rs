@@ -167,6 +167,46 @@ impl Collector for NodeCollector {
                 .names_rejected
                 .load(std::sync::atomic::Ordering::Relaxed),
         )?;
+        let d = self.node.durability_stats();
+        for (name, help, v) in [
+            (
+                "shoal_scrub_blocks",
+                "Blocks the background scrub verified",
+                &d.scrub_blocks,
+            ),
+            (
+                "shoal_scrub_bytes",
+                "Bytes the background scrub verified",
+                &d.scrub_bytes,
+            ),
+            (
+                "shoal_scrub_corrupt_blocks",
+                "Corrupt blocks the scrub found (dropped, fetched again)",
+                &d.scrub_corrupt,
+            ),
+            (
+                "shoal_scrub_paused",
+                "Scrub slices put off while the daemon was busy",
+                &d.scrub_paused,
+            ),
+            (
+                "shoal_repaired_blocks",
+                "Blocks fetched again from providers to repair held datasets",
+                &d.repaired_blocks,
+            ),
+            (
+                "shoal_repaired_datasets",
+                "Held datasets repairs made whole again",
+                &d.repaired_datasets,
+            ),
+            (
+                "shoal_repair_failures",
+                "Repairs that left a dataset incomplete (retried)",
+                &d.repair_failures,
+            ),
+        ] {
+            counter(&mut e, name, help, get(v))?;
+        }
         let src = self.node.source_stats();
         counter(
             &mut e,

@@ -25,7 +25,7 @@ pub mod network;
 pub mod providers;
 mod tls;
 
-pub use fetch::{BlockSource, FetchOptions, FetchReport, Fetcher, LinkReport, SourceStats};
+pub use fetch::{BlockSource, CorruptFn, FetchOptions, FetchReport, Fetcher, LinkReport, SourceStats};
 pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::pnet::PreSharedKey;

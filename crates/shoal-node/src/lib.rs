@@ -45,15 +45,18 @@ pub mod types;
 pub mod versions;
 
 pub use config::{
-    raise_open_files_limit, Budget, Limits, MirrorSettings, MountSettings, NodeConfig, QuerySettings, TestSwitches,
-    AUTO_BUDGET_MAX,
+    raise_open_files_limit, Budget, Limits, MirrorSettings, MountSettings, NodeConfig, QuerySettings, ScrubSettings,
+    TestSwitches, AUTO_BUDGET_MAX,
 };
 pub use error::{Error, Result};
 pub use keyread::KeyReader;
 pub use metrics::NodeMetrics;
 pub use mirror::{MirrorsView, Reason, Why};
 pub use names::{Follow, NameSettings, PublishReport};
-pub use node::{Arrays, Datasets, Mirrors, Mounts, Names, Node, Pins, Queries, QueryRun};
+pub use node::{
+    Arrays, Datasets, DurabilityStats, Mirrors, Mounts, Names, Node, Pins, Queries, QueryRun, RepairReport,
+    KEPT_BESIDE_THE_STORE,
+};
 pub use shoal_net::SwarmSettings;
 pub use shoal_unixfs::WalkLimits;
 pub use types::*;

@@ -19,6 +19,7 @@ use crate::services::Services;
 use crate::types::*;
 
 mod datasets;
+mod durability;
 mod mirrors;
 mod mounts;
 mod names;
@@ -26,11 +27,17 @@ mod pins;
 mod queries;
 
 pub use datasets::Datasets;
+pub use durability::{DurabilityStats, RepairReport};
 pub use mirrors::Mirrors;
 pub use mounts::Mounts;
 pub use names::Names;
 pub use pins::Pins;
 pub use queries::{Arrays, Queries, QueryRun};
+
+/// What the node keeps in the store directory beside the store itself
+/// (a backup copies these): version histories, published names, follows,
+/// kept query results. `ingest` and `import` are scratch space.
+pub const KEPT_BESIDE_THE_STORE: &[&str] = &["versions", "published", "follows", "results"];
 
 /// How often pending access ticks are written to the store's index.
 const TICK_FLUSH_EVERY: Duration = Duration::from_secs(60);
@@ -68,6 +75,11 @@ pub(crate) struct NodeCtx {
     import_dir: PathBuf,
     /// The background tasks: stopped on shutdown.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The repair queue and the scrub's and repairs' counters.
+    durability: Arc<durability::Durability>,
+    scrub: crate::config::ScrubSettings,
+    /// Adds, pins and queries under way (the scrub waits while any is).
+    active: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Set when the request that started some blocking work is gone.
@@ -93,12 +105,15 @@ impl Drop for CancelOnDrop {
 type Spawn = fn(&Arc<NodeCtx>) -> tokio::task::JoinHandle<()>;
 
 /// Every background task besides the network's event loop: the tick
-/// flusher, the mirror policy, the names' announcer and follow updater.
-const BACKGROUND: [Spawn; 4] = [
+/// flusher, the mirror policy, the names' announcer and follow updater,
+/// the repairer and the scrub.
+const BACKGROUND: [Spawn; 6] = [
     spawn_tick_flusher,
     mirrors::spawn_policy,
     names::spawn_announcer,
     names::spawn_updater,
+    durability::spawn_repairer,
+    durability::spawn_scrubber,
 ];
 
 impl std::fmt::Debug for Node {
@@ -185,7 +200,18 @@ impl Node {
             names,
             wakes: Mutex::new(Some(wakes)),
             tasks: Mutex::new(vec![event_loop]),
+            durability: Arc::default(),
+            scrub: cfg.scrub,
+            active: Arc::default(),
         });
+        {
+            // A read that meets a corrupt local copy fetches that block
+            // again; the rest of its dataset is checked too.
+            let d = ctx.durability.clone();
+            ctx.services
+                .source
+                .on_corrupt(Arc::new(move |root, _block| d.schedule(root)));
+        }
         // A start that fails here stops the network it started.
         let online = async {
             ctx.announce_held().await?;
@@ -294,9 +320,74 @@ impl Node {
     /// Verifies every stored block and dataset, once the blocks fetched for
     /// readers are in the store (a corrupt copy a read replaced is then
     /// gone; waits up to 5 s).
+    ///
+    /// With `repair`, corrupt blocks are dropped and every held dataset
+    /// left incomplete is fetched again from its providers; the report says
+    /// what was fetched and which datasets stay incomplete, and why.
     pub async fn fsck(&self, repair: bool) -> Result<FsckReport> {
         self.services().source.settle(Duration::from_secs(5)).await;
-        self.ctx.blocking(move |n| Ok(n.services.store.fsck(repair)?)).await
+        let mut report = self.ctx.blocking(move |n| Ok(n.services.store.fsck(repair)?)).await?;
+        if !repair || report.incomplete.is_empty() {
+            return Ok(report);
+        }
+        let roots: Vec<Cid> = report
+            .incomplete
+            .iter()
+            .filter_map(|d| shoal_core::cid::parse(&d.root).ok())
+            .collect();
+        let held: std::collections::HashSet<Cid> = self.ctx.blocking(|n| n.held_roots()).await?.into_iter().collect();
+        let outcome = self.ctx.repair(roots).await;
+        report.refetched_blocks = outcome.repaired.iter().map(|r| r.1).sum();
+        report.repaired_datasets = outcome.repaired.iter().map(|r| r.0.to_string()).collect();
+        let still = self
+            .ctx
+            .blocking(move |n| {
+                let mut out = Vec::new();
+                for mut d in report.incomplete.drain(..) {
+                    let Ok(root) = shoal_core::cid::parse(&d.root) else {
+                        continue;
+                    };
+                    let missing = n.services.store.missing_blocks(&root)?;
+                    if missing.is_empty() {
+                        continue;
+                    }
+                    d.missing_blocks = missing.len();
+                    d.reason = Some(match outcome.failed.iter().find(|f| f.0 == root) {
+                        Some((_, why)) => why.clone(),
+                        None if !held.contains(&root) => {
+                            "read-through cache only (no user or mirror pin, no name): not repaired".into()
+                        }
+                        None => "not repaired".into(),
+                    });
+                    out.push(d);
+                }
+                Ok((report, out))
+            })
+            .await?;
+        let (mut report, incomplete) = still;
+        report.incomplete = incomplete;
+        Ok(report)
+    }
+
+    /// What the store had to recover from when it opened (a rebuilt index,
+    /// lost segment files).
+    pub fn recovery(&self) -> &shoal_store::Recovery {
+        self.services().store.recovery()
+    }
+
+    /// Where the scrub is and what it has found (kept across restarts).
+    pub async fn scrub_state(&self) -> Result<shoal_store::ScrubState> {
+        self.ctx.blocking(|n| Ok(n.services.store.scrub_state()?)).await
+    }
+
+    /// The scrub's settings.
+    pub fn scrub_settings(&self) -> crate::config::ScrubSettings {
+        self.ctx.scrub
+    }
+
+    /// Counters of the scrub and the repairs since the start.
+    pub fn durability_stats(&self) -> &DurabilityStats {
+        &self.ctx.durability.stats
     }
 
     /// Store totals, counting the blocks fetched for readers that are
@@ -382,18 +473,30 @@ impl NodeCtx {
         }
     }
 
-    /// Announces every complete dataset held, and its UnixFS view.
+    /// Announces every complete dataset held, and its UnixFS view; the
+    /// incomplete ones a user or mirror pin or a name holds (a lost segment,
+    /// a rebuilt index) go to the repairer.
     async fn announce_held(self: &Arc<Self>) -> Result<()> {
-        let held = self
+        let (held, broken) = self
             .blocking(|n| {
                 let s = &n.services;
                 let mut roots: Vec<Cid> = s.store.pins()?.into_iter().map(|p| p.0).collect();
                 roots.extend(s.store.names()?.into_iter().map(|n| n.1));
                 roots.sort();
                 roots.dedup();
-                Ok(roots.into_iter().filter(|r| s.complete_here(r)).collect::<Vec<_>>())
+                let (held, broken): (Vec<Cid>, Vec<Cid>) = roots.into_iter().partition(|r| s.complete_here(r));
+                Ok((held, broken))
             })
             .await?;
+        if !broken.is_empty() {
+            tracing::warn!(
+                datasets = broken.len(),
+                "held datasets are incomplete here; repairing from providers"
+            );
+        }
+        for root in broken {
+            self.durability.schedule(root);
+        }
         for root in held {
             self.services.net.provide(root).await?;
             if let Ok(Some(view)) = self.services.store.view(&root) {

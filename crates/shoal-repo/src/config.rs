@@ -29,6 +29,41 @@ pub struct Config {
     pub names: NamesConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub scrub: ScrubConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    pub rate: String,
+    pub every: String,
+    pub start_after: String,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        let d = shoal_node::ScrubSettings::default();
+        Self {
+            rate: format!("{}MiB", d.rate >> 20),
+            every: format!("{}d", d.every.as_secs() / 86400),
+            start_after: format!("{}m", d.start_after.as_secs() / 60),
+        }
+    }
+}
+
+impl ScrubConfig {
+    pub fn settings(&self) -> Result<shoal_node::ScrubSettings> {
+        let every = parse_duration(&self.every).context("[scrub] every")?;
+        if every.is_zero() {
+            bail!("[scrub] every must be above zero (set rate = \"0\" to turn the scrub off)");
+        }
+        Ok(shoal_node::ScrubSettings {
+            rate: parse_size(&self.rate).context("[scrub] rate")?,
+            every,
+            start_after: parse_duration(&self.start_after).context("[scrub] start_after")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -321,6 +356,7 @@ impl Config {
             query: self.query.settings()?,
             names: self.names.settings()?,
             limits: self.limits.settings()?,
+            scrub: self.scrub.settings()?,
             test: test_switches(),
         })
     }
@@ -401,7 +437,7 @@ impl Default for NetworkConfig {
     }
 }
 
-/// Parses "500ms", "20s", "5m", "1h".
+/// Parses "500ms", "20s", "5m", "1h", "30d".
 pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
@@ -412,7 +448,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        u => bail!("unknown duration unit {u:?} in {s:?} (use ms, s, m, h)"),
+        "d" => n * 86400.0,
+        u => bail!("unknown duration unit {u:?} in {s:?} (use ms, s, m, h, d)"),
     };
     Ok(std::time::Duration::from_secs_f64(secs))
 }

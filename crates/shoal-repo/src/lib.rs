@@ -101,6 +101,79 @@ impl Repo {
     }
 }
 
+/// What [`Repo::export`] copied besides the store.
+pub const EXPORTED_FILES: [&str; 2] = ["config.toml", "identity.key"];
+
+impl Repo {
+    /// Writes a copy of this repo into `dest` (absent or empty): its config
+    /// and identity, then the store through `backup` (given where the
+    /// store's copy goes; the daemon passes its running store's consistent
+    /// backup, the CLI an opened store's when no daemon runs). `dest` is a
+    /// repo a daemon starts on.
+    pub fn export<T>(&self, dest: &Path, backup: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+        if dest.exists()
+            && std::fs::read_dir(dest)
+                .with_context(|| format!("reading {}", dest.display()))?
+                .next()
+                .is_some()
+        {
+            anyhow::bail!("{} is not empty: export into a new directory", dest.display());
+        }
+        create_private_dir(dest)?;
+        for f in EXPORTED_FILES {
+            let data =
+                std::fs::read(self.home.join(f)).with_context(|| format!("reading {}", self.home.join(f).display()))?;
+            install_private(&dest.join(f), &data)?;
+        }
+        backup(&dest.join("store"))
+    }
+
+    /// Makes this repo (which must not hold a store yet) a copy of the
+    /// exported repo `src`: every file copied, synced. Returns the bytes
+    /// copied. Run with no daemon on this repo.
+    pub fn import(&self, src: &Path) -> Result<u64> {
+        let from = Repo {
+            home: src.to_path_buf(),
+        };
+        if !from.exists() || !from.store_path().join("index.redb").exists() {
+            anyhow::bail!(
+                "{} is not an exported shoal repo (no config.toml or store/index.redb)",
+                src.display()
+            );
+        }
+        if self.store_path().join("index.redb").exists() || self.store_path().join("segments").exists() {
+            anyhow::bail!(
+                "{} already holds a store; import into a new repo (--home DIR or SHOAL_HOME)",
+                self.home.display()
+            );
+        }
+        create_private_dir(&self.home)?;
+        for f in EXPORTED_FILES {
+            let data = std::fs::read(src.join(f)).with_context(|| format!("reading {}", src.join(f).display()))?;
+            install_private(&self.home.join(f), &data)?;
+        }
+        copy_tree(&from.store_path(), &self.store_path())
+    }
+}
+
+/// Copies a directory tree, each file synced, then each directory.
+fn copy_tree(from: &Path, to: &Path) -> Result<u64> {
+    create_private_dir(to)?;
+    let mut bytes = 0;
+    for ent in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let ent = ent?;
+        let (src, dst) = (ent.path(), to.join(ent.file_name()));
+        if ent.file_type()?.is_dir() {
+            bytes += copy_tree(&src, &dst)?;
+        } else {
+            bytes += std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+            std::fs::File::open(&dst).and_then(|f| f.sync_all())?;
+        }
+    }
+    std::fs::File::open(to).and_then(|d| d.sync_all())?;
+    Ok(bytes)
+}
+
 /// Writes `p` atomically (mode 0600): a temporary file, synced, renamed,
 /// then the directory synced.
 fn install_private(p: &Path, data: &[u8]) -> Result<()> {

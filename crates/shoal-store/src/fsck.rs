@@ -25,6 +25,9 @@ pub struct IncompleteDataset {
     pub root: String,
     pub names: Vec<String>,
     pub missing_blocks: usize,
+    /// Why a repair did not make it whole (set by the node's repair).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -37,6 +40,12 @@ pub struct FsckReport {
     pub unreferenced_bytes: u64,
     pub repaired: bool,
     pub removed_blocks: u64,
+    /// Blocks fetched again from providers by the repair (the node's).
+    #[serde(default)]
+    pub refetched_blocks: u64,
+    /// Datasets the repair made whole again.
+    #[serde(default)]
+    pub repaired_datasets: Vec<String>,
 }
 
 impl FsckReport {
@@ -106,6 +115,7 @@ impl Store {
                     root: root.to_string(),
                     names: names.iter().filter(|n| n.1 == *root).map(|n| n.0.clone()).collect(),
                     missing_blocks: missing.len(),
+                    reason: None,
                 });
             }
             reachable.extend(seen);

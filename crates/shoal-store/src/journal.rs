@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use shoal_core::{cid, Cid};
 
 use crate::error::{Error, Result};
-use crate::store::PinKind;
+use crate::pin::PinKind;
 
 pub const FILE: &str = "roots.journal";
 const HEADER: &str = "shoal-roots 1";
@@ -131,8 +131,10 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 pub struct Journal {
     path: PathBuf,
     file: File,
-    /// Lines in the file (for deciding when to rewrite it).
+    /// Lines in the file, and entries it held when last rewritten (it is
+    /// rewritten when it has grown past twice that).
     pub lines: u64,
+    kept: u64,
 }
 
 impl Journal {
@@ -157,7 +159,14 @@ impl Journal {
             path,
             file,
             lines: lines.max(1),
+            kept: lines,
         })
+    }
+
+    /// Whether the journal has grown past twice what it held when last
+    /// rewritten (and past a small floor).
+    pub fn grown(&self) -> bool {
+        self.lines > 2 * self.kept + 1024
     }
 
     /// Appends and syncs entries (those worth keeping).
@@ -204,6 +213,7 @@ impl Journal {
             .open(&self.path)
             .map_err(|e| Error::io(&self.path, e))?;
         self.lines = text.lines().count() as u64;
+        self.kept = self.lines;
         Ok(())
     }
 }

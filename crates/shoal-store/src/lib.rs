@@ -31,6 +31,7 @@ mod fsck;
 mod gc;
 mod index;
 mod journal;
+mod pin;
 mod recover;
 mod scrub;
 mod segment;

@@ -8,13 +8,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata};
-use shoal_core::Cid;
 
 use crate::error::{Error, Result};
 use crate::index::{cid_from_key, Loc, BLOCKS, META, NAMES, PINS, REPLICAS, REPLICA_AUTHORS, SEGMENTS, VIEWS, VIEW_OF};
 use crate::journal::{self, Entry};
+use crate::pin::PinKind;
 use crate::segment;
-use crate::store::PinKind;
 
 /// What opening the store had to recover from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -86,57 +85,62 @@ fn segment_files(seg_dir: &Path) -> Result<Vec<(u64, u64)>> {
 /// verified; a later copy of a block wins) and replays the journal.
 pub fn rebuild(db: &Database, dir: &Path, seg_dir: &Path) -> Result<Rebuilt> {
     let mut r = Rebuilt::default();
-    let mut blocks: HashMap<Cid, Loc> = HashMap::new();
-    let mut segs: Vec<(u64, u64)> = Vec::new();
-    for (id, len) in segment_files(seg_dir)? {
-        let path = segment::segment_path(seg_dir, id);
-        let scan = segment::scan(&path)?;
-        r.segments_scanned += 1;
-        r.bad_frames += scan.bad_frames;
-        if scan.found.is_empty() && len > 0 {
-            tracing::warn!(
-                segment = id,
-                bytes = len,
-                "segment has no frames (written before format 3?): its blocks cannot be indexed from it"
-            );
-            r.unframed_segments.push(id);
-        }
-        if scan.bad_frames > 0 {
-            tracing::warn!(
-                segment = id,
-                bad = scan.bad_frames,
-                "frames that fail their CID were dropped"
-            );
-        }
-        for f in &scan.found {
-            blocks.insert(
-                f.cid,
-                Loc {
+    let (entries, bad) = journal::read(dir)?;
+    r.journal_entries = entries.len() as u64;
+    r.journal_bad_lines = bad;
+    // Entries go straight into the index as each segment is scanned (no
+    // table of every block in memory); a later copy of a block replaces an
+    // earlier one, whose segment then counts those bytes as dead.
+    let txn = db.begin_write()?;
+    {
+        let mut t = txn.open_table(BLOCKS)?;
+        let mut segs: Vec<(u64, u64)> = Vec::new();
+        let mut live: HashMap<u64, u64> = HashMap::new();
+        for (id, len) in segment_files(seg_dir)? {
+            let scan = segment::scan(&segment::segment_path(seg_dir, id))?;
+            r.segments_scanned += 1;
+            r.bad_frames += scan.bad_frames;
+            if scan.found.is_empty() && len > 0 {
+                tracing::warn!(
+                    segment = id,
+                    bytes = len,
+                    "segment has no frames (written before format 3?): its blocks cannot be indexed from it"
+                );
+                r.unframed_segments.push(id);
+            }
+            if scan.bad_frames > 0 {
+                tracing::warn!(
+                    segment = id,
+                    bad = scan.bad_frames,
+                    "frames that fail their CID were dropped"
+                );
+            }
+            for f in &scan.found {
+                let loc = Loc {
                     segment: id,
                     offset: f.offset,
                     len: f.len,
                     tick: 0,
-                },
-            );
-        }
-        // An unframed segment keeps its length (and no live bytes: the next
-        // compaction removes it); a framed one ends after its last frame.
-        segs.push((id, if scan.found.is_empty() { len } else { scan.end }));
-    }
-    let mut live: HashMap<u64, u64> = HashMap::new();
-    for loc in blocks.values() {
-        *live.entry(loc.segment).or_default() += loc.len;
-        r.blocks_found += 1;
-        r.bytes_found += loc.len;
-    }
-    let (entries, bad) = journal::read(dir)?;
-    r.journal_entries = entries.len() as u64;
-    r.journal_bad_lines = bad;
-    let txn = db.begin_write()?;
-    {
-        let mut t = txn.open_table(BLOCKS)?;
-        for (cid, loc) in &blocks {
-            t.insert(cid.to_bytes().as_slice(), loc.tuple())?;
+                };
+                let old = t
+                    .insert(f.cid.to_bytes().as_slice(), loc.tuple())?
+                    .map(|v| Loc::from_tuple(v.value()));
+                match old {
+                    Some(old) => {
+                        *live.entry(old.segment).or_default() -= old.len;
+                        r.bytes_found = r.bytes_found - old.len + f.len;
+                    }
+                    None => {
+                        r.blocks_found += 1;
+                        r.bytes_found += f.len;
+                    }
+                }
+                *live.entry(id).or_default() += f.len;
+            }
+            // An unframed segment keeps its length (and no live bytes: the
+            // next compaction removes it); a framed one ends after its
+            // last frame.
+            segs.push((id, if scan.found.is_empty() { len } else { scan.end }));
         }
         let mut s = txn.open_table(SEGMENTS)?;
         for (id, len) in &segs {
@@ -148,6 +152,8 @@ pub fn rebuild(db: &Database, dir: &Path, seg_dir: &Path) -> Result<Rebuilt> {
         // Unframed segments hold no indexed block: every indexed block is
         // in a framed segment.
         meta.insert("framed_from", 0)?;
+    }
+    {
         replay(&txn, &entries)?;
         r.pins = txn.open_table(PINS)?.len()?;
         r.names = txn.open_table(NAMES)?.len()?;
@@ -173,7 +179,7 @@ fn replay(txn: &redb::WriteTransaction, entries: &[Entry]) -> Result<()> {
     let mut view_of = txn.open_table(VIEW_OF)?;
     let mut replicas = txn.open_table(REPLICAS)?;
     let mut authors = txn.open_table(REPLICA_AUTHORS)?;
-    let now = crate::store::now_secs();
+    let now = crate::pin::now_secs();
     for e in entries {
         match e {
             Entry::Pin(k, c) | Entry::Unpin(k, c) => {

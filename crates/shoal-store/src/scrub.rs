@@ -8,7 +8,8 @@ use shoal_core::Cid;
 
 use crate::error::Result;
 use crate::index::{cid_from_key, Loc, BLOCKS, META};
-use crate::store::{now_secs, Store};
+use crate::pin::now_secs;
+use crate::store::Store;
 
 /// The scrub's position: the key of the last block verified this pass.
 pub(crate) const SCRUB: TableDefinition<&str, &[u8]> = TableDefinition::new("scrub");

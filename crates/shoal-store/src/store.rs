@@ -12,47 +12,10 @@ use shoal_core::{cid, Block, Cid};
 use crate::error::{Error, Result};
 use crate::index::{cid_from_key, Loc, BLOCKS, META, NAMES, PINS, REPLICAS, REPLICA_AUTHORS, SEGMENTS, VIEWS, VIEW_OF};
 use crate::journal::{Entry, Journal};
+pub(crate) use crate::pin::now_secs;
+pub use crate::pin::{PinKind, PinKinds};
 use crate::recover::{self, Recovery};
 use crate::segment::{self, ActiveSegment, Readers, SEGMENT_MAX_BYTES};
-
-/// Why a root is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PinKind {
-    /// Asked for by a user: never evicted, only `unpin` removes it.
-    User,
-    /// Held because the dataset is popular: evictable under quota pressure.
-    Mirror,
-    /// Read through (mount, query): evictable, least recently used first.
-    Cache,
-}
-
-impl PinKind {
-    pub const ALL: [PinKind; 3] = [PinKind::User, PinKind::Mirror, PinKind::Cache];
-    pub(crate) fn bit(self) -> u8 {
-        match self {
-            PinKind::User => 1,
-            PinKind::Mirror => 2,
-            PinKind::Cache => 4,
-        }
-    }
-}
-
-/// The set of kinds a root is pinned with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PinKinds(u8);
-
-impl PinKinds {
-    pub fn contains(self, k: PinKind) -> bool {
-        self.0 & k.bit() != 0
-    }
-    pub fn kinds(self) -> Vec<PinKind> {
-        PinKind::ALL.into_iter().filter(|k| self.contains(*k)).collect()
-    }
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
@@ -175,13 +138,6 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("dir", &self.dir).finish()
     }
-}
-
-pub(crate) fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// A recorded replica target.
@@ -319,16 +275,12 @@ impl Store {
         }
         let active = ActiveSegment::open(&seg_dir, active_id, active_len)?;
         let mut journal = Journal::open(&dir)?;
-        // The journal is rewritten from the index when it has grown past
-        // twice what the index holds, or when it is new beside an index
-        // that holds something (a store from before the journal).
+        // The journal is rewritten from the index at open (so it starts
+        // its growth from what is held, and a store from before the journal
+        // gets one), then whenever it has doubled.
         {
             let txn = db.begin_read()?;
-            let held = recover::snapshot(&txn)?;
-            let kept = held.iter().filter(|e| e.journaled()).count() as u64;
-            if journal.lines > 2 * kept + 1024 || (journal.lines <= 1 && kept > 0) {
-                journal.rewrite(&held)?;
-            }
+            journal.rewrite(&recover::snapshot(&txn)?)?;
         }
         Ok(Self {
             dir,
@@ -356,9 +308,17 @@ impl Store {
     }
 
     /// Records changes to what the store keeps in the roots journal; call
-    /// before the index transaction that makes them.
-    pub(crate) fn journal(&self, entries: &[Entry]) -> Result<()> {
-        self.journal.lock().expect("journal lock").append(entries)
+    /// before the index transaction that makes them and hold the guard
+    /// until it commits: a rewrite of the journal from the index (when it
+    /// has doubled) then never misses a change on its way in.
+    pub(crate) fn journal(&self, entries: &[Entry]) -> Result<std::sync::MutexGuard<'_, Journal>> {
+        let mut j = self.journal.lock().expect("journal lock");
+        if j.grown() {
+            let txn = self.db.begin_read()?;
+            j.rewrite(&recover::snapshot(&txn)?)?;
+        }
+        j.append(entries)?;
+        Ok(j)
     }
 
     pub fn dir(&self) -> &Path {
@@ -627,7 +587,7 @@ impl Store {
                 first: *first,
             });
         }
-        self.journal(&[Entry::Pin(kind, *root)])?;
+        let _journal = self.journal(&[Entry::Pin(kind, *root)])?;
         let txn = self.db.begin_write()?;
         {
             let mut t = txn.open_table(PINS)?;
@@ -644,7 +604,7 @@ impl Store {
         if !self.pin_kinds(root)?.contains(kind) {
             return Ok(false);
         }
-        self.journal(&[Entry::Unpin(kind, *root)])?;
+        let _journal = self.journal(&[Entry::Unpin(kind, *root)])?;
         let txn = self.db.begin_write()?;
         let was = {
             let mut t = txn.open_table(PINS)?;
@@ -690,7 +650,7 @@ impl Store {
 
     pub fn set_name(&self, name: &str, root: &Cid) -> Result<()> {
         validate_name(name)?;
-        self.journal(&[Entry::Name(name.to_string(), *root)])?;
+        let _journal = self.journal(&[Entry::Name(name.to_string(), *root)])?;
         let txn = self.db.begin_write()?;
         txn.open_table(NAMES)?.insert(name, root.to_bytes().as_slice())?;
         txn.commit()?;
@@ -701,7 +661,7 @@ impl Store {
         if self.resolve_name(name)?.is_none() {
             return Ok(None);
         }
-        self.journal(&[Entry::Unname(name.to_string())])?;
+        let _journal = self.journal(&[Entry::Unname(name.to_string())])?;
         let txn = self.db.begin_write()?;
         let old = {
             let mut t = txn.open_table(NAMES)?;
@@ -736,7 +696,7 @@ impl Store {
         if self.view(root)? == Some(*view) {
             return Ok(());
         }
-        self.journal(&[Entry::View(*root, *view)])?;
+        let _journal = self.journal(&[Entry::View(*root, *view)])?;
         let txn = self.db.begin_write()?;
         txn.open_table(VIEWS)?
             .insert(root.to_bytes().as_slice(), view.to_bytes().as_slice())?;
@@ -778,7 +738,7 @@ impl Store {
 
     fn put_replica_target(&self, root: &Cid, copies: u8, set_at: u64, author: Option<&[u8]>) -> Result<()> {
         let key = root.to_bytes();
-        self.journal(&[Entry::Replica {
+        let _journal = self.journal(&[Entry::Replica {
             root: *root,
             copies,
             set_at,
@@ -799,7 +759,7 @@ impl Store {
 
     pub fn remove_replica_target(&self, root: &Cid) -> Result<()> {
         let key = root.to_bytes();
-        self.journal(&[Entry::Unreplica(*root)])?;
+        let _journal = self.journal(&[Entry::Unreplica(*root)])?;
         let txn = self.db.begin_write()?;
         txn.open_table(REPLICAS)?.remove(key.as_slice())?;
         txn.open_table(REPLICA_AUTHORS)?.remove(key.as_slice())?;

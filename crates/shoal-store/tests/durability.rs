@@ -268,3 +268,32 @@ fn a_backup_taken_during_writes_and_compaction_opens_whole() {
     assert_eq!(copy.resolve_name("keep").unwrap(), Some(keep.root()));
     assert!(copy.fsck(false).unwrap().is_clean());
 }
+
+#[test]
+fn the_journal_stays_bounded_under_churn_and_still_rebuilds_the_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dataset(20, &[3000], 1024);
+    let churn = dataset(21, &[3000], 1024);
+    {
+        let store = open(dir.path());
+        put(&store, &keep, None);
+        put(&store, &churn, None);
+        store.pin(&keep.root(), PinKind::User).unwrap();
+        for i in 0..3000 {
+            store.pin(&churn.root(), PinKind::Mirror).unwrap();
+            store.unpin(&churn.root(), PinKind::Mirror).unwrap();
+            store.set_name(&format!("n{}", i % 7), &keep.root()).unwrap();
+        }
+        let lines = std::fs::read_to_string(dir.path().join("roots.journal"))
+            .unwrap()
+            .lines()
+            .count();
+        // Rewritten whenever it doubled past its floor: never far above it.
+        assert!(lines <= 2 * 9 + 1024 + 3, "{lines} lines");
+    }
+    std::fs::remove_file(dir.path().join("index.redb")).unwrap();
+    let store = open(dir.path());
+    assert!(store.pin_kinds(&keep.root()).unwrap().contains(PinKind::User));
+    assert!(store.pin_kinds(&churn.root()).unwrap().is_empty());
+    assert_eq!(store.names().unwrap().len(), 7);
+}

@@ -2,7 +2,7 @@
 //! the repo) and shows the answer through its [`Render`]. Grouped as the
 //! node's handles are: `datasets` (add, ls, cat, get, log, diff), `pins`,
 //! `query`, `names` (publish, follow), `mounts`, and `node` (init, id,
-//! peers, providers, mirrors, gc, fsck, stats).
+//! peers, providers, mirrors, gc, fsck, stats, export-repo, import-repo).
 
 mod datasets;
 mod mounts;
@@ -76,6 +76,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Gc => node::gc(&c).await,
         Cmd::Fsck { repair } => node::fsck(&c, repair).await,
         Cmd::Stats => node::stats(&c).await,
+        Cmd::ExportRepo { dest } => node::export_repo(&c, dest).await,
+        Cmd::ImportRepo { src } => node::import_repo(&c, src).await,
         Cmd::Add {
             path,
             name,

@@ -1,6 +1,7 @@
 //! The node itself: `init`, `id`, `connect`, `peers`, `providers`,
-//! `mirrors`, `gc`, `fsck`, `stats`.
+//! `mirrors`, `gc`, `fsck`, `stats`, `export-repo`, `import-repo`.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -73,4 +74,65 @@ pub async fn fsck(c: &Ctx, repair: bool) -> Result<ExitCode> {
 
 pub async fn stats(c: &Ctx) -> Result<ExitCode> {
     c.show(&c.client.get::<StatsResult>("/v1/stats").await?)
+}
+
+/// `shoal export-repo DEST`: through the running daemon (a consistent copy
+/// while it works), else from the repo directly.
+pub async fn export_repo(c: &Ctx, dest: PathBuf) -> Result<ExitCode> {
+    let dest = std::path::absolute(&dest)?;
+    let req = ExportRepoRequest {
+        dest: dest.display().to_string(),
+    };
+    let r = match c.client.post::<_, ExportRepoResult>("/v1/export-repo", &req).await {
+        Ok(r) => r,
+        Err(e) if e.downcast_ref::<shoal_api::client::NotRunning>().is_some() => {
+            let repo = c.repo.clone();
+            tokio::task::spawn_blocking(move || export_offline(&repo, &dest)).await??
+        }
+        Err(e) => return Err(e),
+    };
+    c.show(&r)
+}
+
+/// The export with no daemon running: the store opened here.
+fn export_offline(repo: &shoal_repo::Repo, dest: &Path) -> Result<ExportRepoResult> {
+    let report = repo.export(dest, |to| {
+        let store = shoal_store::Store::open(repo.store_path(), Default::default())?;
+        Ok(store.backup(to, shoal_node::KEPT_BESIDE_THE_STORE)?)
+    })?;
+    Ok(ExportRepoResult::new(dest.display().to_string(), &report))
+}
+
+/// `shoal import-repo SRC`: this repo becomes a copy of an exported one.
+pub async fn import_repo(c: &Ctx, src: PathBuf) -> Result<ExitCode> {
+    if c.client.get::<IdInfo>("/v1/id").await.is_ok() {
+        anyhow::bail!(
+            "a daemon is running on {}; stop it first (import-repo replaces its store)",
+            c.repo.home.display()
+        );
+    }
+    let repo = c.repo.clone();
+    let (bytes, stats) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let bytes = repo.import(&src)?;
+        // Opening it checks the copy (and recovers what it can).
+        let store = shoal_store::Store::open(repo.store_path(), Default::default())?;
+        Ok((bytes, store.stats()?))
+    })
+    .await??;
+    if c.json {
+        print_json(
+            &serde_json::json!({"repo": c.repo.home, "bytes": bytes, "blocks": stats.blocks, "pins": stats.pins, "names": stats.names}),
+        )?;
+    } else {
+        out!(
+            "imported {} blocks, {} pins, {} names ({} bytes copied) into {}\nstart the daemon with: shoal --home {} daemon",
+            stats.blocks,
+            stats.pins,
+            stats.names,
+            bytes,
+            c.repo.home.display(),
+            c.repo.home.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

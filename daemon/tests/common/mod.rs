@@ -64,6 +64,9 @@ pub struct Opts {
     /// TOML lines for `[gateway]` (listen is 127.0.0.1, port 0, unless
     /// given here).
     pub gateway: String,
+    /// TOML lines for `[scrub]`; empty = the defaults (which scrub nothing
+    /// in the first 10 minutes, so no test sees it unless it asks).
+    pub scrub: String,
     /// Shell `ulimit` commands the daemon process starts under (e.g.
     /// `ulimit -v 8388608`), for tests of resource limits.
     pub ulimits: String,
@@ -125,8 +128,9 @@ impl Daemon {
         std::fs::write(
             d.home.join("config.toml"),
             format!(
-                "[store]\n{store}\n[network]\n{network}\n[query]\n{}\n[mirror]\n{}\n[gateway]\n{}\n",
+                "[store]\n{store}\n[network]\n{network}\n[query]\n{}\n[scrub]\n{}\n[mirror]\n{}\n[gateway]\n{}\n",
                 opts.query,
+                opts.scrub,
                 if opts.mirror.is_empty() {
                     "budget = \"0\""
                 } else {
@@ -145,6 +149,27 @@ impl Daemon {
         }
         d.restart();
         d
+    }
+
+    /// A daemon on an existing repo at `home` (its own config), started.
+    pub fn attach(home: &Path) -> Daemon {
+        let mut d = Daemon {
+            home: home.to_path_buf(),
+            child: None,
+            env: Vec::new(),
+            ulimits: String::new(),
+            _dir: None,
+        };
+        d.restart();
+        d
+    }
+
+    /// The gateway's base URL (`http://127.0.0.1:PORT`).
+    pub fn gateway(&self) -> String {
+        self.json(&["id"])["gateway"]
+            .as_str()
+            .expect("the gateway is on")
+            .to_string()
     }
 
     /// Starts (or restarts) the daemon process and waits until it answers.
@@ -317,6 +342,22 @@ impl Drop for Daemon {
         }
         self.kill9();
     }
+}
+
+/// One GET over a fresh connection (60 s read deadline): (status, body).
+pub fn http_get(url: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let head_end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8_lossy(&out[..head_end]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, out[head_end + 4..].to_vec())
 }
 
 /// Asserts two directory trees are byte-identical (like `diff -r`).

@@ -37,7 +37,7 @@ use shoal_store::{Session, Store};
 
 use self::dataset::{DatasetFetch, Request};
 pub use self::link::LinkReport;
-pub use self::source::{BlockSource, SourceStats};
+pub use self::source::{BlockSource, CorruptFn, SourceStats};
 use crate::network::Client;
 use crate::{Error, Result};
 

@@ -27,7 +27,13 @@ pub struct BlockSource {
     providers: Mutex<HashMap<Cid, (Vec<PeerId>, Instant)>>,
     stats: SourceStats,
     behind: Arc<WriteBehind>,
+    /// Told (dataset root, block) when a read meets a corrupt local copy,
+    /// so the rest of the dataset can be checked and repaired.
+    on_corrupt: std::sync::OnceLock<CorruptFn>,
 }
+
+/// See [`BlockSource::on_corrupt`].
+pub type CorruptFn = Arc<dyn Fn(Cid, Cid) + Send + Sync>;
 
 /// What the block source did: blocks found locally, blocks fetched from
 /// peers and how long each such fetch took (readers waiting on another
@@ -85,7 +91,14 @@ impl BlockSource {
             providers: Mutex::new(HashMap::new()),
             stats: SourceStats::default(),
             behind: Arc::default(),
+            on_corrupt: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what is told (dataset root, block) when a read meets a corrupt
+    /// local copy (the read itself fetches the block again). Set once.
+    pub fn on_corrupt(&self, f: CorruptFn) {
+        let _ = self.on_corrupt.set(f);
     }
 
     /// Waits (at most `limit`) until every fetched block handed to the
@@ -114,6 +127,9 @@ impl BlockSource {
             Ok(None) => "not in the local store".to_string(),
             Err(e) => {
                 tracing::warn!(%cid, error = %e, "local copy unusable; fetching from peers");
+                if let Some(f) = self.on_corrupt.get() {
+                    f(root, cid);
+                }
                 format!("the local copy is unusable ({e})")
             }
         };

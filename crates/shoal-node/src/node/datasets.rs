@@ -114,6 +114,7 @@ impl Datasets {
         opts: AddOptions,
         progress: ProgressFn,
     ) -> Result<AddReport> {
+        let _busy = self.ctx.busy();
         let AddOptions { rehash, keep } = opts;
         if keep == Some(0) {
             return Err(Error::BadRequest(

@@ -30,6 +30,7 @@ impl Pins {
         replicas: Option<u8>,
         progress: ProgressFn,
     ) -> Result<PinReport> {
+        let _busy = self.ctx.busy();
         let root = target.dataset("pin")?;
         if root.codec() != cid::DAG_CBOR {
             return Err(Error::BadRequest(format!("{root} is a raw block, not a dataset")));

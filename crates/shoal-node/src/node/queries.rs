@@ -94,6 +94,7 @@ impl Queries {
     /// the rest run on peers that hold them (only partials come back), and
     /// what nobody computes is fetched and computed here.
     pub async fn query(&self, target: &Target, spec: shoal_query::QuerySpec) -> Result<QueryReport> {
+        let _busy = self.ctx.busy();
         let root = target.dataset("query").map_err(|_| {
             Error::BadRequest("query takes a dataset (CID or NAME) and the array path separately".into())
         })?;

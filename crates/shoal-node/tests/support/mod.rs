@@ -27,6 +27,7 @@ pub fn config(dir: &Path, block_size: u32, mirror: MirrorSettings, test: TestSwi
         query: shoal_node::QuerySettings::with_memory(1 << 30),
         names: Default::default(),
         limits: Default::default(),
+        scrub: shoal_node::ScrubSettings::off(),
         test,
     }
 }
