@@ -14,8 +14,8 @@
 # Needs root (FUSE, drop_caches). usage: bench/scrub.sh [GIB] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-GIB=${1:-0.5}
-RUNS=${2:-3}
+GIB=${1:-1}
+RUNS=${2:-5}
 W=${BENCH_DIR:-/tmp/shoal-scrubbench}
 for m in "$W"/mnt-*; do umount -l "$m" 2>/dev/null || true; done
 source bench/lib.sh
@@ -57,7 +57,7 @@ for i in $(seq "$RUNS"); do
     "$BIN" --home "$W/$B" mount "$W/mnt-$B" >/dev/null
     ls -R "$W/mnt-$B/$D1" >/dev/null
     timed readall "$W/mnt-$B/$D1"; READ_T[$cfg]+="$T "
-    echo "run $i $cfg: pin ${PIN_T[$cfg]##* }read ${READ_T[$cfg]##* }scrubbed $(json "$B" scrub_pass_bytes) B in this pass, paused $(json "$B" scrub_paused) times" >&2
+    echo "run $i $cfg: pin $(echo ${PIN_T[$cfg]} | awk '{print $NF}')s read $(echo ${READ_T[$cfg]} | awk '{print $NF}')s; scrubbed $(json "$B" scrub_pass_bytes) B in this pass, paused $(json "$B" scrub_paused) times" >&2
     umount "$W/mnt-$B"; stop "$B"
   done
 done

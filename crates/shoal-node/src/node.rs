@@ -210,7 +210,7 @@ impl Node {
             let d = ctx.durability.clone();
             ctx.services
                 .source
-                .on_corrupt(Arc::new(move |root, _block| d.schedule(root)));
+                .on_corrupt(Arc::new(move |root, block| d.suspect(root, block)));
         }
         // A start that fails here stops the network it started.
         let online = async {

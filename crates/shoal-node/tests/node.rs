@@ -609,3 +609,46 @@ async fn re_adding_a_name_reads_only_changed_files() {
     assert_eq!(node.datasets().read(changed.root, "t/c/1/1", None).await.unwrap(), data);
     node.shutdown().await.unwrap();
 }
+
+/// A dataset pinned by twelve daemons gone since leaves more provider
+/// records than a fetch asks (eight): a new daemon connected to the one
+/// live provider still pins it (the cut itself is unit-tested in
+/// shoal-net's fetch: connected providers first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_stale_provider_records_never_push_out_the_live_provider() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slow = TestSwitches {
+        serve_delay: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let a = Node::start(config(&tmp.path().join("a"), quiet(), slow)).await.unwrap();
+    let root = add(&a, dataset(tmp.path())).await;
+    let target = a.datasets().resolve(&root.to_string()).await.unwrap();
+    for i in 0..12 {
+        let gone = start(&tmp.path().join(format!("gone{i}"))).await;
+        connect(&a, &gone).await;
+        let stored = || {
+            a.net_stats()
+                .provider_records_stored
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let before = stored();
+        gone.pins()
+            .pin(&target, None, None, shoal_node::no_progress())
+            .await
+            .unwrap();
+        // Its announcement reached a before it goes.
+        wait_for(20, "a to store gone's provider record", || async {
+            (stored() > before).then_some(())
+        })
+        .await;
+        gone.shutdown().await.unwrap();
+    }
+    for i in 0..3 {
+        let b = start(&tmp.path().join(format!("b{i}"))).await;
+        connect(&a, &b).await;
+        let report = b.pins().pin(&target, None, None, shoal_node::no_progress()).await;
+        assert!(report.is_ok(), "pin {i}: {:?}", report.err());
+        b.shutdown().await.unwrap();
+    }
+}

@@ -114,10 +114,28 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::Config(format!("blocking task failed: {e}")))?
 }
 
+/// The providers a fetch asks, at most `max`: connected ones first. The
+/// records of providers long gone (a DHT record outlives a killed daemon)
+/// must not push a live one out of the few asked; it would then be dropped
+/// as unconfirmed and the fetch would fail with stale peers only.
+fn pick_providers(found: HashSet<PeerId>, connected: &HashSet<PeerId>, max: usize) -> Vec<PeerId> {
+    let mut found: Vec<PeerId> = found.into_iter().collect();
+    found.sort_by_key(|p| (!connected.contains(p), *p));
+    found.truncate(max);
+    found
+}
+
 impl Fetcher {
     async fn providers(&self, root: Cid) -> Result<Vec<PeerId>> {
         let started = Instant::now();
-        let peers = self.net.peers().await?.len();
+        let connected: HashSet<PeerId> = self
+            .net
+            .peers()
+            .await?
+            .iter()
+            .filter_map(|p| p.peer_id.parse().ok())
+            .collect();
+        let peers = connected.len();
         // With no peer at all there is nobody to ask: fail now, not after
         // the DHT timeout.
         let found = if peers == 0 {
@@ -132,7 +150,7 @@ impl Fetcher {
                 peers,
             });
         }
-        Ok(found.into_iter().take(self.opts.max_peers).collect())
+        Ok(pick_providers(found, &connected, self.opts.max_peers))
     }
 
     /// Makes `root`'s dataset complete in the local store (not pinned: the
@@ -411,5 +429,28 @@ impl BatchWriter {
     async fn finish(&mut self, session: &Session) -> Result<()> {
         self.start(session).await?;
         self.wait().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (found by bench/scrub.sh): with more provider records
+    /// than a fetch asks, the cut was random and often left out the one
+    /// live (connected) provider.
+    #[test]
+    fn connected_providers_survive_the_cut() {
+        let live: Vec<PeerId> = (0..2).map(|_| PeerId::random()).collect();
+        let connected: HashSet<PeerId> = live.iter().copied().collect();
+        for _ in 0..50 {
+            let mut found: HashSet<PeerId> = (0..30).map(|_| PeerId::random()).collect();
+            found.extend(&live);
+            let picked = pick_providers(found, &connected, 8);
+            assert_eq!(picked.len(), 8);
+            assert!(live.iter().all(|p| picked.contains(p)), "{picked:?}");
+        }
+        let few: HashSet<PeerId> = live.iter().copied().collect();
+        assert_eq!(pick_providers(few, &HashSet::new(), 8).len(), 2);
     }
 }

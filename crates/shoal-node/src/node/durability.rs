@@ -38,8 +38,10 @@ const RETRY_EVERY: Duration = Duration::from_secs(300);
 const BUSY_CHECK: Duration = Duration::from_secs(1);
 
 /// The scrub's smallest slice (so a low rate still makes progress in
-/// whole blocks).
+/// whole blocks), and its largest (one slice is not interrupted: a reader
+/// arriving waits for at most this much verification, ~0.1 s).
 const MIN_SLICE: u64 = 256 << 10;
+const MAX_SLICE: u64 = 16 << 20;
 
 /// Counters of the scrub and the repairs since the start.
 #[derive(Debug, Default)]
@@ -70,6 +72,10 @@ pub struct RepairReport {
 struct Queue {
     roots: VecDeque<Cid>,
     queued: HashSet<Cid>,
+    /// Blocks a read found corrupt: their copies are dropped before the
+    /// check, so the repair fetches them whether or not the read's own
+    /// fetch got them stored.
+    suspects: Vec<Cid>,
     /// Check every held dataset.
     all: bool,
 }
@@ -90,10 +96,9 @@ impl Durability {
             return;
         }
         if q.roots.len() >= MAX_QUEUED {
-            *q = Queue {
-                all: true,
-                ..Default::default()
-            };
+            q.all = true;
+            q.roots.clear();
+            q.queued.clear();
         } else {
             q.queued.insert(root);
             q.roots.push_back(root);
@@ -102,18 +107,30 @@ impl Durability {
         self.wake.notify_one();
     }
 
+    /// A read met a corrupt copy of `block` of dataset `root`.
+    pub fn suspect(&self, root: Cid, block: Cid) {
+        {
+            let mut q = self.queue.lock().expect("repair queue lock");
+            if q.suspects.len() < MAX_QUEUED {
+                q.suspects.push(block);
+            }
+        }
+        self.schedule(root);
+    }
+
     /// Asks for every held dataset to be checked and repaired.
     pub fn schedule_all(&self) {
-        *self.queue.lock().expect("repair queue lock") = Queue {
-            all: true,
-            ..Default::default()
-        };
+        let mut q = self.queue.lock().expect("repair queue lock");
+        q.all = true;
+        q.roots.clear();
+        q.queued.clear();
+        drop(q);
         self.wake.notify_one();
     }
 
-    fn take(&self) -> (bool, Vec<Cid>) {
+    fn take(&self) -> (bool, Vec<Cid>, Vec<Cid>) {
         let q = std::mem::take(&mut *self.queue.lock().expect("repair queue lock"));
-        (q.all, q.roots.into())
+        (q.all, q.roots.into(), q.suspects)
     }
 }
 
@@ -242,7 +259,21 @@ pub(super) fn spawn_repairer(ctx: &Arc<NodeCtx>) -> tokio::task::JoinHandle<()> 
                     }
                 }
             }
-            let (all, mut roots) = ctx.durability.take();
+            let (all, mut roots, suspects) = ctx.durability.take();
+            if !suspects.is_empty() {
+                let dropped = ctx
+                    .blocking(move |n| {
+                        let mut dropped = 0;
+                        for c in &suspects {
+                            dropped += usize::from(n.services.store.drop_if_corrupt(c)?);
+                        }
+                        Ok(dropped)
+                    })
+                    .await;
+                if let Err(e) = dropped {
+                    tracing::warn!(error = %e, "repair: dropping corrupt copies failed");
+                }
+            }
             if all {
                 match ctx.blocking(|n| n.held_roots()).await {
                     Ok(r) => roots = r,
@@ -277,7 +308,7 @@ pub(super) fn spawn_scrubber(ctx: &Arc<NodeCtx>) -> tokio::task::JoinHandle<()> 
         tokio::time::sleep(s.start_after).await;
         let store = ctx.services.store.clone();
         let mut seen = ctx.activity();
-        let slice = s.rate.max(MIN_SLICE);
+        let slice = s.rate.clamp(MIN_SLICE, MAX_SLICE);
         loop {
             let st = store.clone();
             let state = match tokio::task::spawn_blocking(move || st.scrub_state()).await {
