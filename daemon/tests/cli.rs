@@ -133,44 +133,61 @@ fn a_flipped_byte_on_disk_is_caught_reported_and_repaired() {
     let src = datasets().join("v3_zstd");
     d.add(&src, Some("z"));
     let ls = d.json(&["ls", "z"]);
-    let entry = ls["entries"]
+    let chunks: Vec<(String, String)> = ls["entries"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| !e["inline"].as_bool().unwrap())
-        .unwrap()
-        .clone();
-    let key = entry["key"].as_str().unwrap();
-    let cid = entry["cids"][0].as_str().unwrap();
-    // Find the chunk's bytes in the pack segment and flip one.
-    let chunk = std::fs::read(src.join(key)).unwrap();
+        .filter(|e| !e["inline"].as_bool().unwrap())
+        .take(2)
+        .map(|e| {
+            let key = e["key"].as_str().unwrap().to_string();
+            (key, e["cids"][0].as_str().unwrap().to_string())
+        })
+        .collect();
+    let [(read_key, read_cid), (left_key, left_cid)] = <[_; 2]>::try_from(chunks).unwrap();
+    // Find two chunks' bytes in the pack segment and flip one byte in each:
+    // one is met by a read, the other only by fsck.
     let seg = d.home.join("store/segments/000000000001.pack");
     let mut pack = std::fs::read(&seg).unwrap();
-    let at = pack
-        .windows(chunk.len())
-        .position(|w| w == chunk.as_slice())
-        .expect("chunk bytes in pack");
-    pack[at + chunk.len() / 2] ^= 0x55;
+    for key in [&read_key, &left_key] {
+        let chunk = std::fs::read(src.join(key)).unwrap();
+        let at = pack
+            .windows(chunk.len())
+            .position(|w| w == chunk.as_slice())
+            .expect("chunk bytes in pack");
+        pack[at + chunk.len() / 2] ^= 0x55;
+    }
     std::fs::write(&seg, &pack).unwrap();
 
-    let out = d.cli(&["cat", &format!("z/{key}")]);
+    let out = d.cli(&["cat", &format!("z/{read_key}")]);
     assert!(!out.status.success());
     assert!(out.stdout.is_empty(), "wrong bytes must never be returned");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(key) && err.contains(cid),
+        err.contains(&read_key) && err.contains(&read_cid),
         "error must name key and CID: {err}"
     );
 
+    // The read dropped the copy it met (a repair fetches it again when a
+    // provider exists; this daemon is alone), so fsck finds the dataset
+    // incomplete and the other flipped block corrupt (which counts as
+    // missing too: it cannot be read).
     let fsck = d.cli(&["fsck"]);
     assert!(!fsck.status.success());
     let text = String::from_utf8_lossy(&fsck.stdout);
-    assert!(text.contains(cid) && text.contains("corrupt"), "{text}");
+    assert!(text.contains(&left_cid) && text.contains("corrupt"), "{text}");
+    assert!(
+        !text.contains(&read_cid),
+        "the dropped copy is not reported again: {text}"
+    );
+    assert!(text.contains("(z) is missing 2 blocks"), "{text}");
 
     let repaired = d.cli(&["fsck", "--repair", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&repaired.stdout).unwrap();
-    assert_eq!(report["removed_blocks"].as_u64(), Some(1));
+    assert_eq!(report["removed_blocks"].as_u64(), Some(1), "{report}");
+    assert_eq!(report["refetched_blocks"].as_u64(), Some(0), "{report}");
     assert_eq!(report["incomplete"][0]["names"][0].as_str(), Some("z"), "{report}");
+    assert_eq!(report["incomplete"][0]["missing_blocks"].as_u64(), Some(2), "{report}");
     // After repair: nothing corrupt remains; the dataset is reported incomplete.
     let after = d.json_allow_fail(&["fsck"]);
     assert!(after["corrupt"].as_array().unwrap().is_empty());

@@ -79,7 +79,11 @@ impl Store {
                     cid: cid.to_string(),
                     segment: loc.segment,
                     offset: loc.offset,
-                    reason: e.to_string(),
+                    // The inner reason: the CID and place are fields already.
+                    reason: match e {
+                        Error::Corrupt { reason, .. } => reason,
+                        other => other.to_string(),
+                    },
                 });
                 bad.push((*cid, *loc));
             }
