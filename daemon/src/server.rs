@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -476,6 +476,47 @@ async fn query(State(d): St, JsonBody(req): JsonBody<QueryRequest>) -> ApiResult
     Ok(Json(out.collect()))
 }
 
+async fn stage_open(State(d): St, JsonBody(req): JsonBody<StageRequest>) -> ApiResult<Json<StageOpened>> {
+    let s = d.node.stages().open(&req.name, req.overwrite).await?;
+    Ok(Json(StageOpened {
+        id: s.id,
+        name: s.name,
+        base: s.base.map(|c| c.to_string()),
+        base_version: s.base_version,
+    }))
+}
+
+async fn stage_put(State(d): St, Path((id, key)): Path<(String, String)>, body: Body) -> ApiResult<Json<StagedKey>> {
+    let size = d.node.stages().put(&id, &key, body.into_data_stream()).await?;
+    Ok(Json(StagedKey { key, size }))
+}
+
+async fn stage_read(State(d): St, Path((id, key)): Path<(String, String)>) -> ApiResult<Response> {
+    let data = d.node.stages().read(&id, &key).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+}
+
+async fn stage_remove(
+    State(d): St,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<StageRemoveRequest>,
+) -> ApiResult<Json<StageRemoveRequest>> {
+    d.node.stages().remove(&id, &req.key).await?;
+    Ok(Json(req))
+}
+
+async fn stage_abort(State(d): St, Path(id): Path<String>) -> ApiResult<Json<StageRemoveRequest>> {
+    d.node.stages().abort(&id).await?;
+    Ok(Json(StageRemoveRequest { key: String::new() }))
+}
+
+async fn stage_commit(State(d): St, Path(id): Path<String>, JsonBody(req): JsonBody<StageCommitRequest>) -> Response {
+    streamed(move |progress| async move {
+        let r = d.node.stages().commit(&id, req.keep, progress).await?;
+        Ok(AddResult::from(r))
+    })
+}
+
 fn router(d: Arc<Daemon>) -> Router {
     Router::new()
         .route("/v1/id", get(id))
@@ -505,6 +546,12 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/export-repo", post(export_repo))
         .route("/v1/mirrors", get(mirrors))
+        // Staged writes: only here, on the Unix socket, never the gateway.
+        .route("/v1/stage", post(stage_open))
+        .route("/v1/stage/{id}/key/{*key}", get(stage_read).put(stage_put))
+        .route("/v1/stage/{id}/remove", post(stage_remove))
+        .route("/v1/stage/{id}/abort", post(stage_abort))
+        .route("/v1/stage/{id}/commit", post(stage_commit))
         .with_state(d)
 }
 
@@ -516,6 +563,38 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
     }
+}
+
+/// The API socket: its owner's only (0600), or also `group`'s (0660).
+fn share_socket(sock: &std::path::Path, group: &str) -> Result<()> {
+    if group.is_empty() {
+        return std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600))
+            .context("restricting API socket to its owner");
+    }
+    let gid = group_id(group)?;
+    std::os::unix::fs::chown(sock, None, Some(gid))
+        .with_context(|| format!("giving API socket {} to group {group} ([api] group)", sock.display()))?;
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o660))
+        .context("opening API socket to its group")?;
+    tracing::info!(group, gid, "API socket open to its group (mode 0660)");
+    Ok(())
+}
+
+/// A group's id, from a number or from /etc/group.
+fn group_id(group: &str) -> Result<u32> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").context("reading /etc/group for [api] group")?;
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            Some((f.next()?, f.nth(1)?))
+        })
+        .find(|(name, _)| *name == group)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .with_context(|| format!("[api] group {group:?} is not in /etc/group (create it, or give its number)"))
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -542,8 +621,7 @@ pub async fn run(repo: Repo) -> Result<()> {
     let _ = std::fs::remove_file(&sock);
     let listener =
         tokio::net::UnixListener::bind(&sock).with_context(|| format!("binding API socket {}", sock.display()))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
-        .context("restricting API socket to its owner")?;
+    share_socket(&sock, &config.api.group)?;
     let url = gateway.as_ref().map(|g| g.url());
     eprintln!(
         "shoal daemon {} ready: peer {}, repo {}, API {}, gateway {}",

@@ -15,6 +15,45 @@ pub struct AddRequest {
     pub keep: Option<u32>,
 }
 
+/// Opens a staged write over a name (`POST /v1/stage`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StageRequest {
+    pub name: String,
+    /// Over nothing (zarr's mode "w"), not over the name's current version.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StageOpened {
+    pub id: String,
+    pub name: String,
+    /// The version written over: its keys stay unless replaced or removed.
+    pub base: Option<String>,
+    pub base_version: Option<u64>,
+}
+
+/// `PUT /v1/stage/{id}/key/{key}`'s answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StagedKey {
+    pub key: String,
+    pub size: u64,
+}
+
+/// `POST /v1/stage/{id}/remove`: a key and every key under it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StageRemoveRequest {
+    pub key: String,
+}
+
+/// `POST /v1/stage/{id}/commit`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StageCommitRequest {
+    /// Versions of the name to keep.
+    #[serde(default)]
+    pub keep: Option<u32>,
+}
+
 /// One version of a name (`shoal log`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct VersionInfo {
@@ -380,6 +419,7 @@ pub struct QueryRequest {
     /// CF time coordinates: 2020, 2020-03, 2020-03-01, 2020-03-01T06:00
     /// (a date covers its whole day, month or year). Repeatable.
     #[arg(long = "sel")]
+    #[serde(default, deserialize_with = "text::sels")]
     pub sel: Vec<shoal_query::label::LabelSel>,
     /// Selection by index, like xarray's .isel: DIM=START:STOP (half-open;
     /// repeatable).
@@ -391,13 +431,13 @@ pub struct QueryRequest {
     /// (the result has a month, season, ... dimension in its place; alone,
     /// only time is reduced).
     #[arg(long, value_parser = shoal_query::group::GroupSpec::groupby, conflicts_with = "resample")]
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text::groupby")]
     pub groupby: Option<shoal_query::group::GroupSpec>,
     /// Resample a CF time dimension, like xarray's resample: DIM=FREQ with
     /// FREQ one of [n]h, [n]D, [n]MS, [n]QS-DEC (or another month), [n]YS;
     /// bins are labelled by their left edge.
     #[arg(long, value_parser = shoal_query::group::GroupSpec::resample)]
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text::resample")]
     pub resample: Option<shoal_query::group::GroupSpec>,
     /// Weighted sum, mean, var or std, like xarray's weighted: `coslat`
     /// (cosine of the latitude coordinate, in degrees) or ARRAY (another
@@ -479,6 +519,50 @@ pub struct QueryResult {
     pub coords: Vec<shoal_query::dataset::ResultCoord>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub attrs: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Query fields a client may also send as the CLI's text (`"time.month"`,
+/// `"time=1MS"`, `"time=2020-01:2020-03"`), parsed by the same functions.
+mod text {
+    use serde::{Deserialize, Deserializer};
+    use shoal_query::group::GroupSpec;
+    use shoal_query::label::LabelSel;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either<T> {
+        Text(String),
+        Value(T),
+    }
+
+    fn one<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, D::Error> {
+        match Option::<Either<T>>::deserialize(d)? {
+            None => Ok(None),
+            Some(Either::Value(v)) => Ok(Some(v)),
+            Some(Either::Text(s)) => parse(&s).map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn groupby<'de, D: Deserializer<'de>>(d: D) -> Result<Option<GroupSpec>, D::Error> {
+        one(d, GroupSpec::groupby)
+    }
+
+    pub fn resample<'de, D: Deserializer<'de>>(d: D) -> Result<Option<GroupSpec>, D::Error> {
+        one(d, GroupSpec::resample)
+    }
+
+    pub fn sels<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<LabelSel>, D::Error> {
+        Vec::<Either<LabelSel>>::deserialize(d)?
+            .into_iter()
+            .map(|e| match e {
+                Either::Value(v) => Ok(v),
+                Either::Text(s) => s.parse().map_err(serde::de::Error::custom),
+            })
+            .collect()
+    }
 }
 
 /// Parses `DIM=START:STOP`.
@@ -735,4 +819,29 @@ pub struct CountsInfo {
     pub blocks: u64,
     pub mounts: u64,
     pub queries: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_takes_the_clis_text_or_the_structured_form() {
+        let text: QueryRequest = serde_json::from_value(serde_json::json!({
+            "target": "sst", "array": "sst", "op": "mean", "dims": ["time"],
+            "groupby": "time.month", "sel": ["lat=-10:10"], "ddof": 0, "raw": false,
+        }))
+        .unwrap();
+        let g = text.groupby.clone().unwrap();
+        assert_eq!(g, shoal_query::group::GroupSpec::groupby("time.month").unwrap());
+        assert_eq!(text.sel, vec!["lat=-10:10".parse().unwrap()]);
+        let structured = serde_json::to_value(&text).unwrap();
+        let back: QueryRequest = serde_json::from_value(structured).unwrap();
+        assert_eq!(back.groupby, Some(g));
+        assert_eq!(back.sel, text.sel);
+        let bad = serde_json::from_value::<QueryRequest>(serde_json::json!({
+            "target": "sst", "op": "mean", "groupby": "time.fortnight", "ddof": 0, "raw": false,
+        }));
+        assert!(bad.unwrap_err().to_string().contains("fortnight"));
+    }
 }

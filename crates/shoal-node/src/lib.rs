@@ -54,8 +54,8 @@ pub use metrics::NodeMetrics;
 pub use mirror::{MirrorsView, Reason, Why};
 pub use names::{Follow, NameSettings, PublishReport};
 pub use node::{
-    Arrays, Datasets, DurabilityStats, Mirrors, Mounts, Names, Node, Pins, Queries, QueryRun, RepairReport,
-    KEPT_BESIDE_THE_STORE,
+    Arrays, Datasets, DurabilityStats, Mirrors, Mounts, Names, Node, Pins, Queries, QueryRun, RepairReport, StageInfo,
+    Stages, KEPT_BESIDE_THE_STORE,
 };
 pub use shoal_net::SwarmSettings;
 pub use shoal_unixfs::WalkLimits;

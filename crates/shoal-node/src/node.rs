@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_core::Cid;
 use shoal_net::{BlockSource, Fetcher, Multiaddr, PeerId, PeerInfo};
-use shoal_store::{FsckReport, GcStats, StatsReport, Store, StoreOptions};
+use shoal_store::{FsckReport, GcStats, PinKind, StatsReport, Store, StoreOptions};
 
 use crate::config::{MountSettings, NodeConfig};
 use crate::error::Result;
@@ -25,6 +25,7 @@ mod mounts;
 mod names;
 mod pins;
 mod queries;
+mod stages;
 
 pub use datasets::Datasets;
 pub use durability::{DurabilityStats, RepairReport};
@@ -33,6 +34,7 @@ pub use mounts::Mounts;
 pub use names::Names;
 pub use pins::Pins;
 pub use queries::{Arrays, Queries, QueryRun};
+pub use stages::{StageInfo, Stages};
 
 /// What the node keeps in the store directory beside the store itself
 /// (a backup copies these): version histories, published names, follows,
@@ -80,6 +82,8 @@ pub(crate) struct NodeCtx {
     scrub: crate::config::ScrubSettings,
     /// Adds, pins and queries under way (the scrub waits while any is).
     active: Arc<std::sync::atomic::AtomicU64>,
+    /// Writes staged key by key, committed as one version.
+    stages: stages::StageTable,
 }
 
 /// Set when the request that started some blocking work is gone.
@@ -203,6 +207,7 @@ impl Node {
             durability: Arc::default(),
             scrub: cfg.scrub,
             active: Arc::default(),
+            stages: stages::StageTable::new(cfg.store_dir.join("staging")),
         });
         {
             // A read that meets a corrupt local copy fetches that block
@@ -244,6 +249,12 @@ impl Node {
     /// Published names and follows.
     pub fn names(&self) -> Names {
         self.ctx.names()
+    }
+
+    /// Writes staged key by key (zarr-python through `shoal://`) and
+    /// committed as a name's next version.
+    pub fn stages(&self) -> Stages {
+        Stages { ctx: self.ctx.clone() }
     }
 
     /// The FUSE mounts of this node.
@@ -463,6 +474,51 @@ impl NodeCtx {
         let _on_drop = CancelOnDrop(cancel.clone());
         let ctx = self.clone();
         tokio::task::spawn_blocking(move || f(&ctx, &cancel)).await?
+    }
+
+    /// An ingest's root made a dataset of this node: pinned (user), its
+    /// UnixFS view built, and under `name` its next version (older ones
+    /// beyond `keep` unpinned). Blocking; the session that protected the
+    /// blocks may end after this.
+    fn land(&self, r: &shoal_zarr::IngestReport, name: Option<String>, keep: Option<u32>) -> Result<AddReport> {
+        let store = &self.services.store;
+        store.pin(&r.root, PinKind::User)?;
+        let unixfs = self.services.ensure_view(r.root)?;
+        let mut version = None;
+        if let Some(name) = &name {
+            let previous = store.resolve_name(name)?;
+            store.set_name(name, &r.root)?;
+            version = self.record_version(name, previous, r.root, r.stats.new_bytes, keep)?;
+        }
+        Ok(AddReport {
+            root: r.root,
+            name,
+            zarr_format: r.zarr_format,
+            keys: r.keys,
+            bytes: r.bytes,
+            new_blocks: r.stats.new_blocks,
+            new_bytes: r.stats.new_bytes,
+            dup_blocks: r.stats.dup_blocks,
+            reused_files: r.reused_files,
+            reused_bytes: r.reused_bytes,
+            version,
+            unixfs,
+            elapsed: Duration::ZERO,
+        })
+    }
+
+    /// After [`NodeCtx::land`]: the dataset and its view announced, its
+    /// name's record published again; the report's time since `start`.
+    async fn landed(self: &Arc<Self>, report: AddReport, start: Instant) -> AddReport {
+        self.announce(report.root).await;
+        self.announce(report.unixfs).await;
+        if let Some(name) = &report.name {
+            self.names().republish(name).await;
+        }
+        AddReport {
+            elapsed: start.elapsed(),
+            ..report
+        }
     }
 
     /// Provides `root` on the DHT; a failure is logged, not fatal (the

@@ -31,6 +31,17 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub scrub: ScrubConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// The local API socket's access.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// A group whose members may use the socket (mode 0660, as docker's
+    /// socket); empty: the daemon's user only (0600).
+    pub group: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

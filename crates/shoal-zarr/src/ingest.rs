@@ -180,8 +180,80 @@ pub fn ingest(
     session: &Session,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<IngestReport> {
-    let block_size = opts.block_size.clamp(1, shoal_core::MAX_BLOCK_SIZE);
     let (root, zarr_format, files) = scan(dir)?;
+    let format = zarr_format.ok_or_else(|| Error::NotZarr {
+        path: dir.to_path_buf(),
+        reason: "no zarr.json (v3) or .zgroup/.zarray (v2) at its top".into(),
+    })?;
+    write(store, &root, format, files, None, opts, session, progress).map(|w| w.report)
+}
+
+/// Takes one entry of a base version.
+pub type EntrySink<'a> = dyn FnMut(Entry) -> Result<()> + 'a;
+
+/// An earlier version a staged write lands on: its entries are kept, in
+/// key order, except those the stage replaces or removes.
+pub struct Overlay<'a> {
+    pub zarr_format: u8,
+    /// Pushes every entry of the base, in key order, to the sink.
+    pub base: &'a mut dyn FnMut(&mut EntrySink<'_>) -> Result<()>,
+    /// Keys dropped from the base, each with every key under it (`""`:
+    /// the whole base).
+    pub removed: &'a [String],
+}
+
+/// Whether `key` is one of `removed` or under one of them.
+fn removes(removed: &[String], key: &str) -> bool {
+    removed
+        .iter()
+        .any(|r| r.is_empty() || key == r || key.strip_prefix(r.as_str()).is_some_and(|rest| rest.starts_with('/')))
+}
+
+/// Ingests the keys staged in `dir` over `overlay`'s base (a write from
+/// zarr-python: only the keys written are read, the base's others keep
+/// their blocks). The result must still be a Zarr hierarchy.
+pub fn ingest_overlay(
+    store: &Store,
+    dir: &Path,
+    overlay: Option<Overlay<'_>>,
+    opts: &IngestOptions,
+    session: &Session,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<IngestReport> {
+    let (root, staged_format, files) = scan(dir)?;
+    let format = staged_format.or(overlay.as_ref().map(|o| o.zarr_format));
+    let format = format.ok_or_else(|| Error::NotZarr {
+        path: dir.to_path_buf(),
+        reason: "nothing written holds zarr.json (v3) or .zgroup/.zarray (v2) at the top".into(),
+    })?;
+    let report = write(store, &root, format, files, overlay, opts, session, progress)?;
+    if !report.has_top {
+        return Err(Error::NotZarr {
+            path: dir.to_path_buf(),
+            reason: "the write removed the top's zarr.json (v3) or .zgroup/.zarray (v2)".into(),
+        });
+    }
+    Ok(report.report)
+}
+
+/// An ingest's result, and whether it has a top-level metadata document.
+struct Written {
+    report: IngestReport,
+    has_top: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write(
+    store: &Store,
+    root: &Path,
+    zarr_format: u8,
+    files: Vec<ScannedFile>,
+    overlay: Option<Overlay<'_>>,
+    opts: &IngestOptions,
+    session: &Session,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Written> {
+    let block_size = opts.block_size.clamp(1, shoal_core::MAX_BLOCK_SIZE);
     let mut prog = Progress {
         bytes_total: files.iter().map(|f| f.size).sum(),
         ..Default::default()
@@ -250,7 +322,7 @@ pub fn ingest(
     std::thread::scope(|s| -> Result<()> {
         for _ in 0..threads {
             let tx = tx.clone();
-            let (files, big, next, root) = (&files, &big, &next, &root);
+            let (files, big, next) = (&files, &big, &next);
             s.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&fi) = big.get(i) else { break };
@@ -294,10 +366,19 @@ pub fn ingest(
 
     // Files are in key order (the scan sorts them): the manifest is cut
     // into pages as entries come, and its pages are stored as they are cut.
-    let mut builder = ManifestBuilder::new(zarr_format, block_size);
-    let (keys, bytes) = (files.len() as u64, prog.bytes_total);
+    // A base's entries are merged in as they come too.
+    let mut out = Builder {
+        builder: ManifestBuilder::new(zarr_format, block_size),
+        store,
+        session,
+        stats,
+        keys: 0,
+        bytes: 0,
+        has_top: false,
+    };
     let mut record = Prior::new(block_size);
-    for (i, f) in files.into_iter().enumerate() {
+    let mut files = files.into_iter().enumerate().peekable();
+    let mut push_file = |out: &mut Builder, (i, f): (usize, ScannedFile)| -> Result<()> {
         let d = &digests[first[i]..first[i + 1]];
         let content = match f.inline {
             Some(data) => Content::Inline(data),
@@ -306,32 +387,71 @@ pub fn ingest(
                 Content::Blocks(d.iter().map(raw_cid).collect())
             }
         };
-        builder.push_sorted(Entry {
+        out.push(Entry {
             key: f.key,
             size: f.size,
             content,
-        })?;
-        if i % 4096 == 4095 {
-            let pages = builder.take_blocks();
-            if !pages.is_empty() {
-                stats += store.put_many(&pages, Some(session))?;
+        })
+    };
+    if let Some(overlay) = overlay {
+        let Overlay { base, removed, .. } = overlay;
+        base(&mut |e: Entry| {
+            while let Some(next) = files.next_if(|(_, f)| f.key < e.key) {
+                push_file(&mut out, next)?;
             }
-        }
+            if files.peek().is_some_and(|(_, f)| f.key == e.key) || removes(removed, &e.key) {
+                return Ok(()); // the stage replaces or removes it
+            }
+            out.push(e)
+        })?;
     }
-    let built = builder.build()?;
+    for next in files {
+        push_file(&mut out, next)?;
+    }
+    let built = out.builder.build()?;
     let mut blocks = built.blocks;
     blocks.push(built.root.clone());
-    stats += store.put_many(&blocks, Some(session))?;
-    Ok(IngestReport {
-        root: *built.root.cid(),
-        zarr_format,
-        keys,
-        bytes,
-        stats,
-        reused_files,
-        reused_bytes,
-        record,
+    out.stats += store.put_many(&blocks, Some(session))?;
+    Ok(Written {
+        has_top: out.has_top,
+        report: IngestReport {
+            root: *built.root.cid(),
+            zarr_format,
+            keys: out.keys,
+            bytes: out.bytes,
+            stats: out.stats,
+            reused_files,
+            reused_bytes,
+            record,
+        },
     })
+}
+
+/// The manifest being built, its pages stored as they are cut.
+struct Builder<'a> {
+    builder: ManifestBuilder,
+    store: &'a Store,
+    session: &'a Session,
+    stats: PutStats,
+    keys: u64,
+    bytes: u64,
+    has_top: bool,
+}
+
+impl Builder<'_> {
+    fn push(&mut self, e: Entry) -> Result<()> {
+        self.keys += 1;
+        self.bytes += e.size;
+        self.has_top |= matches!(e.key.as_str(), "zarr.json" | ".zgroup" | ".zarray");
+        self.builder.push_sorted(e)?;
+        if self.keys.is_multiple_of(4096) {
+            let pages = self.builder.take_blocks();
+            if !pages.is_empty() {
+                self.stats += self.store.put_many(&pages, Some(self.session))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The CID of the raw block whose blake3 digest is `d`.
@@ -383,8 +503,9 @@ fn hash_file(
     Ok(())
 }
 
-/// Walks `dir`, returning the Zarr format and every file as a key.
-fn scan(dir: &Path) -> Result<(PathBuf, u8, Vec<ScannedFile>)> {
+/// Walks `dir`, returning the Zarr format its top says (if it says) and
+/// every file as a key.
+fn scan(dir: &Path) -> Result<(PathBuf, Option<u8>, Vec<ScannedFile>)> {
     let root = fs::canonicalize(dir).map_err(|e| Error::Unreadable {
         path: dir.to_path_buf(),
         source: e,
@@ -400,14 +521,11 @@ fn scan(dir: &Path) -> Result<(PathBuf, u8, Vec<ScannedFile>)> {
     walk(&root, &root, "", &mut files, &mut visited)?;
     let has = |k: &str| files.iter().any(|f: &ScannedFile| f.key == k);
     let zarr_format = if has("zarr.json") {
-        3
+        Some(3)
     } else if has(".zgroup") || has(".zarray") {
-        2
+        Some(2)
     } else {
-        return Err(Error::NotZarr {
-            path: dir.to_path_buf(),
-            reason: "no zarr.json (v3) or .zgroup/.zarray (v2) at its top".into(),
-        });
+        None
     };
     for f in &files {
         if let Some(doc) = &f.inline {

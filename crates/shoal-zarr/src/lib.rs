@@ -11,4 +11,4 @@ pub mod ingest;
 pub mod read;
 
 pub use error::{Error, Result};
-pub use ingest::{ingest, IngestOptions, IngestReport, Prior, Stamp};
+pub use ingest::{ingest, ingest_overlay, EntrySink, IngestOptions, IngestReport, Overlay, Prior, Stamp};

@@ -18,12 +18,17 @@ pub fn workspace() -> PathBuf {
 /// The venv Python with zarr/xarray pinned by `scripts/setup-venv.sh`.
 /// Missing Python is a failure, not a skip: these are the tests that matter.
 pub fn python() -> PathBuf {
-    let p = std::env::var_os("SHOAL_PYTHON")
+    venv_python("SHOAL_PYTHON", ".venv", "scripts/setup-venv.sh")
+}
+
+/// The Python of the venv `dir` (made by `setup`), or `$var`'s.
+pub fn venv_python(var: &str, dir: &str, setup: &str) -> PathBuf {
+    let p = std::env::var_os(var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".venv/bin/python"));
+        .unwrap_or_else(|| workspace().join(dir).join("bin/python"));
     assert!(
         p.exists(),
-        "Python venv not found at {} (set SHOAL_PYTHON or run scripts/setup-venv.sh; .ci/run does this)",
+        "Python venv not found at {} (set {var} or run {setup}; .ci/run does this)",
         p.display()
     );
     p

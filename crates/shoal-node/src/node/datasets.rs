@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use shoal_core::manifest::Entry;
@@ -142,14 +142,7 @@ impl Datasets {
                 };
                 let session = store.session();
                 let r = shoal_zarr::ingest(store, &path, &opts, &session, &|p| progress(*p))?;
-                store.pin(&r.root, PinKind::User)?;
-                let unixfs = n.services.ensure_view(r.root)?;
-                let mut version = None;
-                if let Some(name) = &name {
-                    let previous = store.resolve_name(name)?;
-                    store.set_name(name, &r.root)?;
-                    version = n.record_version(name, previous, r.root, r.stats.new_bytes, keep)?;
-                }
+                let report = n.land(&r, name, keep)?;
                 if let Some(rec) = &record {
                     // Best effort: without it the next add reads everything.
                     if let Err(e) = crate::records::write_cbor(rec, &r.record) {
@@ -157,32 +150,10 @@ impl Datasets {
                     }
                 }
                 tracing::info!(root = %r.root, keys = r.keys, bytes = r.bytes, reused = r.reused_files, "added {}", path.display());
-                Ok(AddReport {
-                    root: r.root,
-                    name,
-                    zarr_format: r.zarr_format,
-                    keys: r.keys,
-                    bytes: r.bytes,
-                    new_blocks: r.stats.new_blocks,
-                    new_bytes: r.stats.new_bytes,
-                    dup_blocks: r.stats.dup_blocks,
-                    reused_files: r.reused_files,
-                    reused_bytes: r.reused_bytes,
-                    version,
-                    unixfs,
-                    elapsed: Duration::ZERO,
-                })
+                Ok(report)
             })
             .await?;
-        self.ctx.announce(report.root).await;
-        self.ctx.announce(report.unixfs).await;
-        if let Some(name) = &report.name {
-            self.ctx.names().republish(name).await;
-        }
-        Ok(AddReport {
-            elapsed: start.elapsed(),
-            ..report
-        })
+        Ok(self.ctx.landed(report, start).await)
     }
 
     /// A name's versions, newest first.
