@@ -576,6 +576,14 @@ fn share_socket(sock: &std::path::Path, group: &str) -> Result<()> {
         .with_context(|| format!("giving API socket {} to group {group} ([api] group)", sock.display()))?;
     std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o660))
         .context("opening API socket to its group")?;
+    // The group may pass through the repo directory to the socket (0710:
+    // not list it, nor read anything else in it).
+    if let Some(home) = sock.parent() {
+        std::os::unix::fs::chown(home, None, Some(gid))
+            .with_context(|| format!("giving repo {} to group {group}", home.display()))?;
+        std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o710))
+            .context("letting the API socket's group through the repo directory")?;
+    }
     tracing::info!(group, gid, "API socket open to its group (mode 0660)");
     Ok(())
 }

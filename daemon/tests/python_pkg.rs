@@ -66,3 +66,46 @@ fn the_wheel_carries_the_binary() {
     assert!(out.status.success(), "{}", bin.display());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// `[api] group`: a member of the group uses the daemon as themselves
+/// (docker's convention); anyone else is refused by the socket's mode.
+#[test]
+fn a_member_of_the_api_group_uses_the_daemon_as_themselves() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = Daemon::start_opts(Opts {
+        api: "group = \"54321\"".into(),
+        ..Default::default()
+    });
+    let sock = d.home.join("api.sock");
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!((meta.gid(), meta.mode() & 0o777), (54321, 0o660));
+    let home = std::fs::metadata(&d.home).unwrap();
+    assert_eq!((home.gid(), home.mode() & 0o777), (54321, 0o710));
+    // The test's temporary directory above the repo is the test's, not the
+    // daemon's to open: let others through it.
+    let above = d.home.parent().unwrap();
+    std::fs::set_permissions(above, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let as_nobody = |groups: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534"])
+            .args(groups)
+            .arg(env!("CARGO_BIN_EXE_shoal"))
+            .arg("--home")
+            .arg(&d.home)
+            .args(["id", "--json"])
+            .output()
+            .expect("setpriv (util-linux) runs the CLI as another user")
+    };
+    let member = as_nobody(&["--groups=54321"]);
+    assert!(
+        member.status.success(),
+        "a group member reaches the daemon: {}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    let id: serde_json::Value = serde_json::from_slice(&member.stdout).unwrap();
+    assert_eq!(id["peer_id"].as_str().unwrap(), d.peer_id());
+    let stranger = as_nobody(&["--clear-groups"]);
+    assert!(!stranger.status.success());
+    let err = String::from_utf8_lossy(&stranger.stderr);
+    assert!(err.to_lowercase().contains("permission denied"), "{err}");
+}

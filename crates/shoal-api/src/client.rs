@@ -37,9 +37,16 @@ impl Client {
     async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Response<Incoming>> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .map_err(|_| NotRunning {
-                home: self.home.display().to_string(),
-                socket: self.socket.display().to_string(),
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied => anyhow!(
+                    "cannot use the daemon's API socket {}: permission denied (a daemon run as a service lets the members of its `[api] group` in; ask its admin to add you)",
+                    self.socket.display()
+                ),
+                _ => NotRunning {
+                    home: self.home.display().to_string(),
+                    socket: self.socket.display().to_string(),
+                }
+                .into(),
             })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await

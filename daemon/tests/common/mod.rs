@@ -72,6 +72,8 @@ pub struct Opts {
     /// TOML lines for `[scrub]`; empty = the defaults (which scrub nothing
     /// in the first 10 minutes, so no test sees it unless it asks).
     pub scrub: String,
+    /// The `[api]` section.
+    pub api: String,
     /// Shell `ulimit` commands the daemon process starts under (e.g.
     /// `ulimit -v 8388608`), for tests of resource limits.
     pub ulimits: String,
@@ -133,9 +135,10 @@ impl Daemon {
         std::fs::write(
             d.home.join("config.toml"),
             format!(
-                "[store]\n{store}\n[network]\n{network}\n[query]\n{}\n[scrub]\n{}\n[mirror]\n{}\n[gateway]\n{}\n",
+                "[store]\n{store}\n[network]\n{network}\n[query]\n{}\n[scrub]\n{}\n[api]\n{}\n[mirror]\n{}\n[gateway]\n{}\n",
                 opts.query,
                 opts.scrub,
+                opts.api,
                 if opts.mirror.is_empty() {
                     "budget = \"0\""
                 } else {

@@ -85,6 +85,13 @@ class Endpoint:
                 self._drop()
                 if attempt == 1:
                     raise self._unreachable(e) from e
+            except PermissionError as e:
+                self._drop()
+                raise ShoalError(
+                    f"cannot use the daemon's API socket {self.describe}: permission denied (a daemon run as a "
+                    "service lets the members of its [api] group in; ask its admin to add you)",
+                    "permission",
+                ) from e
             except FileNotFoundError as e:
                 self._drop()
                 raise self._unreachable(e) from e
