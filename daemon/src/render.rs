@@ -621,6 +621,16 @@ impl Render for StatsResult {
                 self.compute_liars
             );
         }
+        let b = &self.bitswap;
+        if b.blocks_sent + b.dont_have + b.refused + b.unasked > 0 {
+            out!(
+                "bitswap:    {} blocks sent to IPFS peers, {} wants not held here, {} refused, {} unasked blocks dropped",
+                b.blocks_sent,
+                b.dont_have,
+                b.refused,
+                b.unasked
+            );
+        }
         match r.quota {
             Some(q) => out!(
                 "quota:      {} ({:.1}% used)",

@@ -395,6 +395,15 @@ async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
         provide_failures: d.node.net_stats().provide_failures.load(Ordering::Relaxed),
         handler_panics: d.node.net_stats().handler_panics.load(Ordering::Relaxed),
         names_rejected: d.node.net_stats().names_rejected.load(Ordering::Relaxed),
+        bitswap: {
+            let n = d.node.net_stats();
+            BitswapInfo {
+                blocks_sent: n.bitswap_blocks_sent.load(Ordering::Relaxed),
+                dont_have: n.bitswap_dont_have.load(Ordering::Relaxed),
+                refused: n.bitswap_refused.load(Ordering::Relaxed),
+                unasked: n.bitswap_unasked.load(Ordering::Relaxed),
+            }
+        },
         durability: DurabilityInfo::new(
             &d.node.scrub_state().await?,
             d.node.scrub_settings().rate,

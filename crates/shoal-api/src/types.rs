@@ -378,9 +378,23 @@ pub struct StatsResult {
     #[serde(default)]
     pub names_rejected: u64,
     #[serde(default)]
+    pub bitswap: BitswapInfo,
+    #[serde(default)]
     pub durability: DurabilityInfo,
     #[serde(flatten)]
     pub store: StoreStats,
+}
+
+/// What IPFS peers asked of this daemon over bitswap.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct BitswapInfo {
+    pub blocks_sent: u64,
+    /// Wants for blocks not held here.
+    pub dont_have: u64,
+    /// Streams and messages refused (over a bound, malformed).
+    pub refused: u64,
+    /// Blocks peers sent unasked (dropped).
+    pub unasked: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -167,6 +167,31 @@ impl Collector for NodeCollector {
                 .names_rejected
                 .load(std::sync::atomic::Ordering::Relaxed),
         )?;
+        let net = self.node.net_stats();
+        for (name, help, v) in [
+            (
+                "shoal_bitswap_blocks_sent",
+                "Blocks sent to IPFS peers over bitswap",
+                &net.bitswap_blocks_sent,
+            ),
+            (
+                "shoal_bitswap_dont_have",
+                "Bitswap wants for blocks not held here",
+                &net.bitswap_dont_have,
+            ),
+            (
+                "shoal_bitswap_refused",
+                "Bitswap streams and messages refused: over a bound, or malformed",
+                &net.bitswap_refused,
+            ),
+            (
+                "shoal_bitswap_unasked",
+                "Blocks bitswap peers sent unasked (dropped)",
+                &net.bitswap_unasked,
+            ),
+        ] {
+            counter(&mut e, name, help, v.load(std::sync::atomic::Ordering::Relaxed))?;
+        }
         let d = self.node.durability_stats();
         for (name, help, v) in [
             (

@@ -8,6 +8,8 @@
 //! - [`gossip`]: the bounded popularity report shared over gossipsub.
 //! - [`names`]: signed, sequence-numbered name records (publish/follow),
 //!   on the DHT and on a gossipsub topic per name.
+//! - [`bitswap`]: bitswap 1.2.0/1.1.0/1.0.0 served to IPFS nodes (helia,
+//!   kubo) from the same verified reads, bounded like `/shoal/blocks`.
 //! - [`fetch`]: fetching a whole dataset (manifest, then every block) from
 //!   several providers at once, verifying every block, and a [`BlockSource`]
 //!   (local store, then peers) with collapsed concurrent fetches.
@@ -17,12 +19,14 @@
 //! peer that sends wrong bytes is disconnected and banned, every wait has a
 //! deadline, and in-flight work is bounded per peer and overall.
 
+pub mod bitswap;
 pub mod codec;
 pub mod fetch;
 pub mod gossip;
 pub mod names;
 pub mod network;
 pub mod providers;
+mod shared;
 mod tls;
 
 pub use fetch::{BlockSource, CorruptFn, FetchOptions, FetchReport, Fetcher, LinkReport, SourceStats};

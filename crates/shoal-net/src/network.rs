@@ -7,7 +7,7 @@
 //! bounded by [`MAX_INBOUND_INFLIGHT`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use crate::codec::{
     Answer, BlockCodec, BlockRequest, BlockResponse, ComputeCodec, COMPUTE_PROTOCOL, MAX_CIDS_PER_REQUEST,
     MAX_RESPONSE_BYTES, PROTOCOL,
 };
+pub use crate::shared::{NetStats, ServeFn};
 use crate::{Error, Result};
 
 /// Kademlia under our own protocol name: a private DHT, not the IPFS one.
@@ -58,9 +59,6 @@ fn request_weight(cids: usize) -> usize {
 /// Commands buffered towards the event loop.
 const COMMAND_QUEUE: usize = 256;
 
-/// Serves a block request from local data: for each CID, its bytes or None.
-/// The second argument is the dataset root the requester named.
-pub type ServeFn = Arc<dyn Fn(&PeerId, Option<&Cid>, &[Cid]) -> Vec<Option<bytes::Bytes>> + Send + Sync>;
 /// Judges a gossip message from its (signature-checked) author: true
 /// accepts it (it is forwarded to others), false rejects it (dropped, not
 /// forwarded). Called on the event loop: it must be quick and not block.
@@ -195,6 +193,8 @@ struct Behaviour {
     blocks: request_response::Behaviour<BlockCodec>,
     compute: request_response::Behaviour<ComputeCodec>,
     gossip: gossipsub::Behaviour,
+    /// Raw streams: bitswap for IPFS nodes (see [`crate::bitswap`]).
+    streams: libp2p_stream::Behaviour,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -279,40 +279,6 @@ pub struct Client {
 }
 
 /// Counters of the event loop, readable from any [`Client`].
-#[derive(Debug, Default)]
-pub struct NetStats {
-    /// Serve or compute handlers that panicked (their requests were answered
-    /// "don't have" / "busy" and their slots released).
-    pub handler_panics: AtomicU64,
-    /// Block requests answered "skipped" (this node at its inbound limit).
-    pub skipped_requests: AtomicU64,
-    /// Datasets this node could not announce (its provider records are at
-    /// [`SwarmSettings::max_provided`]).
-    pub provide_failures: AtomicU64,
-    /// Blocks (and their bytes) this node served to peers.
-    pub blocks_sent: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    /// Verified blocks (and their bytes) received from peers.
-    pub blocks_received: AtomicU64,
-    pub bytes_received: AtomicU64,
-    /// Peers banned for sending bytes that fail verification.
-    pub peers_banned: AtomicU64,
-    /// Name records rejected (forged, malformed, older, misplaced), from
-    /// the DHT and from gossip.
-    pub names_rejected: AtomicU64,
-    /// Provider records of other peers stored here (the DHT load others
-    /// put on this node).
-    pub provider_records_stored: AtomicU64,
-}
-
-impl NetStats {
-    /// Counts one verified block received from a peer.
-    pub fn received(&self, bytes: usize) {
-        self.blocks_received.fetch_add(1, Ordering::Relaxed);
-        self.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-}
-
 impl Client {
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
@@ -515,6 +481,8 @@ pub struct EventLoop {
     names_fn: Option<NameFn>,
     gossip_fn: Option<GossipFn>,
     topic: IdentTopic,
+    /// Taken by [`EventLoop::run`] to start the bitswap server.
+    bitswap: Option<libp2p_stream::Control>,
 }
 
 /// Peers' requests being served: the handlers, their bounds (in all and
@@ -645,6 +613,7 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
                         .with_max_concurrent_streams(MAX_COMPUTE_INFLIGHT * 4),
                 ),
                 gossip,
+                streams: libp2p_stream::Behaviour::new(),
             })
         })
         .map_err(|e| Error::Config(e.to_string()))?
@@ -659,6 +628,15 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
         })
         .build();
     Ok(swarm)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl EventLoop {
@@ -679,6 +657,7 @@ impl EventLoop {
                 .subscribe(&topic)
                 .map_err(|e| Error::Config(format!("subscribing to {}: {e}", crate::gossip::TOPIC)))?;
         }
+        let bitswap = Some(swarm.behaviour().streams.new_control());
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (served_tx, served_rx) = mpsc::channel(MAX_INBOUND_INFLIGHT);
         let (computed_tx, computed_rx) = mpsc::channel(MAX_COMPUTE_INFLIGHT);
@@ -714,12 +693,22 @@ impl EventLoop {
                 names_fn: cfg.names,
                 gossip_fn: cfg.gossip,
                 topic,
+                bitswap,
             },
         ))
     }
 
     /// Runs until every [`Client`] is dropped.
     pub async fn run(mut self) {
+        // The bitswap server lives as long as this loop (aborted with it).
+        let _bitswap = self.bitswap.take().map(|control| {
+            let task = tokio::spawn(crate::bitswap::serve(
+                control,
+                self.inbound.serve.clone(),
+                self.stats.clone(),
+            ));
+            AbortOnDrop(task)
+        });
         for addr in std::mem::take(&mut self.bootstrap) {
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");

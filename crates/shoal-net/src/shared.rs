@@ -1,0 +1,55 @@
+//! What the event loop and the bitswap server share: the handler that
+//! reads blocks to serve, and the network's counters. A leaf: it imports
+//! no other module of the crate.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use libp2p::PeerId;
+use shoal_core::Cid;
+
+/// Serves a block request from local data: for each CID, its bytes or None.
+/// The second argument is the dataset root the requester named.
+pub type ServeFn = Arc<dyn Fn(&PeerId, Option<&Cid>, &[Cid]) -> Vec<Option<bytes::Bytes>> + Send + Sync>;
+
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Serve or compute handlers that panicked (their requests were answered
+    /// "don't have" / "busy" and their slots released).
+    pub handler_panics: AtomicU64,
+    /// Block requests answered "skipped" (this node at its inbound limit).
+    pub skipped_requests: AtomicU64,
+    /// Datasets this node could not announce (its provider records are at
+    /// [`SwarmSettings::max_provided`]).
+    pub provide_failures: AtomicU64,
+    /// Blocks (and their bytes) this node served to peers.
+    pub blocks_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Verified blocks (and their bytes) received from peers.
+    pub blocks_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    /// Peers banned for sending bytes that fail verification.
+    pub peers_banned: AtomicU64,
+    /// Name records rejected (forged, malformed, older, misplaced), from
+    /// the DHT and from gossip.
+    pub names_rejected: AtomicU64,
+    /// Provider records of other peers stored here (the DHT load others
+    /// put on this node).
+    pub provider_records_stored: AtomicU64,
+    /// Bitswap: blocks sent to IPFS peers (also counted in `blocks_sent`),
+    /// wants answered "don't have" (or not at all, when the peer did not
+    /// ask for a DontHave), streams and messages refused (over a bound,
+    /// malformed), and blocks peers sent unasked (dropped).
+    pub bitswap_blocks_sent: AtomicU64,
+    pub bitswap_dont_have: AtomicU64,
+    pub bitswap_refused: AtomicU64,
+    pub bitswap_unasked: AtomicU64,
+}
+
+impl NetStats {
+    /// Counts one verified block received from a peer.
+    pub fn received(&self, bytes: usize) {
+        self.blocks_received.fetch_add(1, Ordering::Relaxed);
+        self.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,98 @@
+// A helia node (Node.js: TCP, noise, yamux; bitswap only, no HTTP
+// gateways, no routers) dials a shoal daemon by multiaddr and reads a
+// dataset's UnixFS view over bitswap with @helia/unixfs: `ls` of the top,
+// then `cat` of each given file, compared byte for byte with the local
+// copy. Blocks are verified with blake3, registered here. Then it asks
+// the daemon, as its only provider, for a block the daemon lacks: the
+// daemon's DontHave must end the get before the watchdog, with an error
+// that is not a timeout.
+//
+// usage: node helia_bitswap.mjs MULTIADDR VIEW_CID MISSING_CID PATH=FILE...
+// Prints "ok N" or exits non-zero.
+import { readFile } from 'node:fs/promises'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { withBitswap } from '@helia/bitswap'
+import { withLibp2pLight } from '@helia/libp2p'
+import { unixfs } from '@helia/unixfs'
+import { identify } from '@libp2p/identify'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { blake3 } from '@noble/hashes/blake3.js'
+import { createHeliaLight } from 'helia'
+import { CID } from 'multiformats/cid'
+import { from } from 'multiformats/hashes/hasher'
+
+const watchdog = setTimeout(() => {
+  console.error('watchdog: no answer within 120 s')
+  process.exit(2)
+}, 120_000)
+
+const [addr, view, missing, ...pairs] = process.argv.slice(2)
+const blake3Hasher = from({ name: 'blake3', code: 0x1e, encode: (b) => blake3(b) })
+const none = { name: 'none', async * findProviders () {} }
+const helia = withBitswap(withLibp2pLight(createHeliaLight({ hashers: [blake3Hasher], routers: [none] }), {
+  addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+  transports: [tcp()],
+  connectionEncrypters: [noise()],
+  streamMuxers: [yamux()],
+  services: { identify: identify() }
+}))
+await helia.start()
+const ma = multiaddr(addr)
+await helia.libp2p.dial(ma, { signal: AbortSignal.timeout(20_000) })
+const fs = unixfs(helia)
+const root = CID.parse(view)
+const names = []
+for await (const entry of fs.ls(root, { signal: AbortSignal.timeout(60_000) })) {
+  names.push(entry.name)
+}
+if (names.length === 0) {
+  console.error('ls found nothing')
+  process.exit(1)
+}
+let n = 0
+for (const pair of pairs) {
+  const eq = pair.indexOf('=')
+  const path = pair.slice(0, eq)
+  const file = pair.slice(eq + 1)
+  const chunks = []
+  for await (const c of fs.cat(root, { path, signal: AbortSignal.timeout(60_000) })) {
+    chunks.push(c)
+  }
+  const got = Buffer.concat(chunks)
+  const want = await readFile(file)
+  if (!got.equals(want)) {
+    console.error(`${path}: ${got.length} bytes differ from ${file} (${want.length} bytes)`)
+    process.exit(1)
+  }
+  n++
+}
+// A block the daemon lacks, in a session whose only provider is the
+// daemon: the session asks WantHave with sendDontHave, and the daemon's
+// DontHave ends it (a server that never answers makes it wait for the
+// signal's timeout).
+let outcome = 'found'
+try {
+  const missingCid = CID.parse(missing)
+  const session = helia.blockstore.createSession(missingCid, { providers: [ma], signal: AbortSignal.timeout(90_000) })
+  let got = 0
+  for await (const c of session.get(missingCid, { signal: AbortSignal.timeout(90_000) })) {
+    got += c.length
+  }
+  outcome = `found (${got} bytes)`
+} catch (e) {
+  const inner = [e, ...(e.errors ?? [])]
+  const timedOut = inner.some((x) => x?.name === 'AbortError' || x?.name === 'TimeoutError')
+  outcome = timedOut ? `timed out (${e.name}: ${e.message})` : `refused (${e.name}: ${e.message})`
+}
+if (!outcome.startsWith('refused')) {
+  console.error(`the missing block was ${outcome}, not refused by DontHave`)
+  process.exit(1)
+}
+console.log(`ls ${names.join(',')}`)
+console.log(`missing: ${outcome}`)
+console.log(`ok ${n}`)
+clearTimeout(watchdog)
+await helia.stop()
+process.exit(0)
