@@ -1,0 +1,70 @@
+// Benchmark client (bench/bitswap.sh): helia fetches every file of a
+// dataset's UnixFS view and checks the bytes' total, either over bitswap
+// from the daemon (dialled by multiaddr) or through the daemon's trustless
+// gateway with @helia/verified-fetch (block by block, ?format=raw). Both
+// verify every block with blake3. Prints the seconds taken.
+//
+// usage: node fetch_all.mjs bitswap MULTIADDR VIEW FILELIST
+//        node fetch_all.mjs gateway URL VIEW FILELIST
+// FILELIST: lines of "PATH SIZE".
+import { readFile } from 'node:fs/promises'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { withBitswap } from '@helia/bitswap'
+import { withHTTP } from '@helia/http'
+import { withLibp2pLight } from '@helia/libp2p'
+import { unixfs } from '@helia/unixfs'
+import { createVerifiedFetchWithHelia } from '@helia/verified-fetch'
+import { identify } from '@libp2p/identify'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { blake3 } from '@noble/hashes/blake3.js'
+import { createHeliaLight } from 'helia'
+import { CID } from 'multiformats/cid'
+import { from } from 'multiformats/hashes/hasher'
+
+const [mode, where, view, list] = process.argv.slice(2)
+const files = (await readFile(list, 'utf8')).trim().split('\n').map((l) => l.split(' ')).map(([p, s]) => [p, Number(s)])
+const hasher = from({ name: 'blake3', code: 0x1e, encode: (b) => blake3(b) })
+const none = { name: 'none', async * findProviders () {} }
+let total = 0
+const t0 = performance.now()
+if (mode === 'bitswap') {
+  const helia = withBitswap(withLibp2pLight(createHeliaLight({ hashers: [hasher], routers: [none] }), {
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: { identify: identify() }
+  }))
+  await helia.start()
+  await helia.libp2p.dial(multiaddr(where))
+  const fs = unixfs(helia)
+  const root = CID.parse(view)
+  await Promise.all(Array.from({ length: 8 }, async (_, w) => {
+    for (let i = w; i < files.length; i += 8) {
+      for await (const c of fs.cat(root, { path: files[i][0] })) total += c.length
+    }
+  }))
+  await helia.stop()
+} else {
+  const helia = withHTTP(createHeliaLight({ hashers: [hasher], routers: [none] }), {
+    delegatedRouters: [], recursiveGateways: [where], allowInsecure: true, allowLocal: true
+  })
+  await helia.start()
+  const vfetch = await createVerifiedFetchWithHelia(helia)
+  await Promise.all(Array.from({ length: 8 }, async (_, w) => {
+    for (let i = w; i < files.length; i += 8) {
+      const res = await vfetch(`ipfs://${view}/${files[i][0]}`)
+      total += (await res.arrayBuffer()).byteLength
+    }
+  }))
+  await helia.stop()
+}
+const want = files.reduce((a, f) => a + f[1], 0)
+if (total !== want) {
+  console.error(`got ${total} bytes, want ${want}`)
+  process.exit(1)
+}
+console.log(((performance.now() - t0) / 1000).toFixed(3))
+process.exit(0)
