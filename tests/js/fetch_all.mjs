@@ -43,7 +43,10 @@ if (mode === 'bitswap') {
   const root = CID.parse(view)
   await Promise.all(Array.from({ length: 8 }, async (_, w) => {
     for (let i = w; i < files.length; i += 8) {
-      for await (const c of fs.cat(root, { path: files[i][0] })) total += c.length
+      let n = 0
+      for await (const c of fs.cat(root, { path: files[i][0] })) n += c.length
+      if (n !== files[i][1]) console.error(`${files[i][0]}: ${n} of ${files[i][1]} bytes`)
+      total += n
     }
   }))
   await helia.stop()
@@ -56,7 +59,9 @@ if (mode === 'bitswap') {
   await Promise.all(Array.from({ length: 8 }, async (_, w) => {
     for (let i = w; i < files.length; i += 8) {
       const res = await vfetch(`ipfs://${view}/${files[i][0]}`)
-      total += (await res.arrayBuffer()).byteLength
+      const n = (await res.arrayBuffer()).byteLength
+      if (res.status !== 200 || n !== files[i][1]) console.error(`${files[i][0]}: status ${res.status}, ${n} of ${files[i][1]} bytes`)
+      total += n
     }
   }))
   await helia.stop()
