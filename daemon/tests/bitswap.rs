@@ -102,3 +102,24 @@ fn a_hostile_bitswap_peer_is_bounded_while_shoal_peers_are_served() {
     );
     assert!(a.cli(&["fsck"]).status.success());
 }
+
+#[test]
+fn a_private_swarm_stays_closed_to_ipfs_nodes() {
+    let key = "/key/swarm/psk/1.0.0/\n/base16/\n6b5b1e9f2f3a4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5\n";
+    let keyed = Daemon::start_opts(Opts {
+        network: "swarm_key = \"swarm.key\"\n".into(),
+        files: vec![("swarm.key".into(), key.into())],
+        ..Default::default()
+    });
+    let friend = Daemon::start();
+    let listed = Daemon::start_opts(Opts {
+        network: format!("allow_peers = [\"{}\"]\n", friend.peer_id()),
+        ..Default::default()
+    });
+    for d in [&keyed, &listed] {
+        d.add(&datasets().join("ints_v2"), Some("i"));
+        let out = js("helia_bitswap.mjs", &["--expect-closed", &d.addr(), &view_of(d, "i")]);
+        assert!(out.contains("closed: "), "{out}");
+        assert_eq!(d.json(&["stats"])["bitswap"]["blocks_sent"].as_u64(), Some(0));
+    }
+}

@@ -8,7 +8,9 @@
 // that is not a timeout.
 //
 // usage: node helia_bitswap.mjs MULTIADDR VIEW_CID MISSING_CID PATH=FILE...
-// Prints "ok N" or exits non-zero.
+//        node helia_bitswap.mjs --expect-closed MULTIADDR VIEW_CID
+// Prints "ok N" (or, with --expect-closed, "closed: ..." when the daemon
+// let nothing through) or exits non-zero.
 import { readFile } from 'node:fs/promises'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -28,7 +30,8 @@ const watchdog = setTimeout(() => {
   process.exit(2)
 }, 120_000)
 
-const [addr, view, missing, ...pairs] = process.argv.slice(2)
+const expectClosed = process.argv[2] === '--expect-closed'
+const [addr, view, missing, ...pairs] = process.argv.slice(expectClosed ? 3 : 2)
 const blake3Hasher = from({ name: 'blake3', code: 0x1e, encode: (b) => blake3(b) })
 const none = { name: 'none', async * findProviders () {} }
 const helia = withBitswap(withLibp2pLight(createHeliaLight({ hashers: [blake3Hasher], routers: [none] }), {
@@ -40,6 +43,24 @@ const helia = withBitswap(withLibp2pLight(createHeliaLight({ hashers: [blake3Has
 }))
 await helia.start()
 const ma = multiaddr(addr)
+if (expectClosed) {
+  // A private swarm: the dial, or the first block over it, must fail.
+  let how = null
+  try {
+    await helia.libp2p.dial(ma, { signal: AbortSignal.timeout(20_000) })
+    const session = helia.blockstore.createSession(CID.parse(view), { providers: [ma], signal: AbortSignal.timeout(20_000) })
+    for await (const c of session.get(CID.parse(view), { signal: AbortSignal.timeout(20_000) })) void c
+  } catch (e) {
+    how = `${e.name}: ${e.message}`
+  }
+  if (how === null) {
+    console.error('a private daemon served a block to an IPFS node')
+    process.exit(1)
+  }
+  console.log(`closed: ${how}`)
+  clearTimeout(watchdog)
+  process.exit(0)
+}
 await helia.libp2p.dial(ma, { signal: AbortSignal.timeout(20_000) })
 const fs = unixfs(helia)
 const root = CID.parse(view)
