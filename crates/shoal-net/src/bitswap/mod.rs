@@ -185,7 +185,7 @@ impl Server {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            let msg = match Message::decode(&frame.0) {
+            let (msg, unasked) = match Message::decode_wants(&frame.0) {
                 Ok(m) => m,
                 Err(e) => {
                     self.stats.bitswap_refused.fetch_add(1, Ordering::Relaxed);
@@ -194,13 +194,9 @@ impl Server {
                 }
             };
             drop(frame);
-            if !msg.blocks.is_empty() {
-                // This side asks for nothing over bitswap here: blocks it
-                // did not ask for are dropped, never stored.
-                self.stats
-                    .bitswap_unasked
-                    .fetch_add(msg.blocks.len() as u64, Ordering::Relaxed);
-            }
+            // This side asks for nothing over bitswap: blocks a peer sends
+            // are dropped unread (not even hashed), never stored.
+            self.stats.bitswap_unasked.fetch_add(unasked as u64, Ordering::Relaxed);
             self.answer(peer, &protocol, msg).await;
         }
         let _ = stream.close().await;

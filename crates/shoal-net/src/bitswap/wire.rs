@@ -189,10 +189,21 @@ impl Message {
     /// prefix and bytes make (the caller verifies them against what it
     /// asked); presences with their CIDs.
     pub fn decode(buf: &[u8]) -> Result<Message, WireError> {
+        Self::decode_with(buf, true).map(|(m, _)| m)
+    }
+
+    /// Decodes a message whose blocks will be dropped unread (nothing was
+    /// asked for): they are counted, not hashed. Returns the count.
+    pub fn decode_wants(buf: &[u8]) -> Result<(Message, usize), WireError> {
+        Self::decode_with(buf, false)
+    }
+
+    fn decode_with(buf: &[u8], keep_blocks: bool) -> Result<(Message, usize), WireError> {
         if buf.len() > MAX_MESSAGE {
             return Err(WireError::TooLarge(buf.len()));
         }
         let mut m = Message::default();
+        let mut skipped = 0;
         for_fields(buf, |num, val| {
             match (num, val) {
                 (1, Val::Bytes(wl)) => for_fields(wl, |n, v| {
@@ -208,6 +219,7 @@ impl Message {
                     }
                     Ok(())
                 })?,
+                (2 | 3, Val::Bytes(_)) if !keep_blocks => skipped += 1,
                 (2, Val::Bytes(data)) => {
                     // 1.0.0: raw bytes, the CID is sha2-256 dag-pb v0.
                     let cid = cid_for(0, DAG_PB, SHA2_256, data).ok_or(WireError::Malformed("block"))?;
@@ -219,7 +231,7 @@ impl Message {
             }
             Ok(())
         })?;
-        Ok(m)
+        Ok((m, skipped))
     }
 }
 
@@ -341,6 +353,11 @@ mod tests {
             presences: vec![(c, Presence::DontHave), (c, Presence::Have)],
         };
         assert_eq!(Message::decode(&m.encode(false)).unwrap(), m);
+        let (wants, skipped) = Message::decode_wants(&m.encode(false)).unwrap();
+        assert_eq!(
+            (wants.wants, wants.presences, wants.blocks.len(), skipped),
+            (m.wants, m.presences, 0, 1)
+        );
     }
 
     #[test]
