@@ -66,7 +66,8 @@ struct Stage {
     /// The name's root when the stage opened: the commit refuses if the
     /// name moved since (another writer committed first).
     current: Option<Cid>,
-    overwrite: bool,
+    /// Keys the commit drops from the base (`""`: all of it, as an
+    /// overwrite does).
     removed: Vec<String>,
     bytes: u64,
     touched: Instant,
@@ -187,7 +188,6 @@ impl Stages {
                 Stage {
                     name: name.to_string(),
                     current,
-                    overwrite,
                     removed: if overwrite { vec![String::new()] } else { Vec::new() },
                     bytes: 0,
                     touched: Instant::now(),
@@ -376,7 +376,7 @@ impl Stages {
                         now.map_or("nothing".to_string(), |c| c.to_string())
                     )));
                 }
-                let base = stage.current.filter(|_| !stage.overwrite && !stage.removed.iter().any(|r| r.is_empty()));
+                let base = stage.current.filter(|_| !stage.removed.iter().any(|r| r.is_empty()));
                 let manifest = base.map(|root| n.services.manifest(&root)).transpose()?;
                 let reader = base.map(|root| n.services.reader(root));
                 let mut fetch = reader.as_ref().map(|r| r.fetch());
