@@ -81,7 +81,7 @@ class Endpoint:
                     if body is None:
                         raise
                 return conn.getresponse()
-            except (ConnectionError, http.client.RemoteDisconnected, BrokenPipeError) as e:
+            except ConnectionError as e:  # a kept-alive connection closed: once more
                 self._drop()
                 if attempt == 1:
                     raise self._unreachable(e) from e
@@ -92,10 +92,7 @@ class Endpoint:
                     "service lets the members of its [api] group in; ask its admin to add you)",
                     "permission",
                 ) from e
-            except FileNotFoundError as e:
-                self._drop()
-                raise self._unreachable(e) from e
-            except OSError as e:
+            except OSError as e:  # no socket, refused, timed out
                 self._drop()
                 raise self._unreachable(e) from e
         raise AssertionError("unreachable")
@@ -149,10 +146,12 @@ class Api:
         finally:
             resp.close()
 
-    def raw(self, method: str, path: str, data: bytes | None = None) -> http.client.HTTPResponse:
-        return self.endpoint.request(
-            method, path, body=data, headers={"Content-Type": "application/octet-stream"}
-        )
+    def raw(self, method: str, path: str, data: bytes | None = None, what: str = "") -> bytes:
+        """A call whose body and answer are bytes; the daemon's error raised."""
+        resp = self.endpoint.request(method, path, body=data, headers={"Content-Type": "application/octet-stream"})
+        if resp.status >= 400:
+            raise_for(resp, what)
+        return resp.read()
 
     def _send(self, method, path, body, query) -> http.client.HTTPResponse:
         if query:

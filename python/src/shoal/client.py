@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.parse
 from dataclasses import dataclass, field, fields
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ._http import Api, Gateway, result_of
-from .errors import NotFound
+from .errors import NotFound, ShoalError
 
 
 def _typed(cls, doc: dict):
@@ -161,8 +162,6 @@ class Client:
             if "entry" in line:
                 yield line["entry"]
             elif "error" in line:
-                from .errors import ShoalError
-
                 err = line["error"]
                 raise ShoalError.of(None, err.get("kind"), err.get("error"))
 
@@ -173,12 +172,7 @@ class Client:
         return [_typed(Version, v) for v in self.api.call("GET", "/v1/log", query={"name": name})]
 
     def cat(self, target: str) -> bytes:
-        resp = self.api._send("GET", "/v1/cat", None, {"target": target})
-        if resp.status >= 400:
-            from ._http import raise_for
-
-            raise_for(resp, "")
-        return resp.read()
+        return self.api.raw("GET", f"/v1/cat?{urllib.parse.urlencode({'target': target})}")
 
     # ---- names -------------------------------------------------------
 
@@ -207,22 +201,10 @@ class Client:
         return f"/v1/stage/{id}/key/{urllib.parse.quote(key, safe='/')}"
 
     def stage_put(self, id: str, key: str, data: bytes) -> int:
-        resp = self.api.raw("PUT", self._stage_key(id, key), data)
-        if resp.status >= 400:
-            from ._http import raise_for
-
-            raise_for(resp, f"writing {key!r}")
-        import json
-
-        return json.loads(resp.read())["size"]
+        return json.loads(self.api.raw("PUT", self._stage_key(id, key), data, f"writing {key!r}"))["size"]
 
     def stage_read(self, id: str, key: str) -> bytes:
-        resp = self.api.raw("GET", self._stage_key(id, key))
-        if resp.status >= 400:
-            from ._http import raise_for
-
-            raise_for(resp, f"reading staged {key!r}")
-        return resp.read()
+        return self.api.raw("GET", self._stage_key(id, key), what=f"reading staged {key!r}")
 
     def stage_remove(self, id: str, key: str) -> None:
         self.api.call("POST", f"/v1/stage/{id}/remove", {"key": key})

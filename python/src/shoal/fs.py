@@ -87,9 +87,11 @@ class ShoalFileSystem(AbstractFileSystem):
         head, key = _split(self._strip_protocol(path))
         return head, key, self._stages.get(head)
 
-    def _gw(self, method: str, head: str, key: str, headers: dict | None = None, slash: bool = False):
-        p = f"/zarr/{_quote(head)}" + (f"/{_quote(key)}" if key else "") + ("/" if slash else "")
-        return self.client.gateway.get(p if method != "LIST" else p + "?format=json", headers, "GET" if method == "LIST" else method)
+    def _gw(self, method: str, head: str, key: str, headers: dict | None = None, listing: bool = False):
+        """A gateway request for a key, or (``listing``) for the JSON index
+        of the directory ``key`` (a trailing slash: never a key's bytes)."""
+        p = f"/zarr/{_quote(head)}" + (f"/{_quote(key)}" if key else "")
+        return self.client.gateway.get(p + "/?format=json" if listing else p, headers, method)
 
     def cat_file(self, path, start=None, end=None, **kwargs):
         head, key, st = self._where(path)
@@ -160,7 +162,7 @@ class ShoalFileSystem(AbstractFileSystem):
         source = head if st is None else (st.base if st.base and not st.removes(key) else None)
         listed = False
         if source is not None:
-            resp = self._gw("LIST", source, key, slash=True) if head else self.client.gateway.get("/zarr/?format=json")
+            resp = self._gw("GET", source, key, listing=True) if head else self.client.gateway.get("/zarr/?format=json")
             if resp.status == 404:
                 resp.read()
             elif resp.status >= 400:
