@@ -8,36 +8,20 @@
 //        node fetch_all.mjs gateway URL VIEW FILELIST
 // FILELIST: lines of "PATH SIZE".
 import { readFile } from 'node:fs/promises'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { withBitswap } from '@helia/bitswap'
 import { withHTTP } from '@helia/http'
-import { withLibp2pLight } from '@helia/libp2p'
 import { unixfs } from '@helia/unixfs'
 import { createVerifiedFetchWithHelia } from '@helia/verified-fetch'
-import { identify } from '@libp2p/identify'
-import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
-import { blake3 } from '@noble/hashes/blake3.js'
 import { createHeliaLight } from 'helia'
 import { CID } from 'multiformats/cid'
-import { from } from 'multiformats/hashes/hasher'
+import { bitswapHelia, blake3Hasher, noRouter } from './helia_node.mjs'
 
 const [mode, where, view, list] = process.argv.slice(2)
 const files = (await readFile(list, 'utf8')).trim().split('\n').map((l) => l.split(' ')).map(([p, s]) => [p, Number(s)])
-const hasher = from({ name: 'blake3', code: 0x1e, encode: (b) => blake3(b) })
-const none = { name: 'none', async * findProviders () {} }
 let total = 0
 const t0 = performance.now()
 if (mode === 'bitswap') {
-  const helia = withBitswap(withLibp2pLight(createHeliaLight({ hashers: [hasher], routers: [none] }), {
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: { identify: identify() }
-  }))
-  await helia.start()
+  const helia = await bitswapHelia()
   await helia.libp2p.dial(multiaddr(where))
   const fs = unixfs(helia)
   const root = CID.parse(view)
@@ -51,7 +35,7 @@ if (mode === 'bitswap') {
   }))
   await helia.stop()
 } else {
-  const helia = withHTTP(createHeliaLight({ hashers: [hasher], routers: [none] }), {
+  const helia = withHTTP(createHeliaLight({ hashers: [blake3Hasher], routers: [noRouter] }), {
     delegatedRouters: [], recursiveGateways: [where], allowInsecure: true, allowLocal: true
   })
   await helia.start()

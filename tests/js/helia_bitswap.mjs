@@ -2,7 +2,7 @@
 // gateways, no routers) dials a shoal daemon by multiaddr and reads a
 // dataset's UnixFS view over bitswap with @helia/unixfs: `ls` of the top,
 // then `cat` of each given file, compared byte for byte with the local
-// copy. Blocks are verified with blake3, registered here. Then it asks
+// copy. Blocks are verified with blake3 (helia_node.mjs). Then it asks
 // the daemon, as its only provider, for a block the daemon lacks: the
 // daemon's DontHave must end the get before the watchdog, with an error
 // that is not a timeout.
@@ -12,18 +12,10 @@
 // Prints "ok N" (or, with --expect-closed, "closed: ..." when the daemon
 // let nothing through) or exits non-zero.
 import { readFile } from 'node:fs/promises'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { withBitswap } from '@helia/bitswap'
-import { withLibp2pLight } from '@helia/libp2p'
 import { unixfs } from '@helia/unixfs'
-import { identify } from '@libp2p/identify'
-import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
-import { blake3 } from '@noble/hashes/blake3.js'
-import { createHeliaLight } from 'helia'
 import { CID } from 'multiformats/cid'
-import { from } from 'multiformats/hashes/hasher'
+import { bitswapHelia } from './helia_node.mjs'
 
 const watchdog = setTimeout(() => {
   console.error('watchdog: no answer within 120 s')
@@ -32,16 +24,7 @@ const watchdog = setTimeout(() => {
 
 const expectClosed = process.argv[2] === '--expect-closed'
 const [addr, view, missing, ...pairs] = process.argv.slice(expectClosed ? 3 : 2)
-const blake3Hasher = from({ name: 'blake3', code: 0x1e, encode: (b) => blake3(b) })
-const none = { name: 'none', async * findProviders () {} }
-const helia = withBitswap(withLibp2pLight(createHeliaLight({ hashers: [blake3Hasher], routers: [none] }), {
-  addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-  transports: [tcp()],
-  connectionEncrypters: [noise()],
-  streamMuxers: [yamux()],
-  services: { identify: identify() }
-}))
-await helia.start()
+const helia = await bitswapHelia()
 const ma = multiaddr(addr)
 if (expectClosed) {
   // A private swarm: the dial, or the first block over it, must fail.

@@ -8,9 +8,8 @@
 import { readFile } from 'node:fs/promises'
 import { withHTTP } from '@helia/http'
 import { createVerifiedFetchWithHelia } from '@helia/verified-fetch'
-import { blake3 } from '@noble/hashes/blake3.js'
 import { createHeliaLight } from 'helia'
-import { from } from 'multiformats/hashes/hasher'
+import { blake3Hasher, noRouter } from './helia_node.mjs'
 
 const watchdog = setTimeout(() => {
   console.error('watchdog: no answer within 120 s')
@@ -18,11 +17,9 @@ const watchdog = setTimeout(() => {
 }, 120_000)
 
 const [gateway, cid, ...pairs] = process.argv.slice(2)
-const blake3Hasher = from({ name: 'blake3', code: 0x1e, encode: (b) => blake3(b) })
 // The gateway is the only source: no delegated routing, and a router that
-// finds no providers (with only fallback routers the search never ends).
-const none = { name: 'none', async * findProviders () {} }
-const helia = withHTTP(createHeliaLight({ hashers: [blake3Hasher], routers: [none] }), {
+// finds no providers.
+const helia = withHTTP(createHeliaLight({ hashers: [blake3Hasher], routers: [noRouter] }), {
   delegatedRouters: [],
   recursiveGateways: [gateway],
   allowInsecure: true,
