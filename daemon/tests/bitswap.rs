@@ -87,7 +87,13 @@ fn a_hostile_bitswap_peer_is_bounded_while_shoal_peers_are_served() {
     let copy = out_dir.path().join("copy");
     b.cli_ok(&["get", "copy", "-o", copy.to_str().unwrap()]);
     assert_same_tree(&src, &copy);
-    let stats = a.json(&["stats"]);
+    // The streams are read in turn under the peer's rate limit: the
+    // unasked blocks' message may be read after the honest want's answer.
+    let stats = wait_for(60, "the bitswap counters", || {
+        let s = a.json(&["stats"]);
+        let b = &s["bitswap"];
+        (b["refused"].as_u64() >= Some(4) && b["unasked"].as_u64() >= Some(2)).then_some(s)
+    });
     let bs = &stats["bitswap"];
     // The oversized frame, the 100k and 1,025-entry wantlists and the
     // garbage are refused; the two unasked blocks dropped, none stored.
