@@ -6,6 +6,10 @@
 # at a time; interleaved, median of RUNS. Beside them: curl reading the
 # same files from /zarr/ (one HTTP request per file, no client-side
 # verification): the gateway's own limit.
+# Then the other direction: `shoal pin` of the same files added to a helia
+# node (its defaults: sha2-256, raw leaves, 1 MiB chunks) over bitswap,
+# vs `shoal pin` of the dataset from the daemon holding it (shoal's own
+# protocol), each into a fresh daemon; beside them the loopback limit.
 # usage: bench/bitswap.sh [MB] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,8 +34,32 @@ for _ in $(seq "$RUNS"); do
   VF+=("$(cd tests/js && "$NODE" fetch_all.mjs gateway "$GW" "$VIEW" "$W/files")")
   t0=$(now); cut -d' ' -f1 "$W/files" | xargs -P 8 -I{} curl -s -o /dev/null "$GW/zarr/big/{}"; t1=$(now); CU+=("$(secs "$t0" "$t1")")
 done
+# The same files in a helia node (added once, outside the timing).
+coproc HELIA { cd tests/js && exec "$NODE" helia_serve.mjs "$W/src.zarr"; }
+HADDR=; HROOT=
+while read -r k v <&"${HELIA[0]}"; do
+  case $k in addr) HADDR=$v ;; root) HROOT=$v ;; esac
+  [ -n "$HADDR" ] && [ -n "$HROOT" ] && break
+done
+ROOT=$("$BIN" --home "$W/A" ls big --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["root"])')
+PH=(); PS=(); i=0
+for _ in $(seq "$RUNS"); do
+  i=$((i + 1))
+  start "H$i"
+  t0=$(now); "$BIN" --home "$W/H$i" pin "$HROOT" --from "$HADDR" >/dev/null; t1=$(now); PH+=("$(secs "$t0" "$t1")")
+  stop "H$i"
+  start "S$i"
+  "$BIN" --home "$W/S$i" connect "$(addr A)" >/dev/null
+  t0=$(now); "$BIN" --home "$W/S$i" pin "$ROOT" >/dev/null; t1=$(now); PS+=("$(secs "$t0" "$t1")")
+  stop "S$i"
+done
+LO=$(limit_loopback)
+kill "$HELIA_PID" 2>/dev/null || true
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
 printf 'dataset: %s bytes, %s files\n' "$SIZE" "$(wc -l < "$W/files")"
 printf 'helia over bitswap: %.2fs [%s] (%s MiB/s)\n' "$(median "${BS[@]}")" "${BS[*]}" "$(mib "$(median "${BS[@]}")")"
 printf 'helia verified-fetch over the gateway: %.2fs [%s] (%s MiB/s); bitswap at %sx the time\n' "$(median "${VF[@]}")" "${VF[*]}" "$(mib "$(median "${VF[@]}")")" "$(ratio "$(median "${BS[@]}")" "$(median "${VF[@]}")")"
 printf 'limit: curl, 8 at a time, /zarr/: %.2fs [%s] (%s MiB/s)\n' "$(median "${CU[@]}")" "${CU[*]}" "$(mib "$(median "${CU[@]}")")"
+printf 'shoal pin from a helia node over bitswap: %.2fs [%s] (%s MiB/s)\n' "$(median "${PH[@]}")" "${PH[*]}" "$(mib "$(median "${PH[@]}")")"
+printf 'shoal pin from a shoal daemon: %.2fs [%s] (%s MiB/s); bitswap at %sx the time\n' "$(median "${PS[@]}")" "${PS[*]}" "$(mib "$(median "${PS[@]}")")" "$(ratio "$(median "${PH[@]}")" "$(median "${PS[@]}")")"
+printf 'limit: one TCP connection over loopback: %.2fs (%s MiB/s)\n' "$LO" "$(mib "$LO")"

@@ -123,6 +123,11 @@ enum Cmd {
         /// when providers disappear.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=16))]
         replicas: Option<u8>,
+        /// Peers to fetch from (repeatable): a multiaddr ending in
+        /// /p2p/PEER_ID. For the CID of a UnixFS directory (what `ipfs add`
+        /// and helia make), the IPFS nodes to fetch it from over bitswap.
+        #[arg(long, value_name = "MULTIADDR")]
+        from: Vec<String>,
     },
     /// Remove a user pin (and the name, when TARGET is a name).
     Unpin { target: String },

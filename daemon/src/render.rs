@@ -225,9 +225,18 @@ impl Render for Pinned {
                 }
             );
         }
+        if r.resumed_blocks > 0 {
+            out!("resumed: {} blocks were kept from an earlier attempt", r.resumed_blocks);
+        }
         let how = if r.changed { "pinned" } else { "already pinned" };
         let named = r.name.as_ref().map(|n| format!(" as {n}")).unwrap_or_default();
-        out!("{how} {}{named}", r.root);
+        match &r.unixfs {
+            Some(dir) => out!(
+                "{how} UnixFS directory {dir} (over bitswap) as dataset {}{named}",
+                r.root
+            ),
+            None => out!("{how} {}{named}", r.root),
+        }
         if let Some(n) = r.replicas {
             out!("replica target: {n} copies; daemons with mirror budget volunteer (watch with `shoal mirrors`)");
         }
@@ -622,10 +631,11 @@ impl Render for StatsResult {
             );
         }
         let b = &self.bitswap;
-        if b.blocks_sent + b.dont_have + b.refused + b.unasked > 0 {
+        if b.blocks_sent + b.dont_have + b.refused + b.unasked + b.blocks_received > 0 {
             out!(
-                "bitswap:    {} blocks sent to IPFS peers, {} wants not held here, {} refused, {} unasked blocks dropped",
+                "bitswap:    {} blocks sent to IPFS peers, {} received from them, {} wants not held here, {} refused, {} unasked blocks dropped",
                 b.blocks_sent,
+                b.blocks_received,
                 b.dont_have,
                 b.refused,
                 b.unasked

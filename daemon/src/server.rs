@@ -336,6 +336,25 @@ async fn get_dataset(State(d): St, JsonBody(req): JsonBody<GetRequest>) -> Respo
 
 async fn pin(State(d): St, JsonBody(req): JsonBody<PinRequest>) -> Response {
     streamed(move |progress| async move {
+        let from = req
+            .from
+            .iter()
+            .map(|a| {
+                a.parse::<shoal_node::Multiaddr>()
+                    .map_err(|e| shoal_node::Error::BadRequest(format!("--from {a}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(dir) = d.node.datasets().foreign_unixfs(&req.target).await? {
+            let r = d
+                .node
+                .pins()
+                .pin_unixfs(dir, from, req.name, req.replicas, progress)
+                .await?;
+            return Ok(PinResult::from(r));
+        }
+        for addr in from {
+            d.node.connect(addr).await?;
+        }
         let target = d.node.datasets().resolve(&req.target).await?;
         let r = d.node.pins().pin(&target, req.name, req.replicas, progress).await?;
         Ok(PinResult::from(r))
@@ -402,6 +421,7 @@ async fn stats(State(d): St) -> ApiResult<Json<StatsResult>> {
                 dont_have: n.bitswap_dont_have.load(Ordering::Relaxed),
                 refused: n.bitswap_refused.load(Ordering::Relaxed),
                 unasked: n.bitswap_unasked.load(Ordering::Relaxed),
+                blocks_received: n.bitswap_blocks_received.load(Ordering::Relaxed),
             }
         },
         durability: DurabilityInfo::new(

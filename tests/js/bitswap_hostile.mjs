@@ -7,14 +7,10 @@
 //
 // usage: node bitswap_hostile.mjs MULTIADDR HELD_CID
 // Prints one line per attack and "honest want answered" or exits non-zero.
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { identify } from '@libp2p/identify'
-import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createLibp2p } from 'libp2p'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
+import { PROTO, cat, field, fieldInt, frame, rawPeer, sendOn, varint } from './bitswap_wire.mjs'
 
 const watchdog = setTimeout(() => {
   console.error('watchdog: no end within 150 s')
@@ -22,36 +18,12 @@ const watchdog = setTimeout(() => {
 }, 150_000)
 
 const [addr, held] = process.argv.slice(2)
-const PROTO = '/ipfs/bitswap/1.2.0'
-
-const varint = (n) => {
-  const out = []
-  while (n >= 0x80) { out.push((n & 0x7f) | 0x80); n = Math.floor(n / 128) }
-  out.push(n)
-  return Uint8Array.from(out)
-}
-const cat = (...parts) => {
-  const len = parts.reduce((a, p) => a + p.length, 0)
-  const out = new Uint8Array(len)
-  let at = 0
-  for (const p of parts) { out.set(p, at); at += p.length }
-  return out
-}
-const field = (num, bytes) => cat(varint(num * 8 + 2), varint(bytes.length), bytes)
-const fieldInt = (num, v) => cat(varint(num * 8), varint(v))
 const entry = (cid, have) => field(1, cat(field(1, cid.bytes), fieldInt(2, 1), fieldInt(4, have ? 1 : 0), fieldInt(5, 1)))
 const wantlist = (entries) => field(1, cat(...entries))
-const frame = (body) => cat(varint(body.length), body)
 
 // The answers come on streams the daemon opens: collect them.
 const answers = []
-const node = await createLibp2p({
-  addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-  transports: [tcp()],
-  connectionEncrypters: [noise()],
-  streamMuxers: [yamux()],
-  services: { identify: identify() }
-})
+const node = await rawPeer()
 await node.handle(PROTO, async (stream) => {
   const s = stream.stream ?? stream
   for await (const chunk of s.source ?? s) {
@@ -64,12 +36,7 @@ await node.dial(ma, { signal: AbortSignal.timeout(20_000) })
 async function send (bytes) {
   const stream = await node.dialProtocol(ma, PROTO, { signal: AbortSignal.timeout(20_000) })
   try {
-    if (typeof stream.sink === 'function') {
-      await stream.sink([bytes])
-    } else {
-      stream.send(bytes)
-      await stream.close()
-    }
+    await sendOn(stream, bytes)
   } catch (e) {
     return `reset (${e.name})`
   }

@@ -103,6 +103,8 @@ impl From<shoal_node::PinReport> for PinResult {
             changed: r.changed,
             fetched: r.fetched.map(Into::into),
             replicas: r.replicas,
+            unixfs: r.unixfs.as_ref().map(|u| u.root.to_string()),
+            resumed_blocks: r.unixfs.map_or(0, |u| u.resumed_blocks),
         }
     }
 }
@@ -116,6 +118,8 @@ impl From<shoal_node::UnpinReport> for PinResult {
             changed: r.changed,
             fetched: None,
             replicas: r.target_cancelled.then_some(0),
+            unixfs: None,
+            resumed_blocks: 0,
         }
     }
 }

@@ -229,6 +229,11 @@ pub struct PinRequest {
     /// Copies the swarm should keep (`--replicas N`).
     #[serde(default)]
     pub replicas: Option<u8>,
+    /// Peers to fetch from (multiaddrs ending in /p2p/PEER_ID): dialled
+    /// first; for a UnixFS directory's CID, the IPFS nodes asked over
+    /// bitswap.
+    #[serde(default)]
+    pub from: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -245,6 +250,13 @@ pub struct PinResult {
     /// The replica target recorded (0 = a target cancelled by unpin).
     #[serde(default)]
     pub replicas: Option<u8>,
+    /// Set when the pin fetched a UnixFS directory over bitswap: its CID
+    /// (`root` is the dataset it became).
+    #[serde(default)]
+    pub unixfs: Option<String>,
+    /// Blocks taken from an earlier, interrupted fetch of that directory.
+    #[serde(default)]
+    pub resumed_blocks: u64,
 }
 
 /// `shoal mirrors`: what this daemon mirrors and why.
@@ -395,6 +407,10 @@ pub struct BitswapInfo {
     pub refused: u64,
     /// Blocks peers sent unasked (dropped).
     pub unasked: u64,
+    /// Verified blocks this daemon asked for and received (`shoal pin` of
+    /// a UnixFS directory).
+    #[serde(default)]
+    pub blocks_received: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

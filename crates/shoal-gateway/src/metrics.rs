@@ -189,6 +189,11 @@ impl Collector for NodeCollector {
                 "Blocks bitswap peers sent unasked (dropped)",
                 &net.bitswap_unasked,
             ),
+            (
+                "shoal_bitswap_blocks_received",
+                "Verified blocks received over bitswap that this daemon asked for",
+                &net.bitswap_blocks_received,
+            ),
         ] {
             counter(&mut e, name, help, v.load(std::sync::atomic::Ordering::Relaxed))?;
         }

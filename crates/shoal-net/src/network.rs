@@ -276,6 +276,7 @@ pub struct Client {
     peer_id: PeerId,
     request_timeout: Duration,
     stats: Arc<NetStats>,
+    bitswap: crate::bitswap::Bitswap,
 }
 
 /// Counters of the event loop, readable from any [`Client`].
@@ -286,6 +287,11 @@ impl Client {
 
     pub fn stats(&self) -> &NetStats {
         &self.stats
+    }
+
+    /// The bitswap client (fetching from IPFS nodes).
+    pub fn bitswap(&self) -> &crate::bitswap::Bitswap {
+        &self.bitswap
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
@@ -482,7 +488,7 @@ pub struct EventLoop {
     gossip_fn: Option<GossipFn>,
     topic: IdentTopic,
     /// Taken by [`EventLoop::run`] to start the bitswap server.
-    bitswap: Option<libp2p_stream::Control>,
+    bitswap: Option<(libp2p_stream::Control, Arc<crate::bitswap::client::WantTable>)>,
 }
 
 /// Peers' requests being served: the handlers, their bounds (in all and
@@ -657,7 +663,8 @@ impl EventLoop {
                 .subscribe(&topic)
                 .map_err(|e| Error::Config(format!("subscribing to {}: {e}", crate::gossip::TOPIC)))?;
         }
-        let bitswap = Some(swarm.behaviour().streams.new_control());
+        let wants = Arc::new(crate::bitswap::client::WantTable::default());
+        let bitswap = Some((swarm.behaviour().streams.new_control(), wants.clone()));
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (served_tx, served_rx) = mpsc::channel(MAX_INBOUND_INFLIGHT);
         let (computed_tx, computed_rx) = mpsc::channel(MAX_COMPUTE_INFLIGHT);
@@ -667,6 +674,7 @@ impl EventLoop {
             peer_id: *swarm.local_peer_id(),
             request_timeout: cfg.swarm.request_timeout,
             stats: stats.clone(),
+            bitswap: crate::bitswap::Bitswap::new(swarm.behaviour().streams.new_control(), wants, stats.clone()),
         };
         Ok((
             client,
@@ -701,11 +709,12 @@ impl EventLoop {
     /// Runs until every [`Client`] is dropped.
     pub async fn run(mut self) {
         // The bitswap server lives as long as this loop (aborted with it).
-        let _bitswap = self.bitswap.take().map(|control| {
+        let _bitswap = self.bitswap.take().map(|(control, wants)| {
             let task = tokio::spawn(crate::bitswap::serve(
                 control,
                 self.inbound.serve.clone(),
                 self.stats.clone(),
+                wants,
             ));
             AbortOnDrop(task)
         });

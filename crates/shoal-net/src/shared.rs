@@ -44,6 +44,9 @@ pub struct NetStats {
     pub bitswap_dont_have: AtomicU64,
     pub bitswap_refused: AtomicU64,
     pub bitswap_unasked: AtomicU64,
+    /// Bitswap: verified blocks this node asked for and received (also
+    /// counted in `blocks_received`).
+    pub bitswap_blocks_received: AtomicU64,
 }
 
 impl NetStats {

@@ -15,35 +15,16 @@
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::Digest;
-use shoal_core::cid::{self, Cid, DAG_PB, RAW};
+use shoal_core::cid::{Cid, DAG_PB, RAW};
 use shoal_unixfs::{car, pb, DirLink, Walk, WalkLimits};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
 
-/// Multihash code of sha2-256.
-const SHA2_256: u64 = 0x12;
-
 /// Checks `data` against `c`: blake3 (shoal's) or sha2-256 (IPFS's
 /// default), raw or dag-pb.
 fn verify(c: &Cid, data: &[u8]) -> Result<()> {
-    let bad = |why: String| Error::BadRequest(format!("the CAR's block {c}: {why}"));
-    if !matches!(c.codec(), RAW | DAG_PB) {
-        return Err(bad(format!("codec {:#x} is neither raw nor dag-pb", c.codec())));
-    }
-    let mh = c.hash();
-    let ok = match mh.code() {
-        cid::BLAKE3 => blake3::hash(data).as_bytes()[..] == mh.digest()[..],
-        SHA2_256 => sha2::Sha256::digest(data)[..] == mh.digest()[..],
-        other => return Err(bad(format!("hash function {other:#x} is neither blake3 nor sha2-256"))),
-    };
-    if !ok {
-        return Err(bad(
-            "its bytes do not hash to its CID (a corrupt or tampered CAR)".into()
-        ));
-    }
-    Ok(())
+    shoal_unixfs::ipfs::verify(c, data).map_err(|e| Error::BadRequest(format!("the CAR's block {e}")))
 }
 
 /// Reads every block of the CAR at `car_path` into `work/blocks` (each
@@ -110,7 +91,7 @@ pub(crate) fn unpack(car_path: &Path, work: &Path, limits: &Limits) -> Result<Pa
 }
 
 /// Files that mark the top of a Zarr hierarchy.
-const ZARR_TOP: [&str; 3] = ["zarr.json", ".zgroup", ".zarray"];
+pub(crate) const ZARR_TOP: [&str; 3] = ["zarr.json", ".zgroup", ".zarray"];
 
 /// `ipfs-car pack DIR` wraps DIR in a directory of its own: a top without
 /// Zarr metadata whose only entry is a directory stands for that directory.

@@ -21,12 +21,14 @@
 //! the query runner share: manifest loading, block reads, "make complete
 //! here", reachable providers), `serve` (answers to peers), `query`
 //! (distributed execution), [`mirror`] (the policy), `mounts` (the mount
-//! table), [`metrics`], `keyread` (streaming reads of one key), [`names`]
+//! table), `dag_fetch` (a UnixFS DAG fetched block by block into a CAR,
+//! for pins over bitswap), [`metrics`], `keyread` (streaming reads of one key), [`names`]
 //! (the registry of published names and follows) and `node` (the handle
 //! and its per-area handles in `node/`).
 
 mod car;
 pub mod config;
+mod dag_fetch;
 pub mod error;
 mod keyread;
 pub mod metrics;
@@ -57,7 +59,7 @@ pub use node::{
     Arrays, Datasets, DurabilityStats, Mirrors, Mounts, Names, Node, Pins, Queries, QueryRun, RepairReport, StageInfo,
     Stages, KEPT_BESIDE_THE_STORE,
 };
-pub use shoal_net::SwarmSettings;
+pub use shoal_net::{Multiaddr, SwarmSettings};
 pub use shoal_unixfs::WalkLimits;
 pub use types::*;
 pub use versions::{Diff, Version};

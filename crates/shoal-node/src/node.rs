@@ -2,6 +2,7 @@
 //! operation. Store work runs on tokio's blocking pool; network waits are
 //! bounded by the configured deadlines.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use shoal_net::{BlockSource, Fetcher, Multiaddr, PeerId, PeerInfo};
 use shoal_store::{FsckReport, GcStats, PinKind, StatsReport, Store, StoreOptions};
 
 use crate::config::{MountSettings, NodeConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::mirror::Mirror;
 use crate::mounts::MountTable;
 use crate::popularity::Popularity;
@@ -73,8 +74,11 @@ pub(crate) struct NodeCtx {
     names: Arc<crate::names::NameRegistry>,
     /// The follow updater's wake-ups, until its task takes them.
     wakes: Mutex<Option<crate::names::Wakes>>,
-    /// Scratch space of CAR imports (beside the store: same filesystem).
+    /// Scratch space of CAR imports (beside the store: same filesystem),
+    /// and the CARs of UnixFS pins over bitswap (kept for resuming).
     import_dir: PathBuf,
+    /// UnixFS directories being fetched over bitswap (one fetch each).
+    importing: Arc<Mutex<HashSet<Cid>>>,
     /// The background tasks: stopped on shutdown.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// The repair queue and the scrub's and repairs' counters.
@@ -201,6 +205,7 @@ impl Node {
             versions_dir: cfg.store_dir.join("versions"),
             results_dir: cfg.store_dir.join("results"),
             import_dir: cfg.store_dir.join("import"),
+            importing: Arc::default(),
             names,
             wakes: Mutex::new(Some(wakes)),
             tasks: Mutex::new(vec![event_loop]),
@@ -445,6 +450,15 @@ impl Node {
     }
 }
 
+/// A claimed UnixFS fetch ([`NodeCtx::importing`]).
+struct Importing(Arc<Mutex<HashSet<Cid>>>, Cid);
+
+impl Drop for Importing {
+    fn drop(&mut self) {
+        self.0.lock().expect("importing lock").remove(&self.1);
+    }
+}
+
 impl NodeCtx {
     fn datasets(self: &Arc<Self>) -> Datasets {
         Datasets { ctx: self.clone() }
@@ -452,6 +466,16 @@ impl NodeCtx {
 
     fn names(self: &Arc<Self>) -> Names {
         Names { ctx: self.clone() }
+    }
+
+    /// Claims the fetch of UnixFS directory `root` (one at a time: they
+    /// share its CAR) until the guard is dropped.
+    fn importing(&self, root: Cid) -> Result<Importing> {
+        let mut set = self.importing.lock().expect("importing lock");
+        if !set.insert(root) {
+            return Err(Error::Conflict(format!("{root} is being pinned already")));
+        }
+        Ok(Importing(self.importing.clone(), root))
     }
 
     /// Runs `f` on the blocking pool (store calls are synchronous).

@@ -23,15 +23,34 @@ pub(crate) fn blocks(store: Arc<Store>, pop: Arc<Popularity>, test: TestSwitches
             })
             .collect();
         // Count served blocks for datasets we hold (the root is the
-        // requester's claim; unknown roots are not counted).
+        // requester's claim; unknown roots are not counted). Bitswap names
+        // no dataset: a dataset's root or its view's root among the blocks
+        // served stands for it (an IPFS node's read starts there).
         let served = out.iter().filter(|b| b.is_some()).count() as u64;
+        let root = match root {
+            Some(r) => Some(*r),
+            None => cids
+                .iter()
+                .zip(&out)
+                .filter(|(_, b)| b.is_some())
+                .find_map(|(c, _)| dataset_named_by(&store, c)),
+        };
         if let Some(root) = root.filter(|_| served > 0) {
-            if store.pin_kinds(root).is_ok_and(|k| !k.is_empty()) {
-                pop.record(*root, Kind::Block, served);
+            if store.pin_kinds(&root).is_ok_and(|k| !k.is_empty()) {
+                pop.record(root, Kind::Block, served);
             }
         }
         out
     })
+}
+
+/// The dataset a block stands for when it is one's root or its view's.
+fn dataset_named_by(store: &Store, c: &shoal_core::Cid) -> Option<shoal_core::Cid> {
+    match c.codec() {
+        shoal_core::cid::DAG_CBOR => Some(*c),
+        shoal_core::cid::DAG_PB => store.dataset_of_view(c).ok().flatten(),
+        _ => None,
+    }
 }
 
 /// Computes partials for a peer's query from local blocks only.

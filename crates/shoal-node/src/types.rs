@@ -136,6 +136,17 @@ pub struct PinReport {
     pub fetched: Option<FetchReport>,
     /// The replica target recorded.
     pub replicas: Option<u8>,
+    /// Set when the pin fetched a UnixFS directory over bitswap.
+    pub unixfs: Option<UnixfsImport>,
+}
+
+/// A UnixFS directory fetched from IPFS nodes and added as a dataset.
+#[derive(Debug, Clone)]
+pub struct UnixfsImport {
+    /// The UnixFS directory's CID (the dataset's own is the report's root).
+    pub root: Cid,
+    /// Blocks taken from an earlier, interrupted attempt.
+    pub resumed_blocks: u64,
 }
 
 #[derive(Debug, Clone)]

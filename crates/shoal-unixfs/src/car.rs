@@ -177,14 +177,18 @@ impl<R: std::io::Read> Reader<R> {
             .read_exact(&mut buf)
             .map_err(|_| Error::Malformed("the CAR is truncated inside a block".into()))?;
         self.offset += n as u64;
-        let mut at = 0;
-        // CIDv1: version, codec, multihash code, digest length, digest.
-        let ver = read_varint(&buf, &mut at)?;
-        let codec = read_varint(&buf, &mut at)?;
-        let code = read_varint(&buf, &mut at)?;
-        let len = read_varint(&buf, &mut at)? as usize;
-        let _ = (ver, codec, code);
-        let end = at + len;
+        let end = if buf.starts_with(&[0x12, 0x20]) {
+            // CIDv0: a bare sha2-256 multihash of 32 bytes.
+            34
+        } else {
+            // CIDv1: version, codec, multihash code, digest length, digest.
+            let mut at = 0;
+            for _ in 0..3 {
+                read_varint(&buf, &mut at)?;
+            }
+            let len = read_varint(&buf, &mut at)? as usize;
+            at + len
+        };
         if end > buf.len() {
             return Err(Error::Malformed("a section's CID runs past it".into()));
         }

@@ -19,6 +19,7 @@
 //! - [`car`] writes and reads CAR v1 streams.
 
 pub mod car;
+pub mod ipfs;
 pub mod pb;
 pub mod walk;
 

@@ -173,6 +173,22 @@ fn a_car_round_trips_and_truncation_is_an_error() {
     assert!(car::Reader::new(&b""[..]).is_err());
 }
 
+/// kubo writes CIDv0 (dag-pb, sha2-256) for directories and files unless
+/// given `--cid-version 1`: such a section is a bare multihash, no version.
+#[test]
+fn a_car_with_v0_cids_reads() {
+    let dir = crate::ipfs::cid_for(0, DAG_PB, crate::ipfs::SHA2_256, b"dir").unwrap();
+    let leaf = crate::ipfs::cid_for(1, RAW, crate::ipfs::SHA2_256, b"leaf").unwrap();
+    let mut car = car::header(&[dir]);
+    car.extend(car::section(&dir, b"dir"));
+    car.extend(car::section(&leaf, b"leaf"));
+    let mut r = car::Reader::new(&car[..]).unwrap();
+    assert_eq!(r.roots, vec![dir]);
+    assert_eq!(r.next_block().unwrap(), Some((dir, b"dir".to_vec())));
+    assert_eq!(r.next_block().unwrap(), Some((leaf, b"leaf".to_vec())));
+    assert_eq!(r.next_block().unwrap(), None);
+}
+
 /// Issue 24: a 0-byte file (a `.done` marker) made the view fail with
 /// "0 bytes in 0 blocks", and with it the whole add.
 #[test]

@@ -89,7 +89,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Ls { target } => datasets::ls(&c, &target).await,
         Cmd::Cat { target } => datasets::cat(&c, &target).await,
         Cmd::Get { target, out, car } => datasets::get(&c, target, out, car).await,
-        Cmd::Pin { target, name, replicas } => pins::pin(&c, target, name, replicas).await,
+        Cmd::Pin {
+            target,
+            name,
+            replicas,
+            from,
+        } => pins::pin(&c, target, name, replicas, from).await,
         Cmd::Unpin { target } => pins::unpin(&c, target).await,
         Cmd::Pins => pins::list(&c).await,
         Cmd::Query { req, out } => query::run(&c, *req, out).await,

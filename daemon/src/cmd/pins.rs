@@ -8,8 +8,19 @@ use shoal_api::*;
 use super::Ctx;
 use crate::render;
 
-pub async fn pin(c: &Ctx, target: String, name: Option<String>, replicas: Option<u8>) -> Result<ExitCode> {
-    let req = PinRequest { target, name, replicas };
+pub async fn pin(
+    c: &Ctx,
+    target: String,
+    name: Option<String>,
+    replicas: Option<u8>,
+    from: Vec<String>,
+) -> Result<ExitCode> {
+    let req = PinRequest {
+        target,
+        name,
+        replicas,
+        from,
+    };
     let result = c.streamed("fetching", "/v1/pin", &req).await?;
     c.show(&render::Pinned { unpin: false, result })
 }
@@ -19,6 +30,7 @@ pub async fn unpin(c: &Ctx, target: String) -> Result<ExitCode> {
         target,
         name: None,
         replicas: None,
+        from: Vec::new(),
     };
     let result = c.client.post("/v1/unpin", &req).await?;
     c.show(&render::Pinned { unpin: true, result })

@@ -44,6 +44,9 @@ class PinResult:
     #: What the pin fetched from peers (blocks, bytes, peers, seconds).
     fetched: dict | None = None
     replicas: int | None = None
+    #: Set when the pin fetched a UnixFS directory over bitswap: its CID
+    #: (``root`` is the dataset it became).
+    unixfs: str | None = None
     raw: dict = field(default_factory=dict, repr=False)
 
 
@@ -139,11 +142,20 @@ class Client:
         finally:
             done()
 
-    def pin(self, target: str, name: str | None = None, replicas: int | None = None, progress=None) -> PinResult:
+    def pin(
+        self,
+        target: str,
+        name: str | None = None,
+        replicas: int | None = None,
+        progress=None,
+        from_: list[str] | None = None,
+    ) -> PinResult:
         """Pins a dataset, fetching what is missing from peers (a tqdm bar
         shows the bytes fetched when tqdm is installed; ``progress=False``
-        hides it)."""
-        body = {"target": target, "name": name, "replicas": replicas}
+        hides it). The CID of a UnixFS directory that IPFS nodes hold is
+        fetched over bitswap from ``from_`` (multiaddrs) and connected
+        peers, and becomes a dataset."""
+        body = {"target": target, "name": name, "replicas": replicas, "from": from_ or []}
         update, done = _bar(f"pin {target}", progress)
         try:
             return _typed(PinResult, result_of(self.api.stream("POST", "/v1/pin", body), update))

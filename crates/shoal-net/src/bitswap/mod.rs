@@ -1,22 +1,29 @@
-//! Bitswap: IPFS nodes (helia, kubo) fetch the blocks held here over the
-//! same swarm, on `/ipfs/bitswap/1.2.0` (and 1.1.0 and 1.0.0 for kubo).
+//! Bitswap with IPFS nodes (helia, kubo) over the same swarm, on
+//! `/ipfs/bitswap/1.2.0` (and 1.1.0 and 1.0.0 for kubo): they fetch the
+//! blocks held here, and this node fetches UnixFS DAGs they hold
+//! ([`client`]).
 //!
 //! A peer sends wantlists on a stream it opens; the answers (blocks,
 //! Have/DontHave) go back on a stream this side opens, as the protocol
 //! has it. Every block sent is read through the same verified path as
 //! `/shoal/blocks` (the node's [`ServeFn`]): a corrupt local copy is never
 //! sent, a block not held is DontHave (when the peer asked for one, so a
-//! helia session does not wait for its timeout).
+//! helia session does not wait for its timeout). Answers to this node's
+//! own wants arrive the same way, on inbound streams read here: their
+//! blocks are hashed and handed to the session wanting exactly that CID
+//! (the [`client::WantTable`]); the rest are counted and dropped.
 //!
 //! Bounds: frames of at most [`wire::MAX_MESSAGE`] bytes, read into a
 //! buffer taken from a global budget ([`READ_BUDGET`]); wantlists of at most
 //! [`wire::MAX_WANTS`] entries; [`MAX_PEERS`] peers and
 //! [`MAX_STREAMS_PER_PEER`] inbound streams each; [`MESSAGES_PER_SEC`] per
-//! stream (a faster peer is slowed down, not queued for); blocks read for
-//! answers at most [`LOOKUPS_IN_FLIGHT`] at once in all; every read and
-//! write has a deadline. A private swarm (swarm key, allow-list) never
-//! lets an IPFS node connect in the first place.
+//! stream (a faster peer is slowed down, not queued for; a message that
+//! answers this node's wants is not charged); blocks read for answers at
+//! most [`LOOKUPS_IN_FLIGHT`] at once in all; every read and write has a
+//! deadline. A private swarm (swarm key, allow-list) never lets an IPFS
+//! node connect in the first place.
 
+pub mod client;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -30,6 +37,8 @@ use shoal_core::Cid;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::shared::{NetStats, ServeFn};
+use client::WantTable;
+pub use client::{Bitswap, SessionError, SessionReport};
 use wire::{Message, Presence, WantType, MAX_MESSAGE};
 
 pub const V120: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
@@ -61,7 +70,12 @@ const OUT_QUEUE: usize = 8;
 const ANSWER_TARGET: usize = MAX_MESSAGE - (64 << 10);
 
 /// Runs the bitswap server until the swarm's control is gone.
-pub(crate) async fn serve(mut control: libp2p_stream::Control, serve: ServeFn, stats: Arc<NetStats>) {
+pub(crate) async fn serve(
+    mut control: libp2p_stream::Control,
+    serve: ServeFn,
+    stats: Arc<NetStats>,
+    wants: Arc<WantTable>,
+) {
     let mut incoming = Vec::new();
     for p in PROTOCOLS {
         match control.accept(p.clone()) {
@@ -73,6 +87,7 @@ pub(crate) async fn serve(mut control: libp2p_stream::Control, serve: ServeFn, s
         control,
         serve,
         stats,
+        wants,
         peers: Mutex::new(HashMap::new()),
         read_budget: Arc::new(Semaphore::new(READ_BUDGET >> 10)),
         lookups: Arc::new(Semaphore::new(LOOKUPS_IN_FLIGHT)),
@@ -96,6 +111,8 @@ struct Server {
     control: libp2p_stream::Control,
     serve: ServeFn,
     stats: Arc<NetStats>,
+    /// What this node's sessions want (blocks they receive come in here).
+    wants: Arc<WantTable>,
     peers: Mutex<HashMap<PeerId, PeerState>>,
     /// KiB of inbound frames held.
     read_budget: Arc<Semaphore>,
@@ -168,6 +185,13 @@ impl Server {
         }
     }
 
+    fn refund_token(&self, peer: PeerId) {
+        let mut peers = self.peers.lock().expect("bitswap peers lock");
+        if let Some(st) = peers.get_mut(&peer) {
+            st.tokens = (st.tokens + 1.0).min(MESSAGES_PER_SEC * 2.0);
+        }
+    }
+
     async fn inbound(&self, peer: PeerId, mut stream: Stream, protocol: StreamProtocol) {
         loop {
             let frame = match tokio::time::timeout(IDLE, self.read_frame(&mut stream)).await {
@@ -185,7 +209,15 @@ impl Server {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            let (msg, unasked) = match Message::decode_wants(&frame.0) {
+            // Blocks are hashed only while this node wants some: then each
+            // block's CID is computed from its bytes and handed to the
+            // session wanting exactly that CID; the rest are dropped.
+            let wanting = self.wants.active();
+            let decoded = match wanting {
+                true => Message::decode(&frame.0).map(|m| (m, 0)),
+                false => Message::decode_wants(&frame.0),
+            };
+            let (mut msg, mut unasked) = match decoded {
                 Ok(m) => m,
                 Err(e) => {
                     self.stats.bitswap_refused.fetch_add(1, Ordering::Relaxed);
@@ -194,8 +226,17 @@ impl Server {
                 }
             };
             drop(frame);
-            // This side asks for nothing over bitswap: blocks a peer sends
-            // are dropped unread (not even hashed), never stored.
+            if wanting && (!msg.blocks.is_empty() || !msg.presences.is_empty()) {
+                let (delivered, not_wanted) = self
+                    .wants
+                    .deliver(peer, std::mem::take(&mut msg.blocks), &msg.presences);
+                unasked += not_wanted;
+                if delivered > 0 {
+                    // Answers to this node's wants do not spend the
+                    // peer's allowance.
+                    self.refund_token(peer);
+                }
+            }
             self.stats.bitswap_unasked.fetch_add(unasked as u64, Ordering::Relaxed);
             self.answer(peer, &protocol, msg).await;
         }

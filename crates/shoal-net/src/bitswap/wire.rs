@@ -17,29 +17,10 @@
 //! [`MAX_WANTS`] are errors, never allocations. Unknown fields are skipped.
 
 use bytes::Bytes;
-use sha2::Digest;
-use shoal_core::cid::{BLAKE3, DAG_PB};
+use shoal_core::cid::DAG_PB;
 use shoal_core::Cid;
 
-/// Multihash code of sha2-256 (IPFS's default).
-pub const SHA2_256: u64 = 0x12;
-
-/// The CID `data` has under a prefix's version, codec and hash function
-/// (blake3 or sha2-256; `None` for any other, or a bad combination): what
-/// a block a peer sent really is, whatever it claims.
-pub fn cid_for(version: u64, codec: u64, code: u64, data: &[u8]) -> Option<Cid> {
-    let digest: Vec<u8> = match code {
-        BLAKE3 => blake3::hash(data).as_bytes().to_vec(),
-        SHA2_256 => sha2::Sha256::digest(data).to_vec(),
-        _ => return None,
-    };
-    let mh = multihash::Multihash::<64>::wrap(code, &digest).ok()?;
-    match version {
-        0 if codec == DAG_PB && code == SHA2_256 => Cid::new_v0(mh).ok(),
-        1 => Some(Cid::new_v1(codec, mh)),
-        _ => None,
-    }
-}
+pub use shoal_unixfs::ipfs::{cid_for, SHA2_256};
 
 /// Largest frame read or written (helia and boxo use 4 MiB).
 pub const MAX_MESSAGE: usize = 4 << 20;

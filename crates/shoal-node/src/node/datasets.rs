@@ -81,6 +81,21 @@ impl Datasets {
             .await
     }
 
+    /// The CID in `target` when it names a UnixFS directory this node
+    /// does not know as a dataset's view (v0 or v1, sha2-256 or blake3):
+    /// one to fetch over bitswap. None for anything else.
+    pub async fn foreign_unixfs(&self, target: &str) -> Result<Option<Cid>> {
+        let Ok(c) = shoal_unixfs::ipfs::parse(target.trim_end_matches('/')) else {
+            return Ok(None);
+        };
+        if c.codec() != cid::DAG_PB {
+            return Ok(None);
+        }
+        self.ctx
+            .blocking(move |n| Ok(n.services.store.dataset_of_view(&c)?.is_none().then_some(c)))
+            .await
+    }
+
     /// Adds what `path` holds: a CAR file (by its `.car` extension, as
     /// `ipfs-car pack` and `ipfs dag export` name them) or a Zarr directory.
     pub async fn add_path(

@@ -38,14 +38,7 @@ impl Pins {
         if let Some(name) = &name {
             shoal_store::validate_name(name)?;
         }
-        if let Some(r) = replicas {
-            if r == 0 || r > shoal_net::gossip::MAX_REPLICAS {
-                return Err(Error::BadRequest(format!(
-                    "--replicas must be between 1 and {}",
-                    shoal_net::gossip::MAX_REPLICAS
-                )));
-            }
-        }
+        check_replicas(replicas)?;
         let report = self
             .ctx
             .blocking(move |n| {
@@ -68,6 +61,7 @@ impl Pins {
                         changed: !was,
                         fetched,
                         replicas,
+                        unixfs: None,
                     },
                     view,
                 ))
@@ -80,6 +74,113 @@ impl Pins {
             self.ctx.names().republish(name).await;
         }
         Ok(report)
+    }
+
+    /// Pins a UnixFS directory that IPFS nodes hold (`root`: a dag-pb CID,
+    /// sha2-256 or blake3, v0 or v1) by fetching it over bitswap from the
+    /// peers at `from` and the connected peers: every block verified, the
+    /// DAG walked under the walk budget into a CAR beside the store
+    /// (kept on failure, so a retry resumes), then added exactly as
+    /// `add FILE.car` adds it (refused, with nothing kept, if it holds no
+    /// Zarr hierarchy). The report's root is the shoal dataset made.
+    pub async fn pin_unixfs(
+        &self,
+        root: Cid,
+        from: Vec<shoal_net::Multiaddr>,
+        name: Option<String>,
+        replicas: Option<u8>,
+        progress: ProgressFn,
+    ) -> Result<PinReport> {
+        let _busy = self.ctx.busy();
+        if let Some(name) = &name {
+            shoal_store::validate_name(name)?;
+        }
+        check_replicas(replicas)?;
+        let _importing = self.ctx.importing(root)?;
+        let net = &self.ctx.services.net;
+        let mut peers = Vec::new();
+        for addr in from {
+            let shown = addr.to_string();
+            peers.push(
+                net.dial(addr)
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("cannot reach --from {shown}: {e}")))?,
+            );
+        }
+        for p in net.peers().await.map_err(|e| Error::Unavailable(e.to_string()))? {
+            if let Ok(id) = p.peer_id.parse() {
+                peers.push(id);
+            }
+        }
+        let dir = self.ctx.import_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
+        let car_path = dir.join(format!("unixfs-{root}.car"));
+        let limits = self.ctx.services.limits;
+        let mut fetch = {
+            let p = car_path.clone();
+            self.ctx
+                .blocking(move |_| crate::dag_fetch::DagFetch::open(&p, root, &limits))
+                .await?
+        };
+        let drop_car = |e: Error| {
+            let _ = std::fs::remove_file(&car_path);
+            e
+        };
+        let start = fetch.start().map_err(drop_car)?;
+        let mut p = Progress::default();
+        let session = net.bitswap().fetch(peers, start, |cid, data| {
+            let next = fetch.on_block(cid, &data)?;
+            p.items_done += 1;
+            p.bytes_done += data.len() as u64;
+            progress(p);
+            Ok::<_, Error>(next)
+        });
+        let report = match session.await {
+            Ok(r) => r,
+            // The DAG itself is refused: nothing is kept.
+            Err(shoal_net::bitswap::SessionError::Stopped(e)) => return Err(drop_car(e)),
+            Err(e) => {
+                return Err(Error::Unavailable(format!(
+                    "{e}; the {} blocks fetched so far are kept beside the store and the next `shoal pin {root}` resumes from them",
+                    fetch.blocks + fetch.resumed
+                )))
+            }
+        };
+        let resumed = fetch.resumed;
+        let car = fetch.finish().map_err(drop_car)?;
+        tracing::info!(%root, blocks = report.blocks, bytes = report.bytes, resumed, peers = report.peers_used.len(), "fetched a UnixFS DAG over bitswap");
+        let added = self
+            .ctx
+            .datasets()
+            .add_car(car.clone(), name.clone(), AddOptions::default(), progress)
+            .await;
+        let _ = std::fs::remove_file(&car);
+        let added = added?;
+        if let Some(r) = replicas {
+            let ds = added.root;
+            self.ctx
+                .blocking(move |n| Ok(n.services.store.set_replica_target(&ds, r, unix_now())?))
+                .await?;
+        }
+        Ok(PinReport {
+            root: added.root,
+            name,
+            changed: true,
+            fetched: Some(shoal_net::FetchReport {
+                root: root.to_string(),
+                blocks_fetched: report.blocks,
+                bytes_fetched: report.bytes,
+                already_local: false,
+                peers_used: report.peers_used.iter().map(|p| p.to_string()).collect(),
+                banned: Vec::new(),
+                links: Vec::new(),
+            }),
+            replicas,
+            unixfs: Some(UnixfsImport {
+                root,
+                resumed_blocks: resumed,
+            }),
+        })
     }
 
     /// Drops the user pin (and the name, when the target was a name). A
@@ -163,5 +264,16 @@ impl Pins {
                 Ok(out)
             })
             .await
+    }
+}
+
+/// A replica target is 1 to [`shoal_net::gossip::MAX_REPLICAS`] copies.
+fn check_replicas(replicas: Option<u8>) -> Result<()> {
+    match replicas {
+        Some(r) if r == 0 || r > shoal_net::gossip::MAX_REPLICAS => Err(Error::BadRequest(format!(
+            "--replicas must be between 1 and {}",
+            shoal_net::gossip::MAX_REPLICAS
+        ))),
+        _ => Ok(()),
     }
 }
