@@ -3,6 +3,10 @@
 #   1. warm read (blocks local, page cache dropped) of every chunk file of a
 #      >= 1 GiB dataset through the mount vs the same files through bindfs
 #      over a plain directory (8 parallel readers each);
+#   1b. the same, one reader (`find | xargs cat`: one file after another,
+#      as cp -r, rsync and a single-threaded zarr loop read), against
+#      bindfs and the plain directory read the same way (the disk's limit
+#      for one reader);
 #   2. cold read through the mount (blocks only on another daemon) vs
 #      `shoal pin` of the same dataset;
 #   3. xarray.open_zarr(mount).mean().compute() (warm) vs the same on a
@@ -33,6 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 readall() { (cd "$1" && find . -type f -print0 | xargs -0 -P 8 -n 16 cat > /dev/null); }
+readone() { (cd "$1" && find . -type f -print0 | xargs -0 cat > /dev/null); }
 
 start A
 ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
@@ -41,8 +46,12 @@ MANY=$("$BIN" --home "$W/A" add "$W/many.zarr" | tail -1)
 mkdir -p "$W/bind"; bindfs -r "$W/src.zarr" "$W/bind"
 ls -lR "$W/mnt-a/$ROOT" >/dev/null   # list the tree once (not timed)
 timed() { drop; local t0 t1; t0=$(now); "$@"; t1=$(now); T=$(secs "$t0" "$t1"); }
-WARMS=(); BINDS=(); DISKS=(); COLDS=(); PINS=()
+WARMS=(); BINDS=(); DISKS=(); COLDS=(); PINS=(); ONES=(); ONEB=(); ONED=()
 for i in $(seq "$RUNS"); do
+  # 1b. one reader, warm.
+  timed readone "$W/mnt-a/$ROOT"; ONES+=("$T")
+  timed readone "$W/bind"; ONEB+=("$T")
+  timed readone "$W/src.zarr"; ONED+=("$T")
   # 1. warm: A holds every block.
   timed readall "$W/mnt-a/$ROOT"; WARMS+=("$T")
   timed readall "$W/bind"; BINDS+=("$T")
@@ -59,6 +68,7 @@ for i in $(seq "$RUNS"); do
 done
 WARM=$(median "${WARMS[@]}"); BIND=$(median "${BINDS[@]}"); DISK=$(median "${DISKS[@]}")
 COLD=$(median "${COLDS[@]}"); PIN=$(median "${PINS[@]}")
+ONE=$(median "${ONES[@]}"); ONEBIND=$(median "${ONEB[@]}"); ONEDISK=$(median "${ONED[@]}")
 # 3. xarray + dask mean, warm (blocks local; page cache warm for both).
 XR='import sys, time, xarray as xr; ds = xr.open_zarr(sys.argv[1]); t = time.time(); v = float(ds["sst"].mean().compute(scheduler="threads")); print(time.time() - t, v)'
 $PY -c "$XR" "$W/mnt-a/$ROOT" >/dev/null; $PY -c "$XR" "$W/src.zarr" >/dev/null  # warm both
@@ -73,6 +83,8 @@ printf 'dataset: %s bytes, %s chunk files; ls dataset: %s keys\n' "$SIZE" "$(fin
 printf 'runs: warm %s  bindfs %s  disk %s  cold %s  pin %s\n' "${WARMS[*]}" "${BINDS[*]}" "${DISKS[*]}" "${COLDS[*]}" "${PINS[*]}"
 printf 'warm read:  mount %.2fs (%s MiB/s)  bindfs %.2fs (%s MiB/s)  throughput ratio mount/bindfs = %.2fx (target >= 1.0x)\n' "$WARM" "$(mib "$WARM")" "$BIND" "$(mib "$BIND")" "$(echo "$BIND / $WARM" | bc -l)"
 printf 'limit:      the plain directory, 8 cat %.2fs (%s MiB/s): the mount reads at %.2fx of the disk\n' "$DISK" "$(mib "$DISK")" "$(echo "$DISK / $WARM" | bc -l)"
+printf 'one reader: mount %.2fs (%s MiB/s)  bindfs %.2fs (%s MiB/s)  ratio mount/bindfs = %.2fx (target >= 1.0x); runs %s / %s\n' "$ONE" "$(mib "$ONE")" "$ONEBIND" "$(mib "$ONEBIND")" "$(echo "$ONEBIND / $ONE" | bc -l)" "${ONES[*]}" "${ONEB[*]}"
+printf 'limit:      the plain directory, one cat %.2fs (%s MiB/s): the mount reads at %.2fx of the disk; runs %s\n' "$ONEDISK" "$(mib "$ONEDISK")" "$(echo "$ONEDISK / $ONE" | bc -l)" "${ONED[*]}"
 printf 'cold read:  mount %.2fs (%s MiB/s)  shoal pin %.2fs (%s MiB/s)  throughput ratio mount/pin = %.2fx (target >= 0.7x)\n' "$COLD" "$(mib "$COLD")" "$PIN" "$(mib "$PIN")" "$(echo "$PIN / $COLD" | bc -l)"
 printf 'xarray mean (warm): mount %.2fs  plain dir %.2fs  time ratio = %.2fx (target <= 1.2x); means %s / %s\n' "$XMNT" "$XDIR" "$(echo "$XMNT / $XDIR" | bc -l)" "$VMNT" "$VDIR"
 printf 'ls -lR %s keys: mount %.2fs  local disk %.2fs  time ratio = %.2fx (target <= 2x)\n' "$KEYS" "$LSM" "$LSD" "$(echo "$LSM / $LSD" | bc -l)"

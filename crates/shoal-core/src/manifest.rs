@@ -539,6 +539,51 @@ impl Manifest {
         .into())
     }
 
+    /// Up to `n` entries of the tree (chunk keys; inline metadata
+    /// documents are not in it) whose keys come after `key`, in key order,
+    /// taking decoded pages from `page` like [`Self::lookup_in`]: only the
+    /// pages on the way from `key` to the last one returned are read (a
+    /// reader's next files, for read-ahead).
+    pub fn after_in<E: From<Error>>(
+        &self,
+        key: &str,
+        n: usize,
+        page: &mut dyn FnMut(&ChildRef) -> Result<Arc<Node>, E>,
+    ) -> Result<Vec<Entry>, E> {
+        let mut out = Vec::new();
+        // Pages still to visit, each with the index of its next child.
+        let mut stack: Vec<(Arc<Node>, usize)> = Vec::new();
+        let top = Arc::new(self.top.clone());
+        let start = |node: &Node| match node {
+            Node::Leaf(entries) => entries.partition_point(|e| e.key.as_str() <= key),
+            Node::Inner(children) => children.partition_point(|c| c.last.as_str() <= key),
+        };
+        let first = start(&top);
+        stack.push((top, first));
+        let mut visited = 0;
+        while out.len() < n {
+            let Some((node, i)) = stack.pop() else { break };
+            match &*node {
+                Node::Leaf(entries) => {
+                    let take = (n - out.len()).min(entries.len().saturating_sub(i));
+                    out.extend(entries[i..i + take].iter().cloned());
+                }
+                Node::Inner(children) => {
+                    let Some(child) = children.get(i) else { continue };
+                    visited += 1;
+                    if stack.len() >= MAX_DEPTH || visited > n + MAX_DEPTH * 2 {
+                        break;
+                    }
+                    let next = page(child)?;
+                    let at = start(&next);
+                    stack.push((node.clone(), i + 1));
+                    stack.push((next, at));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every CID the dataset needs besides the root: pages and data blocks,
     /// without duplicates, in traversal order.
     pub fn all_links<E: From<Error>>(&self, fetch: &mut dyn FnMut(&Cid) -> Result<Block, E>) -> Result<Vec<Cid>, E> {

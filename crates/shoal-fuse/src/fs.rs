@@ -16,9 +16,12 @@
 //!   forget the least recently used directories.
 //! - Every block handed to a reader was verified by the source and has the
 //!   length the manifest promises; otherwise the read fails with EIO.
-//! - Prefetch never holds data in memory: it asks the source to fetch
-//!   blocks (which lands them in the local store), at most
-//!   `max_inflight_blocks` at once; excess prefetch work is dropped.
+//! - Read-ahead (the blocks of a file past a read; on a file's first read
+//!   in the dataset's key order, the next files) reads blocks through the
+//!   source (fetching them from peers into the store when not held here)
+//!   into the verified-block cache, at most `max_inflight_blocks` at once
+//!   and half the cache's bytes under way; excess work is dropped. A read
+//!   that needs a block under way waits for it rather than read it twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -91,7 +94,7 @@ pub type FsResult<T> = Result<T, FsError>;
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
-    /// Chunk files prefetched ahead when a directory is read in order.
+    /// Chunk files read ahead when a dataset's files are read in key order.
     pub readahead_files: usize,
     /// Prefetch blocks in flight at once (the memory/bandwidth budget).
     pub max_inflight_blocks: usize,
@@ -288,8 +291,8 @@ pub type Invalidate = Box<dyn Fn(Vec<(u64, String)>) + Send + Sync>;
 /// Decoded manifest pages kept for directory listings (a parent's listing
 /// and its children's read the same pages).
 const PAGE_CACHE: usize = 8;
-/// Files remembered as prefetched, and directories' last reads (both only
-/// steer prefetch; forgotten past these counts).
+/// Files remembered as prefetched, and datasets' read orders (both only
+/// steer read-ahead; forgotten past these counts).
 const PREFETCH_MEMORY: usize = 1 << 16;
 
 /// A directory's children as its listing finds them.
@@ -352,9 +355,20 @@ pub struct MountFs<B> {
     /// directory must not build two tables).
     loading: tokio::sync::Mutex<()>,
     prefetch: Arc<Semaphore>,
+    /// Prefetch work queued or running (blocks, and next-file look-ups).
     prefetch_queued: Arc<AtomicUsize>,
     prefetched: Mutex<HashSet<u64>>,
-    last_read_in_dir: Mutex<HashMap<u64, u64>>,
+    /// Per dataset: the file whose first read came last, and the files read
+    /// ahead after it (a reader of those reads in order).
+    order: Mutex<HashMap<Cid, ReadOrder>>,
+    /// Blocks being read ahead (the FUSE thread waits for one that is
+    /// under way instead of reading it a second time).
+    ahead: Mutex<HashMap<Cid, Arc<Loading>>>,
+    /// Bytes of the blocks in `ahead`.
+    ahead_bytes: AtomicUsize,
+    /// Where read-ahead runs (the runtime the mount was made in; none in
+    /// code without one, which then reads nothing ahead).
+    rt: Option<tokio::runtime::Handle>,
     cache: Mutex<BlockCache>,
     pages: PageCache,
     /// Set by the FUSE adapter: how table memory past its budget is given
@@ -362,6 +376,38 @@ pub struct MountFs<B> {
     invalidate: std::sync::OnceLock<Invalidate>,
     clock: AtomicU64,
     pub started: SystemTime,
+}
+
+/// A block being read ahead: readers that need it wait for `done`.
+#[derive(Default)]
+struct Loading {
+    /// Set once a worker has started reading it (before that, a reader
+    /// reads it itself rather than wait behind the queue).
+    started: std::sync::atomic::AtomicBool,
+    done: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Loading {
+    fn finish(&self) {
+        *self.done.lock().expect("loading lock") = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits (bounded) for the read under way to end.
+    fn wait(&self) {
+        let done = self.done.lock().expect("loading lock");
+        let _ = self.cv.wait_timeout_while(done, Duration::from_secs(10), |d| !*d);
+    }
+}
+
+/// What tells an in-order reader of a dataset's files.
+#[derive(Default)]
+struct ReadOrder {
+    /// The key whose first read came last.
+    last: String,
+    /// The keys read ahead after it.
+    ahead: Vec<String>,
 }
 
 /// A byte-bounded LRU of verified blocks.
@@ -374,6 +420,10 @@ struct BlockCache {
 }
 
 impl BlockCache {
+    fn contains(&self, cid: &Cid) -> bool {
+        self.blocks.contains_key(cid)
+    }
+
     fn get(&mut self, cid: &Cid) -> Option<Block> {
         self.tick += 1;
         let (b, t) = self.blocks.get_mut(cid)?;
@@ -419,7 +469,10 @@ impl<B: Blocks> MountFs<B> {
             opts,
             loading: tokio::sync::Mutex::new(()),
             prefetched: Mutex::new(HashSet::new()),
-            last_read_in_dir: Mutex::new(HashMap::new()),
+            order: Mutex::new(HashMap::new()),
+            ahead: Mutex::new(HashMap::new()),
+            ahead_bytes: AtomicUsize::new(0),
+            rt: tokio::runtime::Handle::try_current().ok(),
             cache: Mutex::new(BlockCache {
                 max: cache_bytes,
                 used: 0,
@@ -895,7 +948,7 @@ impl<B: Blocks> MountFs<B> {
     /// answer itself (past the end, inline content), or the range of the
     /// file's blocks `first..=last` to read, ending at byte `end`.
     fn span(&self, ino: u64, offset: u64, size: u32) -> FsResult<Span> {
-        let (ds, e, dir) = self.file(ino)?;
+        let (ds, e, _) = self.file(ino)?;
         let end = (offset + u64::from(size)).min(e.size);
         if offset >= end {
             return Ok(Span::Done(Bytes::new()));
@@ -908,7 +961,6 @@ impl<B: Blocks> MountFs<B> {
         Ok(Span::Blocks(Want {
             ds,
             e,
-            dir,
             end,
             first,
             last,
@@ -919,22 +971,24 @@ impl<B: Blocks> MountFs<B> {
     /// is in the cache or the local store, without waiting on the network
     /// (`None`: some block is not here; use [`Self::read`]). The FUSE
     /// thread answers such reads itself.
-    pub fn read_now(&self, ino: u64, offset: u64, size: u32) -> Option<FsResult<Bytes>> {
+    /// Blocks ahead of the read are read and verified on the runtime's
+    /// blocking pool meanwhile ([`Self::maybe_prefetch`]), so a reader in
+    /// order finds them in the cache and this thread only copies.
+    pub fn read_now(self: &Arc<Self>, ino: u64, offset: u64, size: u32) -> Option<FsResult<Bytes>> {
         let Want {
             ds,
             e,
             end,
             first,
             last,
-            ..
         } = match self.span(ino, offset, size).ok()? {
             Span::Done(b) => return Some(Ok(b)),
             Span::Blocks(w) => w,
         };
+        self.maybe_prefetch(ino, &ds, &e, first..=last);
         let mut got = Vec::with_capacity((last - first + 1) as usize);
         for &cid in &e.blocks()[first as usize..=last as usize] {
-            let cached = self.cache.lock().expect("cache lock").get(&cid);
-            let b = match cached {
+            let b = match self.cached(&cid) {
                 Some(b) => b,
                 None => {
                     let b = self.blocks.local(&cid)?;
@@ -947,13 +1001,26 @@ impl<B: Blocks> MountFs<B> {
         Some(assemble(&ds, &e, offset, end, first, got))
     }
 
+    /// A verified block from the cache, after waiting for its read-ahead
+    /// when one is under way.
+    fn cached(&self, cid: &Cid) -> Option<Block> {
+        if let Some(b) = self.cache.lock().expect("cache lock").get(cid) {
+            return Some(b);
+        }
+        let loading = self.ahead.lock().expect("ahead lock").get(cid).cloned();
+        if let Some(l) = loading.filter(|l| l.started.load(Ordering::Acquire)) {
+            l.wait();
+            return self.cache.lock().expect("cache lock").get(cid);
+        }
+        None
+    }
+
     /// Reads `size` bytes at `offset` of a file.
     pub async fn read(self: &Arc<Self>, ino: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         tracing::trace!(ino, offset, size, "read");
         let Want {
             ds,
             e,
-            dir,
             end,
             first,
             last,
@@ -961,7 +1028,7 @@ impl<B: Blocks> MountFs<B> {
             Span::Done(b) => return Ok(b),
             Span::Blocks(w) => w,
         };
-        self.maybe_prefetch(ino, &ds, &e, dir, first..=last);
+        self.maybe_prefetch(ino, &ds, &e, first..=last);
         let got = try_join_all(e.blocks()[first as usize..=last as usize].iter().map(|&cid| {
             let blocks = self.blocks.clone();
             let (root, key) = (ds.root, e.key.clone());
@@ -985,83 +1052,152 @@ impl<B: Blocks> MountFs<B> {
         assemble(&ds, &e, offset, end, first, got)
     }
 
-    /// First read of a file: fetch the rest of it in the background. Reads
-    /// that walk a directory in order: also the next few chunk files.
+    /// Read-ahead, bounded in blocks ([`MountOptions::max_inflight_blocks`]
+    /// at once, four times that queued) and bytes (half the block cache):
+    /// the blocks of this file past the read, up to a quarter of the cache;
+    /// and on a file's first read, when the files are being read in the
+    /// dataset's key order (this file is the one after the last first
+    /// read, or one already read ahead), the next
+    /// [`MountOptions::readahead_files`] files. Blocks not held here are
+    /// fetched from peers (landing in the store); every block read ahead
+    /// waits in the cache for its reader.
     fn maybe_prefetch(
         self: &Arc<Self>,
         ino: u64,
         ds: &Arc<Dataset>,
         entry: &Arc<Entry>,
-        dir: u64,
         demanded: std::ops::RangeInclusive<u64>,
     ) {
+        let Some(rt) = self.rt.clone() else { return };
+        let bs = ds.manifest.block_size as usize;
+        let window = (self.opts.cache_bytes / 4 / bs.max(1)).max(1);
+        let blocks = entry.blocks();
+        let from = *demanded.end() as usize + 1;
+        for (i, cid) in blocks.iter().enumerate().skip(from).take(window) {
+            let len = chunk::block_len(entry.size, ds.manifest.block_size, i as u64) as usize;
+            self.load_ahead(&rt, ds.root, *cid, len);
+        }
         {
             let mut done = self.prefetched.lock().expect("prefetch lock");
             if done.len() >= PREFETCH_MEMORY {
-                done.clear(); // at worst a file is prefetched twice (its blocks are local by then)
+                done.clear(); // at worst a file is read ahead twice (its blocks are cached or local by then)
             }
-            if !done.insert(ino) {
+            if !done.insert(ino) || self.opts.readahead_files == 0 {
                 return;
             }
         }
-        let mut files = vec![entry.clone()];
-        let sequential = {
-            let mut last = self.last_read_in_dir.lock().expect("last-read lock");
-            if last.len() >= PREFETCH_MEMORY {
-                last.clear();
-            }
-            let prev = last.insert(dir, ino);
-            prev.is_some_and(|p| self.next_file(dir, p) == Some(ino))
-        };
-        if sequential {
-            let mut cur = ino;
-            for _ in 0..self.opts.readahead_files {
-                let Some(n) = self.next_file(dir, cur) else { break };
-                if let Ok((_, e, _)) = self.file(n) {
-                    files.push(e);
-                }
-                cur = n;
-            }
-        }
-        for (fi, e) in files.iter().enumerate() {
-            for (bi, cid) in e.blocks().iter().enumerate() {
-                if fi == 0 && demanded.contains(&(bi as u64)) {
-                    continue; // the demand read is fetching it already
-                }
-                // Bounded: beyond 4x the in-flight budget, prefetch is dropped.
-                if self.prefetch_queued.load(Ordering::Relaxed) >= self.opts.max_inflight_blocks * 4 {
-                    return;
-                }
-                self.prefetch_queued.fetch_add(1, Ordering::Relaxed);
-                let (sem, queued, blocks, root, cid) = (
-                    self.prefetch.clone(),
-                    self.prefetch_queued.clone(),
-                    self.blocks.clone(),
-                    ds.root,
-                    *cid,
-                );
-                tokio::spawn(async move {
-                    if let Ok(_permit) = sem.acquire().await {
-                        let _ = blocks.block(cid, root).await;
+        self.prefetch_queued.fetch_add(1, Ordering::Relaxed);
+        let (this, ds, entry) = (self.clone(), ds.clone(), entry.clone());
+        rt.clone().spawn(async move {
+            if let Some(next) = this.next_in_order(&ds, &entry).await {
+                for e in next {
+                    for (i, cid) in e.blocks().iter().enumerate() {
+                        let len = chunk::block_len(e.size, ds.manifest.block_size, i as u64) as usize;
+                        this.load_ahead(&rt, ds.root, *cid, len);
                     }
-                    queued.fetch_sub(1, Ordering::Relaxed);
-                });
+                }
             }
-        }
+            this.prefetch_queued.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
-    fn next_file(&self, dir: u64, after: u64) -> Option<u64> {
-        let t = self.read_tables();
-        let Kind::Dir {
-            children: Some(children),
-            ..
-        } = &t.nodes.get(&dir)?.kind
-        else {
-            return None;
+    /// When `e` is read in the dataset's key order, the files after it to
+    /// read ahead (recorded, so the next of them continues the run). In
+    /// order: `e` was read ahead after the previous first read, or is the
+    /// key right after it.
+    async fn next_in_order(&self, ds: &Dataset, e: &Entry) -> Option<Vec<Entry>> {
+        let (prev, ahead) = {
+            let mut order = self.order.lock().expect("order lock");
+            if order.len() >= PREFETCH_MEMORY && !order.contains_key(&ds.root) {
+                order.clear();
+            }
+            let o = order.entry(ds.root).or_default();
+            let prev = std::mem::replace(&mut o.last, e.key.clone());
+            (prev, o.ahead.contains(&e.key))
         };
-        let mut it = children.names.values().skip_while(|c| **c != after);
-        it.next()?;
-        it.copied().find(|c| matches!(t.nodes[c].kind, Kind::File(_)))
+        let in_order = ahead
+            || (!prev.is_empty()
+                && prev < e.key
+                && self
+                    .after(ds, &prev, 1)
+                    .await
+                    .is_ok_and(|n| n.first().is_some_and(|n| n.key == e.key)));
+        if !in_order {
+            return None;
+        }
+        let next = self.after(ds, &e.key, self.opts.readahead_files).await.ok()?;
+        if let Some(o) = self.order.lock().expect("order lock").get_mut(&ds.root) {
+            if o.last == e.key {
+                o.ahead = next.iter().map(|n| n.key.clone()).collect();
+            }
+        }
+        Some(next)
+    }
+
+    /// Up to `n` files after `key` in the dataset's key order, reading the
+    /// manifest pages on the way (cached).
+    async fn after(&self, ds: &Dataset, key: &str, n: usize) -> FsResult<Vec<Entry>> {
+        enum Need {
+            Page(ChildRef),
+            Bad(shoal_core::Error),
+        }
+        impl From<shoal_core::Error> for Need {
+            fn from(e: shoal_core::Error) -> Self {
+                Need::Bad(e)
+            }
+        }
+        // Each missing page is fetched and the walk tried again; a walk
+        // needs at most a few pages per level.
+        for _ in 0..64 {
+            let r = ds.manifest.after_in::<Need>(key, n, &mut |c| {
+                self.pages.get(&c.cid).ok_or_else(|| Need::Page(c.clone()))
+            });
+            match r {
+                Ok(entries) => return Ok(entries),
+                Err(Need::Page(c)) => {
+                    self.page(ds, &c).await?;
+                }
+                Err(Need::Bad(e)) => return Err(FsError::eio(e.to_string())),
+            }
+        }
+        Err(FsError::eio(format!("dataset {}: too many pages after {key}", ds.root)))
+    }
+
+    /// Reads (or fetches) one block ahead into the cache, unless it is
+    /// there or under way, or the read-ahead budget is spent.
+    fn load_ahead(self: &Arc<Self>, rt: &tokio::runtime::Handle, root: Cid, cid: Cid, len: usize) {
+        if self.cache.lock().expect("cache lock").contains(&cid) {
+            return;
+        }
+        let loading = {
+            let mut ahead = self.ahead.lock().expect("ahead lock");
+            if ahead.contains_key(&cid)
+                || self.ahead_bytes.load(Ordering::Relaxed) + len > self.opts.cache_bytes / 2
+                || self.prefetch_queued.load(Ordering::Relaxed) >= self.opts.max_inflight_blocks * 4
+            {
+                return;
+            }
+            let l = Arc::new(Loading::default());
+            ahead.insert(cid, l.clone());
+            self.ahead_bytes.fetch_add(len, Ordering::Relaxed);
+            self.prefetch_queued.fetch_add(1, Ordering::Relaxed);
+            l
+        };
+        let this = self.clone();
+        rt.spawn(async move {
+            if let Ok(_permit) = this.prefetch.acquire().await {
+                if !this.cache.lock().expect("cache lock").contains(&cid) {
+                    loading.started.store(true, Ordering::Release);
+                    if let Ok(b) = this.blocks.block(cid, root).await {
+                        this.cache.lock().expect("cache lock").put(&b);
+                    }
+                }
+            }
+            this.ahead.lock().expect("ahead lock").remove(&cid);
+            loading.finish();
+            this.ahead_bytes.fetch_sub(len, Ordering::Relaxed);
+            this.prefetch_queued.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 
@@ -1071,12 +1207,11 @@ enum Span {
     Blocks(Want),
 }
 
-/// The blocks `first..=last` of file `e` (in directory `dir`) a read
-/// ending at byte `end` needs.
+/// The blocks `first..=last` of file `e` a read ending at byte `end`
+/// needs.
 struct Want {
     ds: Arc<Dataset>,
     e: Arc<Entry>,
-    dir: u64,
     end: u64,
     first: u64,
     last: u64,

@@ -179,6 +179,44 @@ fn hostile_roots_are_rejected_without_panic() {
 }
 
 #[test]
+fn the_entries_after_a_key_cross_pages_and_skip_metadata() {
+    let mut b = ManifestBuilder::new(2, 1 << 20).with_page_target(1024);
+    let keys: Vec<String> = (0..3000).map(|i| format!("a/{:04}", i)).collect();
+    for k in &keys {
+        b.push(entry(k, 10, 1 << 20)).unwrap();
+    }
+    b.push(entry("a/.zarray", 10, 1 << 20)).unwrap();
+    let built = b.build().unwrap();
+    let blocks = store(&built);
+    let m = Manifest::decode(&built.root).unwrap();
+    assert!(!built.blocks.is_empty());
+    let mut read = 0;
+    let mut page = |c: &ChildRef| -> Result<Arc<Node>> {
+        read += 1;
+        Ok(Arc::new(m.decode_page(&blocks[&c.cid], c)?))
+    };
+    for (from, n) in [
+        ("a/0000", 5),
+        ("a/0999", 40),
+        ("a/2998", 5),
+        ("a/2999", 3),
+        ("", 2),
+        ("a/0100x", 1),
+    ] {
+        let got: Vec<String> = m
+            .after_in(from, n, &mut page)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        let expect: Vec<String> = keys.iter().filter(|k| k.as_str() > from).take(n).cloned().collect();
+        assert_eq!(got, expect, "after {from:?}");
+    }
+    // Pages on the way only, not the whole tree.
+    assert!(read < 60, "{read} pages read");
+}
+
+#[test]
 fn encoding_is_deterministic() {
     let mk = |order: &[&str]| {
         let mut b = ManifestBuilder::new(3, 1024);

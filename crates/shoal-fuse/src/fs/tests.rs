@@ -323,6 +323,45 @@ async fn sequential_reads_prefetch_the_rest_of_the_file_and_the_next_files() {
     assert_eq!(fs.blocks.fetches.load(Ordering::SeqCst) - mid, 1 + 3);
 }
 
+/// Issue 28: one reader of local blocks, file after file across
+/// directories (c/0/9 then c/1/0), finds the next files' blocks read and
+/// verified ahead in the cache; the FUSE thread only copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_in_key_order_finds_the_next_files_read_ahead() {
+    let (mut mem, _, files) = dataset(30, 4096, 1024, 1 << 20);
+    mem.local = true;
+    let opts = MountOptions {
+        readahead_files: 3,
+        max_inflight_blocks: 16,
+        ..Default::default()
+    };
+    let fs = Arc::new(MountFs::new(Arc::new(mem), opts));
+    let mut inos = Vec::new();
+    for k in ["t/c/0/9", "t/c/1/0", "t/c/1/1", "t/c/1/2", "t/c/1/3"] {
+        inos.push(path(&fs, &format!("ds/{k}")).await.unwrap().ino);
+    }
+    let fetched = || fs.blocks.fetches.load(Ordering::SeqCst);
+    // The first file: only its own blocks past the read.
+    let got = fs.read_now(inos[0], 0, 1024).unwrap().unwrap();
+    assert_eq!(&got[..], &files["t/c/0/9"][..1024]);
+    settle(&fs).await;
+    assert_eq!(fetched(), 1 + 3, "the manifest root, then c/0/9's blocks 1..3");
+    // The key right after it: in order, so c/1/1..c/1/3 are read ahead.
+    fs.read_now(inos[1], 0, 1024).unwrap().unwrap();
+    settle(&fs).await;
+    assert_eq!(fetched(), 4 + 3 + 3 * 4);
+    // Their reads come from the cache: nothing is read again, and each
+    // first read moves the run one file on (c/1/4's four blocks).
+    for (i, k) in ["t/c/1/1", "t/c/1/2"].iter().enumerate() {
+        for off in (0..4096).step_by(1024) {
+            let got = fs.read_now(inos[2 + i], off, 1024).unwrap().unwrap();
+            assert_eq!(&got[..], &files[*k][off as usize..off as usize + 1024]);
+        }
+        settle(&fs).await;
+    }
+    assert_eq!(fetched(), 4 + 3 + 12 + 2 * 4);
+}
+
 #[tokio::test]
 async fn prefetch_stays_within_its_in_flight_budget() {
     let (mut mem, _, _) = dataset(30, 8192, 1024, 1 << 20);
