@@ -381,8 +381,9 @@ pub struct MountFs<B> {
 /// A block being read ahead: readers that need it wait for `done`.
 #[derive(Default)]
 struct Loading {
-    /// Set once a worker has started reading it (before that, a reader
-    /// reads it itself rather than wait behind the queue).
+    /// Set while a worker reads it from the local store (before that, a
+    /// reader reads it itself rather than wait behind the queue; a block
+    /// fetched from peers is never waited for on a FUSE thread).
     started: std::sync::atomic::AtomicBool,
     done: Mutex<bool>,
     cv: std::sync::Condvar,
@@ -394,10 +395,20 @@ impl Loading {
         self.cv.notify_all();
     }
 
-    /// Waits (bounded) for the read under way to end.
+    /// The block is not held here: it will come from peers, and readers
+    /// should not wait for it on a FUSE thread.
+    fn stop_waiting(&self) {
+        let _done = self.done.lock().expect("loading lock");
+        self.started.store(false, Ordering::Release);
+        self.cv.notify_all();
+    }
+
+    /// Waits (bounded) for the local read under way to end.
     fn wait(&self) {
         let done = self.done.lock().expect("loading lock");
-        let _ = self.cv.wait_timeout_while(done, Duration::from_secs(10), |d| !*d);
+        let _ = self.cv.wait_timeout_while(done, Duration::from_secs(10), |d| {
+            !*d && self.started.load(Ordering::Acquire)
+        });
     }
 }
 
@@ -1187,8 +1198,23 @@ impl<B: Blocks> MountFs<B> {
         rt.spawn(async move {
             if let Ok(_permit) = this.prefetch.acquire().await {
                 if !this.cache.lock().expect("cache lock").contains(&cid) {
+                    // A block held here is read and verified on the blocking
+                    // pool, and a reader may wait for it; one fetched from
+                    // peers is not waited for on a FUSE thread.
                     loading.started.store(true, Ordering::Release);
-                    if let Ok(b) = this.blocks.block(cid, root).await {
+                    let src = this.blocks.clone();
+                    let local = tokio::task::spawn_blocking(move || src.local(&cid))
+                        .await
+                        .ok()
+                        .flatten();
+                    let b = match local {
+                        Some(b) => Some(b),
+                        None => {
+                            loading.stop_waiting();
+                            this.blocks.block(cid, root).await.ok()
+                        }
+                    };
+                    if let Some(b) = b {
                         this.cache.lock().expect("cache lock").put(&b);
                     }
                 }
