@@ -154,7 +154,11 @@ impl Pins {
             .datasets()
             .add_car(car.clone(), name.clone(), AddOptions::default(), progress)
             .await;
-        let _ = std::fs::remove_file(&car);
+        // Kept when the add failed for a reason of this machine's (a full
+        // disk): the next pin resumes from it without fetching again.
+        if matches!(added, Ok(_) | Err(Error::BadRequest(_))) {
+            let _ = std::fs::remove_file(&car);
+        }
         let added = added?;
         if let Some(r) = replicas {
             let ds = added.root;
