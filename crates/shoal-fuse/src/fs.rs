@@ -936,21 +936,21 @@ impl<B: Blocks> MountFs<B> {
         self.read_tables().nodes.get(&ino).map(|n| n.parent).unwrap_or(ROOT_INO)
     }
 
-    fn file(&self, ino: u64) -> FsResult<(Arc<Dataset>, Arc<Entry>, u64)> {
+    fn file(&self, ino: u64) -> FsResult<(Arc<Dataset>, Arc<Entry>)> {
         let t = self.read_tables();
         let n = t
             .nodes
             .get(&ino)
             .ok_or_else(|| FsError::enoent(format!("inode {ino}")))?;
         match (&n.kind, &n.ds) {
-            (Kind::File(e), Some(ds)) => Ok((ds.clone(), e.clone(), n.parent)),
+            (Kind::File(e), Some(ds)) => Ok((ds.clone(), e.clone())),
             _ => Err(FsError::new(libc::EISDIR, "is a directory")),
         }
     }
 
     /// A file is opened: checks it is one and counts the open for its dataset.
     pub fn open(&self, ino: u64) -> FsResult<()> {
-        let (ds, _, _) = self.file(ino)?;
+        let (ds, _) = self.file(ino)?;
         self.blocks.opened(ds.root);
         Ok(())
     }
@@ -959,7 +959,7 @@ impl<B: Blocks> MountFs<B> {
     /// answer itself (past the end, inline content), or the range of the
     /// file's blocks `first..=last` to read, ending at byte `end`.
     fn span(&self, ino: u64, offset: u64, size: u32) -> FsResult<Span> {
-        let (ds, e, _) = self.file(ino)?;
+        let (ds, e) = self.file(ino)?;
         let end = (offset + u64::from(size)).min(e.size);
         if offset >= end {
             return Ok(Span::Done(Bytes::new()));
@@ -1082,12 +1082,7 @@ impl<B: Blocks> MountFs<B> {
         let Some(rt) = self.rt.clone() else { return };
         let bs = ds.manifest.block_size as usize;
         let window = (self.opts.cache_bytes / 4 / bs.max(1)).max(1);
-        let blocks = entry.blocks();
-        let from = *demanded.end() as usize + 1;
-        for (i, cid) in blocks.iter().enumerate().skip(from).take(window) {
-            let len = chunk::block_len(entry.size, ds.manifest.block_size, i as u64) as usize;
-            self.load_ahead(&rt, ds.root, *cid, len);
-        }
+        self.entry_ahead(&rt, ds, entry, *demanded.end() as usize + 1, window);
         {
             let mut done = self.prefetched.lock().expect("prefetch lock");
             if done.len() >= PREFETCH_MEMORY {
@@ -1102,10 +1097,7 @@ impl<B: Blocks> MountFs<B> {
         rt.clone().spawn(async move {
             if let Some(next) = this.next_in_order(&ds, &entry).await {
                 for e in next {
-                    for (i, cid) in e.blocks().iter().enumerate() {
-                        let len = chunk::block_len(e.size, ds.manifest.block_size, i as u64) as usize;
-                        this.load_ahead(&rt, ds.root, *cid, len);
-                    }
+                    this.entry_ahead(&rt, &ds, &e, 0, usize::MAX);
                 }
             }
             this.prefetch_queued.fetch_sub(1, Ordering::Relaxed);
@@ -1172,6 +1164,14 @@ impl<B: Blocks> MountFs<B> {
             }
         }
         Err(FsError::eio(format!("dataset {}: too many pages after {key}", ds.root)))
+    }
+
+    /// Reads ahead up to `take` blocks of `e` from its block `skip` on.
+    fn entry_ahead(self: &Arc<Self>, rt: &tokio::runtime::Handle, ds: &Dataset, e: &Entry, skip: usize, take: usize) {
+        for (i, cid) in e.blocks().iter().enumerate().skip(skip).take(take) {
+            let len = chunk::block_len(e.size, ds.manifest.block_size, i as u64) as usize;
+            self.load_ahead(rt, ds.root, *cid, len);
+        }
     }
 
     /// Reads (or fetches) one block ahead into the cache, unless it is

@@ -234,7 +234,7 @@ async fn reads_of_local_blocks_are_answered_at_once_and_the_rest_wait() {
         assert_eq!(now, fs.read(a.ino, off, len).await.unwrap());
     }
     // A block not held here: the read goes the async way (and fails there).
-    let (_, e, _) = fs.file(a.ino).unwrap();
+    let (_, e) = fs.file(a.ino).unwrap();
     fs.blocks.failing.lock().unwrap().insert(e.blocks()[4]);
     {
         let mut c = fs.cache.lock().unwrap();
@@ -254,7 +254,7 @@ async fn an_unavailable_block_is_eio_and_the_rest_keeps_working() {
     let bad = path(&fs, "ds/t/c/0/2").await.unwrap();
     let good = path(&fs, "ds/t/c/0/3").await.unwrap();
     // Fail the first block of the bad file.
-    let (_, e, _) = fs.file(bad.ino).unwrap();
+    let (_, e) = fs.file(bad.ino).unwrap();
     fs.blocks.failing.lock().unwrap().insert(e.blocks()[0]);
     let err = fs.read(bad.ino, 0, 100).await.unwrap_err();
     assert_eq!(err.errno, libc::EIO);
