@@ -3,7 +3,10 @@
 # run, median of N interleaved runs:
 #   1. xr.open_zarr(URL).sst.mean("time").compute() over the gateway vs the
 #      same over nginx serving a consolidated copy of the directory, and vs
-#      the FUSE mount; cold (page cache dropped) and warm;
+#      the FUSE mount; cold (page cache dropped) and warm; then the same for
+#      a second dataset of another shape (bench/make_cf.py: Zarr v2 written
+#      by xarray, CF coordinates, ~1.5 MB chunks that dask reads in its
+#      tree order) with sst.mean() over everything, gateway vs nginx;
 #   2. every chunk with 8 parallel curl from the gateway vs from nginx;
 #   3. the limits beside them: the disk (cat of every file, cold) and
 #      nginx itself (the loopback HTTP path).
@@ -18,8 +21,12 @@ source bench/lib.sh
 bench_init
 need_nginx
 $PY bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
+$PY bench/make_cf.py "$W/cf.zarr" "$(echo "$GIB * 0.75" | bc -l)" >/dev/null
 cp -a "$W/src.zarr" "$W/consolidated.zarr"
-$PY -c 'import sys, zarr; zarr.consolidate_metadata(sys.argv[1])' "$W/consolidated.zarr"
+cp -a "$W/cf.zarr" "$W/cf-consolidated.zarr"
+for d in consolidated cf-consolidated; do
+  $PY -W ignore -c 'import sys, zarr; zarr.consolidate_metadata(sys.argv[1])' "$W/$d.zarr" 2>/dev/null
+done
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
 cleanup() {
   umount -l "$W/mnt" 2>/dev/null || true
@@ -28,13 +35,17 @@ cleanup() {
 trap cleanup EXIT
 start A
 ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
+CF_ROOT=$("$BIN" --home "$W/A" add "$W/cf.zarr" | tail -1)
 GW=$("$BIN" --home "$W/A" id --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["gateway"])')
 "$BIN" --home "$W/A" mount "$W/mnt" >/dev/null
 nginx_serve "$W" 18091
 (cd "$W/src.zarr" && find . -type f | sed 's|^\./||' | sort) > "$W/files.txt"
 XR='import sys, time, xarray as xr
 t = time.time(); ds = xr.open_zarr(sys.argv[1]); v = float(ds["sst"].mean("time").mean().compute(scheduler="threads")); print(time.time() - t, v)'
+XR_ALL='import sys, time, xarray as xr
+t = time.time(); ds = xr.open_zarr(sys.argv[1]); v = float(ds["sst"].mean().compute(scheduler="threads")); print(time.time() - t, v)'
 xr_time() { $PY -W ignore -c "$XR" "$1" 2>/dev/null; }
+xr_all() { $PY -W ignore -c "$XR_ALL" "$1" 2>/dev/null; }
 curl_all() {  # BASE: every chunk file, 8 parallel curl, bodies discarded
   sed "s|.*|$1/&|" "$W/files.txt" | xargs -P 8 -n 16 curl -sf -o /dev/null
 }
@@ -56,6 +67,22 @@ for mode in cold warm; do
 done
 # Every value must agree (the same data through three paths).
 [ "$(printf '%s\n' "${V[@]}" | sort -u | wc -l)" = 1 ] || { echo "results differ: ${V[*]}" >&2; exit 1; }
+# The second dataset: gateway vs nginx, mean over everything.
+CG_URL="$GW/zarr/$CF_ROOT"; CN_URL="http://127.0.0.1:18091/cf-consolidated.zarr"
+xr_all "$CG_URL" >/dev/null; xr_all "$CN_URL" >/dev/null
+V=()
+for mode in cold warm; do
+  for _ in $(seq "$RUNS"); do
+    for who in gateway nginx; do
+      case $who in gateway) u=$CG_URL ;; nginx) u=$CN_URL ;; esac
+      [ $mode = cold ] && drop
+      read -r s v < <(xr_all "$u")
+      T[cf.$mode.$who]+="$s "
+      V[${#V[@]}]=$v
+    done
+  done
+done
+[ "$(printf '%s\n' "${V[@]}" | sort -u | wc -l)" = 1 ] || { echo "results differ (cf): ${V[*]}" >&2; exit 1; }
 C_G=(); C_N=(); DISK=()
 for _ in $(seq "$RUNS"); do
   drop; C_G+=("$(timed curl_all "$GW/zarr/$ROOT")")
@@ -69,6 +96,13 @@ for mode in cold warm; do
   printf '%-5s xarray: gateway %.2fs  nginx %.2fs  mount %.2fs  -> gateway/nginx speed %.2fx, gateway/mount %.2fx  [gw %s] [nginx %s] [mount %s]\n' \
     "$mode" "$g" "$n" "$m" "$(echo "$n / $g" | bc -l)" "$(echo "$m / $g" | bc -l)" "${T[$mode.gateway]}" "${T[$mode.nginx]}" "${T[$mode.mount]}"
 done
+printf 'second dataset: %s bytes (%s chunk files); xarray sst.mean() (threads)\n' "$(du -sb "$W/cf.zarr" | cut -f1)" "$(find "$W/cf.zarr/sst" -type f -name '[0-9]*' | wc -l)"
+for mode in cold warm; do
+  g=$(median ${T[cf.$mode.gateway]}); n=$(median ${T[cf.$mode.nginx]})
+  printf '%-5s xarray: gateway %.2fs  nginx %.2fs  -> gateway/nginx speed %.2fx  [gw %s] [nginx %s]\n' \
+    "$mode" "$g" "$n" "$(echo "$n / $g" | bc -l)" "${T[cf.$mode.gateway]}" "${T[cf.$mode.nginx]}"
+done
+printf 'read-ahead (whole script): %s\n' "$(curl -s "$GW/metrics" | grep -E '^shoal_gateway_readahead_(hits|wasted)_total' | tr '\n' ' ')"
 g=$(median "${C_G[@]}"); n=$(median "${C_N[@]}"); d=$(median "${DISK[@]}")
 printf 'every chunk, 8 parallel curl, cold: gateway %.2fs (%s MB/s)  nginx %.2fs (%s MB/s)  -> %.2fx  [gw %s] [nginx %s]\n' \
   "$g" "$(mb "$g")" "$n" "$(mb "$n")" "$(echo "$n / $g" | bc -l)" "${C_G[*]}" "${C_N[*]}"

@@ -91,6 +91,46 @@ fn xarray_zarr_dask_and_http_clients_read_a_peer_s_datasets_through_the_gateway(
     assert!(num(&metrics(&a), "shoal_net_blocks_sent_total") > 0.0);
 }
 
+#[test]
+fn chunks_read_in_order_are_answered_from_read_ahead_and_every_order_reads_right() {
+    let a = Daemon::start();
+    let hits = |d: &Daemon| num(&metrics(d), "shoal_gateway_readahead_hits_total");
+    let base = |d: &Daemon, root: &str| format!("{}/zarr/{root}", gateway(d));
+    // One request at a time, as a single zarr-python or dask thread asks:
+    // in C order every chunk after the first two was read and verified
+    // ahead; in reverse (dask's order for a reduction) all but the first
+    // two and some at the start of a row (the last index of the row
+    // before is not known; a neighbour's read-ahead often has it).
+    for (ds, order, missed) in [("v2_blosc", "c", 2.0), ("packed_v2", "reverse", 12.0)] {
+        let src = datasets().join(ds);
+        let root = a.add(&src, None);
+        let before = hits(&a);
+        let n: f64 = check(&["chunks", &base(&a, &root), src.to_str().unwrap(), "temp", order])
+            .trim()
+            .parse()
+            .unwrap();
+        let got = hits(&a) - before;
+        assert!(
+            n >= 20.0 && got >= n - missed,
+            "{order}: {got} of {n} chunks from read-ahead"
+        );
+        // Shuffled, and again in order: whatever read-ahead guesses, every
+        // answer is the chunk.
+        for again in ["shuffled", order] {
+            check(&["chunks", &base(&a, &root), src.to_str().unwrap(), "temp", again]);
+        }
+    }
+    // Off: nothing is read ahead.
+    let off = Daemon::start_opts(Opts {
+        gateway: "readahead = \"0\"\n".into(),
+        ..Default::default()
+    });
+    let src = datasets().join("v2_blosc");
+    let root = off.add(&src, None);
+    check(&["chunks", &base(&off, &root), src.to_str().unwrap(), "temp", "c"]);
+    assert_eq!(hits(&off), 0.0);
+}
+
 fn short_timeouts(env: Vec<(String, String)>) -> Opts {
     Opts {
         network: "block_timeout = \"3s\"\nrequest_timeout = \"2s\"\nprovider_timeout = \"2s\"\n".into(),

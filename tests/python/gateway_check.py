@@ -6,6 +6,10 @@ usage:
   gateway_check.py zarr URL ORIG ARRAY      zarr.open_group(URL)[ARRAY] equals ORIG's
   gateway_check.py dask URL ORIG VAR        a 16-thread dask mean of VAR equals ORIG's
   gateway_check.py http BASE KEY FILE       Range/HEAD/ETag/404/405/416 on BASE/KEY (bytes of FILE)
+  gateway_check.py chunks BASE ORIG ARRAY ORDER
+                                            GETs every chunk of a v2 ARRAY one at a time (one
+                                            keep-alive connection) in ORDER (c, reverse or
+                                            shuffled), each equal to ORIG's file; prints the count
   gateway_check.py metrics URL              parses /metrics; prints the samples as JSON
   gateway_check.py get URL                  prints "status N" or "error ..." (a hang guard wraps it)
   gateway_check.py stream URL SIZE          reads URL in pieces; prints "started" once the
@@ -54,6 +58,28 @@ elif cmd == "dask":
     want = xr.open_zarr(orig)[var].mean().compute().values
     np.testing.assert_allclose(got, want)
     print("ok", float(got))
+
+elif cmd == "chunks":
+    import os
+    import random
+    import re
+    import requests
+    base, orig, array, order = sys.argv[2:6]
+    keys = [k for k in os.listdir(f"{orig}/{array}") if re.fullmatch(r"[0-9]+(\.[0-9]+)*", k)]
+    keys.sort(key=lambda k: tuple(int(i) for i in k.split(".")))
+    if order == "reverse":
+        keys.reverse()
+    elif order == "shuffled":
+        random.Random(7).shuffle(keys)
+    with requests.Session() as s:
+        for k in keys:
+            r = s.get(f"{base}/{array}/{k}", timeout=60)
+            if r.status_code != 200:
+                fail(f"{k}: status {r.status_code}")
+            with open(f"{orig}/{array}/{k}", "rb") as f:
+                if r.content != f.read():
+                    fail(f"{k}: the bytes differ")
+    print(len(keys))
 
 elif cmd == "http":
     import requests

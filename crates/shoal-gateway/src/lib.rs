@@ -15,6 +15,7 @@
 //! (a shard is streamed, never held whole), a deadline to the response
 //! head, path length. The rules are in docs/SEMANTICS.md.
 
+mod ahead;
 mod idle;
 mod ipfs;
 pub mod meta;
@@ -63,6 +64,9 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Connections open at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Bytes of chunk keys read ahead of clients reading an array's chunks
+    /// in order (held or under way; 0: off). See [`ahead`].
+    pub readahead_bytes: u64,
     /// Most leaves one `/ipfs/` file answer may list (a 1 MiB-leaf file of
     /// a million leaves is 1 TiB; a file node that links one node 20,000
     /// times asks for more and is refused). The node's walk limits bound
@@ -81,6 +85,7 @@ impl Default for Settings {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_leaves: 1 << 20,
+            readahead_bytes: 64 << 20,
         }
     }
 }
@@ -108,6 +113,7 @@ struct Gw {
     /// Synthesised consolidated metadata by root (roots are immutable, so
     /// entries never go stale); the oldest leaves first.
     consolidated: Mutex<Consolidated>,
+    ahead: Arc<ahead::Ahead>,
 }
 
 /// A running gateway: its bound address, stopped when dropped or stopped.
@@ -165,7 +171,13 @@ pub async fn start(node: Node, listen: SocketAddr, settings: Settings) -> std::i
 /// The gateway's routes over `node`.
 pub fn router(node: Node, settings: Settings) -> Router {
     let metrics = GatewayMetrics::default();
+    let ahead = ahead::Ahead::new(
+        settings.readahead_bytes,
+        metrics.readahead_hits.clone(),
+        metrics.readahead_wasted.clone(),
+    );
     let gw = Arc::new(Gw {
+        ahead: Arc::new(ahead),
         exposition: Exposition::new(&node, &metrics),
         permits: Arc::new(Semaphore::new(settings.max_requests.max(1))),
         node,
@@ -362,7 +374,17 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
             let size = reader.size();
             let ahead = gw.settings.blocks_ahead;
             let ctype = content_type(&reader.entry().key);
-            let body = move |r: std::ops::Range<u64>| reader.stream(r, ahead);
+            let (root, key) = (reader.root(), reader.entry().key.clone());
+            // A GET of a chunk read ahead is answered from memory; a GET
+            // in chunk order reads the next chunks ahead.
+            let slot = (*method == Method::GET).then(|| gw.ahead.take(root, &key)).flatten();
+            if *method == Method::GET {
+                gw.ahead.follow(&gw.node, root, &key, slot.is_some(), ahead);
+            }
+            let body = move |r: std::ops::Range<u64>| match slot {
+                Some(slot) => ahead::body(slot, reader, r, ahead),
+                None => reader.stream(r, ahead),
+            };
             respond(gw, method, headers, size, &etag, cache, ctype, permit, body).await
         }
         Reply::Dir(root, head, key, dir, cache) => {

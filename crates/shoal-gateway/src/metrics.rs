@@ -25,6 +25,10 @@ pub struct GatewayMetrics {
     pub bytes_served: Counter,
     /// Time to the response head (the first block is in hand by then).
     pub request_seconds: Histogram,
+    /// Requests answered from a key read ahead.
+    pub readahead_hits: Counter,
+    /// Keys read ahead that nobody asked for before they were dropped.
+    pub readahead_wasted: Counter,
 }
 
 impl Default for GatewayMetrics {
@@ -33,6 +37,8 @@ impl Default for GatewayMetrics {
             requests: Family::default(),
             bytes_served: Counter::default(),
             request_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            readahead_hits: Counter::default(),
+            readahead_wasted: Counter::default(),
         }
     }
 }
@@ -281,15 +287,29 @@ impl Exposition {
             gw.requests.clone(),
         );
         registry.register(
-            "shoal_gateway_bytes_served",
-            "Body bytes the gateway sent",
-            gw.bytes_served.clone(),
-        );
-        registry.register(
             "shoal_gateway_request_seconds",
             "Time from a gateway request to its response head",
             gw.request_seconds.clone(),
         );
+        for (name, help, c) in [
+            (
+                "shoal_gateway_bytes_served",
+                "Body bytes the gateway sent",
+                &gw.bytes_served,
+            ),
+            (
+                "shoal_gateway_readahead_hits",
+                "Gateway requests answered from a key read ahead",
+                &gw.readahead_hits,
+            ),
+            (
+                "shoal_gateway_readahead_wasted",
+                "Keys the gateway read ahead that nobody asked for",
+                &gw.readahead_wasted,
+            ),
+        ] {
+            registry.register(name, help, c.clone());
+        }
         let m = node.metrics();
         registry.register("shoal_queries", "Queries run", m.queries.clone());
         registry.register("shoal_query_errors", "Queries that failed", m.query_errors.clone());

@@ -193,6 +193,7 @@ impl Node {
             serve_limits,
             liars: Default::default(),
             limits: cfg.limits,
+            manifests: Default::default(),
         });
         let ctx = Arc::new(NodeCtx {
             services,
@@ -466,6 +467,17 @@ impl NodeCtx {
 
     fn names(self: &Arc<Self>) -> Names {
         Names { ctx: self.clone() }
+    }
+
+    /// A reader of one key of dataset `root` (its entry and block size, as
+    /// [`Services::lookup`] finds them).
+    fn key_reader(&self, root: Cid, (entry, block_size): (shoal_core::manifest::Entry, u32)) -> crate::KeyReader {
+        crate::KeyReader {
+            root,
+            entry: Arc::new(entry),
+            block_size,
+            source: self.services.source.clone(),
+        }
     }
 
     /// Claims the fetch of UnixFS directory `root` (one at a time: they

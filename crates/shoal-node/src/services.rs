@@ -4,12 +4,12 @@
 //! from the store or peers, block reads for code on a blocking thread, and
 //! "make this dataset complete here".
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_core::manifest::Manifest;
+use shoal_core::manifest::{Entry, Manifest, PageCache};
 use shoal_core::{cid, Block, Cid};
 use shoal_net::{BlockSource, FetchReport, Fetcher, PeerId};
 use shoal_store::{Session, Store};
@@ -35,12 +35,97 @@ pub(crate) struct Services {
     pub liars: crate::trust::Liars,
     /// Bounds on untrusted input.
     pub limits: crate::config::Limits,
+    /// Decoded manifests of the datasets read lately.
+    pub manifests: Manifests,
+}
+
+/// Decoded manifest roots kept (each with its own pages).
+const MANIFESTS_KEPT: usize = 8;
+/// Decoded pages kept per manifest: a reader of one dataset (fsspec, the
+/// gateway) asks for neighbouring keys, which share pages.
+const PAGES_PER_MANIFEST: usize = 8;
+
+/// A dataset's decoded, validated manifest root and the pages its key
+/// lookups went through (validated against this root's tree: pages are
+/// kept per root, never shared with another root's claims about them).
+pub(crate) struct Decoded {
+    pub manifest: Manifest,
+    pub pages: PageCache,
+}
+
+/// The manifests of the datasets read lately, decoded once: a gateway or
+/// CLI read of one key no longer reads, verifies and decodes the root and
+/// the page holding the key every time. Roots are immutable, so nothing
+/// goes stale; the oldest root leaves first. At most MANIFESTS_KEPT roots
+/// (each at most 1 MiB encoded) and PAGES_PER_MANIFEST pages each.
+#[derive(Default)]
+pub(crate) struct Manifests {
+    kept: Mutex<VecDeque<(Cid, Arc<Decoded>)>>,
+}
+
+impl Manifests {
+    fn get(&self, root: &Cid) -> Option<Arc<Decoded>> {
+        let mut kept = self.kept.lock().expect("manifests lock");
+        let at = kept.iter().position(|(c, _)| c == root)?;
+        let hit = kept.remove(at).expect("found above");
+        kept.push_back(hit.clone());
+        Some(hit.1)
+    }
+
+    fn put(&self, root: Cid, d: Arc<Decoded>) {
+        let mut kept = self.kept.lock().expect("manifests lock");
+        if kept.iter().any(|(c, _)| *c == root) {
+            return;
+        }
+        if kept.len() >= MANIFESTS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((root, d));
+    }
 }
 
 impl Services {
     /// Loads a dataset's manifest: from the store, else from peers.
     /// Blocking: call from the blocking pool inside the node's runtime.
     pub fn manifest(&self, root: &Cid) -> Result<Manifest> {
+        Ok(self.decoded(root)?.manifest.clone())
+    }
+
+    /// The decoded manifest of `root` with its kept pages: from the cache,
+    /// else loaded as [`Self::manifest`] says and kept. Blocking.
+    pub fn decoded(&self, root: &Cid) -> Result<Arc<Decoded>> {
+        if let Some(d) = self.manifests.get(root) {
+            return Ok(d);
+        }
+        let d = Arc::new(Decoded {
+            manifest: self.load_manifest(root)?,
+            pages: PageCache::new(PAGES_PER_MANIFEST),
+        });
+        self.manifests.put(*root, d.clone());
+        Ok(d)
+    }
+
+    /// One key's manifest entry and the dataset's block size, through the
+    /// decoded pages kept for `root` (fetching the others). Blocking.
+    pub fn lookup(&self, root: Cid, key: &str) -> Result<(Entry, u32)> {
+        let d = self.decoded(&root)?;
+        let reader = self.reader(root);
+        let m = &d.manifest;
+        let e = m
+            .lookup_in(key, &mut |child| {
+                if let Some(p) = d.pages.get(&child.cid) {
+                    return Ok(p);
+                }
+                let block = reader.get(&child.cid).map_err(shoal_zarr::Error::Fetch)?;
+                let p = Arc::new(m.decode_page(&block, child)?);
+                d.pages.put(child.cid, p.clone());
+                Ok::<_, shoal_zarr::Error>(p)
+            })?
+            .ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))?;
+        Ok((e, m.block_size))
+    }
+
+    fn load_manifest(&self, root: &Cid) -> Result<Manifest> {
         if root.codec() != cid::DAG_CBOR {
             return Err(Error::BadRequest(format!("{root} is a raw block, not a dataset")));
         }

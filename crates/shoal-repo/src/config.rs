@@ -152,6 +152,7 @@ pub struct GatewayConfig {
     pub max_requests: usize,
     pub request_timeout: String,
     pub blocks_ahead: usize,
+    pub readahead: String,
     pub idle_timeout: String,
     pub max_connections: usize,
 }
@@ -164,6 +165,7 @@ impl Default for GatewayConfig {
             max_requests: d.max_requests,
             request_timeout: "60s".into(),
             blocks_ahead: d.blocks_ahead,
+            readahead: "64MiB".into(),
             idle_timeout: "60s".into(),
             max_connections: d.max_connections,
         }
@@ -194,6 +196,7 @@ impl GatewayConfig {
                 blocks_ahead: self.blocks_ahead,
                 idle_timeout: parse_duration(&self.idle_timeout).context("[gateway] idle_timeout")?,
                 max_connections: self.max_connections.max(1),
+                readahead_bytes: parse_size(&self.readahead).context("[gateway] readahead")?,
                 ..Default::default()
             },
         )))

@@ -351,15 +351,7 @@ impl Datasets {
     /// One key's entry and the dataset's block size.
     pub(super) async fn lookup(&self, root: Cid, key: &str) -> Result<(Entry, u32)> {
         let key = key.to_string();
-        self.ctx
-            .blocking(move |n| {
-                let m = n.services.manifest(&root)?;
-                let e = m
-                    .lookup(&key, &mut n.services.reader(root).fetch())?
-                    .ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))?;
-                Ok((e, m.block_size))
-            })
-            .await
+        self.ctx.blocking(move |n| n.services.lookup(root, &key)).await
     }
 
     /// The bytes of one key, or of `range` of it (clamped to its size),
@@ -369,15 +361,12 @@ impl Datasets {
         let key = key.to_string();
         self.ctx
             .blocking(move |n| {
-                let m = n.services.manifest(&root)?;
+                let (entry, _) = n.services.lookup(root, &key)?;
+                let m = &n.services.decoded(&root)?.manifest;
                 let reader = n.services.reader(root);
-                let mut fetch = reader.fetch();
-                let entry = m
-                    .lookup(&key, &mut fetch)?
-                    .ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))?;
                 let range = range.unwrap_or(0..entry.size);
-                read::entry_range(&m, &entry, range.start, range.end, &mut fetch)
-                    .map_err(|e| Error::from(e).context(format!("cannot read key {key:?} of dataset {root}")))
+                let bytes = read::entry_range(m, &entry, range.start, range.end, &mut reader.fetch());
+                bytes.map_err(|e| Error::from(e).context(format!("cannot read key {key:?} of dataset {root}")))
             })
             .await
     }
@@ -386,13 +375,30 @@ impl Datasets {
     /// manifest entry (fetching the manifest from peers if needed) without
     /// reading any of its blocks.
     pub async fn open(&self, root: Cid, key: &str) -> Result<crate::KeyReader> {
-        let (entry, block_size) = self.lookup(root, key).await?;
-        Ok(crate::KeyReader {
-            root,
-            entry: Arc::new(entry),
-            block_size,
-            source: self.ctx.services.source.clone(),
-        })
+        let found = self.lookup(root, key).await?;
+        Ok(self.ctx.key_reader(root, found))
+    }
+
+    /// Opens the first `n` of `keys` the dataset has (absent ones
+    /// skipped), with one thread hop and the manifest's kept pages: what
+    /// the gateway reads ahead.
+    pub async fn open_existing(&self, root: Cid, keys: Vec<String>, n: usize) -> Result<Vec<crate::KeyReader>> {
+        self.ctx
+            .blocking(move |s| {
+                let mut out = Vec::new();
+                for k in keys {
+                    if out.len() >= n {
+                        break;
+                    }
+                    match s.services.lookup(root, &k) {
+                        Ok(found) => out.push(s.key_reader(root, found)),
+                        Err(Error::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(out)
+            })
+            .await
     }
 
     /// Writes a dataset's UnixFS view as a CAR v1 at `out` (fetching what
