@@ -104,6 +104,24 @@ impl Ahead {
         }
     }
 
+    /// Drops unclaimed slots every half [`STALE`] while the gateway lives
+    /// (not only when the next chunk is asked for), so a reader that stops
+    /// leaves nothing held.
+    pub fn sweep(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let me = Arc::downgrade(self);
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(STALE / 2).await;
+                let Some(me) = me.upgrade() else { break };
+                let mut st = me.state.lock().expect("ahead lock");
+                me.drop_stale(&mut st);
+            }
+        });
+    }
+
     /// The slot of `key` if it was read ahead (taken: a slot serves one
     /// request), and the dataset earns one more key ahead.
     pub fn take(&self, root: Cid, key: &str) -> Option<Slot> {

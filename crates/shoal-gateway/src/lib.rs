@@ -176,8 +176,10 @@ pub fn router(node: Node, settings: Settings) -> Router {
         metrics.readahead_hits.clone(),
         metrics.readahead_wasted.clone(),
     );
+    let ahead = Arc::new(ahead);
+    ahead.sweep();
     let gw = Arc::new(Gw {
-        ahead: Arc::new(ahead),
+        ahead,
         exposition: Exposition::new(&node, &metrics),
         permits: Arc::new(Semaphore::new(settings.max_requests.max(1))),
         node,

@@ -56,7 +56,8 @@ pub(crate) struct Decoded {
 /// The manifests of the datasets read lately, decoded once: a gateway or
 /// CLI read of one key no longer reads, verifies and decodes the root and
 /// the page holding the key every time. Roots are immutable, so nothing
-/// goes stale; the oldest root leaves first. At most MANIFESTS_KEPT roots
+/// goes stale; one is used only while its root block is stored here; the
+/// oldest root leaves first. At most MANIFESTS_KEPT roots
 /// (each at most 1 MiB encoded) and PAGES_PER_MANIFEST pages each.
 #[derive(Default)]
 pub(crate) struct Manifests {
@@ -70,6 +71,10 @@ impl Manifests {
         let hit = kept.remove(at).expect("found above");
         kept.push_back(hit.clone());
         Some(hit.1)
+    }
+
+    fn forget(&self, root: &Cid) {
+        self.kept.lock().expect("manifests lock").retain(|(c, _)| c != root);
     }
 
     fn put(&self, root: Cid, d: Arc<Decoded>) {
@@ -94,8 +99,13 @@ impl Services {
     /// The decoded manifest of `root` with its kept pages: from the cache,
     /// else loaded as [`Self::manifest`] says and kept. Blocking.
     pub fn decoded(&self, root: &Cid) -> Result<Arc<Decoded>> {
+        // Kept while the root is stored here: a dataset removed since (gc)
+        // reads as it would uncached (fetched from peers, or not found).
         if let Some(d) = self.manifests.get(root) {
-            return Ok(d);
+            if self.store.has(root).unwrap_or(false) {
+                return Ok(d);
+            }
+            self.manifests.forget(root);
         }
         let d = Arc::new(Decoded {
             manifest: self.load_manifest(root)?,
