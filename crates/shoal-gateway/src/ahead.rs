@@ -1,24 +1,26 @@
 //! Read-ahead for readers going through an array's chunks in order.
 //!
 //! xarray, dask and zarr-python ask for a variable's chunks one request at
-//! a time per thread, in C order of the chunk grid, and wait for each
+//! a time per thread (in C order of the chunk grid, in reverse, or in
+//! dask's blocks of neighbouring chunks), and wait for each
 //! response before decoding it: every millisecond between the request and
 //! its last byte (reading the blocks, verifying them) is a millisecond that
 //! thread does nothing. nginx answers from the page cache with `sendfile`;
 //! we verify every block, which costs more. So when a chunk key is asked
-//! for, the next chunks of its grid (the keys [`Datasets::open_next`]
+//! for, the chunks near it in its grid (that [`Datasets::open_existing`]
 //! finds) are read and verified now, while the client decodes, and their
 //! requests are answered from memory.
 //!
 //! Bounds: bytes held or under way (`[gateway] readahead`; keys larger
 //! than a quarter of it are never read ahead), slots unclaimed for
 //! [`STALE`] are dropped, and only a dataset read in order reads ahead (the
-//! key asked for was read ahead, or is the next chunk after a key asked for
-//! lately), as many keys as it has earned: it starts with [`START_CREDIT`]
-//! unclaimed keys at once, a claimed one earns one more (up to
-//! [`MAX_AHEAD`]), a dropped one takes one away.
+//! key asked for was read ahead, or is a grid neighbour of a key asked for
+//! lately), each such request as many nearby keys as the dataset has
+//! earned: [`START_CREDIT`] at first, one more per claimed slot (up to
+//! [`MAX_AHEAD`]), one less per slot dropped unclaimed (never below one
+//! while it is read in order).
 //!
-//! [`Datasets::open_next`]: shoal_node::Datasets::open_next
+//! [`Datasets::open_existing`]: shoal_node::Datasets::open_existing
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -193,7 +195,7 @@ impl Ahead {
             // soonest rather than all of them late together.
             let mut before: Option<Slot> = None;
             for r in next {
-                match me.start(root, r, blocks_ahead, before.take()) {
+                match me.start(root, r, blocks_ahead, before.clone()) {
                     Started::Slot(s) => before = Some(s),
                     Started::Skipped => {}
                     Started::Full => break,
