@@ -111,7 +111,9 @@ impl Services {
             manifest: self.load_manifest(root)?,
             pages: PageCache::new(PAGES_PER_MANIFEST),
         });
-        self.manifests.put(*root, d.clone());
+        if self.store.has(root).unwrap_or(false) {
+            self.manifests.put(*root, d.clone());
+        }
         Ok(d)
     }
 
