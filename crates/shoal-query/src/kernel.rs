@@ -107,6 +107,15 @@ fn walk<T: Num>(data: &[T], shape: &[usize], out: &Tables, wt: Option<&Tables>, 
 /// bucketed by the band their cells fall in, and each bucket is added
 /// under that band's lock, starting at band `start` (workers start at
 /// different bands). `op` adds one value (with its weight) to a cell.
+///
+/// `sums`: `op` only counts the value and adds it to the sum when it is
+/// not NaN (sum, mean, count; no decoding, weights, min or max). Then rows
+/// whose values go to the same cells (a reduced dimension in the chunk:
+/// the time steps of a mean over time) are added together into a local
+/// run of sums and counts first, which the compiler vectorises, and each
+/// cell is touched once per group rather than once per row: the profile
+/// of a mean over time showed half the kernel's time waiting on the
+/// grid's cells.
 #[allow(clippy::too_many_arguments)]
 fn walk_into<T: Num>(
     data: &[T],
@@ -115,6 +124,7 @@ fn walk_into<T: Num>(
     wt: Option<(&Tables, &[f64])>,
     grid: &SharedGrid,
     start: usize,
+    sums: bool,
     op: impl Fn(&mut Partial, f64, T),
 ) {
     let nd = shape.len();
@@ -158,12 +168,43 @@ fn walk_into<T: Num>(
         }
     }
     let weights = wt.map(|w| w.1);
+    let grouped = sums && wl.is_none() && matches!(kind, Inner::Run(_));
+    let (mut acc_sum, mut acc_count, mut group) = (Vec::new(), Vec::new(), Vec::new());
+    if grouped {
+        (acc_sum, acc_count) = (vec![0.0f64; last], vec![0u32; last]);
+    }
     for b in (0..nb).map(|i| (i + start) % nb) {
         if count[b] == count[b + 1] {
             continue;
         }
         let mut band = grid.lock(b, b);
         let (first, cells) = band.cells();
+        if grouped {
+            group.clear();
+            group.extend_from_slice(&order[count[b]..count[b + 1]]);
+            group.sort_by_key(|r| bases[*r as usize]);
+            for same in group.chunk_by(|x, y| bases[*x as usize] == bases[*y as usize]) {
+                let base = bases[same[0] as usize] + lo - first;
+                let dst = &mut cells[base..base + last];
+                acc_sum.fill(0.0);
+                acc_count.fill(0);
+                for &r in same {
+                    let r = r as usize;
+                    let vals = &data[r * last..(r + 1) * last];
+                    for ((s, c), v) in acc_sum.iter_mut().zip(acc_count.iter_mut()).zip(vals) {
+                        let x = v.f();
+                        let ok = !x.is_nan();
+                        *s += if ok { x } else { 0.0 };
+                        *c += u32::from(ok);
+                    }
+                }
+                for ((p, s), c) in dst.iter_mut().zip(&acc_sum).zip(&acc_count) {
+                    p.sum += s;
+                    p.count += u64::from(*c);
+                }
+            }
+            continue;
+        }
         for &r in &order[count[b]..count[b + 1]] {
             let r = r as usize;
             let vals = &data[r * last..(r + 1) * last];
@@ -307,18 +348,27 @@ fn kernel<T: Num>(
         let minmax = matches!(op, Op::Min | Op::Max);
         let wt = wt.as_ref().map(|w| (&w.0, &w.1[..]));
         match wt {
-            None => walk_into(flat, &shape, &tabs, None, grid, start_band, |p, _, raw| {
-                let v = decode(raw);
-                if !v.is_nan() {
-                    p.count += 1;
-                    p.sum += v;
-                    if minmax {
-                        p.min = p.min.min(v);
-                        p.max = p.max.max(v);
+            None => walk_into(
+                flat,
+                &shape,
+                &tabs,
+                None,
+                grid,
+                start_band,
+                !cf && !minmax,
+                |p, _, raw| {
+                    let v = decode(raw);
+                    if !v.is_nan() {
+                        p.count += 1;
+                        p.sum += v;
+                        if minmax {
+                            p.min = p.min.min(v);
+                            p.max = p.max.max(v);
+                        }
                     }
-                }
-            }),
-            Some(_) => walk_into(flat, &shape, &tabs, wt, grid, start_band, |p, w, raw| {
+                },
+            ),
+            Some(_) => walk_into(flat, &shape, &tabs, wt, grid, start_band, false, |p, w, raw| {
                 let v = decode(raw);
                 if !v.is_nan() {
                     p.count += 1;
@@ -485,6 +535,54 @@ mod tests {
             assert_eq!((cell.count, cell.sum), (2, x + y), "lat {lat}");
             // M2 of two values: half their squared difference.
             assert!((cell.m2 - (y - x) * (y - x) / 2.0).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn rows_into_the_same_cells_are_summed_together_and_nans_skipped() {
+        // A mean over time of chunks of 3 time steps x 16 lat x 300 lon
+        // into 40 x 300 cells (three bands of the grid; one row of 300
+        // cells straddles two), and over time and lat (every row of a
+        // chunk into the same 300 cells), with NaNs: count and sum per cell
+        // as the values say, for sum, mean and count (rows summed in
+        // groups) and min (one value at a time).
+        let (nt, nl, nx) = (7u64, 40u64, 300u64);
+        let mut a = TestArray::new(&[nt, nl, nx], &[3, 16, nx], &["time", "lat", "lon"]);
+        a.values = (0..a.values.len())
+            .map(|i| {
+                if i % 17 == 3 {
+                    f32::NAN
+                } else {
+                    ((i * 31) % 97) as f32 * 0.125 - 6.0
+                }
+            })
+            .collect();
+        for dims in [&["time"][..], &["time", "lat"][..]] {
+            let lats: Vec<Vec<u64>> = if dims.len() == 1 {
+                (0..nl).map(|l| vec![l]).collect()
+            } else {
+                vec![(0..nl).collect()]
+            };
+            for op in [Op::Sum, Op::Mean, Op::Count, Op::Min] {
+                let p = plan(a.info(BUDGET), &spec(dims, op), BUDGET).unwrap();
+                let out = reduce(&a, &p, &p.chunks().collect::<Vec<_>>());
+                assert_eq!(out.len(), lats.len() * nx as usize);
+                for (li, ls) in lats.iter().enumerate() {
+                    for lon in 0..nx {
+                        let vals: Vec<f64> = (0..nt)
+                            .flat_map(|t| ls.iter().map(move |l| (t, *l)))
+                            .map(|(t, l)| a.at(&[t, l, lon]) as f64)
+                            .collect();
+                        let want = Partial::of(&vals);
+                        let got = out[li * nx as usize + lon as usize];
+                        assert_eq!(got.count, want.count, "{dims:?} {op} cell {li} {lon}");
+                        assert!((got.sum - want.sum).abs() < 1e-9, "{dims:?} {op} {got:?} {want:?}");
+                        if op == Op::Min {
+                            assert_eq!(got.min, want.min);
+                        }
+                    }
+                }
+            }
         }
     }
 
