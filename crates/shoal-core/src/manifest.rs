@@ -502,6 +502,26 @@ impl Manifest {
         })
     }
 
+    /// Finds one key like [`Self::lookup`], taking the decoded pages on its
+    /// path from `pages` when they are there and keeping the ones it
+    /// fetches and decodes (pages validated against this manifest's tree).
+    pub fn lookup_cached<E: From<Error>>(
+        &self,
+        key: &str,
+        pages: &PageCache,
+        fetch: &mut dyn FnMut(&Cid) -> Result<Block, E>,
+    ) -> Result<Option<Entry>, E> {
+        self.lookup_in(key, &mut |child| {
+            if let Some(p) = pages.get(&child.cid) {
+                return Ok(p);
+            }
+            let block = fetch(&child.cid)?;
+            let p = Arc::new(self.decode_page(&block, child)?);
+            pages.put(child.cid, p.clone());
+            Ok(p)
+        })
+    }
+
     /// Finds one key, taking the decoded pages on its path from `page`
     /// (which may keep them: see [`PageCache`]). Child ranges are sorted
     /// and disjoint (checked when a page is decoded): one binary search

@@ -379,10 +379,13 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
             let (root, key) = (reader.root(), reader.entry().key.clone());
             // A GET of a chunk read ahead is answered from memory; a GET
             // in chunk order reads the next chunks ahead.
-            let slot = (*method == Method::GET).then(|| gw.ahead.take(root, &key)).flatten();
-            if *method == Method::GET {
+            let slot = if *method == Method::GET {
+                let slot = gw.ahead.take(root, &key);
                 gw.ahead.follow(&gw.node, root, &key, slot.is_some(), ahead);
-            }
+                slot
+            } else {
+                None
+            };
             let body = move |r: std::ops::Range<u64>| match slot {
                 Some(slot) => ahead::body(slot, reader, r, ahead),
                 None => reader.stream(r, ahead),

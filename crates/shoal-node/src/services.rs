@@ -121,20 +121,14 @@ impl Services {
     /// decoded pages kept for `root` (fetching the others). Blocking.
     pub fn lookup(&self, root: Cid, key: &str) -> Result<(Entry, u32)> {
         let d = self.decoded(&root)?;
+        Ok((self.entry(&d, root, key)?, d.manifest.block_size))
+    }
+
+    /// One key's manifest entry in `d`, the decoded manifest of `root`.
+    pub fn entry(&self, d: &Decoded, root: Cid, key: &str) -> Result<Entry> {
         let reader = self.reader(root);
-        let m = &d.manifest;
-        let e = m
-            .lookup_in(key, &mut |child| {
-                if let Some(p) = d.pages.get(&child.cid) {
-                    return Ok(p);
-                }
-                let block = reader.get(&child.cid).map_err(shoal_zarr::Error::Fetch)?;
-                let p = Arc::new(m.decode_page(&block, child)?);
-                d.pages.put(child.cid, p.clone());
-                Ok::<_, shoal_zarr::Error>(p)
-            })?
-            .ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))?;
-        Ok((e, m.block_size))
+        let found = d.manifest.lookup_cached(key, &d.pages, &mut reader.fetch())?;
+        found.ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))
     }
 
     fn load_manifest(&self, root: &Cid) -> Result<Manifest> {

@@ -198,15 +198,8 @@ impl ManifestStorage {
             Keys::Manifest { manifest, pages } => (manifest, pages),
         };
         manifest
-            .lookup_in::<LookupError>(key, &mut |child| {
-                if let Some(n) = pages.get(&child.cid) {
-                    return Ok(n);
-                }
-                let block =
-                    (self.fetch)(&child.cid).map_err(|e| LookupError(format!("manifest page {}: {e}", child.cid)))?;
-                let n = Arc::new(manifest.decode_page(&block, child)?);
-                pages.put(child.cid, n.clone());
-                Ok(n)
+            .lookup_cached::<LookupError>(key, pages, &mut |c| {
+                (self.fetch)(c).map_err(|e| LookupError(format!("manifest page {c}: {e}")))
             })
             .map_err(|e| e.0)
     }

@@ -361,11 +361,11 @@ impl Datasets {
         let key = key.to_string();
         self.ctx
             .blocking(move |n| {
-                let (entry, _) = n.services.lookup(root, &key)?;
-                let m = &n.services.decoded(&root)?.manifest;
+                let d = n.services.decoded(&root)?;
+                let entry = n.services.entry(&d, root, &key)?;
                 let reader = n.services.reader(root);
                 let range = range.unwrap_or(0..entry.size);
-                let bytes = read::entry_range(m, &entry, range.start, range.end, &mut reader.fetch());
+                let bytes = read::entry_range(&d.manifest, &entry, range.start, range.end, &mut reader.fetch());
                 bytes.map_err(|e| Error::from(e).context(format!("cannot read key {key:?} of dataset {root}")))
             })
             .await
