@@ -185,23 +185,8 @@ fn walk_into<T: Num>(
             group.sort_by_key(|r| bases[*r as usize]);
             for same in group.chunk_by(|x, y| bases[*x as usize] == bases[*y as usize]) {
                 let base = bases[same[0] as usize] + lo - first;
-                let dst = &mut cells[base..base + last];
-                acc_sum.fill(0.0);
-                acc_count.fill(0);
-                for &r in same {
-                    let r = r as usize;
-                    let vals = &data[r * last..(r + 1) * last];
-                    for ((s, c), v) in acc_sum.iter_mut().zip(acc_count.iter_mut()).zip(vals) {
-                        let x = v.f();
-                        let ok = !x.is_nan();
-                        *s += if ok { x } else { 0.0 };
-                        *c += u32::from(ok);
-                    }
-                }
-                for ((p, s), c) in dst.iter_mut().zip(&acc_sum).zip(&acc_count) {
-                    p.sum += s;
-                    p.count += u64::from(*c);
-                }
+                let rows = same.iter().map(|&r| &data[r as usize * last..(r as usize + 1) * last]);
+                add_summed(&mut cells[base..base + last], rows, &mut acc_sum, &mut acc_count);
             }
             continue;
         }
@@ -240,6 +225,31 @@ fn walk_into<T: Num>(
         let mut f = |c: usize, w: usize, v: T| op(band.cell(c), weight(w), v);
         let vals = &data[r * last..(r + 1) * last];
         row(vals, b, otab, &kind, wl.map(|w| (w, wbases[r])), &mut f);
+    }
+}
+
+/// Adds rows of values that all go to the cells `dst` (one per position):
+/// summed (NaNs skipped) and counted into `sum` and `count` first, a loop
+/// the compiler vectorises, then each cell touched once.
+fn add_summed<'a, T: Num>(
+    dst: &mut [Partial],
+    rows: impl Iterator<Item = &'a [T]>,
+    sum: &mut [f64],
+    count: &mut [u32],
+) {
+    sum.fill(0.0);
+    count.fill(0);
+    for vals in rows {
+        for ((s, c), v) in sum.iter_mut().zip(count.iter_mut()).zip(vals) {
+            let x = v.f();
+            let ok = !x.is_nan();
+            *s += if ok { x } else { 0.0 };
+            *c += u32::from(ok);
+        }
+    }
+    for ((p, s), c) in dst.iter_mut().zip(sum.iter()).zip(count.iter()) {
+        p.sum += s;
+        p.count += u64::from(*c);
     }
 }
 
