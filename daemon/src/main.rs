@@ -169,6 +169,22 @@ enum Cmd {
     },
     /// List followed names: publisher, version held, last update, errors.
     Follows,
+    /// Search the swarm's catalogue (every published version's title,
+    /// description, institution and variables; all words must match).
+    Search {
+        /// Words to find (none: every dataset).
+        text: Vec<String>,
+        /// Only datasets whose bbox meets WEST,SOUTH,EAST,NORTH (degrees).
+        #[arg(long, value_name = "W,S,E,N", allow_hyphen_values = true)]
+        bbox: Option<String>,
+        /// Only datasets whose time extent meets START/END (RFC 3339
+        /// dates; either side may be `..`), or one date.
+        #[arg(long, value_name = "START/END")]
+        time: Option<String>,
+        /// Most datasets listed.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Stop following into local name NAME (the versions held stay).
     Unfollow { name: String },
     /// Remove blocks no pin or name needs; compact pack segments.

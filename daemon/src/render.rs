@@ -732,3 +732,45 @@ impl Render for ExportRepoResult {
         Ok(())
     }
 }
+
+/// `shoal search`.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Search(pub SearchResult);
+
+impl Render for Search {
+    fn text(&self) -> io::Result<()> {
+        let r = &self.0;
+        if r.items.is_empty() {
+            out!("no dataset in the catalogue matches");
+            return Ok(());
+        }
+        for it in &r.items {
+            out!("{}  {}@{}  {}", it.title, it.name, it.version, human_bytes(it.size));
+            let mut facts = Vec::new();
+            if let Some((a, b)) = &it.time {
+                let cal = if it.calendar.is_empty() || it.calendar == "standard" {
+                    String::new()
+                } else {
+                    format!(" ({})", it.calendar)
+                };
+                facts.push(format!("{a} .. {b}{cal}"));
+            }
+            if let Some([w, s, e, n]) = it.bbox {
+                facts.push(format!("bbox {w},{s},{e},{n}"));
+            }
+            if !it.variables.is_empty() {
+                facts.push(it.variables.join(", "));
+            }
+            if !facts.is_empty() {
+                out!("    {}", facts.join("  |  "));
+            }
+            out!("    {}  (follow: shoal follow {}/{})", it.root, it.publisher, it.name);
+        }
+        let more = r.matched.saturating_sub(r.items.len());
+        if more > 0 {
+            out!("{} matched; {more} more (--limit)", r.matched);
+        }
+        Ok(())
+    }
+}

@@ -214,6 +214,14 @@ async fn log(State(d): St, Params(q): Params<NameQuery>) -> ApiResult<Json<Vec<V
     ))
 }
 
+async fn search(State(d): St, Json(r): Json<SearchRequest>) -> ApiResult<Json<SearchResult>> {
+    let found = d.node.catalogue().search(r.into())?;
+    Ok(Json(SearchResult {
+        matched: found.matched,
+        items: found.items.into_iter().map(Into::into).collect(),
+    }))
+}
+
 #[derive(Deserialize)]
 struct DiffQuery {
     a: String,
@@ -555,6 +563,7 @@ fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/add", post(add))
         .route("/v1/ls", get(ls))
         .route("/v1/log", get(log))
+        .route("/v1/search", post(search))
         .route("/v1/diff", get(diff))
         .route("/v1/cat", get(cat))
         .route("/v1/get", post(get_dataset))

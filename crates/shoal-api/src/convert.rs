@@ -18,6 +18,42 @@ impl From<shoal_node::Version> for VersionInfo {
     }
 }
 
+impl From<shoal_node::catalogue::Item> for CatalogueItem {
+    fn from(it: shoal_node::catalogue::Item) -> Self {
+        let s = it.summary.clone();
+        CatalogueItem {
+            collection: it.collection(),
+            id: it.id(),
+            publisher: it.publisher,
+            name: it.name,
+            version: it.seq,
+            root: it.root.to_string(),
+            title: s.title,
+            description: s.description,
+            institution: s.institution,
+            variables: s.variables.into_iter().filter(|v| !v.coord).map(|v| v.name).collect(),
+            time: s.time,
+            calendar: s.calendar,
+            bbox: s.bbox,
+            size: s.size,
+            published: it.published,
+        }
+    }
+}
+
+impl From<SearchRequest> for shoal_node::catalogue::SearchQuery {
+    fn from(r: SearchRequest) -> Self {
+        shoal_node::catalogue::SearchQuery {
+            text: r.text,
+            bbox: r.bbox,
+            start: r.start,
+            end: r.end,
+            limit: r.limit,
+            ..Default::default()
+        }
+    }
+}
+
 impl From<shoal_node::Error> for ApiError {
     fn from(e: shoal_node::Error) -> Self {
         use shoal_node::Error as E;

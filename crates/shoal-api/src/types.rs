@@ -875,3 +875,51 @@ mod tests {
         assert!(bad.unwrap_err().to_string().contains("fortnight"));
     }
 }
+
+/// `shoal search`: the catalogue searched by text, bbox and time.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SearchRequest {
+    #[serde(default)]
+    pub text: Option<String>,
+    /// West, south, east, north (degrees).
+    #[serde(default)]
+    pub bbox: Option<[f64; 4]>,
+    /// RFC 3339 dates or date-times; either may be open.
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+    pub limit: usize,
+}
+
+/// One catalogue item (a published version).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CatalogueItem {
+    /// `NAME.PUBLISHER` (the STAC collection).
+    pub collection: String,
+    /// `NAME@VERSION` (the STAC item).
+    pub id: String,
+    pub publisher: String,
+    pub name: String,
+    pub version: u64,
+    pub root: String,
+    pub title: String,
+    pub description: String,
+    pub institution: String,
+    /// Data variables (coordinates left out).
+    pub variables: Vec<String>,
+    /// First and last time in the dataset's calendar.
+    pub time: Option<(String, String)>,
+    pub calendar: String,
+    pub bbox: Option<[f64; 4]>,
+    pub size: u64,
+    /// Unix seconds when the publisher signed it.
+    pub published: u64,
+}
+
+/// What `shoal search` found.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SearchResult {
+    pub matched: usize,
+    pub items: Vec<CatalogueItem>,
+}

@@ -17,6 +17,7 @@ pub mod error;
 pub mod key;
 pub mod manifest;
 pub mod progress;
+pub mod text;
 
 pub use block::Block;
 pub use cid::Cid;

@@ -8,7 +8,9 @@
 //! - `GET`/`HEAD /ipfs/{CID}/{path...}`: the dataset's UnixFS view as an
 //!   IPFS path and trustless gateway (`?format=raw`, `?format=car`; see
 //!   [`ipfs`]);
-//! - `GET /metrics`: the Prometheus text exposition.
+//! - `GET /metrics`: the Prometheus text exposition;
+//! - `/stac/...`: the swarm's catalogue as a STAC API (see [`stac`]), and
+//!   at `/` the same catalogue as a browse page with a search form.
 //!
 //! Nothing here writes: add, pin, gc and the rest stay on the daemon's Unix
 //! socket. Bounds: concurrent requests, blocks fetched ahead per response
@@ -16,11 +18,13 @@
 //! head, path length. The rules are in docs/SEMANTICS.md.
 
 mod ahead;
+mod browse;
 mod idle;
 mod ipfs;
 pub mod meta;
 pub mod metrics;
 pub mod range;
+pub mod stac;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -72,6 +76,10 @@ pub struct Settings {
     /// times asks for more and is refused). The node's walk limits bound
     /// it further.
     pub max_leaves: u64,
+    /// `host:port` put in the catalogue's absolute links when a request
+    /// carries no usable Host header (set to the bound address by
+    /// [`start`] when empty).
+    pub public_host: String,
 }
 
 impl Default for Settings {
@@ -86,6 +94,7 @@ impl Default for Settings {
             max_connections: 1024,
             max_leaves: 1 << 20,
             readahead_bytes: 64 << 20,
+            public_host: String::new(),
         }
     }
 }
@@ -146,9 +155,12 @@ impl Drop for Gateway {
 }
 
 /// Binds `listen` (port 0: any free port) and serves the node on it.
-pub async fn start(node: Node, listen: SocketAddr, settings: Settings) -> std::io::Result<Gateway> {
+pub async fn start(node: Node, listen: SocketAddr, mut settings: Settings) -> std::io::Result<Gateway> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    if settings.public_host.is_empty() {
+        settings.public_host = addr.to_string();
+    }
     let listener = idle::Listener::new(listener, settings.idle_timeout, settings.max_connections);
     let app = router(node, settings);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -193,10 +205,25 @@ pub fn router(node: Node, settings: Settings) -> Router {
         .route("/zarr/", any(zarr_top))
         .route("/metrics", get(metrics_page))
         .route("/ipfs/{*path}", any(ipfs::ipfs))
+        .route("/", get(browse::page))
+        .route("/stac", get(stac::landing))
+        .route("/stac/", get(stac::landing))
+        .route("/stac/conformance", get(stac::conformance))
+        .route("/stac/collections", get(stac::collections))
+        .route("/stac/collections/{id}", get(stac::one_collection))
+        .route("/stac/collections/{id}/items", get(stac::items))
+        .route("/stac/collections/{id}/items/{item}", get(stac::one_item))
+        .route(
+            "/stac/search",
+            get(stac::search_get)
+                .post(stac::search_post)
+                .layer(axum::extract::DefaultBodyLimit::max(stac::MAX_SEARCH_BODY)),
+        )
+        .route("/stac/thumbnails/{file}", get(stac::thumbnail))
         .fallback(|| async {
             plain(
                 StatusCode::NOT_FOUND,
-                "not found: the gateway serves /zarr/{name-or-CID}/{key}, /ipfs/{CID}/{path} and /metrics\n",
+                "not found: the gateway serves /zarr/{name-or-CID}/{key}, /ipfs/{CID}/{path}, /stac/, / (the catalogue) and /metrics\n",
             )
         })
         .with_state(gw)

@@ -173,6 +173,48 @@ impl Collector for NodeCollector {
                 .names_rejected
                 .load(std::sync::atomic::Ordering::Relaxed),
         )?;
+        let cat = self.node.catalogue();
+        gauge(
+            &mut e,
+            "shoal_catalogue_entries",
+            "Catalogue entries held (every publisher's versions)",
+            cat.len() as u64,
+        )?;
+        let cs = cat.stats();
+        for (name, help, v) in [
+            (
+                "shoal_catalogue_accepted",
+                "Catalogue entries taken from the swarm",
+                &cs.accepted,
+            ),
+            (
+                "shoal_catalogue_refused_forged",
+                "Catalogue entries refused: the signature, the publisher's key or the summary's CID did not hold",
+                &cs.forged,
+            ),
+            (
+                "shoal_catalogue_refused_malformed",
+                "Catalogue entries refused: undecodable, or a summary outside its bounds",
+                &cs.malformed,
+            ),
+            (
+                "shoal_catalogue_refused_oversized",
+                "Catalogue entries refused: over the size bound",
+                &cs.oversized,
+            ),
+            (
+                "shoal_catalogue_refused_over_bound",
+                "Catalogue entries refused: the publisher's names or the catalogue at their bound",
+                &cs.over_bound,
+            ),
+            (
+                "shoal_catalogue_refused_stale",
+                "Catalogue entries refused: older than every version kept (a replay)",
+                &cs.stale,
+            ),
+        ] {
+            counter(&mut e, name, help, v.load(std::sync::atomic::Ordering::Relaxed))?;
+        }
         let net = self.node.net_stats();
         for (name, help, v) in [
             (

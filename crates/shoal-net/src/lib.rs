@@ -8,6 +8,8 @@
 //! - [`gossip`]: the bounded popularity report shared over gossipsub.
 //! - [`names`]: signed, sequence-numbered name records (publish/follow),
 //!   on the DHT and on a gossipsub topic per name.
+//! - [`catalogue`]: catalogue entries (a signed summary of a published
+//!   version), on one gossipsub topic every daemon hears.
 //! - [`bitswap`]: bitswap 1.2.0/1.1.0/1.0.0 served to IPFS nodes (helia,
 //!   kubo) from the same verified reads, bounded like `/shoal/blocks`.
 //! - [`fetch`]: fetching a whole dataset (manifest, then every block) from
@@ -20,6 +22,7 @@
 //! deadline, and in-flight work is bounded per peer and overall.
 
 pub mod bitswap;
+pub mod catalogue;
 pub mod codec;
 pub mod fetch;
 pub mod gossip;
@@ -35,7 +38,8 @@ pub use libp2p::multiaddr::Protocol;
 pub use libp2p::pnet::PreSharedKey;
 pub use libp2p::{Multiaddr, PeerId};
 pub use network::{
-    Client, ComputeFn, EventLoop, GossipFn, NameFn, NetConfig, NetStats, PeerInfo, ServeFn, SwarmSettings, Verdict,
+    CatalogueFn, Client, ComputeFn, EventLoop, GossipFn, NameFn, NetConfig, NetStats, PeerInfo, ServeFn, SwarmSettings,
+    Verdict,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@
 //!
 //! Wire format: DAG-CBOR `{r: bytes, k: bytes, s: bytes}`: the record's own
 //! DAG-CBOR bytes (`{p: publisher peer id bytes, n: name, c: root, q: seq,
-//! t: unix seconds}`), the publisher's protobuf-encoded public key, and its
+//! t: unix seconds, e: the catalogue summary's CID, optional}`), the publisher's protobuf-encoded public key, and its
 //! signature over [`SIGNING_PREFIX`] followed by the record bytes.
 
 use libp2p::identity::{Keypair, PublicKey};
@@ -47,6 +47,10 @@ pub struct NameRecord {
     /// When it was signed (unix seconds; informational).
     #[serde(rename = "t")]
     pub time: u64,
+    /// The CID of this version's catalogue summary (DAG-CBOR), when the
+    /// publisher made one (`crate::catalogue`): the signature covers it.
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<Cid>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,6 +71,15 @@ impl NameRecord {
             root,
             seq,
             time,
+            entry: None,
+        }
+    }
+
+    /// The record with its catalogue summary's CID.
+    pub fn with_entry(self, entry: Cid) -> NameRecord {
+        NameRecord {
+            entry: Some(entry),
+            ..self
         }
     }
 

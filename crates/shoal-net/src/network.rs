@@ -77,6 +77,10 @@ pub enum Verdict {
 /// event loop: quick, non-blocking). Records that fail verification never
 /// reach it.
 pub type NameFn = Arc<dyn Fn(&PeerId, &crate::names::NameRecord, &[u8]) -> Verdict + Send + Sync>;
+/// Judges a catalogue entry heard on the catalogue topic (its envelope, as
+/// received; called on the event loop: quick, non-blocking). The judge
+/// verifies it (`catalogue::verify`) and decides whether to keep it.
+pub type CatalogueFn = Arc<dyn Fn(&PeerId, &[u8]) -> Verdict + Send + Sync>;
 /// Answers a compute request (runs on the blocking pool).
 pub type ComputeFn = Arc<dyn Fn(&PeerId, Vec<u8>) -> Vec<u8> + Send + Sync>;
 /// Compute requests served at once; beyond this a peer gets an empty
@@ -137,6 +141,9 @@ pub struct NetConfig {
     /// Judges name records heard on the topics this node subscribes to;
     /// None = every one is rejected.
     pub names: Option<NameFn>,
+    /// Subscribes to the catalogue topic and judges its entries there;
+    /// None = this daemon neither hears nor keeps the catalogue.
+    pub catalogue: Option<CatalogueFn>,
     /// Gossipsub heartbeat (mesh upkeep, IHAVE gossip). Each heartbeat
     /// costs every peer a few small messages, so it should be a fraction
     /// of the report interval, not a fixed second.
@@ -486,7 +493,9 @@ pub struct EventLoop {
     bootstrap: Vec<Multiaddr>,
     names_fn: Option<NameFn>,
     gossip_fn: Option<GossipFn>,
+    catalogue_fn: Option<CatalogueFn>,
     topic: IdentTopic,
+    catalogue_topic: IdentTopic,
     /// Taken by [`EventLoop::run`] to start the bitswap server.
     bitswap: Option<(libp2p_stream::Control, Arc<crate::bitswap::client::WantTable>)>,
 }
@@ -557,7 +566,7 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
             let gcfg = gossipsub::ConfigBuilder::default()
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 .validate_messages()
-                .max_transmit_size(crate::gossip::MAX_REPORT_BYTES + 1024)
+                .max_transmit_size(crate::gossip::MAX_REPORT_BYTES.max(crate::catalogue::MAX_ENTRY_BYTES) + 1024)
                 .max_messages_per_rpc(Some(16))
                 .max_ihave_length(256)
                 .heartbeat_interval(heartbeat)
@@ -663,6 +672,14 @@ impl EventLoop {
                 .subscribe(&topic)
                 .map_err(|e| Error::Config(format!("subscribing to {}: {e}", crate::gossip::TOPIC)))?;
         }
+        let catalogue_topic = IdentTopic::new(crate::catalogue::TOPIC);
+        if cfg.catalogue.is_some() {
+            swarm
+                .behaviour_mut()
+                .gossip
+                .subscribe(&catalogue_topic)
+                .map_err(|e| Error::Config(format!("subscribing to {}: {e}", crate::catalogue::TOPIC)))?;
+        }
         let wants = Arc::new(crate::bitswap::client::WantTable::default());
         let bitswap = Some((swarm.behaviour().streams.new_control(), wants.clone()));
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -700,7 +717,9 @@ impl EventLoop {
                 bootstrap: cfg.swarm.bootstrap,
                 names_fn: cfg.names,
                 gossip_fn: cfg.gossip,
+                catalogue_fn: cfg.catalogue,
                 topic,
+                catalogue_topic,
                 bitswap,
             },
         ))
@@ -991,6 +1010,11 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Blocks(ev)) => self.on_blocks(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Compute(ev)) => self.on_compute(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed { topic, .. }))
+                if topic == self.catalogue_topic.hash() =>
+            {
+                self.stats.catalogue_joins.fetch_add(1, Ordering::Relaxed);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -999,6 +1023,13 @@ impl EventLoop {
                 let names = message.topic.as_str().starts_with(crate::names::TOPIC_PREFIX);
                 let verdict = match (&self.gossip_fn, message.source) {
                     _ if names => self.judge_name(message.source, message.topic.as_str(), &message.data),
+                    (_, Some(author)) if message.topic == self.catalogue_topic.hash() => {
+                        match self.catalogue_fn.as_ref().map(|f| f(&author, &message.data)) {
+                            Some(Verdict::Accept) => MessageAcceptance::Accept,
+                            Some(Verdict::Ignore) => MessageAcceptance::Ignore,
+                            _ => MessageAcceptance::Reject,
+                        }
+                    }
                     (Some(f), Some(author)) if message.topic == self.topic.hash() => {
                         if f(&author, &message.data) {
                             MessageAcceptance::Accept

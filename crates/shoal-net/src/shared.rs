@@ -33,6 +33,10 @@ pub struct NetStats {
     /// Name records rejected (forged, malformed, older, misplaced), from
     /// the DHT and from gossip.
     pub names_rejected: AtomicU64,
+    /// Peers that subscribed to the catalogue topic since start (a node
+    /// announces its own entries again when this moves, so a daemon that
+    /// joins hears the catalogue within one announce interval).
+    pub catalogue_joins: AtomicU64,
     /// Provider records of other peers stored here (the DHT load others
     /// put on this node).
     pub provider_records_stored: AtomicU64,

@@ -55,6 +55,11 @@ pub struct Limits {
     /// bytes of the CAR's distinct blocks (identical chunks linked many
     /// times are the only reason to expand at all).
     pub car_expansion: u64,
+    /// Catalogue entries kept from the swarm (versions of every
+    /// publisher's names; new names past it are refused and counted).
+    pub catalogue_entries: usize,
+    /// Names one publisher may have in this node's catalogue.
+    pub catalogue_per_publisher: usize,
 }
 
 impl Default for Limits {
@@ -64,6 +69,8 @@ impl Default for Limits {
             // Zarr writers skip chunks of only the fill value, so real
             // trees repeat few blocks; a 64 x 64 bomb is refused by 256x.
             car_expansion: 16,
+            catalogue_entries: 100_000,
+            catalogue_per_publisher: 1_000,
         }
     }
 }

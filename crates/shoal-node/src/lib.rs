@@ -27,6 +27,7 @@
 //! and its per-area handles in `node/`).
 
 mod car;
+pub mod catalogue;
 pub mod config;
 mod dag_fetch;
 pub mod error;
@@ -42,6 +43,7 @@ mod records;
 mod results;
 mod serve;
 mod services;
+mod summary;
 mod trust;
 pub mod types;
 pub mod versions;

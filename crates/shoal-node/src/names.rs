@@ -36,6 +36,9 @@ pub use crate::config::NameSettings;
 /// DHT puts of published records, besides each new version: every this
 /// many announcements.
 pub(crate) const PUT_EVERY: u32 = 60;
+/// Catalogue entries announced again every this many announcements (and
+/// whenever a peer joins the catalogue topic).
+pub(crate) const CATALOGUE_EVERY: u32 = 6;
 
 /// A follow: (publisher, name).
 pub type FollowKey = (String, String);
@@ -169,11 +172,12 @@ impl NameRegistry {
     /// or seen (`seen`: the highest found elsewhere, e.g. on the DHT), so
     /// followers take it and no older record can be replayed over it, also
     /// after `unpublish` or a lost record file.
-    pub fn sign_next(&self, name: &str, root: Cid, seen: u64) -> Result<(NameRecord, Vec<u8>)> {
+    pub fn sign_next(&self, name: &str, root: Cid, seen: u64, entry: Option<Cid>) -> Result<(NameRecord, Vec<u8>)> {
         names::check_name(name).map_err(Error::BadRequest)?;
         let last = self.published(name).map_or(0, |(r, _)| r.seq);
         let seq = last.max(self.high_water(name)).max(seen) + 1;
-        let r = NameRecord::new(self.me(), name, root, seq, unix_now());
+        let mut r = NameRecord::new(self.me(), name, root, seq, unix_now());
+        r.entry = entry;
         let signed = r.sign(&self.keypair).map_err(Error::Internal)?;
         self.note_seq(name, seq)?;
         crate::records::replace_file(&file(&self.published_dir, name), &signed)

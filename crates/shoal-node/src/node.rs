@@ -19,6 +19,7 @@ use crate::popularity::Popularity;
 use crate::services::Services;
 use crate::types::*;
 
+mod catalogue;
 mod datasets;
 mod durability;
 mod mirrors;
@@ -28,6 +29,7 @@ mod pins;
 mod queries;
 mod stages;
 
+pub use catalogue::Catalogue;
 pub use datasets::Datasets;
 pub use durability::{DurabilityStats, RepairReport};
 pub use mirrors::Mirrors;
@@ -72,6 +74,10 @@ pub(crate) struct NodeCtx {
     results_dir: PathBuf,
     /// Published names and follows.
     names: Arc<crate::names::NameRegistry>,
+    /// The swarm's catalogue (and this node's own entries).
+    catalogue: Arc<crate::catalogue::Catalogue>,
+    /// Quick-looks computed one at a time.
+    thumbnails: tokio::sync::Semaphore,
     /// The follow updater's wake-ups, until its task takes them.
     wakes: Mutex<Option<crate::names::Wakes>>,
     /// Scratch space of CAR imports (beside the store: same filesystem),
@@ -154,7 +160,19 @@ impl Node {
             let (dir, key, settings) = (cfg.store_dir.clone(), cfg.net.keypair.clone(), cfg.names);
             tokio::task::spawn_blocking(move || crate::names::NameRegistry::open(&dir, key, settings)).await??
         };
+        let catalogue = {
+            let (dir, limits) = (cfg.store_dir.clone(), cfg.limits);
+            Arc::new(
+                tokio::task::spawn_blocking(move || crate::catalogue::Catalogue::open(&dir, &limits))
+                    .await?
+                    .map_err(|e| Error::Internal(format!("opening the catalogue: {e}")))?,
+            )
+        };
         let net_cfg = shoal_net::NetConfig {
+            catalogue: Some({
+                let catalogue = catalogue.clone();
+                Arc::new(move |_author, envelope| catalogue.heard(envelope))
+            }),
             names: Some({
                 let names = names.clone();
                 Arc::new(move |_author, r, signed| names.heard(r, signed))
@@ -208,6 +226,8 @@ impl Node {
             import_dir: cfg.store_dir.join("import"),
             importing: Arc::default(),
             names,
+            catalogue,
+            thumbnails: tokio::sync::Semaphore::new(1),
             wakes: Mutex::new(Some(wakes)),
             tasks: Mutex::new(vec![event_loop]),
             durability: Arc::default(),
@@ -255,6 +275,11 @@ impl Node {
     /// Published names and follows.
     pub fn names(&self) -> Names {
         self.ctx.names()
+    }
+
+    /// The swarm's catalogue: search, collections, quick-looks.
+    pub fn catalogue(&self) -> Catalogue {
+        Catalogue { ctx: self.ctx.clone() }
     }
 
     /// Writes staged key by key (zarr-python through `shoal://`) and

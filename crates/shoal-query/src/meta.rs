@@ -458,13 +458,4 @@ pub fn read_coordinate(
     })
 }
 
-/// Bytes for messages: "1.5 GiB".
-pub(crate) fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let (mut v, mut u) = (n as f64, 0);
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
-}
+pub(crate) use shoal_core::text::human_size as human;

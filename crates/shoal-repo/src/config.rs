@@ -84,6 +84,8 @@ pub struct LimitsConfig {
     pub walk_bytes: String,
     pub walk_depth: usize,
     pub car_expansion: u64,
+    pub catalogue_entries: usize,
+    pub catalogue_per_publisher: usize,
 }
 
 impl Default for LimitsConfig {
@@ -94,6 +96,8 @@ impl Default for LimitsConfig {
             walk_bytes: "1TiB".into(),
             walk_depth: d.walk.depth,
             car_expansion: d.car_expansion,
+            catalogue_entries: d.catalogue_entries,
+            catalogue_per_publisher: d.catalogue_per_publisher,
         }
     }
 }
@@ -103,6 +107,9 @@ impl LimitsConfig {
         if self.walk_nodes == 0 || self.walk_depth == 0 || self.car_expansion == 0 {
             bail!("[limits] walk_nodes, walk_depth and car_expansion must be at least 1");
         }
+        if self.catalogue_per_publisher == 0 || self.catalogue_per_publisher > self.catalogue_entries {
+            bail!("[limits] catalogue_per_publisher must be between 1 and catalogue_entries");
+        }
         Ok(shoal_node::Limits {
             walk: shoal_node::WalkLimits {
                 nodes: self.walk_nodes,
@@ -110,6 +117,8 @@ impl LimitsConfig {
                 depth: self.walk_depth,
             },
             car_expansion: self.car_expansion,
+            catalogue_entries: self.catalogue_entries,
+            catalogue_per_publisher: self.catalogue_per_publisher,
         })
     }
 }

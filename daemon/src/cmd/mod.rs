@@ -102,6 +102,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Unpublish { name } => names::unpublish(&c, name).await,
         Cmd::Follow { target, local, keep } => names::follow(&c, target, local, keep).await,
         Cmd::Follows => names::list(&c).await,
+        Cmd::Search {
+            text,
+            bbox,
+            time,
+            limit,
+        } => names::search(&c, text, bbox, time, limit).await,
         Cmd::Unfollow { name } => names::unfollow(&c, name).await,
         Cmd::Mount { dir } => mounts::mount(&c, &dir, false).await,
         Cmd::Unmount { dir } => mounts::mount(&c, &dir, true).await,

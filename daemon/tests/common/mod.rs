@@ -574,6 +574,7 @@ pub fn raw_peer_serving(
         compute,
         gossip: Some(std::sync::Arc::new(|_, _| false)),
         names: None,
+        catalogue: None,
         gossip_heartbeat: Duration::from_secs(1),
     };
     let _guard = rt.enter();

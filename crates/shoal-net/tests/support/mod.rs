@@ -27,6 +27,7 @@ pub fn swarm_with(serve: ServeFn, compute: ComputeFn, tweak: impl FnOnce(&mut Sw
         compute,
         gossip: None,
         names: None,
+        catalogue: None,
         gossip_heartbeat: Duration::from_secs(1),
     })
     .unwrap();

@@ -47,23 +47,35 @@ impl Names {
                 }
             }
         };
-        let (r, signed, new) =
+        let root = {
+            let name = name.clone();
             self.ctx
                 .blocking(move |n| {
-                    let root =
-                        n.services.store.resolve_name(&name)?.ok_or_else(|| {
-                            Error::NotFound(format!("no name {name:?} here (shoal pins lists names)"))
-                        })?;
-                    match names.published(&name) {
-                        Some((r, b)) if r.root == root && r.seq >= seen => Ok((r, b, false)),
-                        _ => names.sign_next(&name, root, seen).map(|(r, b)| (r, b, true)),
-                    }
+                    n.services
+                        .store
+                        .resolve_name(&name)?
+                        .ok_or_else(|| Error::NotFound(format!("no name {name:?} here (shoal pins lists names)")))
                 })
-                .await?;
+                .await?
+        };
+        // The catalogue entry: a summary of this version, its CID signed
+        // in the record.
+        let summary = self.ctx.summary_of(&name, root).await;
+        let entry = summary.as_ref().map(|(_, c)| *c);
+        let (r, signed, new) = self
+            .ctx
+            .blocking(move |_| match names.published(&name) {
+                Some((r, b)) if r.root == root && r.seq >= seen && r.entry == entry => Ok((r, b, false)),
+                _ => names.sign_next(&name, root, seen, entry).map(|(r, b)| (r, b, true)),
+            })
+            .await?;
         let net = &self.ctx.services.net;
         net.put_name(signed.clone()).await?;
-        net.publish_to(shoal_net::names::topic(&r.publisher(), &r.name), signed)
+        net.publish_to(shoal_net::names::topic(&r.publisher(), &r.name), signed.clone())
             .await?;
+        if let Some((bytes, _)) = &summary {
+            self.ctx.spread_entry(&signed, bytes).await;
+        }
         tracing::info!(name = %r.name, root = %r.root, seq = r.seq, "published");
         Ok(crate::names::PublishReport {
             publisher: r.publisher().to_string(),
@@ -283,12 +295,23 @@ impl NodeCtx {
 /// hold), and on the DHT every PUT_EVERY rounds.
 pub(super) fn spawn_announcer(ctx: &Arc<NodeCtx>) -> tokio::task::JoinHandle<()> {
     let (names, net) = (ctx.names.clone(), ctx.services.net.clone());
+    let weak = Arc::downgrade(ctx);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(names.settings.announce);
         let mut round = 0u32;
+        let mut joins = 0;
         loop {
             tick.tick().await;
             round = round.wrapping_add(1);
+            // Catalogue entries: every CATALOGUE_EVERY rounds, and at once
+            // when a peer has joined the catalogue topic since the last.
+            let joined = net.stats().catalogue_joins.load(std::sync::atomic::Ordering::Relaxed);
+            if joined != joins || round.is_multiple_of(crate::names::CATALOGUE_EVERY) {
+                joins = joined;
+                if let Some(ctx) = weak.upgrade() {
+                    ctx.announce_entries().await;
+                }
+            }
             for signed in names.all_published() {
                 let Ok(r) = shoal_net::names::verify(&signed) else {
                     continue;

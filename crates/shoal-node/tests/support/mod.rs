@@ -76,6 +76,7 @@ pub fn raw_peer() -> shoal_net::Client {
         compute: std::sync::Arc::new(|_, _| Vec::new()),
         gossip: None,
         names: None,
+        catalogue: None,
         gossip_heartbeat: Duration::from_secs(1),
     };
     let (client, event_loop) = shoal_net::EventLoop::new(cfg).unwrap();
