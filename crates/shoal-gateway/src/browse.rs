@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shoal_node::catalogue::{Item, SearchQuery};
 
-use crate::stac::{pairs, rfc3339, seg};
+use crate::stac::{pairs, seg};
 use crate::Gw;
 
 /// Items a page shows.
@@ -40,7 +40,7 @@ form{display:flex;gap:8px;flex-wrap:wrap;padding:14px 24px;background:#fff;borde
 input{padding:6px 8px;border:1px solid #b8c2cc;border-radius:4px}input[name=q]{flex:1;min-width:240px}\
 button{padding:6px 14px;background:#1f6f9f;color:#fff;border:0;border-radius:4px}\
 main{padding:14px 24px}.count{color:#52606d}.item{display:flex;gap:16px;background:#fff;border:1px solid #d8dee4;border-radius:6px;padding:12px;margin:10px 0}\
-.item img{width:160px;height:auto;min-height:60px;background:#e4e7eb;border-radius:4px;image-rendering:pixelated}\
+.item img{width:160px;height:auto;align-self:flex-start;background:#e4e7eb;border-radius:4px;image-rendering:pixelated}\
 .item h2{margin:0 0 4px;font-size:17px}.meta{color:#52606d;font-size:13px}table{border-collapse:collapse;font-size:13px;margin-top:6px}\
 td,th{padding:2px 8px 2px 0;text-align:left}code{font-size:12px;background:#eef1f4;padding:1px 4px;border-radius:3px}a{color:#1f6f9f}";
 
@@ -130,8 +130,7 @@ fn card(out: &mut String, it: &Item, versions: usize, copies: Option<usize>) {
     if let Some(v) = s.view {
         let _ = write!(out, " &middot; <a href=\"/ipfs/{v}/\">ipfs://{v}</a>");
     }
-    let (a, _) = it.interval();
-    let _ = write!(out, " &middot; <span title=\"{}\">STAC</span></div>", esc(&rfc3339(&a)));
+    let _ = write!(out, " &middot; <a href=\"{item_url}\">STAC item</a></div>");
     out.push_str("</div></article>");
 }
 
