@@ -2,7 +2,8 @@
 //! publisher's datasets reach another daemon's STAC API, which pystac-client
 //! searches by bbox, datetime and text (and whose documents validate
 //! against the STAC schemas), `shoal search` answers the same, headless
-//! Chromium searches the browse page; hostile entries (forged, oversized,
+//! Chromium searches the browse page; a daemon that joins after the
+//! publisher went offline learns of its datasets; hostile entries (forged, oversized,
 //! a flood from one key, HTML in titles) are refused or escaped, bounded
 //! and counted, and change none of that.
 
@@ -106,6 +107,23 @@ fn a_published_dataset_is_found_through_stac_search_and_the_browse_page_of_anoth
         .map(|f| f["id"].clone())
         .collect();
     assert_eq!(ids, ["atlantic@2", "atlantic@1"], "{items}");
+    // With the publisher offline, a daemon that joins later learns of its
+    // datasets from B (which relays other publishers' entries in turn).
+    let mut a = a;
+    a.stop();
+    let c = Daemon::start();
+    c.connect(&b);
+    let found = wait_for(60, "C to learn A's datasets from B", || {
+        let f = c.json(&["search"]);
+        (f["matched"] == 2).then_some(f)
+    });
+    let versions: Vec<_> = found["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].clone())
+        .collect();
+    assert_eq!(versions, ["arctic@1", "atlantic@2"], "{found}");
 }
 
 fn summary(title: &str) -> Summary {

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -273,6 +273,8 @@ pub struct Catalogue {
     copies: Mutex<HashMap<Cid, (usize, std::time::Instant)>>,
     /// Roots whose copies are being looked up.
     looking: Mutex<std::collections::HashSet<Cid>>,
+    /// Where the next relay batch starts.
+    relay_cursor: AtomicUsize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -303,6 +305,7 @@ impl Catalogue {
             stats: CatalogueStats::default(),
             copies: Mutex::default(),
             looking: Mutex::default(),
+            relay_cursor: Default::default(),
         };
         for e in std::fs::read_dir(&dir)?.flatten() {
             if e.path().extension().is_some() {
@@ -495,6 +498,25 @@ impl Catalogue {
         let matched = hits.len();
         let items = hits.into_iter().skip(q.offset).take(q.limit).cloned().collect();
         Found { items, matched }
+    }
+
+    /// Up to `n` envelopes of other publishers' newest versions, the next
+    /// `n` after the last call in (publisher, name) order, so repeated
+    /// calls cycle through the whole catalogue.
+    pub fn relay_batch(&self, me: &str, n: usize) -> Vec<Arc<Vec<u8>>> {
+        let g = self.lock();
+        let mut keys: Vec<&Key> = g.by_name.keys().filter(|k| k.0 != me).collect();
+        if keys.is_empty() || n == 0 {
+            return Vec::new();
+        }
+        keys.sort();
+        let start = self.relay_cursor.fetch_add(n, Ordering::Relaxed) % keys.len();
+        keys.iter()
+            .cycle()
+            .skip(start)
+            .take(n.min(keys.len()))
+            .filter_map(|k| g.by_name.get(*k).and_then(|v| v.first()).map(|i| i.envelope.clone()))
+            .collect()
     }
 
     /// The copies of `root` last counted, and when.

@@ -20,6 +20,10 @@ pub use crate::catalogue::CatalogueStats;
 const COPIES_FRESH: Duration = Duration::from_secs(300);
 /// Provider lookups for copy counts under way at once.
 const COPIES_LOOKUPS: usize = 4;
+/// Quick-looks kept on disk (the oldest go first).
+const MAX_THUMBNAILS: usize = 4096;
+/// Other publishers' entries relayed per announcement round.
+pub(crate) const RELAY_PER_ROUND: usize = 32;
 /// Room an envelope leaves the summary beside the signed record.
 const RECORD_ROOM: usize = shoal_net::names::MAX_RECORD_BYTES + 64;
 
@@ -111,6 +115,7 @@ impl Catalogue {
                 let png = crate::summary::thumbnail(&n.services, root, &var)?;
                 crate::records::replace_file(&file, &png)
                     .map_err(|e| Error::Internal(format!("keeping the quick-look: {e}")))?;
+                prune_oldest(file.parent().expect("a file in a directory"), MAX_THUMBNAILS);
                 Ok(png)
             })
             .await?;
@@ -145,6 +150,22 @@ impl Catalogue {
             out.push(known.map(|(n, _)| n));
         }
         out
+    }
+}
+
+/// Removes the oldest files of `dir` past `max`.
+fn prune_oldest(dir: &std::path::Path, max: usize) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let mut files: Vec<(std::time::SystemTime, std::path::PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() <= max {
+        return;
+    }
+    files.sort();
+    for (_, p) in &files[..files.len() - max] {
+        let _ = std::fs::remove_file(p);
     }
 }
 
@@ -206,20 +227,29 @@ impl NodeCtx {
         let _ = self.services.net.publish_to(wire::TOPIC.to_string(), envelope).await;
     }
 
-    /// Announces this node's current entries on the catalogue topic again.
+    /// Announces this node's current entries on the catalogue topic again,
+    /// and relays [`RELAY_PER_ROUND`] of other publishers' (the next ones
+    /// in turn), so a daemon that joins learns of publishers that are
+    /// offline. A peer that holds an entry drops it without forwarding.
     pub(super) async fn announce_entries(&self) {
         let me = self.services.net.peer_id().to_string();
+        let mut out: Vec<Vec<u8>> = Vec::new();
         for signed in self.names.all_published() {
             let Ok(r) = shoal_net::names::verify(&signed) else {
                 continue;
             };
             if let Some(item) = self.catalogue.newest(&me, &r.name).filter(|i| i.root == r.root) {
-                let _ = self
-                    .services
-                    .net
-                    .publish_to(wire::TOPIC.to_string(), item.envelope.to_vec())
-                    .await;
+                out.push(item.envelope.to_vec());
             }
+        }
+        out.extend(
+            self.catalogue
+                .relay_batch(&me, RELAY_PER_ROUND)
+                .into_iter()
+                .map(|e| e.to_vec()),
+        );
+        for e in out {
+            let _ = self.services.net.publish_to(wire::TOPIC.to_string(), e).await;
         }
     }
 }
