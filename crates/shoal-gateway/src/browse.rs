@@ -202,7 +202,7 @@ pub(crate) async fn page(State(gw): State<Arc<Gw>>, RawQuery(query): RawQuery, _
             let roots: Vec<_> = f.items.iter().map(|i| i.root).collect();
             let copies = cat.copies(&roots);
             for (it, c) in f.items.iter().zip(copies) {
-                let versions = cat.collection(&it.collection()).map_or(1, |(_, n)| n);
+                let versions = cat.collection(&it.collection()).len().max(1);
                 card(&mut out, it, versions, c);
             }
         }

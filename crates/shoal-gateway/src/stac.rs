@@ -141,6 +141,10 @@ fn link(rel: &str, href: String, kind: &str) -> Value {
 }
 
 const JSON: &str = "application/json";
+/// Collections a `/stac/collections` page holds unless `limit` says otherwise.
+const COLLECTIONS_PAGE: usize = 100;
+/// Collections the landing page links as children.
+const CHILD_LINKS: usize = 100;
 const GEOJSON: &str = "application/geo+json";
 
 fn geometry(b: [f64; 4]) -> Value {
@@ -351,7 +355,8 @@ pub(crate) async fn landing(State(gw): State<Arc<Gw>>, headers: HeaderMap) -> Re
         json!({"rel": "search", "href": format!("{base}/stac/search"), "type": GEOJSON, "method": "GET"}),
         json!({"rel": "search", "href": format!("{base}/stac/search"), "type": GEOJSON, "method": "POST"}),
     ];
-    for (it, _) in gw.node.catalogue().collections() {
+    // The first collections as children (every one is under `data`, paged).
+    for (it, _) in gw.node.catalogue().collections(0, CHILD_LINKS).0 {
         let mut l = link("child", collection_url(&base, &it), JSON);
         l["title"] = json!(it.summary.title);
         links.push(l);
@@ -375,46 +380,59 @@ pub(crate) async fn conformance(State(gw): State<Arc<Gw>>) -> Response {
     json_reply(&json!({"conformsTo": CONFORMS}), JSON)
 }
 
-fn versions_of(gw: &Gw, id: &str) -> Vec<Item> {
-    gw.node
-        .catalogue()
-        .search(SearchQuery {
-            collections: vec![id.to_string()],
-            all_versions: true,
-            limit: shoal_node::catalogue::MAX_LIMIT,
-            ..SearchQuery::default()
-        })
-        .map(|f| f.items)
-        .unwrap_or_default()
-}
-
-pub(crate) async fn collections(State(gw): State<Arc<Gw>>, headers: HeaderMap) -> Response {
-    gw.metrics.request("stac", 200);
+/// `/stac/collections`: a page of the collections (`limit`, default 100,
+/// and `token` as for items), with `next`/`prev` links.
+pub(crate) async fn collections(State(gw): State<Arc<Gw>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
     let base = base(&headers, &gw);
-    let cols: Vec<Value> = gw
-        .node
-        .catalogue()
-        .collections()
+    let params = query_map(query.as_deref());
+    let (limit, offset) = match page_of(&params, COLLECTIONS_PAGE) {
+        Ok(p) => p,
+        Err(e) => {
+            gw.metrics.request("stac", 400);
+            return bad(e);
+        }
+    };
+    gw.metrics.request("stac", 200);
+    let cat = gw.node.catalogue();
+    let (cols, total) = cat.collections(offset, limit);
+    let docs: Vec<Value> = cols
         .iter()
-        .map(|(it, _)| collection(&base, it, &versions_of(&gw, &it.collection())))
+        .map(|(it, _)| collection(&base, it, &cat.collection(&it.collection())))
         .collect();
+    let url = format!("{base}/stac/collections");
+    let mut links = vec![
+        link("self", url.clone(), JSON),
+        link("root", format!("{base}/stac/"), JSON),
+    ];
+    if offset + cols.len() < total {
+        links.push(link(
+            "next",
+            format!("{url}?limit={limit}&token=next:{}", offset + cols.len()),
+            JSON,
+        ));
+    }
+    if offset > 0 {
+        links.push(link(
+            "prev",
+            format!("{url}?limit={limit}&token=next:{}", offset.saturating_sub(limit)),
+            JSON,
+        ));
+    }
     json_reply(
-        &json!({
-            "collections": cols,
-            "links": [link("self", format!("{base}/stac/collections"), JSON), link("root", format!("{base}/stac/"), JSON)],
-        }),
+        &json!({"collections": docs, "links": links, "numberMatched": total, "numberReturned": cols.len()}),
         JSON,
     )
 }
 
 pub(crate) async fn one_collection(State(gw): State<Arc<Gw>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let base = base(&headers, &gw);
-    let Some((newest, _)) = gw.node.catalogue().collection(&id) else {
+    let versions = gw.node.catalogue().collection(&id);
+    let Some(newest) = versions.first() else {
         gw.metrics.request("stac", 404);
         return not_found(format!("no collection {id:?}"));
     };
     gw.metrics.request("stac", 200);
-    json_reply(&collection(&base, &newest, &versions_of(&gw, &id)), JSON)
+    json_reply(&collection(&base, newest, &versions), JSON)
 }
 
 /// What a search asks, from GET parameters or a POST body, and the
@@ -471,21 +489,29 @@ fn parse_search(params: &Map<String, Value>) -> Result<SearchQuery, String> {
             return Err(format!("datetime {dt:?}: expected an instant or an interval"));
         }
     }
-    if let Some(l) = params.get("limit") {
-        let n = match l {
-            Value::String(s) => s.parse::<usize>().map_err(|_| format!("limit {s:?} is not a number"))?,
-            v => v.as_u64().ok_or("limit is not a number")? as usize,
-        };
-        q.limit = n.clamp(1, shoal_node::catalogue::MAX_LIMIT);
-    }
-    if let Some(t) = params.get("token") {
-        let s = t.as_str().map(String::from).unwrap_or_else(|| t.to_string());
-        q.offset = s
-            .strip_prefix("next:")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| format!("token {s:?} is not one this gateway gave"))?;
-    }
+    (q.limit, q.offset) = page_of(params, DEFAULT_LIMIT)?;
     Ok(q)
+}
+
+/// A page's `limit` (clamped to 1..=MAX_LIMIT, `default` when absent) and
+/// offset (from a `token` this gateway gave), from GET parameters or a POST
+/// body.
+fn page_of(params: &Map<String, Value>, default: usize) -> Result<(usize, usize), String> {
+    let limit = match params.get("limit") {
+        None => default,
+        Some(Value::String(s)) => s.parse::<usize>().map_err(|_| format!("limit {s:?} is not a number"))?,
+        Some(v) => v.as_u64().ok_or("limit is not a number")? as usize,
+    };
+    let offset = match params.get("token") {
+        None => 0,
+        Some(t) => {
+            let s = t.as_str().map(String::from).unwrap_or_else(|| t.to_string());
+            s.strip_prefix("next:")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("token {s:?} is not one this gateway gave"))?
+        }
+    };
+    Ok((limit.clamp(1, shoal_node::catalogue::MAX_LIMIT), offset))
 }
 
 /// An ItemCollection of a search's page, with `next` (and `prev`) links
@@ -585,7 +611,7 @@ pub(crate) async fn items(
     headers: HeaderMap,
 ) -> Response {
     let base = base(&headers, &gw);
-    if gw.node.catalogue().collection(&id).is_none() {
+    if gw.node.catalogue().collection(&id).is_empty() {
         gw.metrics.request("stac", 404);
         return not_found(format!("no collection {id:?}"));
     }
@@ -675,5 +701,12 @@ mod tests {
         assert!(parse_search(&query_map(Some("bbox=1,2"))).is_err());
         assert!(parse_search(&query_map(Some("token=elsewhere"))).is_err());
         assert_eq!(parse_search(&query_map(Some("token=next%3A20"))).unwrap().offset, 20);
+        assert_eq!(page_of(&query_map(None), 100), Ok((100, 0)));
+        assert_eq!(
+            page_of(&query_map(Some("limit=99999&token=next:7")), 100),
+            Ok((1000, 7))
+        );
+        assert_eq!(page_of(&query_map(Some("limit=0")), 100), Ok((1, 0)));
+        assert!(page_of(&query_map(Some("limit=ten")), 100).is_err());
     }
 }

@@ -466,6 +466,26 @@ impl Catalogue {
             .and_then(|v| v.first().cloned())
     }
 
+    /// Every version kept of `publisher`'s `name`, newest first.
+    pub fn versions(&self, publisher: &str, name: &str) -> Vec<Item> {
+        self.lock()
+            .by_name
+            .get(&(publisher.to_string(), name.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The newest version listing `root` (any version of any name).
+    pub fn by_root(&self, root: Cid) -> Option<Item> {
+        let g = self.lock();
+        g.by_name
+            .values()
+            .flat_map(|v| v.iter())
+            .filter(|i| i.root == root)
+            .max_by_key(|i| i.published)
+            .cloned()
+    }
+
     /// Items matching `q` (newest version of each name unless
     /// `all_versions`), in collection then newest-first order, paged.
     pub fn search(&self, q: &SearchQuery) -> Found {
@@ -480,13 +500,28 @@ impl Catalogue {
             .collect();
         let g = self.lock();
         let mut hits: Vec<&Item> = Vec::new();
-        for versions in g.by_name.values() {
-            let take = if q.all_versions || !q.ids.is_empty() {
+        let take = |versions: &Vec<Item>| {
+            if q.all_versions || !q.ids.is_empty() {
                 versions.len()
             } else {
                 1
-            };
-            hits.extend(versions.iter().take(take).filter(|it| q.matches(it, &words)));
+            }
+        };
+        if q.collections.is_empty() {
+            for versions in g.by_name.values() {
+                hits.extend(versions.iter().take(take(versions)).filter(|it| q.matches(it, &words)));
+            }
+        } else {
+            // Named collections: their keys, not a scan of every name.
+            let keys: std::collections::BTreeSet<Key> = q
+                .collections
+                .iter()
+                .filter_map(|id| id.rsplit_once('.'))
+                .map(|(name, publisher)| (publisher.to_string(), name.to_string()))
+                .collect();
+            for versions in keys.iter().filter_map(|k| g.by_name.get(k)) {
+                hits.extend(versions.iter().take(take(versions)).filter(|it| q.matches(it, &words)));
+            }
         }
         hits.sort_by(|a, b| {
             (a.name.as_str(), a.publisher.as_str(), std::cmp::Reverse(a.seq)).cmp(&(
@@ -543,16 +578,20 @@ impl Catalogue {
         g.insert(root, (n, at));
     }
 
-    /// Every collection: its newest item and how many versions are kept.
-    pub fn collections(&self) -> Vec<(Item, usize)> {
+    /// A page of the collections, in (name, publisher) order: each one's
+    /// newest item and how many versions are kept; and how many there are.
+    pub fn collections(&self, offset: usize, limit: usize) -> (Vec<(Item, usize)>, usize) {
         let g = self.lock();
-        let mut out: Vec<(Item, usize)> = g
-            .by_name
-            .values()
+        let mut keys: Vec<&Key> = g.by_name.keys().collect();
+        keys.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+        let page = keys
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .filter_map(|k| g.by_name.get(*k))
             .filter_map(|v| v.first().map(|i| (i.clone(), v.len())))
             .collect();
-        out.sort_by_key(|a| a.0.collection());
-        out
+        (page, keys.len())
     }
 }
 
@@ -711,6 +750,48 @@ mod tests {
         drop(cat);
         let again = Catalogue::open(dir.path(), &limits).unwrap();
         assert_eq!(again.len(), n);
+    }
+
+    #[test]
+    fn collections_page_in_name_order_and_roots_find_their_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Arc::new(Catalogue::open(dir.path(), &crate::config::Limits::default()).unwrap());
+        let k = Keypair::generate_ed25519();
+        let me = k.public().to_peer_id().to_string();
+        let span = ("2000-01-01T00:00:00", "2000-01-01T00:00:00");
+        for name in ["c", "a", "b"] {
+            for seq in 1..=2 {
+                assert_eq!(
+                    cat.heard(&entry(&k, name, seq, name, [0.0, 0.0, 1.0, 1.0], span)),
+                    Verdict::Accept
+                );
+            }
+        }
+        let page = |o, l| {
+            let (items, total) = cat.collections(o, l);
+            assert_eq!(total, 3);
+            items.iter().map(|(i, n)| (i.name.clone(), *n)).collect::<Vec<_>>()
+        };
+        assert_eq!(page(0, 2), [("a".to_string(), 2), ("b".to_string(), 2)]);
+        assert_eq!(page(2, 2), [("c".to_string(), 2)]);
+        assert!(page(3, 2).is_empty());
+        let vs = cat.versions(&me, "b");
+        assert_eq!(vs.iter().map(|i| i.seq).collect::<Vec<_>>(), [2, 1]);
+        // Every version of "b" shares one root (entry() derives it from the
+        // name): the newest published is found.
+        let root = shoal_core::cid::cid_of(shoal_core::cid::DAG_CBOR, b"b");
+        assert_eq!(cat.by_root(root).map(|i| i.name), Some("b".to_string()));
+        assert!(cat
+            .by_root(shoal_core::cid::cid_of(shoal_core::cid::DAG_CBOR, b"z"))
+            .is_none());
+        // A search named by collection looks at that collection only.
+        let found = cat.search(&SearchQuery {
+            collections: vec![collection_id(&me, "c"), "no.such".into()],
+            all_versions: true,
+            ..q()
+        });
+        assert_eq!(found.matched, 2);
+        assert!(found.items.iter().all(|i| i.name == "c"));
     }
 
     #[test]

@@ -41,26 +41,18 @@ impl Catalogue {
         Ok(self.ctx.catalogue.search(&q))
     }
 
-    /// Every collection: its newest item and how many versions are kept.
-    pub fn collections(&self) -> Vec<(Item, usize)> {
-        self.ctx.catalogue.collections()
+    /// A page of the collections (one per publisher and name, in name
+    /// order): each one's newest item and version count; and the total.
+    pub fn collections(&self, offset: usize, limit: usize) -> (Vec<(Item, usize)>, usize) {
+        self.ctx.catalogue.collections(offset, limit)
     }
 
-    /// One collection (`NAME.PUBLISHER`): its newest item and version count.
-    pub fn collection(&self, id: &str) -> Option<(Item, usize)> {
-        let (name, publisher) = id.rsplit_once('.')?;
-        let newest = self.ctx.catalogue.newest(publisher, name)?;
-        let versions = self
-            .ctx
-            .catalogue
-            .search(&SearchQuery {
-                collections: vec![id.to_string()],
-                all_versions: true,
-                limit: 1,
-                ..SearchQuery::default()
-            })
-            .matched;
-        Some((newest, versions))
+    /// One collection (`NAME.PUBLISHER`): its versions, newest first (none
+    /// when the catalogue holds no such collection).
+    pub fn collection(&self, id: &str) -> Vec<Item> {
+        id.rsplit_once('.')
+            .map(|(name, publisher)| self.ctx.catalogue.versions(publisher, name))
+            .unwrap_or_default()
     }
 
     /// Every entry's counters (taken, refused by reason).
@@ -83,14 +75,7 @@ impl Catalogue {
         let var = self
             .ctx
             .catalogue
-            .search(&SearchQuery {
-                all_versions: true,
-                limit: crate::catalogue::MAX_LIMIT,
-                ..SearchQuery::default()
-            })
-            .items
-            .into_iter()
-            .find(|i| i.root == root)
+            .by_root(root)
             .map(|i| i.summary.thumbnail)
             .ok_or_else(|| Error::NotFound(format!("{root} is not in the catalogue")))?;
         if var.is_empty() {
