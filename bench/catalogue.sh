@@ -30,14 +30,15 @@ cargo build --release -q -p shoal-node --example catalogue_fill
 FILL=$PWD/target/release/examples/catalogue_fill
 trap 'bench_cleanup; sleep 1; rm -rf "$W"' EXIT
 
-# launch NAME: starts an initialised daemon; prints seconds until it answers.
+# launch NAME: starts an initialised daemon; sets T to the seconds until
+# it answers (not in a subshell: the daemon's pid is kept).
 launch() {
   local t0 t1
   t0=$(now)
-  "$BIN" --home "$W/$1" daemon 2>>"$W/$1.log" &
+  "$BIN" --home "$W/$1" daemon >/dev/null 2>>"$W/$1.log" &
   PIDS+=($!); PID_OF[$1]=$!
   for _ in $(seq 600); do
-    if "$BIN" --home "$W/$1" id >/dev/null 2>&1; then t1=$(now); secs "$t0" "$t1"; return; fi
+    if "$BIN" --home "$W/$1" id >/dev/null 2>&1; then t1=$(now); T=$(secs "$t0" "$t1"); return; fi
     sleep 0.05
   done
   echo "daemon $1 did not start" >&2; exit 1
@@ -50,10 +51,10 @@ for d in F E; do "$BIN" --home "$W/$d" init --listen /ip4/127.0.0.1/tcp/0 --gate
 "$FILL" "$W/F/store" "$N" >/dev/null
 SF=(); SE=()
 for _ in $(seq "$RUNS"); do
-  SF+=("$(launch F)"); halt F
-  SE+=("$(launch E)"); halt E
+  launch F; SF+=("$T"); halt F
+  launch E; SE+=("$T"); halt E
 done
-launch F >/dev/null
+launch F
 GW=$(gateway F)
 HELD=$(curl -sf "$GW/stac/search?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["numberMatched"])')
 [ "$HELD" = "$N" ] || { echo "the daemon holds $HELD entries, not $N" >&2; exit 1; }
@@ -68,7 +69,7 @@ halt F
 # 3: thumbnail vs a whole read.
 $PY bench/make_big.py "$W/src.zarr" "$GIB" >/dev/null
 SIZE=$(du -sb "$W/src.zarr" | cut -f1)
-launch E >/dev/null
+launch E
 GW=$(gateway E)
 ROOT=$("$BIN" --home "$W/E" add "$W/src.zarr" --name big | tail -1)
 "$BIN" --home "$W/E" publish big >/dev/null
@@ -91,18 +92,19 @@ THUMB_BYTES=$(stat -c %s "$W/thumb.png")
 
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.1f'; }
 echo "catalogue: $N entries from 20 publishers; $RUNS interleaved rounds of $REQS requests each"
-echo "$LAT" | python3 -c '
+echo "$LAT" > "$W/latency.json"
+python3 - "$W/latency.json" <<'PY'
 import json, sys
-r = json.load(sys.stdin)
-print(f"floor (/stac/conformance round trip): p50 {r[\"floor50\"]:.2f} ms")
-print(f"{\"query\":<12} {\"matched\":>8} {\"shoal p50\":>10} {\"p95\":>8} {\"static p50\":>11} {\"in-memory\":>10} {\"speed-up\":>9}")
+r = json.load(open(sys.argv[1]))
+print("floor (/stac/conformance round trip): p50 %.2f ms" % r["floor50"])
+print("%-12s %8s %10s %8s %11s %10s %9s" % ("query", "matched", "shoal p50", "p95", "static p50", "in-memory", "speed-up"))
 for name, v in r.items():
     if not isinstance(v, dict):
         continue
     a, b = v["matched"]
-    assert a == b, f"{name}: shoal matched {a}, the static filter {b}"
-    print(f"{name:<12} {a:>8} {v[\"shoal50\"]:>8.2f}ms {v[\"shoal95\"]:>6.2f}ms {v[\"static50\"]:>9.1f}ms {v[\"memory50\"]:>8.2f}ms {v[\"static50\"] / v[\"shoal50\"]:>8.0f}x")
-'
+    assert a == b, "%s: shoal matched %d, the static filter %d" % (name, a, b)
+    print("%-12s %8d %8.2fms %6.2fms %9.1fms %8.2fms %8.0fx" % (name, a, v["shoal50"], v["shoal95"], v["static50"], v["memory50"], v["static50"] / v["shoal50"]))
+PY
 printf 'start-up (launch to answering): %s entries %.2fs [%s]  empty %.2fs [%s]  (RSS with %s entries: %s MiB)\n' \
   "$N" "$(median "${SF[@]}")" "${SF[*]}" "$(median "${SE[@]}")" "${SE[*]}" "$N" "$((RSS / 1024))"
 T=$(median "${TT[@]}"); WH=$(median "${TW[@]}"); L=$(median "${TL[@]}")
