@@ -56,7 +56,7 @@ pub struct BlockResponse {
 #[derive(Debug, Clone, Default)]
 pub struct BlockCodec;
 
-fn bad(msg: impl Into<String>) -> io::Error {
+pub(crate) fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
@@ -263,7 +263,7 @@ pub const MAX_COMPUTE_RESPONSE: usize = 64 << 20;
 #[derive(Debug, Clone, Default)]
 pub struct ComputeCodec;
 
-async fn read_body<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+pub(crate) async fn read_body<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -275,7 +275,7 @@ async fn read_body<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<V
     Ok(buf)
 }
 
-async fn write_body<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8], max: usize) -> io::Result<()> {
+pub(crate) async fn write_body<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8], max: usize) -> io::Result<()> {
     if body.len() > max {
         return Err(bad("message too large"));
     }

@@ -5,6 +5,9 @@
 //!   channel and awaits each reply on a oneshot. Pending dials, queries and
 //!   requests live in maps keyed by their ids.
 //! - [`codec`]: the bounded block-exchange protocol.
+//! - [`providers`], [`sweep`]: the bounded, persistent provider record
+//!   store, and providing by keyspace region (a lookup per region and a
+//!   batch per peer per cycle, not a lookup per dataset).
 //! - [`gossip`]: the bounded popularity report shared over gossipsub.
 //! - [`names`]: signed, sequence-numbered name records (publish/follow),
 //!   on the DHT and on a gossipsub topic per name.
@@ -30,6 +33,7 @@ pub mod names;
 pub mod network;
 pub mod providers;
 mod shared;
+pub mod sweep;
 mod tls;
 
 pub use fetch::{BlockSource, CorruptFn, FetchOptions, FetchReport, Fetcher, LinkReport, SourceStats};

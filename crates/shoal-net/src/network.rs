@@ -58,6 +58,14 @@ fn request_weight(cids: usize) -> usize {
 }
 /// Commands buffered towards the event loop.
 const COMMAND_QUEUE: usize = 256;
+/// Provider batch streams at once per connection (each up to ~1.3 MB).
+const MAX_PROVIDE_STREAMS: usize = 8;
+/// New datasets are announced together: a sweep starts this long after
+/// the first one not yet announced.
+const SWEEP_DEBOUNCE: Duration = Duration::from_millis(500);
+/// Peers' expired provider records are dropped, and the rest saved, this
+/// often.
+const PROVIDER_UPKEEP: Duration = Duration::from_secs(300);
 
 /// Judges a gossip message from its (signature-checked) author: true
 /// accepts it (it is forwarded to others), false rejects it (dropped, not
@@ -106,8 +114,13 @@ pub struct SwarmSettings {
     /// Datasets this node may provide on the DHT (its own records; peers
     /// can never displace them).
     pub max_provided: usize,
-    /// Keys of peers' provider records kept (the oldest goes first).
-    pub max_remote_provider_keys: usize,
+    /// Peers' provider records kept ((key, provider) pairs; past it the
+    /// peer holding most loses its oldest).
+    pub max_remote_provider_records: usize,
+    /// Where peers' provider records are saved (every few minutes and
+    /// when the network stops) and loaded from at start; None = memory
+    /// only.
+    pub provider_store: Option<std::path::PathBuf>,
 }
 
 impl SwarmSettings {
@@ -124,7 +137,8 @@ impl SwarmSettings {
             request_timeout: Duration::from_secs(20),
             max_connections: 256,
             max_provided: 1 << 20,
-            max_remote_provider_keys: 1 << 14,
+            max_remote_provider_records: 1 << 19,
+            provider_store: None,
         }
     }
 }
@@ -199,6 +213,8 @@ struct Behaviour {
     kad: kad::Behaviour<ProviderStore>,
     blocks: request_response::Behaviour<BlockCodec>,
     compute: request_response::Behaviour<ComputeCodec>,
+    /// Provider record batches (see [`crate::sweep`]).
+    provide: request_response::Behaviour<crate::sweep::ProvideCodec>,
     gossip: gossipsub::Behaviour,
     /// Raw streams: bitswap for IPFS nodes (see [`crate::bitswap`]).
     streams: libp2p_stream::Behaviour,
@@ -489,7 +505,10 @@ pub struct EventLoop {
     inbound: Inbound,
     owed: Owed,
     provided: HashSet<Cid>,
-    last_reprovide: Instant,
+    sweeper: crate::sweep::Sweeper,
+    provider_store: Option<std::path::PathBuf>,
+    record_ttl: Duration,
+    next_upkeep: Instant,
     bootstrap: Vec<Multiaddr>,
     names_fn: Option<NameFn>,
     gossip_fn: Option<GossipFn>,
@@ -535,8 +554,9 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
     let request_timeout = cfg.swarm.request_timeout;
     let max_conns = cfg.swarm.max_connections;
     let reprovide = cfg.swarm.reprovide_interval;
-    let (max_provided, max_remote) = (cfg.swarm.max_provided, cfg.swarm.max_remote_provider_keys);
+    let (max_provided, max_remote) = (cfg.swarm.max_provided, cfg.swarm.max_remote_provider_records);
     let heartbeat = cfg.gossip_heartbeat;
+    let provider_store = cfg.swarm.provider_store.clone();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.swarm.keypair.clone())
         .with_tokio()
         .with_other_transport(
@@ -584,12 +604,24 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
                 .map_err(std::io::Error::other)?;
             let mut kcfg = kad::Config::new(KAD_PROTOCOL);
             kcfg.set_query_timeout(Duration::from_secs(30));
-            kcfg.set_provider_publication_interval(Some(reprovide));
+            // This node's records are provided by region sweeps
+            // (crate::sweep), not one query per key.
+            kcfg.set_provider_publication_interval(None);
             kcfg.set_provider_record_ttl(Some(reprovide * 4));
             // Value records (name records only) are checked before they
             // are stored: see `EventLoop::store_name`.
             kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
-            let store = ProviderStore::new(peer_id, max_provided, max_remote);
+            let mut store = ProviderStore::new(peer_id, max_provided, max_remote);
+            if let Some(path) = &provider_store {
+                match std::fs::read(path) {
+                    Ok(bytes) => match store.load_remote(&bytes) {
+                        Ok(n) => tracing::info!(records = n, path = %path.display(), "loaded peers' provider records"),
+                        Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring a damaged provider record file"),
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot read the provider record file"),
+                }
+            }
             let mut kad = kad::Behaviour::with_config(peer_id, store, kcfg);
             // Answer DHT queries even before an external address is known
             // (institution daemons on private networks, loopback tests).
@@ -626,6 +658,12 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>> {
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(300))
                         .with_max_concurrent_streams(MAX_COMPUTE_INFLIGHT * 4),
+                ),
+                provide: request_response::Behaviour::new(
+                    [(crate::sweep::PROVIDE_PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(30))
+                        .with_max_concurrent_streams(MAX_PROVIDE_STREAMS),
                 ),
                 gossip,
                 streams: libp2p_stream::Behaviour::new(),
@@ -713,7 +751,10 @@ impl EventLoop {
                 },
                 owed: Owed::default(),
                 provided: HashSet::new(),
-                last_reprovide: Instant::now(),
+                sweeper: crate::sweep::Sweeper::new(cfg.swarm.reprovide_interval),
+                provider_store: cfg.swarm.provider_store.clone(),
+                record_ttl: cfg.swarm.reprovide_interval * 4,
+                next_upkeep: Instant::now() + PROVIDER_UPKEEP,
                 bootstrap: cfg.swarm.bootstrap,
                 names_fn: cfg.names,
                 gossip_fn: cfg.gossip,
@@ -743,12 +784,17 @@ impl EventLoop {
             }
         }
         loop {
+            let wake = self.sweeper.wake().min(self.next_upkeep);
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
                 cmd = self.commands.recv() => match cmd {
                     Some(c) => self.on_command(c),
-                    None => return,
+                    None => {
+                        self.save_providers(false).await;
+                        return;
+                    }
                 },
+                _ = tokio::time::sleep_until(wake.into()) => self.on_timer().await,
                 Some((peer, channel, resp)) = self.inbound.served_rx.recv() => {
                     let w = request_weight(resp.answers.len());
                     self.inbound.blocks_inflight -= w;
@@ -768,15 +814,143 @@ impl EventLoop {
         }
     }
 
-    fn start_providing(&mut self, root: Cid) {
-        if let Err(e) = self
+    /// Timers: the next sweep, and the provider store's upkeep.
+    async fn on_timer(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_upkeep {
+            self.next_upkeep = now + PROVIDER_UPKEEP;
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            let gone = store.purge_expired(now);
+            let held = store.remote_records() as u64;
+            self.stats.provider_records_held.store(held, Ordering::Relaxed);
+            if gone > 0 {
+                tracing::debug!(records = gone, "dropped expired provider records of peers");
+            }
+            self.save_providers(true).await;
+        }
+        if let Some(keys) = self.sweeper.due(now, &self.provided) {
+            self.start_sweep(keys);
+        }
+    }
+
+    /// Saves peers' provider records (if a file is configured): written
+    /// beside and renamed over, on the blocking pool; `background` does
+    /// not wait for the write.
+    async fn save_providers(&mut self, background: bool) {
+        let Some(path) = self.provider_store.clone() else {
+            return;
+        };
+        let bytes = self.swarm.behaviour_mut().kad.store_mut().save_remote();
+        let write = move || {
+            let tmp = path.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot save peers' provider records");
+            }
+        };
+        let task = tokio::task::spawn_blocking(write);
+        if !background {
+            let _ = task.await;
+        }
+    }
+
+    /// Starts a sweep over `keys`: a lookup per keyspace region.
+    fn start_sweep(&mut self, keys: Vec<RecordKey>) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let peers: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
+        let n = keys.len();
+        if peers == 0 {
+            // Nobody to tell yet: held here (this node answers for its
+            // own records); a peer's arrival sweeps again.
+            self.stats.provides_done.fetch_add(n as u64, Ordering::Relaxed);
+            return;
+        }
+        let regions = crate::sweep::by_region(keys, crate::sweep::region_bits(peers));
+        let mut lookups = HashMap::new();
+        for (_, keys) in regions {
+            let id = kad.get_closest_peers(keys[0].to_vec());
+            lookups.insert(id, keys);
+        }
+        self.stats
+            .provide_lookups
+            .fetch_add(lookups.len() as u64, Ordering::Relaxed);
+        tracing::debug!(keys = n, regions = lookups.len(), peers, "provide sweep started");
+        self.sweeper.start(lookups, n);
+    }
+
+    /// A sweep's lookup found `peers` near region `id`: each key of it
+    /// goes to its closest, in batches.
+    fn on_sweep_lookup(&mut self, id: QueryId, peers: Vec<PeerId>, requests: u32) {
+        let Some(keys) = self.sweeper.lookup_done(id) else {
+            return;
+        };
+        self.stats
+            .provide_messages
+            .fetch_add(requests as u64, Ordering::Relaxed);
+        let me = *self.swarm.local_peer_id();
+        let peers: Vec<PeerId> = peers.into_iter().filter(|p| *p != me).collect();
+        let addrs: Vec<Multiaddr> = self
             .swarm
-            .behaviour_mut()
-            .kad
-            .start_providing(RecordKey::new(&root.to_bytes()))
-        {
-            self.stats.provide_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%root, error = %e, "cannot record provider entry");
+            .external_addresses()
+            .chain(self.swarm.listeners())
+            .take(crate::sweep::MAX_ADDRS)
+            .cloned()
+            .collect();
+        for (peer, keys) in crate::sweep::assign(&keys, &peers) {
+            for chunk in keys.chunks(crate::sweep::MAX_KEYS_PER_BATCH) {
+                let batch = crate::sweep::ProvideBatch {
+                    addrs: addrs.clone(),
+                    keys: chunk.to_vec(),
+                };
+                let id = self.swarm.behaviour_mut().provide.send_request(&peer, batch);
+                self.sweeper.batch_sent(id);
+            }
+        }
+        self.sweep_progress();
+    }
+
+    /// Counts a finished sweep; a sweep waiting on it starts.
+    fn sweep_progress(&mut self) {
+        if let Some((keys, took)) = self.sweeper.finish_if_done() {
+            self.stats.provides_done.fetch_add(keys as u64, Ordering::Relaxed);
+            tracing::debug!(keys, secs = took.as_secs_f64(), "provide sweep finished");
+        }
+    }
+
+    fn on_provide(&mut self, ev: request_response::Event<crate::sweep::ProvideBatch, u32>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let expires = Instant::now() + self.record_ttl;
+                    let store = self.swarm.behaviour_mut().kad.store_mut();
+                    let mut stored = 0u32;
+                    for k in request.keys {
+                        stored += store.add_remote(k, peer, &request.addrs, expires) as u32;
+                    }
+                    let held = store.remote_records();
+                    self.stats
+                        .provider_records_stored
+                        .fetch_add(stored as u64, Ordering::Relaxed);
+                    self.stats.provider_records_held.store(held as u64, Ordering::Relaxed);
+                    let _ = self.swarm.behaviour_mut().provide.send_response(channel, stored);
+                }
+                request_response::Message::Response { request_id, .. } => {
+                    self.stats.provide_messages.fetch_add(1, Ordering::Relaxed);
+                    self.sweeper.batch_done(request_id);
+                    self.sweep_progress();
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.stats.provide_messages.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, %error, "a provider batch was not delivered");
+                self.sweeper.batch_done(request_id);
+                self.sweep_progress();
+            }
+            _ => {}
         }
     }
 
@@ -828,8 +1002,26 @@ impl EventLoop {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
             Command::Provide { root } => {
-                self.provided.insert(root);
-                self.start_providing(root);
+                if self.provided.insert(root) {
+                    let key = RecordKey::new(&root.to_bytes());
+                    let me = *self.swarm.local_peer_id();
+                    // Held here at once (this node answers for it); its
+                    // peers hear of it in the next sweep.
+                    use libp2p::kad::store::RecordStore;
+                    let stored = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .store_mut()
+                        .add_provider(kad::ProviderRecord::new(key.clone(), me, Vec::new()));
+                    if let Err(e) = stored {
+                        self.provided.remove(&root);
+                        self.stats.provide_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%root, error = ?e, "cannot record provider entry");
+                        return;
+                    }
+                    self.sweeper.add(key, Instant::now() + SWEEP_DEBOUNCE);
+                }
             }
             Command::FindProviders { root, reply } => {
                 let id = self
@@ -865,11 +1057,11 @@ impl EventLoop {
                 let _ = reply.send(self.swarm.is_connected(&peer));
             }
             Command::StopProviding { root } => {
+                // Peers' copies of the record expire with their TTL.
                 self.provided.remove(&root);
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .stop_providing(&RecordKey::new(&root.to_bytes()));
+                let key = RecordKey::new(&root.to_bytes());
+                self.sweeper.forget(&key);
+                self.swarm.behaviour_mut().kad.stop_providing(&key);
             }
             Command::Publish { data } => {
                 let topic = self.topic.clone();
@@ -1010,6 +1202,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Blocks(ev)) => self.on_blocks(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Compute(ev)) => self.on_compute(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Provide(ev)) => self.on_provide(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed { topic, .. }))
                 if topic == self.catalogue_topic.hash() =>
             {
@@ -1126,14 +1319,22 @@ impl EventLoop {
                 request: kad::InboundRequest::AddProvider { record: Some(record) },
             } => {
                 use libp2p::kad::store::RecordStore;
-                match self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                match store.add_provider(record) {
                     Ok(()) => {
                         self.stats.provider_records_stored.fetch_add(1, Ordering::Relaxed);
+                        let held = store.remote_records() as u64;
+                        self.stats.provider_records_held.store(held, Ordering::Relaxed);
                     }
                     Err(e) => tracing::debug!(error = ?e, "a peer's provider record was not stored"),
                 }
             }
-            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                stats,
+            } => match result {
                 QueryResult::GetRecord(res) => {
                     let finished = match res {
                         Ok(kad::GetRecordOk::FoundRecord(r)) => {
@@ -1169,20 +1370,24 @@ impl EventLoop {
                         }
                     }
                 }
-                QueryResult::StartProviding(Err(e)) => tracing::debug!(error = ?e, "provide query incomplete"),
+                QueryResult::GetClosestPeers(res) => {
+                    let peers = match res {
+                        Ok(ok) => ok.peers,
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                    };
+                    let peers = peers.into_iter().map(|p| p.peer_id).collect();
+                    self.on_sweep_lookup(id, peers, stats.num_requests());
+                }
                 _ => {}
             },
-            // A young network: announce our datasets to newcomers so a
-            // dataset added before anyone connected becomes findable
-            // without waiting for the periodic republish. Rate-limited.
-            kad::Event::RoutingUpdated { is_new_peer: true, .. }
-                if !self.provided.is_empty() && self.last_reprovide.elapsed() > Duration::from_secs(2) =>
-            {
-                self.last_reprovide = Instant::now();
-                let roots: Vec<Cid> = self.provided.iter().copied().collect();
-                for r in roots {
-                    self.start_providing(r);
-                }
+            // A peer joined: some of our keys may belong on it now. A
+            // whole sweep soon, spaced by the number of keys (see
+            // `Sweeper::peer_joined`), so a dataset added before anyone
+            // connected becomes findable in seconds and a churning swarm
+            // cannot make a large holder re-announce everything
+            // continuously.
+            kad::Event::RoutingUpdated { is_new_peer: true, .. } if !self.provided.is_empty() => {
+                self.sweeper.peer_joined(Instant::now(), self.provided.len());
             }
             _ => {}
         }

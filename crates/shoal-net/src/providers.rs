@@ -8,10 +8,12 @@
 //! - own records (one per dataset held) live in their own map, bounded by
 //!   `max_local` (a configured ceiling far above any real collection); a
 //!   peer can never displace them;
-//! - peers' records are bounded by `max_remote_keys` keys of at most
-//!   `max_per_key` providers each; a new key beyond the bound evicts the
-//!   oldest (first inserted), so a flood costs bounded memory and only
-//!   displaces other peers' records, which their providers republish;
+//! - peers' records are bounded in number ((key, provider) pairs, about
+//!   200 bytes each), at most [`MAX_PROVIDERS_PER_KEY`] providers a key; a
+//!   new record beyond the bound evicts the oldest record of the peer
+//!   holding most, so a flood costs bounded memory and displaces the
+//!   flooder's own records first; a provider's addresses are kept once,
+//!   not per record;
 //! - value records are signed name records ([`crate::names`]); they live in
 //!   [`NameValues`], bounded per publisher and in all, this node's own
 //!   names apart (libp2p's default store kept any 1,024 values, so one
@@ -20,12 +22,13 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::{self, HashMap};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::iter;
+use std::time::{Duration, Instant};
 
 use libp2p::kad::store::{Error, RecordStore, Result};
 use libp2p::kad::{ProviderRecord, Record, RecordKey as Key};
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 
 /// Providers kept per key for peers' records (Kademlia's replication factor).
 pub const MAX_PROVIDERS_PER_KEY: usize = 20;
@@ -122,27 +125,57 @@ impl NameValues {
     }
 }
 
+/// A peer holding provider records here: where it is reachable (the
+/// addresses its newest record carried) and its keys in arrival order
+/// (may hold keys since removed or refreshed).
+struct Holder {
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    keys: VecDeque<Key>,
+    count: usize,
+}
+
 pub struct ProviderStore {
     me: PeerId,
     values: NameValues,
     mine: HashMap<Key, ProviderRecord>,
     max_local: usize,
-    others: HashMap<Key, Vec<ProviderRecord>>,
-    /// Keys of `others` in insertion order (may hold keys since removed).
-    order: VecDeque<Key>,
-    max_remote_keys: usize,
+    /// Peers' records: per key, (holder slot, expiry in seconds since
+    /// `epoch`), 8 bytes a record beside the key.
+    others: HashMap<Key, Vec<(u32, u32)>>,
+    holders: Vec<Option<Holder>>,
+    slots: HashMap<PeerId, u32>,
+    free: Vec<u32>,
+    /// Holders by record count, for eviction from the largest.
+    by_count: BTreeSet<(usize, u32)>,
+    records: usize,
+    max_records: usize,
+    epoch: Instant,
 }
 
+/// A provider, its addresses and the keys held for it, with their expiry.
+pub type HeldFor = (PeerId, Vec<Multiaddr>, Vec<(Key, Instant)>);
+
+/// Addresses kept per holder.
+const MAX_HOLDER_ADDRS: usize = 8;
+
 impl ProviderStore {
-    pub fn new(me: PeerId, max_local: usize, max_remote_keys: usize) -> Self {
+    /// A store that keeps at most `max_local` of this node's own records
+    /// and `max_records` of peers' (key, provider) records.
+    pub fn new(me: PeerId, max_local: usize, max_records: usize) -> Self {
         Self {
             me,
             values: NameValues::new(me),
             mine: HashMap::new(),
             max_local,
             others: HashMap::new(),
-            order: VecDeque::new(),
-            max_remote_keys: max_remote_keys.max(1),
+            holders: Vec::new(),
+            slots: HashMap::new(),
+            free: Vec::new(),
+            by_count: BTreeSet::new(),
+            records: 0,
+            max_records: max_records.max(1),
+            epoch: Instant::now(),
         }
     }
 
@@ -156,12 +189,238 @@ impl ProviderStore {
         self.others.len()
     }
 
-    fn evict_oldest(&mut self) {
-        while let Some(k) = self.order.pop_front() {
-            if self.others.remove(&k).is_some() {
+    /// Peers' (key, provider) records held now.
+    pub fn remote_records(&self) -> usize {
+        self.records
+    }
+
+    fn secs(&self, t: Instant) -> u32 {
+        t.saturating_duration_since(self.epoch).as_secs().min(u32::MAX as u64) as u32
+    }
+
+    fn slot_of(&mut self, peer: PeerId) -> u32 {
+        if let Some(s) = self.slots.get(&peer) {
+            return *s;
+        }
+        let h = Holder {
+            peer,
+            addrs: Vec::new(),
+            keys: VecDeque::new(),
+            count: 0,
+        };
+        let s = match self.free.pop() {
+            Some(s) => {
+                self.holders[s as usize] = Some(h);
+                s
+            }
+            None => {
+                self.holders.push(Some(h));
+                (self.holders.len() - 1) as u32
+            }
+        };
+        self.slots.insert(peer, s);
+        self.by_count.insert((0, s));
+        s
+    }
+
+    fn holder(&mut self, s: u32) -> &mut Holder {
+        self.holders[s as usize].as_mut().expect("a live holder slot")
+    }
+
+    /// Changes a holder's count (and its place in `by_count`); a holder
+    /// left with nothing is freed.
+    fn recount(&mut self, s: u32, up: bool) {
+        let h = self.holders[s as usize].as_mut().expect("a live holder slot");
+        self.by_count.remove(&(h.count, s));
+        if up {
+            h.count += 1;
+            self.records += 1;
+        } else {
+            h.count -= 1;
+            self.records -= 1;
+        }
+        if h.count == 0 {
+            let peer = h.peer;
+            self.holders[s as usize] = None;
+            self.slots.remove(&peer);
+            self.free.push(s);
+        } else {
+            self.by_count.insert((h.count, s));
+        }
+    }
+
+    /// Removes `s`'s record of `k`, if held.
+    fn remove_record(&mut self, k: &Key, s: u32) -> bool {
+        let hash_map::Entry::Occupied(mut e) = self.others.entry(k.clone()) else {
+            return false;
+        };
+        let before = e.get().len();
+        e.get_mut().retain(|(h, _)| *h != s);
+        let removed = e.get().len() < before;
+        if e.get().is_empty() {
+            e.remove();
+        }
+        if removed {
+            self.recount(s, false);
+        }
+        removed
+    }
+
+    /// Makes room for one record: the oldest record of the peer holding
+    /// most goes (a flood displaces the flooder's own records first).
+    fn evict_one(&mut self) {
+        let Some(&(_, s)) = self.by_count.iter().next_back() else {
+            return;
+        };
+        loop {
+            let Some(k) = self.holder(s).keys.pop_front() else {
+                return;
+            };
+            if self.remove_record(&k, s) {
                 return;
             }
         }
+    }
+
+    /// Stores `peer`'s record of `key` until `expires`; a new one beyond
+    /// the bound evicts (see [`Self::evict_one`]). Full (every provider
+    /// slot of the key taken by earlier providers): false.
+    pub fn add_remote(&mut self, key: Key, peer: PeerId, addrs: &[Multiaddr], expires: Instant) -> bool {
+        let exp = self.secs(expires);
+        let known = self.slots.get(&peer).copied();
+        if let Some(v) = self.others.get_mut(&key) {
+            if let Some(e) = v.iter_mut().find(|(h, _)| Some(*h) == known) {
+                e.1 = exp;
+                return true;
+            }
+            if v.len() >= MAX_PROVIDERS_PER_KEY {
+                // The first providers heard keep their place (a Sybil
+                // flood of one key cannot push them out).
+                return false;
+            }
+        }
+        if self.records >= self.max_records {
+            self.evict_one();
+        }
+        let s = self.slot_of(peer);
+        self.others.entry(key.clone()).or_default().push((s, exp));
+        let h = self.holders[s as usize].as_mut().expect("a live holder slot");
+        if !addrs.is_empty() && h.addrs.as_slice() != addrs {
+            h.addrs = addrs.iter().take(MAX_HOLDER_ADDRS).cloned().collect();
+        }
+        h.keys.push_back(key);
+        // Keys removed since leave stale entries behind: compact when they
+        // outnumber the live ones.
+        if h.keys.len() > 2 * (h.count + 1) + 64 {
+            let others = &self.others;
+            h.keys
+                .retain(|k| others.get(k).is_some_and(|v| v.iter().any(|(x, _)| *x == s)));
+        }
+        self.recount(s, true);
+        true
+    }
+
+    /// Drops peers' records past their expiry; returns how many.
+    pub fn purge_expired(&mut self, now: Instant) -> usize {
+        let now = self.secs(now);
+        let mut gone: Vec<(Key, u32)> = Vec::new();
+        for (k, v) in &self.others {
+            gone.extend(v.iter().filter(|(_, e)| *e <= now).map(|(s, _)| (k.clone(), *s)));
+        }
+        for (k, s) in &gone {
+            self.remove_record(k, *s);
+        }
+        gone.len()
+    }
+
+    /// Peers' records by provider, for saving.
+    pub fn remote_by_holder(&self) -> Vec<HeldFor> {
+        let mut out: HashMap<u32, Vec<(Key, Instant)>> = HashMap::new();
+        for (k, v) in &self.others {
+            for (s, e) in v {
+                out.entry(*s)
+                    .or_default()
+                    .push((k.clone(), self.epoch + Duration::from_secs(*e as u64)));
+            }
+        }
+        out.into_iter()
+            .filter_map(|(s, keys)| {
+                let h = self.holders[s as usize].as_ref()?;
+                Some((h.peer, h.addrs.clone(), keys))
+            })
+            .collect()
+    }
+
+    /// Peers' records in the on-disk form (see [`Self::load_remote`]):
+    /// `MAGIC, u32 holders, holders × (u8 len, peer id, u8 naddrs,
+    /// naddrs × (u16 len, addr), u32 nkeys, nkeys × (u8 len, key, u64
+    /// expiry in Unix seconds))`.
+    pub fn save_remote(&self) -> Vec<u8> {
+        let (now, unix) = (Instant::now(), unix_now());
+        let mut out = Vec::with_capacity(16 + self.records * 48);
+        out.extend(SAVE_MAGIC);
+        let holders = self.remote_by_holder();
+        out.extend((holders.len() as u32).to_be_bytes());
+        for (peer, addrs, keys) in holders {
+            let p = peer.to_bytes();
+            out.push(p.len() as u8);
+            out.extend(&p);
+            out.push(addrs.len() as u8);
+            for a in &addrs {
+                out.extend((a.as_ref().len() as u16).to_be_bytes());
+                out.extend(a.as_ref());
+            }
+            out.extend((keys.len() as u32).to_be_bytes());
+            for (k, e) in keys {
+                out.push(k.as_ref().len() as u8);
+                out.extend(k.as_ref());
+                out.extend((unix + e.saturating_duration_since(now).as_secs()).to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// Loads records saved by [`Self::save_remote`], dropping expired ones
+    /// (the bounds apply as to any record). Returns how many were kept; a
+    /// malformed file is an error and nothing after the fault is loaded.
+    pub fn load_remote(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        use crate::codec::bad;
+        let (now, unix) = (Instant::now(), unix_now());
+        let mut r = crate::sweep::Reader(bytes);
+        if r.take(SAVE_MAGIC.len())? != SAVE_MAGIC {
+            return Err(bad("not a shoal provider record file"));
+        }
+        let mut kept = 0;
+        for _ in 0..r.u32()? {
+            let plen = r.u8()? as usize;
+            let peer = PeerId::from_bytes(r.take(plen)?).map_err(|e| bad(format!("bad peer id: {e}")))?;
+            let mut addrs = Vec::new();
+            for _ in 0..r.u8()? {
+                let len = r.u16()? as usize;
+                let a = Multiaddr::try_from(r.take(len)?.to_vec()).map_err(|e| bad(format!("bad address: {e}")))?;
+                addrs.push(a);
+            }
+            for _ in 0..r.u32()? {
+                let klen = r.u8()? as usize;
+                let key = Key::new(&r.take(klen)?);
+                let exp = r.u64()?;
+                if exp > unix && peer != self.me {
+                    let left = Duration::from_secs(exp - unix);
+                    kept += self.add_remote(key, peer, &addrs, now + left) as usize;
+                }
+            }
+        }
+        Ok(kept)
+    }
+
+    fn record_of(&self, key: &Key, s: u32, e: u32) -> Option<ProviderRecord> {
+        let h = self.holders[s as usize].as_ref()?;
+        Some(ProviderRecord {
+            key: key.clone(),
+            provider: h.peer,
+            expires: Some(self.epoch + Duration::from_secs(e as u64)),
+            addresses: h.addrs.clone(),
+        })
     }
 }
 
@@ -196,33 +455,17 @@ impl RecordStore for ProviderStore {
             self.mine.insert(record.key.clone(), record);
             return Ok(());
         }
-        if !self.others.contains_key(&record.key) {
-            if self.others.len() >= self.max_remote_keys {
-                self.evict_oldest();
-            }
-            self.order.push_back(record.key.clone());
-            // Keys removed since leave stale entries behind: compact when
-            // they outnumber the live ones.
-            if self.order.len() > 2 * self.max_remote_keys {
-                let others = &self.others;
-                self.order.retain(|k| others.contains_key(k));
-            }
-        }
-        let providers = self.others.entry(record.key.clone()).or_default();
-        if let Some(i) = providers.iter().position(|p| p.provider == record.provider) {
-            providers[i] = record;
-        } else if providers.len() < MAX_PROVIDERS_PER_KEY {
-            // Full: the first providers heard keep their place (a Sybil
-            // flood of one key cannot push them out).
-            providers.push(record);
-        }
+        let expires = record
+            .expires
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(DEFAULT_TTL_SECS));
+        self.add_remote(record.key, record.provider, &record.addresses, expires);
         Ok(())
     }
 
     fn providers(&self, key: &Key) -> Vec<ProviderRecord> {
         let mut out: Vec<ProviderRecord> = self.mine.get(key).cloned().into_iter().collect();
         if let Some(o) = self.others.get(key) {
-            out.extend(o.iter().cloned());
+            out.extend(o.iter().filter_map(|(s, e)| self.record_of(key, *s, *e)));
         }
         out
     }
@@ -236,14 +479,23 @@ impl RecordStore for ProviderStore {
             self.mine.remove(k);
             return;
         }
-        if let hash_map::Entry::Occupied(mut e) = self.others.entry(k.clone()) {
-            e.get_mut().retain(|r| r.provider != *p);
-            if e.get().is_empty() {
-                e.remove();
-            }
+        if let Some(s) = self.slots.get(p).copied() {
+            self.remove_record(k, s);
         }
     }
 }
+
+const SAVE_MAGIC: &[u8] = b"shoal-providers-1";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Expiry of a peer's record that came without one (libp2p sets one on
+/// every record it stores; this is a guard).
+const DEFAULT_TTL_SECS: u64 = 4 * 3600;
 
 #[cfg(test)]
 mod tests {
@@ -301,7 +553,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(s.remote_keys(), 100);
-        assert!(s.order.len() <= 200);
+        assert_eq!(s.remote_records(), 100);
         assert_eq!(s.provided().count(), 1100);
         for i in 0..1100 {
             assert_eq!(s.providers(&key(i))[0].provider, me);
@@ -321,5 +573,48 @@ mod tests {
         small.add_provider(ProviderRecord::new(key(1), me, vec![])).unwrap();
         small.add_provider(ProviderRecord::new(key(2), me, vec![])).unwrap();
         assert!(small.add_provider(ProviderRecord::new(key(3), me, vec![])).is_err());
+    }
+
+    #[test]
+    fn a_flood_displaces_the_flooder_first_and_records_expire_and_survive_a_save() {
+        let me = PeerId::random();
+        let mut s = ProviderStore::new(me, 10, 1000);
+        let honest = PeerId::random();
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+        let later = Instant::now() + Duration::from_secs(3600);
+        for i in 0..300 {
+            assert!(s.add_remote(key(i), honest, std::slice::from_ref(&addr), later));
+        }
+        let evil = PeerId::random();
+        for i in 0..50_000 {
+            s.add_remote(key(1_000_000 + i), evil, &[], later);
+        }
+        assert_eq!(s.remote_records(), 1000);
+        for i in 0..300 {
+            let p = s.providers(&key(i));
+            assert_eq!(p.len(), 1);
+            assert_eq!(p[0].provider, honest);
+            assert_eq!(p[0].addresses, vec![addr.clone()]);
+        }
+        // Refreshing a record does not add one.
+        s.add_remote(key(0), honest, &[], later);
+        assert_eq!(s.remote_records(), 1000);
+
+        // Saved and loaded: the same records (expired ones dropped).
+        let saved = s.save_remote();
+        let mut t = ProviderStore::new(me, 10, 1000);
+        assert_eq!(t.load_remote(&saved).unwrap(), 1000);
+        assert_eq!(t.providers(&key(5))[0].provider, honest);
+        assert!(t.load_remote(b"garbage").is_err());
+        assert!(t.load_remote(&saved[..saved.len() - 3]).is_err());
+
+        // Expired records go.
+        let soon = Instant::now() + Duration::from_secs(1);
+        let mut u = ProviderStore::new(me, 10, 1000);
+        u.add_remote(key(1), honest, &[], soon);
+        u.add_remote(key(2), honest, &[], later);
+        assert_eq!(u.purge_expired(Instant::now() + Duration::from_secs(5)), 1);
+        assert_eq!(u.remote_records(), 1);
+        assert!(u.providers(&key(1)).is_empty());
     }
 }

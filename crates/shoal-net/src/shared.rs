@@ -40,6 +40,15 @@ pub struct NetStats {
     /// Provider records of other peers stored here (the DHT load others
     /// put on this node).
     pub provider_records_stored: AtomicU64,
+    /// Peers' provider records held here now (bounded by
+    /// `max_remote_provider_records`).
+    pub provider_records_held: AtomicU64,
+    /// Providing this node's datasets: DHT lookups started, requests sent
+    /// (lookup steps and record stores), and keys whose announcement
+    /// finished (stored on the peers found, or given up).
+    pub provide_lookups: AtomicU64,
+    pub provide_messages: AtomicU64,
+    pub provides_done: AtomicU64,
     /// Bitswap: blocks sent to IPFS peers (also counted in `blocks_sent`),
     /// wants answered "don't have" (or not at all, when the peer did not
     /// ask for a DontHave), streams and messages refused (over a bound,

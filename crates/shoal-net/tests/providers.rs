@@ -11,7 +11,7 @@ use shoal_net::Client;
 use support::{busy, listening, serves_nothing, swarm_with, wait_for};
 
 fn swarm(max_remote: usize) -> Client {
-    swarm_with(serves_nothing(), busy(), |s| s.max_remote_provider_keys = max_remote)
+    swarm_with(serves_nothing(), busy(), |s| s.max_remote_provider_records = max_remote)
 }
 
 fn root(i: u32) -> shoal_core::Cid {

@@ -359,7 +359,8 @@ impl Config {
         net.reprovide_interval = parse_duration(&n.reprovide_interval).context("[network] reprovide_interval")?;
         net.request_timeout = parse_duration(&n.request_timeout).context("[network] request_timeout")?;
         net.max_provided = n.max_provided;
-        net.max_remote_provider_keys = n.provider_records;
+        net.max_remote_provider_records = n.provider_records;
+        net.provider_store = Some(repo.home.join("providers"));
         Ok(NodeConfig {
             store_dir: repo.store_path(),
             quota: self.store.quota_bytes()?,
@@ -455,7 +456,7 @@ impl Default for NetworkConfig {
             provider_timeout: "20s".into(),
             block_timeout: "30s".into(),
             max_provided: 1 << 20,
-            provider_records: 1 << 14,
+            provider_records: 1 << 19,
         }
     }
 }
