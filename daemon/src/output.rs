@@ -249,10 +249,10 @@ pub fn print_query(r: &QueryResult, out: Option<&std::path::Path>, selected: boo
         out!("values: [{}]", shown.join(", "));
     }
     let peers: Vec<String> = r.chunks_remote.iter().map(|(p, n)| format!("{n} on {p}")).collect();
-    let remote = if peers.is_empty() {
-        String::new()
-    } else {
-        format!(", {}", peers.join(", "))
+    let remote = match (peers.is_empty(), r.peers_asked) {
+        (true, 0) => String::new(),
+        (true, n) => format!(", none on the {n} peers asked"),
+        (false, n) => format!(", {} (of {n} peers asked)", peers.join(", ")),
     };
     out!(
         "ran: {} chunks: {} local{remote}, {} fetched, {} of the peers' checked here; {} crossed the network; {:.3}s",

@@ -192,6 +192,7 @@ impl From<shoal_node::QueryReport> for QueryResult {
             selection: r.selection,
             liars: r.liars.iter().map(|p| p.to_string()).collect(),
             chunks_checked: r.chunks_checked,
+            peers_asked: r.peers_asked,
             result: None,
             cached: false,
             coords: r.coords,

@@ -537,6 +537,9 @@ pub struct QueryResult {
     pub liars: Vec<String>,
     /// Peers' chunks also computed here to check their answers.
     pub chunks_checked: u64,
+    /// Peers asked to compute chunks (the dataset's providers).
+    #[serde(default)]
+    pub peers_asked: u64,
     /// With --name: the result dataset's root CID, and whether it was
     /// already kept (nothing computed).
     #[serde(default, skip_serializing_if = "Option::is_none")]

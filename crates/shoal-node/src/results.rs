@@ -98,6 +98,7 @@ impl KeptReport {
             selection: self.selection.clone(),
             liars: Vec::new(),
             chunks_checked: 0,
+            peers_asked: 0,
             coords: Vec::new(),
             attrs: Default::default(),
         }

@@ -203,6 +203,9 @@ pub struct QueryReport {
     /// Chunks computed by peers that were also computed here to check
     /// their answers (their blocks count in `network_bytes` when fetched).
     pub chunks_checked: u64,
+    /// Peers asked to compute chunks not held here (the dataset's
+    /// providers; a few connected peers when nobody provides it).
+    pub peers_asked: u64,
     /// With `QuerySpec::coords`: the coordinates of the result's
     /// dimensions over the selection, and the array's attributes.
     pub coords: Vec<ResultCoord>,
