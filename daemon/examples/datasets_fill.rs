@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         node.datasets()
             .add(dir, Some(format!("small-{i}")), std::sync::Arc::new(|_| {}))
             .await?;
-        if (i - start + 1) % step == 0 {
+        if (i - start + 1).is_multiple_of(step) {
             println!(
                 "{:>8} datasets: {:.2} ms per add over the last {step}",
                 i + 1,
