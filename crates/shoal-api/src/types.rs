@@ -537,7 +537,7 @@ pub struct QueryResult {
     pub liars: Vec<String>,
     /// Peers' chunks also computed here to check their answers.
     pub chunks_checked: u64,
-    /// Peers asked to compute chunks (the dataset's providers).
+    /// Peers asked to compute chunks (providers and connected peers).
     #[serde(default)]
     pub peers_asked: u64,
     /// With --name: the result dataset's root CID, and whether it was

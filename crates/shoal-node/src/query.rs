@@ -2,8 +2,8 @@
 //!
 //! Requester ([`run`]): chunks whose blocks are all local (or that are
 //! absent, i.e. fill value) run here on all cores. The rest go, in batches,
-//! to peers that hold them (the dataset's providers; a few connected
-//! peers only when nobody provides it), at most 2 requests in flight per peer; only partials come back.
+//! to peers that may hold them (the dataset's providers and connected
+//! peers), at most 2 requests in flight per peer; only partials come back.
 //! A batch a peer fails, answers "busy", times out or partly lacks is
 //! reassigned to a peer that has not tried it; chunks no peer computes are
 //! fetched through the block source and computed here.
@@ -500,7 +500,8 @@ fn run(
     let cells = p.plan.full_region().cells();
     let full = p.plan.full_region();
     // Only when some chunks are not held here: who may hold them? The
-    // dataset's providers (see `candidates`), except peers caught lying; peers' partials are kept apart until the end (one grid per
+    // dataset's providers and every connected peer, except peers caught
+    // lying; peers' partials are kept apart until the end (one grid per
     // peer), so no more than the memory budget has grids for.
     let per_grid = (cells as u64).saturating_mul(plan::CELL_BYTES).max(1);
     let fit = ((parts.query.memory / 2) / per_grid).max(1) as usize;
@@ -585,32 +586,24 @@ fn run(
     Ok(out)
 }
 
-/// Peers asked to compute when nobody announces the dataset (a dataset
-/// added without a network, records not yet spread): connected peers may
-/// hold some of its chunks in their cache.
-const UNANNOUNCED_CANDIDATES: usize = 4;
-
-/// Who may compute chunks of `root`: its providers (complete copies,
-/// mirrors included). Only when there are none, a few connected peers: in
-/// a swarm of a hundred daemons a query goes to the holders, not to every
-/// connection (a 12-daemon chain sent batches to all 11 peers, 9 of which
-/// held nothing and answered with every chunk lacking).
+/// Who may compute chunks of `root`: its providers and every connected
+/// peer (a peer may hold some chunks without providing the dataset: a
+/// partial copy, its cache). At 100 daemons this asks every connection
+/// (issue 29, open).
 async fn candidates(net: &shoal_net::Client, root: Cid, timeout: Duration) -> Vec<PeerId> {
-    let providers: Vec<PeerId> = net
+    let mut out: Vec<PeerId> = net
         .find_providers(root, timeout)
         .await
         .map(|p| p.into_iter().collect())
         .unwrap_or_default();
-    if !providers.is_empty() {
-        return providers;
+    for p in net.peers().await.unwrap_or_default() {
+        if let Ok(id) = p.peer_id.parse() {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
     }
-    net.peers()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|p| p.peer_id.parse().ok())
-        .take(UNANNOUNCED_CANDIDATES)
-        .collect()
+    out
 }
 
 /// A chunk to compute here, to check a peer's answer for it; the partials

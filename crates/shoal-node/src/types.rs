@@ -204,7 +204,7 @@ pub struct QueryReport {
     /// their answers (their blocks count in `network_bytes` when fetched).
     pub chunks_checked: u64,
     /// Peers asked to compute chunks not held here (the dataset's
-    /// providers; a few connected peers when nobody provides it).
+    /// providers and connected peers).
     pub peers_asked: u64,
     /// With `QuerySpec::coords`: the coordinates of the result's
     /// dimensions over the selection, and the array's attributes.
