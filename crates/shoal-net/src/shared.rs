@@ -37,6 +37,11 @@ pub struct NetStats {
     /// announces its own entries again when this moves, so a daemon that
     /// joins hears the catalogue within one announce interval).
     pub catalogue_joins: AtomicU64,
+    /// Peers that subscribed to the popularity topic since start (a daemon
+    /// whose reports have slowed down while nothing changed reports at the
+    /// next base interval when this moves, so a newcomer hears everyone
+    /// within one interval).
+    pub popularity_joins: AtomicU64,
     /// Provider records of other peers stored here (the DHT load others
     /// put on this node).
     pub provider_records_stored: AtomicU64,

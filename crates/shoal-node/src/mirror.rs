@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_core::Cid;
-use shoal_net::PeerId;
+use shoal_net::{gossip, PeerId};
 use shoal_store::{PinKind, Store};
 
 use crate::config::{Budget, MirrorSettings, AUTO_BUDGET_MAX};
@@ -54,6 +54,59 @@ const MAX_CONCURRENT_FETCHES: usize = 2;
 const WANT_SETTLE: Duration = Duration::from_secs(2);
 /// How long a cancelled target (0 copies) keeps being announced.
 const TOMBSTONE_SECS: u64 = 3600;
+/// While its report says the same thing, a daemon doubles the time between
+/// reports up to this many report intervals (saying so in the report, so
+/// peers keep it fresh that much longer).
+const IDLE_STRETCH: u32 = 8;
+
+/// When the next report goes out (see [`Pace::decide`]).
+#[derive(Default)]
+struct Pace {
+    /// The last report sent (its `every` as sent) and when.
+    last: Option<(std::time::Instant, gossip::Report)>,
+    /// The current multiple of the report interval, 1..=IDLE_STRETCH.
+    stretch: u32,
+    /// `popularity_joins` when the last report went out.
+    joins: u64,
+}
+
+impl Pace {
+    /// Given the report due now (with the base interval in `every`), whether
+    /// to send it, and with what `every`. At once, back at the base
+    /// interval, when it says something new or a peer joined the topic since
+    /// the last one (a newcomer must hear every daemon within an interval to
+    /// rank volunteers as the others do; and peers refuse a report sooner
+    /// than half the interval the last one announced, so an early report
+    /// must announce the base); otherwise when the stretched interval has
+    /// passed, stretching it further.
+    fn decide(&mut self, mut report: gossip::Report, joins: u64, now: std::time::Instant) -> Option<gossip::Report> {
+        let base = report.every;
+        let changed = self.last.as_ref().is_none_or(|(_, r)| !same_news(r, &report));
+        if changed || joins != self.joins {
+            self.stretch = 1;
+        } else {
+            let (at, _) = self.last.as_ref().expect("unchanged implies a last report");
+            // Ticks jitter: due within half an interval of the stretch.
+            let elapsed = now.duration_since(*at).as_secs_f64() + f64::from(base) / 2.0;
+            if elapsed < f64::from(base * self.stretch) {
+                return None;
+            }
+            self.stretch = (self.stretch * 2).min(IDLE_STRETCH);
+        }
+        report.every = (base * self.stretch).min(gossip::MAX_EVERY_SECS);
+        self.joins = joins;
+        self.last = Some((now, report.clone()));
+        Some(report)
+    }
+}
+
+/// Whether two reports tell peers the same: counts, targets and mirrors
+/// being fetched equal, and spare room within a sixteenth (it moves with
+/// every write; ranking needs its size, not its last byte).
+fn same_news(a: &gossip::Report, b: &gossip::Report) -> bool {
+    let spare_close = (a.spare == 0) == (b.spare == 0) && a.spare.abs_diff(b.spare) <= a.spare.max(b.spare) / 16;
+    a.window == b.window && a.counts == b.counts && a.targets == b.targets && a.fetching == b.fetching && spare_close
+}
 
 /// Why this daemon chose a mirror.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,9 +327,10 @@ impl Mirror {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut pace = Pace::default();
                 loop {
                     tick.tick().await;
-                    if let Err(e) = this.publish(&d).await {
+                    if let Err(e) = this.publish(&d, &mut pace).await {
                         tracing::debug!(error = %e, "popularity report not sent");
                     }
                 }
@@ -323,7 +377,7 @@ impl Mirror {
         Ok((h, used))
     }
 
-    async fn publish(&self, d: &Arc<Services>) -> Result<()> {
+    async fn publish(&self, d: &Arc<Services>, pace: &mut Pace) -> Result<()> {
         let (h, used) = self.holdings(d).await?;
         let budget = self.budget(&d.store, used);
         let (fetching, fetch_bytes): (Vec<Cid>, u64) = {
@@ -353,7 +407,15 @@ impl Mirror {
             .collect();
         let every = self.settings.every.unwrap_or(Duration::from_secs(60));
         let report = self.pop.report(every, spare, targets, fetching);
-        self.lock().published_spare = spare;
+        let joins = d
+            .net
+            .stats()
+            .popularity_joins
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let Some(report) = pace.decide(report, joins, std::time::Instant::now()) else {
+            return Ok(());
+        };
+        self.lock().published_spare = report.spare;
         d.net.publish(report.encode()).await?;
         Ok(())
     }
@@ -827,6 +889,68 @@ mod tests {
 
     fn rec(copies: u8, set_at: u64, author: Option<PeerId>) -> Recorded {
         Recorded { copies, set_at, author }
+    }
+
+    /// Issue 29: an idle daemon's reports slow down to IDLE_STRETCH
+    /// intervals; news or a joining peer brings them back at once; a peer
+    /// accepts every one of them (none sooner than half the interval the
+    /// last announced) and never takes the author for gone.
+    #[test]
+    fn idle_reports_stretch_and_peers_keep_the_author_live() {
+        let me = PeerId::random();
+        let peer = Popularity::new(Duration::from_secs(600), 1000, 10);
+        let base = 15u32;
+        let report = |spare: u64, targets: Vec<gossip::Target>| gossip::Report {
+            version: 1,
+            every: base,
+            window: 600,
+            spare,
+            counts: vec![],
+            targets,
+            fetching: vec![],
+        };
+        let mut pace = Pace::default();
+        let t0 = std::time::Instant::now();
+        let mut sent = vec![];
+        let mut joins = 0;
+        // Two hours of ticks; the spare drifts by less than a sixteenth;
+        // a target at 40 min, a peer joins at 80 min.
+        for tick in 0..480u64 {
+            let now = t0 + Duration::from_secs(tick * u64::from(base));
+            let targets = if tick >= 160 { vec![(root(1), 3, 100)] } else { vec![] };
+            if tick == 320 {
+                joins += 1;
+            }
+            let spare = (1u64 << 30) - tick * 1000;
+            if let Some(r) = pace.decide(report(spare, targets), joins, now) {
+                assert!(peer.receive_at(&me, &r.encode(), now, 1000), "tick {tick}: refused");
+                sent.push((tick, r.every));
+            }
+            let live = peer.live_peers_at(now);
+            assert!(live.iter().any(|p| p.0 == me), "tick {tick}: author taken for gone");
+        }
+        let at = |t: u64| sent.iter().find(|s| s.0 == t).map(|s| s.1);
+        // Stretching: 15, 30, 60, 120, then 120 s.
+        assert_eq!(&sent[..5], &[(0, 15), (1, 30), (3, 60), (7, 120), (15, 120)]);
+        // News (the target) and the join go out at the base interval.
+        assert_eq!(at(160), Some(15));
+        assert_eq!(at(320), Some(15));
+        // 480 base intervals cost one report per 8 of them, plus 4 for each
+        // of the three ramps (start, news, join): 72, not 480.
+        assert!(sent.len() <= 480 / 8 + 12, "{} reports", sent.len());
+        // A spare that halves is news.
+        let mut pace = Pace::default();
+        assert!(pace.decide(report(1 << 30, vec![]), 0, t0).is_some());
+        assert!(pace
+            .decide(report(1 << 30, vec![]), 0, t0 + Duration::from_secs(15))
+            .is_some());
+        assert!(pace
+            .decide(report(1 << 30, vec![]), 0, t0 + Duration::from_secs(30))
+            .is_none());
+        let r = pace
+            .decide(report(1 << 29, vec![]), 0, t0 + Duration::from_secs(45))
+            .unwrap();
+        assert_eq!(r.every, 15);
     }
 
     /// Issue 24 finding 2: one report `(root, 0, now + 86399)` cancelled the

@@ -352,7 +352,10 @@ impl Popularity {
 
     /// Peers with a fresh report: (peer, spare mirror bytes, roots it is fetching).
     pub fn live_peers(&self) -> Vec<(PeerId, u64, Vec<Cid>)> {
-        let now = Instant::now();
+        self.live_peers_at(Instant::now())
+    }
+
+    pub fn live_peers_at(&self, now: Instant) -> Vec<(PeerId, u64, Vec<Cid>)> {
         let g = self.lock();
         g.peers
             .iter()
