@@ -406,10 +406,30 @@ fn query_errors_are_clear() {
     assert!(text.contains("values: [") && text.contains(" local"), "{text}");
 }
 
-fn dist_setup(b_env: Vec<(String, String)>) -> (Daemon, Daemon, Daemon, String, u64) {
+/// How much of the dataset daemon B holds.
+#[derive(Clone, Copy, PartialEq)]
+enum BCopy {
+    /// A pinned copy: B provides it, as A does.
+    Whole,
+    /// The first six chunks, read through it (its cache): B does not
+    /// provide the dataset; a query asks it only for what no provider
+    /// computed.
+    Part,
+}
+
+/// A adds the dataset (and provides it), B holds `b_copy` of it, C holds
+/// nothing and is connected to both.
+fn dist_setup(
+    a_env: Vec<(String, String)>,
+    b_env: Vec<(String, String)>,
+    b_copy: BCopy,
+) -> (Daemon, Daemon, Daemon, String, u64) {
     let src = datasets().join("dist_v3");
     let size: u64 = walk_size(&src);
-    let a = Daemon::start();
+    let a = Daemon::start_opts(Opts {
+        env: a_env,
+        ..Default::default()
+    });
     let b = Daemon::start_opts(Opts {
         env: b_env,
         ..Default::default()
@@ -417,10 +437,24 @@ fn dist_setup(b_env: Vec<(String, String)>) -> (Daemon, Daemon, Daemon, String, 
     let c = Daemon::start();
     let root = a.add(&src, Some("dist"));
     b.connect(&a);
-    // B holds part of the dataset: the first six chunks, read through it.
-    for t in 0..6 {
-        let out = b.cli(&["cat", &format!("{root}/sst/c/{t}/0/0")]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    match b_copy {
+        BCopy::Whole => {
+            b.cli_ok(&["pin", &root]);
+            // Until C's lookup finds B among the providers.
+            c.connect(&b);
+            wait_for_every(30, 100, "B to be found as a provider", || {
+                c.json(&["providers", &root])
+                    .to_string()
+                    .contains(&b.peer_id())
+                    .then_some(())
+            });
+        }
+        BCopy::Part => {
+            for t in 0..6 {
+                let out = b.cli(&["cat", &format!("{root}/sst/c/{t}/0/0")]);
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
     }
     c.connect(&a);
     c.connect(&b);
@@ -435,6 +469,16 @@ fn walk_size(p: &std::path::Path) -> u64 {
         n += if m.is_dir() { walk_size(&e.path()) } else { m.len() };
     }
     n
+}
+
+/// A query report's chunks computed per peer.
+fn chunks_by_peer(r: &serde_json::Value) -> std::collections::HashMap<String, u64> {
+    r["chunks_remote"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
+        .collect()
 }
 
 fn check_dist(c: &Daemon, root: &str, work: &std::path::Path) -> serde_json::Value {
@@ -470,15 +514,14 @@ fn check_dist(c: &Daemon, root: &str, work: &std::path::Path) -> serde_json::Val
 
 #[test]
 fn a_distributed_query_runs_where_the_chunks_are_and_moves_only_partials() {
-    let (a, b, c, root, size) = dist_setup(Vec::new());
+    let (a, b, c, root, size) = dist_setup(Vec::new(), Vec::new(), BCopy::Whole);
+    // A connected peer that holds nothing is not asked (issue 29: at 100
+    // daemons a query asked all 99).
+    let idle = Daemon::start();
+    c.connect(&idle);
     let work = tempfile::tempdir().unwrap();
     let r = check_dist(&c, &root, work.path());
-    let ran: std::collections::HashMap<String, u64> = r["chunks_remote"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
-        .collect();
+    let ran = chunks_by_peer(&r);
     assert_eq!(r["chunks_local"].as_u64(), Some(0), "C holds nothing: {r}");
     assert_eq!(r["chunks_fetched"].as_u64(), Some(0), "{r}");
     assert!(
@@ -490,6 +533,8 @@ fn a_distributed_query_runs_where_the_chunks_are_and_moves_only_partials() {
         "B computed nothing: {r}"
     );
     assert_eq!(ran.values().sum::<u64>(), 16);
+    assert_eq!(r["peers_asked"].as_u64(), Some(2), "only the two providers: {r}");
+    assert!(!ran.contains_key(&idle.peer_id()), "{r}");
     // What crossed the network: partials, and the blocks of the chunks
     // checked here (one per compute request, each at most 16 * 128 * 128
     // float64 values: 2 MiB... and 512 KiB here).
@@ -521,14 +566,41 @@ fn a_distributed_query_runs_where_the_chunks_are_and_moves_only_partials() {
     assert!(queries(&a).unwrap_or(0) >= 1, "A did not count the compute requests");
 }
 
+/// A peer holding part of a dataset without providing it (its cache) is
+/// asked for the chunks the providers did not compute: here the only
+/// provider lies, is struck, and B computes the chunks it holds.
+#[test]
+fn a_partial_copy_computes_what_the_providers_did_not() {
+    let (a, b, c, root, _) = dist_setup(
+        vec![("SHOAL_TEST_WRONG_PARTIALS".into(), "1".into())],
+        Vec::new(),
+        BCopy::Part,
+    );
+    let work = tempfile::tempdir().unwrap();
+    // The result still equals xarray's (check_dist compares).
+    let r = check_dist(&c, &root, work.path());
+    let ran = chunks_by_peer(&r);
+    assert!(!ran.contains_key(&a.peer_id()), "the lying provider was credited: {r}");
+    assert!(r["liars"].to_string().contains(&a.peer_id()), "{r}");
+    assert!(
+        ran.get(&b.peer_id()).copied().unwrap_or(0) > 0,
+        "B computed nothing: {r}"
+    );
+    assert_eq!(r["peers_asked"].as_u64(), Some(2), "{r}");
+}
+
 #[test]
 fn killing_a_peer_mid_query_still_gives_the_right_result() {
     // B answers each compute request after 3s and logs each one it starts:
     // it is killed once it has started one, so it dies mid-request.
-    let (_a, mut b, c, root, _) = dist_setup(vec![
-        ("SHOAL_TEST_SERVE_DELAY_MS".into(), "3000".into()),
-        ("SHOAL_LOG".into(), "info,shoal_node=debug".into()),
-    ]);
+    let (_a, mut b, c, root, _) = dist_setup(
+        Vec::new(),
+        vec![
+            ("SHOAL_TEST_SERVE_DELAY_MS".into(), "3000".into()),
+            ("SHOAL_LOG".into(), "info,shoal_node=debug".into()),
+        ],
+        BCopy::Whole,
+    );
     let b_id = b.peer_id();
     let work = tempfile::tempdir().unwrap();
     let killer = std::thread::spawn(move || {
@@ -596,7 +668,13 @@ fn liar(
 #[test]
 fn answers_that_leave_out_or_double_count_chunks_are_rejected_and_the_peer_struck() {
     let src = datasets().join("dist_v3");
-    let a = Daemon::start();
+    // The provider lies too (wrong sums, caught by the checks): what it
+    // was asked goes to the connected peers that do not provide the
+    // dataset, the liar below among them.
+    let a = Daemon::start_opts(Opts {
+        env: vec![("SHOAL_TEST_WRONG_PARTIALS".into(), "1".into())],
+        ..Default::default()
+    });
     let root = a.add(&src, Some("dist"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     for omit in [true, false] {

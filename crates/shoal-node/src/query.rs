@@ -499,24 +499,24 @@ fn run(
     }
     let cells = p.plan.full_region().cells();
     let full = p.plan.full_region();
-    // Only when some chunks are not held here: who may hold them? The
-    // dataset's providers and every connected peer, except peers caught
-    // lying; peers' partials are kept apart until the end (one grid per
-    // peer), so no more than the memory budget has grids for.
+    // Only when some chunks are not held here: who may hold them? First
+    // the dataset's providers; what none of them computed goes to the
+    // connected peers that do not provide it (a partial copy, a cache),
+    // except peers caught lying. Peers' partials are kept apart until the
+    // end of each round (one grid per peer), so no more than the memory
+    // budget has grids for.
     let per_grid = (cells as u64).saturating_mul(plan::CELL_BYTES).max(1);
     let fit = ((parts.query.memory / 2) / per_grid).max(1) as usize;
-    let candidates: Vec<PeerId> = if remote_chunks.is_empty() {
-        Vec::new()
+    let (providers, others) = if remote_chunks.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
-        rt.block_on(candidates(net, root, parts.provider_timeout))
-            .into_iter()
-            .filter(|c| !parts.liars.contains(c))
-            .take(fit)
-            .collect()
+        let (p, o) = rt.block_on(candidates(net, root, parts.provider_timeout));
+        let keep =
+            |v: Vec<PeerId>| -> Vec<PeerId> { v.into_iter().filter(|c| !parts.liars.contains(c)).take(fit).collect() };
+        (keep(p), keep(o))
     };
-    out.peers_asked = candidates.len() as u64;
     let mut fetched_here = 0;
-    if candidates.is_empty() {
+    if providers.is_empty() && others.is_empty() {
         // Nobody to ask: fetch their blocks and compute here.
         fetched_here = remote_chunks.len() as u64;
         local.append(&mut remote_chunks);
@@ -537,16 +537,17 @@ fn run(
                 let _ = reply.send(compute_here(p, &chunk));
             });
         }
-        let remote = rt.block_on(remote_loop(
-            net,
-            root,
-            spec,
-            remote_chunks,
-            &candidates,
-            cells,
-            check_tx,
-            &parts.liars,
-        ));
+        let remote = rt.block_on(async {
+            let ask = |chunks, peers, checks| remote_loop(net, root, spec, chunks, peers, cells, checks, &parts.liars);
+            let mut r = ask(remote_chunks, &providers, check_tx.clone()).await;
+            r.asked = providers.len();
+            if !r.leftover.is_empty() && !others.is_empty() {
+                let more = ask(std::mem::take(&mut r.leftover), &others, check_tx).await;
+                r.absorb(more);
+                r.asked += others.len();
+            }
+            r
+        });
         let (g, f) = h.join().expect("local workers panicked");
         (g, f, remote)
     });
@@ -563,7 +564,9 @@ fn run(
         liars,
         unverified,
         checked,
+        asked,
     } = remote;
+    out.peers_asked = asked as u64;
     if !unverified.is_empty() {
         tracing::info!(peers = ?unverified, "answers that could not be checked here were not used");
     }
@@ -586,24 +589,25 @@ fn run(
     Ok(out)
 }
 
-/// Who may compute chunks of `root`: its providers and every connected
-/// peer (a peer may hold some chunks without providing the dataset: a
-/// partial copy, its cache). At 100 daemons this asks every connection
-/// (issue 29, open).
-async fn candidates(net: &shoal_net::Client, root: Cid, timeout: Duration) -> Vec<PeerId> {
-    let mut out: Vec<PeerId> = net
+/// Who may compute chunks of `root`: its providers, and the connected
+/// peers that do not provide it (a peer may hold some chunks without
+/// providing the dataset: a partial copy, its cache), asked only for what
+/// no provider computed.
+async fn candidates(net: &shoal_net::Client, root: Cid, timeout: Duration) -> (Vec<PeerId>, Vec<PeerId>) {
+    let providers: Vec<PeerId> = net
         .find_providers(root, timeout)
         .await
         .map(|p| p.into_iter().collect())
         .unwrap_or_default();
+    let mut others = Vec::new();
     for p in net.peers().await.unwrap_or_default() {
         if let Ok(id) = p.peer_id.parse() {
-            if !out.contains(&id) {
-                out.push(id);
+            if !providers.contains(&id) && !others.contains(&id) {
+                others.push(id);
             }
         }
     }
-    out
+    (providers, others)
 }
 
 /// A chunk to compute here, to check a peer's answer for it; the partials
@@ -669,6 +673,24 @@ struct RemoteResult {
     unverified: Vec<PeerId>,
     /// Chunks computed here to check a peer's answer.
     checked: u64,
+    /// Peers asked (set by the caller: the rounds' candidates).
+    asked: usize,
+}
+
+impl RemoteResult {
+    /// Adds a later round's result (over other peers, for this round's
+    /// leftover) to this one.
+    fn absorb(&mut self, r: RemoteResult) {
+        shoal_query::partial::merge_into(&mut self.grid, &r.grid);
+        for (peer, n) in r.per_peer {
+            *self.per_peer.entry(peer).or_default() += n;
+        }
+        self.leftover.extend(r.leftover);
+        self.bytes += r.bytes;
+        self.liars.extend(r.liars);
+        self.unverified.extend(r.unverified);
+        self.checked += r.checked;
+    }
 }
 
 /// One answer (or a check's verdict) coming back to the loop.
@@ -706,6 +728,7 @@ async fn remote_loop(
         liars: Vec::new(),
         unverified: Vec::new(),
         checked: 0,
+        asked: 0,
     };
     if chunks.is_empty() {
         return out;
