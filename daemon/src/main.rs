@@ -131,8 +131,15 @@ enum Cmd {
     },
     /// Remove a user pin (and the name, when TARGET is a name).
     Unpin { target: String },
-    /// List pinned and named datasets.
-    Pins,
+    /// List pinned and named datasets (by name, then root), in pages.
+    Pins {
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Those after this root (the last of a previous listing).
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// Reduce one array over dimensions: sum, mean, min, max, count, var, std.
     Query {
         #[command(flatten)]

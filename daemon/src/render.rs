@@ -246,28 +246,36 @@ impl Render for Pinned {
 
 impl Render for Vec<PinInfo> {
     fn text(&self) -> io::Result<()> {
-        if self.is_empty() {
-            out!("no pinned or named datasets (add one with `shoal add PATH --name NAME`)");
-            return Ok(());
-        }
-        out!("{:<62}  {:<12}  {:>10}  {:>8}  NAMES", "ROOT", "KINDS", "SIZE", "KEYS");
-        for p in self {
-            let kinds = if p.kinds.is_empty() {
-                "named".to_string()
-            } else {
-                p.kinds.join(",")
-            };
-            out!(
-                "{:<62}  {:<12}  {:>10}  {:>8}  {}",
-                p.root,
-                kinds,
-                human_bytes(p.bytes),
-                p.keys,
-                p.names.join(",")
-            );
-        }
-        Ok(())
+        pins_page(self, true)
     }
+}
+
+/// One page of `shoal pins`: the header (or the empty-store hint) with the
+/// first.
+pub fn pins_page(page: &[PinInfo], first: bool) -> io::Result<()> {
+    if first && page.is_empty() {
+        out!("no pinned or named datasets (add one with `shoal add PATH --name NAME`)");
+        return Ok(());
+    }
+    if first {
+        out!("{:<62}  {:<12}  {:>10}  {:>8}  NAMES", "ROOT", "KINDS", "SIZE", "KEYS");
+    }
+    for p in page {
+        let kinds = if p.kinds.is_empty() {
+            "named".to_string()
+        } else {
+            p.kinds.join(",")
+        };
+        out!(
+            "{:<62}  {:<12}  {:>10}  {:>8}  {}",
+            p.root,
+            kinds,
+            human_bytes(p.bytes),
+            p.keys,
+            p.names.join(",")
+        );
+    }
+    Ok(())
 }
 
 impl Render for PublishResult {

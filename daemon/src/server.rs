@@ -374,9 +374,29 @@ async fn unpin(State(d): St, JsonBody(req): JsonBody<PinRequest>) -> ApiResult<J
     Ok(Json(d.node.pins().unpin(&target).await?.into()))
 }
 
-async fn pins(State(d): St) -> ApiResult<Json<Vec<PinInfo>>> {
+/// `?limit=N&after=ROOT`: a page of the list, after the entry of ROOT (the
+/// last of the previous page); without them, the whole list.
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn pins(State(d): St, Params(q): Params<PageQuery>) -> ApiResult<Json<Vec<PinInfo>>> {
+    let after = q
+        .after
+        .map(|a| shoal_core::cid::parse(&a))
+        .transpose()
+        .map_err(bad_request)?;
+    let limit = q.limit.unwrap_or(usize::MAX);
     Ok(Json(
-        d.node.pins().list().await?.into_iter().map(PinInfo::from).collect(),
+        d.node
+            .pins()
+            .page(after, limit)
+            .await?
+            .into_iter()
+            .map(PinInfo::from)
+            .collect(),
     ))
 }
 

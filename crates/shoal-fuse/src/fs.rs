@@ -36,6 +36,8 @@ use shoal_core::{chunk, cid, Block, Cid};
 use tokio::sync::Semaphore;
 
 pub const ROOT_INO: u64 = 1;
+/// Listings of the mount root kept for open directory handles.
+const MAX_ROOT_LISTS: usize = 64;
 /// Manifest pages fetched at once while a dataset loads.
 const PAGES_IN_FLIGHT: usize = 16;
 
@@ -47,6 +49,11 @@ pub trait Blocks: Send + Sync + 'static {
     async fn block(&self, cid: Cid, root: Cid) -> Result<Block, String>;
     /// Named datasets, listed at the mount root.
     fn names(&self) -> Vec<(String, Cid)>;
+    /// The dataset a name points at now (a lookup of one name must not
+    /// list them all: the root of a 100,000-dataset store has as many).
+    fn name(&self, name: &str) -> Option<Cid> {
+        self.names().into_iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
     /// Called when dataset `root` is first opened through the mount and on
     /// every open of one of its files (the daemon's popularity accounting).
     /// Must be quick: it runs on a FUSE thread.
@@ -358,6 +365,11 @@ pub struct MountFs<B> {
     /// Prefetch work queued or running (blocks, and next-file look-ups).
     prefetch_queued: Arc<AtomicUsize>,
     prefetched: Mutex<HashSet<u64>>,
+    /// Listings of the mount root by directory handle: taken once when the
+    /// root is opened and paged from, so a root of 100,000 names is not
+    /// listed again for every page the kernel asks for.
+    root_lists: Mutex<BTreeMap<u64, Arc<Vec<DirEntry>>>>,
+    root_handles: AtomicU64,
     /// Per dataset: the file whose first read came last, and the files read
     /// ahead after it (a reader of those reads in order).
     order: Mutex<HashMap<Cid, ReadOrder>>,
@@ -480,6 +492,8 @@ impl<B: Blocks> MountFs<B> {
             opts,
             loading: tokio::sync::Mutex::new(()),
             prefetched: Mutex::new(HashSet::new()),
+            root_lists: Mutex::new(BTreeMap::new()),
+            root_handles: AtomicU64::new(0),
             order: Mutex::new(HashMap::new()),
             ahead: Mutex::new(HashMap::new()),
             ahead_bytes: AtomicUsize::new(0),
@@ -574,7 +588,7 @@ impl<B: Blocks> MountFs<B> {
             // A dataset name is a symlink to its current CID directory: a
             // path through the name follows new versions, every CID
             // directory stays immutable.
-            _ if self.blocks.names().iter().any(|(n, _)| n == name) => {
+            _ if self.blocks.name(name).is_some() => {
                 let mut t = self.write_tables();
                 let ino = match t.links.get(name) {
                     Some(i) => *i,
@@ -833,6 +847,34 @@ impl<B: Blocks> MountFs<B> {
         }
     }
 
+    /// Opens the mount root for listing: its entries now, kept under the
+    /// handle returned until [`Self::close_root`] (the oldest of more than
+    /// [`MAX_ROOT_LISTS`] open listings is dropped; paging one again lists
+    /// the root afresh).
+    pub fn open_root(&self) -> FsResult<u64> {
+        let list = Arc::new(self.readdir(ROOT_INO)?);
+        let fh = self.root_handles.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut lists = self.root_lists.lock().expect("root lists lock");
+        lists.insert(fh, list);
+        while lists.len() > MAX_ROOT_LISTS {
+            lists.pop_first();
+        }
+        Ok(fh)
+    }
+
+    /// The root listing of handle `fh` (from [`Self::open_root`]), or the
+    /// root listed now when that handle holds none.
+    pub fn root_listing(&self, fh: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+        if let Some(l) = self.root_lists.lock().expect("root lists lock").get(&fh) {
+            return Ok(l.clone());
+        }
+        Ok(Arc::new(self.readdir(ROOT_INO)?))
+    }
+
+    pub fn close_root(&self, fh: u64) {
+        self.root_lists.lock().expect("root lists lock").remove(&fh);
+    }
+
     pub fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
         let t = self.read_tables();
         if ino == ROOT_INO {
@@ -925,10 +967,8 @@ impl<B: Blocks> MountFs<B> {
             None => return Err(FsError::enoent(format!("inode {ino}"))),
         };
         self.blocks
-            .names()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, c)| c.to_string())
+            .name(&name)
+            .map(|c| c.to_string())
             .ok_or_else(|| FsError::enoent(format!("the name {name} no longer exists")))
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyStatfs, Request, SessionACL,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request, SessionACL,
 };
 
 use crate::fs::{Attr, Blocks, FsError, MountFs, ROOT_INO};
@@ -43,7 +43,13 @@ impl<B: Blocks> Adapter<B> {
     /// One page of a directory from `offset`, with "." and ".." first:
     /// (next offset, entry, attributes). `count`: for readdirplus, each
     /// entry but the dots is a lookup reference.
-    fn dir_page(&self, ino: u64, offset: u64, count: bool) -> Result<Vec<(u64, crate::fs::DirEntry, Attr)>, FsError> {
+    fn dir_page(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        count: bool,
+    ) -> Result<Vec<(u64, crate::fs::DirEntry, Attr)>, FsError> {
         let mut out = Vec::new();
         let dots = [(ino, "."), (self.fs.parent(ino), "..")];
         for (i, (d, name)) in dots.iter().enumerate().skip(offset as usize) {
@@ -62,8 +68,8 @@ impl<B: Blocks> Adapter<B> {
         let skip = (offset as usize).saturating_sub(2);
         let page = if ino == ROOT_INO {
             self.fs
-                .readdir(ino)?
-                .into_iter()
+                .root_listing(fh)?
+                .iter()
                 .skip(skip)
                 .take(DIR_PAGE)
                 .map(|e| {
@@ -73,7 +79,7 @@ impl<B: Blocks> Adapter<B> {
                         is_dir: e.is_dir,
                         is_link: e.is_link,
                     };
-                    (e, a)
+                    (e.clone(), a)
                 })
                 .collect()
         } else {
@@ -233,6 +239,12 @@ impl<B: Blocks> Filesystem for Adapter<B> {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
         self.rt.spawn(async move {
+            if ino.0 == ROOT_INO {
+                return match fs.open_root() {
+                    Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                    Err(e) => reply.error(errno(&e)),
+                };
+            }
             match fs.list(ino.0).await {
                 Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
                 Err(e) => {
@@ -243,8 +255,15 @@ impl<B: Blocks> Filesystem for Adapter<B> {
         });
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let entries = match self.dir_page(ino.0, offset, false) {
+    fn releasedir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        if ino.0 == ROOT_INO {
+            self.fs.close_root(fh.0);
+        }
+        reply.ok();
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let entries = match self.dir_page(ino.0, fh.0, offset, false) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
@@ -265,7 +284,7 @@ impl<B: Blocks> Filesystem for Adapter<B> {
 
     /// Entries with their attributes, so `ls -l` and tree walks need no
     /// lookup round trip per file.
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         if ino.0 == ROOT_INO {
             // Root entries are datasets that may not be loaded yet: load
             // them (possibly over the network) off the FUSE thread.
@@ -274,11 +293,11 @@ impl<B: Blocks> Filesystem for Adapter<B> {
                 rt: self.rt.clone(),
             };
             self.rt.spawn(async move {
-                let names = match this.fs.readdir(ROOT_INO) {
+                let names = match this.fs.root_listing(fh.0) {
                     Ok(n) => n,
                     Err(e) => return reply.error(errno(&e)),
                 };
-                for (i, e) in names.into_iter().enumerate().skip(offset as usize) {
+                for (i, e) in names.iter().enumerate().skip(offset as usize) {
                     let (ino, attr) = match this.fs.lookup(ROOT_INO, &e.name).await {
                         Ok(a) => (a.ino, this.file_attr(a)),
                         // Unloadable: listed without attributes (nodeid 0).
@@ -302,7 +321,7 @@ impl<B: Blocks> Filesystem for Adapter<B> {
             });
             return;
         }
-        let entries = match self.dir_page(ino.0, offset, true) {
+        let entries = match self.dir_page(ino.0, fh.0, offset, true) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };

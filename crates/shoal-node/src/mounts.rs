@@ -49,6 +49,10 @@ impl Blocks for MountBlocks {
         self.store.names().unwrap_or_default()
     }
 
+    fn name(&self, name: &str) -> Option<Cid> {
+        self.store.resolve_name(name).ok().flatten()
+    }
+
     fn opened(&self, root: Cid) {
         self.pop.record(root, Kind::Mount, 1);
     }

@@ -652,3 +652,60 @@ async fn regression_stale_provider_records_never_push_out_the_live_provider() {
         b.shutdown().await.unwrap();
     }
 }
+
+/// Issue 29: `pins` in pages. Each page continues after the last root of
+/// the one before; the pages together are the whole list, in its order
+/// (by names, then root: unnamed pins first), a named-but-unpinned
+/// dataset included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_page_through_the_whole_list_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start(tmp.path()).await;
+    for i in 0..7u32 {
+        let src = tmp.path().join(format!("src{i}"));
+        std::fs::create_dir_all(&src).unwrap();
+        let ds = dataset(&src);
+        // Distinct datasets: a different group attribute each.
+        std::fs::write(
+            ds.join("zarr.json"),
+            format!(r#"{{"zarr_format":3,"node_type":"group","attributes":{{"i":{i}}}}}"#),
+        )
+        .unwrap();
+        // Names out of insertion order; two unnamed.
+        let name = (i >= 2).then(|| format!("ds-{}", 9 - i));
+        node.datasets().add(ds, name, shoal_node::no_progress()).await.unwrap();
+    }
+    // One named dataset whose pin is gone: still listed (its name keeps it).
+    let root3 = node.datasets().resolve("ds-3").await.unwrap().root;
+    let by_cid = node.datasets().resolve(&root3.to_string()).await.unwrap();
+    let un = node.pins().unpin(&by_cid).await.unwrap();
+    assert_eq!(un.still_named, ["ds-3"]);
+    let all = node.pins().list().await.unwrap();
+    assert_eq!(all.len(), 7);
+    let names: Vec<Vec<String>> = all.iter().map(|p| p.names.clone()).collect();
+    assert!(names[0].is_empty() && names[1].is_empty(), "{names:?}");
+    let named_order: Vec<&str> = names[2..].iter().map(|n| n[0].as_str()).collect();
+    assert_eq!(named_order, ["ds-3", "ds-4", "ds-5", "ds-6", "ds-7"]);
+    assert!(all[2].kinds.is_empty() && !all[3].kinds.is_empty());
+    for size in [1, 2, 3, 7, 100] {
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = node.pins().page(after, size).await.unwrap();
+            assert!(page.len() <= size);
+            after = page.last().map(|p| p.root);
+            let last = page.len() < size;
+            paged.extend(page);
+            if last {
+                break;
+            }
+        }
+        let roots = |v: &[shoal_node::PinEntry]| v.iter().map(|p| p.root).collect::<Vec<_>>();
+        assert_eq!(roots(&paged), roots(&all), "pages of {size}");
+        assert!(
+            paged.iter().all(|p| p.bytes > 0 && p.keys > 0),
+            "sizes are read for each page"
+        );
+    }
+    node.shutdown().await.unwrap();
+}

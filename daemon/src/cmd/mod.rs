@@ -96,7 +96,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             from,
         } => pins::pin(&c, target, name, replicas, from).await,
         Cmd::Unpin { target } => pins::unpin(&c, target).await,
-        Cmd::Pins => pins::list(&c).await,
+        Cmd::Pins { limit, after } => pins::list(&c, limit, after).await,
         Cmd::Query { req, out } => query::run(&c, *req, out).await,
         Cmd::Publish { name } => names::publish(&c, name).await,
         Cmd::Unpublish { name } => names::unpublish(&c, name).await,

@@ -36,6 +36,37 @@ pub async fn unpin(c: &Ctx, target: String) -> Result<ExitCode> {
     c.show(&render::Pinned { unpin: true, result })
 }
 
-pub async fn list(c: &Ctx) -> Result<ExitCode> {
-    c.show(&c.client.get::<Vec<PinInfo>>("/v1/pins").await?)
+/// Pins asked of the daemon per request: a store of 100,000 datasets is
+/// listed in pages, each printed as it arrives.
+const PAGE: usize = 2000;
+
+pub async fn list(c: &Ctx, limit: Option<usize>, after: Option<String>) -> Result<ExitCode> {
+    let mut after = after;
+    let mut left = limit.unwrap_or(usize::MAX);
+    let mut all = Vec::new();
+    let mut first = true;
+    loop {
+        let want = left.min(PAGE);
+        let mut path = format!("/v1/pins?limit={want}");
+        if let Some(a) = &after {
+            path.push_str(&format!("&after={a}"));
+        }
+        let page: Vec<PinInfo> = c.client.get(&path).await?;
+        let full = page.len() == want;
+        left -= page.len();
+        after = page.last().map(|p| p.root.clone()).or(after);
+        if c.json {
+            all.extend(page);
+        } else if first || !page.is_empty() {
+            render::pins_page(&page, first)?;
+        }
+        first = false;
+        if !full || left == 0 {
+            break;
+        }
+    }
+    if c.json {
+        return c.show(&all);
+    }
+    Ok(ExitCode::SUCCESS)
 }

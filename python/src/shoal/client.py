@@ -165,8 +165,17 @@ class Client:
     def unpin(self, target: str) -> dict:
         return self.api.call("POST", "/v1/unpin", {"target": target})
 
-    def pins(self) -> list[dict]:
-        return self.api.call("GET", "/v1/pins")
+    def pins(self, page: int = 2000) -> list[dict]:
+        """Pinned and named datasets, by name then root (asked for in pages,
+        so a store of 100,000 datasets is never one response)."""
+        out: list[dict] = []
+        query: dict = {"limit": str(page)}
+        while True:
+            got = self.api.call("GET", "/v1/pins", query=query)
+            out.extend(got)
+            if len(got) < page:
+                return out
+            query["after"] = got[-1]["root"]
 
     def ls(self, target: str) -> Iterator[dict]:
         """A dataset's keys (streamed: a million keys are never all held)."""

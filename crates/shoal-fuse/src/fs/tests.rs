@@ -24,6 +24,8 @@ struct MemBlocks {
     local: bool,
     /// Blocks read through `local`.
     local_reads: AtomicUsize,
+    /// Calls of `names` (a listing of every name).
+    names_listed: AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -47,7 +49,11 @@ impl Blocks for MemBlocks {
             .ok_or_else(|| "unknown block".into())
     }
     fn names(&self) -> Vec<(String, Cid)> {
+        self.names_listed.fetch_add(1, Ordering::SeqCst);
         self.names.clone()
+    }
+    fn name(&self, name: &str) -> Option<Cid> {
+        self.names.iter().find(|n| n.0 == name).map(|n| n.1)
     }
     fn local(&self, cid: &Cid) -> Option<Block> {
         if !self.local || self.failing.lock().unwrap().contains(cid) {
@@ -529,4 +535,51 @@ async fn a_dataset_the_kernel_forgets_gives_its_tables_back_and_loads_again() {
     assert_ne!(again.ino, a.ino);
     assert_eq!(fs.read_tables().used, loaded);
     assert_eq!(&fs.read(again.ino, 0, 10).await.unwrap()[..], &files["t/c/0/3"][..]);
+}
+
+/// Issue 29: a root of many names is listed once per open directory handle
+/// and paged from that listing; looking up or reading one name's link lists
+/// nothing.
+#[tokio::test]
+async fn the_root_is_listed_once_per_open_handle() {
+    let (mut mem, root, _) = dataset(2, 100, 1024, 1024);
+    mem.names = (0..5000).map(|i| (format!("n{i:05}"), root)).collect();
+    let fs = Arc::new(MountFs::new(Arc::new(mem), MountOptions::default()));
+    let listed = || fs.blocks.names_listed.load(Ordering::SeqCst);
+    let fh = fs.open_root().unwrap();
+    assert_eq!(listed(), 1);
+    let mut paged = Vec::new();
+    for page in 0..10 {
+        let l = fs.root_listing(fh).unwrap();
+        paged.extend(l.iter().skip(page * 500).take(500).map(|e| e.name.clone()));
+    }
+    assert_eq!(listed(), 1, "paging listed the root again");
+    let want: Vec<String> = (0..5000).map(|i| format!("n{i:05}")).collect();
+    assert_eq!(paged, want);
+    // A dataset opened by CID while the handle is open: not in its listing
+    // (the kernel pages one consistent listing), in the next one.
+    assert!(path(&fs, &root.to_string()).await.unwrap().is_dir);
+    assert_eq!(fs.root_listing(fh).unwrap().len(), 5000);
+    let fh2 = fs.open_root().unwrap();
+    assert_eq!(fs.root_listing(fh2).unwrap().len(), 5001);
+    // Names are looked up and read one at a time.
+    let before = listed();
+    for i in (0..5000).step_by(50) {
+        let a = fs.lookup(ROOT_INO, &format!("n{i:05}")).await.unwrap();
+        assert!(a.is_link);
+        assert_eq!(fs.readlink(a.ino).unwrap(), root.to_string());
+    }
+    assert_eq!(listed(), before, "a lookup listed every name");
+    // Bounded: past MAX_ROOT_LISTS open handles the oldest is dropped, and
+    // paging it lists the root afresh; a closed handle holds nothing.
+    let more: Vec<u64> = (0..MAX_ROOT_LISTS).map(|_| fs.open_root().unwrap()).collect();
+    assert_eq!(fs.root_lists.lock().unwrap().len(), MAX_ROOT_LISTS);
+    let before = listed();
+    assert_eq!(fs.root_listing(fh).unwrap().len(), 5001);
+    assert_eq!(listed(), before + 1);
+    for h in more {
+        fs.close_root(h);
+    }
+    fs.close_root(fh2);
+    assert!(fs.root_lists.lock().unwrap().is_empty());
 }
