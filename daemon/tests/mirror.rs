@@ -477,3 +477,40 @@ fn a_volunteer_whose_disk_fills_up_fails_cleanly_and_another_takes_over() {
     });
     assert!(mirrored(&small).is_empty());
 }
+
+/// Issue 29: a daemon holding a complete copy that nothing pins (its cache,
+/// after a `get`) counted itself as one more copy than its peers counted;
+/// first in the volunteer ranking, it stood down while the others waited
+/// for it, and the copy was made only when the window widened, by the
+/// wrong daemon. Now it counts as no copy, is chosen, and pins its blocks.
+#[test]
+fn a_cached_copy_is_no_replica_until_its_daemon_is_chosen_and_pins_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = big(tmp.path(), "d", 2, 29);
+    let cfg = || mirror_cfg("1GiB", 1_000_000, 1000, 2);
+    let (a, b, c) = (start(cfg()), start(cfg()), start(cfg()));
+    b.connect(&a);
+    c.connect(&a);
+    c.connect(&b);
+    let root = a.add(&ds, None);
+    // The volunteer every daemon ranks first (blake3 of root and peer id,
+    // as the policy ranks) gets the cached copy.
+    let rank = |d: &Daemon| {
+        let mut h = blake3::Hasher::new();
+        h.update(&shoal_core::cid::parse(&root).unwrap().to_bytes());
+        h.update(&d.peer_id().parse::<shoal_net::PeerId>().unwrap().to_bytes());
+        *h.finalize().as_bytes()
+    };
+    let (first, second) = if rank(&b) < rank(&c) { (&b, &c) } else { (&c, &b) };
+    first.cli_ok(&["get", &root, "-o", tmp.path().join("copy").to_str().unwrap()]);
+    a.cli_ok(&["pin", &root, "--replicas", "2"]);
+    wait_for(60, "the first-ranked daemon (a cached copy) to mirror", || {
+        mirrored(first).contains(&root).then_some(())
+    });
+    // Two copies: the other volunteer has no reason to fetch.
+    policy_runs(&[second], 8);
+    assert!(
+        !mirrored(second).contains(&root),
+        "the second-ranked daemon mirrored too"
+    );
+}
