@@ -68,6 +68,12 @@ remote, rep_b = shoal.query(root, "tas", op="std", dim="time", client=b, report=
 xr.testing.assert_allclose(remote["tas"], src["tas"].std("time").astype("float64"), rtol=1e-5)
 assert rep_b.chunks_remote and rep_b.chunks_local == 0, rep_b
 
+step("pins: the whole list, asked for in pages")
+whole = a.pins()
+paged = a.pins(page=1)
+assert [p["root"] for p in paged] == [p["root"] for p in whole] and len(whole) >= 1, (paged, whole)
+assert any("clim" in p["names"] for p in whole), whole
+
 step("errors carry the daemon's kind and message")
 try:
     shoal.query("clim", "tas", op="mean", dim="depth")

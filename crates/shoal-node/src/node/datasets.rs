@@ -584,7 +584,14 @@ impl NodeCtx {
         // root another kept version or another name holds stays).
         let excess = h.versions.len().saturating_sub(h.keep as usize);
         let dropped: Vec<crate::versions::Version> = h.versions.drain(..excess).collect();
-        let named: HashSet<Cid> = store.names()?.into_iter().map(|x| x.1).collect();
+        // The name table is read only when a version is dropped: an add must
+        // not cost a pass over every name (issue 29: with 100,000 names it
+        // was most of an add's time).
+        let named: HashSet<Cid> = if dropped.is_empty() {
+            HashSet::new()
+        } else {
+            store.names()?.into_iter().map(|x| x.1).collect()
+        };
         for d in dropped {
             if !named.contains(&d.root) && !h.versions.iter().any(|k| k.root == d.root) {
                 store.unpin(&d.root, PinKind::User)?;
