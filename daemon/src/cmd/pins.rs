@@ -37,8 +37,8 @@ pub async fn unpin(c: &Ctx, target: String) -> Result<ExitCode> {
 }
 
 /// Pins asked of the daemon per request: a store of 100,000 datasets is
-/// listed in pages, each printed as it arrives.
-const PAGE: usize = 2000;
+/// listed in pages of 20,000, each printed as it arrives.
+const PAGE: usize = 20_000;
 
 pub async fn list(c: &Ctx, limit: Option<usize>, after: Option<String>) -> Result<ExitCode> {
     let mut after = after;

@@ -165,7 +165,7 @@ class Client:
     def unpin(self, target: str) -> dict:
         return self.api.call("POST", "/v1/unpin", {"target": target})
 
-    def pins(self, page: int = 2000) -> list[dict]:
+    def pins(self, page: int = 20000) -> list[dict]:
         """Pinned and named datasets, by name then root (asked for in pages,
         so a store of 100,000 datasets is never one response)."""
         out: list[dict] = []

@@ -254,23 +254,39 @@ impl Pins {
                 for (name, c) in store.names()? {
                     named.entry(c).or_default().push(name);
                 }
-                let mut roots: Vec<(Cid, Vec<PinKind>)> =
-                    store.pins()?.into_iter().map(|p| (p.0, p.1.kinds())).collect();
-                let pinned: HashSet<Cid> = roots.iter().map(|r| r.0).collect();
-                // Named but unpinned datasets are kept too; list them.
-                roots.extend(named.keys().filter(|c| !pinned.contains(c)).map(|c| (*c, Vec::new())));
+                let pins = store.pins()?;
+                let pinned: HashSet<Cid> = pins.iter().map(|p| p.0).collect();
                 let none = Vec::new();
                 let names_of = |c: &Cid| named.get(c).unwrap_or(&none);
-                roots.sort_by(|a, b| names_of(&a.0).cmp(names_of(&b.0)).then(a.0.cmp(&b.0)));
-                let from = after.map_or(0, |after| {
-                    let key = (names_of(&after), &after);
-                    roots.partition_point(|r| (names_of(&r.0), &r.0) <= key)
-                });
+                // Named but unpinned datasets are kept too; list them.
+                let mut roots: Vec<(&Vec<String>, Cid, Vec<PinKind>)> = pins
+                    .into_iter()
+                    .map(|p| (names_of(&p.0), p.0, p.1.kinds()))
+                    .chain(
+                        named
+                            .iter()
+                            .filter(|(c, _)| !pinned.contains(c))
+                            .map(|(c, n)| (n, *c, Vec::new())),
+                    )
+                    .collect();
+                // Past the cursor, then the first `limit` of those, sorted:
+                // one pass and a partial selection, not a sort of every
+                // dataset for each page.
+                if let Some(after) = after {
+                    let key = (names_of(&after), after);
+                    roots.retain(|r| (r.0, r.1) > key);
+                }
+                let by_key = |a: &(&Vec<String>, Cid, Vec<PinKind>), b: &(&Vec<String>, Cid, Vec<PinKind>)| {
+                    (a.0, a.1).cmp(&(b.0, b.1))
+                };
+                if limit < roots.len() {
+                    roots.select_nth_unstable_by(limit, by_key);
+                    roots.truncate(limit);
+                }
+                roots.sort_unstable_by(by_key);
                 roots
                     .into_iter()
-                    .skip(from)
-                    .take(limit)
-                    .map(|(root, kinds)| {
+                    .map(|(names, root, kinds)| {
                         let (keys, bytes) = store
                             .manifest(&root)
                             .map(|m| (m.key_count, m.total_bytes))
@@ -278,7 +294,7 @@ impl Pins {
                         Ok(PinEntry {
                             root,
                             kinds,
-                            names: names_of(&root).clone(),
+                            names: names.clone(),
                             bytes,
                             keys,
                         })
