@@ -284,22 +284,23 @@ impl Pins {
                     roots.truncate(limit);
                 }
                 roots.sort_unstable_by(by_key);
-                roots
+                // A manifest that cannot be read shows as size 0, as before.
+                Ok(roots
                     .into_iter()
                     .map(|(names, root, kinds)| {
                         let (keys, bytes) = store
                             .manifest(&root)
                             .map(|m| (m.key_count, m.total_bytes))
                             .unwrap_or((0, 0));
-                        Ok(PinEntry {
+                        PinEntry {
                             root,
                             kinds,
                             names: names.clone(),
                             bytes,
                             keys,
-                        })
+                        }
                     })
-                    .collect()
+                    .collect())
             })
             .await
     }
