@@ -49,6 +49,10 @@ pub struct ArrayInfo {
     /// What the stored bytes of a chunk may decode to (checked before
     /// zarrs decodes them).
     pub guard: Option<crate::storage::DecodeGuard>,
+    /// Set when a stored chunk is its values in C order, little-endian,
+    /// zstd-compressed or not, and nothing else: the engine then decodes
+    /// it itself, straight into a buffer each worker keeps.
+    pub plain: Option<crate::storage::Plain>,
     /// Encoded values that mean "missing" (CF).
     pub(crate) masks: Vec<f64>,
     pub(crate) scale: f64,
@@ -303,6 +307,7 @@ pub fn array_info(
         ))
     })?;
     let (chunk_shape, chunk_bytes, guard) = chunking(array, zarr_format, &meta, &shape, dt.size(), budget)?;
+    let plain = plain_layout(zarr_format, &meta, dt.size());
     let dims: Vec<String> = if zarr_format == 3 {
         meta.get("dimension_names")
     } else {
@@ -338,14 +343,59 @@ pub fn array_info(
         dt,
         chunk_bytes,
         guard,
+        plain,
         masks,
         scale,
         offset,
     })
 }
 
+/// Whether a stored chunk of this array is exactly its values in C order
+/// and this machine's (little-endian) byte order, zstd-compressed or not:
+/// v3 codecs `bytes` (little-endian) then at most `zstd`; v2 no filters,
+/// order C, a little-endian (or one-byte) dtype and no compressor or zstd.
+/// Anything else (sharding, transpose, checksums, blosc, big-endian) is
+/// decoded by zarrs.
+fn plain_layout(zarr_format: u8, meta: &Map<String, Value>, elem: u64) -> Option<crate::storage::Plain> {
+    use crate::storage::Plain;
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    fn name(c: &Value) -> Option<&str> {
+        c.get("name").and_then(Value::as_str)
+    }
+    if zarr_format == 3 {
+        let codecs = meta.get("codecs")?.as_array()?;
+        let bytes = codecs.first()?;
+        let endian = bytes
+            .get("configuration")
+            .and_then(|c| c.get("endian"))
+            .and_then(Value::as_str);
+        if name(bytes) != Some("bytes") || !(endian == Some("little") || (endian.is_none() && elem == 1)) {
+            return None;
+        }
+        return match &codecs[1..] {
+            [] => Some(Plain::Raw),
+            [z] if name(z) == Some("zstd") => Some(Plain::Zstd),
+            _ => None,
+        };
+    }
+    let dtype = meta.get("dtype").and_then(Value::as_str)?;
+    let filters = meta.get("filters").unwrap_or(&Value::Null);
+    let order = meta.get("order").and_then(Value::as_str).unwrap_or("C");
+    let no_filters = filters.is_null() || filters.as_array().is_some_and(Vec::is_empty);
+    if !(dtype.starts_with('<') || dtype.starts_with('|')) || !no_filters || order != "C" {
+        return None;
+    }
+    match meta.get("compressor").unwrap_or(&Value::Null) {
+        Value::Null => Some(Plain::Raw),
+        c if c.get("id").and_then(Value::as_str) == Some("zstd") => Some(Plain::Zstd),
+        _ => None,
+    }
+}
+
 /// A stored element type, widened to f64 for accumulation.
-pub(crate) trait Num: Copy + zarrs::array::ElementOwned + Send + Sync + 'static {
+pub(crate) trait Num: Copy + bytemuck::Pod + zarrs::array::ElementOwned + Send + Sync + 'static {
     fn f(self) -> f64;
 }
 

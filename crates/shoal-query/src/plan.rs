@@ -11,7 +11,7 @@ use crate::{Error, Result};
 /// Most chunks one query plans over (the chunk list is held in memory).
 pub const MAX_PLAN_CHUNKS: u64 = 1 << 22;
 /// Memory of one output cell's partial while computing.
-pub const CELL_BYTES: u64 = std::mem::size_of::<Partial>() as u64;
+pub const CELL_BYTES: u64 = (std::mem::size_of::<Partial>() + std::mem::size_of::<crate::grid::SumCount>()) as u64;
 /// Memory of one planned chunk index, beyond its coordinates.
 const CHUNK_INDEX_BYTES: u64 = 24;
 /// Decode buffers a worker holds per chunk (encoded bytes, codec output,
