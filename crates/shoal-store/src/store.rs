@@ -416,7 +416,7 @@ impl Store {
             .readers
             .read(&self.seg_dir, loc.segment, loc.offset, loc.len as usize)
             .map_err(|e| corrupt(format!("read failed: {e}")))?;
-        Block::verified(*cid, data.into()).map_err(|e| corrupt(e.to_string()))
+        Block::verified(*cid, data).map_err(|e| corrupt(e.to_string()))
     }
 
     /// Bytes of block data the index counts as stored.
