@@ -120,6 +120,21 @@ fn chunks_read_in_order_are_answered_from_read_ahead_and_every_order_reads_right
             check(&["chunks", &base(&a, &root), src.to_str().unwrap(), "temp", again]);
         }
     }
+    // A reader that jumps from one block of neighbouring chunks to the
+    // next (dask's blocks): pairs of neighbours along the last dimension,
+    // no pair next to the one before. The first chunk of each pair is a
+    // miss; its neighbour is read ahead because the dataset was read in
+    // order within the last second: every second chunk is a hit but the
+    // first pair's.
+    let j = Daemon::start();
+    let src = datasets().join("v2_blosc");
+    let root = j.add(&src, None);
+    let n: f64 = check(&["chunks", &base(&j, &root), src.to_str().unwrap(), "temp", "pairs"])
+        .trim()
+        .parse()
+        .unwrap();
+    let got = hits(&j);
+    assert!(got >= n / 2.0 - 1.0, "pairs: {got} of {n} chunks from read-ahead");
     // Off: nothing is read ahead.
     let off = Daemon::start_opts(Opts {
         gateway: "readahead = \"0\"\n".into(),

@@ -8,8 +8,9 @@ usage:
   gateway_check.py http BASE KEY FILE       Range/HEAD/ETag/404/405/416 on BASE/KEY (bytes of FILE)
   gateway_check.py chunks BASE ORIG ARRAY ORDER
                                             GETs every chunk of a v2 ARRAY one at a time (one
-                                            keep-alive connection) in ORDER (c, reverse or
-                                            shuffled), each equal to ORIG's file; prints the count
+                                            keep-alive connection) in ORDER (c, reverse,
+                                            shuffled or pairs), each equal to ORIG's file; prints
+                                            the count
   gateway_check.py metrics URL              parses /metrics; prints the samples as JSON
   gateway_check.py get URL                  prints "status N" or "error ..." (a hang guard wraps it)
   gateway_check.py stream URL SIZE          reads URL in pieces; prints "started" once the
@@ -71,6 +72,12 @@ elif cmd == "chunks":
         keys.reverse()
     elif order == "shuffled":
         random.Random(7).shuffle(keys)
+    elif order == "pairs":
+        # Neighbours along the last dimension two by two (the second, then
+        # the first: dask's order within a block), the pairs in a jumping
+        # order: no pair starts next to the one before it.
+        pairs = [keys[i:i + 2][::-1] for i in range(0, len(keys) - 1, 2)]
+        keys = [k for p in pairs[0::2] + pairs[1::2] for k in p]
     with requests.Session() as s:
         for k in keys:
             r = s.get(f"{base}/{array}/{k}", timeout=60)

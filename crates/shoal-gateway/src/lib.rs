@@ -405,17 +405,29 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
             let ctype = content_type(&reader.entry().key);
             let (root, key) = (reader.root(), reader.entry().key.clone());
             // A GET of a chunk read ahead is answered from memory; a GET
-            // in chunk order reads the next chunks ahead.
-            let slot = if *method == Method::GET {
+            // in chunk order reads the next chunks ahead, once this one's
+            // blocks are read (`done` dropped: the body's last piece is
+            // taken, or the response goes without a body).
+            let (slot, done) = if *method == Method::GET {
                 let slot = gw.ahead.take(root, &key);
-                gw.ahead.follow(&gw.node, root, &key, slot.is_some(), ahead);
-                slot
+                let (done, gate) = match slot {
+                    Some(_) => (None, None),
+                    None => {
+                        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                        (Some(tx), Some(rx))
+                    }
+                };
+                gw.ahead.follow(&gw.node, root, &key, slot.is_some(), ahead, gate);
+                (slot, done)
             } else {
-                None
+                (None, None)
             };
             let body = move |r: std::ops::Range<u64>| match slot {
                 Some(slot) => ahead::body(slot, reader, r, ahead),
-                None => reader.stream(r, ahead),
+                None => reader
+                    .stream(r, ahead)
+                    .chain(futures::stream::once(async move { drop(done) }).filter_map(|()| async { None }))
+                    .boxed(),
             };
             respond(gw, method, headers, size, &etag, cache, ctype, permit, body).await
         }
