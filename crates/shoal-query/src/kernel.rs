@@ -343,7 +343,10 @@ fn kernel<T: Num>(
 }
 
 /// A worker's buffer for chunks it decodes itself, and its zstd context:
-/// kept for the thread's life (one query's workers), grown to one chunk.
+/// kept for the thread's life, grown to one chunk. Every caller of the
+/// kernel runs it on threads of one query's scope (`exec::compute_chunks`'
+/// workers, the node's checking threads), so the buffer goes with the
+/// query; the plan's memory counts one chunk's decode buffers per worker.
 struct Scratch {
     /// 8-byte words, so the bytes can be viewed as values of any type.
     buf: Vec<u64>,
