@@ -83,6 +83,8 @@ const IN_ORDER_LATELY: Duration = Duration::from_secs(1);
 /// Longest a read-ahead waits for the request that started it to have
 /// read its own key (see [`Ahead::follow`]'s `gate`).
 const GATE_MAX: Duration = Duration::from_millis(500);
+/// Longest a request waits for the lookup of the keys it reads ahead.
+const LOOKUP_WAIT: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 struct State {
@@ -163,7 +165,7 @@ impl Ahead {
     /// ahead waits for its own blocks, and on two cores the read-ahead's
     /// blocks verified beside them made it wait for those too (2.5 ms to
     /// its first byte instead of 1 ms).
-    pub fn follow(
+    pub async fn follow(
         self: &Arc<Self>,
         node: &Node,
         root: Cid,
@@ -219,23 +221,46 @@ impl Ahead {
         if want == 0 || near.is_empty() {
             return;
         }
-        let (me, node) = (self.clone(), node.clone());
-        tokio::spawn(async move {
-            let Ok(next) = node.datasets().open_existing(root, near, want).await else {
-                return;
-            };
-            // One key after another, nearest first: the next key is ready
-            // soonest rather than all of them late together.
-            let mut before: Option<Slot> = None;
-            let mut gate = gate;
-            for r in next {
-                match me.start(root, r, blocks_ahead, before.clone(), gate.take()) {
-                    Started::Slot(s) => before = Some(s),
-                    Started::Skipped => {}
-                    Started::Full => break,
-                }
+        // The slots are held before this request is answered, so a client
+        // that asks for the next key the moment this answer is in finds
+        // it (the keys' lookup is normally in the decoded-manifest cache;
+        // the reads run on tasks of their own). A lookup that needs more
+        // than LOOKUP_WAIT (manifest pages from peers) finishes behind.
+        let node = node.clone();
+        let mut open = Box::pin(async move { node.datasets().open_existing(root, near, want).await });
+        match tokio::time::timeout(LOOKUP_WAIT, &mut open).await {
+            Ok(Ok(next)) => self.hold(root, next, blocks_ahead, gate),
+            Ok(Err(_)) => {}
+            Err(_) => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let Ok(next) = open.await {
+                        me.hold(root, next, blocks_ahead, gate);
+                    }
+                });
             }
-        });
+        }
+    }
+
+    /// Holds slots for `next` and starts their reads: one key after
+    /// another, nearest first (the next key is ready soonest rather than
+    /// all of them late together), the first once `gate` opens.
+    fn hold(
+        &self,
+        root: Cid,
+        next: Vec<KeyReader>,
+        blocks_ahead: usize,
+        gate: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) {
+        let mut before: Option<Slot> = None;
+        let mut gate = gate;
+        for r in next {
+            match self.start(root, r, blocks_ahead, before.clone(), gate.take()) {
+                Started::Slot(s) => before = Some(s),
+                Started::Skipped => {}
+                Started::Full => break,
+            }
+        }
     }
 
     /// Reads one key ahead, once `after` (the key before it) is read and

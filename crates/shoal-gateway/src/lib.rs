@@ -417,7 +417,7 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
                         (Some(tx), Some(rx))
                     }
                 };
-                gw.ahead.follow(&gw.node, root, &key, slot.is_some(), ahead, gate);
+                gw.ahead.follow(&gw.node, root, &key, slot.is_some(), ahead, gate).await;
                 (slot, done)
             } else {
                 (None, None)
