@@ -250,10 +250,9 @@ impl Ahead {
         root: Cid,
         next: Vec<KeyReader>,
         blocks_ahead: usize,
-        gate: Option<tokio::sync::oneshot::Receiver<()>>,
+        mut gate: Option<tokio::sync::oneshot::Receiver<()>>,
     ) {
         let mut before: Option<Slot> = None;
-        let mut gate = gate;
         for r in next {
             match self.start(root, r, blocks_ahead, before.clone(), gate.take()) {
                 Started::Slot(s) => before = Some(s),

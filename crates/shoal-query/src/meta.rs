@@ -107,13 +107,18 @@ fn u64s(v: Option<&Value>) -> Option<Vec<u64>> {
     v?.as_array()?.iter().map(Value::as_u64).collect()
 }
 
+/// A codec's name in a codec list entry (`{"name": ..., "configuration": ...}`).
+fn codec_name(c: &Value) -> Option<&str> {
+    c.get("name").and_then(Value::as_str)
+}
+
 /// The name of the codec whose output is stored (a checksum appended after
 /// it does not change where the frame starts).
 fn outermost(codecs: &[Value]) -> Option<String> {
     codecs
         .iter()
         .rev()
-        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .filter_map(codec_name)
         .find(|n| *n != "crc32c")
         .map(str::to_string)
 }
@@ -138,7 +143,6 @@ fn chunking(
         return Err(bad(format!("{} dimensions (at most {MAX_DIMS})", shape.len())));
     }
     checked_product(shape).ok_or_else(|| bad(format!("shape {shape:?} has more than 2^64 elements")))?;
-    let name = |c: &Value| c.get("name").and_then(Value::as_str).map(str::to_string);
     let (chunk, last_codec, inner) = if zarr_format == 3 {
         let grid = meta.get("chunk_grid");
         if grid.and_then(|g| g.get("name")).and_then(Value::as_str) != Some("regular") {
@@ -156,7 +160,7 @@ fn chunking(
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let shard = codecs.iter().find(|c| name(c).as_deref() == Some("sharding_indexed"));
+        let shard = codecs.iter().find(|c| codec_name(c) == Some("sharding_indexed"));
         match shard.and_then(|c| c.get("configuration")) {
             Some(cfg) => {
                 let inner = u64s(cfg.get("chunk_shape")).ok_or_else(|| bad("sharding without chunk_shape".into()))?;
@@ -361,9 +365,6 @@ fn plain_layout(zarr_format: u8, meta: &Map<String, Value>, elem: u64) -> Option
     if cfg!(target_endian = "big") {
         return None;
     }
-    fn name(c: &Value) -> Option<&str> {
-        c.get("name").and_then(Value::as_str)
-    }
     if zarr_format == 3 {
         let codecs = meta.get("codecs")?.as_array()?;
         let bytes = codecs.first()?;
@@ -371,12 +372,12 @@ fn plain_layout(zarr_format: u8, meta: &Map<String, Value>, elem: u64) -> Option
             .get("configuration")
             .and_then(|c| c.get("endian"))
             .and_then(Value::as_str);
-        if name(bytes) != Some("bytes") || !(endian == Some("little") || (endian.is_none() && elem == 1)) {
+        if codec_name(bytes) != Some("bytes") || !(endian == Some("little") || (endian.is_none() && elem == 1)) {
             return None;
         }
         return match &codecs[1..] {
             [] => Some(Plain::Raw),
-            [z] if name(z) == Some("zstd") => Some(Plain::Zstd),
+            [z] if codec_name(z) == Some("zstd") => Some(Plain::Zstd),
             _ => None,
         };
     }

@@ -355,15 +355,7 @@ impl ManifestStorage {
                 let bs = u64::from(self.block_size);
                 let mut out = BytesMut::with_capacity((end - start) as usize);
                 for bi in start / bs..=(end - 1) / bs {
-                    let b = (self.fetch)(&cids[bi as usize]).map_err(|err| format!("{key}: {err}"))?;
-                    let want = chunk::block_len(e.size, self.block_size, bi);
-                    if b.len() as u64 != want {
-                        return Err(format!(
-                            "{key}: block {} has {} bytes, manifest says {want}",
-                            b.cid(),
-                            b.len()
-                        ));
-                    }
+                    let b = self.block(e, &cids[bi as usize], bi)?;
                     let bstart = bi * bs;
                     let s = start.saturating_sub(bstart) as usize;
                     let t = (end - bstart).min(b.len() as u64) as usize;
@@ -375,6 +367,22 @@ impl ManifestStorage {
                 Ok(out.freeze())
             }
         }
+    }
+
+    /// Block `bi` (`cid`) of entry `e`, fetched (verified) and its length
+    /// checked against the manifest.
+    fn block(&self, e: &Entry, cid: &Cid, bi: u64) -> Result<Block, String> {
+        let b = (self.fetch)(cid).map_err(|err| format!("{}: {err}", e.key))?;
+        let want = chunk::block_len(e.size, self.block_size, bi);
+        if b.len() as u64 != want {
+            return Err(format!(
+                "{}: block {} has {} bytes, manifest says {want}",
+                e.key,
+                b.cid(),
+                b.len()
+            ));
+        }
+        Ok(b)
     }
 
     /// Decodes chunk `key`, stored as `plain`, into `out`, which must come
@@ -414,15 +422,7 @@ impl ManifestStorage {
             }
             Content::Blocks(cids) => {
                 for (bi, cid) in cids.iter().enumerate() {
-                    let b = (self.fetch)(cid).map_err(|err| format!("{key}: {err}"))?;
-                    let want = chunk::block_len(e.size, self.block_size, bi as u64);
-                    if b.len() as u64 != want {
-                        return Err(format!(
-                            "{key}: block {} has {} bytes, manifest says {want}",
-                            b.cid(),
-                            b.len()
-                        ));
-                    }
+                    let b = self.block(&e, cid, bi as u64)?;
                     if bi == 0 {
                         if cids.len() == 1 {
                             guard(b.data())?;
