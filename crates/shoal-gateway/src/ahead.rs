@@ -297,6 +297,7 @@ impl Ahead {
                 let _ = a.await;
             }
             let pieces: Vec<Bytes> = r
+                .ahead()
                 .stream(0..size, blocks_ahead)
                 .map_err(|e| e.to_string())
                 .try_collect()

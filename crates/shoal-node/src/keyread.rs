@@ -20,6 +20,9 @@ pub struct KeyReader {
     pub(crate) entry: Arc<Entry>,
     pub(crate) block_size: u32,
     pub(crate) source: Arc<BlockSource>,
+    /// Read ahead of its reader: local blocks are read and verified at a
+    /// lower CPU priority ([`BlockSource::get_ahead`]).
+    pub(crate) ahead: bool,
 }
 
 impl KeyReader {
@@ -33,6 +36,14 @@ impl KeyReader {
 
     pub fn size(&self) -> u64 {
         self.entry.size
+    }
+
+    /// This key read before anybody asked for it: its local blocks are read
+    /// and verified on the low-priority read-ahead threads, giving way to
+    /// work somebody waits for.
+    pub fn ahead(mut self) -> KeyReader {
+        self.ahead = true;
+        self
     }
 
     /// The bytes of `range` (clamped to the key's size), one piece per
@@ -52,6 +63,7 @@ impl KeyReader {
         };
         let bs = u64::from(self.block_size);
         let (root, block_size, source, key) = (self.root, self.block_size, self.source.clone(), self.entry.key.clone());
+        let ahead_of_reader = self.ahead;
         stream::iter(start / bs..=(end - 1) / bs)
             .map(move |i| {
                 let (source, key) = (source.clone(), key.clone());
@@ -60,10 +72,12 @@ impl KeyReader {
                     let cid = cid.ok_or_else(|| {
                         Error::Corrupt(format!("{root}/{key}: block {i} is missing from the manifest"))
                     })?;
-                    let b = source
-                        .get(cid, root)
-                        .await
-                        .map_err(|e| Error::Unavailable(format!("{root}/{key}: {e}")))?;
+                    let got = if ahead_of_reader {
+                        source.get_ahead(cid, root).await
+                    } else {
+                        source.get(cid, root).await
+                    };
+                    let b = got.map_err(|e| Error::Unavailable(format!("{root}/{key}: {e}")))?;
                     let want = chunk::block_len(size, block_size, i);
                     if b.len() as u64 != want {
                         return Err(Error::Corrupt(format!(

@@ -502,6 +502,7 @@ impl NodeCtx {
             entry: Arc::new(entry),
             block_size,
             source: self.services.source.clone(),
+            ahead: false,
         }
     }
 

@@ -23,6 +23,7 @@
 mod dataset;
 mod link;
 mod source;
+pub mod speculative;
 mod write_behind;
 
 use std::collections::HashSet;

@@ -118,8 +118,25 @@ impl BlockSource {
     /// The verified block `cid` of dataset `root`, within the deadline. A
     /// corrupt local copy is treated as absent and fetched again.
     pub async fn get(&self, cid: Cid, root: Cid) -> Result<Block> {
+        self.get_as(cid, root, false).await
+    }
+
+    /// [`get`](Self::get) for a read nobody waits for yet (read-ahead):
+    /// the local copy is read and verified on the low-priority threads of
+    /// [`speculative`](super::speculative).
+    pub async fn get_ahead(&self, cid: Cid, root: Cid) -> Result<Block> {
+        self.get_as(cid, root, true).await
+    }
+
+    async fn get_as(&self, cid: Cid, root: Cid, ahead: bool) -> Result<Block> {
         let store = self.fetcher.store.clone();
-        let local = match blocking(move || Ok(store.get(&cid))).await? {
+        let read = move || Ok(store.get(&cid));
+        let found = if ahead {
+            super::speculative::pool().run(read).await??
+        } else {
+            blocking(read).await?
+        };
+        let local = match found {
             Ok(Some(b)) => {
                 self.stats.local.fetch_add(1, Ordering::Relaxed);
                 return Ok(b);
