@@ -39,6 +39,10 @@ pub(crate) struct Services {
     pub manifests: Manifests,
 }
 
+fn no_key(key: &str, root: Cid) -> Error {
+    Error::NotFound(format!("no key {key:?} in dataset {root}"))
+}
+
 /// Decoded manifest roots kept (each with its own pages).
 const MANIFESTS_KEPT: usize = 8;
 /// Decoded pages kept per manifest: a reader of one dataset (fsspec, the
@@ -51,6 +55,10 @@ const PAGES_PER_MANIFEST: usize = 8;
 pub(crate) struct Decoded {
     pub manifest: Manifest,
     pub pages: PageCache,
+    /// [`Store::removals`] read before the root was last found stored here
+    /// (`u64::MAX`: not yet): while the store's count is still this, the
+    /// root is still here and a lookup needs no store call.
+    stored_at: AtomicU64,
 }
 
 /// The manifests of the datasets read lately, decoded once: a gateway or
@@ -102,7 +110,9 @@ impl Services {
         // Kept while the root is stored here: a dataset removed since (gc)
         // reads as it would uncached (fetched from peers, or not found).
         if let Some(d) = self.manifests.get(root) {
+            let removals = self.store.removals();
             if self.store.has(root).unwrap_or(false) {
+                d.stored_at.store(removals, Ordering::Release);
                 return Ok(d);
             }
             self.manifests.forget(root);
@@ -110,11 +120,44 @@ impl Services {
         let d = Arc::new(Decoded {
             manifest: self.load_manifest(root)?,
             pages: PageCache::new(PAGES_PER_MANIFEST),
+            stored_at: AtomicU64::new(u64::MAX),
         });
+        let removals = self.store.removals();
         if self.store.has(root).unwrap_or(false) {
+            d.stored_at.store(removals, Ordering::Release);
             self.manifests.put(*root, d.clone());
         }
         Ok(d)
+    }
+
+    /// [`lookup`](Self::lookup) without I/O, for async callers to skip a
+    /// thread hop: the entry when the decoded manifest of `root` is kept,
+    /// nothing left the store since its root was last found here, and every
+    /// page on the key's path is kept. `None`: call `lookup` on the
+    /// blocking pool.
+    pub fn lookup_kept(&self, root: Cid, key: &str) -> Option<Result<(Entry, u32)>> {
+        enum Miss {
+            NotKept,
+            Bad(shoal_core::Error),
+        }
+        impl From<shoal_core::Error> for Miss {
+            fn from(e: shoal_core::Error) -> Self {
+                Miss::Bad(e)
+            }
+        }
+        let d = self.manifests.get(&root)?;
+        if d.stored_at.load(Ordering::Acquire) != self.store.removals() {
+            return None;
+        }
+        let found = d
+            .manifest
+            .lookup_in(key, &mut |child| d.pages.get(&child.cid).ok_or(Miss::NotKept));
+        match found {
+            Ok(Some(e)) => Some(Ok((e, d.manifest.block_size))),
+            Ok(None) => Some(Err(no_key(key, root))),
+            Err(Miss::NotKept) => None,
+            Err(Miss::Bad(e)) => Some(Err(e.into())),
+        }
     }
 
     /// One key's manifest entry and the dataset's block size, through the
@@ -128,7 +171,7 @@ impl Services {
     pub fn entry(&self, d: &Decoded, root: Cid, key: &str) -> Result<Entry> {
         let reader = self.reader(root);
         let found = d.manifest.lookup_cached(key, &d.pages, &mut reader.fetch())?;
-        found.ok_or_else(|| Error::NotFound(format!("no key {key:?} in dataset {root}")))
+        found.ok_or_else(|| no_key(key, root))
     }
 
     fn load_manifest(&self, root: &Cid) -> Result<Manifest> {

@@ -283,12 +283,32 @@ async fn unpin_by_name_drops_the_name_and_gc_then_frees_everything() {
     let tmp = tempfile::tempdir().unwrap();
     let (node, _, _) = grid(tmp.path()).await;
     let target = node.datasets().resolve("grid").await.unwrap();
+    // Opened twice: the second lookup answers from the kept manifest.
+    let root = target.root;
+    for _ in 0..2 {
+        let k = node.datasets().open(root, "t/c/0/1").await.unwrap();
+        assert_eq!((k.entry().key.as_str(), k.size() > 0), ("t/c/0/1", true));
+        let absent = node.datasets().open(root, "t/c/9/9").await;
+        assert!(
+            matches!(&absent, Err(Error::NotFound(m)) if m.contains("no key")),
+            "an absent key must be not found"
+        );
+    }
     // Unpin by name drops the name too; gc then frees everything.
     let un = node.pins().unpin(&target).await.unwrap();
     assert!(un.changed && un.still_named.is_empty());
     assert!(node.pins().list().await.unwrap().is_empty());
     assert!(node.gc().await.unwrap().removed_blocks > 0);
     assert_eq!(node.stats().await.unwrap().blocks, 0);
+    // The kept manifest is not used once its root has left the store: the
+    // dataset reads as it would uncached (not here, no peer has it).
+    let gone = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        node.datasets().open(root, "t/c/0/1"),
+    )
+    .await
+    .expect("a bounded answer");
+    assert!(gone.is_err(), "a collected dataset answered from its kept manifest");
     node.shutdown().await.unwrap();
 }
 

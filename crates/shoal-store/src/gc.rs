@@ -130,6 +130,9 @@ impl Store {
             meta.insert("live_bytes", live.saturating_sub(removed))?;
         }
         txn.commit()?;
+        // After the commit: a reader that sees the old count read the
+        // index before this removal.
+        self.removals.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 

@@ -132,6 +132,8 @@ pub struct Store {
     pub(crate) backups: AtomicU64,
     /// Segment files compaction left for a running backup.
     pub(crate) deferred: Mutex<Vec<PathBuf>>,
+    /// Index removals committed since open (see [`Store::removals`]).
+    pub(crate) removals: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -298,6 +300,7 @@ impl Store {
             recovery,
             backups: AtomicU64::new(0),
             deferred: Mutex::new(Vec::new()),
+            removals: AtomicU64::new(0),
         })
     }
 
@@ -344,6 +347,14 @@ impl Store {
 
     fn tick(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// How many times blocks have left the index since the store opened
+    /// (GC, eviction, a corrupt copy dropped), counted once each removal is
+    /// committed. A caller that read it before finding a block here knows
+    /// the block is still here while it has not moved.
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
     }
 
     pub fn has(&self, cid: &Cid) -> Result<bool> {

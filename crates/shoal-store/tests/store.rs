@@ -71,8 +71,16 @@ fn gc_keeps_pinned_and_named_and_removes_the_rest() {
         }
         store.pin(&a.root(), PinKind::User).unwrap();
         store.set_name("bee", &b.root()).unwrap();
+        // Adds and pins move no block out: the removal count stays.
+        assert_eq!(store.removals(), 0);
         let stats = store.gc().unwrap();
         assert_eq!(stats.removed_bytes, c.bytes());
+        // A collection that removed blocks is counted; one that removed
+        // nothing is not.
+        let after = store.removals();
+        assert!(after > 0);
+        store.gc().unwrap();
+        assert_eq!(store.removals(), after);
         for blk in a.all().iter().chain(b.all().iter()) {
             assert!(store.get(blk.cid()).unwrap().is_some());
         }

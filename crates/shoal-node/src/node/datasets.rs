@@ -15,6 +15,9 @@ use shoal_store::PinKind;
 use shoal_zarr::{read, IngestOptions};
 
 use super::NodeCtx;
+
+/// A key's lookup that may decline (`None`: it needs I/O).
+type Lookup = dyn Fn(&NodeCtx, &str) -> Option<Result<(Entry, u32)>>;
 use crate::error::{Error, Result};
 use crate::records::{unix_now, unix_now_nanos};
 use crate::types::*;
@@ -350,6 +353,9 @@ impl Datasets {
 
     /// One key's entry and the dataset's block size.
     pub(super) async fn lookup(&self, root: Cid, key: &str) -> Result<(Entry, u32)> {
+        if let Some(found) = self.ctx.services.lookup_kept(root, key) {
+            return found;
+        }
         let key = key.to_string();
         self.ctx.blocking(move |n| n.services.lookup(root, &key)).await
     }
@@ -380,24 +386,28 @@ impl Datasets {
     }
 
     /// Opens the first `n` of `keys` the dataset has (absent ones
-    /// skipped), with one thread hop and the manifest's kept pages: what
-    /// the gateway reads ahead.
+    /// skipped): what the gateway reads ahead. Where the manifest's kept
+    /// pages answer every lookup it needs no thread hop, else one.
     pub async fn open_existing(&self, root: Cid, keys: Vec<String>, n: usize) -> Result<Vec<crate::KeyReader>> {
-        self.ctx
-            .blocking(move |s| {
-                let mut out = Vec::new();
-                for k in keys {
-                    if out.len() >= n {
-                        break;
-                    }
-                    match s.services.lookup(root, &k) {
-                        Ok(found) => out.push(s.key_reader(root, found)),
-                        Err(Error::NotFound(_)) => {}
-                        Err(e) => return Err(e),
-                    }
+        let open = move |s: &NodeCtx, lookup: &Lookup| {
+            let mut out = Vec::new();
+            for k in &keys {
+                if out.len() >= n {
+                    break;
                 }
-                Ok(out)
-            })
+                match lookup(s, k)? {
+                    Ok(found) => out.push(s.key_reader(root, found)),
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            Some(Ok(out))
+        };
+        if let Some(kept) = open(&self.ctx, &move |s, k| s.services.lookup_kept(root, k)) {
+            return kept;
+        }
+        self.ctx
+            .blocking(move |s| open(s, &move |s, k| Some(s.services.lookup(root, k))).expect("every lookup answers"))
             .await
     }
 
