@@ -131,10 +131,10 @@ impl BlockSource {
     async fn get_as(&self, cid: Cid, root: Cid, ahead: bool) -> Result<Block> {
         let store = self.fetcher.store.clone();
         let read = move || Ok(store.get(&cid));
-        let found = if ahead {
-            super::speculative::pool().run(read).await??
-        } else {
-            blocking(read).await?
+        let pool = if ahead { super::speculative::pool() } else { None };
+        let found = match pool {
+            Some(pool) => pool.run(read).await??,
+            None => blocking(read).await?,
         };
         let local = match found {
             Ok(Some(b)) => {

@@ -70,13 +70,19 @@ impl Pool {
     }
 }
 
-/// The process-wide pool, started on first use.
-pub fn pool() -> &'static Pool {
-    static POOL: OnceLock<Pool> = OnceLock::new();
+/// The process-wide pool, started on first use; `None` if its threads
+/// could not be started (the reads then take tokio's blocking pool).
+pub fn pool() -> Option<&'static Pool> {
+    static POOL: OnceLock<Option<Pool>> = OnceLock::new();
     POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Pool::new(cores.min(Pool::THREADS), QUEUE).expect("cannot start the read-ahead threads")
+        Pool::new(cores.min(Pool::THREADS), QUEUE)
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "no read-ahead threads; read-ahead runs at the normal priority"),
+            )
+            .ok()
     })
+    .as_ref()
 }
 
 fn work(rx: &Mutex<Receiver<Job>>) {
