@@ -15,12 +15,12 @@ use shoal_store::PinKind;
 use shoal_zarr::{read, IngestOptions};
 
 use super::NodeCtx;
-
-/// A key's lookup that may decline (`None`: it needs I/O).
-type Lookup = dyn Fn(&NodeCtx, &str) -> Option<Result<(Entry, u32)>>;
 use crate::error::{Error, Result};
 use crate::records::{unix_now, unix_now_nanos};
 use crate::types::*;
+
+/// A key's lookup that may decline (`None`: it needs I/O).
+type Lookup = dyn Fn(&NodeCtx, &str) -> Option<Result<(Entry, u32)>>;
 
 /// The datasets of the node (from [`super::Node::datasets`]).
 #[derive(Clone)]
