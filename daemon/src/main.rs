@@ -6,22 +6,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc returns a freed page to the OS only when the thread that owns
-/// it next allocates (after `purge_delay`, 10 ms): memory a big add freed
-/// stayed resident while its blocking thread idled, so a daemon's RSS
-/// followed the largest thing it ever did. With `abandoned_page_purge` a
-/// thread that exits (tokio's idle blocking threads do after 10 s) gives
-/// its freed pages back. A zero delay would give them back at once, but
-/// costs warm mount reads ~30% (pages faulted in again for every block).
-#[allow(unsafe_code)]
-fn tune_allocator() {
-    // mimalloc 2.x option number (mimalloc.h, `mi_option_e`).
-    const ABANDONED_PAGE_PURGE: libmimalloc_sys::mi_option_t = 12;
-    // SAFETY: mi_option_set stores an integer in mimalloc's option table;
-    // it is thread-safe and valid at any time.
-    unsafe { libmimalloc_sys::mi_option_set(ABANDONED_PAGE_PURGE, 1) };
-}
-
 mod cmd;
 mod output;
 mod render;
@@ -220,7 +204,6 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Daemon) { "info" } else { "warn" })
