@@ -110,9 +110,7 @@ impl Services {
         // Kept while the root is stored here: a dataset removed since (gc)
         // reads as it would uncached (fetched from peers, or not found).
         if let Some(d) = self.manifests.get(root) {
-            let removals = self.store.removals();
-            if self.store.has(root).unwrap_or(false) {
-                d.stored_at.store(removals, Ordering::Release);
+            if self.stored_here(root, &d) {
                 return Ok(d);
             }
             self.manifests.forget(root);
@@ -122,12 +120,22 @@ impl Services {
             pages: PageCache::new(PAGES_PER_MANIFEST),
             stored_at: AtomicU64::new(u64::MAX),
         });
-        let removals = self.store.removals();
-        if self.store.has(root).unwrap_or(false) {
-            d.stored_at.store(removals, Ordering::Release);
+        if self.stored_here(root, &d) {
             self.manifests.put(*root, d.clone());
         }
         Ok(d)
+    }
+
+    /// Whether `root` is stored here, recording in `d` the removal count
+    /// read before the check (so [`lookup_kept`](Self::lookup_kept) can
+    /// trust the answer until something leaves the store).
+    fn stored_here(&self, root: &Cid, d: &Decoded) -> bool {
+        let removals = self.store.removals();
+        let here = self.store.has(root).unwrap_or(false);
+        if here {
+            d.stored_at.store(removals, Ordering::Release);
+        }
+        here
     }
 
     /// [`lookup`](Self::lookup) without I/O, for async callers to skip a

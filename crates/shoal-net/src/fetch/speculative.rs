@@ -60,9 +60,11 @@ impl Pool {
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                tokio::task::spawn_blocking(job)
-                    .await
-                    .map_err(|e| Error::Config(format!("blocking task failed: {e}")))?;
+                super::blocking(move || {
+                    job();
+                    Ok(())
+                })
+                .await?;
             }
         }
         rx.await
