@@ -28,8 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::{BoxFuture, Shared};
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use prometheus_client::metrics::counter::Counter;
 use shoal_core::manifest::Content;
 use shoal_core::Cid;
@@ -37,8 +36,46 @@ use shoal_node::{KeyReader, Node};
 
 /// The bytes of a key read ahead, one piece per block, or why not.
 type Loaded = Result<Arc<Vec<Bytes>>, String>;
-/// A key being read ahead (or read): every request for it awaits the same.
-pub type Slot = Shared<BoxFuture<'static, Loaded>>;
+
+/// A key being read ahead. Nobody waits on one: a request that finds it
+/// read is answered from it, one that finds it under way reads the key
+/// itself (see [`Claim::Late`]). So the read wakes nobody when it ends.
+pub struct Slot {
+    state: Mutex<SlotState>,
+}
+
+enum SlotState {
+    Pending,
+    /// Claimed (or dropped) before it was read: not read any more.
+    Gone,
+    Read(Loaded),
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().expect("slot lock")
+    }
+
+    /// Whether somebody may still claim it (its read is worth doing).
+    fn wanted(&self) -> bool {
+        matches!(*self.lock(), SlotState::Pending)
+    }
+
+    fn finish(&self, got: Loaded) {
+        let mut s = self.lock();
+        if matches!(*s, SlotState::Pending) {
+            *s = SlotState::Read(got);
+        }
+    }
+
+    /// What was read, if it was; either way nobody reads it after this.
+    fn claim(&self) -> Option<Loaded> {
+        match std::mem::replace(&mut *self.lock(), SlotState::Gone) {
+            SlotState::Read(got) => Some(got),
+            _ => None,
+        }
+    }
+}
 
 /// A slot nobody claimed for this long is dropped (and counted wasted).
 pub const STALE: Duration = Duration::from_secs(10);
@@ -50,9 +87,23 @@ pub const MAX_AHEAD: usize = 8;
 const DATASETS: usize = 64;
 
 struct Held {
-    slot: Slot,
+    slot: Arc<Slot>,
     bytes: u64,
     since: Instant,
+}
+
+/// What [`Ahead::take`] found for a key.
+pub enum Claim {
+    /// Read ahead: the request is answered from memory.
+    Ready(Arc<Vec<Bytes>>),
+    /// Read ahead but not read yet (or the read failed): the request reads
+    /// the key itself, at its own priority, rather than wait on threads
+    /// that yield to every other process (on a machine whose cores the
+    /// client keeps busy they lag by milliseconds). The read ahead is
+    /// dropped.
+    Late,
+    /// Not read ahead.
+    Miss,
 }
 
 /// What is known of one dataset's reader(s).
@@ -80,9 +131,6 @@ const JUST_READ: Duration = Duration::from_secs(1);
 /// otherwise a miss followed by another (its neighbour, asked before any
 /// read-ahead started).
 const IN_ORDER_LATELY: Duration = Duration::from_secs(1);
-/// Longest a read-ahead waits for the request that started it to have
-/// read its own key (see [`Ahead::follow`]'s `gate`).
-const GATE_MAX: Duration = Duration::from_millis(500);
 /// Longest a request waits for the lookup of the keys it reads ahead.
 const LOOKUP_WAIT: Duration = Duration::from_millis(20);
 
@@ -95,7 +143,7 @@ struct State {
 
 /// What [`Ahead::start`] did with a key.
 enum Started {
-    Slot(Slot),
+    Slot(Arc<Slot>),
     /// Held already, inline or empty.
     Skipped,
     /// Over the budget: no more keys now.
@@ -107,16 +155,19 @@ pub struct Ahead {
     state: Mutex<State>,
     /// Requests answered from a key read ahead (on /metrics).
     hits: Counter,
+    /// Requests for a key read ahead that came before its read ended.
+    late: Counter,
     /// Keys read ahead that nobody asked for before they were dropped.
     wasted: Counter,
 }
 
 impl Ahead {
-    pub fn new(max_bytes: u64, hits: Counter, wasted: Counter) -> Ahead {
+    pub fn new(max_bytes: u64, hits: Counter, late: Counter, wasted: Counter) -> Ahead {
         Ahead {
             max_bytes,
             state: Mutex::new(State::default()),
             hits,
+            late,
             wasted,
         }
     }
@@ -139,44 +190,48 @@ impl Ahead {
         });
     }
 
-    /// The slot of `key` if it was read ahead (taken: a slot serves one
-    /// request), and the dataset earns one more key ahead.
-    pub fn take(&self, root: Cid, key: &str) -> Option<Slot> {
+    /// Whether `key` was read ahead (the slot is taken either way: a slot
+    /// serves one request), and the dataset earns one more key ahead.
+    pub fn take(&self, root: Cid, key: &str) -> Claim {
         if self.max_bytes == 0 {
-            return None;
+            return Claim::Miss;
         }
         let mut st = self.state.lock().expect("ahead lock");
-        let held = st.slots.remove(&(root, key.to_string()))?;
+        let Some(held) = st.slots.remove(&(root, key.to_string())) else {
+            return Claim::Miss;
+        };
         st.bytes -= held.bytes;
         if let Some(r) = st.readers.get_mut(&root) {
             r.credit = (r.credit + 1).min(MAX_AHEAD);
         }
-        self.hits.inc();
-        Some(held.slot)
+        match held.slot.claim() {
+            Some(Ok(pieces)) => {
+                self.hits.inc();
+                Claim::Ready(pieces)
+            }
+            Some(Err(_)) => Claim::Late,
+            None => {
+                self.late.inc();
+                Claim::Late
+            }
+        }
     }
 
-    /// Starts reading ahead the chunks near `key` (a chunk key just asked
-    /// for; `hit` when it was read ahead) that were not asked for lately,
-    /// when the dataset is being read in order (this key was read ahead,
-    /// is a neighbour of one asked for lately, or a request came in order
-    /// within [`IN_ORDER_LATELY`]): as many as the dataset has earned,
-    /// within the byte budget. The reads start once `gate` completes (the
-    /// request's own key is read; at most [`GATE_MAX`]): a request not read
-    /// ahead waits for its own blocks, and on two cores the read-ahead's
-    /// blocks verified beside them made it wait for those too (2.5 ms to
-    /// its first byte instead of 1 ms).
-    pub async fn follow(
-        self: &Arc<Self>,
-        node: &Node,
-        root: Cid,
-        key: &str,
-        hit: bool,
-        blocks_ahead: usize,
-        gate: Option<tokio::sync::oneshot::Receiver<()>>,
-    ) {
+    /// Reads ahead the chunks near `key` (a chunk key just asked for;
+    /// `hit` when it was read ahead) that were not asked for lately, when
+    /// the dataset is being read in order (this key was read ahead, is a
+    /// neighbour of one asked for lately, or a request came in order within
+    /// [`IN_ORDER_LATELY`]): as many as the dataset has earned, within the
+    /// byte budget. Their slots are held before this returns; their reads
+    /// start when the returned [`Chain`] is dropped. A request not read
+    /// ahead drops it once its own key is read: it waits for its own
+    /// blocks, and on two cores the read-ahead's blocks verified beside
+    /// them made it wait for those too (2.5 ms to its first byte instead
+    /// of 1 ms).
+    pub async fn follow(self: &Arc<Self>, node: &Node, root: Cid, key: &str, hit: bool, blocks_ahead: usize) -> Chain {
         let near = shoal_core::key::chunk_neighbours(key);
         if self.max_bytes == 0 || near.is_empty() {
-            return;
+            return Chain::default();
         }
         let (want, near) = {
             let mut guard = self.state.lock().expect("ahead lock");
@@ -208,7 +263,7 @@ impl Ahead {
             }
             r.recent.push_back((key.to_string(), Instant::now()));
             if !in_order {
-                return;
+                return Chain::default();
             }
             r.credit = r.credit.max(1);
             let near: Vec<String> = near
@@ -219,61 +274,53 @@ impl Ahead {
             (r.credit, near)
         };
         if want == 0 || near.is_empty() {
-            return;
+            return Chain::default();
         }
         // The slots are held before this request is answered, so a client
         // that asks for the next key the moment this answer is in finds
-        // it (the keys' lookup is normally in the decoded-manifest cache;
-        // the reads run on tasks of their own). A lookup that needs more
-        // than LOOKUP_WAIT (manifest pages from peers) finishes behind.
+        // it (the keys' lookup is normally in the decoded-manifest cache).
+        // A lookup that needs more than LOOKUP_WAIT (manifest pages from
+        // peers) finishes behind, and its reads start when it does.
         let node = node.clone();
         let mut open = Box::pin(async move { node.datasets().open_existing(root, near, want).await });
         match tokio::time::timeout(LOOKUP_WAIT, &mut open).await {
-            Ok(Ok(next)) => self.hold(root, next, blocks_ahead, gate),
-            Ok(Err(_)) => {}
+            Ok(Ok(next)) => self.hold(root, next, blocks_ahead),
+            Ok(Err(_)) => Chain::default(),
             Err(_) => {
                 let me = self.clone();
                 tokio::spawn(async move {
                     if let Ok(next) = open.await {
-                        me.hold(root, next, blocks_ahead, gate);
+                        drop(me.hold(root, next, blocks_ahead));
                     }
                 });
+                Chain::default()
             }
         }
     }
 
-    /// Holds slots for `next` and starts their reads: one key after
-    /// another, nearest first (the next key is ready soonest rather than
-    /// all of them late together), the first once `gate` opens.
-    fn hold(
-        &self,
-        root: Cid,
-        next: Vec<KeyReader>,
-        blocks_ahead: usize,
-        mut gate: Option<tokio::sync::oneshot::Receiver<()>>,
-    ) {
-        let mut before: Option<Slot> = None;
+    /// Holds slots for `next` (until the budget is spent), to be read one
+    /// after another, nearest first (the next key is ready soonest rather
+    /// than all of them late together).
+    fn hold(&self, root: Cid, next: Vec<KeyReader>, blocks_ahead: usize) -> Chain {
+        let mut keys = Vec::new();
         for r in next {
-            match self.start(root, r, blocks_ahead, before.clone(), gate.take()) {
-                Started::Slot(s) => before = Some(s),
+            match self.start(root, &r) {
+                Started::Slot(slot) => keys.push((slot, r)),
                 Started::Skipped => {}
                 Started::Full => break,
             }
         }
+        Chain {
+            keys,
+            blocks_ahead,
+            rt: tokio::runtime::Handle::try_current().ok(),
+        }
     }
 
-    /// Reads one key ahead, once `after` (the key before it) is read and
-    /// `gate` open, unless it is held already, inline, or over the budget.
-    /// The slot is held from now, so a request for the key waits for this
-    /// read rather than reading it again.
-    fn start(
-        &self,
-        root: Cid,
-        r: KeyReader,
-        blocks_ahead: usize,
-        after: Option<Slot>,
-        gate: Option<tokio::sync::oneshot::Receiver<()>>,
-    ) -> Started {
+    /// Holds a slot for one key unless it is held already, inline, or over
+    /// the budget. From now a request for the key claims the slot rather
+    /// than reading the key on its own.
+    fn start(&self, root: Cid, r: &KeyReader) -> Started {
         let size = r.size();
         if matches!(r.entry().content, Content::Inline(_)) || size == 0 {
             return Started::Skipped;
@@ -289,24 +336,9 @@ impl Ahead {
         if st.bytes + size > self.max_bytes {
             return Started::Full;
         }
-        let task = tokio::spawn(async move {
-            if let Some(g) = gate {
-                let _ = tokio::time::timeout(GATE_MAX, g).await;
-            }
-            if let Some(a) = after {
-                let _ = a.await;
-            }
-            let pieces: Vec<Bytes> = r
-                .ahead()
-                .stream(0..size, blocks_ahead)
-                .map_err(|e| e.to_string())
-                .try_collect()
-                .await?;
-            Ok(Arc::new(pieces))
+        let slot = Arc::new(Slot {
+            state: Mutex::new(SlotState::Pending),
         });
-        let slot = async move { task.await.unwrap_or_else(|e| Err(format!("read-ahead task: {e}"))) }
-            .boxed()
-            .shared();
         st.bytes += size;
         st.slots.insert(
             k,
@@ -329,6 +361,7 @@ impl Ahead {
             .collect();
         for k in stale {
             if let Some(h) = st.slots.remove(&k) {
+                h.slot.claim();
                 st.bytes -= h.bytes;
                 self.wasted.inc();
                 if let Some(r) = st.readers.get_mut(&k.0) {
@@ -339,22 +372,97 @@ impl Ahead {
     }
 }
 
-/// The body of `range` from a key read ahead; if the read ahead failed,
-/// the key is read again through `reader` (which reports the failure, if
-/// it persists, as every read does).
-pub fn body(slot: Slot, reader: KeyReader, range: Range<u64>, blocks_ahead: usize) -> crate::Pieces {
-    futures::stream::once(slot)
-        .flat_map(move |loaded| match loaded {
-            Ok(pieces) => futures::stream::iter(
-                slices(&pieces, range.clone())
-                    .into_iter()
-                    .map(Ok::<_, shoal_node::Error>),
-            )
-            .boxed(),
-            Err(_) => reader.stream(range.clone(), blocks_ahead),
+/// Keys whose slots are held, read when this is dropped: one after another
+/// on the low-priority read-ahead threads ([`speculative`]), each from the
+/// local store and verified there, skipping keys claimed meanwhile. A key
+/// not all held here (fetched from peers) is read, with the rest of the
+/// chain, through the async block source. No task waits on the reads.
+///
+/// [`speculative`]: shoal_net::fetch::speculative
+#[derive(Default)]
+pub struct Chain {
+    keys: Vec<(Arc<Slot>, KeyReader)>,
+    blocks_ahead: usize,
+    rt: Option<tokio::runtime::Handle>,
+}
+
+impl Chain {
+    /// Reads the chain on the calling thread, as far as the local store
+    /// holds it; the rest goes to the async block source.
+    fn read(mut self) {
+        let keys = std::mem::take(&mut self.keys);
+        let mut keys = keys.into_iter();
+        for (slot, r) in keys.by_ref() {
+            if !slot.wanted() {
+                continue;
+            }
+            match r.read_local() {
+                Some(got) => slot.finish(got.map(Arc::new).map_err(|e| e.to_string())),
+                None => {
+                    let rest: Vec<_> = std::iter::once((slot, r)).chain(keys).collect();
+                    self.fetch(rest);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads `keys` through the block source (fetching from peers).
+    fn fetch(&self, keys: Vec<(Arc<Slot>, KeyReader)>) {
+        let Some(rt) = &self.rt else { return };
+        let blocks_ahead = self.blocks_ahead;
+        rt.spawn(async move {
+            for (slot, r) in keys {
+                if !slot.wanted() {
+                    continue;
+                }
+                let size = r.size();
+                let got: Result<Vec<Bytes>, _> = r.ahead().stream(0..size, blocks_ahead).try_collect().await;
+                slot.finish(got.map(Arc::new).map_err(|e| e.to_string()));
+            }
+        });
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let chain = Chain {
+            keys: std::mem::take(&mut self.keys),
+            blocks_ahead: self.blocks_ahead,
+            rt: self.rt.clone(),
+        };
+        shoal_node::run_ahead(move || chain.read());
+    }
+}
+
+/// The body of `range` from the pieces of a key read ahead. Its first
+/// piece is empty and the next is not ready at the first poll, so hyper
+/// sends the response head on its own first, as nginx does (head and first
+/// block in one `writev` kept the head from the client until the kernel had
+/// copied the whole block, 0.4 ms a MiB); then the pieces go out at most
+/// [`WRITE`] bytes at a time, so the client reads one while the next is
+/// copied.
+pub fn body(pieces: Arc<Vec<Bytes>>, range: Range<u64>) -> crate::Pieces {
+    let parts: Vec<Bytes> = slices(&pieces, range)
+        .into_iter()
+        .flat_map(|p| {
+            (0..p.len())
+                .step_by(WRITE)
+                .map(move |at| p.slice(at..(at + WRITE).min(p.len())))
         })
+        .collect();
+    let head_alone = futures::stream::once(tokio::task::yield_now()).filter_map(|()| async { None });
+    futures::stream::once(async { Ok(Bytes::new()) })
+        .chain(head_alone)
+        .chain(futures::stream::iter(parts.into_iter().map(Ok::<_, shoal_node::Error>)))
         .boxed()
 }
+
+/// Most bytes of a body read ahead handed to hyper at once.
+const WRITE: usize = 256 << 10;
 
 /// The parts of `pieces` (consecutive, from offset 0) inside `range`.
 fn slices(pieces: &[Bytes], range: Range<u64>) -> Vec<Bytes> {
@@ -376,6 +484,40 @@ fn slices(pieces: &[Bytes], range: Range<u64>) -> Vec<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slot_claimed_before_it_is_read_is_not_read_and_one_read_is_served_once() {
+        let slot = Slot {
+            state: Mutex::new(SlotState::Pending),
+        };
+        assert!(slot.wanted());
+        assert!(slot.claim().is_none(), "nothing read yet");
+        assert!(!slot.wanted(), "a claimed slot is not read any more");
+        slot.finish(Ok(Arc::new(vec![Bytes::from_static(b"late")])));
+        assert!(slot.claim().is_none(), "a read ending after the claim is dropped");
+
+        let slot = Slot {
+            state: Mutex::new(SlotState::Pending),
+        };
+        slot.finish(Ok(Arc::new(vec![Bytes::from_static(b"abc")])));
+        let got = slot.claim().expect("read").expect("ok");
+        assert_eq!(got[0], "abc");
+        assert!(slot.claim().is_none(), "a slot serves one request");
+    }
+
+    #[tokio::test]
+    async fn a_body_read_ahead_starts_empty_and_goes_out_in_bounded_pieces() {
+        let big = Bytes::from((0..WRITE * 2 + 100).map(|i| i as u8).collect::<Vec<u8>>());
+        let pieces = Arc::new(vec![big.clone(), Bytes::from_static(b"tail")]);
+        let size = big.len() as u64 + 4;
+        for range in [0..size, 10..size - 2, WRITE as u64 - 1..WRITE as u64 + 1] {
+            let got: Vec<Bytes> = body(pieces.clone(), range.clone()).try_collect().await.unwrap();
+            assert!(got[0].is_empty(), "the head goes out alone");
+            assert!(got.iter().all(|p| p.len() <= WRITE));
+            let all = [big.clone(), Bytes::from_static(b"tail")].concat();
+            assert_eq!(got.concat(), all[range.start as usize..range.end as usize]);
+        }
+    }
 
     #[test]
     fn a_range_takes_the_parts_of_the_pieces_inside_it() {

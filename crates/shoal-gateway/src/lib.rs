@@ -186,6 +186,7 @@ pub fn router(node: Node, settings: Settings) -> Router {
     let ahead = ahead::Ahead::new(
         settings.readahead_bytes,
         metrics.readahead_hits.clone(),
+        metrics.readahead_late.clone(),
         metrics.readahead_wasted.clone(),
     );
     let ahead = Arc::new(ahead);
@@ -405,28 +406,29 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
             let ctype = content_type(&reader.entry().key);
             let (root, key) = (reader.root(), reader.entry().key.clone());
             // A GET of a chunk read ahead is answered from memory; a GET
-            // in chunk order reads the next chunks ahead, once this one's
-            // blocks are read (`done` dropped: the body's last piece is
-            // taken, or the response goes without a body).
-            let (slot, done) = if *method == Method::GET {
-                let slot = gw.ahead.take(root, &key);
-                let (done, gate) = match slot {
-                    Some(_) => (None, None),
-                    None => {
-                        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-                        (Some(tx), Some(rx))
-                    }
+            // in chunk order reads the next chunks ahead (`chain`: their
+            // reads start when it is dropped), once this one's blocks are
+            // read (the body's last piece is taken, or the response goes
+            // without a body).
+            let (ready, chain) = if *method == Method::GET {
+                let (ready, hit) = match gw.ahead.take(root, &key) {
+                    ahead::Claim::Ready(pieces) => (Some(pieces), true),
+                    ahead::Claim::Late => (None, true),
+                    ahead::Claim::Miss => (None, false),
                 };
-                gw.ahead.follow(&gw.node, root, &key, slot.is_some(), ahead, gate).await;
-                (slot, done)
+                let chain = gw.ahead.follow(&gw.node, root, &key, hit, ahead).await;
+                (ready, chain)
             } else {
-                (None, None)
+                (None, ahead::Chain::default())
             };
-            let body = move |r: std::ops::Range<u64>| match slot {
-                Some(slot) => ahead::body(slot, reader, r, ahead),
+            let body = move |r: std::ops::Range<u64>| match ready {
+                Some(pieces) => {
+                    drop(chain);
+                    ahead::body(pieces, r)
+                }
                 None => reader
                     .stream(r, ahead)
-                    .chain(futures::stream::once(async move { drop(done) }).filter_map(|()| async { None }))
+                    .chain(futures::stream::once(async move { drop(chain) }).filter_map(|()| async { None }))
                     .boxed(),
             };
             respond(gw, method, headers, size, &etag, cache, ctype, permit, body).await

@@ -27,6 +27,9 @@ pub struct GatewayMetrics {
     pub request_seconds: Histogram,
     /// Requests answered from a key read ahead.
     pub readahead_hits: Counter,
+    /// Requests for a key read ahead that came before its read ended (the
+    /// request read it itself).
+    pub readahead_late: Counter,
     /// Keys read ahead that nobody asked for before they were dropped.
     pub readahead_wasted: Counter,
 }
@@ -38,6 +41,7 @@ impl Default for GatewayMetrics {
             bytes_served: Counter::default(),
             request_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             readahead_hits: Counter::default(),
+            readahead_late: Counter::default(),
             readahead_wasted: Counter::default(),
         }
     }
@@ -343,6 +347,11 @@ impl Exposition {
                 "shoal_gateway_readahead_hits",
                 "Gateway requests answered from a key read ahead",
                 &gw.readahead_hits,
+            ),
+            (
+                "shoal_gateway_readahead_late",
+                "Gateway requests for a key read ahead that came before its read ended",
+                &gw.readahead_late,
             ),
             (
                 "shoal_gateway_readahead_wasted",

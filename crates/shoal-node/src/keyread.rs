@@ -53,44 +53,144 @@ impl KeyReader {
     /// manifest; a block no peer delivers within the deadline ends the
     /// stream with [`Error::Unavailable`].
     pub fn stream(&self, range: Range<u64>, ahead: usize) -> BoxStream<'static, Result<Bytes>> {
-        let size = self.entry.size;
-        let end = range.end.min(size);
-        let start = range.start.min(end);
-        let cids = match &self.entry.content {
-            Content::Inline(d) => return stream::iter([Ok(d.slice(start as usize..end as usize))]).boxed(),
-            Content::Blocks(c) if start < end => c.clone(),
-            Content::Blocks(_) => return stream::empty().boxed(),
+        let (cut, cids) = match self.pieces(range) {
+            Pieces::Inline(d) => return stream::iter([Ok(d)]).boxed(),
+            Pieces::Blocks(cut, cids) => (Arc::new(cut), cids.to_vec()),
+            Pieces::Empty => return stream::empty().boxed(),
         };
-        let bs = u64::from(self.block_size);
-        let (root, block_size, source, key) = (self.root, self.block_size, self.source.clone(), self.entry.key.clone());
-        let ahead_of_reader = self.ahead;
-        stream::iter(start / bs..=(end - 1) / bs)
+        let (root, source, ahead_of_reader) = (self.root, self.source.clone(), self.ahead);
+        stream::iter(cut.blocks())
             .map(move |i| {
-                let (source, key) = (source.clone(), key.clone());
-                let cid = cids.get(i as usize).copied();
+                let (source, cut) = (source.clone(), cut.clone());
+                let cid = cut.cid(&cids, i);
                 async move {
-                    let cid = cid.ok_or_else(|| {
-                        Error::Corrupt(format!("{root}/{key}: block {i} is missing from the manifest"))
-                    })?;
+                    let cid = cid?;
                     let got = if ahead_of_reader {
                         source.get_ahead(cid, root).await
                     } else {
                         source.get(cid, root).await
                     };
-                    let b = got.map_err(|e| Error::Unavailable(format!("{root}/{key}: {e}")))?;
-                    let want = chunk::block_len(size, block_size, i);
-                    if b.len() as u64 != want {
-                        return Err(Error::Corrupt(format!(
-                            "{root}/{key}: block {cid} has {} bytes, the manifest says {want}",
-                            b.len()
-                        )));
-                    }
-                    let from = start.saturating_sub(i * bs) as usize;
-                    let to = (end - i * bs).min(want) as usize;
-                    Ok(b.into_data().slice(from..to))
+                    cut.piece(i, cid, got.map_err(|e| cut.unavailable(e))?)
                 }
             })
             .buffered(ahead.max(1))
             .boxed()
+    }
+
+    /// The whole key from the local store, every block verified and its
+    /// length checked, read on the calling thread; `None` if a block is not
+    /// held here or its copy is unusable (then [`stream`](Self::stream)
+    /// fetches it, and reports a corrupt copy).
+    pub fn read_local(&self) -> Option<Result<Vec<Bytes>>> {
+        let (cut, cids) = match self.pieces(0..self.entry.size) {
+            Pieces::Inline(d) => return Some(Ok(vec![d])),
+            Pieces::Blocks(cut, cids) => (cut, cids),
+            Pieces::Empty => return Some(Ok(Vec::new())),
+        };
+        let mut out = Vec::new();
+        for i in cut.blocks() {
+            let cid = match cut.cid(cids, i) {
+                Ok(c) => c,
+                Err(e) => return Some(Err(e)),
+            };
+            let block = self.source.get_local(&cid)?;
+            match cut.piece(i, cid, block) {
+                Ok(p) => out.push(p),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(out))
+    }
+
+    /// What reading `range` (clamped to the key's size) takes.
+    fn pieces(&self, range: Range<u64>) -> Pieces<'_> {
+        let size = self.entry.size;
+        let end = range.end.min(size);
+        let start = range.start.min(end);
+        match &self.entry.content {
+            Content::Inline(d) => Pieces::Inline(d.slice(start as usize..end as usize)),
+            Content::Blocks(c) if start < end => Pieces::Blocks(
+                Cut {
+                    root: self.root,
+                    key: self.entry.key.clone(),
+                    size,
+                    block_size: self.block_size,
+                    start,
+                    end,
+                },
+                c,
+            ),
+            Content::Blocks(_) => Pieces::Empty,
+        }
+    }
+}
+
+/// Runs `job` on the low-priority read-ahead threads
+/// ([`shoal_net::fetch::speculative`]); when their queue is full or they
+/// could not start, on tokio's blocking pool (or, outside a runtime, here).
+pub fn run_ahead(job: impl FnOnce() + Send + 'static) {
+    let job: shoal_net::fetch::speculative::Job = Box::new(job);
+    let job = match shoal_net::fetch::speculative::pool() {
+        Some(pool) => match pool.try_spawn(job) {
+            Ok(()) => return,
+            Err(job) => job,
+        },
+        None => job,
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(job)),
+        Err(_) => job(),
+    }
+}
+
+enum Pieces<'a> {
+    Inline(Bytes),
+    Blocks(Cut, &'a [Cid]),
+    Empty,
+}
+
+/// The part `start..end` of a key stored in blocks: which blocks it
+/// covers and the checked slice of each.
+struct Cut {
+    root: Cid,
+    key: String,
+    size: u64,
+    block_size: u32,
+    start: u64,
+    end: u64,
+}
+
+impl Cut {
+    fn blocks(&self) -> std::ops::RangeInclusive<u64> {
+        let bs = u64::from(self.block_size);
+        self.start / bs..=(self.end - 1) / bs
+    }
+
+    fn cid(&self, cids: &[Cid], i: u64) -> Result<Cid> {
+        let (root, key) = (self.root, &self.key);
+        cids.get(i as usize)
+            .copied()
+            .ok_or_else(|| Error::Corrupt(format!("{root}/{key}: block {i} is missing from the manifest")))
+    }
+
+    fn unavailable(&self, e: impl std::fmt::Display) -> Error {
+        Error::Unavailable(format!("{}/{}: {e}", self.root, self.key))
+    }
+
+    /// Block `i`'s part of the cut, once its length is the manifest's.
+    fn piece(&self, i: u64, cid: Cid, b: shoal_core::Block) -> Result<Bytes> {
+        let bs = u64::from(self.block_size);
+        let want = chunk::block_len(self.size, self.block_size, i);
+        if b.len() as u64 != want {
+            return Err(Error::Corrupt(format!(
+                "{}/{}: block {cid} has {} bytes, the manifest says {want}",
+                self.root,
+                self.key,
+                b.len()
+            )));
+        }
+        let from = self.start.saturating_sub(i * bs) as usize;
+        let to = (self.end - i * bs).min(want) as usize;
+        Ok(b.into_data().slice(from..to))
     }
 }

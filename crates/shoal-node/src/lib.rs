@@ -53,7 +53,7 @@ pub use config::{
     TestSwitches, AUTO_BUDGET_MAX,
 };
 pub use error::{Error, Result};
-pub use keyread::KeyReader;
+pub use keyread::{run_ahead, KeyReader};
 pub use metrics::NodeMetrics;
 pub use mirror::{MirrorsView, Reason, Why};
 pub use names::{Follow, NameSettings, PublishReport};

@@ -128,6 +128,15 @@ impl BlockSource {
         self.get_as(cid, root, true).await
     }
 
+    /// The verified local copy of `cid`, read on the calling thread; `None`
+    /// if it is not held or its copy is unusable ([`get`](Self::get) then
+    /// fetches it and reports the corrupt copy).
+    pub fn get_local(&self, cid: &Cid) -> Option<Block> {
+        let b = self.fetcher.store.get(cid).ok()??;
+        self.stats.local.fetch_add(1, Ordering::Relaxed);
+        Some(b)
+    }
+
     async fn get_as(&self, cid: Cid, root: Cid, ahead: bool) -> Result<Block> {
         let store = self.fetcher.store.clone();
         let read = move || Ok(store.get(&cid));

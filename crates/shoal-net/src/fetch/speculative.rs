@@ -21,7 +21,8 @@ use tokio::sync::oneshot;
 
 use crate::{Error, Result};
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Work for the pool.
+pub type Job = Box<dyn FnOnce() + Send>;
 
 /// Niceness the pool's threads add to the daemon's.
 pub const NICE: i32 = 10;
@@ -50,6 +51,14 @@ impl Pool {
         Ok(Pool { tx })
     }
 
+    /// Queues `job` for the pool's threads; gives it back when the queue
+    /// is full (or the threads are gone), for the caller to run elsewhere.
+    pub fn try_spawn(&self, job: Job) -> std::result::Result<(), Job> {
+        self.tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+        })
+    }
+
     /// Runs `f` on the pool (or, when its queue is full, on tokio's
     /// blocking pool) and returns what it returned.
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
@@ -57,15 +66,12 @@ impl Pool {
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
-        match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                super::blocking(move || {
-                    job();
-                    Ok(())
-                })
-                .await?;
-            }
+        if let Err(job) = self.try_spawn(job) {
+            super::blocking(move || {
+                job();
+                Ok(())
+            })
+            .await?;
         }
         rx.await
             .map_err(|_| Error::Config("a speculative read's thread ended".into()))
