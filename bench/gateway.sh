@@ -102,7 +102,7 @@ for mode in cold warm; do
   printf '%-5s xarray: gateway %.2fs  nginx %.2fs  -> gateway/nginx speed %.2fx  [gw %s] [nginx %s]\n' \
     "$mode" "$g" "$n" "$(echo "$n / $g" | bc -l)" "${T[cf.$mode.gateway]}" "${T[cf.$mode.nginx]}"
 done
-printf 'read-ahead (whole script): %s\n' "$(curl -s "$GW/metrics" | grep -E '^shoal_gateway_readahead_(hits|wasted)_total' | tr '\n' ' ')"
+printf 'read-ahead (whole script): %s\n' "$(curl -s "$GW/metrics" | grep -E '^shoal_gateway_readahead_(hits|late|wasted)_total' | tr '\n' ' ')"
 g=$(median "${C_G[@]}"); n=$(median "${C_N[@]}"); d=$(median "${DISK[@]}")
 printf 'every chunk, 8 parallel curl, cold: gateway %.2fs (%s MB/s)  nginx %.2fs (%s MB/s)  -> %.2fx  [gw %s] [nginx %s]\n' \
   "$g" "$(mb "$g")" "$n" "$(mb "$n")" "$(echo "$n / $g" | bc -l)" "${C_G[*]}" "${C_N[*]}"

@@ -198,6 +198,7 @@ impl Ahead {
         }
         let mut st = self.state.lock().expect("ahead lock");
         let Some(held) = st.slots.remove(&(root, key.to_string())) else {
+            tracing::trace!(%root, key, "read-ahead miss");
             return Claim::Miss;
         };
         st.bytes -= held.bytes;
@@ -263,6 +264,7 @@ impl Ahead {
             }
             r.recent.push_back((key.to_string(), Instant::now()));
             if !in_order {
+                tracing::trace!(%root, key, "not read in order: no read-ahead");
                 return Chain::default();
             }
             r.credit = r.credit.max(1);
@@ -273,6 +275,7 @@ impl Ahead {
                 .collect();
             (r.credit, near)
         };
+        tracing::trace!(%root, key, want, ?near, "read-ahead candidates");
         if want == 0 || near.is_empty() {
             return Chain::default();
         }
@@ -310,6 +313,7 @@ impl Ahead {
                 Started::Full => break,
             }
         }
+        tracing::trace!(%root, held = ?keys.iter().map(|(_, r)| &r.entry().key).collect::<Vec<_>>(), "read ahead");
         Chain {
             keys,
             blocks_ahead,
