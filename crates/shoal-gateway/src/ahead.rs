@@ -390,12 +390,21 @@ pub struct Chain {
     rt: Option<tokio::runtime::Handle>,
 }
 
-impl Chain {
-    /// Reads the chain on the calling thread, as far as the local store
-    /// holds it; the rest goes to the async block source.
-    fn read(mut self) {
-        let keys = std::mem::take(&mut self.keys);
-        let mut keys = keys.into_iter();
+/// A chain's keys with what reading them needs. Unlike [`Chain`], dropping
+/// it reads nothing: a job dropped unrun (a runtime shutting down) leaves
+/// its slots to expire instead of handing them on again.
+struct Keys {
+    keys: Vec<(Arc<Slot>, KeyReader)>,
+    blocks_ahead: usize,
+    rt: Option<tokio::runtime::Handle>,
+}
+
+impl Keys {
+    /// Reads the keys on the calling thread, as far as the local store
+    /// holds them; from the first it does not, the rest goes to the async
+    /// block source.
+    fn read(self) {
+        let mut keys = self.keys.into_iter();
         for (slot, r) in keys.by_ref() {
             if !slot.wanted() {
                 continue;
@@ -404,27 +413,24 @@ impl Chain {
                 Some(got) => slot.finish(got.map(Arc::new).map_err(|e| e.to_string())),
                 None => {
                     let rest: Vec<_> = std::iter::once((slot, r)).chain(keys).collect();
-                    self.fetch(rest);
+                    let Some(rt) = self.rt else { return };
+                    rt.spawn(fetch(rest, self.blocks_ahead));
                     return;
                 }
             }
         }
     }
+}
 
-    /// Reads `keys` through the block source (fetching from peers).
-    fn fetch(&self, keys: Vec<(Arc<Slot>, KeyReader)>) {
-        let Some(rt) = &self.rt else { return };
-        let blocks_ahead = self.blocks_ahead;
-        rt.spawn(async move {
-            for (slot, r) in keys {
-                if !slot.wanted() {
-                    continue;
-                }
-                let size = r.size();
-                let got: Result<Vec<Bytes>, _> = r.ahead().stream(0..size, blocks_ahead).try_collect().await;
-                slot.finish(got.map(Arc::new).map_err(|e| e.to_string()));
-            }
-        });
+/// Reads `keys` through the block source (fetching from peers).
+async fn fetch(keys: Vec<(Arc<Slot>, KeyReader)>, blocks_ahead: usize) {
+    for (slot, r) in keys {
+        if !slot.wanted() {
+            continue;
+        }
+        let size = r.size();
+        let got: Result<Vec<Bytes>, _> = r.ahead().stream(0..size, blocks_ahead).try_collect().await;
+        slot.finish(got.map(Arc::new).map_err(|e| e.to_string()));
     }
 }
 
@@ -433,12 +439,12 @@ impl Drop for Chain {
         if self.keys.is_empty() {
             return;
         }
-        let chain = Chain {
+        let keys = Keys {
             keys: std::mem::take(&mut self.keys),
             blocks_ahead: self.blocks_ahead,
             rt: self.rt.clone(),
         };
-        shoal_node::run_ahead(move || chain.read());
+        shoal_node::run_ahead(move || keys.read());
     }
 }
 
