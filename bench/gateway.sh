@@ -9,7 +9,8 @@
 #      tree order) with sst.mean() over everything, gateway vs nginx;
 #   2. every chunk with 8 parallel curl from the gateway vs from nginx;
 #   3. the limits beside them: the disk (cat of every file, cold) and
-#      nginx itself (the loopback HTTP path).
+#      nginx itself (the loopback HTTP path), also without sendfile (it
+#      then copies each file into the socket, as the gateway does).
 # The daemon holds the dataset (blocks local). Needs root (drop_caches, FUSE).
 # usage: bench/gateway.sh [GIB] [RUNS]   (default 1.0 GiB, 3 runs)
 set -euo pipefail
@@ -39,6 +40,7 @@ CF_ROOT=$("$BIN" --home "$W/A" add "$W/cf.zarr" | tail -1)
 GW=$("$BIN" --home "$W/A" id --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["gateway"])')
 "$BIN" --home "$W/A" mount "$W/mnt" >/dev/null
 nginx_serve "$W" 18091
+NGINX_SENDFILE=off nginx_serve "$W" 18094   # the same without sendfile (copies, as we do)
 (cd "$W/src.zarr" && find . -type f | sed 's|^\./||' | sort) > "$W/files.txt"
 XR='import sys, time, xarray as xr
 t = time.time(); ds = xr.open_zarr(sys.argv[1]); v = float(ds["sst"].mean("time").mean().compute(scheduler="threads")); print(time.time() - t, v)'
@@ -52,12 +54,13 @@ curl_all() {  # BASE: every chunk file, 8 parallel curl, bodies discarded
 timed() { local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now); secs "$t0" "$t1"; }
 
 G_URL="$GW/zarr/$ROOT"; N_URL="http://127.0.0.1:18091/consolidated.zarr"; M_URL="$W/mnt/$ROOT"
-xr_time "$G_URL" >/dev/null; xr_time "$N_URL" >/dev/null; xr_time "$M_URL" >/dev/null   # open everything once
+C_URL="http://127.0.0.1:18094/consolidated.zarr"
+xr_time "$G_URL" >/dev/null; xr_time "$N_URL" >/dev/null; xr_time "$M_URL" >/dev/null; xr_time "$C_URL" >/dev/null   # open everything once
 declare -A T; V=()
 for mode in cold warm; do
   for _ in $(seq "$RUNS"); do
-    for who in gateway nginx mount; do
-      case $who in gateway) u=$G_URL ;; nginx) u=$N_URL ;; mount) u=$M_URL ;; esac
+    for who in gateway nginx mount copying; do
+      case $who in gateway) u=$G_URL ;; nginx) u=$N_URL ;; mount) u=$M_URL ;; copying) u=$C_URL ;; esac
       [ $mode = cold ] && drop
       read -r s v < <(xr_time "$u")
       T[$mode.$who]+="$s "
@@ -68,13 +71,13 @@ done
 # Every value must agree (the same data through three paths).
 [ "$(printf '%s\n' "${V[@]}" | sort -u | wc -l)" = 1 ] || { echo "results differ: ${V[*]}" >&2; exit 1; }
 # The second dataset: gateway vs nginx, mean over everything.
-CG_URL="$GW/zarr/$CF_ROOT"; CN_URL="http://127.0.0.1:18091/cf-consolidated.zarr"
-xr_all "$CG_URL" >/dev/null; xr_all "$CN_URL" >/dev/null
+CG_URL="$GW/zarr/$CF_ROOT"; CN_URL="http://127.0.0.1:18091/cf-consolidated.zarr"; CC_URL="http://127.0.0.1:18094/cf-consolidated.zarr"
+xr_all "$CG_URL" >/dev/null; xr_all "$CN_URL" >/dev/null; xr_all "$CC_URL" >/dev/null
 V=()
 for mode in cold warm; do
   for _ in $(seq "$RUNS"); do
-    for who in gateway nginx; do
-      case $who in gateway) u=$CG_URL ;; nginx) u=$CN_URL ;; esac
+    for who in gateway nginx copying; do
+      case $who in gateway) u=$CG_URL ;; nginx) u=$CN_URL ;; copying) u=$CC_URL ;; esac
       [ $mode = cold ] && drop
       read -r s v < <(xr_all "$u")
       T[cf.$mode.$who]+="$s "
@@ -92,15 +95,15 @@ done
 mb() { echo "$SIZE / 1000000 / $1" | bc -l | xargs printf '%.0f'; }
 printf 'dataset: %s bytes (%s files); xarray sst.mean("time") (threads), median of %s interleaved runs\n' "$SIZE" "$(wc -l < "$W/files.txt")" "$RUNS"
 for mode in cold warm; do
-  g=$(median ${T[$mode.gateway]}); n=$(median ${T[$mode.nginx]}); m=$(median ${T[$mode.mount]})
-  printf '%-5s xarray: gateway %.2fs  nginx %.2fs  mount %.2fs  -> gateway/nginx speed %.2fx, gateway/mount %.2fx  [gw %s] [nginx %s] [mount %s]\n' \
-    "$mode" "$g" "$n" "$m" "$(echo "$n / $g" | bc -l)" "$(echo "$m / $g" | bc -l)" "${T[$mode.gateway]}" "${T[$mode.nginx]}" "${T[$mode.mount]}"
+  g=$(median ${T[$mode.gateway]}); n=$(median ${T[$mode.nginx]}); m=$(median ${T[$mode.mount]}); c=$(median ${T[$mode.copying]})
+  printf '%-5s xarray: gateway %.2fs  nginx %.2fs  mount %.2fs  nginx without sendfile %.2fs  -> gateway/nginx speed %.2fx, gateway/mount %.2fx, gateway/nginx without sendfile %.2fx  [gw %s] [nginx %s] [mount %s] [no sendfile %s]\n' \
+    "$mode" "$g" "$n" "$m" "$c" "$(echo "$n / $g" | bc -l)" "$(echo "$m / $g" | bc -l)" "$(echo "$c / $g" | bc -l)" "${T[$mode.gateway]}" "${T[$mode.nginx]}" "${T[$mode.mount]}" "${T[$mode.copying]}"
 done
 printf 'second dataset: %s bytes (%s chunk files); xarray sst.mean() (threads)\n' "$(du -sb "$W/cf.zarr" | cut -f1)" "$(find "$W/cf.zarr/sst" -type f -name '[0-9]*' | wc -l)"
 for mode in cold warm; do
-  g=$(median ${T[cf.$mode.gateway]}); n=$(median ${T[cf.$mode.nginx]})
-  printf '%-5s xarray: gateway %.2fs  nginx %.2fs  -> gateway/nginx speed %.2fx  [gw %s] [nginx %s]\n' \
-    "$mode" "$g" "$n" "$(echo "$n / $g" | bc -l)" "${T[cf.$mode.gateway]}" "${T[cf.$mode.nginx]}"
+  g=$(median ${T[cf.$mode.gateway]}); n=$(median ${T[cf.$mode.nginx]}); c=$(median ${T[cf.$mode.copying]})
+  printf '%-5s xarray: gateway %.2fs  nginx %.2fs  nginx without sendfile %.2fs  -> gateway/nginx speed %.2fx, gateway/nginx without sendfile %.2fx  [gw %s] [nginx %s] [no sendfile %s]\n' \
+    "$mode" "$g" "$n" "$c" "$(echo "$n / $g" | bc -l)" "$(echo "$c / $g" | bc -l)" "${T[cf.$mode.gateway]}" "${T[cf.$mode.nginx]}" "${T[cf.$mode.copying]}"
 done
 printf 'read-ahead (whole script): %s\n' "$(curl -s "$GW/metrics" | grep -E '^shoal_gateway_readahead_(hits|late|wasted)_total' | tr '\n' ' ')"
 g=$(median "${C_G[@]}"); n=$(median "${C_N[@]}"); d=$(median "${DISK[@]}")

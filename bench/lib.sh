@@ -60,7 +60,8 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1
 need_nginx() {
   command -v nginx >/dev/null || apt-get install -y -q nginx-light >/dev/null || apt-get install -y -q nginx >/dev/null
 }
-# nginx_serve ROOT PORT [HOST [NETNS]]: nginx (sendfile, no access log)
+# nginx_serve ROOT PORT [HOST [NETNS]]: nginx (sendfile unless
+# NGINX_SENDFILE=off, no access log)
 # serving directory ROOT on HOST:PORT (default 127.0.0.1), optionally
 # inside a network namespace; config in $W/nginx-HOST-PORT.conf; stop them
 # all with nginx_stop.
@@ -72,7 +73,7 @@ worker_processes 2;
 pid $conf.pid;
 error_log $conf.error.log;
 events { worker_connections 512; }
-http { access_log off; sendfile on; keepalive_requests 100000; server { listen $host:$2; root $1; } }
+http { access_log off; sendfile ${NGINX_SENDFILE:-on}; keepalive_requests 100000; server { listen $host:$2; root $1; } }
 CONF
   if [ -n "${4:-}" ]; then ip netns exec "$4" nginx -c "$conf"; else nginx -c "$conf"; fi
 }
