@@ -314,11 +314,11 @@ impl Ahead {
             }
         }
         tracing::trace!(%root, held = ?keys.iter().map(|(_, r)| &r.entry().key).collect::<Vec<_>>(), "read ahead");
-        Chain {
+        Chain(Keys {
             keys,
             blocks_ahead,
             rt: tokio::runtime::Handle::try_current().ok(),
-        }
+        })
     }
 
     /// Holds a slot for one key unless it is held already, inline, or over
@@ -384,15 +384,12 @@ impl Ahead {
 ///
 /// [`speculative`]: shoal_net::fetch::speculative
 #[derive(Default)]
-pub struct Chain {
-    keys: Vec<(Arc<Slot>, KeyReader)>,
-    blocks_ahead: usize,
-    rt: Option<tokio::runtime::Handle>,
-}
+pub struct Chain(Keys);
 
 /// A chain's keys with what reading them needs. Unlike [`Chain`], dropping
 /// it reads nothing: a job dropped unrun (a runtime shutting down) leaves
 /// its slots to expire instead of handing them on again.
+#[derive(Default)]
 struct Keys {
     keys: Vec<(Arc<Slot>, KeyReader)>,
     blocks_ahead: usize,
@@ -436,15 +433,10 @@ async fn fetch(keys: Vec<(Arc<Slot>, KeyReader)>, blocks_ahead: usize) {
 
 impl Drop for Chain {
     fn drop(&mut self) {
-        if self.keys.is_empty() {
-            return;
+        let keys = std::mem::take(&mut self.0);
+        if !keys.keys.is_empty() {
+            shoal_node::run_ahead(move || keys.read());
         }
-        let keys = Keys {
-            keys: std::mem::take(&mut self.keys),
-            blocks_ahead: self.blocks_ahead,
-            rt: self.rt.clone(),
-        };
-        shoal_node::run_ahead(move || keys.read());
     }
 }
 
@@ -452,10 +444,10 @@ impl Drop for Chain {
 /// piece is empty and the next is not ready at the first poll, so hyper
 /// sends the response head on its own first, as nginx does (head and first
 /// block in one `writev` kept the head from the client until the kernel had
-/// copied the whole block, 0.4 ms a MiB); then the pieces go out at most
-/// [`WRITE`] bytes at a time, so the client reads one while the next is
-/// copied.
-pub fn body(pieces: Arc<Vec<Bytes>>, range: Range<u64>) -> crate::Pieces {
+/// copied the whole block, 0.4 ms a MiB); `chain` starts after that. Then
+/// the pieces go out at most [`WRITE`] bytes at a time, so the client reads
+/// one while the next is copied.
+pub fn body(pieces: Arc<Vec<Bytes>>, range: Range<u64>, chain: Chain) -> crate::Pieces {
     let parts: Vec<Bytes> = slices(&pieces, range)
         .into_iter()
         .flat_map(|p| {
@@ -464,7 +456,11 @@ pub fn body(pieces: Arc<Vec<Bytes>>, range: Range<u64>) -> crate::Pieces {
                 .map(move |at| p.slice(at..(at + WRITE).min(p.len())))
         })
         .collect();
-    let head_alone = futures::stream::once(tokio::task::yield_now()).filter_map(|()| async { None });
+    let head_alone = futures::stream::once(async move {
+        tokio::task::yield_now().await;
+        drop(chain);
+    })
+    .filter_map(|()| async { None });
     futures::stream::once(async { Ok(Bytes::new()) })
         .chain(head_alone)
         .chain(futures::stream::iter(parts.into_iter().map(Ok::<_, shoal_node::Error>)))
@@ -521,7 +517,10 @@ mod tests {
         let pieces = Arc::new(vec![big.clone(), Bytes::from_static(b"tail")]);
         let size = big.len() as u64 + 4;
         for range in [0..size, 10..size - 2, WRITE as u64 - 1..WRITE as u64 + 1] {
-            let got: Vec<Bytes> = body(pieces.clone(), range.clone()).try_collect().await.unwrap();
+            let got: Vec<Bytes> = body(pieces.clone(), range.clone(), Chain::default())
+                .try_collect()
+                .await
+                .unwrap();
             assert!(got[0].is_empty(), "the head goes out alone");
             assert!(got.iter().all(|p| p.len() <= WRITE));
             let all = [big.clone(), Bytes::from_static(b"tail")].concat();

@@ -422,10 +422,7 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
                 (None, ahead::Chain::default())
             };
             let body = move |r: std::ops::Range<u64>| match ready {
-                Some(pieces) => {
-                    drop(chain);
-                    ahead::body(pieces, r)
-                }
+                Some(pieces) => ahead::body(pieces, r, chain),
                 None => reader
                     .stream(r, ahead)
                     .chain(futures::stream::once(async move { drop(chain) }).filter_map(|()| async { None }))
