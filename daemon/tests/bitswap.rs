@@ -92,7 +92,8 @@ fn a_hostile_bitswap_peer_is_bounded_while_shoal_peers_are_served() {
     let stats = wait_for(60, "the bitswap counters", || {
         let s = a.json(&["stats"]);
         let b = &s["bitswap"];
-        (b["refused"].as_u64() >= Some(4) && b["unasked"].as_u64() >= Some(2)).then_some(s)
+        (b["refused"].as_u64() >= Some(4) && b["unasked"].as_u64() >= Some(2) && b["blocks_sent"].as_u64() >= Some(1))
+            .then_some(s)
     });
     let bs = &stats["bitswap"];
     // The oversized frame, the 100k and 1,025-entry wantlists and the
