@@ -125,24 +125,6 @@ impl KeyReader {
     }
 }
 
-/// Runs `job` on the low-priority read-ahead threads
-/// ([`shoal_net::fetch::speculative`]); when their queue is full or they
-/// could not start, on tokio's blocking pool (or, outside a runtime, here).
-pub fn run_ahead(job: impl FnOnce() + Send + 'static) {
-    let job: shoal_net::fetch::speculative::Job = Box::new(job);
-    let job = match shoal_net::fetch::speculative::pool() {
-        Some(pool) => match pool.try_spawn(job) {
-            Ok(()) => return,
-            Err(job) => job,
-        },
-        None => job,
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => drop(rt.spawn_blocking(job)),
-        Err(_) => job(),
-    }
-}
-
 enum Pieces<'a> {
     Inline(Bytes),
     Blocks(Cut, &'a [Cid]),

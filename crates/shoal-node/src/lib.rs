@@ -53,7 +53,7 @@ pub use config::{
     TestSwitches, AUTO_BUDGET_MAX,
 };
 pub use error::{Error, Result};
-pub use keyread::{run_ahead, KeyReader};
+pub use keyread::KeyReader;
 pub use metrics::NodeMetrics;
 pub use mirror::{MirrorsView, Reason, Why};
 pub use names::{Follow, NameSettings, PublishReport};
@@ -61,6 +61,7 @@ pub use node::{
     Arrays, Datasets, DurabilityStats, Mirrors, Mounts, Names, Node, Pins, Queries, QueryRun, RepairReport, StageInfo,
     Stages, KEPT_BESIDE_THE_STORE,
 };
+pub use shoal_net::fetch::speculative::spawn as run_ahead;
 pub use shoal_net::{Multiaddr, SwarmSettings};
 pub use shoal_unixfs::WalkLimits;
 pub use types::*;

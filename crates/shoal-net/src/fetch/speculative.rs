@@ -21,8 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::{Error, Result};
 
-/// Work for the pool.
-pub type Job = Box<dyn FnOnce() + Send>;
+type Job = Box<dyn FnOnce() + Send>;
 
 /// Niceness the pool's threads add to the daemon's.
 pub const NICE: i32 = 10;
@@ -53,7 +52,7 @@ impl Pool {
 
     /// Queues `job` for the pool's threads; gives it back when the queue
     /// is full (or the threads are gone), for the caller to run elsewhere.
-    pub fn try_spawn(&self, job: Job) -> std::result::Result<(), Job> {
+    fn try_spawn(&self, job: Job) -> std::result::Result<(), Job> {
         self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
         })
@@ -91,6 +90,24 @@ pub fn pool() -> Option<&'static Pool> {
             .ok()
     })
     .as_ref()
+}
+
+/// Runs `job` on the process-wide pool without waiting for it; when its
+/// queue is full or its threads could not start, on tokio's blocking pool
+/// (outside a runtime, on the calling thread). Nothing is refused.
+pub fn spawn(job: impl FnOnce() + Send + 'static) {
+    let job: Job = Box::new(job);
+    let job = match pool() {
+        Some(pool) => match pool.try_spawn(job) {
+            Ok(()) => return,
+            Err(job) => job,
+        },
+        None => job,
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(job)),
+        Err(_) => job(),
+    }
 }
 
 fn work(rx: &Mutex<Receiver<Job>>) {
