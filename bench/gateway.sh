@@ -34,7 +34,10 @@ cleanup() {
   bench_cleanup
 }
 trap cleanup EXIT
-start A
+# No background scrub (it starts 10 minutes after the daemon, and this
+# script runs longer): the figures are the read path's alone.
+no_scrub() { set_conf "$1" rate '"0"'; }
+CONFIGURE=no_scrub start A
 ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
 CF_ROOT=$("$BIN" --home "$W/A" add "$W/cf.zarr" | tail -1)
 GW=$("$BIN" --home "$W/A" id --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["gateway"])')

@@ -423,10 +423,7 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
             };
             let body = move |r: std::ops::Range<u64>| match ready {
                 Some(pieces) => ahead::body(pieces, r, chain),
-                None => reader
-                    .stream(r, ahead)
-                    .chain(futures::stream::once(async move { drop(chain) }).filter_map(|()| async { None }))
-                    .boxed(),
+                None => ahead::then_start(reader.stream(r, ahead), chain),
             };
             respond(gw, method, headers, size, &etag, cache, ctype, permit, body).await
         }
