@@ -10,7 +10,7 @@
 import { multiaddr } from '@multiformats/multiaddr'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { PROTO, cat, field, fieldInt, fields, frame, rawPeer, readVarint, sendOn, varint } from './bitswap_wire.mjs'
+import { PROTO, cat, field, fieldInt, fields, frame, messages, rawPeer, sendOn, varint } from './bitswap_wire.mjs'
 
 const watchdog = setTimeout(() => {
   console.error('watchdog: no end within 150 s')
@@ -34,16 +34,7 @@ await node.handle(PROTO, async (stream) => {
 }, { runOnLimitedConnection: true })
 // Whether a stream's bytes hold a whole message carrying a block (field 3,
 // payload): the flood's late DONT_HAVE answers do not count.
-const hasBlock = (b) => {
-  const at = { i: 0 }
-  while (at.i < b.length) {
-    const len = readVarint(b, at)
-    if (len === null || at.i + len > b.length) return false
-    if (fields(b.subarray(at.i, at.i + len)).some(([n]) => n === 3)) return true
-    at.i += len
-  }
-  return false
-}
+const hasBlock = (b) => messages(b)[0].some((msg) => fields(msg).some(([n]) => n === 3))
 const ma = multiaddr(addr)
 await node.dial(ma, { signal: AbortSignal.timeout(20_000) })
 

@@ -7,7 +7,7 @@
 // usage: node bitswap_liar.mjs
 // Prints "addr MULTIADDR", then "lies N" after each answer; serves until
 // stdin closes or 5 minutes pass.
-import { PROTO, cat, field, fields, frame, rawPeer, readVarint, sendOn, varint } from './bitswap_wire.mjs'
+import { PROTO, cat, field, fields, frame, messages, rawPeer, readVarint, sendOn, varint } from './bitswap_wire.mjs'
 
 // A CID's prefix (version, codec, hash code, digest length) from its bytes.
 function prefixOf (cid) {
@@ -24,13 +24,9 @@ await node.handle(PROTO, async (arg, conn) => {
   const connection = arg.connection ?? conn
   let buf = new Uint8Array(0)
   for await (const chunk of s.source ?? s) {
-    buf = cat(buf, chunk.subarray ? chunk.subarray() : chunk)
-    for (;;) {
-      const at = { i: 0 }
-      const len = readVarint(buf, at)
-      if (len === null || buf.length < at.i + len) break
-      const msg = buf.subarray(at.i, at.i + len)
-      buf = buf.slice(at.i + len)
+    const [msgs, rest] = messages(cat(buf, chunk.subarray ? chunk.subarray() : chunk))
+    buf = rest
+    for (const msg of msgs) {
       const wants = []
       for (const [n, wl] of fields(msg)) {
         if (n !== 1) continue

@@ -38,6 +38,19 @@ export function readVarint (b, at) {
   }
 }
 
+// The whole length-prefixed messages at the start of b, and the bytes after
+// them (a message not all come yet).
+export function messages (b) {
+  const out = []; const at = { i: 0 }
+  for (;;) {
+    const start = at.i
+    const len = readVarint(b, at)
+    if (len === null || at.i + len > b.length) return [out, b.subarray(start)]
+    out.push(b.subarray(at.i, at.i + len))
+    at.i += len
+  }
+}
+
 // The length-delimited fields of a protobuf message, as [number, bytes].
 export function fields (b) {
   const out = []; const at = { i: 0 }
