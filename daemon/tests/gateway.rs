@@ -152,6 +152,45 @@ fn chunks_read_in_order_are_answered_from_read_ahead_and_every_order_reads_right
     assert_eq!(hits(&off), 0.0);
 }
 
+#[test]
+fn a_key_asked_again_is_answered_from_memory_and_every_range_reads_right() {
+    let key = "temp/1.0.1";
+    let src = datasets().join("v2_blosc");
+    let f = src.join(key);
+    let n = std::fs::metadata(&f).unwrap().len() as f64;
+    let kept = |d: &Daemon| {
+        let m = metrics(d);
+        (
+            num(&m, "shoal_gateway_hot_hits_total"),
+            num(&m, "shoal_gateway_hot_bytes"),
+        )
+    };
+    // The whole GET reads the key and keeps it; the ranges, HEAD and the
+    // conditional GET after it are answered from memory, byte for byte.
+    // Off: every request reads the store, and reads right.
+    let off = Opts {
+        gateway: "hot_cache = \"0\"\n".into(),
+        ..Default::default()
+    };
+    for (opts, on) in [(Opts::default(), true), (off, false)] {
+        let d = Daemon::start_opts(opts);
+        let root = d.add(&src, None);
+        check(&[
+            "http",
+            &format!("{}/zarr/{root}", gateway(&d)),
+            key,
+            f.to_str().unwrap(),
+        ]);
+        let (hits, bytes) = kept(&d);
+        if on {
+            assert!(hits >= 4.0, "{hits} requests answered from memory");
+            assert_eq!(bytes, n, "only the key read whole is kept");
+        } else {
+            assert_eq!((hits, bytes), (0.0, 0.0));
+        }
+    }
+}
+
 fn short_timeouts(env: Vec<(String, String)>) -> Opts {
     Opts {
         network: "block_timeout = \"3s\"\nrequest_timeout = \"2s\"\nprovider_timeout = \"2s\"\n".into(),

@@ -34,6 +34,8 @@ use shoal_core::manifest::Content;
 use shoal_core::Cid;
 use shoal_node::{KeyReader, Node};
 
+use crate::hot::Hot;
+
 /// The bytes of a key read ahead, one piece per block, or why not.
 type Loaded = Result<Arc<Vec<Bytes>>, String>;
 
@@ -152,6 +154,8 @@ enum Started {
 
 pub struct Ahead {
     max_bytes: u64,
+    /// Keys kept whole in memory are answered from there: not read ahead.
+    hot: Arc<Hot>,
     state: Mutex<State>,
     /// Requests answered from a key read ahead (on /metrics).
     hits: Counter,
@@ -162,9 +166,10 @@ pub struct Ahead {
 }
 
 impl Ahead {
-    pub fn new(max_bytes: u64, hits: Counter, late: Counter, wasted: Counter) -> Ahead {
+    pub fn new(max_bytes: u64, hot: Arc<Hot>, hits: Counter, late: Counter, wasted: Counter) -> Ahead {
         Ahead {
             max_bytes,
+            hot,
             state: Mutex::new(State::default()),
             hits,
             late,
@@ -272,6 +277,7 @@ impl Ahead {
                 .into_iter()
                 .filter(|k| !r.recent.iter().any(|(j, at)| j == k && at.elapsed() < JUST_READ))
                 .filter(|k| !slots.contains_key(&(root, k.clone())))
+                .filter(|k| !self.hot.contains(root, k))
                 .collect();
             (r.credit, near)
         };

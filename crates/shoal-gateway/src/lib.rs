@@ -19,6 +19,7 @@
 
 mod ahead;
 mod browse;
+mod hot;
 mod idle;
 mod ipfs;
 pub mod meta;
@@ -71,6 +72,9 @@ pub struct Settings {
     /// Bytes of chunk keys read ahead of clients reading an array's chunks
     /// in order (held or under way; 0: off). See [`ahead`].
     pub readahead_bytes: u64,
+    /// Bytes of whole keys served lately kept in memory, verified, for the
+    /// next request of the same key (0: off). See [`hot`].
+    pub hot_cache_bytes: u64,
     /// Most leaves one `/ipfs/` file answer may list (a 1 MiB-leaf file of
     /// a million leaves is 1 TiB; a file node that links one node 20,000
     /// times asks for more and is refused). The node's walk limits bound
@@ -94,6 +98,7 @@ impl Default for Settings {
             max_connections: 1024,
             max_leaves: 1 << 20,
             readahead_bytes: 64 << 20,
+            hot_cache_bytes: hot::auto_bytes(),
             public_host: String::new(),
         }
     }
@@ -123,6 +128,7 @@ struct Gw {
     /// entries never go stale); the oldest leaves first.
     consolidated: Mutex<Consolidated>,
     ahead: Arc<ahead::Ahead>,
+    hot: Arc<hot::Hot>,
 }
 
 /// A running gateway: its bound address, stopped when dropped or stopped.
@@ -183,8 +189,14 @@ pub async fn start(node: Node, listen: SocketAddr, mut settings: Settings) -> st
 /// The gateway's routes over `node`.
 pub fn router(node: Node, settings: Settings) -> Router {
     let metrics = GatewayMetrics::default();
+    let hot = Arc::new(hot::Hot::new(
+        settings.hot_cache_bytes,
+        metrics.hot_hits.clone(),
+        metrics.hot_bytes.clone(),
+    ));
     let ahead = ahead::Ahead::new(
         settings.readahead_bytes,
+        hot.clone(),
         metrics.readahead_hits.clone(),
         metrics.readahead_late.clone(),
         metrics.readahead_wasted.clone(),
@@ -193,6 +205,7 @@ pub fn router(node: Node, settings: Settings) -> Router {
     ahead.sweep();
     let gw = Arc::new(Gw {
         ahead,
+        hot,
         exposition: Exposition::new(&node, &metrics),
         permits: Arc::new(Semaphore::new(settings.max_requests.max(1))),
         node,
@@ -405,25 +418,40 @@ async fn serve(gw: &Arc<Gw>, method: &Method, path: &str, query: Option<&str>, h
             let ahead = gw.settings.blocks_ahead;
             let ctype = content_type(&reader.entry().key);
             let (root, key) = (reader.root(), reader.entry().key.clone());
-            // A GET of a chunk read ahead is answered from memory; a GET
-            // in chunk order reads the next chunks ahead (`chain`: their
-            // reads start when it is dropped), once this one's blocks are
-            // read (the body's last piece is taken, or the response goes
-            // without a body).
+            // A GET of a key served lately, or of a chunk read ahead, is
+            // answered from memory (a whole key read ahead, or read here,
+            // is kept for the next); a GET in chunk order reads the next
+            // chunks ahead (`chain`: their reads start when it is
+            // dropped), once this one's blocks are read (the body's last
+            // piece is taken, or the response goes without a body).
             let (ready, chain) = if *method == Method::GET {
-                let (ready, hit) = match gw.ahead.take(root, &key) {
-                    ahead::Claim::Ready(pieces) => (Some(pieces), true),
-                    ahead::Claim::Late => (None, true),
-                    ahead::Claim::Miss => (None, false),
+                let (ready, hit) = match gw.hot.get(root, &key) {
+                    Some(pieces) => (Some(pieces), true),
+                    None => match gw.ahead.take(root, &key) {
+                        ahead::Claim::Ready(pieces) => {
+                            gw.hot.put(root, &key, pieces.clone());
+                            (Some(pieces), true)
+                        }
+                        ahead::Claim::Late => (None, true),
+                        ahead::Claim::Miss => (None, false),
+                    },
                 };
                 let chain = gw.ahead.follow(&gw.node, root, &key, hit, ahead).await;
                 (ready, chain)
             } else {
                 (None, ahead::Chain::default())
             };
+            let keep = (*method == Method::GET).then(|| (gw.hot.clone(), root, key.clone()));
             let body = move |r: std::ops::Range<u64>| match ready {
                 Some(pieces) => ahead::body(pieces, r, chain),
-                None => ahead::then_start(reader.stream(r, ahead), chain),
+                None => {
+                    let read = reader.stream(r.clone(), ahead);
+                    let read = match keep {
+                        Some((hot, root, key)) if r == (0..size) => hot::keep(read, hot, root, key, size),
+                        _ => read,
+                    };
+                    ahead::then_start(read, chain)
+                }
             };
             respond(gw, method, headers, size, &etag, cache, ctype, permit, body).await
         }

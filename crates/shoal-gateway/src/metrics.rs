@@ -9,7 +9,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use shoal_node::Node;
@@ -32,6 +32,10 @@ pub struct GatewayMetrics {
     pub readahead_late: Counter,
     /// Keys read ahead that nobody asked for before they were dropped.
     pub readahead_wasted: Counter,
+    /// Requests answered from the cache of keys served lately.
+    pub hot_hits: Counter,
+    /// Bytes of keys kept in memory.
+    pub hot_bytes: Gauge,
 }
 
 impl Default for GatewayMetrics {
@@ -43,6 +47,8 @@ impl Default for GatewayMetrics {
             readahead_hits: Counter::default(),
             readahead_late: Counter::default(),
             readahead_wasted: Counter::default(),
+            hot_hits: Counter::default(),
+            hot_bytes: Gauge::default(),
         }
     }
 }
@@ -358,9 +364,19 @@ impl Exposition {
                 "Keys the gateway read ahead that nobody asked for",
                 &gw.readahead_wasted,
             ),
+            (
+                "shoal_gateway_hot_hits",
+                "Gateway requests answered from the keys kept in memory",
+                &gw.hot_hits,
+            ),
         ] {
             registry.register(name, help, c.clone());
         }
+        registry.register(
+            "shoal_gateway_hot_bytes",
+            "Bytes of keys the gateway keeps in memory",
+            gw.hot_bytes.clone(),
+        );
         let m = node.metrics();
         registry.register("shoal_queries", "Queries run", m.queries.clone());
         registry.register("shoal_query_errors", "Queries that failed", m.query_errors.clone());

@@ -162,6 +162,9 @@ pub struct GatewayConfig {
     pub request_timeout: String,
     pub blocks_ahead: usize,
     pub readahead: String,
+    /// Bytes of keys served lately kept in memory; "auto": a gigabyte, or
+    /// an eighth of the machine's memory when that is less; "0": off.
+    pub hot_cache: String,
     pub idle_timeout: String,
     pub max_connections: usize,
 }
@@ -175,6 +178,7 @@ impl Default for GatewayConfig {
             request_timeout: "60s".into(),
             blocks_ahead: d.blocks_ahead,
             readahead: "64MiB".into(),
+            hot_cache: "auto".into(),
             idle_timeout: "60s".into(),
             max_connections: d.max_connections,
         }
@@ -206,6 +210,10 @@ impl GatewayConfig {
                 idle_timeout: parse_duration(&self.idle_timeout).context("[gateway] idle_timeout")?,
                 max_connections: self.max_connections.max(1),
                 readahead_bytes: parse_size(&self.readahead).context("[gateway] readahead")?,
+                hot_cache_bytes: match self.hot_cache.trim() {
+                    "auto" => shoal_gateway::Settings::default().hot_cache_bytes,
+                    size => parse_size(size).context("[gateway] hot_cache")?,
+                },
                 ..Default::default()
             },
         )))
