@@ -3,10 +3,10 @@
 # run, median of N interleaved runs:
 #   1. xr.open_zarr(URL).sst.mean("time").compute() over the gateway vs the
 #      same over nginx serving a consolidated copy of the directory, and vs
-#      the FUSE mount; cold (page cache dropped, and the daemon restarted
-#      before the gateway's run, so it keeps nothing in memory either) and
-#      warm (the gateway then answers from the keys it keeps in memory,
-#      `[gateway] hot_cache`); then the same for
+#      the FUSE mount; cold (page cache dropped; the gateway's runs served
+#      by a second daemon with `[gateway] hot_cache = "0"`, so it keeps
+#      nothing in memory either) and warm (the gateway then answers from the
+#      keys it keeps in memory); then the same for
 #      a second dataset of another shape (bench/make_cf.py: Zarr v2 written
 #      by xarray, CF coordinates, ~1.5 MB chunks that dask reads in its
 #      tree order) with sst.mean() over everything, gateway vs nginx;
@@ -41,23 +41,18 @@ trap cleanup EXIT
 # script runs longer): the figures are the read path's alone.
 no_scrub() { set_conf "$1" rate '"0"'; }
 CONFIGURE=no_scrub start A
+# The cold gateway runs go to a second daemon holding the same datasets
+# that keeps no keys in memory (`hot_cache = "0"`): dropping the page cache
+# empties nginx's memory of the dataset, not A's. Otherwise alike.
+no_memory() { no_scrub "$1"; set_conf "$1" hot_cache '"0"'; }
+CONFIGURE=no_memory start C
 ROOT=$("$BIN" --home "$W/A" add "$W/src.zarr" | tail -1)
 CF_ROOT=$("$BIN" --home "$W/A" add "$W/cf.zarr" | tail -1)
-# The read-ahead and memory counters of the running daemon (summed over
-# its restarts at the end).
-counters() { curl -s "$GW/metrics" | grep -E '^shoal_gateway_(readahead_(hits|late|wasted)|hot_hits)_total' || true; }
-gw_url() { "$BIN" --home "$W/A" id --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["gateway"])'; }
-GW=$(gw_url)
+"$BIN" --home "$W/C" add "$W/src.zarr" >/dev/null
+"$BIN" --home "$W/C" add "$W/cf.zarr" >/dev/null
+gw_url() { "$BIN" --home "$W/$1" id --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["gateway"])'; }
+GW=$(gw_url A); GW_C=$(gw_url C)
 "$BIN" --home "$W/A" mount "$W/mnt" >/dev/null
-# A cold gateway run is served by a daemon just started: what it kept in
-# memory (keys served lately, decoded manifests) is gone, as the page
-# cache is. Its mount is made again (the daemon's stop unmounted it).
-fresh() {
-  counters >> "$W/counters"
-  restart A
-  GW=$(gw_url)
-  "$BIN" --home "$W/A" mount "$W/mnt" >/dev/null
-}
 nginx_serve "$W" 18091
 NGINX_SENDFILE=off nginx_serve "$W" 18094   # the same without sendfile (copies, as we do)
 (cd "$W/src.zarr" && find . -type f | sed 's|^\./||' | sort) > "$W/files.txt"
@@ -74,13 +69,13 @@ timed() { local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now); secs "$t0" "$t1"; 
 
 N_URL="http://127.0.0.1:18091/consolidated.zarr"; M_URL="$W/mnt/$ROOT"
 C_URL="http://127.0.0.1:18094/consolidated.zarr"
-xr_time "$GW/zarr/$ROOT" >/dev/null; xr_time "$N_URL" >/dev/null; xr_time "$M_URL" >/dev/null; xr_time "$C_URL" >/dev/null   # open everything once
+xr_time "$GW/zarr/$ROOT" >/dev/null; xr_time "$GW_C/zarr/$ROOT" >/dev/null; xr_time "$N_URL" >/dev/null; xr_time "$M_URL" >/dev/null; xr_time "$C_URL" >/dev/null   # open everything once
 declare -A T; V=()
 for mode in cold warm; do
   for _ in $(seq "$RUNS"); do
     for who in gateway nginx mount copying; do
-      [ $mode = cold ] && [ $who = gateway ] && fresh
-      case $who in gateway) u=$GW/zarr/$ROOT ;; nginx) u=$N_URL ;; mount) u=$M_URL ;; copying) u=$C_URL ;; esac
+      g=$GW; [ $mode = cold ] && g=$GW_C
+      case $who in gateway) u=$g/zarr/$ROOT ;; nginx) u=$N_URL ;; mount) u=$M_URL ;; copying) u=$C_URL ;; esac
       [ $mode = cold ] && drop
       read -r s v < <(xr_time "$u")
       T[$mode.$who]+="$s "
@@ -92,13 +87,13 @@ done
 [ "$(printf '%s\n' "${V[@]}" | sort -u | wc -l)" = 1 ] || { echo "results differ: ${V[*]}" >&2; exit 1; }
 # The second dataset: gateway vs nginx, mean over everything.
 CN_URL="http://127.0.0.1:18091/cf-consolidated.zarr"; CC_URL="http://127.0.0.1:18094/cf-consolidated.zarr"
-xr_all "$GW/zarr/$CF_ROOT" >/dev/null; xr_all "$CN_URL" >/dev/null; xr_all "$CC_URL" >/dev/null
+xr_all "$GW/zarr/$CF_ROOT" >/dev/null; xr_all "$GW_C/zarr/$CF_ROOT" >/dev/null; xr_all "$CN_URL" >/dev/null; xr_all "$CC_URL" >/dev/null
 V=()
 for mode in cold warm; do
   for _ in $(seq "$RUNS"); do
     for who in gateway nginx copying; do
-      [ $mode = cold ] && [ $who = gateway ] && fresh
-      case $who in gateway) u=$GW/zarr/$CF_ROOT ;; nginx) u=$CN_URL ;; copying) u=$CC_URL ;; esac
+      g=$GW; [ $mode = cold ] && g=$GW_C
+      case $who in gateway) u=$g/zarr/$CF_ROOT ;; nginx) u=$CN_URL ;; copying) u=$CC_URL ;; esac
       [ $mode = cold ] && drop
       read -r s v < <(xr_all "$u")
       T[cf.$mode.$who]+="$s "
@@ -109,7 +104,7 @@ done
 [ "$(printf '%s\n' "${V[@]}" | sort -u | wc -l)" = 1 ] || { echo "results differ (cf): ${V[*]}" >&2; exit 1; }
 C_G=(); C_N=(); DISK=()
 for _ in $(seq "$RUNS"); do
-  fresh; drop; C_G+=("$(timed curl_all "$GW/zarr/$ROOT")")
+  drop; C_G+=("$(timed curl_all "$GW_C/zarr/$ROOT")")
   drop; C_N+=("$(timed curl_all "http://127.0.0.1:18091/src.zarr")")
   drop; DISK+=("$(timed sh -c "cd '$W/src.zarr' && find . -type f -print0 | xargs -0 -P 8 -n 16 cat > /dev/null")")
 done
@@ -126,8 +121,8 @@ for mode in cold warm; do
   printf '%-5s xarray: gateway %.2fs  nginx %.2fs  nginx without sendfile %.2fs  -> gateway/nginx speed %.2fx, gateway/nginx without sendfile %.2fx  [gw %s] [nginx %s] [no sendfile %s]\n' \
     "$mode" "$g" "$n" "$c" "$(echo "$n / $g" | bc -l)" "$(echo "$c / $g" | bc -l)" "${T[cf.$mode.gateway]}" "${T[cf.$mode.nginx]}" "${T[cf.$mode.copying]}"
 done
-counters >> "$W/counters"
-printf 'read-ahead and keys kept in memory (whole script): %s\n' "$(awk '{n[$1] += $2} END {for (k in n) printf "%s %d  ", k, n[k]}' "$W/counters")"
+counters() { curl -s "$1/metrics" | grep -E '^shoal_gateway_(readahead_(hits|late|wasted)|hot_hits)_total' | tr '\n' ' '; }
+printf 'read-ahead and keys kept in memory (whole script): warm daemon: %s  cold daemon: %s\n' "$(counters "$GW")" "$(counters "$GW_C")"
 g=$(median "${C_G[@]}"); n=$(median "${C_N[@]}"); d=$(median "${DISK[@]}")
 printf 'every chunk, 8 parallel curl, cold: gateway %.2fs (%s MB/s)  nginx %.2fs (%s MB/s)  -> %.2fx  [gw %s] [nginx %s]\n' \
   "$g" "$(mb "$g")" "$n" "$(mb "$n")" "$(echo "$n / $g" | bc -l)" "${C_G[*]}" "${C_N[*]}"

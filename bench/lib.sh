@@ -39,22 +39,8 @@ start() {
   fi
   PIDS+=($!)
   PID_OF[$1]=$!
-  answering "$1"
-}
-# answering NAME: waits (bounded) until daemon NAME answers.
-answering() {
   for _ in $(seq 100); do "$BIN" --home "$W/$1" id >/dev/null 2>&1 && return; sleep 0.1; done
   echo "daemon $1 did not start" >&2; exit 1
-}
-# restart NAME: stops daemon NAME and starts it again on the same repo
-# (not in a namespace): what it held in memory is gone, its store stays.
-restart() {
-  local p=${PID_OF[$1]}
-  kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
-  "$BIN" --home "$W/$1" daemon 2>>"$W/$1.log" &
-  PIDS+=($!)
-  PID_OF[$1]=$!
-  answering "$1"
 }
 # stop NAME: kills daemon NAME once measured (so no later run can fetch
 # from it) and removes its repo.
