@@ -8,7 +8,9 @@
 //! is served; decision 0025).
 //!
 //! Only whole keys are kept (a ranged request reads what it asks for), and
-//! none larger than an eighth of the budget. The key is the dataset root
+//! none larger than an eighth of the budget. Bytes are counted by length:
+//! a block read from the store sits in a buffer of its size class, at most
+//! an eighth larger; one from a peer in a buffer of its own. The key is the dataset root
 //! and the Zarr key: both name immutable bytes, so an entry never goes
 //! stale; a dataset removed by GC is no longer found by the lookup that
 //! comes before the cache, and its entries age out.
