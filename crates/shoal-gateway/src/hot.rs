@@ -10,10 +10,10 @@
 //! Only whole keys are kept (a ranged request reads what it asks for), and
 //! none larger than an eighth of the budget. Bytes are counted by length:
 //! a block read from the store sits in a buffer of its size class, at most
-//! an eighth larger; one from a peer in a buffer of its own. The key is the dataset root
-//! and the Zarr key: both name immutable bytes, so an entry never goes
-//! stale; a dataset removed by GC is no longer found by the lookup that
-//! comes before the cache, and its entries age out.
+//! an eighth larger; one from a peer in a buffer of its own. The key is
+//! the dataset root and the Zarr key: both name immutable bytes, so an
+//! entry never goes stale; a dataset removed by GC is no longer found by
+//! the lookup that comes before the cache, and its entries age out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -59,6 +59,12 @@ impl Hot {
         }
     }
 
+    /// Whether a whole key of `bytes` may be kept: not empty, and at most
+    /// an eighth of the budget.
+    fn admits(&self, bytes: u64) -> bool {
+        bytes > 0 && bytes <= self.max_bytes / 8
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("hot cache lock")
     }
@@ -91,7 +97,7 @@ impl Hot {
     /// not kept.
     pub fn put(&self, root: Cid, key: &str, pieces: Arc<Vec<Bytes>>) {
         let bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
-        if bytes == 0 || bytes > self.max_bytes / 8 {
+        if !self.admits(bytes) {
             return;
         }
         let mut guard = self.lock();
@@ -123,7 +129,7 @@ impl Hot {
 /// `read`, the whole of a key (`size` bytes), kept in `hot` once its last
 /// piece has gone by (a response cut short keeps nothing).
 pub fn keep(read: crate::Pieces, hot: Arc<Hot>, root: Cid, key: String, size: u64) -> crate::Pieces {
-    if size == 0 || size > hot.max_bytes / 8 {
+    if !hot.admits(size) {
         return read;
     }
     let mut got = Vec::new();
