@@ -22,7 +22,7 @@
 //!
 //! [`Datasets::open_existing`]: shoal_node::Datasets::open_existing
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -117,8 +117,44 @@ struct Reading {
     ordered: Option<Instant>,
     /// The last keys asked for (is the next request their successor?).
     recent: std::collections::VecDeque<(String, Instant)>,
+    /// The chunk keys asked for in this pass over the dataset (hashed):
+    /// not read ahead again. dask reads a dataset's chunks in blocks of
+    /// neighbours, and the neighbours of a block include chunks of blocks
+    /// read seconds ago; read again, such a key was never asked for and
+    /// held its share of the budget until [`STALE`]. (A cold xarray read of
+    /// bench/gateway.sh's cf dataset read 33 of its 400 chunks ahead again
+    /// so, and with the budget held, up to 95 chunks asked for next had
+    /// not been read ahead.)
+    /// A key asked for again starts a new pass (a reader going over the
+    /// dataset again, or a second reader), as does the [`PASS_KEYS`]th.
+    pass: HashSet<u64>,
     seen: Instant,
 }
+
+impl Reading {
+    /// Notes `key` as asked for in this pass.
+    fn asked(&mut self, key: &str) {
+        if !self.pass.insert(pass_hash(key)) || self.pass.len() > PASS_KEYS {
+            self.pass.clear();
+            self.pass.insert(pass_hash(key));
+        }
+    }
+
+    fn asked_in_this_pass(&self, key: &str) -> bool {
+        self.pass.contains(&pass_hash(key))
+    }
+}
+
+/// A key as remembered in a pass (two keys hashing alike: the second is
+/// not read ahead; it is read when asked for).
+fn pass_hash(key: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
+}
+
+/// Chunk keys remembered per dataset per pass (8 bytes each, so at most
+/// 64 KiB or so a dataset, for [`DATASETS`] datasets).
+const PASS_KEYS: usize = 4096;
 
 /// Keys asked for lately, remembered per dataset: a key near one of them
 /// is being read in order.
@@ -224,7 +260,8 @@ impl Ahead {
     }
 
     /// Reads ahead the chunks near `key` (a chunk key just asked for;
-    /// `hit` when it was read ahead) that were not asked for lately, when
+    /// `hit` when it was read ahead) that were not asked for in the last
+    /// [`JUST_READ`] or earlier in this pass over the dataset, when
     /// the dataset is being read in order (this key was read ahead, is a
     /// neighbour of one asked for lately, or a request came in order within
     /// [`IN_ORDER_LATELY`]): as many as the dataset has earned, within the
@@ -254,6 +291,7 @@ impl Ahead {
                 credit: START_CREDIT,
                 ordered: None,
                 recent: Default::default(),
+                pass: HashSet::new(),
                 seen: Instant::now(),
             });
             // Only a request in order by itself renews `ordered`: a reader
@@ -268,6 +306,7 @@ impl Ahead {
                 r.recent.pop_front();
             }
             r.recent.push_back((key.to_string(), Instant::now()));
+            r.asked(key);
             if !in_order {
                 tracing::trace!(%root, key, "not read in order: no read-ahead");
                 return Chain::default();
@@ -276,6 +315,7 @@ impl Ahead {
             let near: Vec<String> = near
                 .into_iter()
                 .filter(|k| !r.recent.iter().any(|(j, at)| j == k && at.elapsed() < JUST_READ))
+                .filter(|k| !r.asked_in_this_pass(k))
                 .filter(|k| !slots.contains_key(&(root, k.clone())))
                 .filter(|k| !self.hot.contains(root, k))
                 .collect();
@@ -517,6 +557,33 @@ mod tests {
         let got = slot.claim().expect("read").expect("ok");
         assert_eq!(got[0], "abc");
         assert!(slot.claim().is_none(), "a slot serves one request");
+    }
+
+    #[test]
+    fn keys_asked_in_this_pass_are_not_read_ahead_until_one_is_asked_again() {
+        let mut r = Reading {
+            credit: START_CREDIT,
+            ordered: None,
+            recent: Default::default(),
+            pass: HashSet::new(),
+            seen: Instant::now(),
+        };
+        r.asked("sst/15.3.3");
+        r.asked("sst/14.3.3");
+        assert!(r.asked_in_this_pass("sst/15.3.3") && r.asked_in_this_pass("sst/14.3.3"));
+        assert!(!r.asked_in_this_pass("sst/16.3.3"), "a key not asked for is read ahead");
+        // Asked again: the reader goes over the dataset again, and every
+        // key but this one is worth reading ahead once more.
+        r.asked("sst/15.3.3");
+        assert!(r.asked_in_this_pass("sst/15.3.3"));
+        assert!(!r.asked_in_this_pass("sst/14.3.3"));
+        // Bounded: past PASS_KEYS keys the pass starts over.
+        for i in 0..PASS_KEYS {
+            r.asked(&format!("sst/{i}.0.0"));
+        }
+        assert!(r.pass.len() <= PASS_KEYS);
+        assert!(!r.asked_in_this_pass("sst/15.3.3"));
+        assert!(r.asked_in_this_pass(&format!("sst/{}.0.0", PASS_KEYS - 1)));
     }
 
     #[tokio::test]
