@@ -122,11 +122,11 @@ struct Reading {
     /// neighbours, and the neighbours of a block include chunks of blocks
     /// read seconds ago; read again, such a key was never asked for and
     /// held its share of the budget until [`STALE`]. (A cold xarray read of
-    /// bench/gateway.sh's cf dataset read 33 of its 400 chunks ahead again
-    /// so, and with the budget held, up to 95 chunks asked for next had
-    /// not been read ahead.)
-    /// A key asked for again starts a new pass (a reader going over the
-    /// dataset again, or a second reader), as does the [`PASS_KEYS`]th.
+    /// bench/gateway.sh's cf dataset read 33 of its 400 chunks ahead a
+    /// second time this way, and with the budget held, up to 95 chunks
+    /// asked for next had not been read ahead.) A key asked for again
+    /// starts a new pass (a reader going over the dataset again, or a
+    /// second reader), as does the key past [`PASS_KEYS`].
     pass: HashSet<u64>,
     seen: Instant,
 }
