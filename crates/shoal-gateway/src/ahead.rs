@@ -134,9 +134,10 @@ struct Reading {
 impl Reading {
     /// Notes `key` as asked for in this pass.
     fn asked(&mut self, key: &str) {
-        if !self.pass.insert(pass_hash(key)) || self.pass.len() > PASS_KEYS {
+        let h = pass_hash(key);
+        if !self.pass.insert(h) || self.pass.len() > PASS_KEYS {
             self.pass.clear();
-            self.pass.insert(pass_hash(key));
+            self.pass.insert(h);
         }
     }
 
